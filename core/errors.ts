@@ -1,0 +1,81 @@
+/**
+ * Named errors. The `name` is part of the contract: Step Functions Catch/Retry match on it,
+ * and the CLI maps it to an exit code a script can act on.
+ *
+ *   0 done · 1 the run failed · 2 bad input (manifest, arguments) · 3 refused (locked, window, rejected)
+ */
+export const EXIT = { ok: 0, failed: 1, badInput: 2, refused: 3 } as const;
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+export abstract class EtlRollbackError extends Error {
+  abstract readonly exitCode: ExitCode;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    // Subclasses set `override readonly name = '...'` as a literal, so minifiers cannot mangle it.
+  }
+}
+
+/** One problem in a manifest, with the path where it was found (`units[2].dependsOn[0]`). */
+export interface ManifestIssue {
+  path: string;
+  message: string;
+}
+
+/** The manifest (or the document holding it) is invalid. Carries every problem found, not only the first. */
+export class ManifestError extends EtlRollbackError {
+  override readonly name = 'ManifestError';
+  readonly exitCode = EXIT.badInput;
+  constructor(
+    readonly issues: ManifestIssue[],
+    readonly source = 'manifest',
+  ) {
+    super(`${source} is invalid:\n${issues.map((i) => `  ${i.path ? `${i.path}: ` : ''}${i.message}`).join('\n')}`);
+  }
+}
+
+/** Arguments or execution input are invalid (unknown unit asked for, malformed JSON input, ...). */
+export class InputError extends EtlRollbackError {
+  override readonly name = 'InputError';
+  readonly exitCode = EXIT.badInput;
+}
+
+/** The deployment or one of its restore points does not exist (or is not sealed). */
+export class RestorePointMissingError extends EtlRollbackError {
+  override readonly name = 'RestorePointMissingError';
+  readonly exitCode = EXIT.badInput;
+}
+
+/** A resource is not fit to be protected or restored as asked (unversioned bucket, table without columns, ...). */
+export class PreflightError extends EtlRollbackError {
+  override readonly name = 'PreflightError';
+  readonly exitCode = EXIT.badInput;
+}
+
+/** Another rollback of the same pipeline holds the lock. */
+export class LockHeldError extends EtlRollbackError {
+  override readonly name = 'LockHeldError';
+  readonly exitCode = EXIT.refused;
+}
+
+/** A validation gate found the restored state different from its restore point. */
+export class VerificationFailedError extends EtlRollbackError {
+  override readonly name = 'VerificationFailedError';
+  readonly exitCode = EXIT.failed;
+}
+
+/** Exit code for any error: ours carry one; anything else is a failed run. */
+export function exitCodeOf(error: unknown): ExitCode {
+  if (error instanceof EtlRollbackError) return error.exitCode;
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === 'string' && name in EXIT_BY_NAME ? EXIT_BY_NAME[name]! : EXIT.failed;
+}
+
+/** The same mapping by name, for errors that crossed a process boundary (a state machine's `Error` field). */
+export const EXIT_BY_NAME: Record<string, ExitCode> = {
+  ManifestError: EXIT.badInput,
+  InputError: EXIT.badInput,
+  RestorePointMissingError: EXIT.badInput,
+  PreflightError: EXIT.badInput,
+  LockHeldError: EXIT.refused,
+  VerificationFailedError: EXIT.failed,
+};

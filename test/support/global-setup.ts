@@ -1,0 +1,23 @@
+import { startMoto, type MotoServer } from './moto-server.ts';
+
+/**
+ * One moto server for the whole test run. Its endpoint reaches the code under test the way it would in
+ * production: through the SDK's standard AWS_ENDPOINT_URL. Tests keep apart by unique bucket/table names.
+ */
+let moto: MotoServer | undefined;
+
+export async function setup(): Promise<void> {
+  moto = await startMoto();
+  process.env.AWS_ENDPOINT_URL = moto.endpoint;
+  process.env.AWS_REGION = 'us-east-1';
+  process.env.AWS_ACCESS_KEY_ID = 'testing';
+  process.env.AWS_SECRET_ACCESS_KEY = 'testing';
+  process.env.ETL_ROLLBACK_S3_FORCE_PATH_STYLE = 'true';
+  process.env.POWERTOOLS_DEV = 'false';
+  process.env.POWERTOOLS_LOG_LEVEL = process.env.POWERTOOLS_LOG_LEVEL ?? 'SILENT';
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+}
+
+export async function teardown(): Promise<void> {
+  await moto?.stop();
+}
