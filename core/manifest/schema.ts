@@ -3,6 +3,9 @@ import { z } from 'zod';
 /**
  * The manifest: one pipeline, its units and how they depend on each other.
  * Types are inferred from the schemas, so schema and type cannot drift.
+ *
+ * This file holds what one field can know about itself. Checks that need the whole manifest (a `dependsOn` naming a
+ * unit that exists, no cycles, a unit's connection being defined and of the right engine) live in `load.ts`.
  */
 
 const identifier = z
@@ -17,22 +20,67 @@ export const tableName = z
     'must be "table" or "schema.table", each part a SQL identifier (letters, digits, "_", "$"; not starting with a digit; at most 63 characters)',
   );
 
-export const connectionSchema = z.union([
-  z.strictObject({ engine: z.enum(['postgres', 'mysql']), url: z.string().regex(/^(postgres|postgresql|mysql|mariadb):\/\//, 'must be a postgres:// or mysql:// URL') }),
-  z.strictObject({ engine: z.enum(['postgres', 'mysql']), secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager secret ARN') }),
-]);
+export const connectionEngines = ['postgres', 'mysql'] as const;
+export type ConnectionEngine = (typeof connectionEngines)[number];
 
-const checksSchema = z
-  .strictObject({
-    /** Compare the row/object count with the restore point (default true). */
-    count: z.boolean().default(true),
-    /** Compare the content checksum with the restore point (default true). */
-    checksum: z.boolean().default(true),
+/** URL schemes each engine accepts, so that `engine: postgres` with a `mysql://` URL is caught before a deploy. */
+const schemesByEngine: Record<ConnectionEngine, readonly string[]> = {
+  postgres: ['postgres', 'postgresql'],
+  mysql: ['mysql', 'mariadb'],
+};
+
+/**
+ * A connection as written: an engine plus exactly one of `url` (local runs) or `secretArn` (AWS).
+ * One object rather than a union of two, so a mistake gets one precise message instead of "matches no option".
+ */
+export const connectionFieldsSchema = z.strictObject({
+  engine: z.enum(connectionEngines),
+  url: z.string().regex(/^(postgres|postgresql|mysql|mariadb):\/\//, 'must be a postgres://, postgresql://, mysql:// or mariadb:// URL').optional(),
+  secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…)').optional(),
+});
+
+type UrlConnection = { engine: ConnectionEngine; url: string };
+type SecretConnection = { engine: ConnectionEngine; secretArn: string };
+
+export const connectionSchema = connectionFieldsSchema
+  .superRefine((c, ctx) => {
+    if (c.url !== undefined && c.secretArn !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['secretArn'], message: 'give either "url" or "secretArn", not both' });
+    } else if (c.url === undefined && c.secretArn === undefined) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'needs "url" (local runs) or "secretArn" (AWS)' });
+    }
+    // zod runs this even when `url` failed its own format check; only a well-formed scheme is compared (and only the
+    // scheme is ever quoted: the rest of a URL may hold a password).
+    const scheme = c.url === undefined ? undefined : /^([a-z]+):\/\//.exec(c.url)?.[1];
+    const accepted: readonly string[] | undefined = schemesByEngine[c.engine];
+    if (scheme !== undefined && accepted !== undefined && !accepted.includes(scheme)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['url'],
+        message: `a ${scheme}:// URL does not fit engine "${c.engine}" (expected ${accepted.map((s) => `${s}://`).join(' or ')})`,
+      });
+    }
   })
-  .prefault({});
+  // Runs only once the refinement passed, so exactly one of url/secretArn is set; the type says so too.
+  .transform((c, ctx): UrlConnection | SecretConnection => {
+    if (c.url !== undefined) return { engine: c.engine, url: c.url };
+    if (c.secretArn !== undefined) return { engine: c.engine, secretArn: c.secretArn };
+    ctx.addIssue({ code: 'custom', message: 'needs "url" (local runs) or "secretArn" (AWS)' });
+    return z.NEVER;
+  });
+
+export const checksFieldsSchema = z.strictObject({
+  /** Compare the row/object count with the restore point (default true). */
+  count: z.boolean().default(true),
+  /** Compare the content checksum with the restore point (default true). */
+  checksum: z.boolean().default(true),
+});
+
+const checksSchema = checksFieldsSchema.prefault({});
 
 const unitBase = {
   id: identifier,
+  /** Ids of the units this one reads from (its producers). */
   dependsOn: z.array(z.string()).default([]),
   description: z.string().optional(),
   checks: checksSchema,
@@ -41,23 +89,40 @@ const unitBase = {
 export const s3PrefixUnitSchema = z.strictObject({
   ...unitBase,
   type: z.literal('s3-prefix'),
-  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'),
-  prefix: z.string().min(1, 'must not be empty (a rollback of a whole bucket is not a unit: name the prefix)'),
+  bucket: z
+    .string()
+    .regex(
+      /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+      'must be a valid S3 bucket name (3-63 characters: lowercase letters, digits, "." and "-", starting and ending with a letter or digit)',
+    ),
+  prefix: z.string().min(1, 'must not be empty (a rollback of a whole bucket is not a unit: name the prefix, e.g. "raw/orders/")'),
 });
 
 export const postgresTableUnitSchema = z.strictObject({
   ...unitBase,
   type: z.literal('postgres-table'),
-  connection: z.string().min(1),
+  /** A key of the manifest's `connections`, whose engine is postgres. */
+  connection: z.string().min(1, 'must name one of the manifest\'s "connections"'),
   table: tableName,
 });
 
 export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema]);
 
+/** Each unit type's schema, by its `type` value: the list of types a message can offer, and each type's fields. */
+export const unitSchemasByType = {
+  's3-prefix': s3PrefixUnitSchema,
+  'postgres-table': postgresTableUnitSchema,
+} as const satisfies Record<z.infer<typeof unitSchema>['type'], z.ZodObject>;
+
 export const manifestSchema = z.strictObject({
   pipeline: identifier,
   description: z.string().optional(),
-  connections: z.record(z.string().regex(/^[a-z][a-z0-9_-]*$/, 'connection names are lowercase identifiers'), connectionSchema).default({}),
+  connections: z
+    .record(
+      z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'connection names must start with a lowercase letter and hold only a-z, 0-9, "_" or "-"'),
+      connectionSchema,
+    )
+    .default({}),
   units: z.array(unitSchema).min(1, 'a manifest needs at least one unit'),
 });
 

@@ -1,0 +1,52 @@
+import { randomBytes } from 'node:crypto';
+import type { Manifest } from '../core/manifest/schema.ts';
+import type { RunReport } from '../core/report/report.ts';
+
+/** Where executions run: in this process (local) or in AWS Step Functions (remote). Same inputs, same outputs. */
+export interface Engine {
+  snapshot(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
+  rollback(manifest: Manifest, args: RollbackArgs): Promise<ExecutionResult>;
+}
+
+export interface SnapshotArgs {
+  deploymentId: string;
+  requestedBy: string;
+  reason: string;
+  /** Execution name. */
+  name: string;
+}
+
+export interface RollbackArgs extends SnapshotArgs {
+  units?: string[];
+  cascade: boolean;
+  dryRun: boolean;
+}
+
+export type ExecutionResult =
+  | { status: 'SUCCEEDED'; name: string; output: unknown }
+  | { status: 'FAILED'; name: string; error: string; cause: string; report?: RunReport };
+
+/**
+ * Execution names for runs started by hand: `<kind>-<pipeline>-<deployment>-<UTC time>-<random>`, at most 80
+ * characters of [A-Za-z0-9_-], so a person recognises the run in the console and two runs never share a name.
+ * The rollback's run id is this name.
+ */
+export function defaultRunName(kind: string, pipeline: string, deploymentId: string, at: Date = new Date()): string {
+  const stamp = `${at.toISOString().replace(/[-:.]/g, '')}-${randomBytes(2).toString('hex')}`;
+  const clean = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, '_');
+  const head = `${kind}-${clean(pipeline)}-${clean(deploymentId)}`.slice(0, 80 - stamp.length - 1);
+  return `${head}-${stamp}`;
+}
+
+/** The rollback machine's input, exactly as a console user would type it. */
+export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<string, unknown> {
+  return {
+    pipeline: manifest.pipeline,
+    deploymentId: args.deploymentId,
+    ...(args.units ? { units: args.units } : {}),
+    cascade: args.cascade,
+    dryRun: args.dryRun,
+    reason: args.reason,
+    requestedBy: args.requestedBy,
+  };
+}

@@ -1,0 +1,190 @@
+import { Command, CommanderError, Option } from 'commander';
+import { EXIT, EXIT_BY_NAME, exitCodeOf, InputError } from '../core/errors.ts';
+import { loadManifestFile } from '../core/manifest/load.ts';
+import type { Manifest } from '../core/manifest/schema.ts';
+import { planRollback } from '../core/plan/plan.ts';
+import { renderReport, type RunReport } from '../core/report/report.ts';
+import { defaultRunName, type Engine, type ExecutionResult } from './engine.ts';
+
+/**
+ * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
+ * definitions and handlers as in AWS, against the endpoint in AWS_ENDPOINT_URL) or through the deployed
+ * state machines. Exit codes: 0 done, 1 the run failed, 2 bad input, 3 refused.
+ */
+
+interface Io {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const stdio: Io = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+};
+
+function parseUnits(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const units = value.split(',').map((u) => u.trim()).filter(Boolean);
+  if (units.length === 0) throw new InputError('--units: give at least one unit id (e.g. --units mart,staging)');
+  return units;
+}
+
+function stagesText(manifest: Manifest, stages: string[][], reasons: Record<string, string>): string {
+  const byId = new Map(manifest.units.map((u) => [u.id, u]));
+  const lines = [`pipeline ${manifest.pipeline}: ${stages.length} stage(s), consumers first`];
+  stages.forEach((stage, i) => {
+    lines.push(`  stage ${i + 1}:`);
+    for (const id of stage) {
+      const u = byId.get(id)!;
+      const where = u.type === 's3-prefix' ? `s3://${u.bucket}/${u.prefix}` : `${u.connection}:${u.table}`;
+      lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
+    }
+  });
+  return lines.join('\n');
+}
+
+async function engineFor(local: boolean, opts: EngineOptions, io: Io): Promise<Engine> {
+  if (local) {
+    const { localEngine } = await import('./local-engine.ts');
+    return localEngine(opts, io);
+  }
+  const { remoteEngine } = await import('./remote-engine.ts');
+  return remoteEngine(opts, io);
+}
+
+export interface EngineOptions {
+  ledgerTable?: string;
+  stateBucket?: string;
+  snapshotArn?: string;
+  rollbackArn?: string;
+  json: boolean;
+}
+
+function exitForExecution(result: ExecutionResult): number {
+  if (result.status === 'SUCCEEDED') return EXIT.ok;
+  return EXIT_BY_NAME[result.error] ?? EXIT.failed;
+}
+
+export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (c) => (process.exitCode = c)): Command {
+  const program = new Command('etl-rollback')
+    .description('Restore points before every ETL deploy; staged, verified, granular rollback.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const engineOptions = (cmd: Command) =>
+    cmd
+      .option('--local', 'run the state machine definitions in this process (AWS APIs at AWS_ENDPOINT_URL)', false)
+      .option('--json', 'print the result as JSON on stdout', false)
+      .addOption(new Option('--ledger-table <name>', 'ledger DynamoDB table').env('ETL_ROLLBACK_LEDGER_TABLE'))
+      .addOption(new Option('--state-bucket <name>', 'state S3 bucket').env('ETL_ROLLBACK_STATE_BUCKET'))
+      .addOption(new Option('--requested-by <who>', 'who asks (recorded in the audit trail)').env('USER'))
+      .option('--reason <text>', 'why (recorded in the audit trail)', '');
+
+  program
+    .command('validate')
+    .description('check a manifest; print its rollback stages')
+    .argument('<manifest>', 'manifest YAML file')
+    .action(async (file: string) => {
+      const manifest = await loadManifestFile(file);
+      const plan = planRollback(manifest, {});
+      io.out(`${file}: valid`);
+      io.out(stagesText(manifest, plan.stages, plan.reasons));
+    });
+
+  program
+    .command('plan')
+    .description('print the rollback stages for the units asked for (offline)')
+    .argument('<manifest>', 'manifest YAML file')
+    .option('--units <ids>', 'comma-separated unit ids (default: all)')
+    .option('--no-cascade', 'do not add the consumers of the units asked for')
+    .option('--json', 'print {"stages": [[...], ...]}', false)
+    .action(async (file: string, opts: { units?: string; cascade: boolean; json: boolean }) => {
+      const manifest = await loadManifestFile(file);
+      const plan = planRollback(manifest, { units: parseUnits(opts.units), cascade: opts.cascade });
+      if (opts.json) io.out(JSON.stringify({ stages: plan.stages, scope: plan.scope, reasons: plan.reasons }));
+      else io.out(stagesText(manifest, plan.stages, plan.reasons));
+    });
+
+  engineOptions(
+    program
+      .command('snapshot')
+      .description('take a restore point of every unit before a deploy')
+      .argument('<manifest>', 'manifest YAML file')
+      .requiredOption('--deployment <id>', 'deployment id (e.g. the release tag or CI run id)')
+      .addOption(new Option('--state-machine-arn <arn>', 'deployed snapshot state machine').env('ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN')),
+  ).action(async (file: string, opts: { deployment: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string }) => {
+    const manifest = await loadManifestFile(file);
+    const engine = await engineFor(opts.local, { ...opts, snapshotArn: opts.stateMachineArn }, io);
+    const result = await engine.snapshot(manifest, {
+      deploymentId: opts.deployment,
+      requestedBy: opts.requestedBy ?? 'unknown',
+      reason: opts.reason,
+      name: defaultRunName('snapshot', manifest.pipeline, opts.deployment),
+    });
+    if (opts.json) io.out(JSON.stringify(result, null, 2));
+    else if (result.status === 'SUCCEEDED') {
+      const sealed = result.output as { points: { unitId: string; type: string; count: number }[] };
+      io.out(`restore point of ${manifest.pipeline}/${opts.deployment} sealed:`);
+      for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : 'rows'}`);
+    } else io.err(`snapshot failed: ${result.error}: ${result.cause}`);
+    setExit(exitForExecution(result));
+  });
+
+  engineOptions(
+    program
+      .command('rollback')
+      .description('roll back units of a deployment, stage by stage, each stage verified')
+      .argument('<manifest>', 'manifest YAML file (names the pipeline; the deployed manifest is what is restored)')
+      .requiredOption('--deployment <id>', 'the deployment whose restore points to go back to')
+      .option('--units <ids>', 'comma-separated unit ids (default: all)')
+      .option('--no-cascade', 'do not add the consumers of the units asked for')
+      .option('--dry-run', 'print what would change; change nothing', false)
+      .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
+  ).action(
+    async (
+      file: string,
+      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
+    ) => {
+      const manifest = await loadManifestFile(file);
+      const units = parseUnits(opts.units);
+      // Fail on unknown units here, before any AWS call.
+      planRollback(manifest, { units, cascade: opts.cascade });
+      const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn }, io);
+      const result = await engine.rollback(manifest, {
+        deploymentId: opts.deployment,
+        units,
+        cascade: opts.cascade,
+        dryRun: opts.dryRun,
+        requestedBy: opts.requestedBy ?? 'unknown',
+        reason: opts.reason,
+        name: defaultRunName(opts.dryRun ? 'dryrun' : 'rollback', manifest.pipeline, opts.deployment),
+      });
+      const report = result.status === 'SUCCEEDED' ? (result.output as RunReport) : result.report;
+      if (opts.json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));
+      else {
+        if (report) io.out(renderReport(report));
+        if (result.status === 'FAILED') io.err(`rollback ${result.error === 'LockHeldError' ? 'refused' : 'failed'}: ${result.error}: ${result.cause}`);
+      }
+      setExit(exitForExecution(result));
+    },
+  );
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code (never throws). */
+export async function main(argv: string[], io: Io = stdio): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram(io, (c) => (code = c));
+  program.configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.exitCode === 0 ? EXIT.ok : EXIT.badInput;
+    }
+    io.err(`etl-rollback: ${(error as Error).message}`);
+    return exitCodeOf(error);
+  }
+}

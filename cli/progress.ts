@@ -1,0 +1,30 @@
+/** Progress lines on stderr for long work, one per meaningful step, so stdout stays clean for --json. */
+export function progressLine(stateName: string, input: unknown): string | undefined {
+  const i = (input ?? {}) as { unitId?: string; stage?: number | { index: number; units: string[] } };
+  switch (stateName) {
+    case 'Register deployment':
+      return '› registering deployment';
+    case 'Capture unit':
+      return `› capturing ${i.unitId}`;
+    case 'Seal restore points':
+      return '› sealing restore points';
+    case 'Plan rollback':
+      return '› planning';
+    case 'Describe changes':
+      return '› computing what each unit would change (dry run)';
+    case 'Acquire pipeline lock':
+      return '› acquiring pipeline lock';
+    case 'Restore unit':
+      return `› stage ${typeof i.stage === 'number' ? i.stage + 1 : '?'}: restoring ${i.unitId}`;
+    case 'Verify stage':
+      return typeof i.stage === 'object' ? `› stage ${i.stage.index + 1}: verifying ${i.stage.units.join(', ')}` : '› verifying stage';
+    case 'Record rollback failure':
+    case 'Record snapshot failure':
+      return '› recording failure';
+    case 'Release lock':
+    case 'Release lock after failure':
+      return '› releasing lock';
+    default:
+      return undefined;
+  }
+}

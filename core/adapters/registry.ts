@@ -1,0 +1,17 @@
+import type { Unit } from '../manifest/schema.ts';
+import { postgresTableAdapter } from './postgres-table.ts';
+import { s3PrefixAdapter } from './s3-prefix.ts';
+import type { UnitAdapter } from './types.ts';
+
+/** One adapter per unit type. A new unit type adds one line here (and its schema and adapter file). */
+export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: T }>, never> } = {
+  's3-prefix': s3PrefixAdapter as UnitAdapter<Extract<Unit, { type: 's3-prefix' }>, never>,
+  'postgres-table': postgresTableAdapter as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
+};
+
+export type AdapterRegistry = typeof adapters;
+
+/** The adapter for a unit, typed loosely for callers that hold a Unit of any type. */
+export function adapterFor(unit: Unit, registry: AdapterRegistry = adapters): UnitAdapter<Unit, Record<string, unknown>> {
+  return registry[unit.type] as unknown as UnitAdapter<Unit, Record<string, unknown>>;
+}

@@ -1,0 +1,358 @@
+import { ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException, UpdateTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { LockHeldError, RestorePointMissingError } from '../errors.ts';
+import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
+
+/**
+ * The ledger: one DynamoDB table (pk/sk) holding deployments, their restore points, rollback runs with
+ * their steps, and one lock item per pipeline. Every write is either a conditional write or an idempotent
+ * overwrite of the same facts, so a retried Lambda converges to the same items.
+ *
+ *   PIPELINE#<pipeline>             DEPLOYMENT#<id>          deployment
+ *   DEPLOYMENT#<pipeline>#<id>      POINT#<unit>             restore point of one unit
+ *   RUN#<runId>                     RUN                      rollback run
+ *   RUN#<runId>                     STEP#<stage>#<unit>      what one unit's restore did and how it verified
+ *   LOCK#<pipeline>                 LOCK                     the pipeline's lock (expiresAt = TTL)
+ */
+
+export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED';
+export type RunStatus = 'PLANNED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'REFUSED' | 'DRY_RUN';
+
+export interface Deployment {
+  pipeline: string;
+  deploymentId: string;
+  status: DeploymentStatus;
+  /** State-bucket key of the manifest as it was when the restore points were taken. */
+  manifestKey: string;
+  units: string[];
+  createdAt: string;
+  updatedAt: string;
+  requestedBy?: string;
+  reason?: string;
+  error?: ErrorSummary;
+}
+
+export interface ErrorSummary {
+  name: string;
+  message: string;
+}
+
+export interface PlannedStage {
+  index: number;
+  units: string[];
+}
+
+export interface Run {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+  status: RunStatus;
+  dryRun: boolean;
+  requested: string[];
+  scope: string[];
+  stages: PlannedStage[];
+  reasons: Record<string, string>;
+  requestedBy: string;
+  reason: string;
+  startedAt: string;
+  endedAt?: string;
+  error?: ErrorSummary;
+  reportKey?: string;
+}
+
+export type StepStatus = 'RESTORED' | 'VERIFIED' | 'VERIFY_FAILED' | 'FAILED';
+
+export interface Step {
+  runId: string;
+  stage: number;
+  unitId: string;
+  type: string;
+  status: StepStatus;
+  changes: Changes;
+  writes: number;
+  notes: string[];
+  keptAt?: string;
+  checks?: Check[];
+  restoredAt?: string;
+  verifiedAt?: string;
+}
+
+export interface Lock {
+  pipeline: string;
+  holder: string;
+  deploymentId: string;
+  acquiredAt: string;
+  expiresAt: number;
+}
+
+const key = {
+  deployment: (pipeline: string, id: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `DEPLOYMENT#${id}` }),
+  point: (pipeline: string, id: string, unitId: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: `POINT#${unitId}` }),
+  run: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'RUN' }),
+  step: (runId: string, stage: number, unitId: string) => ({ pk: `RUN#${runId}`, sk: `STEP#${String(stage).padStart(4, '0')}#${unitId}` }),
+  lock: (pipeline: string) => ({ pk: `LOCK#${pipeline}`, sk: 'LOCK' }),
+};
+
+function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
+  if (!item) return undefined;
+  const { pk: _pk, sk: _sk, ...rest } = item;
+  return rest as T;
+}
+
+export class Ledger {
+  private readonly doc: DynamoDBDocumentClient;
+
+  constructor(
+    private readonly dynamo: DynamoDBClient,
+    readonly tableName: string,
+    private readonly now: () => Date = () => new Date(),
+  ) {
+    this.doc = DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  // ── deployments ────────────────────────────────────────────────────────────
+
+  /** Registers a deployment; a retry with the same deployment returns the existing record unchanged. */
+  async registerDeployment(d: Omit<Deployment, 'status' | 'createdAt' | 'updatedAt'>): Promise<{ deployment: Deployment; created: boolean }> {
+    const at = this.now().toISOString();
+    const deployment: Deployment = { ...d, status: 'SNAPSHOTTING', createdAt: at, updatedAt: at };
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...key.deployment(d.pipeline, d.deploymentId), ...deployment },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+      return { deployment, created: true };
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const existing = await this.getDeployment(d.pipeline, d.deploymentId);
+      if (!existing) throw error;
+      return { deployment: existing, created: false };
+    }
+  }
+
+  async getDeployment(pipeline: string, deploymentId: string): Promise<Deployment | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.deployment(pipeline, deploymentId), ConsistentRead: true }));
+    return strip<Deployment>(out.Item);
+  }
+
+  async requireDeployment(pipeline: string, deploymentId: string): Promise<Deployment> {
+    const d = await this.getDeployment(pipeline, deploymentId);
+    if (!d) {
+      throw new RestorePointMissingError(`pipeline "${pipeline}" has no deployment "${deploymentId}": take a snapshot first (etl-rollback snapshot <manifest> --deployment ${deploymentId})`);
+    }
+    return d;
+  }
+
+  async setDeploymentStatus(pipeline: string, deploymentId: string, status: DeploymentStatus, error?: ErrorSummary): Promise<void> {
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: key.deployment(pipeline, deploymentId),
+        UpdateExpression: error ? 'SET #s = :s, updatedAt = :u, #e = :e' : 'SET #s = :s, updatedAt = :u REMOVE #e',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: { '#s': 'status', '#e': 'error' },
+        ExpressionAttributeValues: { ':s': status, ':u': this.now().toISOString(), ...(error ? { ':e': error } : {}) },
+      }),
+    );
+  }
+
+  // ── restore points ─────────────────────────────────────────────────────────
+
+  /** Stores a unit's restore point. Sealed points are immutable: a second put of a different point is refused. */
+  async putRestorePoint(pipeline: string, deploymentId: string, point: RestorePoint): Promise<RestorePoint> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...key.point(pipeline, deploymentId, point.unitId), point },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+      return point;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      // A retried capture: keep the first point (it is what the data was captured as).
+      const existing = await this.getRestorePoint(pipeline, deploymentId, point.unitId);
+      if (!existing) throw error;
+      return existing;
+    }
+  }
+
+  async getRestorePoint(pipeline: string, deploymentId: string, unitId: string): Promise<RestorePoint | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.point(pipeline, deploymentId, unitId), ConsistentRead: true }));
+    return (out.Item?.point as RestorePoint | undefined) ?? undefined;
+  }
+
+  async listRestorePoints(pipeline: string, deploymentId: string): Promise<RestorePoint[]> {
+    const items = await this.queryAll(`DEPLOYMENT#${pipeline}#${deploymentId}`, 'POINT#');
+    return items.map((i) => i.point as RestorePoint);
+  }
+
+  // ── runs and steps ─────────────────────────────────────────────────────────
+
+  /** Records a run; the same runId again (a retried task) keeps the first record. */
+  async createRun(run: Run): Promise<Run> {
+    try {
+      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.run(run.runId), ...run }, ConditionExpression: 'attribute_not_exists(pk)' }));
+      return run;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const existing = await this.getRun(run.runId);
+      if (!existing) throw error;
+      return existing;
+    }
+  }
+
+  async getRun(runId: string): Promise<Run | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.run(runId), ConsistentRead: true }));
+    return strip<Run>(out.Item);
+  }
+
+  async requireRun(runId: string): Promise<Run> {
+    const run = await this.getRun(runId);
+    if (!run) throw new RestorePointMissingError(`no rollback run "${runId}" in ledger ${this.tableName}`);
+    return run;
+  }
+
+  async updateRun(runId: string, patch: Partial<Pick<Run, 'status' | 'endedAt' | 'error' | 'reportKey'>>): Promise<void> {
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const sets: string[] = [];
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === undefined) continue;
+      names[`#${k}`] = k;
+      values[`:${k}`] = v;
+      sets.push(`#${k} = :${k}`);
+    }
+    if (sets.length === 0) return;
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: key.run(runId),
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+      }),
+    );
+  }
+
+  async putStep(step: Step): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.step(step.runId, step.stage, step.unitId), ...step } }));
+  }
+
+  async getStep(runId: string, stage: number, unitId: string): Promise<Step | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.step(runId, stage, unitId), ConsistentRead: true }));
+    return strip<Step>(out.Item);
+  }
+
+  async listSteps(runId: string): Promise<Step[]> {
+    return (await this.queryAll(`RUN#${runId}`, 'STEP#')).map((i) => strip<Step>(i)!);
+  }
+
+  // ── lock ───────────────────────────────────────────────────────────────────
+
+  /**
+   * Takes the pipeline's lock for a run. Succeeds if the lock is free, expired, or already held by the same
+   * run (a retried task); otherwise throws LockHeldError naming the holder.
+   */
+  async acquireLock(pipeline: string, holder: string, deploymentId: string, ttlSeconds: number): Promise<Lock> {
+    const now = this.now();
+    const nowEpoch = Math.floor(now.getTime() / 1000);
+    const lock: Lock = { pipeline, holder, deploymentId, acquiredAt: now.toISOString(), expiresAt: nowEpoch + ttlSeconds };
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...key.lock(pipeline), ...lock },
+          ConditionExpression: 'attribute_not_exists(pk) OR expiresAt < :now OR holder = :holder',
+          ExpressionAttributeValues: { ':now': nowEpoch, ':holder': holder },
+        }),
+      );
+      return lock;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const current = await this.getLock(pipeline);
+      const by = current ? `run "${current.holder}" (deployment ${current.deploymentId}, since ${current.acquiredAt}, expires ${new Date(current.expiresAt * 1000).toISOString()})` : 'another run';
+      throw new LockHeldError(`pipeline "${pipeline}" is locked by ${by}: wait for it to finish, or stop it and release the lock (etl-rollback unlock ${pipeline})`);
+    }
+  }
+
+  async getLock(pipeline: string): Promise<Lock | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.lock(pipeline), ConsistentRead: true }));
+    return strip<Lock>(out.Item);
+  }
+
+  /** Releases the lock if this run holds it; releasing a lock one does not hold (or that is gone) is a no-op. */
+  async releaseLock(pipeline: string, holder: string): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: key.lock(pipeline),
+          ConditionExpression: 'holder = :holder',
+          ExpressionAttributeValues: { ':holder': holder },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────
+
+  private async queryAll(pk: string, skPrefix: string): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :sk)',
+          ExpressionAttributeValues: { ':pk': pk, ':sk': skPrefix },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      items.push(...(out.Items ?? []));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+}
+
+/**
+ * Creates the ledger table if it does not exist (local runs; in AWS the stack owns it) and waits until it is
+ * active. Same key schema and TTL attribute as the stack's table.
+ */
+export async function ensureLedgerTable(dynamo: DynamoDBClient, tableName: string): Promise<void> {
+  try {
+    await dynamo.send(
+      new CreateTableCommand({
+        TableName: tableName,
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: [
+          { AttributeName: 'pk', AttributeType: 'S' },
+          { AttributeName: 'sk', AttributeType: 'S' },
+        ],
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+      }),
+    );
+  } catch (error) {
+    if (!(error instanceof ResourceInUseException)) throw error;
+  }
+  for (let i = 0; i < 60; i++) {
+    const out = await dynamo.send(new DescribeTableCommand({ TableName: tableName }));
+    if (out.Table?.TableStatus === 'ACTIVE') break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  await dynamo.send(new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true } })).catch(() => undefined);
+}

@@ -1,0 +1,120 @@
+import type { Changes, Check } from '../adapters/types.ts';
+import type { Run, Step } from '../ledger/ledger.ts';
+
+/**
+ * The report of a rollback run: what each stage and unit changed, how each verified, and, for a run that
+ * stopped, exactly which stages are restored, which failed and which were never started — a partial state
+ * is always flagged.
+ */
+export type StageStatus = 'VERIFIED' | 'RESTORED_UNVERIFIED' | 'VERIFY_FAILED' | 'FAILED' | 'NOT_STARTED' | 'WOULD_CHANGE' | 'NO_CHANGE';
+
+export interface UnitReport {
+  unitId: string;
+  type: string;
+  status: Step['status'] | 'NOT_STARTED' | 'WOULD_CHANGE' | 'NO_CHANGE';
+  changes: Changes;
+  writes: number;
+  notes: string[];
+  keptAt?: string;
+  checks?: Check[];
+}
+
+export interface StageReport {
+  index: number;
+  status: StageStatus;
+  units: UnitReport[];
+}
+
+export interface RunReport {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+  status: Run['status'];
+  dryRun: boolean;
+  requestedBy: string;
+  reason: string;
+  startedAt: string;
+  endedAt?: string;
+  /** True when some stages were restored and others were not: the pipeline's data is mixed. */
+  partial: boolean;
+  totals: { writes: number; changes: Changes };
+  stages: StageReport[];
+  error?: { name: string; message: string };
+}
+
+export function addChanges(into: Changes, more: Changes): Changes {
+  for (const [k, v] of Object.entries(more)) into[k] = (into[k] ?? 0) + v;
+  return into;
+}
+
+function stageStatus(units: UnitReport[]): StageStatus {
+  if (units.every((u) => u.status === 'NOT_STARTED')) return 'NOT_STARTED';
+  if (units.some((u) => u.status === 'FAILED' || u.status === 'NOT_STARTED')) return 'FAILED';
+  if (units.some((u) => u.status === 'VERIFY_FAILED')) return 'VERIFY_FAILED';
+  if (units.every((u) => u.status === 'VERIFIED')) return 'VERIFIED';
+  if (units.every((u) => u.status === 'NO_CHANGE')) return 'NO_CHANGE';
+  if (units.some((u) => u.status === 'WOULD_CHANGE' || u.status === 'NO_CHANGE')) return 'WOULD_CHANGE';
+  return 'RESTORED_UNVERIFIED';
+}
+
+/** Builds the report from the run and its steps as the ledger holds them (not from anyone's memory). */
+export function buildReport(run: Run, steps: Step[], types: Record<string, string>): RunReport {
+  const byUnit = new Map(steps.map((s) => [`${s.stage}#${s.unitId}`, s]));
+  const totals = { writes: 0, changes: {} as Changes };
+  const stages: StageReport[] = run.stages.map((stage) => {
+    const units: UnitReport[] = stage.units.map((unitId) => {
+      const step = byUnit.get(`${stage.index}#${unitId}`);
+      if (!step) return { unitId, type: types[unitId] ?? 'unknown', status: 'NOT_STARTED', changes: {}, writes: 0, notes: [] };
+      totals.writes += run.dryRun ? 0 : step.writes;
+      if (!run.dryRun) addChanges(totals.changes, step.changes);
+      const status = run.dryRun ? (step.writes > 0 ? 'WOULD_CHANGE' : 'NO_CHANGE') : step.status;
+      return { unitId, type: step.type, status, changes: step.changes, writes: step.writes, notes: step.notes, keptAt: step.keptAt, checks: step.checks };
+    });
+    return { index: stage.index, status: stageStatus(units), units };
+  });
+  const touched = stages.filter((s) => s.status !== 'NOT_STARTED').length;
+  const partial = !run.dryRun && run.status !== 'SUCCEEDED' && touched > 0 && stages.some((s) => s.status !== 'VERIFIED');
+  return {
+    runId: run.runId,
+    pipeline: run.pipeline,
+    deploymentId: run.deploymentId,
+    status: run.status,
+    dryRun: run.dryRun,
+    requestedBy: run.requestedBy,
+    reason: run.reason,
+    startedAt: run.startedAt,
+    endedAt: run.endedAt,
+    partial,
+    totals,
+    stages,
+    error: run.error,
+  };
+}
+
+function formatChanges(changes: Changes): string {
+  const parts = Object.entries(changes)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k} ${v}`);
+  return parts.length ? parts.join(', ') : 'no changes';
+}
+
+/** The report as a person reads it in a terminal. */
+export function renderReport(report: RunReport): string {
+  const lines: string[] = [];
+  const title = report.dryRun ? 'Dry run' : 'Rollback';
+  lines.push(`${title} ${report.runId} of ${report.pipeline}/${report.deploymentId}: ${report.status}${report.partial ? ' — PARTIAL: some stages restored, others not (see below)' : ''}`);
+  for (const stage of report.stages) {
+    lines.push(`  stage ${stage.index + 1}: ${stage.status}`);
+    for (const u of stage.units) {
+      const checks = u.checks?.length ? `; checks ${u.checks.filter((c) => c.ok).length}/${u.checks.length} ok` : '';
+      const failed = u.checks?.filter((c) => !c.ok).map((c) => `${c.name} expected ${c.expected}, got ${c.actual}${c.detail ? ` (${c.detail})` : ''}`) ?? [];
+      lines.push(`    ${u.unitId} (${u.type}): ${u.status} — ${formatChanges(u.changes)}${checks}`);
+      for (const f of failed) lines.push(`      ✗ ${f}`);
+      for (const n of u.notes) lines.push(`      · ${n}`);
+      if (u.keptAt && u.writes > 0) lines.push(`      replaced data kept in ${u.keptAt}`);
+    }
+  }
+  lines.push(`  total: ${report.totals.writes} writes${report.dryRun ? '' : ` (${formatChanges(report.totals.changes)})`}`);
+  if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
+  return lines.join('\n');
+}

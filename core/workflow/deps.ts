@@ -1,0 +1,75 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { AdapterContext, Log } from '../adapters/types.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import { StateStore, stateKeys } from '../ledger/state-store.ts';
+import { validateManifest } from '../manifest/load.ts';
+import type { Manifest, Unit } from '../manifest/schema.ts';
+import { postgresConnector } from '../runtime/connections.ts';
+import { RestorePointMissingError } from '../errors.ts';
+
+/** What the workflow steps need, passed in by the handler, the CLI or a test. */
+export interface WorkflowDeps {
+  ledger: Ledger;
+  s3: S3Client;
+  stateBucket: string;
+  secrets?: SecretsManagerClient;
+  now(): Date;
+  log: Log;
+}
+
+export function stateStore(deps: WorkflowDeps): StateStore {
+  return new StateStore(deps.s3, deps.stateBucket);
+}
+
+/** The manifest as it was when the deployment's restore points were taken. */
+export async function deployedManifest(deps: WorkflowDeps, pipeline: string, deploymentId: string): Promise<Manifest> {
+  const key = stateKeys.manifest(pipeline, deploymentId);
+  const raw = await stateStore(deps).getJson<unknown>(key);
+  if (raw === undefined) {
+    throw new RestorePointMissingError(`the manifest of deployment "${deploymentId}" of pipeline "${pipeline}" is missing from s3://${deps.stateBucket}/${key}`);
+  }
+  return validateManifest(raw, `s3://${deps.stateBucket}/${key}`);
+}
+
+export function unitOf(manifest: Manifest, unitId: string): Unit {
+  const unit = manifest.units.find((u) => u.id === unitId);
+  if (!unit) throw new RestorePointMissingError(`unit "${unitId}" is not in the manifest of pipeline "${manifest.pipeline}" (known: ${manifest.units.map((u) => u.id).join(', ')})`);
+  return unit;
+}
+
+/** The context an adapter runs in. Adapters open and end their own database connections through it. */
+export function adapterContext(
+  deps: WorkflowDeps,
+  manifest: Manifest,
+  ids: { deploymentId: string; runId?: string; unitId: string },
+): AdapterContext {
+  return {
+    pipeline: manifest.pipeline,
+    deploymentId: ids.deploymentId,
+    runId: ids.runId,
+    s3: deps.s3,
+    stateBucket: deps.stateBucket,
+    postgres: postgresConnector(manifest.connections, deps.secrets),
+    now: deps.now,
+    log: deps.log,
+  };
+}
+
+/** A Step Functions `Catch` result: `{Error, Cause}`; Cause is a Lambda error JSON in AWS, plain text locally. */
+export interface CaughtError {
+  Error?: string;
+  Cause?: string;
+}
+
+export function summarizeCaught(error: CaughtError | undefined): { name: string; message: string } {
+  const name = error?.Error ?? 'Error';
+  let message = error?.Cause ?? '';
+  try {
+    const parsed = JSON.parse(message) as { errorMessage?: unknown };
+    if (typeof parsed.errorMessage === 'string') message = parsed.errorMessage;
+  } catch {
+    /* plain text cause */
+  }
+  return { name, message };
+}

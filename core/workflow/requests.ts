@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import { InputError } from '../errors.ts';
+
+/**
+ * Inputs of the two state machines: what a console user, the CLI or an EventBridge rule sends. Plain JSON,
+ * documented in the README. Validated in the first state so bad input fails before anything is touched.
+ */
+const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/, 'must be 1-80 characters: letters, digits, ".", "_", "-"');
+const pipeline = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a pipeline name as in the manifest');
+
+export const snapshotRequestSchema = z
+  .strictObject({
+    pipeline,
+    deploymentId: id,
+    /** State-bucket key of the manifest (JSON) the CLI uploaded; or the manifest itself. */
+    manifestKey: z.string().min(1).optional(),
+    manifest: z.unknown().optional(),
+    requestedBy: z.string().max(200).default('unknown'),
+    reason: z.string().max(2000).default(''),
+  })
+  .refine((r) => (r.manifestKey === undefined) !== (r.manifest === undefined), {
+    message: 'give exactly one of "manifestKey" (a manifest uploaded to the state bucket) or "manifest" (the manifest itself)',
+  });
+
+export const rollbackRequestSchema = z.strictObject({
+  pipeline,
+  deploymentId: id,
+  /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. */
+  units: z.array(z.string().min(1)).optional(),
+  cascade: z.boolean().default(true),
+  dryRun: z.boolean().default(false),
+  reason: z.string().max(2000).default(''),
+  requestedBy: z.string().max(200).default('unknown'),
+});
+
+export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
+export type RollbackRequest = z.infer<typeof rollbackRequestSchema>;
+export type RollbackRequestInput = z.input<typeof rollbackRequestSchema>;
+
+/** Parses external input; every problem named with its path, as one InputError. */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const lines = parsed.error.issues.map((i) => {
+    const path = i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
+    return `  ${what}${path}: ${i.message}`;
+  });
+  throw new InputError(`${what} is invalid:\n${lines.join('\n')}`);
+}

@@ -1,0 +1,219 @@
+import { adapterFor } from '../adapters/registry.ts';
+import { InputError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
+import type { PlannedStage, Run, Step } from '../ledger/ledger.ts';
+import { stateKeys } from '../ledger/state-store.ts';
+import { planRollback } from '../plan/plan.ts';
+import { addChanges, buildReport, type RunReport } from '../report/report.ts';
+import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
+import { parseInput, rollbackRequestSchema } from './requests.ts';
+
+/** How long a run may hold its pipeline's lock before another run may take it over. */
+export const LOCK_TTL_SECONDS = 6 * 60 * 60;
+
+/** Deployment states from which a rollback may start: the restore points are sealed. */
+const ROLLBACKABLE = new Set(['READY', 'ROLLING_BACK', 'ROLLED_BACK', 'ROLLBACK_FAILED']);
+
+export interface PlannedRun {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+  dryRun: boolean;
+  requested: string[];
+  scope: string[];
+  stages: PlannedStage[];
+}
+
+interface RunIds {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+}
+
+/**
+ * First state of a rollback: validates the request, checks the deployment and its restore points, plans the
+ * stages and records the run. Touches no data. The run id is the execution name, so a retry finds its run.
+ */
+export async function planRun(deps: WorkflowDeps, input: { request: unknown; executionName: string }): Promise<PlannedRun> {
+  const request = parseInput(rollbackRequestSchema, input.request, 'rollback request');
+  const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
+  if (!ROLLBACKABLE.has(deployment.status)) {
+    throw new RestorePointMissingError(
+      `deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points are not sealed, so there is nothing safe to roll back to`,
+    );
+  }
+  const manifest = await deployedManifest(deps, request.pipeline, request.deploymentId);
+  const plan = planRollback(manifest, { units: request.units, cascade: request.cascade });
+  const points = await deps.ledger.listRestorePoints(request.pipeline, request.deploymentId);
+  const have = new Set(points.map((p) => p.unitId));
+  const missing = plan.scope.filter((u) => !have.has(u));
+  if (missing.length > 0) {
+    throw new RestorePointMissingError(`deployment "${request.deploymentId}" has no restore point for: ${missing.join(', ')}`);
+  }
+  const stages = plan.stages.map((units, index) => ({ index, units }));
+  const run = await deps.ledger.createRun({
+    runId: input.executionName,
+    pipeline: request.pipeline,
+    deploymentId: request.deploymentId,
+    status: request.dryRun ? 'DRY_RUN' : 'PLANNED',
+    dryRun: request.dryRun,
+    requested: plan.requested,
+    scope: plan.scope,
+    stages,
+    reasons: plan.reasons,
+    requestedBy: request.requestedBy,
+    reason: request.reason,
+    startedAt: deps.now().toISOString(),
+  });
+  if (run.dryRun !== request.dryRun || run.deploymentId !== request.deploymentId || run.scope.join(',') !== plan.scope.join(',')) {
+    throw new InputError(`run id "${input.executionName}" is already used by another request: start the execution with a new name`);
+  }
+  deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun });
+  return { runId: run.runId, pipeline: run.pipeline, deploymentId: run.deploymentId, dryRun: run.dryRun, requested: run.requested, scope: run.scope, stages: run.stages };
+}
+
+async function unitTypes(deps: WorkflowDeps, run: Run): Promise<Record<string, string>> {
+  const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
+  return Object.fromEntries(manifest.units.map((u) => [u.id, u.type]));
+}
+
+async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise<RunReport> {
+  const report = buildReport(run, steps, await unitTypes(deps, run));
+  const key = stateKeys.report(run.pipeline, run.runId);
+  await stateStore(deps).putJson(key, report);
+  await deps.ledger.updateRun(run.runId, { reportKey: key });
+  return report;
+}
+
+/** Dry run: what each unit's restore would write, stage by stage. Writes nothing but the report. */
+export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
+  const run = await deps.ledger.requireRun(ids.runId);
+  const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
+  const steps: Step[] = [];
+  for (const stage of run.stages) {
+    const diffs = await Promise.all(
+      stage.units.map(async (unitId) => {
+        const unit = unitOf(manifest, unitId);
+        const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
+        const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: diff.notes } satisfies Step;
+      }),
+    );
+    steps.push(...diffs);
+  }
+  await deps.ledger.updateRun(run.runId, { endedAt: deps.now().toISOString() });
+  return writeReport(deps, { ...run, endedAt: deps.now().toISOString() }, steps);
+}
+
+/** Takes the pipeline's lock and marks the run and deployment as rolling back. */
+export async function acquireLock(deps: WorkflowDeps, ids: RunIds): Promise<{ holder: string; expiresAt: number }> {
+  const lock = await deps.ledger.acquireLock(ids.pipeline, ids.runId, ids.deploymentId, LOCK_TTL_SECONDS);
+  await deps.ledger.updateRun(ids.runId, { status: 'RUNNING' });
+  await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLING_BACK');
+  deps.log.info('lock acquired', { pipeline: ids.pipeline, runId: ids.runId });
+  return { holder: lock.holder, expiresAt: lock.expiresAt };
+}
+
+export interface RestoredUnit {
+  unitId: string;
+  stage: number;
+  writes: number;
+}
+
+/**
+ * Restores one unit and records what it did. Safe to retry: the adapter writes only what still differs, and
+ * the step accumulates the writes of every attempt of this run.
+ */
+export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string }): Promise<RestoredUnit> {
+  const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
+  const unit = unitOf(manifest, ids.unitId);
+  const point = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
+  if (!point) throw new RestorePointMissingError(`unit "${ids.unitId}" has no restore point in deployment "${ids.deploymentId}"`);
+  const started = Date.now();
+  const outcome = await adapterFor(unit).restore(unit, point, adapterContext(deps, manifest, ids));
+  const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
+  const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
+  const writes = (previous?.writes ?? 0) + outcome.writes;
+  await deps.ledger.putStep({
+    runId: ids.runId,
+    stage: ids.stage,
+    unitId: ids.unitId,
+    type: unit.type,
+    status: 'RESTORED',
+    changes,
+    writes,
+    notes: [...new Set([...(previous?.notes ?? []), ...outcome.notes])],
+    keptAt: outcome.keptAt ?? previous?.keptAt,
+    restoredAt: deps.now().toISOString(),
+  });
+  deps.log.info('unit restored', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, writes: outcome.writes, ms: Date.now() - started });
+  return { unitId: ids.unitId, stage: ids.stage, writes };
+}
+
+/**
+ * The validation gate closing a stage: every unit must equal its restore point. Records each unit's checks;
+ * throws VerificationFailedError (naming units and checks) if any fails, so the next stage never starts.
+ */
+export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: PlannedStage }): Promise<{ stage: number; verified: string[] }> {
+  const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
+  const failures: string[] = [];
+  for (const unitId of ids.stage.units) {
+    const unit = unitOf(manifest, unitId);
+    const point = (await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, unitId))!;
+    const checks = await adapterFor(unit).verify(unit, point, adapterContext(deps, manifest, { ...ids, unitId }));
+    const ok = checks.every((c) => c.ok);
+    const step = await deps.ledger.getStep(ids.runId, ids.stage.index, unitId);
+    await deps.ledger.putStep({
+      runId: ids.runId,
+      stage: ids.stage.index,
+      unitId,
+      type: unit.type,
+      changes: step?.changes ?? {},
+      writes: step?.writes ?? 0,
+      notes: step?.notes ?? [],
+      keptAt: step?.keptAt,
+      restoredAt: step?.restoredAt,
+      status: ok ? 'VERIFIED' : 'VERIFY_FAILED',
+      checks,
+      verifiedAt: deps.now().toISOString(),
+    });
+    if (!ok) failures.push(`${unitId}: ${checks.filter((c) => !c.ok).map((c) => `${c.name} expected ${c.expected}, got ${c.actual}`).join('; ')}`);
+  }
+  if (failures.length > 0) {
+    throw new VerificationFailedError(`stage ${ids.stage.index + 1} did not verify; later stages were not started:\n  ${failures.join('\n  ')}`);
+  }
+  deps.log.info('stage verified', { runId: ids.runId, stage: ids.stage.index, units: ids.stage.units });
+  return { stage: ids.stage.index, verified: ids.stage.units };
+}
+
+/** Every stage verified: the run SUCCEEDED, the deployment is ROLLED_BACK, and the report is written. */
+export async function finishRun(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
+  const endedAt = deps.now().toISOString();
+  await deps.ledger.updateRun(ids.runId, { status: 'SUCCEEDED', endedAt });
+  await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLED_BACK');
+  const run = await deps.ledger.requireRun(ids.runId);
+  const report = await writeReport(deps, run, await deps.ledger.listSteps(ids.runId));
+  deps.log.info('rollback succeeded', { runId: ids.runId, writes: report.totals.writes });
+  return report;
+}
+
+export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipeline: string }): Promise<{ released: boolean }> {
+  const released = await deps.ledger.releaseLock(ids.pipeline, ids.runId);
+  deps.log.info('lock released', { pipeline: ids.pipeline, runId: ids.runId, released });
+  return { released };
+}
+
+/**
+ * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Otherwise the
+ * run FAILED, the deployment is ROLLBACK_FAILED, and the report flags which stages were restored.
+ */
+export async function recordRollbackFailure(deps: WorkflowDeps, input: RunIds & { error?: CaughtError }): Promise<RunReport> {
+  const error = summarizeCaught(input.error);
+  const refused = error.name === 'LockHeldError';
+  const endedAt = deps.now().toISOString();
+  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : 'FAILED', endedAt, error });
+  if (!refused) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
+  const run = await deps.ledger.requireRun(input.runId);
+  const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
+  deps.log.warn(refused ? 'rollback refused' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  return report;
+}

@@ -1,0 +1,104 @@
+import { adapterFor } from '../adapters/registry.ts';
+import { InputError, RestorePointMissingError } from '../errors.ts';
+import { stateKeys } from '../ledger/state-store.ts';
+import { validateManifest } from '../manifest/load.ts';
+import type { Manifest } from '../manifest/schema.ts';
+import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
+import { parseInput, snapshotRequestSchema } from './requests.ts';
+
+/** Output of the first snapshot state: what the Map captures. */
+export interface SnapshotStarted {
+  pipeline: string;
+  deploymentId: string;
+  units: string[];
+}
+
+export interface CapturedUnit {
+  unitId: string;
+  type: string;
+  count: number;
+  checksum: string;
+}
+
+export interface SnapshotSealed {
+  pipeline: string;
+  deploymentId: string;
+  status: 'READY';
+  points: CapturedUnit[];
+}
+
+/**
+ * Validates the request and its manifest, stores the manifest as deployed and registers the deployment.
+ * Idempotent: a retry with the same manifest returns the same units; a different manifest is refused.
+ */
+export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise<SnapshotStarted> {
+  const request = parseInput(snapshotRequestSchema, input, 'snapshot request');
+  const store = stateStore(deps);
+  let manifest: Manifest;
+  if (request.manifestKey !== undefined) {
+    const raw = await store.getJson<unknown>(request.manifestKey);
+    if (raw === undefined) throw new InputError(`manifestKey: no manifest at s3://${deps.stateBucket}/${request.manifestKey}`);
+    manifest = validateManifest(raw, `s3://${deps.stateBucket}/${request.manifestKey}`);
+  } else {
+    manifest = validateManifest(request.manifest, 'manifest');
+  }
+  if (manifest.pipeline !== request.pipeline) {
+    throw new InputError(`pipeline: the request names "${request.pipeline}" but the manifest is for "${manifest.pipeline}"`);
+  }
+  const manifestKey = stateKeys.manifest(request.pipeline, request.deploymentId);
+  await store.putJsonOnce(manifestKey, manifest, `the manifest of deployment "${request.deploymentId}"`);
+  const units = manifest.units.map((u) => u.id);
+  const { deployment, created } = await deps.ledger.registerDeployment({
+    pipeline: request.pipeline,
+    deploymentId: request.deploymentId,
+    manifestKey,
+    units,
+    requestedBy: request.requestedBy,
+    reason: request.reason,
+  });
+  if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
+    throw new InputError(`deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points cannot be retaken; use a new deployment id`);
+  }
+  deps.log.info('snapshot started', { pipeline: request.pipeline, deploymentId: request.deploymentId, units: units.length, resumed: !created });
+  return { pipeline: request.pipeline, deploymentId: request.deploymentId, units };
+}
+
+/** Captures one unit and records its restore point. Idempotent (adapters reuse a sealed capture). */
+export async function captureUnit(deps: WorkflowDeps, ids: { pipeline: string; deploymentId: string; unitId: string }): Promise<CapturedUnit> {
+  const existing = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
+  if (existing) return { unitId: existing.unitId, type: existing.type, count: existing.count, checksum: existing.checksum };
+  const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
+  const unit = unitOf(manifest, ids.unitId);
+  const started = Date.now();
+  const point = await adapterFor(unit).capture(unit, adapterContext(deps, manifest, ids));
+  const stored = await deps.ledger.putRestorePoint(ids.pipeline, ids.deploymentId, point);
+  deps.log.info('unit captured', { unitId: unit.id, type: unit.type, count: stored.count, ms: Date.now() - started });
+  return { unitId: stored.unitId, type: stored.type, count: stored.count, checksum: stored.checksum };
+}
+
+/** Checks every unit has its restore point and marks the deployment READY. */
+export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; deploymentId: string }): Promise<SnapshotSealed> {
+  const deployment = await deps.ledger.requireDeployment(ids.pipeline, ids.deploymentId);
+  const points = await deps.ledger.listRestorePoints(ids.pipeline, ids.deploymentId);
+  const have = new Set(points.map((p) => p.unitId));
+  const missing = deployment.units.filter((u) => !have.has(u));
+  if (missing.length > 0) {
+    throw new RestorePointMissingError(`deployment "${ids.deploymentId}" lacks restore points for: ${missing.join(', ')}`);
+  }
+  if (deployment.status !== 'READY') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'READY');
+  deps.log.info('snapshot sealed', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, units: points.length });
+  return {
+    pipeline: ids.pipeline,
+    deploymentId: ids.deploymentId,
+    status: 'READY',
+    points: points.map((p) => ({ unitId: p.unitId, type: p.type, count: p.count, checksum: p.checksum })).sort((a, b) => a.unitId.localeCompare(b.unitId)),
+  };
+}
+
+/** A snapshot failed: the deployment is marked FAILED, so nobody rolls back to a partial restore point. */
+export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipeline: string; deploymentId: string; error?: CaughtError }): Promise<void> {
+  const error = summarizeCaught(input.error);
+  const deployment = await deps.ledger.getDeployment(input.pipeline, input.deploymentId);
+  if (deployment) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
+  deps.log.warn('snapshot failed', { pipeline: input.pipeline, deploymentId: input.deploymentId, error });
+}

@@ -1,0 +1,21 @@
+import { z } from 'zod';
+import { recordRollbackFailure } from '../core/workflow/rollback.ts';
+import { recordSnapshotFailure } from '../core/workflow/snapshot.ts';
+import { caught, metrics, MetricUnit, taskHandler } from './task.ts';
+
+const input = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('snapshot'), pipeline: z.string(), deploymentId: z.string(), error: caught }),
+  z.object({ kind: z.literal('rollback'), runId: z.string(), pipeline: z.string(), deploymentId: z.string(), error: caught }),
+]);
+
+/** "Record snapshot failure" / "Record rollback failure" / "Record refusal". */
+export const handler = taskHandler('record-failure', input, async (deps, event) => {
+  if (event.kind === 'snapshot') {
+    await recordSnapshotFailure(deps, event);
+    metrics.addMetric('SnapshotsFailed', MetricUnit.Count, 1);
+    return { recorded: true };
+  }
+  const report = await recordRollbackFailure(deps, event);
+  metrics.addMetric(report.status === 'REFUSED' ? 'RollbacksRefused' : 'RollbacksFailed', MetricUnit.Count, 1);
+  return report;
+});

@@ -1,0 +1,70 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import type { Context } from 'aws-lambda';
+import { z } from 'zod';
+import { Ledger } from '../core/ledger/ledger.ts';
+import { readRuntimeConfig } from '../core/runtime/config.ts';
+import { parseInput } from '../core/workflow/requests.ts';
+import type { WorkflowDeps } from '../core/workflow/deps.ts';
+
+/**
+ * Wiring shared by every task handler: configuration parsed once, SDK clients built once per container,
+ * Powertools logger and metrics. Endpoints come from the SDK's own AWS_ENDPOINT_URL* variables.
+ */
+const config = readRuntimeConfig();
+export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'etl-rollback' });
+export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'EtlRollback', serviceName: 'etl-rollback' });
+export { MetricUnit };
+
+const retry = { maxAttempts: 6, retryMode: 'adaptive' as const };
+const s3 = new S3Client({ ...retry, forcePathStyle: config.s3ForcePathStyle });
+const dynamo = new DynamoDBClient(retry);
+const secrets = new SecretsManagerClient(retry);
+
+export const deps: WorkflowDeps = {
+  ledger: new Ledger(dynamo, config.ledgerTable),
+  s3,
+  stateBucket: config.stateBucket,
+  secrets,
+  now: () => new Date(),
+  log: {
+    info: (message, extra) => (extra ? logger.info(message, extra) : logger.info(message)),
+    warn: (message, extra) => (extra ? logger.warn(message, extra) : logger.warn(message)),
+  },
+};
+
+/** Keys that identify the work in every log line, when the event carries them. */
+const PERSISTENT_KEYS = ['pipeline', 'deploymentId', 'runId', 'unitId'] as const;
+
+/**
+ * A Step Functions task handler: validates the event with its schema, appends the identifying keys to the
+ * logger, calls one core function, returns its plain result. Errors keep their `name`, which the state
+ * machine's Catch matches on.
+ */
+export function taskHandler<S extends z.ZodType, R>(name: string, schema: S, run: (deps: WorkflowDeps, input: z.infer<S>) => Promise<R>) {
+  return middy(async (event: unknown, _context: Context): Promise<R> => {
+    const input = parseInput(schema, event, `${name} input`);
+    const keys: Record<string, unknown> = {};
+    for (const k of PERSISTENT_KEYS) {
+      const v = (input as Record<string, unknown>)[k];
+      if (typeof v === 'string') keys[k] = v;
+    }
+    logger.appendKeys(keys);
+    return run(deps, input);
+  })
+    .use(injectLambdaContext(logger, { resetKeys: true }))
+    .use(logMetrics(metrics));
+}
+
+/** Input of tasks that act on a run. */
+export const runIds = z.object({ runId: z.string().min(1), pipeline: z.string().min(1), deploymentId: z.string().min(1) });
+/** Input of tasks that act on a deployment. */
+export const deploymentIds = z.object({ pipeline: z.string().min(1), deploymentId: z.string().min(1) });
+/** A Step Functions Catch result. */
+export const caught = z.object({ Error: z.string().optional(), Cause: z.string().optional() }).optional();
