@@ -25,6 +25,10 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
   if ((process.env.AWS_ENDPOINT_URL || process.env.AWS_ENDPOINT_URL_S3) && process.env.ETL_ROLLBACK_S3_FORCE_PATH_STYLE === undefined) {
     process.env.ETL_ROLLBACK_S3_FORCE_PATH_STYLE = 'true';
   }
+  // Handler logs: warnings and errors only, on stderr (Powertools writes those with console.warn/error), so
+  // stdout stays the CLI's own; metrics have no CloudWatch to go to locally. Both can be turned back on.
+  process.env.POWERTOOLS_LOG_LEVEL ??= 'WARN';
+  process.env.POWERTOOLS_METRICS_DISABLED ??= 'true';
   const config = readRuntimeConfig();
   const s3 = new S3Client({ forcePathStyle: config.s3ForcePathStyle });
   const dynamo = new DynamoDBClient({});

@@ -1,6 +1,6 @@
 /** Progress lines on stderr for long work, one per meaningful step, so stdout stays clean for --json. */
 export function progressLine(stateName: string, input: unknown): string | undefined {
-  const i = (input ?? {}) as { unitId?: string; stage?: number | { index: number; units: string[] } };
+  const i = (input ?? {}) as { unitId?: string; stage?: number; current?: { stage?: { index: number; units: string[] } } };
   switch (stateName) {
     case 'Register deployment':
       return '› registering deployment';
@@ -17,7 +17,7 @@ export function progressLine(stateName: string, input: unknown): string | undefi
     case 'Restore unit':
       return `› stage ${typeof i.stage === 'number' ? i.stage + 1 : '?'}: restoring ${i.unitId}`;
     case 'Verify stage':
-      return typeof i.stage === 'object' ? `› stage ${i.stage.index + 1}: verifying ${i.stage.units.join(', ')}` : '› verifying stage';
+      return i.current?.stage ? `› stage ${i.current.stage.index + 1}: verifying ${i.current.stage.units.join(', ')}` : '› verifying stage';
     case 'Record rollback failure':
     case 'Record snapshot failure':
       return '› recording failure';

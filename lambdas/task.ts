@@ -4,7 +4,6 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
@@ -56,10 +55,13 @@ export function taskHandler<S extends z.ZodType, R>(name: string, schema: S, run
       if (typeof v === 'string') keys[k] = v;
     }
     logger.appendKeys(keys);
-    return run(deps, input);
-  })
-    .use(injectLambdaContext(logger, { resetKeys: true }))
-    .use(logMetrics(metrics));
+    try {
+      return await run(deps, input);
+    } finally {
+      // Only tasks that count something publish (an empty EMF blob per invocation is noise and cost).
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    }
+  }).use(injectLambdaContext(logger, { resetKeys: true }));
 }
 
 /** Input of tasks that act on a run. */

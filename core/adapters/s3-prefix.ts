@@ -373,7 +373,15 @@ export async function listPrefix(s3: S3Client, bucket: string, prefix: string): 
 }
 
 async function assertVersioned(s3: S3Client, bucket: string): Promise<void> {
-  const out = await s3.send(new GetBucketVersioningCommand({ Bucket: bucket }));
+  let out;
+  try {
+    out = await s3.send(new GetBucketVersioningCommand({ Bucket: bucket }));
+  } catch (error) {
+    if (errorName(error) === 'NoSuchBucket') {
+      throw new PreflightError(`bucket ${bucket} does not exist (or not in this account/region): fix the unit's "bucket" in the manifest`, { cause: error });
+    }
+    throw error;
+  }
   if (out.Status !== 'Enabled') {
     throw new PreflightError(
       `bucket ${bucket} has versioning ${out.Status ? `"${out.Status}"` : 'never enabled'}: an s3-prefix restore point needs it on. ` +

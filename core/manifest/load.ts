@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
+import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { InputError, ManifestError, type ManifestIssue } from '../errors.ts';
 import { dependencyGraph, findCycles, type GraphUnit } from '../plan/graph.ts';
@@ -51,6 +51,15 @@ export function parseManifest(text: string, source = 'manifest'): Manifest {
       source,
     );
   }
+  const unresolved: ManifestIssue[] = [];
+  visit(doc, {
+    Alias(_, alias) {
+      if (alias.resolve(doc) !== undefined) return;
+      const where = alias.range ? ` (line ${lineCounter.linePos(alias.range[0]).line})` : '';
+      unresolved.push({ path: '', message: `YAML alias *${alias.source} refers to no anchor &${alias.source} defined before it${where}` });
+    },
+  });
+  if (unresolved.length > 0) throw new ManifestError(unresolved, source);
   let value: unknown;
   try {
     // The alias limit guards against "billion laughs" documents.

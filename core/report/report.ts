@@ -37,6 +37,7 @@ export interface RunReport {
   endedAt?: string;
   /** True when some stages were restored and others were not: the pipeline's data is mixed. */
   partial: boolean;
+  /** Writes made (or, in a dry run, that a rollback would make), by kind. */
   totals: { writes: number; changes: Changes };
   stages: StageReport[];
   error?: { name: string; message: string };
@@ -65,8 +66,8 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
     const units: UnitReport[] = stage.units.map((unitId) => {
       const step = byUnit.get(`${stage.index}#${unitId}`);
       if (!step) return { unitId, type: types[unitId] ?? 'unknown', status: 'NOT_STARTED', changes: {}, writes: 0, notes: [] };
-      totals.writes += run.dryRun ? 0 : step.writes;
-      if (!run.dryRun) addChanges(totals.changes, step.changes);
+      totals.writes += step.writes;
+      addChanges(totals.changes, step.changes);
       const status = run.dryRun ? (step.writes > 0 ? 'WOULD_CHANGE' : 'NO_CHANGE') : step.status;
       return { unitId, type: step.type, status, changes: step.changes, writes: step.writes, notes: step.notes, keptAt: step.keptAt, checks: step.checks };
     });
@@ -91,11 +92,14 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
   };
 }
 
-function formatChanges(changes: Changes): string {
-  const parts = Object.entries(changes)
-    .filter(([, v]) => v > 0)
-    .map(([k, v]) => `${k} ${v}`);
-  return parts.length ? parts.join(', ') : 'no changes';
+/** Counters that describe what was left alone rather than written (`objectsUnchanged`). */
+const isUntouched = (name: string) => /Unchanged$/.test(name);
+
+function formatChanges(changes: Changes, withUntouched = true): string {
+  const entries = Object.entries(changes).filter(([k, v]) => v > 0 && (withUntouched || !isUntouched(k)));
+  const written = entries.filter(([k]) => !isUntouched(k)).map(([k, v]) => `${k} ${v}`);
+  const left = entries.filter(([k]) => isUntouched(k)).map(([k, v]) => `${k} ${v}`);
+  return [written.length ? written.join(', ') : 'no changes', ...left].join('; ');
 }
 
 /** The report as a person reads it in a terminal. */
@@ -114,7 +118,8 @@ export function renderReport(report: RunReport): string {
       if (u.keptAt && u.writes > 0) lines.push(`      replaced data kept in ${u.keptAt}`);
     }
   }
-  lines.push(`  total: ${report.totals.writes} writes${report.dryRun ? '' : ` (${formatChanges(report.totals.changes)})`}`);
+  const total = report.totals.writes > 0 ? ` (${formatChanges(report.totals.changes, false)})` : '';
+  lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
   return lines.join('\n');
 }

@@ -41,7 +41,7 @@ export class Workflow extends Construct {
     try {
       JSON.parse(definition);
     } catch (error) {
-      throw new Error(`${props.definitionFile}: not valid JSON (${(error as Error).message})`);
+      throw new Error(`${props.definitionFile}: not valid JSON (${(error as Error).message})`, { cause: error });
     }
 
     const functions = new Map<string, IFunction>();

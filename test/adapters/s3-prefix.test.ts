@@ -27,11 +27,11 @@ import {
   type KeyHistory,
   type Listing,
   type ManifestEntry,
+  type S3PrefixDetails,
 } from '../../core/adapters/s3-prefix.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { s3PrefixUnitSchema, type S3PrefixUnit } from '../../core/manifest/schema.ts';
 import { PreflightError, RestorePointMissingError } from '../../core/errors.ts';
-import type { S3PrefixDetails } from '../../core/adapters/s3-prefix.ts';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Helpers: everything asserted is read back from moto with our own listing code, not the adapter's.
@@ -205,8 +205,9 @@ describe('s3-prefix helpers', () => {
     const b: ManifestEntry = { key: 'p/b', versionId: 'v2', etag: 'e2', size: 2 };
     expect(manifestChecksum([a, b])).toBe(manifestChecksum([b, a]));
     expect(manifestChecksum([a, b])).toMatch(/^[0-9a-f]{64}$/);
-    expect(contentChecksum([a])).toBe(contentChecksum([{ ...a, versionId: 'other' }]));
-    expect(manifestChecksum([a])).not.toBe(manifestChecksum([{ ...a, versionId: 'other' }]));
+    const renewed: ManifestEntry = { ...a, versionId: 'other' };
+    expect(contentChecksum([a])).toBe(contentChecksum([renewed]));
+    expect(manifestChecksum([a])).not.toBe(manifestChecksum([renewed]));
     // Without escaping, key "p/x\te1\t1\np/y" with etag e2 would produce the same lines as two entries.
     const forged: ManifestEntry = { key: 'p/x\te1\t1\np/y', versionId: 'v', etag: 'e2', size: 2 };
     const honest: ManifestEntry[] = [
@@ -307,6 +308,9 @@ describe('s3-prefix adapter (moto)', () => {
     expect(error.message).toContain(e.bucket);
     expect(error.message).toContain(`aws s3api put-bucket-versioning --bucket ${e.bucket} --versioning-configuration Status=Enabled`);
     expect(await versionsOf(e.stateBucket)).toEqual(new Map());
+
+    const missing = await expectRejects(s3PrefixAdapter.capture(unitFor(uniqueName('no-such'), 'orders/'), e.ctx), PreflightError);
+    expect(missing.message).toMatch(/bucket no-such-[0-9a-f]+ does not exist/);
   });
 
   it('captures a version manifest without copying data, and a second capture returns the same point', async () => {
@@ -582,7 +586,7 @@ describe('s3-prefix adapter (moto)', () => {
     expect([...versionsAfter.values()].map((s) => s.versions)).toEqual([...versionsBefore.values()].map((s) => s.versions));
     expect((await s3PrefixAdapter.verify(e.unit, point, e.ctx)).every((c) => c.ok)).toBe(true);
     expect((await s3PrefixAdapter.restore(e.unit, point, e.ctx)).writes).toBe(0);
-  });
+  }, 120_000); // ~2,200 requests of one-by-one moto work; slower when other test files share the server
 
   it('release deletes the manifest, never data; a later restore reports the point gone', async () => {
     const e = await env();

@@ -124,6 +124,19 @@ const errorCases: ErrorCase[] = [
     says: ['YAML syntax error', 'unique'],
   },
   {
+    name: 'YAML alias without its anchor',
+    text: variant(['    bucket: orders-lake', '    bucket: *lake']),
+    path: '',
+    says: ['YAML alias *lake refers to no anchor &lake defined before it'],
+    line: 'bucket: *lake',
+  },
+  {
+    name: 'YAML aliases nested to exhaust memory ("billion laughs")',
+    text: ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `a${i + 1}: &a${i + 1} [${Array(10).fill(`*a${i}`).join(', ')}]`)].join('\n'),
+    path: '',
+    says: ['the YAML cannot be turned into data', 'Excessive alias count'],
+  },
+  {
     name: 'unknown field in a unit, with the allowed fields and a suggestion',
     text: variant(['    bucket: orders-lake', '    bukcet: orders-lake']),
     path: 'units[0].bukcet',
@@ -414,7 +427,7 @@ describe('validateManifest on plain data', () => {
     input.units[0]!.prefix = '';
     const issues = issuesOf(() => validateManifest(input, 'input'));
     expect(issues).toEqual([
-      { path: 'units[0].prefix', message: expect.stringContaining('must not be empty') as unknown as string },
+      { path: 'units[0].prefix', message: expect.stringContaining('must not be empty') },
       { path: 'units[2].dependsOn[0]', message: 'unknown unit "stg" (known: raw, staging, mart)' },
     ]);
   });
@@ -433,6 +446,6 @@ describe('validateManifest on plain data', () => {
     const issues = issuesOf(() =>
       validateManifest({ ...expectedValid, connections: { 'Data Warehouse': { engine: 'postgres', url: 'postgres://h/db' }, warehouse: expectedValid.connections.warehouse } }),
     );
-    expect(issues).toEqual([{ path: 'connections["Data Warehouse"]', message: expect.stringContaining('"Data Warehouse" is not a valid name') as unknown as string }]);
+    expect(issues).toEqual([{ path: 'connections["Data Warehouse"]', message: expect.stringContaining('"Data Warehouse" is not a valid name') }]);
   });
 });

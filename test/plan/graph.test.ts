@@ -30,7 +30,7 @@ describe('downstreamClosure', () => {
 });
 
 describe('findCycles', () => {
-  it.each([
+  it.each<{ name: string; graph: Record<string, string[]>; expected: string[][] }>([
     { name: 'none in a DAG', graph: { raw: [], staging: ['raw'], mart: ['staging', 'raw'] }, expected: [] },
     { name: 'a unit depending on itself', graph: { raw: ['raw'] }, expected: [['raw', 'raw']] },
     { name: 'two units depending on each other', graph: { a: ['b'], b: ['a'] }, expected: [['a', 'b', 'a']] },

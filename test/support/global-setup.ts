@@ -1,4 +1,6 @@
-import { startMoto, type MotoServer } from './moto-server.ts';
+import pg from 'pg';
+import { startMoto, type MotoServer } from '../../scripts/local-services.ts';
+import { POSTGRES_ADMIN_URL } from './postgres.ts';
 
 /**
  * One moto server for the whole test run. Its endpoint reaches the code under test the way it would in
@@ -7,6 +9,14 @@ import { startMoto, type MotoServer } from './moto-server.ts';
 let moto: MotoServer | undefined;
 
 export async function setup(): Promise<void> {
+  const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL, connectionTimeoutMillis: 5000 });
+  try {
+    await admin.connect();
+  } catch (error) {
+    throw new Error(`the tests need PostgreSQL at ${POSTGRES_ADMIN_URL} (user postgres, trust auth): ${(error as Error).message}`);
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
   moto = await startMoto();
   process.env.AWS_ENDPOINT_URL = moto.endpoint;
   process.env.AWS_REGION = 'us-east-1';

@@ -1,18 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  CreateBucketCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  ListObjectVersionsCommand,
-  PutBucketVersioningCommand,
-  PutObjectCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import type pg from 'pg';
 import { main } from '../../cli/main.ts';
+import { breakOrders, NEIGHBOUR_PREFIX, ordersManifest, RAW_PREFIX, seedOrders } from '../../scripts/demo-data.ts';
 import { testS3, uniqueName } from './aws.ts';
 import { createTestDatabase, type TestDatabase } from './postgres.ts';
 
@@ -42,37 +35,12 @@ export async function createScenario(): Promise<Scenario> {
   const s3 = testS3();
   const pipeline = uniqueName('orders');
   const bucket = uniqueName('lake');
-  const prefix = 'raw/orders/';
-  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-  await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
-  const files: Record<string, string> = {
-    'raw/orders/2026-11-01.csv': 'id,amount\n1,10\n2,20\n',
-    'raw/orders/2026-11-02.csv': 'id,amount\n3,30\n',
-    'raw/orders/2026-11-03.csv': 'id,amount\n4,40\n',
-    'raw/orders/by day/2026 11 04+late%.csv': 'id,amount\n5,50\n',
-    'raw/orders-archive/2026-10-31.csv': 'archived, not part of the unit\n',
-  };
-  for (const [Key, Body] of Object.entries(files)) await s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body }));
-
+  const prefix = RAW_PREFIX;
   const db = await createTestDatabase('e2e');
   const sql = await db.client();
-  await sql.query(`
-    CREATE SCHEMA staging; CREATE SCHEMA mart;
-    CREATE TABLE staging.orders (id int PRIMARY KEY, amount numeric(12,2) NOT NULL, day date NOT NULL, note text);
-    INSERT INTO staging.orders SELECT g, g * 10, date '2026-11-01' + (g % 5), CASE WHEN g % 7 = 0 THEN NULL ELSE 'ok' END FROM generate_series(1, 500) g;
-    CREATE TABLE mart.daily_orders (day date PRIMARY KEY, orders int NOT NULL, revenue numeric(14,2) NOT NULL);
-    INSERT INTO mart.daily_orders SELECT day, count(*), sum(amount) FROM staging.orders GROUP BY day;
-  `);
+  await seedOrders({ s3, sql, bucket });
 
-  const manifest = {
-    pipeline,
-    connections: { warehouse: { engine: 'postgres', url: db.url } },
-    units: [
-      { id: 'raw', type: 's3-prefix', bucket, prefix },
-      { id: 'staging', type: 'postgres-table', connection: 'warehouse', table: 'staging.orders', dependsOn: ['raw'] },
-      { id: 'mart', type: 'postgres-table', connection: 'warehouse', table: 'mart.daily_orders', dependsOn: ['staging'] },
-    ],
-  };
+  const manifest = ordersManifest({ pipeline, bucket, databaseUrl: db.url });
   const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-'));
   const manifestPath = join(dir, 'orders.yaml');
   writeFileSync(manifestPath, stringify(manifest));
@@ -93,7 +61,7 @@ export async function createScenario(): Promise<Scenario> {
     },
     async objects() {
       const out = new Map<string, string>();
-      for (const p of [prefix, 'raw/orders-archive/']) {
+      for (const p of [prefix, NEIGHBOUR_PREFIX]) {
         const list = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: p }));
         for (const v of list.Versions ?? []) {
           if (!v.IsLatest) continue;
@@ -121,17 +89,5 @@ export async function createScenario(): Promise<Scenario> {
 
 /** The bad deploy: every kind of damage to every unit. */
 export async function badDeploy(s: Scenario): Promise<void> {
-  const put = (Key: string, Body: string) => s.s3.send(new PutObjectCommand({ Bucket: s.bucket, Key, Body }));
-  await put('raw/orders/2026-11-01.csv', 'id,amount\n1,-999\n'); // modified
-  await put('raw/orders/2026-11-05.csv', 'id,amount\n9,90\n'); // added
-  await s.s3.send(new DeleteObjectCommand({ Bucket: s.bucket, Key: 'raw/orders/2026-11-02.csv' })); // deleted (delete marker only)
-  await s.s3.send(new DeleteObjectCommand({ Bucket: s.bucket, Key: 'raw/orders/by day/2026 11 04+late%.csv' }));
-  await put('raw/orders/by day/2026 11 04+late%.csv', 'id,amount\n5,0\n'); // deleted, then re-created with other bytes
-  await s.sql.query(`
-    INSERT INTO staging.orders VALUES (501, 1, '2026-11-09', 'dup'), (502, 2, '2026-11-09', 'dup');
-    UPDATE staging.orders SET amount = amount * 100 WHERE id IN (10, 20, 30);
-    DELETE FROM staging.orders WHERE id IN (40, 41);
-    DELETE FROM mart.daily_orders;
-    INSERT INTO mart.daily_orders SELECT day, count(*), sum(amount) FROM staging.orders GROUP BY day;
-  `);
+  await breakOrders({ s3: s.s3, sql: s.sql, bucket: s.bucket });
 }

