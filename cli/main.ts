@@ -69,6 +69,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
   const program = new Command('etl-rollback')
     .description('Restore points before every ETL deploy; staged, verified, granular rollback.')
     .showHelpAfterError()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
 
   const engineOptions = (cmd: Command) =>
@@ -176,7 +177,6 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   let code: number = EXIT.ok;
   const program = buildProgram(io, (c) => (code = c));
-  program.configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;

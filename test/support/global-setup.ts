@@ -13,7 +13,7 @@ export async function setup(): Promise<void> {
   try {
     await admin.connect();
   } catch (error) {
-    throw new Error(`the tests need PostgreSQL at ${POSTGRES_ADMIN_URL} (user postgres, trust auth): ${(error as Error).message}`);
+    throw new Error(`the tests need PostgreSQL at ${POSTGRES_ADMIN_URL} (user postgres, trust auth): ${(error as Error).message}`, { cause: error });
   } finally {
     await admin.end().catch(() => undefined);
   }
