@@ -14,11 +14,17 @@ export interface DataAccessProps {
 
 /** Read and read-back actions on a data bucket itself: what capture needs to refuse an unsafe bucket, and list. */
 export const DATA_BUCKET_ACTIONS = ['s3:ListBucketVersions', 's3:GetBucketVersioning', 's3:GetLifecycleConfiguration'];
-/** Object actions for capture (read), restore (copy an old version back, delete what was added, remove delete markers). */
+/**
+ * Object actions for capture (read), restore (copy an old version back with its tags, delete what was added,
+ * remove delete markers). CopyObject with TaggingDirective COPY from a version reads the source version's tags
+ * and writes them on the copy.
+ */
 export const DATA_OBJECT_ACTIONS = [
   's3:GetObject',
   's3:GetObjectVersion',
+  's3:GetObjectVersionTagging',
   's3:PutObject',
+  's3:PutObjectTagging',
   's3:DeleteObject',
   's3:DeleteObjectVersion',
 ];
