@@ -354,5 +354,10 @@ export async function ensureLedgerTable(dynamo: DynamoDBClient, tableName: strin
     if (out.Table?.TableStatus === 'ACTIVE') break;
     await new Promise((r) => setTimeout(r, 500));
   }
-  await dynamo.send(new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true } })).catch(() => undefined);
+  try {
+    await dynamo.send(new UpdateTimeToLiveCommand({ TableName: tableName, TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true } }));
+  } catch (error) {
+    // DynamoDB refuses to enable TTL that is already enabled; anything else is a real problem.
+    if (!/already enabled/i.test((error as Error).message ?? '')) throw error;
+  }
 }
