@@ -8,6 +8,15 @@ export interface Engine {
   rollback(manifest: Manifest, args: RollbackArgs): Promise<ExecutionResult>;
 }
 
+/** Where the engine finds the ledger, the state bucket and the deployed state machines. */
+export interface EngineOptions {
+  ledgerTable?: string;
+  stateBucket?: string;
+  snapshotArn?: string;
+  rollbackArn?: string;
+  json: boolean;
+}
+
 export interface SnapshotArgs {
   deploymentId: string;
   requestedBy: string;

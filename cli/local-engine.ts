@@ -4,8 +4,7 @@ import { Ledger, ensureLedgerTable } from '../core/ledger/ledger.ts';
 import { StateStore, ensureStateBucket } from '../core/ledger/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
-import { rollbackInput, type Engine, type ExecutionResult } from './engine.ts';
-import type { EngineOptions } from './main.ts';
+import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
 interface Io {

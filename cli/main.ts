@@ -4,7 +4,7 @@ import { loadManifestFile } from '../core/manifest/load.ts';
 import type { Manifest } from '../core/manifest/schema.ts';
 import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
-import { defaultRunName, type Engine, type ExecutionResult } from './engine.ts';
+import { defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 
 /**
  * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
@@ -50,14 +50,6 @@ async function engineFor(local: boolean, opts: EngineOptions, io: Io): Promise<E
   }
   const { remoteEngine } = await import('./remote-engine.ts');
   return remoteEngine(opts, io);
-}
-
-export interface EngineOptions {
-  ledgerTable?: string;
-  stateBucket?: string;
-  snapshotArn?: string;
-  rollbackArn?: string;
-  json: boolean;
 }
 
 function exitForExecution(result: ExecutionResult): number {

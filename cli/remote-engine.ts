@@ -6,8 +6,7 @@ import { Ledger } from '../core/ledger/ledger.ts';
 import { StateStore } from '../core/ledger/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
-import { rollbackInput, type Engine, type ExecutionResult } from './engine.ts';
-import type { EngineOptions } from './main.ts';
+import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
 interface Io {
