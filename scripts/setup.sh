@@ -12,6 +12,10 @@ fi
 if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c "import moto, sys; sys.exit(0 if moto.__version__ == '${MOTO_VERSION}' else 1)" 2>/dev/null; then
   echo "› installing moto[server]==${MOTO_VERSION} into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+  if ! .venv/bin/pip install --disable-pip-version-check "moto[server]==${MOTO_VERSION}" > .venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "setup: installing moto failed (full log: .venv/pip-install.log)" >&2
+    exit 1
+  fi
 fi
 echo "› setup done: node $(node_modules/.bin/node --version), moto $(.venv/bin/python -c 'import moto; print(moto.__version__)')"
