@@ -279,6 +279,10 @@ function pointFromMeta(unit: PostgresTableUnit, meta: ShadowMeta, shadow: Relati
 }
 
 async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
+  if (unit.partition !== undefined || unit.where !== undefined) {
+    // Never widen a scoped unit to the whole table: refuse until scoped capture and restore exist.
+    throw new PreflightError(`unit "${unit.id}": "partition" and "where" scopes are not supported yet; remove them to protect the whole table ${unit.table}`);
+  }
   const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
   return withClient(ctx, unit.connection, async (client) => {
     await ensureRollbackSchema(client);

@@ -552,6 +552,9 @@ export const s3PrefixAdapter: UnitAdapter<S3PrefixUnit, S3PrefixDetails> = {
   type: 's3-prefix',
 
   async capture(unit, ctx) {
+    if (unit.mode !== 'versioned') {
+      throw new PreflightError(`unit "${unit.id}": mode "${unit.mode}" (unversioned buckets) is not supported yet; enable versioning on s3://${unit.bucket} and use the default mode`);
+    }
     const manifestKey = manifestKeyFor(ctx.pipeline, ctx.deploymentId, unit.id);
     if (unit.bucket === ctx.stateBucket && manifestKey.startsWith(unit.prefix)) {
       throw new PreflightError(

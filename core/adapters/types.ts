@@ -19,6 +19,8 @@ export interface AdapterContext {
   stateBucket: string;
   /** Opens connections named in the manifest's `connections`. */
   postgres: PostgresConnector;
+  /** Days the restore point must stay restorable (the manifest's `retention.days`). */
+  retentionDays: number;
   now(): Date;
   log: Log;
 }

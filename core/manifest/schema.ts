@@ -96,6 +96,11 @@ export const s3PrefixUnitSchema = z.strictObject({
       'must be a valid S3 bucket name (3-63 characters: lowercase letters, digits, "." and "-", starting and ending with a letter or digit)',
     ),
   prefix: z.string().min(1, 'must not be empty (a rollback of a whole bucket is not a unit: name the prefix, e.g. "raw/orders/")'),
+  /**
+   * `versioned` (default): the bucket keeps versions; capture records version ids, nothing is copied.
+   * `copy`: for a bucket without versioning; capture copies the prefix into the state bucket.
+   */
+  mode: z.enum(['versioned', 'copy']).default('versioned'),
 });
 
 export const postgresTableUnitSchema = z.strictObject({
@@ -104,6 +109,18 @@ export const postgresTableUnitSchema = z.strictObject({
   /** A key of the manifest's `connections`, whose engine is postgres. */
   connection: z.string().min(1, 'must name one of the manifest\'s "connections"'),
   table: tableName,
+  /**
+   * Narrow the unit to part of the table: `partition` names one or more partitions of a declaratively partitioned
+   * table ("events_2026_11" or a list); `where` is a SQL predicate over the table's columns
+   * (`event_date >= '2026-11-01'`). Capture and restore touch only the rows in scope. At most one of the two.
+   */
+  partition: z.union([tableName, z.array(tableName).min(1)]).optional(),
+  where: z
+    .string()
+    .min(1)
+    .max(2000)
+    .refine((w) => !/;/.test(w), 'must be one predicate, without ";"')
+    .optional(),
 });
 
 export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema]);
@@ -124,6 +141,8 @@ export const manifestSchema = z.strictObject({
     )
     .default({}),
   units: z.array(unitSchema).min(1, 'a manifest needs at least one unit'),
+  /** How long restore points are kept (and must stay restorable: an S3 lifecycle may not expire them sooner). */
+  retention: z.strictObject({ days: z.number().int().min(1).max(3650).default(14) }).prefault({}),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;

@@ -51,6 +51,7 @@ export function adapterContext(
     s3: deps.s3,
     stateBucket: deps.stateBucket,
     postgres: postgresConnector(manifest.connections, deps.secrets),
+    retentionDays: manifest.retention.days,
     now: deps.now,
     log: deps.log,
   };

@@ -145,6 +145,7 @@ function contextFor(stateBucket: string, deploymentId: string, now = new Date('2
     postgres: {
       connect: () => Promise.reject(new Error('the s3-prefix adapter must not open database connections')),
     },
+    retentionDays: 14,
     now: () => now,
     log: { info: (m) => logs.push(m), warn: (m) => logs.push(`WARN ${m}`) },
   };

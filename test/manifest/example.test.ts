@@ -23,12 +23,14 @@ describe('examples/orders.yaml', () => {
           description: 'Order files as they land from the shop.',
           bucket: 'orders-lake',
           prefix: 'raw/orders/',
+          mode: 'versioned',
           dependsOn: [],
           checks: { count: true, checksum: true },
         },
         { id: 'staging', type: 'postgres-table', connection: 'warehouse', table: 'staging.orders', dependsOn: ['raw'], checks: { count: true, checksum: true } },
         { id: 'mart', type: 'postgres-table', connection: 'warehouse', table: 'mart.daily_orders', dependsOn: ['staging'], checks: { count: true, checksum: true } },
       ],
+      retention: { days: 14 },
     });
   });
 
