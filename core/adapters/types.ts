@@ -1,6 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Unit } from '../manifest/schema.ts';
-import type { PostgresConnector } from '../runtime/connections.ts';
+import type { MysqlConnector, PostgresConnector } from '../runtime/connections.ts';
 
 /** Minimal structured log sink; Powertools Logger satisfies it, so does a test spy. */
 export interface Log {
@@ -19,6 +19,8 @@ export interface AdapterContext {
   stateBucket: string;
   /** Opens connections named in the manifest's `connections`. */
   postgres: PostgresConnector;
+  /** Opens MySQL/MariaDB connections named in the manifest's `connections`. */
+  mysql: MysqlConnector;
   /** Days the restore point must stay restorable (the manifest's `retention.days`). */
   retentionDays: number;
   now(): Date;

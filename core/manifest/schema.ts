@@ -78,6 +78,14 @@ export const checksFieldsSchema = z.strictObject({
 
 const checksSchema = checksFieldsSchema.prefault({});
 
+/** A user check: a read-only query that must return true once the unit is restored. */
+export const assertionSchema = z.strictObject({
+  name: z.string().min(1).max(200),
+  sql: z.string().min(1).max(10_000),
+  /** Statement timeout for the query (default 30 s). */
+  timeoutSeconds: z.number().int().min(1).max(900).default(30),
+});
+
 const unitBase = {
   id: identifier,
   /** Ids of the units this one reads from (its producers). */
@@ -121,6 +129,8 @@ export const postgresTableUnitSchema = z.strictObject({
     .max(2000)
     .refine((w) => !/;/.test(w), 'must be one predicate, without ";"')
     .optional(),
+  /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
+  assertions: z.array(assertionSchema).optional(),
 });
 
 export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema]);

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import mysql from 'mysql2/promise';
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
 import { InputError } from '../errors.ts';
@@ -7,6 +8,11 @@ import type { Connection } from '../manifest/schema.ts';
 /** Opens a PostgreSQL client for a connection named in the manifest. The caller ends it. */
 export interface PostgresConnector {
   connect(connectionName: string): Promise<pg.Client>;
+}
+
+/** Opens a MySQL/MariaDB connection for a connection named in the manifest. The caller ends it. */
+export interface MysqlConnector {
+  connect(connectionName: string): Promise<mysql.Connection>;
 }
 
 /** RDS-style secret as Secrets Manager stores it for a database. */
@@ -19,6 +25,55 @@ const dbSecretSchema = z.object({
   database: z.string().optional(),
 });
 
+interface ResolvedSecret {
+  host: string;
+  port?: number;
+  user: string;
+  password: string;
+  database?: string;
+}
+
+/** Reads an RDS-format database secret. The secret's values never appear in an error. */
+async function readDbSecret(name: string, secretArn: string, secrets: SecretsManagerClient | undefined): Promise<ResolvedSecret> {
+  if (!secrets) throw new InputError(`connection "${name}" uses a secret, but no Secrets Manager client was given`);
+  const out = await secrets.send(new GetSecretValueCommand({ SecretId: secretArn }));
+  let raw: unknown;
+  try {
+    raw = JSON.parse(out.SecretString ?? '{}');
+  } catch {
+    throw new InputError(`secret of connection "${name}" is not JSON in the RDS format (host, port, username, password, dbname)`);
+  }
+  const parsed = dbSecretSchema.safeParse(raw);
+  if (!parsed.success) throw new InputError(`secret of connection "${name}" lacks host/username/password`);
+  const s = parsed.data;
+  return { host: s.host, port: s.port, user: s.username, password: s.password, database: s.dbname ?? s.database };
+}
+
+function connectionNamed(connections: Record<string, Connection>, name: string, engine: Connection['engine']): Connection {
+  const connection = connections[name];
+  if (!connection) {
+    throw new InputError(`connection "${name}" is not defined in the manifest (known: ${Object.keys(connections).join(', ') || 'none'})`);
+  }
+  if (connection.engine !== engine) {
+    throw new InputError(`connection "${name}" is a ${connection.engine} connection, not ${engine}`);
+  }
+  return connection;
+}
+
+/** Memoises a per-name async resolution; a failed one is retried next time. */
+function memo<T>(resolve: (name: string) => Promise<T>): (name: string) => Promise<T> {
+  const cache = new Map<string, Promise<T>>();
+  return (name) => {
+    let p = cache.get(name);
+    if (!p) {
+      p = resolve(name);
+      cache.set(name, p);
+      p.catch(() => cache.delete(name));
+    }
+    return p;
+  };
+}
+
 /**
  * Resolves manifest connections: a `url` as-is (local runs), a `secretArn` through Secrets Manager (AWS).
  * Secrets are fetched once per connector and never logged.
@@ -27,36 +82,41 @@ export function postgresConnector(
   connections: Record<string, Connection>,
   secrets?: SecretsManagerClient,
 ): PostgresConnector {
-  const resolved = new Map<string, Promise<pg.ClientConfig>>();
-
-  async function resolve(name: string): Promise<pg.ClientConfig> {
-    const connection = connections[name];
-    if (!connection) {
-      throw new InputError(`connection "${name}" is not defined in the manifest (known: ${Object.keys(connections).join(', ') || 'none'})`);
-    }
-    if (connection.engine !== 'postgres') {
-      throw new InputError(`connection "${name}" is a ${connection.engine} connection, not postgres`);
-    }
+  const config = memo(async (name): Promise<pg.ClientConfig> => {
+    const connection = connectionNamed(connections, name, 'postgres');
     if ('url' in connection) return { connectionString: connection.url };
-    if (!secrets) throw new InputError(`connection "${name}" uses a secret, but no Secrets Manager client was given`);
-    const out = await secrets.send(new GetSecretValueCommand({ SecretId: connection.secretArn }));
-    const parsed = dbSecretSchema.safeParse(JSON.parse(out.SecretString ?? '{}'));
-    if (!parsed.success) throw new InputError(`secret of connection "${name}" lacks host/username/password`);
-    const s = parsed.data;
-    return { host: s.host, port: s.port ?? 5432, user: s.username, password: s.password, database: s.dbname ?? s.database ?? 'postgres', ssl: { rejectUnauthorized: true } };
-  }
-
+    const s = await readDbSecret(name, connection.secretArn, secrets);
+    return { host: s.host, port: s.port ?? 5432, user: s.user, password: s.password, database: s.database ?? 'postgres', ssl: { rejectUnauthorized: true } };
+  });
   return {
     async connect(name) {
-      let config = resolved.get(name);
-      if (!config) {
-        config = resolve(name);
-        resolved.set(name, config);
-        config.catch(() => resolved.delete(name));
-      }
-      const client = new pg.Client({ ...(await config), application_name: 'etl-rollback' });
+      const client = new pg.Client({ ...(await config(name)), application_name: 'etl-rollback' });
       await client.connect();
       return client;
+    },
+  };
+}
+
+/** The same for MySQL/MariaDB connections (`mysql://` / `mariadb://` URLs, or an RDS secret). */
+export function mysqlConnector(connections: Record<string, Connection>, secrets?: SecretsManagerClient): MysqlConnector {
+  const config = memo(async (name): Promise<mysql.ConnectionOptions> => {
+    const connection = connectionNamed(connections, name, 'mysql');
+    if ('url' in connection) {
+      const url = new URL(connection.url.replace(/^mariadb:/, 'mysql:'));
+      return {
+        host: url.hostname,
+        port: url.port ? Number(url.port) : 3306,
+        user: decodeURIComponent(url.username),
+        password: decodeURIComponent(url.password),
+        database: url.pathname.replace(/^\//, '') || undefined,
+      };
+    }
+    const s = await readDbSecret(name, connection.secretArn, secrets);
+    return { host: s.host, port: s.port ?? 3306, user: s.user, password: s.password, database: s.database, ssl: {} };
+  });
+  return {
+    async connect(name) {
+      return mysql.createConnection({ ...(await config(name)), multipleStatements: false, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
     },
   };
 }

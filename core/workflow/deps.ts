@@ -5,7 +5,7 @@ import type { Ledger } from '../ledger/ledger.ts';
 import { StateStore, stateKeys } from '../ledger/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
-import { postgresConnector } from '../runtime/connections.ts';
+import { mysqlConnector, postgresConnector } from '../runtime/connections.ts';
 import { RestorePointMissingError } from '../errors.ts';
 
 /** What the workflow steps need, passed in by the handler, the CLI or a test. */
@@ -51,6 +51,7 @@ export function adapterContext(
     s3: deps.s3,
     stateBucket: deps.stateBucket,
     postgres: postgresConnector(manifest.connections, deps.secrets),
+    mysql: mysqlConnector(manifest.connections, deps.secrets),
     retentionDays: manifest.retention.days,
     now: deps.now,
     log: deps.log,

@@ -35,6 +35,7 @@ function ctx(deploymentId: string, runId = `run-${deploymentId}`, postgres: Post
     s3: new S3Client({ region: 'us-east-1' }),
     stateBucket: 'unused-by-postgres-table',
     postgres,
+    mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },
     retentionDays: 14,
     now: () => new Date('2024-05-01T12:00:00.000Z'),
     log: { info: () => undefined, warn: () => undefined },

@@ -145,6 +145,7 @@ function contextFor(stateBucket: string, deploymentId: string, now = new Date('2
     postgres: {
       connect: () => Promise.reject(new Error('the s3-prefix adapter must not open database connections')),
     },
+    mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },
     retentionDays: 14,
     now: () => now,
     log: { info: (m) => logs.push(m), warn: (m) => logs.push(`WARN ${m}`) },
