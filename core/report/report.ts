@@ -123,3 +123,45 @@ export function renderReport(report: RunReport): string {
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
   return lines.join('\n');
 }
+
+const mdEscape = (text: string) => text.replace(/[|\\`*_<>]/g, (c) => `\\${c}`);
+
+/**
+ * The report as Markdown, for the audit store, a ticket or a postmortem: who, why, what each stage changed, how
+ * each unit verified, and — for a run that stopped — which stages are restored and which are not.
+ */
+export function renderMarkdown(report: RunReport): string {
+  const out: string[] = [];
+  const kind = report.dryRun ? 'Dry run' : 'Rollback';
+  out.push(`# ${kind} of ${mdEscape(report.pipeline)} / ${mdEscape(report.deploymentId)}: ${report.status}`);
+  out.push('');
+  if (report.partial) {
+    out.push('> **Partial state.** Some stages were restored and others were not: the pipeline holds data from both sides of the');
+    out.push('> deploy. Rerun the same rollback to finish it, or undo the restored stages.');
+    out.push('');
+  }
+  out.push('| | |', '|---|---|');
+  out.push(`| run | \`${report.runId}\` |`);
+  out.push(`| requested by | ${mdEscape(report.requestedBy)} |`);
+  out.push(`| reason | ${report.reason ? mdEscape(report.reason) : '(none given)'} |`);
+  out.push(`| started | ${report.startedAt} |`);
+  if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
+  out.push(`| ${report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
+  if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
+  out.push('');
+  for (const stage of report.stages) {
+    out.push(`## Stage ${stage.index + 1}: ${stage.status}`, '');
+    out.push('| unit | type | status | changes | checks | replaced data kept in |', '|---|---|---|---|---|---|');
+    for (const u of stage.units) {
+      const checks = u.checks?.length
+        ? u.checks.map((c) => `${c.ok ? '✓' : '✗'} ${mdEscape(c.name)}${c.ok ? '' : ` (expected ${mdEscape(String(c.expected))}, got ${mdEscape(String(c.actual))})`}`).join('<br>')
+        : '';
+      const kept = u.keptAt && u.writes > 0 ? mdEscape(u.keptAt) : '';
+      out.push(`| ${mdEscape(u.unitId)} | ${u.type} | ${u.status} | ${mdEscape(formatChanges(u.changes))} | ${checks} | ${kept} |`);
+    }
+    const notes = stage.units.flatMap((u) => u.notes.map((n) => `- ${mdEscape(u.unitId)}: ${mdEscape(n)}`));
+    if (notes.length) out.push('', ...notes);
+    out.push('');
+  }
+  return out.join('\n');
+}
