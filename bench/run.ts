@@ -14,6 +14,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
+import { RDSClient } from '@aws-sdk/client-rds';
 import {
   CopyObjectCommand,
   CreateBucketCommand,
@@ -40,31 +41,34 @@ import {
   type S3PrefixDetails,
 } from '../core/adapters/s3-prefix.ts';
 import { postgresTableAdapter, type PostgresTableDetails } from '../core/adapters/postgres-table.ts';
-import type { AdapterContext, Check, Outcome, RestorePoint } from '../core/adapters/types.ts';
+import { isPendingCapture, type AdapterContext, type CaptureResult, type Check, type Outcome, type RestorePoint } from '../core/adapters/types.ts';
 import { postgresTableUnitSchema, s3PrefixUnitSchema } from '../core/manifest/schema.ts';
-import { postgresConnector } from '../core/runtime/connections.ts';
+import { postgresConnector, type PostgresConnector } from '../core/runtime/connections.ts';
 import { startMoto, startPostgres, type MotoServer, type PostgresServer } from '../scripts/local-services.ts';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Options
 // ---------------------------------------------------------------------------------------------------------------------
 
-const DEFAULTS = { objects: 2000, rows: 200_000, percent: 1, objectBytes: 1024 };
+const DEFAULTS = { objects: 2000, rows: 200_000, percent: 1, objectBytes: 1024, pgTimeout: 30 };
 
 interface Options {
   objects: number;
   rows: number;
   percent: number;
   objectBytes: number;
+  pgTimeout: number;
 }
 
-const USAGE = `usage: npm run bench -- [--objects N] [--rows N] [--percent P] [--object-bytes B]
+const USAGE = `usage: npm run bench -- [--objects N] [--rows N] [--percent P] [--object-bytes B] [--pg-timeout S]
 
   --objects N       objects under the S3 prefix (default ${DEFAULTS.objects})
   --rows N          rows in the PostgreSQL table (default ${DEFAULTS.rows})
   --percent P       share changed by the bad deploy, in percent, 0-100 (default ${DEFAULTS.percent}):
                     about 40% of the changes modify, 30% add, 30% delete
-  --object-bytes B  size of each S3 object (default ${DEFAULTS.objectBytes})`;
+  --object-bytes B  size of each S3 object (default ${DEFAULTS.objectBytes})
+  --pg-timeout S    cancel the etl-rollback table restore after S seconds and report it as cancelled
+                    (default ${DEFAULTS.pgTimeout}; keeps the run bounded)`;
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -74,6 +78,7 @@ function parseOptions(argv: string[]): Options {
       rows: { type: 'string' },
       percent: { type: 'string' },
       'object-bytes': { type: 'string' },
+      'pg-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -97,6 +102,7 @@ function parseOptions(argv: string[]): Options {
     rows: int('rows', values.rows, DEFAULTS.rows, 1),
     percent,
     objectBytes: int('object-bytes', values['object-bytes'], DEFAULTS.objectBytes, 1),
+    pgTimeout: int('pg-timeout', values['pg-timeout'], DEFAULTS.pgTimeout, 1),
   };
 }
 
@@ -207,6 +213,21 @@ function checksLine(checks: Check[]): string {
 }
 
 const silentLog = { info: () => undefined, warn: () => undefined };
+
+/** The parts of an adapter context neither scenario uses: an RDS client that is never called, no MySQL. */
+function unusedServices(): Pick<AdapterContext, 'rds' | 'mysql' | 'retentionDays'> {
+  return {
+    rds: new RDSClient({ region: 'us-east-1', credentials: { accessKeyId: 'unused', secretAccessKey: 'unused' } }),
+    mysql: { connect: () => Promise.reject(new Error('the bench uses no MySQL')) },
+    retentionDays: 7,
+  };
+}
+
+/** S3 and PostgreSQL captures never pend; a pending answer here would mean the adapter changed under the bench. */
+function pointOf<D>(result: CaptureResult<D>): RestorePoint<D> {
+  if (isPendingCapture(result)) throw new Error(`capture answered pending (${result.pending.status}); the bench expects a point`);
+  return result;
+}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Cleanup: everything started or created is undone once, also on Ctrl-C
@@ -352,6 +373,7 @@ async function s3Scenario(s3: S3Client, counter: RequestCounter, opts: Options):
     s3,
     stateBucket,
     postgres: { connect: () => Promise.reject(new Error('the S3 scenario uses no database')) },
+    ...unusedServices(),
     now: () => new Date(),
     log: silentLog,
   };
@@ -373,7 +395,7 @@ async function s3Scenario(s3: S3Client, counter: RequestCounter, opts: Options):
   });
   process.stderr.write('› S3: etl-rollback capture (version manifest)\n');
   const ourCapture = await measure(counter, () => s3PrefixAdapter.capture(unit, ctx));
-  const point: RestorePoint<S3PrefixDetails> = ourCapture.result;
+  const point: RestorePoint<S3PrefixDetails> = pointOf(ourCapture.result);
   const manifestHead = await s3.send(new GetObjectCommand({ Bucket: stateBucket, Key: point.details.manifestKey }));
   const manifest = versionManifestSchema.parse(JSON.parse((await manifestHead.Body?.transformToString('utf-8')) ?? '{}'));
   const manifestBytes = Number(manifestHead.ContentLength ?? 0);
@@ -531,6 +553,38 @@ async function settledDelta(client: pg.Client, relid: number, before: TupleStats
   }
 }
 
+/**
+ * Called when the etl-rollback restore outlives --pg-timeout: names the statement it is running and how the server
+ * plans it (EXPLAIN of its SELECT part, which reads only committed tables), then cancels it. Returns lines to print.
+ */
+async function cancelSlowRestore(stats: pg.Client, sql: pg.Client, timeout: number): Promise<string[]> {
+  const { rows } = await stats.query<{ pid: number; query: string; seconds: string }>(
+    `SELECT pid, query, extract(epoch FROM now() - query_start)::int::text AS seconds FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name = 'etl-rollback' AND state = 'active'`,
+  );
+  const lines: string[] = [];
+  for (const r of rows) {
+    const oneLine = r.query.replace(/\s+/g, ' ').trim();
+    lines.push(`  still running after ${timeout} s (this statement for ${r.seconds} s): ${oneLine.length > 220 ? `${oneLine.slice(0, 220)}…` : oneLine}`);
+    const select = /\)\s*(SELECT\b[\s\S]*)$/.exec(r.query)?.[1] ?? (/^\s*SELECT\b/i.test(r.query) ? r.query : undefined);
+    if (select) {
+      try {
+        const plan = await sql.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${select}`);
+        lines.push('  its plan (EXPLAIN):');
+        for (const p of plan.rows) {
+          const text = p['QUERY PLAN'];
+          if (/^\s*(JIT|Functions|Options):/.test(text)) continue;
+          lines.push(`    ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`);
+        }
+      } catch (error) {
+        lines.push(`  (EXPLAIN failed: ${(error as Error).message})`);
+      }
+    }
+    await stats.query('SELECT pg_cancel_backend($1)', [r.pid]);
+  }
+  return lines;
+}
+
 /** The counters once they stop moving (the previous writes have reached them): unchanged over 600 ms, at most 10 s. */
 async function stableStats(client: pg.Client, relid: number): Promise<TupleStats> {
   const start = Date.now();
@@ -543,7 +597,22 @@ async function stableStats(client: pg.Client, relid: number): Promise<TupleStats
   }
 }
 
+/**
+ * The adapter's sessions, with an 'error' listener: a session ended by the server (the cleanup's DROP DATABASE …
+ * WITH (FORCE) after Ctrl-C) must fail its query, not crash the process before moto is stopped.
+ */
+function quietConnector(inner: PostgresConnector): PostgresConnector {
+  return {
+    async connect(name) {
+      const client = await inner.connect(name);
+      client.on('error', () => undefined);
+      return client;
+    },
+  };
+}
+
 interface PgFigures {
+  oursCompleted: boolean;
   restoreSecondsOurs: number;
   restoreSecondsNaive: number;
   rowsOurs: number;
@@ -567,6 +636,8 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
       const a = new pg.Client({ connectionString: server.adminUrl });
       await a.connect();
       try {
+        // Cancel running statements first (a clean error in their callers), then force the sessions out.
+        await a.query('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]);
         await a.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
       } finally {
         await a.end();
@@ -578,8 +649,10 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
   const dbUrl = url.toString();
 
   const sql = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench' });
+  sql.on('error', () => undefined);
   await sql.connect();
   const stats = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench-stats' });
+  stats.on('error', () => undefined);
   await stats.connect();
   cleanups.push({ what: 'close database sessions', fn: async () => void (await Promise.allSettled([sql.end(), stats.end()])) });
 
@@ -632,7 +705,7 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
   const deploy = async (): Promise<string> => {
     await sql.query('BEGIN');
     await sql.query(
-      `UPDATE public.orders o SET status = 'void', amount = o.amount * 10, note = 'bad deploy'
+      `UPDATE public.orders o SET status = 'void', amount = 999999.99, note = 'bad deploy'
          FROM public.bench_deploy d WHERE d.id = o.id AND d.action = 'update'`,
     );
     await sql.query("DELETE FROM public.orders o USING public.bench_deploy d WHERE d.id = o.id AND d.action = 'delete'");
@@ -652,7 +725,8 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
     runId: `run-${suffix}`,
     s3,
     stateBucket: 'unused-by-postgres-table',
-    postgres: postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } }),
+    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } })),
+    ...unusedServices(),
     now: () => new Date(),
     log: silentLog,
   };
@@ -663,7 +737,7 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
   await sql.query('CREATE TABLE public.orders_backup AS SELECT * FROM public.orders');
   const captureSecondsNaive = (performance.now() - t0) / 1000;
   const t1 = performance.now();
-  const point: RestorePoint<PostgresTableDetails> = await postgresTableAdapter.capture(unit, ctx);
+  const point: RestorePoint<PostgresTableDetails> = pointOf(await postgresTableAdapter.capture(unit, ctx));
   const captureSecondsOurs = (performance.now() - t1) / 1000;
 
   // Restore, ours.
@@ -672,19 +746,37 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
   await forceFlush(sql);
   const base1 = await stableStats(stats, relid);
   const t2 = performance.now();
-  const outcome = await postgresTableAdapter.restore(unit, point, ctx);
+  const restoring = postgresTableAdapter.restore(unit, point, ctx);
+  let timer: NodeJS.Timeout | undefined;
+  const first = await Promise.race([
+    restoring,
+    new Promise<'timeout'>((r) => {
+      timer = setTimeout(() => r('timeout'), opts.pgTimeout * 1000);
+    }),
+  ]);
+  clearTimeout(timer);
+  let outcome: Outcome | undefined;
+  let cancelNote: string[] = [];
+  if (first === 'timeout') {
+    cancelNote = await cancelSlowRestore(stats, sql, opts.pgTimeout);
+    const error = await restoring.then(() => undefined, (e: unknown) => e);
+    cancelNote.push(`  restore after cancel: ${error instanceof Error ? error.message.split('. ')[0] : 'finished anyway'}`);
+  } else {
+    outcome = first;
+  }
   const restoreSecondsOurs = (performance.now() - t2) / 1000;
-  const oursStats = await settledDelta(stats, relid, base1, outcome.writes);
+  const oursStats = await settledDelta(stats, relid, base1, outcome?.writes ?? 0);
   const oursChecks = await postgresTableAdapter.verify(unit, point, ctx);
   let quarantined = 0;
-  if (outcome.keptAt) {
+  if (outcome?.keptAt) {
     const { rows } = await sql.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${outcome.keptAt}`);
     quarantined = Number(rows[0]?.n ?? 0);
   }
 
   // Restore, naive: the same deploy again, then TRUNCATE + INSERT … SELECT from the shadow copy.
   process.stderr.write('› PostgreSQL: the same bad deploy again, naive restore (TRUNCATE + INSERT SELECT)\n');
-  const deployed2 = await deploy();
+  // A cancelled restore rolled back: the table still holds the first deploy's state, which is what the naive restore gets.
+  const deployed2 = outcome ? await deploy() : await liveChecksum();
   await forceFlush(sql);
   const base2 = await stableStats(stats, relid);
   const t3 = performance.now();
@@ -714,9 +806,9 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
     [
       [
         'etl-rollback restore (diff by primary key)',
-        fmtSec(restoreSecondsOurs),
+        outcome ? fmtSec(restoreSecondsOurs) : `> ${opts.pgTimeout} (cancelled)`,
         fmtStats(oursStats.delta, oursStats.settled),
-        fmtInt(outcome.writes),
+        outcome ? fmtInt(outcome.writes) : 'none (rolled back)',
         `${fmtInt(quarantined)} in quarantine`,
       ],
       [
@@ -729,7 +821,12 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
     ],
     new Set([1, 3]),
   );
-  console.log(`  etl-rollback: ${checksLine(oursChecks)}; outcome ${JSON.stringify(outcome.changes)}`);
+  console.log(
+    outcome
+      ? `  etl-rollback: ${checksLine(oursChecks)}; outcome ${JSON.stringify(outcome.changes)}`
+      : `  etl-rollback: DID NOT FINISH within --pg-timeout ${opts.pgTimeout} s; cancelled, its transaction rolled back`,
+  );
+  for (const line of cancelNote) console.log(line);
   console.log(`  naive:        ${checksLine(naiveChecks)}; needs an ACCESS EXCLUSIVE lock (readers blocked) and fails if a foreign key references the table`);
   console.log(`  same live state before both restores: ${deployed1 === deployed2 ? 'yes' : 'NO'} (count and checksum after each deploy)`);
   console.log(
@@ -738,6 +835,7 @@ async function pgScenario(server: PostgresServer, s3: S3Client, opts: Options): 
 
   return {
     version,
+    oursCompleted: outcome !== undefined,
     restoreSecondsOurs,
     restoreSecondsNaive,
     rowsOurs: tupleTotal(oursStats.delta),
@@ -801,8 +899,12 @@ async function main(): Promise<void> {
       `versions written ${ratio(s3Figures.writtenOurs, s3Figures.writtenNaive)}; bytes copied ${ratio(s3Figures.bytesOurs, s3Figures.bytesNaive)}`,
   );
   console.log(`  PG capture:  seconds ${ratio(pgFigures.captureSecondsOurs, pgFigures.captureSecondsNaive)}`);
-  console.log(`  PG restore:  seconds ${ratio(pgFigures.restoreSecondsOurs, pgFigures.restoreSecondsNaive)}; rows written ${ratio(pgFigures.rowsOurs, pgFigures.rowsNaive)}`);
-  console.log(`\ntotal wall time ${fmtSec((performance.now() - started) / 1000)} s (setup and cleanup included except cleanup below)`);
+  console.log(
+    pgFigures.oursCompleted
+      ? `  PG restore:  seconds ${ratio(pgFigures.restoreSecondsOurs, pgFigures.restoreSecondsNaive)}; rows written ${ratio(pgFigures.rowsOurs, pgFigures.rowsNaive)}`
+      : `  PG restore:  seconds > ${(opts.pgTimeout / pgFigures.restoreSecondsNaive).toFixed(0)}x the naive reload (etl-rollback cancelled after ${opts.pgTimeout} s); rows written: n/a`,
+  );
+  console.log(`\ntotal wall time ${fmtSec((performance.now() - started) / 1000)} s (setup included; cleanup follows)`);
 }
 
 try {

@@ -104,6 +104,11 @@ export interface RunOptions {
   onEvent?: (event: EventLog) => void;
   /** Replace a handler by substitution name (fault injection in tests). */
   handlers?: Partial<Record<string, LambdaHandler>>;
+  /**
+   * Milliseconds to wait in a Wait state instead of its Seconds/SecondsPath, by state name (applies inside Map too):
+   * `{ 'Wait for capture': 0, 'Wait for restore': 0 }` runs the poll loops of RDS units without real waits.
+   */
+  waitTimeOverrides?: Record<string, number>;
 }
 
 /** Loads a definition, fills its substitutions with local ARNs, and serves every Task with its real handler. */
@@ -127,7 +132,7 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
   const { definition, overrides } = loadLocalMachine(name, handlers);
   const machine = new StateMachine(definition as never, { validationOptions: { checkPaths: true, checkArn: true } });
   const execution = machine.run(input as never, {
-    overrides: { taskResourceLocalHandlers: overrides as never },
+    overrides: { taskResourceLocalHandlers: overrides as never, ...(options.waitTimeOverrides ? { waitTimeOverrides: options.waitTimeOverrides } : {}) },
     context: { Execution: { Name: options.name, Id: `arn:aws:states:local:000000000000:execution:${name}:${options.name}`, Input: input, StartTime: new Date().toISOString() } } as never,
   });
   const pump = (async () => {

@@ -36,7 +36,14 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
     lines.push(`  stage ${i + 1}:`);
     for (const id of stage) {
       const u = byId.get(id)!;
-      const where = u.type === 's3-prefix' ? `s3://${u.bucket}/${u.prefix}` : `${u.connection}:${u.table}`;
+      const where =
+        u.type === 's3-prefix'
+          ? `s3://${u.bucket}/${u.prefix}`
+          : u.type === 'rds-instance'
+            ? `db:${u.instanceId}`
+            : u.type === 'rds-cluster'
+              ? `cluster:${u.clusterId}`
+              : `${u.connection}:${u.table}`;
       lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
     }
   });

@@ -1,11 +1,21 @@
 /** Progress lines on stderr for long work, one per meaningful step, so stdout stays clean for --json. */
 export function progressLine(stateName: string, input: unknown): string | undefined {
-  const i = (input ?? {}) as { unitId?: string; stage?: number; current?: { stage?: { index: number; units: string[] } } };
+  const i = (input ?? {}) as {
+    unitId?: string;
+    stage?: number;
+    current?: { stage?: { index: number; units: string[] } };
+    capture?: { status?: string; waitSeconds?: number };
+    restore?: { status?: string; waitSeconds?: number };
+  };
   switch (stateName) {
     case 'Register deployment':
       return '› registering deployment';
     case 'Capture unit':
       return `› capturing ${i.unitId}`;
+    case 'Wait for capture':
+      return `› waiting ${i.capture?.waitSeconds ?? '?'} s: ${i.capture?.status ?? i.unitId}`;
+    case 'Wait for restore':
+      return `› waiting ${i.restore?.waitSeconds ?? '?'} s: ${i.restore?.status ?? i.unitId}`;
     case 'Seal restore points':
       return '› sealing restore points';
     case 'Plan rollback':

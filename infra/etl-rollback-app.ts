@@ -1,5 +1,6 @@
 import { type App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { type PipelineTriggerConfig, parsePipelineTriggers } from './constructs/triggers.ts';
 import { EtlRollbackStack, type EtlRollbackStackProps } from './stack.ts';
 
 /** The construct id of the one stack; the CloudFormation stack name defaults to it. */
@@ -8,7 +9,11 @@ export const STACK_ID = 'EtlRollbackStack';
 export interface EtlRollbackContext {
   readonly protectedBuckets: string[];
   readonly databaseSecretArns: string[];
+  readonly protectedDbInstances?: string[];
+  readonly protectedDbClusters?: string[];
   readonly stackName?: string;
+  /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
+  readonly pipelines?: PipelineTriggerConfig[];
 }
 
 /**
@@ -23,7 +28,10 @@ export function readContext(app: App): EtlRollbackContext {
   return {
     protectedBuckets: listContext(app, 'protectedBuckets'),
     databaseSecretArns: listContext(app, 'databaseSecretArns'),
+    ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
+    ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
+    ...pipelinesContext(app),
   };
 }
 
@@ -40,10 +48,18 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     terminationProtection: true,
     protectedBuckets: context.protectedBuckets,
     databaseSecretArns: context.databaseSecretArns,
+    protectedDbInstances: context.protectedDbInstances ?? [],
+    protectedDbClusters: context.protectedDbClusters ?? [],
+    ...(context.pipelines ? { pipelines: context.pipelines } : {}),
     ...overrides,
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
   return stack;
+}
+
+/** `{ key: list }` when the list is not empty (so an app without RDS units reads the same context as before). */
+function optionalList<K extends string>(key: K, list: string[]): Partial<Record<K, string[]>> {
+  return list.length > 0 ? ({ [key]: list } as Partial<Record<K, string[]>>) : {};
 }
 
 function listContext(app: App, key: string): string[] {
@@ -54,4 +70,20 @@ function listContext(app: App, key: string): string[] {
     throw new Error(`context ${key}: expected a comma-separated string or an array of strings, got ${JSON.stringify(value)}`);
   }
   return (items as string[]).map((item) => item.trim()).filter((item) => item !== '');
+}
+
+/** Context `pipelines`: a JSON array (cdk.json) or its JSON text (`-c pipelines='[…]'`), validated at synth. */
+function pipelinesContext(app: App): { pipelines?: PipelineTriggerConfig[] } {
+  let value = app.node.tryGetContext('pipelines') as unknown;
+  if (value === undefined || value === null || value === '') return {};
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (error) {
+      throw new Error(`context pipelines: not valid JSON (${(error as Error).message}); expected e.g. [{"pipeline":"orders","alarmNames":["orders-errors"]}]`, {
+        cause: error,
+      });
+    }
+  }
+  return { pipelines: parsePipelineTriggers(value, 'context pipelines') };
 }

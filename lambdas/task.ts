@@ -1,4 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { RDSClient } from '@aws-sdk/client-rds';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -25,10 +26,12 @@ const retry = { maxAttempts: 6, retryMode: 'adaptive' as const };
 const s3 = new S3Client({ ...retry, forcePathStyle: config.s3ForcePathStyle });
 const dynamo = new DynamoDBClient(retry);
 const secrets = new SecretsManagerClient(retry);
+const rds = new RDSClient(retry);
 
 export const deps: WorkflowDeps = {
   ledger: new Ledger(dynamo, config.ledgerTable),
   s3,
+  rds,
   stateBucket: config.stateBucket,
   secrets,
   now: () => new Date(),

@@ -1,5 +1,8 @@
 import type { Unit } from '../manifest/schema.ts';
+import { mysqlTableAdapter } from './mysql-table.ts';
 import { postgresTableAdapter } from './postgres-table.ts';
+import { rdsClusterAdapter } from './rds-cluster.ts';
+import { rdsInstanceAdapter } from './rds-instance.ts';
 import { s3PrefixAdapter } from './s3-prefix.ts';
 import type { UnitAdapter } from './types.ts';
 
@@ -7,6 +10,9 @@ import type { UnitAdapter } from './types.ts';
 export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: T }>, never> } = {
   's3-prefix': s3PrefixAdapter as UnitAdapter<Extract<Unit, { type: 's3-prefix' }>, never>,
   'postgres-table': postgresTableAdapter as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
+  'rds-instance': rdsInstanceAdapter as UnitAdapter<Extract<Unit, { type: 'rds-instance' }>, never>,
+  'rds-cluster': rdsClusterAdapter as UnitAdapter<Extract<Unit, { type: 'rds-cluster' }>, never>,
+  'mysql-table': mysqlTableAdapter as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
 };
 
 export type AdapterRegistry = typeof adapters;

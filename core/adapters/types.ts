@@ -1,3 +1,4 @@
+import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Unit } from '../manifest/schema.ts';
 import type { MysqlConnector, PostgresConnector } from '../runtime/connections.ts';
@@ -15,6 +16,8 @@ export interface AdapterContext {
   /** The rollback run; present for restore/diff/verify/release. Names quarantine objects. */
   runId?: string;
   s3: S3Client;
+  /** RDS control plane (rds-instance and rds-cluster units). */
+  rds: RDSClient;
   /** Bucket where restore-point manifests, reports and audit objects are written. */
   stateBucket: string;
   /** Opens connections named in the manifest's `connections`. */
@@ -54,6 +57,31 @@ export interface Diff {
   notes: string[];
 }
 
+/**
+ * "Not done yet": the work was started (or is under way) and the adapter must be called again after `waitSeconds`.
+ * Long waits belong to the state machine (a Wait state and a poll loop), never to a sleeping Lambda. An adapter that
+ * can pend derives its progress from the service on every call (describe calls), not from memory, so calling it
+ * again simply continues the work.
+ */
+export interface Pending {
+  /** Seconds the state machine should wait before calling again. */
+  waitSeconds: number;
+  /** What is being waited for, as a sentence for people ("snapshot etlrb-… is creating (40%)"). */
+  status: string;
+}
+
+/** What `capture` answers when the restore point is not ready yet. */
+export interface PendingCapture {
+  pending: Pending;
+}
+
+/** A capture's answer: the restore point, or "call me again". */
+export type CaptureResult<D = Record<string, unknown>> = RestorePoint<D> | PendingCapture;
+
+export function isPendingCapture<D>(result: CaptureResult<D>): result is PendingCapture {
+  return (result as Partial<PendingCapture>).pending !== undefined;
+}
+
 export interface Outcome {
   changes: Changes;
   /** Total writes made: 0 on a rerun over a restored unit. */
@@ -61,6 +89,11 @@ export interface Outcome {
   notes: string[];
   /** Where the replaced (bad) data was kept, if anything was replaced: a quarantine table, "noncurrent versions". */
   keptAt?: string;
+  /**
+   * Set when the restore is under way but not finished: call `restore` again after `pending.waitSeconds`. The
+   * changes and writes are those of this call only. Absent: the restore is complete.
+   */
+  pending?: Pending;
 }
 
 export interface Check {
@@ -71,16 +104,31 @@ export interface Check {
   detail?: string;
 }
 
-export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>> {
+/**
+ * One adapter per unit type. `C` is what its capture answers: a restore point (the default: always done at once), or
+ * `CaptureResult<D>` for an adapter whose capture may pend (RDS snapshots).
+ */
+export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>, C extends CaptureResult<D> = RestorePoint<D>> {
   readonly type: U['type'];
-  /** Make the restore point. Idempotent: a second call for the same deployment returns the same point. */
-  capture(unit: U, ctx: AdapterContext): Promise<RestorePoint<D>>;
+  /**
+   * How many times the state machine may wait and call `capture` or `restore` again before it gives up on the unit
+   * (`UnitTimedOut`). Only adapters that can answer "pending" need it. @default DEFAULT_MAX_POLLS
+   */
+  readonly maxPolls?: number;
+  /**
+   * Make the restore point. Idempotent: a second call for the same deployment returns the same point. May answer
+   * `{ pending }` when the point is not ready yet (an RDS snapshot being created): call again after the wait.
+   */
+  capture(unit: U, ctx: AdapterContext): Promise<C>;
   /** What a restore would change, without changing anything (dry run). */
   diff(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Diff>;
-  /** Put the unit back as the point describes. Idempotent; keeps what it replaces. */
+  /** Put the unit back as the point describes. Idempotent; keeps what it replaces. May answer `pending` (call again). */
   restore(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Outcome>;
   /** Does the live state equal the restore point? */
   verify(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Check[]>;
   /** Retention ended: drop what only the restore point needed (shadow copies, manifests). */
   release(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<void>;
 }
+
+/** Poll budget of an adapter that does not set `maxPolls`. */
+export const DEFAULT_MAX_POLLS = 120;

@@ -13,6 +13,7 @@ import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
  *   RUN#<runId>                     RUN                      rollback run
  *   RUN#<runId>                     STEP#<stage>#<unit>      what one unit's restore did and how it verified
  *   LOCK#<pipeline>                 LOCK                     the pipeline's lock (expiresAt = TTL)
+ *   TRIGGER#<pipeline>              EVENT#<time>#<eventId>   what an EventBridge trigger did (started, refused, ...)
  */
 
 export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED';
@@ -85,13 +86,43 @@ export interface Lock {
   expiresAt: number;
 }
 
+/** What one EventBridge event did to a pipeline: recorded once per event id, kept for TRIGGER_RECORD_TTL_DAYS. */
+export type TriggerOutcomeKind = 'STARTED' | 'ALREADY_STARTED' | 'REFUSED' | 'IGNORED';
+
+export interface TriggerRecord {
+  pipeline: string;
+  eventId: string;
+  eventTime: string;
+  source: string;
+  detailType: string;
+  outcome: TriggerOutcomeKind;
+  /** Why it was refused or ignored (`NO_RESTORE_POINT`, `ALREADY_ROLLED_BACK`, ...). */
+  code?: string;
+  /** Why, in words, when refused or ignored. */
+  reason?: string;
+  /** The trigger, in one line: what happened, which deployment, what was done. */
+  summary: string;
+  deploymentId?: string;
+  attempt?: number;
+  executionName?: string;
+  executionArn?: string;
+  recordedAt: string;
+  expiresAt: number;
+}
+
+export const TRIGGER_RECORD_TTL_DAYS = 90;
+
 const key = {
   deployment: (pipeline: string, id: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `DEPLOYMENT#${id}` }),
   point: (pipeline: string, id: string, unitId: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: `POINT#${unitId}` }),
   run: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'RUN' }),
   step: (runId: string, stage: number, unitId: string) => ({ pk: `RUN#${runId}`, sk: `STEP#${String(stage).padStart(4, '0')}#${unitId}` }),
   lock: (pipeline: string) => ({ pk: `LOCK#${pipeline}`, sk: 'LOCK' }),
+  trigger: (pipeline: string, eventTime: string, eventId: string) => ({ pk: `TRIGGER#${pipeline}`, sk: `EVENT#${eventTime}#${eventId}` }),
 };
+
+/** Partition-key prefix of trigger records: the trigger function may write items under it and nowhere else. */
+export const TRIGGER_PARTITION_PREFIX = 'TRIGGER#';
 
 function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
   if (!item) return undefined;
@@ -157,6 +188,21 @@ export class Ledger {
         ExpressionAttributeValues: { ':s': status, ':u': this.now().toISOString(), ...(error ? { ':e': error } : {}) },
       }),
     );
+  }
+
+  /** Every deployment of a pipeline, most recent first (by createdAt, then deployment id). */
+  async listDeployments(pipeline: string): Promise<Deployment[]> {
+    const items = (await this.queryAll(`PIPELINE#${pipeline}`, 'DEPLOYMENT#')).map((i) => strip<Deployment>(i)!);
+    return items.sort((a, b) => (a.createdAt === b.createdAt ? b.deploymentId.localeCompare(a.deploymentId) : b.createdAt.localeCompare(a.createdAt)));
+  }
+
+  /**
+   * The pipeline's most recent deployment, or, given statuses, its most recent deployment in one of them; undefined if
+   * there is none.
+   */
+  async latestDeployment(pipeline: string, statuses?: readonly DeploymentStatus[]): Promise<Deployment | undefined> {
+    const all = await this.listDeployments(pipeline);
+    return statuses ? all.find((d) => statuses.includes(d.status)) : all[0];
   }
 
   // ── restore points ─────────────────────────────────────────────────────────
@@ -302,6 +348,33 @@ export class Ledger {
       if (error instanceof ConditionalCheckFailedException) return false;
       throw error;
     }
+  }
+
+  // ── triggers ───────────────────────────────────────────────────────────────
+
+  /**
+   * Records what an EventBridge event did. One record per event id: a redelivered event (EventBridge retries) keeps the
+   * first record and returns it with `created: false`.
+   */
+  async recordTrigger(record: Omit<TriggerRecord, 'recordedAt' | 'expiresAt'>): Promise<{ record: TriggerRecord; created: boolean }> {
+    const now = this.now();
+    const full: TriggerRecord = { ...record, recordedAt: now.toISOString(), expiresAt: Math.floor(now.getTime() / 1000) + TRIGGER_RECORD_TTL_DAYS * 86_400 };
+    const k = key.trigger(record.pipeline, record.eventTime, record.eventId);
+    try {
+      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...k, ...full }, ConditionExpression: 'attribute_not_exists(pk)' }));
+      return { record: full, created: true };
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: k, ConsistentRead: true }));
+      const existing = strip<TriggerRecord>(out.Item);
+      if (!existing) throw error;
+      return { record: existing, created: false };
+    }
+  }
+
+  /** The pipeline's trigger records, oldest first. */
+  async listTriggers(pipeline: string): Promise<TriggerRecord[]> {
+    return (await this.queryAll(`TRIGGER#${pipeline}`, 'EVENT#')).map((i) => strip<TriggerRecord>(i)!);
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

@@ -166,6 +166,9 @@ function graphIssues(units: readonly unknown[]): RawIssue[] {
   return issues;
 }
 
+/** The connection engine each table unit type needs. */
+const engineByUnitType: Record<string, string> = { 'postgres-table': 'postgres', 'mysql-table': 'mysql' };
+
 function connectionIssues(root: Record<string, unknown>, units: readonly unknown[]): RawIssue[] {
   // A `connections` that is not a mapping is reported by the schema; checking units against it would only add noise.
   if (root.connections !== undefined && !isRecord(root.connections)) return [];
@@ -173,7 +176,9 @@ function connectionIssues(root: Record<string, unknown>, units: readonly unknown
   const names = Object.keys(connections);
   const issues: RawIssue[] = [];
   units.forEach((unit, i) => {
-    if (!isRecord(unit) || unit.type !== 'postgres-table' || typeof unit.connection !== 'string' || unit.connection === '') return;
+    if (!isRecord(unit) || typeof unit.type !== 'string' || typeof unit.connection !== 'string' || unit.connection === '') return;
+    const needs = Object.hasOwn(engineByUnitType, unit.type) ? engineByUnitType[unit.type] : undefined;
+    if (needs === undefined) return;
     const name = unit.connection;
     const path = ['units', i, 'connection'];
     if (!Object.hasOwn(connections, name)) {
@@ -187,10 +192,10 @@ function connectionIssues(root: Record<string, unknown>, units: readonly unknown
       return;
     }
     const engine = (connections[name] as { engine?: unknown } | null)?.engine;
-    if (typeof engine === 'string' && engine !== 'postgres') {
+    if (typeof engine === 'string' && engine !== needs) {
       issues.push({
         path,
-        message: `connection "${name}" has engine "${engine}", but a postgres-table unit needs a postgres connection; name a postgres connection here`,
+        message: `connection "${name}" has engine "${engine}", but a ${unit.type} unit needs a ${needs} connection; name a ${needs} connection here`,
       });
     }
   });

@@ -133,12 +133,63 @@ export const postgresTableUnitSchema = z.strictObject({
   assertions: z.array(assertionSchema).optional(),
 });
 
-export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema]);
+/** A MySQL partition name (a plain identifier, at most 64 characters). */
+const mysqlPartitionName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,63}$/, 'must be a partition name (letters, digits, "_", "$"; not starting with a digit; at most 64 characters)');
+
+export const mysqlTableUnitSchema = z.strictObject({
+  ...unitBase,
+  type: z.literal('mysql-table'),
+  /** A key of the manifest's `connections`, whose engine is mysql (MySQL or MariaDB, InnoDB tables). */
+  connection: z.string().min(1, 'must name one of the manifest\'s "connections"'),
+  /** `table` (in the connection's database) or `database.table`. */
+  table: tableName,
+  /**
+   * Narrow the unit to part of the table: `partition` names one or more of its MySQL partitions (or subpartitions);
+   * `where` is a SQL predicate over the table's columns, evaluated with time_zone '+00:00'. Given both, the scope is the
+   * rows of those partitions that match the predicate. Capture and restore touch only the rows in scope.
+   */
+  partition: z.union([mysqlPartitionName, z.array(mysqlPartitionName).min(1)]).optional(),
+  where: z
+    .string()
+    .min(1)
+    .max(2000)
+    .refine((w) => !/;/.test(w), 'must be one predicate, without ";"')
+    .optional(),
+  /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
+  assertions: z.array(assertionSchema).optional(),
+});
+
+/** An RDS DB instance or cluster identifier: 1-63 letters, digits or hyphens, a letter first, no "--", no hyphen last. */
+const rdsIdentifier = z
+  .string()
+  .max(63, 'must be at most 63 characters (an RDS identifier)')
+  .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
+
+/** An RDS DB instance: restored from a snapshot taken before the deploy, then swapped in under the same identifier. */
+export const rdsInstanceUnitSchema = z.strictObject({
+  ...unitBase,
+  type: z.literal('rds-instance'),
+  instanceId: rdsIdentifier,
+});
+
+/** An Aurora DB cluster: restored from a cluster snapshot (with a writer instance), then swapped in under the same identifier. */
+export const rdsClusterUnitSchema = z.strictObject({
+  ...unitBase,
+  type: z.literal('rds-cluster'),
+  clusterId: rdsIdentifier,
+});
+
+export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema, mysqlTableUnitSchema, rdsInstanceUnitSchema, rdsClusterUnitSchema]);
 
 /** Each unit type's schema, by its `type` value: the list of types a message can offer, and each type's fields. */
 export const unitSchemasByType = {
   's3-prefix': s3PrefixUnitSchema,
   'postgres-table': postgresTableUnitSchema,
+  'mysql-table': mysqlTableUnitSchema,
+  'rds-instance': rdsInstanceUnitSchema,
+  'rds-cluster': rdsClusterUnitSchema,
 } as const satisfies Record<z.infer<typeof unitSchema>['type'], z.ZodObject>;
 
 export const manifestSchema = z.strictObject({
@@ -160,4 +211,7 @@ export type Unit = z.infer<typeof unitSchema>;
 export type UnitType = Unit['type'];
 export type S3PrefixUnit = z.infer<typeof s3PrefixUnitSchema>;
 export type PostgresTableUnit = z.infer<typeof postgresTableUnitSchema>;
+export type MysqlTableUnit = z.infer<typeof mysqlTableUnitSchema>;
+export type RdsInstanceUnit = z.infer<typeof rdsInstanceUnitSchema>;
+export type RdsClusterUnit = z.infer<typeof rdsClusterUnitSchema>;
 export type Connection = z.infer<typeof connectionSchema>;

@@ -1,3 +1,4 @@
+import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AdapterContext, Log } from '../adapters/types.ts';
@@ -12,6 +13,7 @@ import { RestorePointMissingError } from '../errors.ts';
 export interface WorkflowDeps {
   ledger: Ledger;
   s3: S3Client;
+  rds: RDSClient;
   stateBucket: string;
   secrets?: SecretsManagerClient;
   now(): Date;
@@ -49,6 +51,7 @@ export function adapterContext(
     deploymentId: ids.deploymentId,
     runId: ids.runId,
     s3: deps.s3,
+    rds: deps.rds,
     stateBucket: deps.stateBucket,
     postgres: postgresConnector(manifest.connections, deps.secrets),
     mysql: mysqlConnector(manifest.connections, deps.secrets),

@@ -1,4 +1,5 @@
 import { adapterFor } from '../adapters/registry.ts';
+import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
 import { InputError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { PlannedStage, Run, Step } from '../ledger/ledger.ts';
 import { stateKeys } from '../ledger/state-store.ts';
@@ -116,37 +117,60 @@ export async function acquireLock(deps: WorkflowDeps, ids: RunIds): Promise<{ ho
 export interface RestoredUnit {
   unitId: string;
   stage: number;
+  /** Writes of every call of this run so far. */
   writes: number;
+  /** False while the adapter's restore is under way: the state machine waits `waitSeconds` and calls again. */
+  done: boolean;
+  waitSeconds: number;
+  /** Most polls the state machine may make for this unit before it fails with `UnitTimedOut`. */
+  maxPolls: number;
+  /** What is being waited for (only while not done). */
+  status?: string;
 }
+
+/** Notes that describe a restore still under way; replaced on every call, dropped once it is done. */
+const IN_PROGRESS = 'restore in progress: ';
 
 /**
  * Restores one unit and records what it did. Safe to retry: the adapter writes only what still differs, and
- * the step accumulates the writes of every attempt of this run.
+ * the step accumulates the writes of every attempt of this run. An adapter that answers "pending" (an RDS restore
+ * and swap) is called again by the state machine after a Wait state; until it is done its step is recorded FAILED
+ * with an "in progress" note, so a run that stops there never reports the unit as restored.
  */
-export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string }): Promise<RestoredUnit> {
+export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string; polls?: number }): Promise<RestoredUnit> {
   const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
   const unit = unitOf(manifest, ids.unitId);
   const point = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
   if (!point) throw new RestorePointMissingError(`unit "${ids.unitId}" has no restore point in deployment "${ids.deploymentId}"`);
+  const adapter = adapterFor(unit);
+  const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
-  const outcome = await adapterFor(unit).restore(unit, point, adapterContext(deps, manifest, ids));
+  const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids));
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
   const writes = (previous?.writes ?? 0) + outcome.writes;
+  const polls = ids.polls ?? 0;
+  const status = outcome.pending ? `${unit.type} unit "${unit.id}": ${outcome.pending.status} (poll ${polls} of ${maxPolls})` : undefined;
+  const notes = [...new Set([...(previous?.notes ?? []), ...outcome.notes])].filter((n) => !n.startsWith(IN_PROGRESS));
+  if (outcome.pending) notes.push(`${IN_PROGRESS}${outcome.pending.status}`);
   await deps.ledger.putStep({
     runId: ids.runId,
     stage: ids.stage,
     unitId: ids.unitId,
     type: unit.type,
-    status: 'RESTORED',
+    status: outcome.pending ? 'FAILED' : 'RESTORED',
     changes,
     writes,
-    notes: [...new Set([...(previous?.notes ?? []), ...outcome.notes])],
+    notes,
     keptAt: outcome.keptAt ?? previous?.keptAt,
     restoredAt: deps.now().toISOString(),
   });
+  if (outcome.pending) {
+    deps.log.info('unit restore pending', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, polls, status: outcome.pending.status, writes: outcome.writes });
+    return { unitId: ids.unitId, stage: ids.stage, writes, done: false, waitSeconds: Math.max(1, Math.round(outcome.pending.waitSeconds)), maxPolls, status };
+  }
   deps.log.info('unit restored', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, writes: outcome.writes, ms: Date.now() - started });
-  return { unitId: ids.unitId, stage: ids.stage, writes };
+  return { unitId: ids.unitId, stage: ids.stage, writes, done: true, waitSeconds: 0, maxPolls };
 }
 
 /**

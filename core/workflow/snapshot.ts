@@ -1,8 +1,9 @@
 import { adapterFor } from '../adapters/registry.ts';
+import { DEFAULT_MAX_POLLS, isPendingCapture, type CaptureResult, type UnitAdapter } from '../adapters/types.ts';
 import { InputError, RestorePointMissingError } from '../errors.ts';
 import { stateKeys } from '../ledger/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
-import type { Manifest } from '../manifest/schema.ts';
+import type { Manifest, Unit } from '../manifest/schema.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { parseInput, snapshotRequestSchema } from './requests.ts';
 
@@ -63,17 +64,41 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
   return { pipeline: request.pipeline, deploymentId: request.deploymentId, units };
 }
 
-/** Captures one unit and records its restore point. Idempotent (adapters reuse a sealed capture). */
-export async function captureUnit(deps: WorkflowDeps, ids: { pipeline: string; deploymentId: string; unitId: string }): Promise<CapturedUnit> {
+/**
+ * One call of the "Capture unit" poll loop: `done` with the unit's restore point recorded, or not done yet, with the
+ * seconds the state machine waits before calling again and the most polls it may make (`UnitTimedOut` beyond).
+ */
+export type CaptureProgress =
+  | (CapturedUnit & { done: true; waitSeconds: 0; maxPolls: number })
+  | { done: false; unitId: string; type: string; waitSeconds: number; maxPolls: number; status: string };
+
+/**
+ * Captures one unit and records its restore point. Idempotent (adapters reuse a sealed capture). An adapter that
+ * answers "pending" (an RDS snapshot being created) is called again by the state machine after a Wait state:
+ * `polls` is how many times it has waited so far.
+ */
+export async function captureUnit(
+  deps: WorkflowDeps,
+  ids: { pipeline: string; deploymentId: string; unitId: string; polls?: number },
+): Promise<CaptureProgress> {
   const existing = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
-  if (existing) return { unitId: existing.unitId, type: existing.type, count: existing.count, checksum: existing.checksum };
-  const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
-  const unit = unitOf(manifest, ids.unitId);
+  const manifest = existing ? undefined : await deployedManifest(deps, ids.pipeline, ids.deploymentId);
+  if (existing) return { done: true, waitSeconds: 0, maxPolls: DEFAULT_MAX_POLLS, unitId: existing.unitId, type: existing.type, count: existing.count, checksum: existing.checksum };
+  const unit = unitOf(manifest!, ids.unitId);
+  // Any adapter's capture, seen as one that may pend (a restore point is a CaptureResult too).
+  const adapter: UnitAdapter<Unit, Record<string, unknown>, CaptureResult> = adapterFor(unit);
+  const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
-  const point = await adapterFor(unit).capture(unit, adapterContext(deps, manifest, ids));
-  const stored = await deps.ledger.putRestorePoint(ids.pipeline, ids.deploymentId, point);
+  const result = await adapter.capture(unit, adapterContext(deps, manifest!, ids));
+  if (isPendingCapture(result)) {
+    const polls = ids.polls ?? 0;
+    const status = `${unit.type} unit "${unit.id}": ${result.pending.status} (poll ${polls} of ${maxPolls})`;
+    deps.log.info('unit capture pending', { unitId: unit.id, type: unit.type, polls, status: result.pending.status });
+    return { done: false, unitId: unit.id, type: unit.type, waitSeconds: Math.max(1, Math.round(result.pending.waitSeconds)), maxPolls, status };
+  }
+  const stored = await deps.ledger.putRestorePoint(ids.pipeline, ids.deploymentId, result);
   deps.log.info('unit captured', { unitId: unit.id, type: unit.type, count: stored.count, ms: Date.now() - started });
-  return { unitId: stored.unitId, type: stored.type, count: stored.count, checksum: stored.checksum };
+  return { done: true, waitSeconds: 0, maxPolls, unitId: stored.unitId, type: stored.type, count: stored.count, checksum: stored.checksum };
 }
 
 /** Checks every unit has its restore point and marks the deployment READY. */

@@ -16,15 +16,17 @@ export interface DataAccessProps {
 export const DATA_BUCKET_ACTIONS = ['s3:ListBucketVersions', 's3:GetBucketVersioning', 's3:GetLifecycleConfiguration'];
 /**
  * Object actions for capture (read), restore (copy an old version back with its tags, delete what was added,
- * remove delete markers). CopyObject with TaggingDirective COPY from a version reads the source version's tags
- * and writes them on the copy.
+ * remove delete markers). A copy reads the source version's tags and writes them on the copy; a copy above the
+ * single-copy limit is a multipart copy (UploadPartCopy is s3:PutObject), aborted if it fails.
  */
 export const DATA_OBJECT_ACTIONS = [
   's3:GetObject',
   's3:GetObjectVersion',
+  's3:GetObjectTagging',
   's3:GetObjectVersionTagging',
   's3:PutObject',
   's3:PutObjectTagging',
+  's3:AbortMultipartUpload',
   's3:DeleteObject',
   's3:DeleteObjectVersion',
 ];

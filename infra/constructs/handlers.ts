@@ -43,7 +43,7 @@ const SHORT_TIMEOUT = Duration.seconds(30);
  * ESM output still meets CommonJS dependencies (pg, parts of the SDK's dependency tree) that call `require`: give the
  * bundle a real one. The alias avoids clashing with anything esbuild emits.
  */
-const ESM_REQUIRE_BANNER =
+export const ESM_REQUIRE_BANNER =
   "import { createRequire as __etlRollbackCreateRequire } from 'node:module'; " +
   'const require = __etlRollbackCreateRequire(import.meta.url);';
 

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import pg from 'pg';
 import { S3Client } from '@aws-sdk/client-s3';
-import { postgresTableAdapter as adapter, type PostgresTableDetails } from '../../core/adapters/postgres-table.ts';
+import { RDSClient } from '@aws-sdk/client-rds';
+import { createPostgresTableAdapter, postgresTableAdapter as adapter, type PostgresTableDetails } from '../../core/adapters/postgres-table.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { PreflightError, RestorePointMissingError } from '../../core/errors.ts';
 import { postgresTableUnitSchema, type PostgresTableUnit } from '../../core/manifest/schema.ts';
@@ -33,6 +34,7 @@ function ctx(deploymentId: string, runId = `run-${deploymentId}`, postgres: Post
     deploymentId,
     runId,
     s3: new S3Client({ region: 'us-east-1' }),
+    rds: new RDSClient({ region: 'us-east-1' }),
     stateBucket: 'unused-by-postgres-table',
     postgres,
     mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },
@@ -110,7 +112,7 @@ describe('postgres-table adapter: capture', () => {
     expect(second).toEqual(first);
     expect(await rowsOf(first.details.shadowTable)).toHaveLength(10);
     const { rows } = await sql.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace WHERE ns.nspname = 'etl_rollback' AND c.relname LIKE 'rp\\_sales\\_cap\\_idem\\_%'`,
+      `SELECT count(*)::text AS n FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace WHERE c.relkind = 'r' AND ns.nspname = 'etl_rollback' AND c.relname LIKE 'rp\\_sales\\_cap\\_idem\\_%'`,
     );
     expect(rows[0]!.n).toBe('1');
 
@@ -196,11 +198,15 @@ describe('postgres-table adapter: restore by primary key', () => {
     expect(await checksOk(u, point, c)).toBe(false);
 
     const plan = await adapter.diff(u, point, c);
-    expect(plan).toEqual({ changes: { rowsInserted: 5, rowsUpdated: 3, rowsDeleted: 4 }, writes: 12, notes: [] });
+    expect(plan).toEqual({
+      changes: { rowsInserted: 5, rowsUpdated: 3, rowsDeleted: 4, rowsQuarantined: 7 },
+      writes: 12,
+      notes: [expect.stringMatching(/^strategy: diff \(12 of 1000 rows in scope differ \(1%\)/)],
+    });
     expect(await quarantineTables('orders')).toEqual([]);
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 5, rowsUpdated: 3, rowsDeleted: 4 });
+    expect(outcome.changes).toEqual({ rowsInserted: 5, rowsUpdated: 3, rowsDeleted: 4, rowsQuarantined: 7 });
     expect(outcome.writes).toBe(12);
     expect(outcome.keptAt).toMatch(/^etl_rollback\.q_orders_[0-9a-f]{16}$/);
     expect(await rowsOf('orders')).toEqual(captured);
@@ -232,7 +238,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     const before = await xminById('wide');
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 0, rowsUpdated: 3, rowsDeleted: 0 });
+    expect(outcome.changes).toEqual({ rowsInserted: 0, rowsUpdated: 3, rowsDeleted: 0, rowsQuarantined: 3 });
     const after = await xminById('wide');
     expect(after.size).toBe(1000);
     for (const [id, xmin] of before) {
@@ -252,7 +258,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     const rows = await rowsOf('diffro');
     const xmins = await xminById('diffro');
     const plan = await adapter.diff(u, point, ctx('d-diffro'));
-    expect(plan.changes).toEqual({ rowsInserted: 1, rowsUpdated: 1, rowsDeleted: 0 });
+    expect(plan.changes).toEqual({ rowsInserted: 1, rowsUpdated: 1, rowsDeleted: 0, rowsQuarantined: 1 });
     expect(await rowsOf('diffro')).toEqual(rows);
     expect(await xminById('diffro')).toEqual(xmins);
     expect(await quarantineTables('diffro')).toEqual([]);
@@ -279,7 +285,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`UPDATE typed SET n = -0.50 WHERE id = 4`);
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 0, rowsUpdated: 4, rowsDeleted: 0 });
+    expect(outcome.changes).toEqual({ rowsInserted: 0, rowsUpdated: 4, rowsDeleted: 0, rowsQuarantined: 4 });
     expect(await rowsOf('typed')).toEqual(captured);
     expect(await checksOk(u, point, c)).toBe(true);
     expect((await adapter.restore(u, point, c)).writes).toBe(0);
@@ -299,7 +305,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`INSERT INTO daily VALUES ('apac', '2024-01-01', 1, 1), ('eu', '2024-01-01', 99, 1)`); // same day/sku as others, different key
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 5, rowsUpdated: 10, rowsDeleted: 2 });
+    expect(outcome.changes).toEqual({ rowsInserted: 5, rowsUpdated: 10, rowsDeleted: 2, rowsQuarantined: 12 });
     expect(await rowsOf('daily')).toEqual(captured);
   });
 
@@ -320,7 +326,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`DELETE FROM customers WHERE id = 10`);
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 1, rowsUpdated: 2, rowsDeleted: 1 });
+    expect(outcome.changes).toEqual({ rowsInserted: 1, rowsUpdated: 2, rowsDeleted: 1, rowsQuarantined: 3 });
     expect(await rowsOf('customers')).toEqual(captured);
     const { rows: oidAfter } = await sql.query<{ oid: string }>(`SELECT 'customers'::regclass::oid::text AS oid`);
     expect(oidAfter).toEqual(oidBefore);
@@ -349,7 +355,8 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`INSERT INTO lines (qty, price) VALUES (1, 1), (2, 2)`);
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 2, rowsUpdated: 3, rowsDeleted: 2 });
+    // The identity sequence is set back too: the two inserts had advanced it.
+    expect(outcome.changes).toEqual({ rowsInserted: 2, rowsUpdated: 3, rowsDeleted: 2, rowsQuarantined: 5, sequencesReset: 1 });
     expect(await rowsOf('lines')).toEqual(captured);
     expect(await checksOk(u, point, c)).toBe(true);
     expect((await adapter.restore(u, point, c)).writes).toBe(0);
@@ -367,18 +374,26 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`UPDATE events SET kind = 'changed' WHERE id = 4`);
     await sql.query(`INSERT INTO events (kind) VALUES ('new')`);
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 2, rowsUpdated: 1, rowsDeleted: 1 });
+    expect(outcome.changes).toEqual({ rowsInserted: 2, rowsUpdated: 1, rowsDeleted: 1, rowsQuarantined: 2, sequencesReset: 2 });
     expect(await rowsOf('events')).toEqual(captured);
 
-    // A non-key GENERATED ALWAYS identity value that differs cannot be written by UPDATE: refused before writing.
+    // A non-key GENERATED ALWAYS identity value that differs cannot be written by UPDATE. When a reload is possible
+    // (nothing references the table, triggers are disabled), the restore reloads; otherwise it refuses before writing.
     await sql.query(`ALTER TABLE events ALTER COLUMN seq SET GENERATED BY DEFAULT`);
     await sql.query(`UPDATE events SET seq = seq + 100 WHERE id = 5`);
     await sql.query(`ALTER TABLE events ALTER COLUMN seq SET GENERATED ALWAYS`);
     const changed = await rowsOf('events');
-    const error = await adapter.restore(u, point, ctx('d-events', 'run-events-2')).catch((e: unknown) => e);
+    const firing = createPostgresTableAdapter({ triggers: 'fire' });
+    const error = await firing.restore(u, point, ctx('d-events', 'run-events-2')).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PreflightError);
-    expect((error as Error).message).toMatch(/GENERATED ALWAYS identity column/);
+    expect((error as Error).message).toMatch(/GENERATED ALWAYS identity column.*a reload is not possible \(user triggers are set to fire/);
     expect(await rowsOf('events')).toEqual(changed);
+
+    const reloaded = await adapter.restore(u, point, ctx('d-events', 'run-events-3'));
+    expect(reloaded.changes).toEqual({ rowsInserted: 10, rowsUpdated: 0, rowsDeleted: 10, rowsQuarantined: 1 });
+    expect(reloaded.notes).toEqual([expect.stringMatching(/^strategy: reload \(1 row\(s\) differ in a GENERATED ALWAYS identity column.*TRUNCATE/)]);
+    expect(await rowsOf('events')).toEqual(captured);
+    expect(await rowsOf(reloaded.keptAt!)).toEqual(changed.filter((r) => r.startsWith('(5,')));
   });
 });
 
@@ -398,11 +413,11 @@ describe('postgres-table adapter: restore without a primary key', () => {
     const live = await rowsOf('log_lines');
 
     const plan = await adapter.diff(u, point, c);
-    expect(plan.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4 });
-    expect(plan.notes).toEqual([expect.stringMatching(/no primary key on public\.log_lines: full reload/)]);
+    expect(plan.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4, rowsQuarantined: 4 });
+    expect(plan.notes).toEqual([expect.stringMatching(/no primary key on public\.log_lines: full reload/), expect.stringMatching(/^strategy: reload \(no primary key/)]);
 
     const outcome = await adapter.restore(u, point, c);
-    expect(outcome.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4 });
+    expect(outcome.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4, rowsQuarantined: 4 });
     expect(outcome.notes).toEqual(plan.notes);
     expect(await rowsOf('log_lines')).toEqual(captured);
     expect(await rowsOf(outcome.keptAt!)).toEqual(live);
@@ -415,33 +430,40 @@ describe('postgres-table adapter: restore without a primary key', () => {
 });
 
 describe('postgres-table adapter: refusals and failures', () => {
-  it('refuses a restore when the deploy changed the columns, naming them, and writes nothing', async () => {
+  it('restores the captured schema with the rows when the deploy changed the columns, keeping the live columns in quarantine', async () => {
     await sql.query(`CREATE TABLE drift (id int PRIMARY KEY, a int, b text)`);
-    await sql.query(`INSERT INTO drift SELECT g, g, 'b' FROM generate_series(1, 10) g`);
+    await sql.query(`INSERT INTO drift SELECT g, g, 'b' || g FROM generate_series(1, 10) g`);
     const u = unit('drift', 'drift');
     const c = ctx('d-drift');
     const point = await adapter.capture(u, c);
+    const captured = await rowsOf('(SELECT id, a, b FROM drift)');
     await sql.query(`DELETE FROM drift WHERE id = 1`);
     await sql.query(`ALTER TABLE drift ADD COLUMN c jsonb, ALTER COLUMN a TYPE bigint, DROP COLUMN b`);
-    const rows = await rowsOf('drift');
-    const xmins = await xminById('drift');
+    await sql.query(`UPDATE drift SET c = '{"bad": true}', a = a * 1000 WHERE id <= 3`);
+    const live = await rowsOf('drift');
 
-    for (const op of [() => adapter.restore(u, point, c), () => adapter.diff(u, point, c)]) {
-      const error = await op().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(PreflightError);
-      const message = (error as Error).message;
-      expect(message).toContain('public.drift');
-      expect(message).toContain('column "a" changed type from integer to bigint');
-      expect(message).toContain('column "b" (text) was dropped');
-      expect(message).toContain('column "c" (jsonb) was added');
-      expect(message).toContain('revert the schema change');
-    }
-    expect(await rowsOf('drift')).toEqual(rows);
-    expect(await xminById('drift')).toEqual(xmins);
-    expect(await quarantineTables('drift')).toEqual([]);
+    const plan = await adapter.diff(u, point, c);
+    expect(plan.notes).toContain('schema will be restored: column "c" dropped, column "a" retyped from bigint back to integer, column "b" re-added (text)');
+    expect(plan.changes).toMatchObject({ schemaChanges: 3, rowsInserted: 1, rowsQuarantined: 9 });
+    expect(await rowsOf('drift')).toEqual(live);
 
-    const checks = await adapter.verify(u, point, c);
-    expect(checks.find((ch) => ch.name === 'checksum')).toMatchObject({ ok: false, detail: expect.stringContaining('was added') });
+    const outcome = await adapter.restore(u, point, c);
+    expect(outcome.notes).toContain('schema restored: column "c" dropped, column "a" retyped from bigint back to integer, column "b" re-added (text)');
+    // Every row gets "b" back (re-added empty), rows 2 and 3 get "a" back, row 1 comes back.
+    expect(outcome.changes).toEqual({ rowsInserted: 1, rowsUpdated: 9, rowsDeleted: 0, rowsQuarantined: 9, schemaChanges: 3 });
+    expect(await rowsOf('(SELECT id, a, b FROM drift)')).toEqual(captured);
+    const { rows: types } = await sql.query<{ name: string; type: string }>(
+      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = 'drift'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname`,
+    );
+    expect(types).toEqual([
+      { name: 'a', type: 'integer' },
+      { name: 'b', type: 'text' },
+      { name: 'id', type: 'integer' },
+    ]);
+    // The quarantine holds the live rows with the live columns (c included), as they were.
+    expect(await rowsOf(outcome.keptAt!)).toEqual(live);
+    expect(await checksOk(u, point, c)).toBe(true);
+    expect((await adapter.restore(u, point, ctx('d-drift', 'run-drift-2'))).writes).toBe(0);
   });
 
   it('refuses a restore when the primary key changed', async () => {
@@ -487,7 +509,8 @@ describe('postgres-table adapter: refusals and failures', () => {
     await sql.query(`CREATE TRIGGER guarded_no_insert BEFORE INSERT ON guarded FOR EACH ROW EXECUTE FUNCTION guarded_no_insert()`);
     const rows = await rowsOf('guarded');
 
-    await expect(adapter.restore(u, point, c)).rejects.toThrow(/rolled back.*inserts are frozen/);
+    // By default user triggers do not fire for a restore; a unit whose triggers must fire sees their errors.
+    await expect(createPostgresTableAdapter({ triggers: 'fire' }).restore(u, point, c)).rejects.toThrow(/rolled back.*inserts are frozen/);
     expect(await rowsOf('guarded')).toEqual(rows);
     expect(await quarantineTables('guarded')).toEqual([]);
   });

@@ -12,6 +12,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { RDSClient } from '@aws-sdk/client-rds';
 import { testS3, uniqueName } from '../support/aws.ts';
 import {
   compareKeys,
@@ -28,7 +29,10 @@ import {
   type Listing,
   type ManifestEntry,
   type S3PrefixDetails,
+  headKey,
+  SOURCE_VERSION_META,
 } from '../../core/adapters/s3-prefix.ts';
+import type { ObjectHead as ObjectHeadLike } from '../../core/adapters/s3/io.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { s3PrefixUnitSchema, type S3PrefixUnit } from '../../core/manifest/schema.ts';
 import { PreflightError, RestorePointMissingError } from '../../core/errors.ts';
@@ -141,6 +145,7 @@ function contextFor(stateBucket: string, deploymentId: string, now = new Date('2
     deploymentId,
     runId: 'run-1',
     s3,
+    rds: new RDSClient({}),
     stateBucket,
     postgres: {
       connect: () => Promise.reject(new Error('the s3-prefix adapter must not open database connections')),
@@ -277,16 +282,29 @@ describe('s3-prefix helpers', () => {
         history('p/copy-del', [v('c2', t + 3000, 'v1')], [{ versionId: 'm3', lastModified: t + 4000 }], 'm'),
       ].map((h) => [h.key, h]),
     );
-    const plan = planRestore(
-      [
-        { key: 'p/hidden', versionId: 'v1', etag: 'v1', size: 1 },
-        { key: 'p/ow-del', versionId: 'v1', etag: 'v1', size: 1 },
-        { key: 'p/same', versionId: 'v1', etag: 'e', size: 1 },
-        { key: 'p/purged', versionId: 'v1', etag: 'v1', size: 1 },
-        { key: 'p/copy-del', versionId: 'v1', etag: 'v1', size: 1 },
-      ],
-      listing,
-    );
+    const head = (etag: string, metadata: Record<string, string> = {}): ObjectHeadLike => ({ etag, size: 1, contentType: 'text/csv', metadata });
+    // Heads as resolveHeads would fetch them: the rewritten same-bytes version and its captured one (same metadata), and
+    // the previous restore's copy (our marker names the captured version it reproduces).
+    const heads = new Map([
+      [headKey('p/same', 'v2'), head('e')],
+      [headKey('p/same', 'v1'), head('e')],
+      [headKey('p/copy-del', 'c2'), head('v1', { [SOURCE_VERSION_META]: 'v1' })],
+    ]);
+    const entries = [
+      { key: 'p/hidden', versionId: 'v1', etag: 'v1', size: 1 },
+      { key: 'p/ow-del', versionId: 'v1', etag: 'v1', size: 1 },
+      { key: 'p/same', versionId: 'v1', etag: 'e', size: 1 },
+      { key: 'p/purged', versionId: 'v1', etag: 'v1', size: 1 },
+      { key: 'p/copy-del', versionId: 'v1', etag: 'v1', size: 1 },
+    ];
+    // Without heads nothing but the captured version itself is trusted: same bytes and our copy are copied again.
+    const blind = planRestore(entries, listing);
+    expect(blind.copies.map((c) => c.entry.key)).toEqual(['p/ow-del', 'p/same']);
+    expect(blind.missing).toEqual(['p/purged', 'p/copy-del']);
+    // Same bytes but other metadata: copied.
+    const otherType = planRestore(entries, listing, new Map([...heads, [headKey('p/same', 'v2'), { ...head('e'), contentType: 'application/json' }]]));
+    expect(otherType.copies.map((c) => c.entry.key)).toEqual(['p/ow-del', 'p/same']);
+    const plan = planRestore(entries, listing, heads);
     expect(plan.markerRemovals).toEqual([
       { key: 'p/hidden', versionId: 'm2' },
       { key: 'p/copy-del', versionId: 'm3' },
@@ -553,42 +571,53 @@ describe('s3-prefix adapter (moto)', () => {
     expect(await liveContent(e.bucket, 'orders/')).toEqual({ 'orders/a.csv': 'a1' });
   });
 
-  it('pages through more than 1000 versions and deletes in batches of 1000', async () => {
+  it('pages through 2,500 objects (capture, restore, verify) and deletes in DeleteObjects batches of at most 1,000', async () => {
     const e = await env('big/');
     const { ctx: ctxEmpty } = contextFor(e.stateBucket, uniqueName('d-empty'));
     const empty = await s3PrefixAdapter.capture(e.unit, ctxEmpty);
     expect(empty.count).toBe(0);
 
-    const keys = [...Array(1100).keys()].map((i) => `big/${String(i).padStart(4, '0')}.txt`);
+    const keys = [...Array(2500).keys()].map((i) => `big/${String(i).padStart(4, '0')}.txt`);
     await mapLimit(keys, 32, (k) => put(e.bucket, k, `v1 ${k}`));
     const point = await s3PrefixAdapter.capture(e.unit, e.ctx);
-    expect(point.count).toBe(1100);
+    expect(point.count).toBe(2500);
     const captured = await liveEtags(e.bucket, 'big/');
     expect(Object.keys(captured)).toEqual(keys);
 
     await put(e.bucket, 'big/0000.txt', 'v2');
-    await put(e.bucket, 'big/1099.txt', 'v2');
+    await put(e.bucket, 'big/2499.txt', 'v2');
     await del(e.bucket, 'big/0555.txt');
     const outcome = await s3PrefixAdapter.restore(e.unit, point, e.ctx);
-    expect(outcome.changes).toEqual({ objectsCopied: 2, deleteMarkersRemoved: 1, objectsDeleted: 0, objectsUnchanged: 1097 });
+    expect(outcome.changes).toEqual({ objectsCopied: 2, deleteMarkersRemoved: 1, objectsDeleted: 0, objectsUnchanged: 2497, bytesCopied: 30 });
     expect(await liveEtags(e.bucket, 'big/')).toEqual(captured);
-    for (const k of ['big/0000.txt', 'big/0555.txt', 'big/1099.txt']) expect(await body(e.bucket, k)).toBe(`v1 ${k}`);
+    for (const k of ['big/0000.txt', 'big/0555.txt', 'big/2499.txt']) expect(await body(e.bucket, k)).toBe(`v1 ${k}`);
 
-    // Back to the empty point: 1100 deletions, in two DeleteObjects batches.
-    const emptied = await s3PrefixAdapter.restore(e.unit, empty, ctxEmpty);
-    expect(emptied.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 0, objectsDeleted: 1100, objectsUnchanged: 0 });
+    // Back to the empty point: 2500 deletions, in three DeleteObjects batches (1000, 1000, 500), counted at the SDK.
+    const batches: number[] = [];
+    const counting = testS3();
+    counting.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { Delete?: { Objects?: unknown[] } };
+        if (input.Delete?.Objects) batches.push(input.Delete.Objects.length);
+        return next(args);
+      },
+      { step: 'initialize', name: 'countDeleteBatches' },
+    );
+    const emptied = await s3PrefixAdapter.restore(e.unit, empty, { ...ctxEmpty, s3: counting });
+    expect(emptied.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 0, objectsDeleted: 2500, objectsUnchanged: 0, bytesCopied: 0 });
+    expect(batches).toEqual([1000, 1000, 500]);
     expect(await liveEtags(e.bucket, 'big/')).toEqual({});
 
     // Forward again: every key is hidden only by a marker (above the captured version or a previous restore's copy).
     const versionsBefore = await versionsOf(e.bucket, 'big/');
     const back = await s3PrefixAdapter.restore(e.unit, point, e.ctx);
-    expect(back.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 1100, objectsDeleted: 0, objectsUnchanged: 0 });
+    expect(back.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 2500, objectsDeleted: 0, objectsUnchanged: 0, bytesCopied: 0 });
     expect(await liveEtags(e.bucket, 'big/')).toEqual(captured);
     const versionsAfter = await versionsOf(e.bucket, 'big/');
     expect([...versionsAfter.values()].map((s) => s.versions)).toEqual([...versionsBefore.values()].map((s) => s.versions));
     expect((await s3PrefixAdapter.verify(e.unit, point, e.ctx)).every((c) => c.ok)).toBe(true);
     expect((await s3PrefixAdapter.restore(e.unit, point, e.ctx)).writes).toBe(0);
-  }, 120_000); // ~2,200 requests of one-by-one moto work; slower when other test files share the server
+  }, 240_000); // ~5,000 requests of one-by-one moto work; slower when other test files share the server
 
   it('release deletes the manifest, never data; a later restore reports the point gone', async () => {
     const e = await env();

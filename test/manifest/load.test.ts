@@ -183,7 +183,7 @@ const errorCases: ErrorCase[] = [
     name: 'unknown unit type, with the known types',
     text: variant(['    type: s3-prefix', '    type: s3-bucket']),
     path: 'units[0].type',
-    says: ['unknown unit type "s3-bucket" (known: s3-prefix, postgres-table)'],
+    says: ['unknown unit type "s3-bucket" (known: s3-prefix, postgres-table, ', 'mysql-table'],
     line: 's3-bucket',
   },
   {

@@ -1,5 +1,7 @@
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { startMoto, type MotoServer } from '../../scripts/local-services.ts';
+import { MYSQL_ADMIN_URL } from './mysql.ts';
 import { POSTGRES_ADMIN_URL } from './postgres.ts';
 
 /**
@@ -16,6 +18,13 @@ export async function setup(): Promise<void> {
     throw new Error(`the tests need PostgreSQL at ${POSTGRES_ADMIN_URL} (user postgres, trust auth): ${(error as Error).message}`, { cause: error });
   } finally {
     await admin.end().catch(() => undefined);
+  }
+  const url = new URL(MYSQL_ADMIN_URL.replace(/^mariadb:/, 'mysql:'));
+  try {
+    const c = await mysql.createConnection({ host: url.hostname, port: Number(url.port || 3306), user: decodeURIComponent(url.username), connectTimeout: 5000 });
+    await c.end();
+  } catch (error) {
+    throw new Error(`the tests need MySQL/MariaDB at ${url.host} (user ${url.username}, no password): ${(error as Error).message}`, { cause: error });
   }
   moto = await startMoto();
   process.env.AWS_ENDPOINT_URL = moto.endpoint;

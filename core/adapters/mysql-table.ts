@@ -1,0 +1,1006 @@
+import { createHash } from 'node:crypto';
+import mysql from 'mysql2/promise';
+import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError } from '../errors.ts';
+import type { MysqlTableUnit } from '../manifest/schema.ts';
+import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+
+/**
+ * A MySQL/MariaDB (InnoDB) table, or a `where`/`partition` scope of one, as a rollback unit. Same guarantees as
+ * `postgres-table`; what differs comes from MySQL committing implicitly around every DDL statement.
+ *
+ * Capture
+ *   1. Under a named lock (GET_LOCK) for the point, a `pending` row for the shadow table is written to
+ *      `etl_rollback.restore_points`, then `CREATE TABLE etl_rollback.rp_… LIKE <table>` makes the empty shadow (DDL,
+ *      so outside any transaction).
+ *   2. One REPEATABLE READ transaction started WITH CONSISTENT SNAPSHOT copies the rows in scope (INSERT … SELECT; in
+ *      REPEATABLE READ InnoDB reads the source under shared next-key locks, so writers wait for the copy and readers do
+ *      not), computes count and checksum over the copy, and flips the row to `sealed` with the point's metadata. Copy
+ *      and seal commit together: a shadow is either sealed and complete, or `pending` — a half-made copy, which the
+ *      next capture of the same point drops and redoes. A table in `etl_rollback` without a row is not ours: refused.
+ *
+ * Restore
+ *   - Preflight (outside any transaction, before writing anything): the sealed point, the live table, its columns
+ *     and primary key. Schema drift (a column added, dropped or retyped; the key changed) is refused with a
+ *     PreflightError naming each change: re-creating a captured definition would take non-transactional DDL that
+ *     could lose the deploy's new columns, so the operator reverts the schema first.
+ *   - The quarantine table `etl_rollback.q_…` is created empty, idempotently, before the row transaction (DDL), with
+ *     every column nullable and no keys (it may collect rows of several restores of one run).
+ *   - ONE transaction: locking reads (SELECT … FOR UPDATE) over the scope and over the live rows whose keys the point
+ *     holds. In REPEATABLE READ these are next-key locks: writers to the locked rows and gaps wait, readers go on
+ *     reading through MVCC. (LOCK TABLES was not chosen: it commits implicitly, blocks readers, and needs every alias
+ *     locked.) The read view is opened only after the locks are held, so the plan sees what the writes will touch.
+ *     Then the rows to be replaced are copied to quarantine, and only the difference is written by primary key
+ *     (DELETE, UPDATE, INSERT), values compared byte for byte with `<=>` (NULL-safe). No primary key: the scope is
+ *     reloaded whole (its rows quarantined first), with a note. Generated columns are never written.
+ *   - After COMMIT: the AUTO_INCREMENT counter is put back to its captured value with ALTER TABLE (DDL, so not in the
+ *     row transaction). It runs whenever the counter differs, also on a rerun that writes no rows, so a crash between
+ *     commit and ALTER converges; a failure leaves a note, never undoes the committed rows. Scoped units leave the
+ *     counter alone (rows outside the scope use it too).
+ *   A failure or a killed connection before COMMIT rolls back every row write; an empty quarantine table left by it is
+ *   dropped (best effort) or reused by the rerun.
+ *
+ * Checksum: SUM over rows of the first 64 bits of MD5(row digest), as an unsigned integer summed in DECIMAL; the row
+ * digest is MD5 of the per-column MD5s of each value's bytes (`CAST(v AS BINARY)`, 'N' for NULL), separated by "|".
+ * A sum does not depend on row order and, unlike XOR, counts duplicates. Bytes, not collation equality: 'a' and 'A'
+ * differ. Every session uses time_zone '+00:00' (TIMESTAMP values, and `where` predicates, read in UTC), utf8mb4, and
+ * a fixed sql_mode (strict; NO_AUTO_VALUE_ON_ZERO so a captured id 0 is written back as 0).
+ *
+ * Scopes (`where`, `partition`): the predicate names columns unqualified (it is evaluated against the table under an
+ * alias). Only rows in scope are captured, compared and written, with one deliberate exception that keeps keys
+ * consistent: a captured row the deploy moved out of the scope (it changed a column the predicate reads) is matched
+ * by key and put back. A row the deploy moved into the scope is handled like one it added: deleted and quarantined.
+ * Restore, diff and verify use the scope recorded in the point, not the unit's current one.
+ */
+
+/** The database holding shadow copies (`rp_…`), quarantine tables (`q_…`) and the `restore_points` table. */
+export const ROLLBACK_DATABASE = 'etl_rollback';
+const POINTS_TABLE = 'restore_points';
+
+export type MysqlColumn = {
+  name: string;
+  /** `COLUMN_TYPE` at capture, e.g. `decimal(12,2)`, `varchar(40)`, `enum('a','b')`. */
+  type: string;
+  /** `DATA_TYPE`, e.g. `decimal`, `json`. */
+  dataType: string;
+  /** Collation of a character column, else null. */
+  collation: string | null;
+  /** Virtual or stored generated column (never written; recomputed by the table). */
+  generated: boolean;
+};
+
+export type MysqlTableDetails = {
+  /** Connection name from the manifest. */
+  connection: string;
+  /** The captured table as `database.table`. */
+  table: string;
+  /** The shadow copy, `etl_rollback.rp_…`. */
+  shadowTable: string;
+  /** Primary key columns in key order; empty when the table has none (restore then reloads the scope). */
+  primaryKey: string[];
+  /** All columns in table order at capture. Restore refuses when the live table's columns differ. */
+  columns: MysqlColumn[];
+  /** The scope captured: a predicate and/or partitions. Restore and verify use this scope, not the unit's. */
+  where?: string;
+  partitions?: string[];
+  /** AUTO_INCREMENT counter at capture (decimal string), or null when the table has no AUTO_INCREMENT column. */
+  autoIncrement: string | null;
+};
+
+/** Metadata of a sealed point, kept as JSON in `etl_rollback.restore_points.meta`. */
+type ShadowMeta = {
+  tool: 'etl-rollback';
+  kind: 'restore-point';
+  version: 1;
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  sourceTable: string;
+  capturedAt: string;
+  count: number;
+  checksum: string;
+  primaryKey: string[];
+  columns: MysqlColumn[];
+  where?: string;
+  partitions?: string[];
+  autoIncrement: string | null;
+  sealed: true;
+};
+
+type Row = mysql.RowDataPacket;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names
+
+function readable(text: string, max: number): string {
+  const cleaned = text
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, max)
+    .replace(/_+$/, '');
+  return cleaned || 'x';
+}
+
+function shortHash(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 16);
+}
+
+/**
+ * Shadow table name, deterministic from (pipeline, deployment, unit) so a retried capture finds its own copy:
+ * `rp_` + 18 + `_` + 18 + `_` + 16 hex = at most 57 characters, under MySQL's 64.
+ */
+export function shadowTableName(pipeline: string, deploymentId: string, unitId: string): string {
+  return `rp_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('mysql-shadow', pipeline, deploymentId, unitId)}`;
+}
+
+/** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
+export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
+  return `q_${readable(unitId, 24)}_${shortHash('mysql-quarantine', pipeline, runId, unitId)}`;
+}
+
+const ident = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
+const literal = (value: string | number | null): string => mysql.escape(value);
+const inRollbackDb = (name: string): string => `${ident(ROLLBACK_DATABASE)}.${ident(name)}`;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sessions
+
+/** Fixed session settings: value text (checksums) and write semantics must not depend on server or user defaults. */
+const SESSION_SETTINGS = [
+  'SET NAMES utf8mb4',
+  "SET SESSION time_zone = '+00:00'",
+  "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'",
+  'SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ',
+  // Metadata locks (DDL on the shadow, quarantine, AUTO_INCREMENT): fail after 2 minutes instead of MariaDB's year.
+  'SET SESSION lock_wait_timeout = 120',
+];
+
+async function open(ctx: AdapterContext, connection: string): Promise<mysql.Connection> {
+  const conn = await ctx.mysql.connect(connection);
+  try {
+    for (const setting of SESSION_SETTINGS) await conn.query(setting);
+  } catch (error) {
+    conn.destroy();
+    throw error;
+  }
+  return conn;
+}
+
+async function withSession<T>(ctx: AdapterContext, connection: string, fn: (conn: mysql.Connection) => Promise<T>): Promise<T> {
+  const conn = await open(ctx, connection);
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.end().catch(() => conn.destroy());
+  }
+}
+
+async function select<T extends object>(conn: mysql.Connection, sql: string, values?: unknown[]): Promise<T[]> {
+  const [rows] = values ? await conn.query<Row[]>(sql, values) : await conn.query<Row[]>(sql);
+  return rows as unknown as T[];
+}
+
+/** Runs a write; returns the rows it affected (matched, for UPDATE: mysql2 sets CLIENT_FOUND_ROWS). */
+async function write(conn: mysql.Connection, sql: string, values?: unknown[]): Promise<number> {
+  const [result] = values ? await conn.query<mysql.ResultSetHeader>(sql, values) : await conn.query<mysql.ResultSetHeader>(sql);
+  return result.affectedRows;
+}
+
+async function inTransaction<T>(conn: mysql.Connection, begin: string, fn: () => Promise<T>): Promise<T> {
+  await conn.query(begin);
+  try {
+    const result = await fn();
+    await conn.query('COMMIT');
+    return result;
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+const errno = (error: unknown): number | undefined => (error as { errno?: unknown } | null)?.errno as number | undefined;
+const ER_BAD_DB_ERROR = 1049;
+const ER_NO_SUCH_TABLE = 1146;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Catalog
+
+interface TableRef {
+  db: string;
+  name: string;
+  /** Quoted: safe to splice into SQL. */
+  sql: string;
+  /** `db.table`, for messages and the restore point. */
+  display: string;
+}
+
+const tableRef = (db: string, name: string): TableRef => ({ db, name, sql: `${ident(db)}.${ident(name)}`, display: `${db}.${name}` });
+
+interface FoundTable extends TableRef {
+  kind: string;
+  engine: string | null;
+}
+
+/** Resolves `table` (in the connection's database) or `db.table`; undefined when it does not exist. */
+async function findTable(conn: mysql.Connection, qualified: string): Promise<FoundTable | undefined> {
+  const dot = qualified.indexOf('.');
+  let db: string;
+  if (dot >= 0) db = qualified.slice(0, dot);
+  else {
+    const [row] = await select<{ db: string | null }>(conn, 'SELECT DATABASE() AS db');
+    if (!row?.db) return undefined;
+    db = row.db;
+  }
+  const name = dot >= 0 ? qualified.slice(dot + 1) : qualified;
+  const rows = await select<{ db: string; name: string; kind: string; engine: string | null }>(
+    conn,
+    `SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name, TABLE_TYPE AS kind, ENGINE AS engine
+       FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`,
+    [db, name],
+  );
+  const row = rows.find((r) => r.db === db && r.name === name) ?? rows[0];
+  return row ? { ...tableRef(row.db, row.name), kind: row.kind, engine: row.engine } : undefined;
+}
+
+async function rollbackTableExists(conn: mysql.Connection, name: string): Promise<boolean> {
+  const rows = await select(conn, 'SELECT 1 AS x FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?', [ROLLBACK_DATABASE, name]);
+  return rows.length > 0;
+}
+
+const GENERATED_EXTRA = /\b(VIRTUAL|STORED|PERSISTENT|ROW START|ROW END)\b/i;
+
+async function columnsOf(conn: mysql.Connection, t: TableRef): Promise<MysqlColumn[]> {
+  const rows = await select<{ name: string; type: string; dataType: string; collation: string | null; extra: string | null }>(
+    conn,
+    `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS dataType, COLLATION_NAME AS collation, EXTRA AS extra
+       FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+    [t.db, t.name],
+  );
+  return rows.map((r) => ({
+    name: r.name,
+    type: String(r.type),
+    dataType: String(r.dataType).toLowerCase(),
+    collation: r.collation ?? null,
+    generated: GENERATED_EXTRA.test(r.extra ?? ''),
+  }));
+}
+
+async function primaryKeyOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const rows = await select<{ name: string }>(
+    conn,
+    `SELECT COLUMN_NAME AS name FROM information_schema.STATISTICS
+      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX`,
+    [t.db, t.name],
+  );
+  return rows.map((r) => r.name);
+}
+
+async function hasAutoIncrementColumn(conn: mysql.Connection, t: TableRef): Promise<boolean> {
+  const rows = await select(
+    conn,
+    "SELECT 1 AS x FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA LIKE '%auto_increment%'",
+    [t.db, t.name],
+  );
+  return rows.length > 0;
+}
+
+/** The table's AUTO_INCREMENT counter as SHOW CREATE TABLE reports it (exact on MySQL 8 and MariaDB), or null. */
+async function autoIncrementOf(conn: mysql.Connection, t: TableRef): Promise<string | null> {
+  if (!(await hasAutoIncrementColumn(conn, t))) return null;
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  const text = row?.['Create Table'] ?? '';
+  // The table options line, `) ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=…`; absent when the counter is 1.
+  const options = /\n\) ENGINE=[^\n]*/.exec(text)?.[0] ?? '';
+  return /\bAUTO_INCREMENT=(\d+)/.exec(options)?.[1] ?? '1';
+}
+
+async function partitionNamesOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const rows = await select<{ p: string | null; s: string | null }>(
+    conn,
+    'SELECT PARTITION_NAME AS p, SUBPARTITION_NAME AS s FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+    [t.db, t.name],
+  );
+  return [...new Set(rows.flatMap((r) => [r.p, r.s]).filter((n): n is string => n !== null))];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restore point rows (`etl_rollback.restore_points`)
+
+async function ensureRollbackDatabase(conn: mysql.Connection): Promise<void> {
+  await conn.query(`CREATE DATABASE IF NOT EXISTS ${ident(ROLLBACK_DATABASE)} CHARACTER SET utf8mb4`);
+  await conn.query(
+    `CREATE TABLE IF NOT EXISTS ${inRollbackDb(POINTS_TABLE)} (
+       shadow_table VARCHAR(64) NOT NULL PRIMARY KEY,
+       state ENUM('pending', 'sealed') NOT NULL,
+       pipeline VARCHAR(64) NOT NULL,
+       deployment_id VARCHAR(1024) NOT NULL,
+       unit_id VARCHAR(64) NOT NULL,
+       source_table VARCHAR(130) NOT NULL,
+       created_at DATETIME(6) NOT NULL,
+       meta LONGTEXT NULL
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+       COMMENT='etl-rollback: one row per mysql-table shadow copy; a shadow is a restore point only once its row is sealed'`,
+  );
+}
+
+interface PointRow {
+  state: 'pending' | 'sealed';
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  meta: ShadowMeta | undefined;
+}
+
+/** The bookkeeping row of a shadow table; undefined when there is none (or no etl_rollback database yet). */
+async function readPointRow(conn: mysql.Connection, shadowName: string): Promise<PointRow | undefined> {
+  let rows: Array<{ state: PointRow['state']; pipeline: string; deploymentId: string; unitId: string; meta: string | null }>;
+  try {
+    rows = await select(
+      conn,
+      `SELECT state, pipeline, deployment_id AS deploymentId, unit_id AS unitId, meta FROM ${inRollbackDb(POINTS_TABLE)} WHERE shadow_table = ?`,
+      [shadowName],
+    );
+  } catch (error) {
+    if (errno(error) === ER_BAD_DB_ERROR || errno(error) === ER_NO_SUCH_TABLE) return undefined;
+    throw error;
+  }
+  const row = rows[0];
+  if (!row) return undefined;
+  let meta: ShadowMeta | undefined;
+  try {
+    const parsed = row.meta ? (JSON.parse(row.meta) as Partial<ShadowMeta>) : undefined;
+    meta = parsed?.tool === 'etl-rollback' && parsed.kind === 'restore-point' && parsed.sealed === true ? (parsed as ShadowMeta) : undefined;
+  } catch {
+    meta = undefined;
+  }
+  return { state: row.state, pipeline: row.pipeline, deploymentId: row.deploymentId, unitId: row.unitId, meta };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SQL builders
+
+interface Scope {
+  where?: string;
+  partitions?: string[];
+}
+
+const partitionClause = (s: Scope): string => (s.partitions && s.partitions.length > 0 ? ` PARTITION (${s.partitions.map(ident).join(', ')})` : '');
+/** The scope's predicate; the newline ends any `--` comment the predicate may hold. */
+const scopePredicate = (s: Scope): string => (s.where ? `(${s.where}\n)` : 'TRUE');
+const isScoped = (s: Scope): boolean => Boolean(s.where) || Boolean(s.partitions && s.partitions.length > 0);
+
+const colList = (columns: MysqlColumn[], alias?: string): string => columns.map((c) => (alias ? `${alias}.${ident(c.name)}` : ident(c.name))).join(', ');
+
+/** A value's bytes: what the checksum hashes and what "differs" compares (JSON of MySQL 8 as its text). */
+function bytesOf(c: MysqlColumn, alias: string): string {
+  const ref = `${alias}.${ident(c.name)}`;
+  return c.dataType === 'json' ? `CAST(CAST(${ref} AS CHAR CHARACTER SET utf8mb4) AS BINARY)` : `CAST(${ref} AS BINARY)`;
+}
+
+/** MD5 over the per-column MD5s ('N' for NULL): fixed-width fields, so no value can imitate a separator. */
+const rowDigest = (columns: MysqlColumn[], alias: string): string =>
+  `MD5(CONCAT_WS('|', ${columns.map((c) => `IFNULL(MD5(${bytesOf(c, alias)}), 'N')`).join(', ')}))`;
+
+const keyMatch = (key: string[], a: string, b: string): string => key.map((k) => `${a}.${ident(k)} = ${b}.${ident(k)}`).join(' AND ');
+
+/** True when a live row differs from its shadow row in any of `columns`, byte for byte, NULL-safe. */
+const differs = (columns: MysqlColumn[], a: string, b: string): string =>
+  `NOT (${columns.map((c) => `${bytesOf(c, a)} <=> ${bytesOf(c, b)}`).join(' AND ')})`;
+
+async function countAndChecksum(conn: mysql.Connection, from: string, where: string, columns: MysqlColumn[]): Promise<{ count: number; checksum: string }> {
+  const [row] = await select<{ n: string; checksum: string }>(
+    conn,
+    `SELECT CAST(COUNT(*) AS CHAR) AS n,
+            CAST(COALESCE(SUM(CAST(CONV(SUBSTR(${rowDigest(columns, 't')}, 1, 16), 16, 10) AS DECIMAL(20,0))), 0) AS CHAR) AS checksum
+       FROM ${from} WHERE ${where}`,
+  );
+  return { count: Number(row?.n ?? 0), checksum: String(row?.checksum ?? '0') };
+}
+
+const scopeOf = (d: Pick<MysqlTableDetails, 'where' | 'partitions'>): Scope => ({ where: d.where, partitions: d.partitions });
+
+function describeScope(s: Scope): string {
+  const parts: string[] = [];
+  if (s.partitions && s.partitions.length > 0) parts.push(`partition ${s.partitions.join(', ')}`);
+  if (s.where) parts.push(`where ${s.where}`);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Capture
+
+function pointFromMeta(unit: MysqlTableUnit, meta: ShadowMeta, shadowName: string): RestorePoint<MysqlTableDetails> {
+  const details: MysqlTableDetails = {
+    connection: unit.connection,
+    table: meta.sourceTable,
+    shadowTable: `${ROLLBACK_DATABASE}.${shadowName}`,
+    primaryKey: meta.primaryKey,
+    columns: meta.columns,
+    autoIncrement: meta.autoIncrement,
+  };
+  if (meta.where !== undefined) details.where = meta.where;
+  if (meta.partitions !== undefined) details.partitions = meta.partitions;
+  return { unitId: unit.id, type: 'mysql-table', capturedAt: meta.capturedAt, count: meta.count, checksum: meta.checksum, details };
+}
+
+const unitPartitions = (unit: MysqlTableUnit): string[] | undefined =>
+  unit.partition === undefined ? undefined : Array.isArray(unit.partition) ? unit.partition : [unit.partition];
+
+async function preflightSource(conn: mysql.Connection, unit: MysqlTableUnit): Promise<{ source: FoundTable; columns: MysqlColumn[] }> {
+  const source = await findTable(conn, unit.table);
+  if (!source) {
+    throw new PreflightError(
+      `unit "${unit.id}": table "${unit.table}" does not exist on connection "${unit.connection}"` +
+        (unit.table.includes('.') ? '' : ' (in the connection\'s default database, if it has one)') +
+        '. Check the unit\'s table name (database.table) and the connection\'s database.',
+    );
+  }
+  if (source.kind !== 'BASE TABLE') {
+    throw new PreflightError(`unit "${unit.id}": ${source.display} is not a table (${source.kind}); only tables can be captured. Point the unit at the underlying table.`);
+  }
+  if ((source.engine ?? '').toLowerCase() !== 'innodb') {
+    throw new PreflightError(
+      `unit "${unit.id}": ${source.display} uses the ${source.engine ?? 'unknown'} storage engine; only InnoDB tables can be captured ` +
+        'and restored transactionally. Convert it (ALTER TABLE … ENGINE=InnoDB) or protect it another way.',
+    );
+  }
+  const columns = await columnsOf(conn, source);
+  if (columns.length === 0) throw new PreflightError(`unit "${unit.id}": table ${source.display} has no columns; there is nothing to capture.`);
+  const partitions = unitPartitions(unit);
+  if (partitions) {
+    const known = await partitionNamesOf(conn, source);
+    if (known.length === 0) throw new PreflightError(`unit "${unit.id}": table ${source.display} is not partitioned, but the unit names partition(s) ${partitions.join(', ')}.`);
+    const lower = new Set(known.map((n) => n.toLowerCase()));
+    const unknown = partitions.filter((p) => !lower.has(p.toLowerCase()));
+    if (unknown.length > 0) {
+      throw new PreflightError(`unit "${unit.id}": table ${source.display} has no partition ${unknown.map((p) => `"${p}"`).join(', ')} (known: ${known.join(', ')}).`);
+    }
+  }
+  return { source, columns };
+}
+
+async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<RestorePoint<MysqlTableDetails>> {
+  const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
+  const shadowSql = inRollbackDb(shadowName);
+  const scope: Scope = { where: unit.where, partitions: unitPartitions(unit) };
+  return withSession(ctx, unit.connection, async (conn) => {
+    // Serialises concurrent captures of the same point: the second waits, then finds it sealed.
+    const lockName = `etlrb:${shadowName}`;
+    const [got] = await select<{ ok: number | string | null }>(conn, 'SELECT GET_LOCK(?, 120) AS ok', [lockName]);
+    if (Number(got?.ok) !== 1) throw new Error(`capture of unit "${unit.id}": another capture of the same restore point held its lock for 2 minutes; retry`);
+    try {
+      await ensureRollbackDatabase(conn);
+      const existing = await readPointRow(conn, shadowName);
+      const shadowExists = await rollbackTableExists(conn, shadowName);
+      if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
+        throw new PreflightError(
+          `${ROLLBACK_DATABASE}.${shadowName} is recorded for another restore point (pipeline "${existing.pipeline}", deployment ` +
+            `"${existing.deploymentId}", unit "${existing.unitId}"); refusing to reuse it. Inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`,
+        );
+      }
+      if (existing?.state === 'sealed') {
+        if (!existing.meta || !shadowExists) {
+          throw new PreflightError(
+            `unit "${unit.id}": the restore point of deployment "${ctx.deploymentId}" was sealed, but its shadow copy ` +
+              `${ROLLBACK_DATABASE}.${shadowName} is ${shadowExists ? 'unreadable' : 'gone (released or dropped)'}; it cannot be captured again ` +
+              'under the same deployment (the table may already hold the deploy\'s changes). Use a new deployment id.',
+          );
+        }
+        ctx.log.info('mysql-table restore point already sealed; not copying again', { unit: unit.id, shadowTable: `${ROLLBACK_DATABASE}.${shadowName}` });
+        return pointFromMeta(unit, existing.meta, shadowName);
+      }
+      if (!existing && shadowExists) {
+        throw new PreflightError(
+          `${ROLLBACK_DATABASE}.${shadowName} exists but is not recorded in ${ROLLBACK_DATABASE}.${POINTS_TABLE}; it was not made by ` +
+            'etl-rollback or its record was removed. Inspect it, drop it if it is not needed, and capture again.',
+        );
+      }
+
+      const { source, columns } = await preflightSource(conn, unit);
+      const primaryKey = await primaryKeyOf(conn, source);
+      const writable = columns.filter((c) => !c.generated);
+
+      // 1. The empty shadow (DDL: commits on its own). A `pending` row marks it as ours and unfinished.
+      if (existing?.state === 'pending') {
+        ctx.log.warn('mysql-table found a half-made shadow copy of this point; dropping it and copying again', { unit: unit.id, shadowTable: shadowName });
+        await conn.query(`DROP TABLE IF EXISTS ${shadowSql}`);
+        await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET source_table = ?, created_at = UTC_TIMESTAMP(6) WHERE shadow_table = ?`, [source.display, shadowName]);
+      } else {
+        await write(
+          conn,
+          `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
+           VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
+          [shadowName, ctx.pipeline, ctx.deploymentId, unit.id, source.display],
+        );
+      }
+      await conn.query(`CREATE TABLE ${shadowSql} LIKE ${source.sql}`);
+
+      // 2. Copy, count, checksum and seal in one consistent-snapshot transaction.
+      return await inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT', async () => {
+        const autoIncrement = await autoIncrementOf(conn, source);
+        try {
+          await write(
+            conn,
+            `INSERT INTO ${shadowSql} (${colList(writable)})
+             SELECT ${colList(writable, 'l')} FROM ${source.sql}${partitionClause(scope)} AS l WHERE ${scopePredicate(scope)}`,
+          );
+        } catch (error) {
+          if (!scope.where) throw error;
+          throw new PreflightError(`unit "${unit.id}": copying ${source.display} where ${scope.where} failed: ${(error as Error).message}. Check the unit's "where" predicate.`, {
+            cause: error,
+          });
+        }
+        // The copy holds the source's metadata lock until COMMIT: the columns cannot change from here on.
+        const after = await columnsOf(conn, source);
+        if (JSON.stringify(after) !== JSON.stringify(columns)) {
+          throw new Error(`capture of unit "${unit.id}": the columns of ${source.display} changed while it was being copied; capture again`);
+        }
+        const { count, checksum } = await countAndChecksum(conn, `${shadowSql} AS t`, 'TRUE', columns);
+        const meta: ShadowMeta = {
+          tool: 'etl-rollback',
+          kind: 'restore-point',
+          version: 1,
+          pipeline: ctx.pipeline,
+          deploymentId: ctx.deploymentId,
+          unitId: unit.id,
+          sourceTable: source.display,
+          capturedAt: ctx.now().toISOString(),
+          count,
+          checksum,
+          primaryKey,
+          columns,
+          ...(scope.where !== undefined ? { where: scope.where } : {}),
+          ...(scope.partitions !== undefined ? { partitions: scope.partitions } : {}),
+          autoIncrement: isScoped(scope) ? null : autoIncrement,
+          sealed: true,
+        };
+        const sealed = await write(
+          conn,
+          `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`,
+          [JSON.stringify(meta), shadowName],
+        );
+        if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${shadowName} vanished; capture again`);
+        ctx.log.info('mysql-table restore point captured', { unit: unit.id, table: source.display, shadowTable: `${ROLLBACK_DATABASE}.${shadowName}`, count });
+        return pointFromMeta(unit, meta, shadowName);
+      });
+    } finally {
+      await conn.query('SELECT RELEASE_LOCK(?)', [lockName]).catch(() => undefined);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Preflight shared by diff and restore
+
+interface Prepared {
+  live: FoundTable;
+  shadow: TableRef;
+  scope: Scope;
+  columns: MysqlColumn[];
+  primaryKey: string[];
+  meta: ShadowMeta;
+}
+
+function describeDrift(captured: MysqlColumn[], live: MysqlColumn[]): string[] {
+  const problems: string[] = [];
+  const liveByName = new Map(live.map((c) => [c.name.toLowerCase(), c]));
+  const capturedByName = new Map(captured.map((c) => [c.name.toLowerCase(), c]));
+  for (const c of captured) {
+    const now = liveByName.get(c.name.toLowerCase());
+    if (!now) problems.push(`column "${c.name}" (${c.type}) was dropped`);
+    else if (now.type !== c.type) problems.push(`column "${c.name}" changed type from ${c.type} to ${now.type}`);
+    else if (now.collation !== c.collation) problems.push(`column "${c.name}" changed collation from ${c.collation} to ${now.collation}`);
+    else if (now.generated !== c.generated) problems.push(`column "${c.name}" ${c.generated ? 'is no longer' : 'became'} a generated column`);
+  }
+  for (const c of live) if (!capturedByName.has(c.name.toLowerCase())) problems.push(`column "${c.name}" (${c.type}) was added`);
+  return problems;
+}
+
+async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Prepared> {
+  const d = point.details;
+  const shadowName = d.shadowTable.slice(d.shadowTable.indexOf('.') + 1);
+  const row = await readPointRow(conn, shadowName);
+  if (!(await rollbackTableExists(conn, shadowName)) || !row) {
+    throw new RestorePointMissingError(
+      `unit "${unit.id}": the shadow copy ${d.shadowTable} of the restore point is gone (released or dropped); ` +
+        'this point cannot be restored. Pick another deployment\'s restore point.',
+    );
+  }
+  const meta = row.meta;
+  if (row.state !== 'sealed' || !meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum || meta.count !== point.count) {
+    throw new RestorePointMissingError(
+      `unit "${unit.id}": ${d.shadowTable} is not the sealed copy this restore point describes ` +
+        `(expected ${point.count} rows, checksum ${point.checksum}); refusing to restore from it.`,
+    );
+  }
+  const live = await findTable(conn, d.table);
+  if (!live || live.kind !== 'BASE TABLE') {
+    throw new PreflightError(
+      `unit "${unit.id}": table ${d.table} ${live ? 'is no longer a table' : 'no longer exists'} on connection "${d.connection}". ` +
+        'Restoring a dropped or replaced table is not supported: recreate it with the captured columns, then rerun.',
+    );
+  }
+  if ((live.engine ?? '').toLowerCase() !== 'innodb') {
+    throw new PreflightError(`unit "${unit.id}": table ${live.display} now uses the ${live.engine ?? 'unknown'} engine; restore needs InnoDB. Nothing was written.`);
+  }
+  const columns = await columnsOf(conn, live);
+  const problems = describeDrift(d.columns, columns);
+  const primaryKey = await primaryKeyOf(conn, live);
+  if (primaryKey.join('\u0000') !== d.primaryKey.join('\u0000')) {
+    const show = (k: string[]) => (k.length ? `(${k.join(', ')})` : 'none');
+    problems.push(`primary key changed from ${show(d.primaryKey)} to ${show(primaryKey)}`);
+  }
+  const scope = scopeOf(d);
+  if (scope.partitions) {
+    const known = new Set((await partitionNamesOf(conn, live)).map((n) => n.toLowerCase()));
+    const gone = scope.partitions.filter((p) => !known.has(p.toLowerCase()));
+    if (gone.length > 0) problems.push(`partition(s) ${gone.join(', ')} no longer exist`);
+  }
+  if (problems.length > 0) {
+    throw new PreflightError(
+      `unit "${unit.id}": table ${live.display} no longer has the schema captured in its restore point: ${problems.join('; ')}. ` +
+        'Nothing was written. Restoring a table schema is not supported: revert the schema change first, then rerun the rollback.',
+    );
+  }
+  // Captured column order and metadata: the checksum was computed over them.
+  return { live, shadow: tableRef(ROLLBACK_DATABASE, shadowName), scope, columns: d.columns, primaryKey, meta };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Plan
+
+interface Plan {
+  rowsInserted: number;
+  rowsUpdated: number;
+  rowsDeleted: number;
+  fullReload: boolean;
+}
+
+const writableOf = (p: Prepared): MysqlColumn[] => p.columns.filter((c) => !c.generated);
+
+async function countOf(conn: mysql.Connection, sql: string): Promise<number> {
+  const [row] = await select<{ n: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS n FROM (${sql}) AS x`);
+  return Number(row?.n ?? 0);
+}
+
+/** The live rows in scope, aliased `l`. */
+const liveScope = (p: Prepared): string => `${p.live.sql}${partitionClause(p.scope)} AS l`;
+
+/** Live rows in scope whose key the point does not hold (PK tables). */
+const goneFromPoint = (p: Prepared): string =>
+  `${scopePredicate(p.scope)} AND NOT EXISTS (SELECT 1 FROM ${p.shadow.sql} AS s WHERE ${keyMatch(p.primaryKey, 's', 'l')})`;
+
+async function plan(conn: mysql.Connection, p: Prepared): Promise<Plan> {
+  const shadow = p.shadow.sql;
+  if (p.primaryKey.length === 0) {
+    // Multiset comparison of whole rows: equal scopes (duplicates included) write nothing.
+    const unequal = await countOf(
+      conn,
+      `SELECT h FROM (
+         SELECT ${rowDigest(p.columns, 'l')} AS h, 1 AS w FROM ${liveScope(p)} WHERE ${scopePredicate(p.scope)}
+         UNION ALL
+         SELECT ${rowDigest(p.columns, 's')} AS h, -1 AS w FROM ${shadow} AS s
+       ) AS u GROUP BY h HAVING SUM(w) <> 0`,
+    );
+    if (unequal === 0) return { rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 0, fullReload: true };
+    return {
+      rowsDeleted: await countOf(conn, `SELECT 1 AS x FROM ${liveScope(p)} WHERE ${scopePredicate(p.scope)}`),
+      rowsInserted: await countOf(conn, `SELECT 1 AS x FROM ${shadow} AS s`),
+      rowsUpdated: 0,
+      fullReload: true,
+    };
+  }
+  const key = p.primaryKey;
+  return {
+    rowsDeleted: await countOf(conn, `SELECT 1 AS x FROM ${liveScope(p)} WHERE ${goneFromPoint(p)}`),
+    rowsInserted: await countOf(conn, `SELECT 1 AS x FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 's')})`),
+    // By key over the whole table: a row the deploy moved out of the scope is put back (it was in scope at capture).
+    rowsUpdated: await countOf(conn, `SELECT 1 AS x FROM ${p.live.sql} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(writableOf(p), 'l', 's')}`),
+    fullReload: false,
+  };
+}
+
+const changesOf = (p: Pick<Plan, 'rowsInserted' | 'rowsUpdated' | 'rowsDeleted'>): Changes => ({
+  rowsInserted: p.rowsInserted,
+  rowsUpdated: p.rowsUpdated,
+  rowsDeleted: p.rowsDeleted,
+});
+
+const total = (c: Changes): number => Object.values(c).reduce((a, b) => a + b, 0);
+
+function noPkNote(p: Prepared, planned: Plan): string {
+  const what = `${p.live.display}${describeScope(p.scope)}`;
+  return planned.rowsDeleted + planned.rowsInserted === 0
+    ? `no primary key on ${p.live.display}: compared whole rows; ${what} already equals its restore point`
+    : `no primary key on ${p.live.display}: full reload of ${what} (all ${planned.rowsDeleted} live rows replaced by the ${planned.rowsInserted} captured rows)`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Diff
+
+async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
+  return withSession(ctx, point.details.connection, async (conn) => {
+    const p = await prepare(conn, unit, point, ctx);
+    return inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY', async () => {
+      const planned = await plan(conn, p);
+      const changes = changesOf(planned);
+      const notes = planned.fullReload ? [noPkNote(p, planned)] : [];
+      const counter = point.details.autoIncrement;
+      if (counter !== null && !isScoped(p.scope)) {
+        const current = await autoIncrementOf(conn, p.live);
+        if (current !== null && current !== counter) notes.push(`AUTO_INCREMENT of ${p.live.display} would be reset from ${current} to ${counter}`);
+      }
+      return { changes, writes: total(changes), notes };
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restore
+
+/** Quarantine table: the live columns with their types, all nullable, no keys, no generated columns. */
+async function ensureQuarantine(conn: mysql.Connection, p: Prepared, qName: string, note: Record<string, unknown>): Promise<void> {
+  const defs = p.columns.map((c) => `${ident(c.name)} ${c.type}${c.collation ? ` COLLATE ${c.collation}` : ''} NULL`).join(',\n  ');
+  let comment = JSON.stringify(note);
+  if (comment.length > 2000) comment = JSON.stringify({ ...note, restorePoint: undefined, reason: undefined });
+  await conn.query(`CREATE TABLE IF NOT EXISTS ${inRollbackDb(qName)} (\n  ${defs}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${literal(comment)}`);
+}
+
+async function dropIfEmpty(conn: mysql.Connection, qName: string): Promise<void> {
+  const rows = await select(conn, `SELECT 1 AS x FROM ${inRollbackDb(qName)} LIMIT 1`);
+  if (rows.length === 0) await conn.query(`DROP TABLE IF EXISTS ${inRollbackDb(qName)}`);
+}
+
+/** Puts the AUTO_INCREMENT counter back (DDL, after the row transaction). Returns a note when it acted or could not. */
+async function restoreAutoIncrement(conn: mysql.Connection, p: Prepared, counter: string | null, ctx: AdapterContext): Promise<string | undefined> {
+  if (counter === null || isScoped(p.scope)) return undefined;
+  try {
+    const current = await autoIncrementOf(conn, p.live);
+    if (current === null || current === counter) return undefined;
+    await conn.query(`ALTER TABLE ${p.live.sql} AUTO_INCREMENT = ${BigInt(counter).toString()}`);
+    const after = await autoIncrementOf(conn, p.live);
+    return after === counter
+      ? `AUTO_INCREMENT of ${p.live.display} reset from ${current} to ${counter}`
+      : `AUTO_INCREMENT of ${p.live.display} set to ${after ?? '?'} (captured ${counter}; InnoDB keeps it above the largest id in the table)`;
+  } catch (error) {
+    ctx.log.warn('mysql-table could not reset AUTO_INCREMENT', { table: p.live.display, error: (error as Error).message });
+    return `AUTO_INCREMENT of ${p.live.display} could not be reset to ${counter}: ${(error as Error).message}; the rows are restored; rerun to retry`;
+  }
+}
+
+async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+  if (!ctx.runId) {
+    throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
+  }
+  const runId = ctx.runId;
+  const d = point.details;
+  const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
+  const keptAt = `${ROLLBACK_DATABASE}.${qName}`;
+  return withSession(ctx, d.connection, async (conn) => {
+    // Everything that can refuse does so here, before any write.
+    const p = await prepare(conn, unit, point, ctx);
+    let createdQuarantine = false;
+    try {
+      let quarantineReady = await rollbackTableExists(conn, qName);
+      let result: Outcome | undefined;
+      for (let attempt = 0; attempt < 3 && !result; attempt++) {
+        result = await inTransaction(conn, 'START TRANSACTION', async () => {
+          await lockScope(conn, p);
+          const planned = await plan(conn, p);
+          const notes = planned.fullReload ? [noPkNote(p, planned)] : [];
+          if (total(changesOf(planned)) === 0) return { changes: changesOf(planned), writes: 0, notes };
+          if (!quarantineReady) return undefined; // DDL cannot run here: roll back, create it, go again.
+          const changes = await writeDifference(conn, p, qName);
+          return { changes, writes: total(changes), notes, keptAt };
+        });
+        if (!result) {
+          await ensureQuarantine(conn, p, qName, {
+            tool: 'etl-rollback',
+            kind: 'quarantine',
+            pipeline: ctx.pipeline,
+            runId,
+            unitId: unit.id,
+            table: p.live.display,
+            restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, shadowTable: d.shadowTable },
+            at: ctx.now().toISOString(),
+            reason: 'live rows deleted or overwritten by the rollback restore',
+          });
+          createdQuarantine = true;
+          quarantineReady = true;
+        }
+      }
+      if (!result) throw new Error(`restore of unit "${unit.id}": the quarantine table ${keptAt} could not be prepared; rerun the rollback`);
+      // Made for writes that, once the locks were held, turned out not to be needed.
+      if (result.writes === 0 && createdQuarantine) await dropIfEmpty(conn, qName).catch(() => undefined);
+      const counterNote = await restoreAutoIncrement(conn, p, d.autoIncrement, ctx);
+      if (counterNote) result.notes.push(counterNote);
+      if (result.writes === 0) {
+        ctx.log.info('mysql-table already equals its restore point; nothing written', { unit: unit.id, table: p.live.display });
+      } else {
+        ctx.log.info('mysql-table restored', { unit: unit.id, table: p.live.display, ...result.changes, keptAt });
+      }
+      return result;
+    } catch (error) {
+      if (createdQuarantine) await dropIfEmpty(conn, qName).catch(() => undefined);
+      if (error instanceof EtlRollbackError) throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(
+        `restore of unit "${unit.id}" (table ${d.table}) failed and was rolled back, nothing was written: ${reason}. ` +
+          'Fix the cause (a constraint, trigger or foreign key added since the capture, a lock wait timeout or deadlock), then rerun the rollback.',
+        { cause: error },
+      );
+    }
+  });
+}
+
+/**
+ * Locking reads, first thing in the transaction (so the read view opens after the locks are held): every row of the
+ * scope, and the live rows (or, for absent keys, the gaps) matching the point's keys. Whole-table units lock the
+ * whole table against writers.
+ */
+async function lockScope(conn: mysql.Connection, p: Prepared): Promise<void> {
+  await conn.query(`SELECT COUNT(*) AS n FROM ${liveScope(p)} WHERE ${scopePredicate(p.scope)} FOR UPDATE`);
+  if (p.primaryKey.length > 0 && isScoped(p.scope)) {
+    await conn.query(`SELECT COUNT(*) AS n FROM ${p.shadow.sql} AS s JOIN ${p.live.sql} AS l ON ${keyMatch(p.primaryKey, 'l', 's')} FOR UPDATE`);
+  }
+}
+
+/** Quarantine, then DELETE, UPDATE, INSERT only what differs. DELETE first frees unique values the others may need. */
+async function writeDifference(conn: mysql.Connection, p: Prepared, qName: string): Promise<Changes> {
+  const live = p.live.sql;
+  const shadow = p.shadow.sql;
+  const q = inRollbackDb(qName);
+  const all = p.columns;
+  const writable = writableOf(p);
+  const partition = partitionClause(p.scope);
+  const where = scopePredicate(p.scope);
+
+  if (p.primaryKey.length === 0) {
+    await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${liveScope(p)} WHERE ${where}`);
+    const rowsDeleted = await write(conn, `DELETE FROM ${live}${partition} WHERE ${where}`);
+    const rowsInserted = await write(conn, `INSERT INTO ${live} (${colList(writable)}) SELECT ${colList(writable, 's')} FROM ${shadow} AS s`);
+    return { rowsInserted, rowsUpdated: 0, rowsDeleted };
+  }
+
+  const key = p.primaryKey;
+  // 1. Keep the rows about to be replaced: in scope and not in the point, or differing from it.
+  await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${liveScope(p)} WHERE ${goneFromPoint(p)}`);
+  await write(
+    conn,
+    `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(writable, 'l', 's')}`,
+  );
+  // 2. Write the difference. Single-table DELETE (it may name partitions); the subquery refers to the table by name.
+  const rowsDeleted = await write(
+    conn,
+    `DELETE FROM ${live}${partition} WHERE ${where} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${key.map((k) => `s.${ident(k)} = ${live}.${ident(k)}`).join(' AND ')})`,
+  );
+  // Key columns too: equal under the key's collation is not equal bytes ('abc' vs 'ABC').
+  const rowsUpdated = await write(
+    conn,
+    `UPDATE ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')}
+        SET ${writable.map((c) => `l.${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
+      WHERE ${differs(writable, 'l', 's')}`,
+  );
+  const rowsInserted = await write(
+    conn,
+    `INSERT INTO ${live} (${colList(writable)})
+     SELECT ${colList(writable, 's')} FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+  );
+  return { rowsInserted, rowsUpdated, rowsDeleted };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Verify
+
+function isTrue(value: unknown): boolean {
+  if (value === true || value === 1 || value === '1' || value === 1n) return true;
+  return Buffer.isBuffer(value) && value.length > 0 && value.every((b, i) => (i === value.length - 1 ? b === 1 : b === 0));
+}
+
+async function runAssertions(unit: MysqlTableUnit, ctx: AdapterContext, connection: string): Promise<Check[]> {
+  const assertions = unit.assertions ?? [];
+  if (assertions.length === 0) return [];
+  // A session of the connection's own defaults (time zone, sql_mode): the assertion means what its author wrote.
+  const conn = await ctx.mysql.connect(connection);
+  try {
+    const [v] = await select<{ v: string }>(conn, 'SELECT VERSION() AS v');
+    const mariadb = /mariadb/i.test(v?.v ?? '');
+    const checks: Check[] = [];
+    for (const a of assertions) {
+      const name = `assertion:${a.name}`;
+      try {
+        await conn.query(mariadb ? `SET SESSION max_statement_time = ${a.timeoutSeconds}` : `SET SESSION MAX_EXECUTION_TIME = ${a.timeoutSeconds * 1000}`);
+        const rows = await inTransaction(conn, 'START TRANSACTION READ ONLY', async () => {
+          const [r] = await conn.query<mysql.RowDataPacket[]>({ sql: a.sql, rowsAsArray: true });
+          return r as unknown as unknown[][];
+        });
+        const first = rows[0]?.[0];
+        const ok = isTrue(first);
+        const actual =
+          rows.length === 0 ? 'no row' : first === null || first === undefined ? 'null' : Buffer.isBuffer(first) ? `0x${first.toString('hex')}` : String(first);
+        checks.push({ name, ok, expected: 'true', actual, ...(ok ? {} : { detail: `${a.sql} returned ${actual}` }) });
+      } catch (error) {
+        const n = errno(error);
+        const timedOut = n === 1969 || n === 3024;
+        const message = error instanceof Error ? error.message : String(error);
+        checks.push({ name, ok: false, expected: 'true', actual: `error: ${message}`, detail: `${a.sql} failed${timedOut ? ` after ${a.timeoutSeconds} s` : ''}` });
+      } finally {
+        await conn.query(mariadb ? 'SET SESSION max_statement_time = 0' : 'SET SESSION MAX_EXECUTION_TIME = 0').catch(() => undefined);
+      }
+    }
+    return checks;
+  } finally {
+    await conn.end().catch(() => conn.destroy());
+  }
+}
+
+async function verify(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Check[]> {
+  const d = point.details;
+  const wantCount = unit.checks.count;
+  const wantChecksum = unit.checks.checksum;
+  const checks: Check[] = [];
+  if (wantCount || wantChecksum) {
+    await withSession(ctx, d.connection, (conn) =>
+      inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY', async () => {
+        const live = await findTable(conn, d.table);
+        if (!live || live.kind !== 'BASE TABLE') {
+          const detail = `table ${d.table} ${live ? 'is not a table' : 'does not exist'}`;
+          if (wantCount) checks.push({ name: 'rowCount', ok: false, expected: point.count, actual: 'missing', detail });
+          if (wantChecksum) checks.push({ name: 'checksum', ok: false, expected: point.checksum, actual: 'missing', detail });
+          return;
+        }
+        const scope = scopeOf(d);
+        const from = `${live.sql}${partitionClause(scope)} AS t`;
+        const problems = describeDrift(d.columns, await columnsOf(conn, live));
+        if (problems.length > 0 || !wantChecksum) {
+          const [row] = await select<{ n: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS n FROM ${from} WHERE ${scopePredicate(scope)}`);
+          const actual = Number(row?.n ?? 0);
+          if (wantCount) checks.push({ name: 'rowCount', ok: actual === point.count, expected: point.count, actual });
+          if (wantChecksum) {
+            checks.push({ name: 'checksum', ok: false, expected: point.checksum, actual: 'not computed', detail: `columns differ from the restore point: ${problems.join('; ')}` });
+          }
+          return;
+        }
+        const { count, checksum } = await countAndChecksum(conn, from, scopePredicate(scope), d.columns);
+        if (wantCount) checks.push({ name: 'rowCount', ok: count === point.count, expected: point.count, actual: count });
+        checks.push({ name: 'checksum', ok: checksum === point.checksum, expected: point.checksum, actual: checksum });
+      }),
+    );
+  }
+  checks.push(...(await runAssertions(unit, ctx, d.connection)));
+  return checks;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Release
+
+async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
+  const d = point.details;
+  const shadowName = d.shadowTable.slice(d.shadowTable.indexOf('.') + 1);
+  await withSession(ctx, d.connection, async (conn) => {
+    const row = await readPointRow(conn, shadowName);
+    const exists = await rollbackTableExists(conn, shadowName);
+    const ours = row?.state === 'sealed' && row.meta?.unitId === unit.id && row.meta.pipeline === ctx.pipeline && row.meta.checksum === point.checksum;
+    if (!exists) {
+      // Dropped earlier (perhaps by a release that stopped before removing the record): finish the job.
+      if (ours) await write(conn, `DELETE FROM ${inRollbackDb(POINTS_TABLE)} WHERE shadow_table = ?`, [shadowName]);
+      ctx.log.info('mysql-table shadow copy already gone', { unit: unit.id, shadowTable: d.shadowTable });
+      return;
+    }
+    if (!ours) {
+      throw new PreflightError(
+        `unit "${unit.id}": refusing to drop ${d.shadowTable}: it is not the sealed shadow copy of this restore point. ` +
+          'Inspect it and drop it by hand if it is not needed.',
+      );
+    }
+    // Table first, then its record: a crash in between leaves a record without a table, which the rerun removes.
+    await conn.query(`DROP TABLE ${inRollbackDb(shadowName)}`);
+    await write(conn, `DELETE FROM ${inRollbackDb(POINTS_TABLE)} WHERE shadow_table = ?`, [shadowName]);
+    ctx.log.info('mysql-table shadow copy dropped', { unit: unit.id, shadowTable: d.shadowTable });
+  });
+}
+
+/** The adapter's operations with their exact types: `capture` always answers with a point (it never pends). */
+export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release };
+
+export const mysqlTableAdapter: UnitAdapter<MysqlTableUnit, MysqlTableDetails> = mysqlTable;

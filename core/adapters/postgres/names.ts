@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+
+/** The schema holding shadow copies (`rp_…`) and quarantine tables (`q_…`). */
+export const ROLLBACK_SCHEMA = 'etl_rollback';
+
+function readable(text: string, max: number): string {
+  const cleaned = text
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, max)
+    .replace(/_+$/, '');
+  return cleaned || 'x';
+}
+
+function shortHash(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 16);
+}
+
+/**
+ * Shadow table name: deterministic from (pipeline, deployment, unit), so a retried capture finds its own copy.
+ * `rp_` + 18 + `_` + 18 + `_` + 16 hex = at most 57 characters, under PostgreSQL's 63-byte identifier limit;
+ * the readable part is for people, the hash for uniqueness.
+ */
+export function shadowTableName(pipeline: string, deploymentId: string, unitId: string): string {
+  return `rp_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('shadow', pipeline, deploymentId, unitId)}`;
+}
+
+/** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
+export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
+  return `q_${readable(unitId, 24)}_${shortHash('quarantine', pipeline, runId, unitId)}`;
+}
+
+/** Advisory lock key for one shadow table (serialises concurrent captures of the same point). */
+export const lockKey = (name: string): string => `etl_rollback:${name}`;

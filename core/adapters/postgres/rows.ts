@@ -1,0 +1,200 @@
+import type pg from 'pg';
+import type { Relation } from './catalog.ts';
+import type { Scope } from './scope.ts';
+import { cols, countOf, ident, keyMatch, rowText } from './sql.ts';
+
+/**
+ * Which rows a restore writes, and how: the diff by primary key, or a reload of the scope.
+ *
+ * Scope semantics (a `where` or `partition` unit): the rows to put back are the captured ones (the shadow copy holds
+ * exactly the rows that were in scope at capture). A live row is the restore's business if it is in scope now, or if
+ * its key was in scope at capture:
+ * - in scope now, key not captured (inserted, or moved into scope by the deploy): deleted (kept in quarantine);
+ * - key captured, values differ (including a row the deploy moved out of scope, or to another partition): updated back;
+ * - key captured, missing: inserted;
+ * - neither in scope now nor captured: never read for writing, never written.
+ * A table without a primary key has no keys to follow: its rows in scope are reloaded, and a row the deploy moved out
+ * of scope stays where it is (it cannot be told from a row that was always outside).
+ */
+
+export type Strategy = 'diff' | 'reload';
+
+export interface ReloadPolicy {
+  /** Reload when more than this fraction of the rows in scope would be written by the diff (default 0.5). */
+  fraction: number;
+  /** ... and the scope holds at least this many rows: below it the diff is cheap anyway and keeps row identity. */
+  minRows: number;
+  /** Reload a whole table with TRUNCATE (no dead tuples) when nothing references it (default true). */
+  truncate: boolean;
+}
+
+export interface RowSet {
+  live: Relation;
+  /** Quoted shadow table. */
+  shadow: string;
+  key: string[];
+  scope: Scope;
+  /** Columns an INSERT writes (not generated), captured names. */
+  write: string[];
+  /** Columns an UPDATE compares and writes (not key, not generated, not GENERATED ALWAYS identity), with how to compare. */
+  update: { name: string; live: string; shadow: string }[];
+  /** Non-key GENERATED ALWAYS identity columns: an UPDATE cannot write them; a difference there forces a reload. */
+  alwaysIdentity: { live: string; shadow: string }[];
+  /** INSERT needs OVERRIDING SYSTEM VALUE (a GENERATED ALWAYS identity column is written). */
+  overriding: boolean;
+  /** Every live row's data changes (schema restore drops, re-adds or retypes a column): all are quarantined. */
+  allReplaced: boolean;
+}
+
+export interface RowPlan {
+  strategy: Strategy;
+  truncate: boolean;
+  rowsInserted: number;
+  rowsUpdated: number;
+  rowsDeleted: number;
+  /** Live rows kept in quarantine before the writes. */
+  rowsQuarantined: number;
+  /** Rows in scope (max of live now and captured): what the reload threshold is measured against. */
+  inScope: number;
+  /** Rows the diff would write (insert + update + delete). */
+  differing: number;
+  reason: string;
+  /** Set when the plan cannot be carried out (a GENERATED ALWAYS difference and no reload possible). */
+  refusal?: string;
+}
+
+const differs = (pairs: { live: string; shadow: string }[]): string =>
+  `ROW(${pairs.map((p) => p.live).join(', ')})::text IS DISTINCT FROM ROW(${pairs.map((p) => p.shadow).join(', ')})::text`;
+
+/** Live rows (alias `l`) the restore replaces, i.e. keeps in quarantine first. */
+export function replacedRows(r: RowSet): string {
+  if (r.allReplaced) return `(${r.scope.predicate} OR ${r.key.length ? `EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')})` : 'FALSE'})`;
+  if (r.key.length === 0) return `(${r.scope.predicate})`;
+  const changed = [...r.update, ...r.alwaysIdentity];
+  return (
+    `((${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')}))` +
+    (changed.length === 0 ? '' : ` OR EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')} AND ${differs(changed)})`) +
+    ')'
+  );
+}
+
+export async function planRows(
+  client: pg.Client,
+  r: RowSet,
+  capturedCount: number,
+  policy: ReloadPolicy,
+  reloadBlockedBy: string | undefined,
+): Promise<RowPlan> {
+  const live = r.live.sql;
+  const shadow = r.shadow;
+  const liveInScope = await countOf(client, `SELECT 1 FROM ${live} WHERE ${r.scope.predicate}`);
+  const inScope = Math.max(liveInScope, capturedCount);
+  const truncate = policy.truncate && r.scope.kind === 'table' && reloadBlockedBy === undefined;
+  const quarantined = async () => countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${replacedRows(r)}`);
+  const reloadDeletes = async () =>
+    r.key.length === 0 || r.scope.kind === 'table'
+      ? liveInScope
+      : countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate} OR EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')})`);
+
+  if (r.key.length === 0) {
+    // Multiset comparison of row text: equal scopes (duplicates included) write nothing.
+    const same =
+      !r.allReplaced &&
+      (await countOf(client, `SELECT ${rowText(r.write, 't')} FROM (${r.scope.select(r.write)}) AS t EXCEPT ALL SELECT ${rowText(r.write, 's')} FROM ${shadow} AS s`)) === 0 &&
+      (await countOf(client, `SELECT ${rowText(r.write, 's')} FROM ${shadow} AS s EXCEPT ALL SELECT ${rowText(r.write, 't')} FROM (${r.scope.select(r.write)}) AS t`)) === 0;
+    if (same) return { strategy: 'reload', truncate: false, rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 0, rowsQuarantined: 0, inScope, differing: 0, reason: 'no primary key' };
+    return {
+      strategy: 'reload',
+      truncate,
+      rowsInserted: capturedCount,
+      rowsUpdated: 0,
+      rowsDeleted: liveInScope,
+      rowsQuarantined: liveInScope,
+      inScope,
+      differing: liveInScope + capturedCount,
+      reason: 'no primary key: the rows in scope are replaced by the captured rows',
+    };
+  }
+
+  const key = r.key;
+  const rowsDeleted = await countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`);
+  const rowsInserted = await countOf(client, `SELECT 1 FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`);
+  const rowsUpdated = r.update.length === 0 ? 0 : await countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.update)}`);
+  const conflicts =
+    r.alwaysIdentity.length === 0 ? 0 : await countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.alwaysIdentity)}`);
+  const differing = rowsInserted + rowsUpdated + rowsDeleted;
+  const share = inScope === 0 ? 0 : differing / inScope;
+  const pct = `${Math.round(share * 100)}%`;
+  const counted = `${differing} of ${inScope} rows in scope differ (${pct})`;
+
+  const diffPlan = (reason: string): RowPlan => ({ strategy: 'diff', truncate: false, rowsInserted, rowsUpdated, rowsDeleted, rowsQuarantined: 0, inScope, differing, reason });
+  let plan: RowPlan;
+  if (conflicts > 0) {
+    const why = `${conflicts} row(s) differ in a GENERATED ALWAYS identity column outside the key, which UPDATE cannot write`;
+    plan = reloadBlockedBy
+      ? { ...diffPlan(why), refusal: `${why}, and a reload is not possible (${reloadBlockedBy})` }
+      : { strategy: 'reload', truncate, rowsInserted: capturedCount, rowsUpdated: 0, rowsDeleted: await reloadDeletes(), rowsQuarantined: 0, inScope, differing, reason: `${why}; ${counted}` };
+  } else if (differing > 0 && inScope >= policy.minRows && share > policy.fraction) {
+    plan = reloadBlockedBy
+      ? diffPlan(`${counted}, above the ${Math.round(policy.fraction * 100)}% reload threshold, but a reload is not possible (${reloadBlockedBy})`)
+      : {
+          strategy: 'reload',
+          truncate,
+          rowsInserted: capturedCount,
+          rowsUpdated: 0,
+          rowsDeleted: await reloadDeletes(),
+          rowsQuarantined: 0,
+          inScope,
+          differing,
+          reason: `${counted}, above the ${Math.round(policy.fraction * 100)}% reload threshold`,
+        };
+  } else {
+    plan = diffPlan(counted);
+  }
+  plan.rowsQuarantined = differing === 0 && conflicts === 0 && !r.allReplaced ? 0 : await quarantined();
+  return plan;
+}
+
+/** Writes the plan. Returns the rows written, by kind, as PostgreSQL counted them. */
+export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Promise<{ rowsInserted: number; rowsUpdated: number; rowsDeleted: number }> {
+  const live = r.live.sql;
+  const shadow = r.shadow;
+  const key = r.key;
+  const overriding = r.overriding ? ' OVERRIDING SYSTEM VALUE' : '';
+  const rowCount = async (sql: string) => (await client.query(sql)).rowCount ?? 0;
+
+  if (plan.strategy === 'reload') {
+    let rowsDeleted: number;
+    if (plan.truncate) {
+      // The whole table, nothing references it: TRUNCATE leaves no dead tuples (the table keeps its oid, grants,
+      // indexes and triggers; CONTINUE IDENTITY: sequences are set from the restore point afterwards).
+      rowsDeleted = await countOf(client, `SELECT 1 FROM ${live}`);
+      await client.query(`TRUNCATE ${r.live.kind === 'p' ? '' : 'ONLY '}${live} CONTINUE IDENTITY`);
+    } else {
+      rowsDeleted = await rowCount(
+        key.length === 0
+          ? `DELETE FROM ${live} WHERE ${r.scope.predicate}`
+          : `DELETE FROM ${live} AS l WHERE ${r.scope.predicate} OR EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`,
+      );
+    }
+    const rowsInserted = await rowCount(`INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write)} FROM ${shadow}`);
+    return { rowsInserted, rowsUpdated: 0, rowsDeleted };
+  }
+
+  // DELETE first frees unique values the UPDATE or INSERT may need.
+  const rowsDeleted = await rowCount(`DELETE FROM ${live} AS l WHERE ${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`);
+  const rowsUpdated =
+    r.update.length === 0
+      ? 0
+      : await rowCount(
+          `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
+             FROM ${shadow} AS s
+            WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update)}`,
+        );
+  const rowsInserted = await rowCount(
+    `INSERT INTO ${live} (${cols(r.write)})${overriding}
+     SELECT ${cols(r.write, 's')} FROM ${shadow} AS s
+      WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+  );
+  return { rowsInserted, rowsUpdated, rowsDeleted };
+}

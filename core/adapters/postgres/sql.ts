@@ -1,0 +1,74 @@
+import pg from 'pg';
+import type { AdapterContext } from '../types.ts';
+
+/**
+ * SQL text builders and transaction plumbing shared by the table adapter's parts. Engine-neutral in shape (a MySQL
+ * adapter mirrors `cols`, `rowText`, `keyMatch`, `inTransaction` with its own quoting and session settings).
+ */
+
+export const { escapeIdentifier: ident, escapeLiteral: literal } = pg;
+
+/**
+ * Session settings that make a value's text form independent of who reads it: the checksum hashes row text, so a
+ * timestamptz must print the same at capture (one session) and at verify (another, perhaps with another TimeZone).
+ */
+export const STABLE_TEXT_SETTINGS = [
+  "SET LOCAL TimeZone = 'UTC'",
+  "SET LOCAL DateStyle = 'ISO, YMD'",
+  "SET LOCAL IntervalStyle = 'postgres'",
+  'SET LOCAL extra_float_digits = 1',
+  "SET LOCAL bytea_output = 'hex'",
+  "SET LOCAL lc_monetary = 'C'",
+];
+
+/** `a, b, c` or `l.a, l.b, l.c`, each quoted. */
+export const cols = (names: string[], alias?: string): string => names.map((n) => (alias ? `${alias}.${ident(n)}` : ident(n))).join(', ');
+
+/** Text of a row over the given columns; never NULL (a NULL field prints as nothing, `''` as `""`). */
+export const rowText = (names: string[], alias?: string): string => `ROW(${cols(names, alias)})::text`;
+
+/** `a.k1 = b.k1 AND a.k2 = b.k2`: key columns are NOT NULL (primary key), so `=` is exact. */
+export const keyMatch = (key: string[], a: string, b: string): string => key.map((k) => `${a}.${ident(k)} = ${b}.${ident(k)}`).join(' AND ');
+
+/** `SELECT count(*)` over a query, as a number. */
+export async function countOf(client: pg.Client, sql: string): Promise<number> {
+  const { rows } = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM (${sql}) AS x`);
+  return Number(rows[0]?.n ?? 0);
+}
+
+export async function withClient<T>(ctx: AdapterContext, connection: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await ctx.postgres.connect(connection);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export async function inTransaction<T>(client: pg.Client, begin: string, fn: () => Promise<T>): Promise<T> {
+  await client.query(begin);
+  try {
+    for (const setting of STABLE_TEXT_SETTINGS) await client.query(setting);
+    const result = await fn();
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Runs `sql`; if it fails, undoes just it (a savepoint) and runs `fallback` instead. */
+export async function withFallback(client: pg.Client, sql: string, fallback: string): Promise<'first' | 'fallback'> {
+  await client.query('SAVEPOINT etl_rollback_try');
+  try {
+    await client.query(sql);
+    await client.query('RELEASE SAVEPOINT etl_rollback_try');
+    return 'first';
+  } catch {
+    await client.query('ROLLBACK TO SAVEPOINT etl_rollback_try');
+    await client.query('RELEASE SAVEPOINT etl_rollback_try');
+    await client.query(fallback);
+    return 'fallback';
+  }
+}

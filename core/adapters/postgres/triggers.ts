@@ -1,0 +1,48 @@
+import type pg from 'pg';
+import { PreflightError } from '../../errors.ts';
+import { ident } from './sql.ts';
+import { ownsTable, userTriggers, type Relation, type UserTrigger } from './catalog.ts';
+
+/**
+ * User triggers during a restore.
+ *
+ * A restore is not a business write: it puts back rows that already went through the triggers once. An audit or
+ * "updated_at" trigger firing for it would record the rollback as business activity, or change the very values being
+ * restored. So by default (`'disable'`) the table's enabled user triggers are disabled inside the restore transaction
+ * with `ALTER TABLE … DISABLE TRIGGER name` and put back to their exact state (enabled, ALWAYS) before commit.
+ * Constraint triggers that PostgreSQL makes for foreign keys are not user triggers: FK enforcement stays on, in both
+ * directions. The ALTER is transactional (a failed restore leaves the triggers as they were) and needs a SHARE ROW
+ * EXCLUSIVE lock, which the restore holds anyway, so no other session's write can slip past the disabled triggers.
+ *
+ * `session_replication_role = replica` would do the same without naming triggers but needs superuser, and it also
+ * turns off FK enforcement: not an option. `'fire'` keeps triggers firing (for tables whose triggers maintain data
+ * the restore must keep consistent, e.g. a summary table kept by trigger).
+ */
+export type TriggerMode = 'disable' | 'fire';
+
+const stateCommand: Record<string, string> = { O: 'ENABLE TRIGGER', D: 'DISABLE TRIGGER', R: 'ENABLE REPLICA TRIGGER', A: 'ENABLE ALWAYS TRIGGER' };
+
+/** Disables the enabled user triggers of the table (and its partitions); returns what to put back. */
+export async function suspendUserTriggers(client: pg.Client, table: Relation, unitId: string): Promise<UserTrigger[]> {
+  const all = await userTriggers(client, table.oid);
+  // 'R' triggers fire only in replica sessions and 'D' ones never: only 'O' and 'A' would fire for the restore.
+  const firing = all.filter((t) => t.enabled === 'O' || t.enabled === 'A');
+  if (firing.length === 0) return [];
+  if (!(await ownsTable(client, table.oid))) {
+    throw new PreflightError(
+      `unit "${unitId}": ${table.display} has user triggers (${firing.map((t) => t.name).join(', ')}) that must not fire for a restore, ` +
+        'and disabling them needs the table owner\'s rights, which this connection does not have. Nothing was written. ' +
+        'Connect as the owner (or a member of its role), or configure the adapter with triggers: "fire".',
+    );
+  }
+  for (const t of firing) await client.query(`ALTER TABLE ${t.relation} DISABLE TRIGGER ${ident(t.name)}`);
+  return all;
+}
+
+/**
+ * Puts every user trigger back to the state it had, parents first: on a partitioned table an ALTER of the parent's
+ * trigger recurses into the partitions' clones, so each partition's own state is set again after its parent's.
+ */
+export async function resumeUserTriggers(client: pg.Client, saved: UserTrigger[]): Promise<void> {
+  for (const t of saved) await client.query(`ALTER TABLE ${t.relation} ${stateCommand[t.enabled] ?? 'ENABLE TRIGGER'} ${ident(t.name)}`);
+}

@@ -1,0 +1,126 @@
+import { ArnFormat, Stack } from 'aws-cdk-lib';
+import { Effect, type IRole, Policy, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { Construct } from 'constructs';
+import { acknowledge, iam5ResourceFinding } from '../nag.ts';
+
+export interface RdsAccessProps {
+  /** DB instance identifiers the `rds-instance` units name. */
+  readonly protectedDbInstances: readonly string[];
+  /** Aurora DB cluster identifiers the `rds-cluster` units name. */
+  readonly protectedDbClusters: readonly string[];
+  /** Roles that only read RDS state (dry run, verify, and the other two). */
+  readonly readRoles: readonly IRole[];
+  /** The capture handler's role: takes snapshots. */
+  readonly captureRole: IRole;
+  /** The restore handler's role: restores, creates writers, renames, sets deletion protection. */
+  readonly restoreRole: IRole;
+}
+
+/** Read-back actions: every RDS unit's capture, diff, restore and verify read state with them. */
+export const RDS_READ_ACTIONS = ['rds:DescribeDBInstances', 'rds:DescribeDBClusters', 'rds:DescribeDBSnapshots', 'rds:DescribeDBClusterSnapshots', 'rds:ListTagsForResource'];
+/** Capture: a tagged manual snapshot. */
+export const RDS_CAPTURE_ACTIONS = ['rds:CreateDBSnapshot', 'rds:CreateDBClusterSnapshot', 'rds:AddTagsToResource'];
+/** Restore: a tagged copy from the snapshot (or a point in time), a cluster writer, the rename swap, deletion protection. */
+export const RDS_RESTORE_ACTIONS = [
+  'rds:RestoreDBInstanceFromDBSnapshot',
+  'rds:RestoreDBInstanceToPointInTime',
+  'rds:RestoreDBClusterFromSnapshot',
+  'rds:RestoreDBClusterToPointInTime',
+  'rds:CreateDBInstance',
+  'rds:ModifyDBInstance',
+  'rds:ModifyDBCluster',
+  'rds:AddTagsToResource',
+];
+
+/** The snapshot names the adapters use: `etlrb-<pipeline>-<deployment>-<unit>`. */
+export const SNAPSHOT_PREFIX = 'etlrb-';
+
+const RDS_IDENTIFIER = /^[a-zA-Z](?:-?[a-zA-Z0-9])*$/;
+
+/**
+ * RDS access for the rds-instance and rds-cluster units, named instance by instance and cluster by cluster:
+ * `db:<id>*` and `cluster:<id>*` cover the resource, its restored copy (`<id>-restored-<run>`), its kept original
+ * (`<id>-pre-rollback-<run>`) and a cluster's writer (`<id>-w-<run>`); snapshots only by the `etlrb-` prefix. Reading
+ * goes to the four data handlers, snapshots to capture, restores and renames to restore. Nothing deletes: release is
+ * not a task of the state machines. Nothing is granted when nothing is named.
+ */
+export class RdsAccess extends Construct {
+  readonly policies: readonly Policy[];
+  /** ARNs of the instances, clusters (with their derived names) and snapshots granted. */
+  readonly resourceArns: readonly string[];
+
+  constructor(scope: Construct, id: string, props: RdsAccessProps) {
+    super(scope, id);
+    const check = (list: readonly string[], path: string) =>
+      list.map((name, i) => {
+        const trimmed = name.trim();
+        if (!RDS_IDENTIFIER.test(trimmed) || trimmed.length > 63) {
+          throw new Error(`${path}[${i}]: "${name}" is not an RDS identifier (letters, digits, single hyphens, a letter first; wildcards are not allowed)`);
+        }
+        return trimmed.toLowerCase();
+      });
+    const instances = check(props.protectedDbInstances, 'protectedDbInstances');
+    const clusters = check(props.protectedDbClusters, 'protectedDbClusters');
+    if (instances.length === 0 && clusters.length === 0) {
+      this.policies = [];
+      this.resourceArns = [];
+      return;
+    }
+
+    const stack = Stack.of(this);
+    const arn = (resource: string, resourceName: string) => stack.formatArn({ service: 'rds', resource, resourceName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+    // A cluster's writer instance is a DB instance named after the cluster.
+    const dbArns = [...instances, ...clusters].map((name) => arn('db', `${name}*`));
+    const clusterArns = clusters.map((name) => arn('cluster', `${name}*`));
+    const snapshotArns = [
+      ...(instances.length > 0 ? [arn('snapshot', `${SNAPSHOT_PREFIX}*`)] : []),
+      ...(clusters.length > 0 ? [arn('cluster-snapshot', `${SNAPSHOT_PREFIX}*`)] : []),
+    ];
+    const units = [...dbArns, ...clusterArns, ...snapshotArns];
+    // Restores and a writer's creation also name the groups the copy joins (the original's subnet, parameter, option
+    // and security groups): granted by type, for the restore role only.
+    const groupArns = ['og', 'pg', 'cluster-pg', 'subgrp', 'secgrp'].map((type) => arn(type, '*'));
+    this.resourceArns = units;
+
+    const read = new Policy(this, 'Read', {
+      statements: [new PolicyStatement({ sid: 'RdsRead', effect: Effect.ALLOW, actions: RDS_READ_ACTIONS, resources: units })],
+      roles: [...props.readRoles],
+    });
+    const capture = new Policy(this, 'Capture', {
+      statements: [
+        new PolicyStatement({ sid: 'RdsSnapshot', effect: Effect.ALLOW, actions: RDS_CAPTURE_ACTIONS, resources: [...dbArns.slice(0, instances.length), ...clusterArns, ...snapshotArns] }),
+      ],
+      roles: [props.captureRole],
+    });
+    const restore = new Policy(this, 'Restore', {
+      statements: [
+        new PolicyStatement({ sid: 'RdsRestore', effect: Effect.ALLOW, actions: RDS_RESTORE_ACTIONS, resources: units }),
+        new PolicyStatement({
+          sid: 'RdsRestoreGroups',
+          effect: Effect.ALLOW,
+          actions: ['rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBInstanceToPointInTime', 'rds:RestoreDBClusterFromSnapshot', 'rds:RestoreDBClusterToPointInTime', 'rds:CreateDBInstance'],
+          resources: groupArns,
+        }),
+      ],
+      roles: [props.restoreRole],
+    });
+    this.policies = [read, capture, restore];
+
+    const reasons: Record<string, string> = {};
+    instances.forEach((name, i) => {
+      reasons[dbArns[i]!] = `The DB instance ${name} named in protectedDbInstances, with the names the rollback derives from it (<id>-restored-<run>, <id>-pre-rollback-<run>), which are made at run time.`;
+    });
+    clusters.forEach((name, i) => {
+      reasons[dbArns[instances.length + i]!] = `The writer instance the rollback creates for a restored copy of the DB cluster ${name} (<id>-w-<run>), named at run time.`;
+      reasons[clusterArns[i]!] = `The DB cluster ${name} named in protectedDbClusters, with the names the rollback derives from it (<id>-restored-<run>, <id>-pre-rollback-<run>), which are made at run time.`;
+    });
+    for (const s of snapshotArns) reasons[s] = 'Only the snapshots etl-rollback takes: their names start with etlrb- and carry the pipeline, deployment and unit, known at run time.';
+    for (const g of groupArns) {
+      reasons[g] = 'A restore places the copy in the original\'s subnet, parameter, option and security groups, read from the original at capture time; RDS authorizes the restore against each group named.';
+    }
+    for (const policy of this.policies) {
+      const named = policy === restore ? [...units, ...groupArns] : policy === capture ? [...dbArns.slice(0, instances.length), ...clusterArns, ...snapshotArns] : units;
+      for (const resource of named) acknowledge(policy, iam5ResourceFinding(policy, resource), reasons[resource]!);
+    }
+  }
+}

@@ -1,0 +1,110 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { App, Stack, Validations } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { PROJECT_ROOT, type HandlerName } from '../../infra/constructs/handlers.ts';
+import { RDS_CAPTURE_ACTIONS, RDS_READ_ACTIONS, RDS_RESTORE_ACTIONS } from '../../infra/constructs/rds-access.ts';
+import { buildEtlRollbackApp, readContext } from '../../infra/etl-rollback-app.ts';
+import type { EtlRollbackStack } from '../../infra/stack.ts';
+
+type Json = Record<string, unknown>;
+interface Statement {
+  Sid?: string;
+  Action: string | string[];
+  Resource: unknown;
+}
+
+const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Json };
+const testApp = (context: Json = {}) => new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [], ...context } });
+const asArray = <T>(v: T | T[]): T[] => (Array.isArray(v) ? v : [v]);
+
+function logicalId(construct: IConstruct): string {
+  const child = construct.node.defaultChild ?? construct;
+  return Stack.of(construct).resolve((child as unknown as { logicalId: string }).logicalId) as string;
+}
+
+/** Every statement of every IAM policy, with the roles it is attached to; resources flattened to strings. */
+function statements(template: Template) {
+  return Object.values(template.findResources('AWS::IAM::Policy')).flatMap((resource) => {
+    const props = (resource as { Properties: Json }).Properties;
+    const roles = (props.Roles as { Ref: string }[]).map((r) => r.Ref).sort();
+    return (props.PolicyDocument as { Statement: Statement[] }).Statement.map((statement) => ({
+      roles,
+      statement,
+      resources: asArray(statement.Resource).map((r) => (typeof r === 'string' ? r : JSON.stringify(r))),
+    }));
+  });
+}
+
+const rdsStatements = (template: Template) => statements(template).filter((s) => asArray(s.statement.Action).some((a) => a.startsWith('rds:')));
+
+describe('RDS access', () => {
+  let stack: EtlRollbackStack;
+  let template: Template;
+  const roles = (names: HandlerName[]) => names.map((n) => logicalId(stack.handlers.byName(n).role)).sort();
+
+  beforeAll(() => {
+    const app = testApp({ protectedDbInstances: 'orders-db', protectedDbClusters: 'warehouse' });
+    expect(readContext(app)).toMatchObject({ protectedDbInstances: ['orders-db'], protectedDbClusters: ['warehouse'] });
+    stack = buildEtlRollbackApp(app);
+    template = Template.fromStack(stack);
+  });
+
+  afterEach(() => vi.restoreAllMocks());
+
+  it('reads: the four data handlers may describe the named instance, cluster and etlrb- snapshots only', () => {
+    const read = rdsStatements(template).filter((s) => s.statement.Sid === 'RdsRead');
+    expect(read).toHaveLength(1);
+    expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage']));
+    expect(asArray(read[0]!.statement.Action).sort()).toEqual([...RDS_READ_ACTIONS].sort());
+    const resources = read[0]!.resources.join(' ');
+    expect(resources).toContain(':db:orders-db*');
+    expect(resources).toContain(':db:warehouse*');
+    expect(resources).toContain(':cluster:warehouse*');
+    expect(resources).toContain(':snapshot:etlrb-*');
+    expect(resources).toContain(':cluster-snapshot:etlrb-*');
+  });
+
+  it('snapshots: only the capture handler, on the named sources and etlrb- snapshots', () => {
+    const grants = rdsStatements(template).filter((s) => asArray(s.statement.Action).some((a) => /Create.*Snapshot/.test(a)));
+    expect(grants).toHaveLength(1);
+    expect(grants[0]!.roles).toEqual(roles(['capture-unit']));
+    expect(asArray(grants[0]!.statement.Action).sort()).toEqual([...RDS_CAPTURE_ACTIONS].sort());
+    expect(grants[0]!.resources.every((r) => /:(db:orders-db|cluster:warehouse|snapshot:etlrb-|cluster-snapshot:etlrb-)\*/.test(r))).toBe(true);
+  });
+
+  it('restores and renames: only the restore handler; no handler may delete anything in RDS', () => {
+    const writes = rdsStatements(template).filter((s) => asArray(s.statement.Action).some((a) => /Restore|Modify|CreateDBInstance/.test(a)));
+    expect(new Set(writes.flatMap((w) => w.roles))).toEqual(new Set(roles(['restore-unit'])));
+    const main = writes.find((w) => w.statement.Sid === 'RdsRestore')!;
+    expect(asArray(main.statement.Action).sort()).toEqual([...RDS_RESTORE_ACTIONS].sort());
+    expect(main.resources.some((r) => r.includes(':db:orders-db*'))).toBe(true);
+    const groups = writes.find((w) => w.statement.Sid === 'RdsRestoreGroups')!;
+    expect(asArray(groups.statement.Action).every((a) => /Restore|CreateDBInstance/.test(a))).toBe(true);
+    for (const { statement, resources } of rdsStatements(template)) {
+      expect(asArray(statement.Action).filter((a) => /Delete|\*/.test(a))).toEqual([]);
+      expect(resources).not.toContain('*');
+    }
+  });
+
+  it('cdk-nag stays clean: each RDS wildcard is acknowledged with its reason, nothing else', () => {
+    const report = new AwsSolutionsChecks(undefined, { verbose: true }).validateScope(stack);
+    expect(report.violations.map((v) => v.ruleName)).toEqual([]);
+
+    vi.spyOn(Validations.prototype, 'acknowledge').mockImplementation(() => undefined);
+    const bare = buildEtlRollbackApp(testApp({ protectedDbInstances: 'orders-db' }));
+    const found = new AwsSolutionsChecks().validateScope(bare).violations.map((v) => v.ruleName);
+    expect(found.some((id) => id.includes(':db:orders-db*]'))).toBe(true);
+    expect(found.some((id) => id.includes(':snapshot:etlrb-*]'))).toBe(true);
+  });
+
+  it('grants no RDS access when no instance or cluster is named, and refuses wildcards', () => {
+    const plain = Template.fromStack(buildEtlRollbackApp(testApp()));
+    expect(rdsStatements(plain)).toEqual([]);
+    expect(() => buildEtlRollbackApp(testApp({ protectedDbInstances: 'orders*' }))).toThrow(/protectedDbInstances\[0\]/);
+    expect(() => buildEtlRollbackApp(testApp({ protectedDbClusters: '*' }))).toThrow(/protectedDbClusters\[0\]/);
+  });
+});
