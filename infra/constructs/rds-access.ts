@@ -39,7 +39,7 @@ const RDS_IDENTIFIER = /^[a-zA-Z](?:-?[a-zA-Z0-9])*$/;
 
 /**
  * RDS access for the rds-instance and rds-cluster units, named instance by instance and cluster by cluster:
- * `db:<id>*` and `cluster:<id>*` cover the resource, its restored copy (`<id>-restored-<run>`), its kept original
+ * `db:<id>` / `db:<id>-*` and `cluster:<id>` / `cluster:<id>-*` cover the resource, its restored copy (`<id>-restored-<run>`), its kept original
  * (`<id>-pre-rollback-<run>`) and a cluster's writer (`<id>-w-<run>`); snapshots only by the `etlrb-` prefix. Reading
  * goes to the four data handlers, snapshots to capture, restores and renames to restore. Nothing deletes: release is
  * not a task of the state machines. Nothing is granted when nothing is named.
@@ -54,8 +54,10 @@ export class RdsAccess extends Construct {
     const check = (list: readonly string[], path: string) =>
       list.map((name, i) => {
         const trimmed = name.trim();
-        if (!RDS_IDENTIFIER.test(trimmed) || trimmed.length > 63) {
-          throw new Error(`${path}[${i}]: "${name}" is not an RDS identifier (letters, digits, single hyphens, a letter first; wildcards are not allowed)`);
+        if (!RDS_IDENTIFIER.test(trimmed) || trimmed.length > 41) {
+          throw new Error(
+            `${path}[${i}]: "${name}" is not an RDS identifier of at most 41 characters (letters, digits, single hyphens, a letter first; no wildcards; the rollback's derived names add 22 characters)`,
+          );
         }
         return trimmed.toLowerCase();
       });
@@ -70,8 +72,9 @@ export class RdsAccess extends Construct {
     const stack = Stack.of(this);
     const arn = (resource: string, resourceName: string) => stack.formatArn({ service: 'rds', resource, resourceName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
     // A cluster's writer instance is a DB instance named after the cluster.
-    const dbArns = [...instances, ...clusters].map((name) => arn('db', `${name}*`));
-    const clusterArns = clusters.map((name) => arn('cluster', `${name}*`));
+    // The resource itself and the names derived from it (`<id>-…`), never a neighbour such as `<id>2`.
+    const dbArns = [...instances, ...clusters].flatMap((name) => [arn('db', name), arn('db', `${name}-*`)]);
+    const clusterArns = clusters.flatMap((name) => [arn('cluster', name), arn('cluster', `${name}-*`)]);
     const snapshotArns = [
       ...(instances.length > 0 ? [arn('snapshot', `${SNAPSHOT_PREFIX}*`)] : []),
       ...(clusters.length > 0 ? [arn('cluster-snapshot', `${SNAPSHOT_PREFIX}*`)] : []),

@@ -61,9 +61,9 @@ describe('RDS access', () => {
     expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage']));
     expect(asArray(read[0]!.statement.Action).sort()).toEqual([...RDS_READ_ACTIONS].sort());
     const resources = read[0]!.resources.join(' ');
-    expect(resources).toContain(':db:orders-db*');
-    expect(resources).toContain(':db:warehouse*');
-    expect(resources).toContain(':cluster:warehouse*');
+    for (const name of [':db:orders-db"', ':db:orders-db-*', ':db:warehouse"', ':db:warehouse-*', ':cluster:warehouse"', ':cluster:warehouse-*']) expect(resources).toContain(name);
+    // Never a neighbour: `orders-db2` is not covered by `orders-db-*`.
+    expect(resources).not.toContain(':db:orders-db*');
     expect(resources).toContain(':snapshot:etlrb-*');
     expect(resources).toContain(':cluster-snapshot:etlrb-*');
   });
@@ -73,7 +73,7 @@ describe('RDS access', () => {
     expect(grants).toHaveLength(1);
     expect(grants[0]!.roles).toEqual(roles(['capture-unit']));
     expect(asArray(grants[0]!.statement.Action).sort()).toEqual([...RDS_CAPTURE_ACTIONS].sort());
-    expect(grants[0]!.resources.every((r) => /:(db:orders-db|cluster:warehouse|snapshot:etlrb-|cluster-snapshot:etlrb-)\*/.test(r))).toBe(true);
+    expect(grants[0]!.resources.every((r) => /:(db:orders-db(-\*)?"|cluster:warehouse(-\*)?"|snapshot:etlrb-\*|cluster-snapshot:etlrb-\*)/.test(r))).toBe(true);
   });
 
   it('restores and renames: only the restore handler; no handler may delete anything in RDS', () => {
@@ -81,7 +81,7 @@ describe('RDS access', () => {
     expect(new Set(writes.flatMap((w) => w.roles))).toEqual(new Set(roles(['restore-unit'])));
     const main = writes.find((w) => w.statement.Sid === 'RdsRestore')!;
     expect(asArray(main.statement.Action).sort()).toEqual([...RDS_RESTORE_ACTIONS].sort());
-    expect(main.resources.some((r) => r.includes(':db:orders-db*'))).toBe(true);
+    expect(main.resources.some((r) => r.includes(':db:orders-db-*'))).toBe(true);
     const groups = writes.find((w) => w.statement.Sid === 'RdsRestoreGroups')!;
     expect(asArray(groups.statement.Action).every((a) => /Restore|CreateDBInstance/.test(a))).toBe(true);
     for (const { statement, resources } of rdsStatements(template)) {
@@ -97,7 +97,7 @@ describe('RDS access', () => {
     vi.spyOn(Validations.prototype, 'acknowledge').mockImplementation(() => undefined);
     const bare = buildEtlRollbackApp(testApp({ protectedDbInstances: 'orders-db' }));
     const found = new AwsSolutionsChecks().validateScope(bare).violations.map((v) => v.ruleName);
-    expect(found.some((id) => id.includes(':db:orders-db*]'))).toBe(true);
+    expect(found.some((id) => id.includes(':db:orders-db-*]'))).toBe(true);
     expect(found.some((id) => id.includes(':snapshot:etlrb-*]'))).toBe(true);
   });
 
