@@ -789,6 +789,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
           const planned = await plan(conn, p);
           const notes = planned.fullReload ? [noPkNote(p, planned)] : [];
           if (total(changesOf(planned)) === 0) return { changes: changesOf(planned), writes: 0, notes };
+          await refuseCascades(conn, p, unit.id);
           if (!quarantineReady) return undefined; // DDL cannot run here: roll back, create it, go again.
           const changes = await writeDifference(conn, p, qName);
           return { changes, writes: total(changes), notes, keptAt };
@@ -842,6 +843,79 @@ async function lockScope(conn: mysql.Connection, p: Prepared): Promise<void> {
   await conn.query(`SELECT COUNT(*) AS n FROM ${liveScope(p)} WHERE ${scopePredicate(p.scope)} FOR UPDATE`);
   if (p.primaryKey.length > 0 && isScoped(p.scope)) {
     await conn.query(`SELECT COUNT(*) AS n FROM ${p.shadow.sql} AS s JOIN ${p.live.sql} AS l ON ${keyMatch(p.primaryKey, 'l', 's')} FOR UPDATE`);
+  }
+}
+
+/** A foreign key into the restored table whose action would change rows of another table. */
+interface CascadingForeignKey {
+  name: string;
+  child: TableRef;
+  columns: string[];
+  referenced: string[];
+  onDelete: string;
+  onUpdate: string;
+}
+
+const PASSIVE_RULES = new Set(['RESTRICT', 'NO ACTION']);
+
+async function cascadingForeignKeys(conn: mysql.Connection, table: TableRef): Promise<CascadingForeignKey[]> {
+  const [rows] = await conn.query<mysql.RowDataPacket[]>(
+    `SELECT rc.CONSTRAINT_SCHEMA AS db, rc.CONSTRAINT_NAME AS name, rc.TABLE_NAME AS child, rc.DELETE_RULE AS onDelete, rc.UPDATE_RULE AS onUpdate,
+            GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR '\u0001') AS cols,
+            GROUP_CONCAT(k.REFERENCED_COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR '\u0001') AS refs
+       FROM information_schema.REFERENTIAL_CONSTRAINTS rc
+       JOIN information_schema.KEY_COLUMN_USAGE k
+         ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME
+      WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = ? AND rc.REFERENCED_TABLE_NAME = ?
+      GROUP BY rc.CONSTRAINT_SCHEMA, rc.CONSTRAINT_NAME, rc.TABLE_NAME, rc.DELETE_RULE, rc.UPDATE_RULE`,
+    [table.db, table.name],
+  );
+  return rows
+    .map((r) => ({
+      name: String(r.name),
+      child: tableRef(String(r.db), String(r.child)),
+      columns: String(r.cols).split('\u0001'),
+      referenced: String(r.refs).split('\u0001'),
+      onDelete: String(r.onDelete),
+      onUpdate: String(r.onUpdate),
+    }))
+    .filter((fk) => !PASSIVE_RULES.has(fk.onDelete) || !PASSIVE_RULES.has(fk.onUpdate));
+}
+
+/**
+ * Nothing is deleted that was not first kept: the restore quarantines the rows of its own table, but an
+ * `ON DELETE CASCADE` / `SET NULL` / `SET DEFAULT` (or the same `ON UPDATE`) foreign key from another table would
+ * change that table's rows too, unseen. Refuse, before writing, when any row of another table references a row
+ * the restore would delete (or whose referenced columns it would change). RESTRICT/NO ACTION keys need no check: the
+ * write fails and the transaction rolls back. In a well-formed manifest the referencing table is a consumer unit,
+ * restored in an earlier stage, so its rows are already back and nothing references the rows being removed.
+ */
+async function refuseCascades(conn: mysql.Connection, p: Prepared, unitId: string): Promise<void> {
+  const fks = await cascadingForeignKeys(conn, p.live);
+  if (fks.length === 0) return;
+  const removed = p.primaryKey.length === 0 ? scopePredicate(p.scope) : goneFromPoint(p);
+  for (const fk of fks) {
+    const join = fk.columns.map((c, i) => `c.${ident(c)} = l.${ident(fk.referenced[i]!)}`).join(' AND ');
+    const checks: { what: string; rule: string; where: string }[] = [];
+    if (!PASSIVE_RULES.has(fk.onDelete)) checks.push({ what: 'delete', rule: `ON DELETE ${fk.onDelete}`, where: removed });
+    if (!PASSIVE_RULES.has(fk.onUpdate) && p.primaryKey.length > 0) {
+      const refChanged = fk.referenced.map((r) => `NOT (l.${ident(r)} <=> s.${ident(r)})`).join(' OR ');
+      checks.push({
+        what: 'change the referenced columns of',
+        rule: `ON UPDATE ${fk.onUpdate}`,
+        where: `EXISTS (SELECT 1 FROM ${p.shadow.sql} AS s WHERE ${keyMatch(p.primaryKey, 's', 'l')} AND (${refChanged}))`,
+      });
+    }
+    for (const check of checks) {
+      const referencing = await countOf(conn, `SELECT 1 AS x FROM ${liveScope(p)} JOIN ${fk.child.sql} AS c ON ${join} WHERE ${check.where}`);
+      if (referencing > 0) {
+        throw new PreflightError(
+          `unit "${unitId}": the restore would ${check.what} rows of ${p.live.display} that ${referencing} row(s) of ${fk.child.display} reference ` +
+            `through foreign key ${fk.name} (${check.rule}); the database would change those rows without their being kept. ` +
+            `Add ${fk.child.display} as a unit that dependsOn "${unitId}" (it is then restored first), or resolve those rows, then rerun. Nothing was written.`,
+        );
+      }
+    }
   }
 }
 

@@ -391,6 +391,38 @@ describe('mysql-table adapter: restore by primary key', () => {
     await sql.query('INSERT INTO invoices VALUES (100, 10)');
   });
 
+  it('refuses, before writing, a restore whose deletes would cascade into rows of another table; restoring that consumer first clears the way', async () => {
+    await sql.query('CREATE TABLE ledger_accounts (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL)');
+    await sql.query('CREATE TABLE postings (id INT PRIMARY KEY, account_id INT NOT NULL, FOREIGN KEY (account_id) REFERENCES ledger_accounts (id) ON DELETE CASCADE)');
+    await sql.query(`INSERT INTO ledger_accounts SELECT seq, CONCAT('acct', seq) FROM seq_1_to_5`);
+    await sql.query('INSERT INTO postings SELECT seq, seq FROM seq_1_to_5');
+    const accounts = unit('ledger-accounts', 'ledger_accounts');
+    const postings = unit('postings', 'postings');
+    const c = ctx('d-cascade');
+    const accountsPoint = await adapter.capture(accounts, c);
+    const postingsPoint = await adapter.capture(postings, c);
+    const capturedAccounts = await rowsOf('ledger_accounts');
+    const capturedPostings = await rowsOf('postings');
+
+    // The deploy adds an account and postings against it.
+    await sql.query(`INSERT INTO ledger_accounts VALUES (6, 'acct6')`);
+    await sql.query('INSERT INTO postings VALUES (6, 6), (7, 6)');
+    const before = { accounts: await rowsOf('ledger_accounts'), postings: await rowsOf('postings') };
+
+    // Restoring accounts alone would delete account 6, and the cascade would delete postings 6 and 7 unseen.
+    await expect(adapter.restore(accounts, accountsPoint, c)).rejects.toThrow(PreflightError);
+    await expect(adapter.restore(accounts, accountsPoint, c)).rejects.toThrow(/2 row\(s\) of .*postings reference through foreign key .*ON DELETE CASCADE/);
+    expect(await rowsOf('ledger_accounts')).toEqual(before.accounts);
+    expect(await rowsOf('postings')).toEqual(before.postings);
+    expect(await quarantineTables('ledger-accounts')).toEqual([]);
+
+    // In plan order (the consumer first), both restore, and the postings removed are kept in quarantine.
+    expect((await adapter.restore(postings, postingsPoint, c)).changes).toEqual({ rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 2 });
+    expect((await adapter.restore(accounts, accountsPoint, c)).changes).toEqual({ rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 1 });
+    expect(await rowsOf('ledger_accounts')).toEqual(capturedAccounts);
+    expect(await rowsOf('postings')).toEqual(capturedPostings);
+  });
+
   it('restores a table with generated columns and an AUTO_INCREMENT key, and puts the counter back', async () => {
     await sql.query(`CREATE TABLE order_lines (
       id INT AUTO_INCREMENT PRIMARY KEY, qty INT NOT NULL, price DECIMAL(10,2) NOT NULL,
