@@ -29,6 +29,8 @@ export interface RollbackArgs extends SnapshotArgs {
   units?: string[];
   cascade: boolean;
   dryRun: boolean;
+  /** Start outside the manifest's maintenance windows. */
+  urgent?: boolean;
 }
 
 export type ExecutionResult =
@@ -57,5 +59,6 @@ export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<st
     dryRun: args.dryRun,
     reason: args.reason,
     requestedBy: args.requestedBy,
+    ...(args.urgent ? { urgent: true } : {}),
   };
 }

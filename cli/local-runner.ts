@@ -6,6 +6,12 @@ import type { Context } from 'aws-lambda';
 import { handler as acquireLock } from '../lambdas/acquire-lock.ts';
 import { handler as beginSnapshot } from '../lambdas/begin-snapshot.ts';
 import { handler as captureUnit } from '../lambdas/capture-unit.ts';
+import { handler as checkWindow } from '../lambdas/check-window.ts';
+import { handler as pauseTriggers } from '../lambdas/pause-triggers.ts';
+import { handler as requestApproval } from '../lambdas/request-approval.ts';
+import { handler as resumeTriggers } from '../lambdas/resume-triggers.ts';
+import { deps as handlerDeps } from '../lambdas/task.ts';
+import type { WorkflowDeps } from '../core/workflow/deps.ts';
 import { handler as describeChanges } from '../lambdas/describe-changes.ts';
 import { handler as finishRun } from '../lambdas/finish-run.ts';
 import { handler as planRollback } from '../lambdas/plan-rollback.ts';
@@ -14,17 +20,20 @@ import { handler as releaseLock } from '../lambdas/release-lock.ts';
 import { handler as restoreUnit } from '../lambdas/restore-unit.ts';
 import { handler as sealSnapshot } from '../lambdas/seal-snapshot.ts';
 import { handler as verifyStage } from '../lambdas/verify-stage.ts';
+import { handler as listExpiredDeployments } from '../lambdas/list-expired-deployments.ts';
+import { handler as releaseDeployment } from '../lambdas/release-deployment.ts';
 
 /**
  * Runs the state machine definitions that CDK deploys, unchanged, in this process: aws-local-stepfunctions
  * interprets the ASL, and each Task is served by the same handler code that runs in Lambda.
  */
-export type MachineName = 'snapshot' | 'rollback';
+export type MachineName = 'snapshot' | 'rollback' | 'release';
 
 /** One event of a local execution (state entered, map iteration, retry, ...). */
 export type EventLog = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
 
-type LambdaHandler = (event: unknown, context: Context) => Promise<unknown>;
+/** A task handler; `withDeps` (taskHandler's) gives the same handler with some dependencies replaced (the clock). */
+type LambdaHandler = ((event: unknown, context: Context) => Promise<unknown>) & { withDeps?: (patch: Partial<WorkflowDeps>) => (event: unknown, context: Context) => Promise<unknown> };
 
 /** `${<Name>FunctionArn}` substitution → the handler CDK deploys behind it. */
 export const HANDLERS: Record<string, LambdaHandler> = {
@@ -39,7 +48,16 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   VerifyStage: verifyStage,
   FinishRun: finishRun,
   ReleaseLock: releaseLock,
+  CheckWindow: checkWindow,
+  RequestApproval: requestApproval,
+  PauseTriggers: pauseTriggers,
+  ResumeTriggers: resumeTriggers,
+  ListExpiredDeployments: listExpiredDeployments,
+  ReleaseDeployment: releaseDeployment,
 };
+
+/** The Lambda service integration whose task waits for a callback with its task token (approval). */
+export const WAIT_FOR_TASK_TOKEN = 'arn:aws:states:::lambda:invoke.waitForTaskToken';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const STATE_MACHINE_DIR = resolve(here, '..', 'statemachines');
@@ -51,20 +69,30 @@ export function definitionPath(name: MachineName): string {
 interface AslState {
   Type: string;
   Resource?: string;
+  Parameters?: { FunctionName?: unknown };
+  Seconds?: number;
+  Timestamp?: string;
+  SecondsPath?: string;
+  TimestampPath?: string;
   ItemProcessor?: { States: Record<string, AslState> };
   Iterator?: { States: Record<string, AslState> };
   Branches?: { States: Record<string, AslState> }[];
 }
 
-/** Every Task state (at any depth) with the substitution its Resource names. */
-export function taskStates(definition: { States: Record<string, AslState> }): { state: string; substitution: string }[] {
-  const found: { state: string; substitution: string }[] = [];
+/**
+ * Every Task state (at any depth) with the substitution its function ARN names: the Resource itself, or, for a
+ * `lambda:invoke.waitForTaskToken` task, its FunctionName (`callback: true`: the task ends when a callback answers).
+ */
+export function taskStates(definition: { States: Record<string, AslState> }): { state: string; substitution: string; callback: boolean }[] {
+  const found: { state: string; substitution: string; callback: boolean }[] = [];
   const walk = (states: Record<string, AslState>) => {
     for (const [name, state] of Object.entries(states)) {
       if (state.Type === 'Task') {
-        const m = /^\$\{(\w+)FunctionArn\}$/.exec(state.Resource ?? '');
-        if (!m) throw new Error(`Task state "${name}" has Resource ${state.Resource}; expected \${<Name>FunctionArn}`);
-        found.push({ state: name, substitution: m[1]! });
+        const callback = state.Resource === WAIT_FOR_TASK_TOKEN;
+        const arn = callback ? state.Parameters?.FunctionName : state.Resource;
+        const m = /^\$\{(\w+)FunctionArn\}$/.exec(typeof arn === 'string' ? arn : '');
+        if (!m) throw new Error(`Task state "${name}" has Resource ${state.Resource}; expected \${<Name>FunctionArn} (or ${WAIT_FOR_TASK_TOKEN} with that FunctionName)`);
+        found.push({ state: name, substitution: m[1]!, callback });
       }
       const inner = state.ItemProcessor ?? state.Iterator;
       if (inner) walk(inner.States);
@@ -109,35 +137,186 @@ export interface RunOptions {
    * `{ 'Wait for capture': 0, 'Wait for restore': 0 }` runs the poll loops of RDS units without real waits.
    */
   waitTimeOverrides?: Record<string, number>;
+  /**
+   * The clock every handler reads (`deps.now`), injected through the handlers' `withDeps`. A clock that can
+   * `advanceTo` makes the run time-travel: each Wait state takes no real time and moves the clock to its end
+   * (a Wait for the next maintenance window jumps to its opening). Default: the system clock, real waits.
+   */
+  clock?: LocalClock;
+  /** Answers `.waitForTaskToken` tasks (approval). Default: the decision recorded in the ledger (`approve`/`reject`). */
+  callbacks?: CallbackDriver;
+}
+
+export interface LocalClock {
+  now(): Date;
+  advanceTo?(at: Date): void;
+}
+
+/** A clock that starts at `start` and moves only when told to (or when a time-travelling run passes a Wait). */
+export function travelClock(start: Date): Required<LocalClock> & { advanceBy(ms: number): void } {
+  let t = start.getTime();
+  return {
+    now: () => new Date(t),
+    advanceTo: (at) => {
+      t = Math.max(t, at.getTime());
+    },
+    advanceBy: (ms) => {
+      t += ms;
+    },
+  };
+}
+
+/**
+ * Step Functions answers a `.waitForTaskToken` task when someone calls SendTaskSuccess/SendTaskFailure with its token.
+ * aws-local-stepfunctions has no token mechanism: the runner hands the token in the context (`$$.Task.Token`), calls
+ * the task's handler (which stores it), then asks the driver for the answer: an output, or a thrown error whose
+ * `name` the state's Catch matches (`ApprovalRejectedError`, `States.Timeout`).
+ */
+export interface CallbackDriver {
+  wait(request: { state: string; token: string; payload: Record<string, unknown>; clock: () => Date; signal: AbortSignal }): Promise<unknown>;
+}
+
+const POLL_MS = 200;
+/** The longest approval timeout a manifest may set (7 days). */
+const CALLBACK_CEILING_SECONDS = 7 * 24 * 60 * 60;
+
+function namedError(name: string, message: string): Error {
+  const error = new Error(message);
+  error.name = name;
+  return error;
+}
+
+/**
+ * The local answer to an approval: the decision `etl-rollback approve|reject <run> --local` records in the ledger
+ * (from this process or another), polled; past the approval's deadline on the run's clock, `States.Timeout`.
+ */
+export function ledgerApprovals(ledger: WorkflowDeps['ledger'] = handlerDeps.ledger): CallbackDriver {
+  return {
+    async wait({ payload, clock, signal }) {
+      const runId = String(payload.runId);
+      for (;;) {
+        if (signal.aborted) return undefined; // the execution ended without us (nobody reads this result)
+        const approval = await ledger.getApproval(runId);
+        if (approval?.status === 'APPROVED') return { approved: true, by: approval.decidedBy, reason: approval.reason, at: approval.decidedAt };
+        if (approval?.status === 'REJECTED') throw namedError('ApprovalRejectedError', `rejected by ${approval.decidedBy}${approval.reason ? `: ${approval.reason}` : ''}`);
+        if (approval?.status === 'TIMED_OUT' || (approval && clock().getTime() > Date.parse(approval.deadline))) {
+          throw namedError('States.Timeout', `no approval decision by ${approval.deadline}`);
+        }
+        await new Promise((r) => setTimeout(r, POLL_MS));
+      }
+    },
+  };
 }
 
 /** Loads a definition, fills its substitutions with local ARNs, and serves every Task with its real handler. */
-export function loadLocalMachine(name: MachineName, handlers: Record<string, LambdaHandler> = HANDLERS) {
+export function loadLocalMachine(
+  name: MachineName,
+  handlers: Record<string, LambdaHandler> = HANDLERS,
+  callback?: { driver: CallbackDriver; token: string; clock: () => Date; signal: AbortSignal },
+) {
   const text = readFileSync(definitionPath(name), 'utf8');
   const raw = JSON.parse(text) as { States: Record<string, AslState> };
   const overrides: Record<string, (input: unknown) => Promise<unknown>> = {};
-  for (const { state, substitution } of taskStates(raw)) {
+  for (const { state, substitution, callback: waits } of taskStates(raw)) {
     const h = handlers[substitution];
     if (!h) throw new Error(`no local handler for \${${substitution}FunctionArn} (Task state "${state}")`);
-    overrides[state] = (input) => h(input, lambdaContext(substitution));
+    if (!waits) {
+      overrides[state] = (input) => h(input, lambdaContext(substitution));
+      continue;
+    }
+    overrides[state] = async (input) => {
+      if (!callback) throw new Error(`Task state "${state}" waits for a task token: run it with runLocal`);
+      // The Lambda integration's input is {FunctionName, Payload}; the function sees the Payload.
+      const payload = ((input as { Payload?: Record<string, unknown> }).Payload ?? {}) as Record<string, unknown>;
+      await h(payload, lambdaContext(substitution));
+      return callback.driver.wait({ state, token: callback.token, payload, clock: callback.clock, signal: callback.signal });
+    };
   }
   const resolved = text.replace(/\$\{(\w+)FunctionArn\}/g, (_, n: string) => `arn:aws:lambda:us-east-1:000000000000:function:etl-rollback-${n}`);
   const unresolved = /\$\{[^}]+\}/.exec(resolved);
   if (unresolved) throw new Error(`${name}.asl.json has an unresolved substitution ${unresolved[0]}`);
-  return { definition: JSON.parse(resolved) as object, overrides };
+  const definition = JSON.parse(resolved) as { States: Record<string, AslState & { TimeoutSeconds?: number; TimeoutSecondsPath?: string }> };
+  // One known divergence: aws-local-stepfunctions resolves TimeoutSecondsPath against the task's effective input
+  // (after Parameters: {FunctionName, Payload}), Step Functions against the state's input. A callback task's deadline
+  // is enforced locally by the callback driver, on the run's clock; the library only gets a ceiling.
+  for (const { state, callback: waits } of taskStates(raw)) {
+    const st = definition.States[state];
+    if (waits && st?.TimeoutSecondsPath) {
+      delete st.TimeoutSecondsPath;
+      st.TimeoutSeconds = CALLBACK_CEILING_SECONDS;
+    }
+  }
+  return { definition: definition as object, overrides, waitStates: waitStates(raw.States) };
+}
+
+/** Every Wait state, at any depth, by name. */
+function waitStates(states: Record<string, AslState>, into: Record<string, AslState> = {}): Record<string, AslState> {
+  for (const [name, state] of Object.entries(states)) {
+    if (state.Type === 'Wait') into[name] = state;
+    const inner = state.ItemProcessor ?? state.Iterator;
+    if (inner) waitStates(inner.States, into);
+    for (const b of state.Branches ?? []) waitStates(b.States, into);
+  }
+  return into;
+}
+
+/** `$.a.b` of a state's input: the only path shape our Wait states use. */
+function readPath(input: unknown, path: string): unknown {
+  let value = input;
+  for (const key of path.replace(/^\$\.?/, '').split('.').filter(Boolean)) value = (value as Record<string, unknown> | undefined)?.[key];
+  return value;
+}
+
+/** When a Wait state entered at `now` with `input` ends. */
+function waitEnd(state: AslState, input: unknown, now: Date): Date | undefined {
+  if (state.Seconds !== undefined) return new Date(now.getTime() + state.Seconds * 1000);
+  if (state.Timestamp !== undefined) return new Date(state.Timestamp);
+  if (state.SecondsPath) return new Date(now.getTime() + Number(readPath(input, state.SecondsPath)) * 1000);
+  if (state.TimestampPath) return new Date(String(readPath(input, state.TimestampPath)));
+  return undefined;
 }
 
 export async function runLocal(name: MachineName, input: unknown, options: RunOptions): Promise<ExecutionOutcome> {
-  const handlers = { ...HANDLERS, ...(options.handlers ?? {}) } as Record<string, LambdaHandler>;
-  const { definition, overrides } = loadLocalMachine(name, handlers);
+  const clock = options.clock;
+  const now = clock ? () => clock.now() : () => new Date();
+  // The clock reaches every real handler through its dependencies; a test's replacement handler is used as given.
+  const wire = (h: LambdaHandler): LambdaHandler => (clock && h.withDeps ? h.withDeps({ now }) : h);
+  const handlers = Object.fromEntries(Object.entries({ ...HANDLERS, ...(options.handlers ?? {}) }).map(([k, h]) => [k, wire(h as LambdaHandler)])) as Record<string, LambdaHandler>;
+  const ended = new AbortController();
+  const token = `local-task-token-${options.name}-${crypto.randomUUID()}`;
+  const { definition, overrides, waitStates: waits } = loadLocalMachine(name, handlers, {
+    driver: options.callbacks ?? ledgerApprovals(),
+    token,
+    clock: now,
+    signal: ended.signal,
+  });
+  // Time travel: Waits take 1 ms of real time (after their StateEntered event has moved the clock to their end; the
+  // event reaches the pump below through promise callbacks, which run before any timer).
+  const travel = clock?.advanceTo ? clock : undefined;
+  const waitTimeOverrides = {
+    ...(travel ? Object.fromEntries(Object.keys(waits).map((w) => [w, 1])) : {}),
+    ...(options.waitTimeOverrides ?? {}),
+  };
   const machine = new StateMachine(definition as never, { validationOptions: { checkPaths: true, checkArn: true } });
   const execution = machine.run(input as never, {
-    overrides: { taskResourceLocalHandlers: overrides as never, ...(options.waitTimeOverrides ? { waitTimeOverrides: options.waitTimeOverrides } : {}) },
-    context: { Execution: { Name: options.name, Id: `arn:aws:states:local:000000000000:execution:${name}:${options.name}`, Input: input, StartTime: new Date().toISOString() } } as never,
+    overrides: { taskResourceLocalHandlers: overrides as never, ...(Object.keys(waitTimeOverrides).length > 0 ? { waitTimeOverrides } : {}) },
+    context: {
+      Execution: { Name: options.name, Id: `arn:aws:states:local:000000000000:execution:${name}:${options.name}`, Input: input, StartTime: now().toISOString() },
+      // One token per execution: the only .waitForTaskToken task (approval) runs once per run.
+      Task: { Token: token },
+    } as never,
   });
   const pump = (async () => {
-    if (!options.onEvent) return;
-    for await (const event of execution.eventLogs) options.onEvent(event);
+    if (!options.onEvent && !travel) return;
+    for await (const event of execution.eventLogs) {
+      if (travel && event.type === 'StateEntered') {
+        const entered = (event as { state?: { name: string; input: unknown } }).state;
+        const wait = entered ? waits[entered.name] : undefined;
+        const end = wait && entered ? waitEnd(wait, entered.input, travel.now()) : undefined;
+        if (end && !Number.isNaN(end.getTime())) travel.advanceTo!(end);
+      }
+      options.onEvent?.(event);
+    }
   })();
   try {
     const output = await execution.result;
@@ -147,5 +326,7 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
     await pump.catch(() => undefined);
     const inner = (error as { cause?: { name?: string; message?: string } }).cause;
     return { status: 'FAILED', error: inner?.name ?? (error as Error).name, cause: inner?.message ?? (error as Error).message };
+  } finally {
+    ended.abort();
   }
 }

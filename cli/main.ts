@@ -5,6 +5,7 @@ import type { Manifest } from '../core/manifest/schema.ts';
 import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
 import { defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
+import { registerInspectCommands } from './inspect.ts';
 
 /**
  * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
@@ -51,6 +52,8 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
 }
 
 async function engineFor(local: boolean, opts: EngineOptions, io: Io): Promise<Engine> {
+  const audit = (opts as EngineOptions & { auditBucket?: string }).auditBucket;
+  if (local && audit) await (await import('./inspect.ts')).prepareLocalAudit(audit);
   if (local) {
     const { localEngine } = await import('./local-engine.ts');
     return localEngine(opts, io);
@@ -77,6 +80,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .option('--json', 'print the result as JSON on stdout', false)
       .addOption(new Option('--ledger-table <name>', 'ledger DynamoDB table').env('ETL_ROLLBACK_LEDGER_TABLE'))
       .addOption(new Option('--state-bucket <name>', 'state S3 bucket').env('ETL_ROLLBACK_STATE_BUCKET'))
+      .addOption(new Option('--audit-bucket <name>', 'audit S3 bucket for reports (with --local: created with Object Lock if missing)').env('ETL_ROLLBACK_AUDIT_BUCKET'))
       .addOption(new Option('--requested-by <who>', 'who asks (recorded in the audit trail)').env('USER'))
       .option('--reason <text>', 'why (recorded in the audit trail)', '');
 
@@ -139,11 +143,12 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .option('--units <ids>', 'comma-separated unit ids (default: all)')
       .option('--no-cascade', 'do not add the consumers of the units asked for')
       .option('--dry-run', 'print what would change; change nothing', false)
+      .option('--urgent', 'start now even outside the manifest\'s maintenance windows (approval is still asked for)', false)
       .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
   ).action(
     async (
       file: string,
-      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
+      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; urgent: boolean; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
     ) => {
       const manifest = await loadManifestFile(file);
       const units = parseUnits(opts.units);
@@ -155,6 +160,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
         units,
         cascade: opts.cascade,
         dryRun: opts.dryRun,
+        urgent: opts.urgent,
         requestedBy: opts.requestedBy ?? 'unknown',
         reason: opts.reason,
         name: defaultRunName(opts.dryRun ? 'dryrun' : 'rollback', manifest.pipeline, opts.deployment),
@@ -163,11 +169,37 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       if (opts.json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));
       else {
         if (report) io.out(renderReport(report));
-        if (result.status === 'FAILED') io.err(`rollback ${result.error === 'LockHeldError' ? 'refused' : 'failed'}: ${result.error}: ${result.cause}`);
+        if (result.status === 'FAILED') {
+          const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : 'failed';
+          io.err(`rollback ${what}: ${result.error}: ${result.cause}`);
+        }
       }
       setExit(exitForExecution(result));
     },
   );
+
+  for (const decision of ['approve', 'reject'] as const) {
+    const cmd = program
+      .command(decision)
+      .description(decision === 'approve' ? 'approve a rollback run waiting for approval; it goes on' : 'reject a rollback run waiting for approval; it stops, nothing touched')
+      .argument('<run>', 'the run id (the execution name, printed when the run asks for approval)')
+      .option('--local', 'the run is a local one (rollback --local): only record the decision in the ledger, where it waits', false)
+      .option('--json', 'print the result as JSON on stdout', false)
+      .addOption(new Option('--ledger-table <name>', 'ledger DynamoDB table').env('ETL_ROLLBACK_LEDGER_TABLE'))
+      .addOption(new Option('--by <who>', 'who decides (recorded in the audit trail)').env('USER'));
+    if (decision === 'reject') cmd.requiredOption('--reason <text>', 'why (recorded in the audit trail)');
+    else cmd.option('--reason <text>', 'why (recorded in the audit trail)', '');
+    cmd.action(async (runId: string, opts: { local: boolean; json: boolean; ledgerTable?: string; by?: string; reason: string }) => {
+      const { answerApproval } = await import('./approvals.ts');
+      const by = opts.by ?? 'unknown';
+      const result = await answerApproval({ runId, decision, by, reason: opts.reason, local: opts.local, ledgerTable: opts.ledgerTable });
+      if (opts.json) io.out(JSON.stringify({ ...result, by, reason: opts.reason }));
+      else io.out(`run ${runId} ${result.status.toLowerCase()} by ${by}${result.already ? ' (already recorded)' : ''}${opts.reason ? `: ${opts.reason}` : ''}`);
+      setExit(EXIT.ok);
+    });
+  }
+
+  registerInspectCommands(program, io, setExit);
 
   return program;
 }

@@ -24,6 +24,19 @@ export function progressLine(stateName: string, input: unknown): string | undefi
       return '› computing what each unit would change (dry run)';
     case 'Acquire pipeline lock':
       return '› acquiring pipeline lock';
+    case 'Check maintenance window':
+      return '› checking the maintenance windows';
+    case 'Wait for maintenance window':
+      return `› outside every maintenance window: waiting until ${(i as { window?: { nextOpenAt?: string } }).window?.nextOpenAt ?? 'the next one opens'}`;
+    case 'Request approval': {
+      const runId = (i as { runId?: string }).runId ?? '<run>';
+      return `› waiting for approval: etl-rollback approve ${runId} (or reject ${runId} --reason …)`;
+    }
+    case 'Pause pipeline triggers':
+      return '› pausing the pipeline\'s triggers';
+    case 'Resume pipeline triggers':
+    case 'Resume pipeline triggers after failure':
+      return '› resuming the pipeline\'s triggers';
     case 'Restore unit':
       return `› stage ${typeof i.stage === 'number' ? i.stage + 1 : '?'}: restoring ${i.unitId}`;
     case 'Verify stage':

@@ -63,6 +63,24 @@ export class VerificationFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/** The run's policy asked for approval and an approver rejected it: nothing was touched. */
+export class ApprovalRejectedError extends EtlRollbackError {
+  override readonly name = 'ApprovalRejectedError';
+  readonly exitCode = EXIT.refused;
+}
+
+/** The run's policy asked for approval and nobody decided in time: nothing was touched. */
+export class ApprovalTimedOutError extends EtlRollbackError {
+  override readonly name = 'ApprovalTimedOutError';
+  readonly exitCode = EXIT.refused;
+}
+
+/** The data was restored, but a pipeline rule paused for the rollback could not be re-enabled. */
+export class TriggersNotResumedError extends EtlRollbackError {
+  override readonly name = 'TriggersNotResumedError';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -78,4 +96,9 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   PreflightError: EXIT.badInput,
   LockHeldError: EXIT.refused,
   VerificationFailedError: EXIT.failed,
+  ApprovalRejectedError: EXIT.refused,
+  ApprovalTimedOutError: EXIT.refused,
+  TriggersNotResumedError: EXIT.failed,
+  /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
+  UnitTimedOut: EXIT.failed,
 };

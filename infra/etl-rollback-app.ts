@@ -11,6 +11,8 @@ export interface EtlRollbackContext {
   readonly databaseSecretArns: string[];
   readonly protectedDbInstances?: string[];
   readonly protectedDbClusters?: string[];
+  /** Pipelines' EventBridge rules a rollback may pause (`-c pausableRules=orders-load,etl/orders-late-files`). */
+  readonly pausableRules?: string[];
   readonly stackName?: string;
   /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
   readonly pipelines?: PipelineTriggerConfig[];
@@ -30,6 +32,7 @@ export function readContext(app: App): EtlRollbackContext {
     databaseSecretArns: listContext(app, 'databaseSecretArns'),
     ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
     ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
+    ...optionalList('pausableRules', listContext(app, 'pausableRules')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
   };
@@ -50,6 +53,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     databaseSecretArns: context.databaseSecretArns,
     protectedDbInstances: context.protectedDbInstances ?? [],
     protectedDbClusters: context.protectedDbClusters ?? [],
+    pausableRules: context.pausableRules ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
     ...overrides,
   });

@@ -2,10 +2,14 @@ import { join } from 'node:path';
 import { CfnOutput, type Duration, Stack, type StackProps } from 'aws-cdk-lib';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
+import { type AuditObjectLockMode, AuditStore } from './constructs/audit.ts';
+import { Observability } from './constructs/dashboard.ts';
 import { DataAccess } from './constructs/data-access.ts';
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
+import { Notifications } from './constructs/notifications.ts';
 import { RdsAccess } from './constructs/rds-access.ts';
+import { ReleaseSchedule } from './constructs/release.ts';
 import { StateBucket } from './constructs/state-bucket.ts';
 import { type PipelineTriggerInput, Triggers } from './constructs/triggers.ts';
 import { Workflow } from './constructs/workflow.ts';
@@ -40,11 +44,24 @@ export interface EtlRollbackStackProps extends StackProps {
    * @default []
    */
   readonly pipelines?: readonly PipelineTriggerInput[];
+  /**
+   * EventBridge rules of the pipelines that a rollback may pause while it restores (`policy.pause.rules` in the
+   * manifests): `name` on the default bus, `bus/name` otherwise. Only these can be disabled and re-enabled.
+   * @default []
+   */
+  readonly pausableRules?: readonly string[];
+  /** Bus for the rollback's own events (`source: etl.rollback`). @default 'default' */
+  readonly eventBusName?: string;
+  /** Default Object Lock retention of the audit bucket's reports and records. @default 365 days */
+  readonly auditRetention?: Duration;
+  /** Object Lock mode of the audit bucket (see AuditObjectLockMode for the trade-off). @default 'GOVERNANCE' */
+  readonly auditObjectLockMode?: AuditObjectLockMode;
 }
 
 export const STATE_MACHINE_FILES = {
   snapshot: join(PROJECT_ROOT, 'statemachines', 'snapshot.asl.json'),
   rollback: join(PROJECT_ROOT, 'statemachines', 'rollback.asl.json'),
+  release: join(PROJECT_ROOT, 'statemachines', 'release.asl.json'),
 } as const;
 
 export class EtlRollbackStack extends Stack {
@@ -55,8 +72,13 @@ export class EtlRollbackStack extends Stack {
   readonly rdsAccess: RdsAccess;
   readonly snapshot: Workflow;
   readonly rollback: Workflow;
+  readonly notifications: Notifications;
   /** The EventBridge triggers; undefined when no pipeline is configured. */
   readonly triggers?: Triggers;
+  readonly audit: AuditStore;
+  readonly release: Workflow;
+  readonly releaseSchedule: ReleaseSchedule;
+  readonly observability: Observability;
 
   constructor(scope: Construct, id: string, props: EtlRollbackStackProps = {}) {
     super(scope, id, props);
@@ -84,6 +106,14 @@ export class EtlRollbackStack extends Stack {
       restoreRole: this.handlers.byName('restore-unit').role,
     });
 
+    const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);
+    this.notifications = new Notifications(this, 'Notifications', {
+      publishers: (['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'] as const).map(handler),
+      triggerControllers: (['pause-triggers', 'resume-triggers'] as const).map(handler),
+      pausableRules: props.pausableRules ?? [],
+      eventBusName: props.eventBusName,
+    });
+
     const resolveFunction = (placeholder: string) => this.handlers.bySubstitution(placeholder)?.fn;
     this.snapshot = new Workflow(this, 'Snapshot', {
       name: 'snapshot',
@@ -107,6 +137,38 @@ export class EtlRollbackStack extends Stack {
       });
     }
 
+    // Audit: every handler role is denied deletes and retention changes; the ones that write reports and records may put.
+    this.audit = new AuditStore(this, 'Audit', {
+      retention: props.auditRetention,
+      mode: props.auditObjectLockMode,
+      accessLogBucket: this.stateBucket.accessLogBucket,
+      writers: (['describe-changes', 'finish-run', 'record-failure', 'seal-snapshot', 'release-deployment'] as const).map((name) => this.handlers.byName(name).role),
+      runRoles: this.handlers.all.map((h) => h.role),
+    });
+    for (const h of this.handlers.all) h.fn.addEnvironment('ETL_ROLLBACK_AUDIT_BUCKET', this.audit.bucket.bucketName);
+
+    this.release = new Workflow(this, 'Release', {
+      name: 'release',
+      definitionFile: STATE_MACHINE_FILES.release,
+      resolveFunction,
+      logRetention: props.logRetention,
+    });
+    this.releaseSchedule = new ReleaseSchedule(this, 'ReleaseSchedule', {
+      releaseStateMachine: this.release.stateMachine,
+      releaseRole: this.handlers.byName('release-deployment').role,
+      stateBucket: this.stateBucket.bucket,
+      databaseSecretArns: props.databaseSecretArns ?? [],
+      rdsResourceArns: this.rdsAccess.resourceArns,
+    });
+
+    this.observability = new Observability(this, 'Observability', {
+      snapshot: this.snapshot.stateMachine,
+      rollback: this.rollback.stateMachine,
+      release: this.release.stateMachine,
+      ...(this.triggers ? { triggersDeadLetterQueue: this.triggers.deadLetterQueue } : {}),
+      alarmTopic: this.notifications.topic,
+    });
+
     new CfnOutput(this, 'SnapshotStateMachineArn', {
       description: 'Start before every deploy: takes the restore points.',
       value: this.snapshot.stateMachine.stateMachineArn,
@@ -115,7 +177,14 @@ export class EtlRollbackStack extends Stack {
       description: 'Start to roll a deployment back, stage by stage.',
       value: this.rollback.stateMachine.stateMachineArn,
     });
+    new CfnOutput(this, 'NotificationsTopicArn', {
+      description: 'Subscribe to get what each rollback does (started, approval asked, each stage, the result).',
+      value: this.notifications.topic.topicArn,
+    });
     new CfnOutput(this, 'LedgerTableName', { value: this.ledger.table.tableName });
     new CfnOutput(this, 'StateBucketName', { value: this.stateBucket.bucket.bucketName });
+    new CfnOutput(this, 'AuditBucketName', { description: 'Reports (JSON, Markdown), snapshot summaries, release records; Object Lock.', value: this.audit.bucket.bucketName });
+    new CfnOutput(this, 'ReleaseStateMachineArn', { description: 'Runs daily: releases expired restore points.', value: this.release.stateMachine.stateMachineArn });
+    new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
   }
 }

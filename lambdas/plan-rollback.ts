@@ -1,6 +1,15 @@
 import { z } from 'zod';
 import { planRun } from '../core/workflow/rollback.ts';
-import { taskHandler } from './task.ts';
+import { metrics, MetricUnit, taskHandler } from './task.ts';
 
 /** "Plan rollback": the execution input (validated in core) plus the execution name, which becomes the run id. */
-export const handler = taskHandler('plan-rollback', z.object({ request: z.unknown(), executionName: z.string().min(1) }), (deps, input) => planRun(deps, input));
+export const handler = taskHandler(
+  'plan-rollback',
+  z.object({ request: z.unknown(), executionName: z.string().min(1) }),
+  async (deps, input) => {
+    const planned = await planRun(deps, input);
+    if (!planned.dryRun) metrics.addMetric('RollbacksStarted', MetricUnit.Count, 1);
+    return planned;
+  },
+  (input) => ({ runId: input.executionName }),
+);

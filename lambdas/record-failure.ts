@@ -1,11 +1,21 @@
 import { z } from 'zod';
 import { recordRollbackFailure } from '../core/workflow/rollback.ts';
 import { recordSnapshotFailure } from '../core/workflow/snapshot.ts';
+import { publishRunMetrics } from './run-metrics.ts';
 import { caught, metrics, MetricUnit, taskHandler } from './task.ts';
 
 const input = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('snapshot'), pipeline: z.string(), deploymentId: z.string(), error: caught }),
-  z.object({ kind: z.literal('rollback'), runId: z.string(), pipeline: z.string(), deploymentId: z.string(), error: caught }),
+  z.object({
+    kind: z.literal('rollback'),
+    runId: z.string(),
+    pipeline: z.string(),
+    deploymentId: z.string(),
+    error: caught,
+    /** "Record rejection": the approval was rejected or timed out; the deployment gets `deploymentStatus` back. */
+    rejected: z.boolean().optional(),
+    deploymentStatus: z.string().optional(),
+  }),
 ]);
 
 /** "Record snapshot failure" / "Record rollback failure" / "Record refusal". */
@@ -16,6 +26,7 @@ export const handler = taskHandler('record-failure', input, async (deps, event) 
     return { recorded: true };
   }
   const report = await recordRollbackFailure(deps, event);
-  metrics.addMetric(report.status === 'REFUSED' ? 'RollbacksRefused' : 'RollbacksFailed', MetricUnit.Count, 1);
+  metrics.addMetric(report.status === 'REFUSED' ? 'RollbacksRefused' : report.status === 'REJECTED' ? 'RollbacksRejected' : 'RollbacksFailed', MetricUnit.Count, 1);
+  publishRunMetrics(report);
   return report;
 });

@@ -1,4 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { SNSClient } from '@aws-sdk/client-sns';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -12,12 +14,20 @@ import { Ledger } from '../core/ledger/ledger.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
 import { parseInput } from '../core/workflow/requests.ts';
 import type { WorkflowDeps } from '../core/workflow/deps.ts';
+import type { AuditDeps } from '../core/report/audit.ts';
+import { awsNotifier } from '../core/workflow/notify.ts';
 
 /**
  * Wiring shared by every task handler: configuration parsed once, SDK clients built once per container,
  * Powertools logger and metrics. Endpoints come from the SDK's own AWS_ENDPOINT_URL* variables.
  */
 const config = readRuntimeConfig();
+/** The audit bucket (Object Lock, KMS) for reports and records; unset (local runs): they go to the state bucket. */
+const auditEnv = parseInput(
+  z.object({ ETL_ROLLBACK_AUDIT_BUCKET: z.string().min(3).optional().or(z.literal('').transform(() => undefined)) }),
+  process.env,
+  'environment',
+);
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'etl-rollback' });
 export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'EtlRollback', serviceName: 'etl-rollback' });
 export { MetricUnit };
@@ -27,13 +37,19 @@ const s3 = new S3Client({ ...retry, forcePathStyle: config.s3ForcePathStyle });
 const dynamo = new DynamoDBClient(retry);
 const secrets = new SecretsManagerClient(retry);
 const rds = new RDSClient(retry);
+const events = new EventBridgeClient(retry);
+const sns = new SNSClient(retry);
 
-export const deps: WorkflowDeps = {
+export const deps: WorkflowDeps & AuditDeps = {
   ledger: new Ledger(dynamo, config.ledgerTable),
+  ...(auditEnv.ETL_ROLLBACK_AUDIT_BUCKET ? { auditBucket: auditEnv.ETL_ROLLBACK_AUDIT_BUCKET } : {}),
   s3,
   rds,
   stateBucket: config.stateBucket,
   secrets,
+  events,
+  // Messages only when a topic is configured (ETL_ROLLBACK_TOPIC_ARN); events on ETL_ROLLBACK_EVENT_BUS.
+  notifier: awsNotifier({ sns, topicArn: config.topicArn, events, eventBus: config.eventBus }),
   now: () => new Date(),
   log: {
     info: (message, extra) => (extra ? logger.info(message, extra) : logger.info(message)),
@@ -49,22 +65,39 @@ const PERSISTENT_KEYS = ['pipeline', 'deploymentId', 'runId', 'unitId'] as const
  * logger, calls one core function, returns its plain result. Errors keep their `name`, which the state
  * machine's Catch matches on.
  */
-export function taskHandler<S extends z.ZodType, R>(name: string, schema: S, run: (deps: WorkflowDeps, input: z.infer<S>) => Promise<R>) {
-  return middy(async (event: unknown, _context: Context): Promise<R> => {
-    const input = parseInput(schema, event, `${name} input`);
-    const keys: Record<string, unknown> = {};
-    for (const k of PERSISTENT_KEYS) {
-      const v = (input as Record<string, unknown>)[k];
-      if (typeof v === 'string') keys[k] = v;
-    }
-    logger.appendKeys(keys);
-    try {
-      return await run(deps, input);
-    } finally {
-      // Only tasks that count something publish (an empty EMF blob per invocation is noise and cost).
-      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-    }
-  }).use(injectLambdaContext(logger, { resetKeys: true }));
+export function taskHandler<S extends z.ZodType, R>(
+  name: string,
+  schema: S,
+  run: (deps: WorkflowDeps, input: z.infer<S>) => Promise<R>,
+  /** Identifying keys the input carries under other names (the plan's run id is the execution name). */
+  logKeys?: (input: z.infer<S>) => Partial<Record<(typeof PERSISTENT_KEYS)[number], string>>,
+) {
+  const build = (wired: WorkflowDeps) =>
+    middy(async (event: unknown, _context: Context): Promise<R> => {
+      const input = parseInput(schema, event, `${name} input`);
+      const keys: Record<string, unknown> = { ...(logKeys?.(input) ?? {}) };
+      // The keys at the top of the input, or inside an execution's request (Register deployment, Plan rollback).
+      const sources = [input, (input as { request?: unknown }).request].filter((v): v is Record<string, unknown> => typeof v === 'object' && v !== null);
+      for (const k of PERSISTENT_KEYS) {
+        for (const source of sources) {
+          const v = source[k];
+          if (typeof v === 'string' && keys[k] === undefined) keys[k] = v;
+        }
+      }
+      logger.appendKeys(keys);
+      try {
+        return await run(wired, input);
+      } finally {
+        // Only tasks that count something publish (an empty EMF blob per invocation is noise and cost).
+        if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+      }
+    }).use(injectLambdaContext(logger, { resetKeys: true }));
+  /**
+   * The same handler with some of its dependencies replaced (the local engine's clock, for one): dependency
+   * injection for whoever runs the handler in-process; Lambda uses the default wiring.
+   */
+  const withDeps = (patch: Partial<WorkflowDeps>) => build({ ...deps, ...patch });
+  return Object.assign(build(deps), { withDeps });
 }
 
 /** Input of tasks that act on a run. */

@@ -18,4 +18,5 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c "import moto, sys; sy
     exit 1
   fi
 fi
+.venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('s3-pit-restore') != '0.9')" 2>/dev/null || { echo "› installing s3-pit-restore==0.9 into .venv (bench)"; .venv/bin/pip install --disable-pip-version-check "s3-pit-restore==0.9" >> .venv/pip-install.log 2>&1 || { tail -n 30 .venv/pip-install.log >&2; echo "setup: installing s3-pit-restore failed (full log: .venv/pip-install.log)" >&2; exit 1; }; }
 echo "› setup done: node $(node_modules/.bin/node --version), moto $(.venv/bin/python -c 'import moto; print(moto.__version__)')"

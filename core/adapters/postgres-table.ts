@@ -16,13 +16,16 @@ import {
   type PostgresColumn,
   type Relation,
 } from './postgres/catalog.ts';
+import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
+import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, quarantineTableName, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
+import { refuseCascades } from './postgres/cascades.ts';
 import { planRows, replacedRows, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
-import { cols, ident, inTransaction, literal, withClient, withFallback } from './postgres/sql.ts';
+import { cols, ensureRollbackSchema, ident, inTransaction, literal, withClient, withFallback } from './postgres/sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './postgres/triggers.ts';
 
 /**
@@ -60,6 +63,8 @@ export type PostgresTableDetails = {
   scope?: ScopeSpec;
   /** Owned sequences and their positions at capture (whole-table units only). */
   sequences?: OwnedSequence[];
+  /** How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. */
+  capture?: 'copy' | 'copy-on-write';
 };
 
 /** Metadata written as JSON in the shadow table's COMMENT; its presence is what makes the copy sealed. */
@@ -82,6 +87,8 @@ type ShadowMeta = {
   scope?: ScopeSpec;
   sequences?: OwnedSequence[];
   captureTxid: string;
+  /** Capture snapshot's xmin (xid8) and relfilenodes, for change detection at restore (postgres/changes.ts). */
+  tracking?: ChangeTracking;
   sealed: true;
 };
 
@@ -108,20 +115,6 @@ async function readShadowMeta(client: pg.Client, shadow: Relation): Promise<Shad
     return meta.tool === 'etl-rollback' && meta.kind === 'restore-point' && meta.sealed === true ? (meta as ShadowMeta) : undefined;
   } catch {
     return undefined;
-  }
-}
-
-async function ensureRollbackSchema(client: pg.Client): Promise<void> {
-  // Its own short transaction, serialised: two units captured in parallel on one database would otherwise race on
-  // CREATE SCHEMA IF NOT EXISTS (a unique violation on pg_namespace).
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey('schema')]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(ROLLBACK_SCHEMA)}`);
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
   }
 }
 
@@ -162,6 +155,14 @@ export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresT
 export function createPostgresTableAdapter(options: PostgresTableOptions = {}): PostgresTableAdapter {
   const triggerMode: TriggerMode = options.triggers ?? 'disable';
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
+  const cow = copyOnWrite({ triggerMode });
+  const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
+  /** Why this mode: the plan and the dry run say it. */
+  const modeNote = (unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>): string[] => {
+    const asked = unit.capture ?? 'copy';
+    const used = point.details.capture ?? 'copy';
+    return asked === used ? [] : [`the unit now asks for capture: ${asked}, but this restore point was taken with capture: ${used}; it is restored as taken`];
+  };
 
   // -------------------------------------------------------------------------------------------------------------
   // Capture
@@ -187,6 +188,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   }
 
   async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
+    if (unit.capture === 'copy-on-write') return cow.capture(unit, ctx);
     const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
     return withClient(ctx, unit.connection, async (client) => {
       await ensureRollbackSchema(client);
@@ -241,6 +243,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           await client.query(`ANALYZE ${shadowSql}`);
           const { count, checksum } = await countAndChecksum(client, `SELECT * FROM ${shadowSql}`, names);
           const { rows: tx } = await client.query<{ txid: string }>('SELECT txid_current()::text AS txid');
+          const tracking = await captureTracking(client, source);
           // Sequence positions only for a whole-table unit: a part of a table shares its sequences with the rest,
           // whose rows may hold values issued after the capture (restore must not hand them out again).
           const sequences = scope.kind === 'table' ? await ownedSequences(client, source.oid) : [];
@@ -262,6 +265,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             scope: recorded,
             sequences,
             captureTxid: tx[0]?.txid ?? '',
+            tracking,
             sealed: true,
           };
           // Written last, in the same transaction: a shadow table without this comment cannot exist.
@@ -289,10 +293,18 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     schema: SchemaPlan;
     /** Why a reload is impossible (foreign keys reference the table, triggers fire), or undefined. */
     reloadBlockedBy: string | undefined;
+    /** Change detection's predicate when valid (postgres/changes.ts); absent: every row is compared. */
+    changed?: (alias: string) => string;
     notes: string[];
   }
 
-  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Prepared> {
+  async function prepare(
+    client: pg.Client,
+    unit: PostgresTableUnit,
+    point: RestorePoint<PostgresTableDetails>,
+    ctx: AdapterContext,
+    bound: 'own' | 'snapshot',
+  ): Promise<Prepared> {
     const d = point.details;
     const shadow = await findRelation(client, d.shadowTable);
     if (!shadow) {
@@ -348,7 +360,13 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     if (scope.kind !== 'table' && (await ownedSequences(client, live.oid)).length > 0) {
       notes.push('sequence positions are left as they are: the unit covers part of the table, whose other rows may hold values issued since the capture');
     }
-    return { live, shadow, meta, columns, scope, schema, reloadBlockedBy, notes };
+    let changed: ((alias: string) => string) | undefined;
+    if (meta.primaryKey.length > 0) {
+      const detection = await changeDetection(client, live, meta.tracking, { sameTable: meta.tableOid === live.oid, schemaChanged: schema.changes.length > 0, bound });
+      if (detection.ok) changed = detection.predicate;
+      notes.push(detection.note);
+    }
+    return { live, shadow, meta, columns, scope, schema, reloadBlockedBy, notes, ...(changed ? { changed } : {}) };
   }
 
   /** The rows to compare and write. Before the schema is restored, `schema.compare` says how to compare; after, by name. */
@@ -371,6 +389,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
       alwaysIdentity: writable.filter((c) => !key.includes(c.name) && always(c)).map((c) => pair(c.name)),
       overriding: writable.some((c) => always(c)),
       allReplaced: p.schema.rewritesData,
+      ...(p.changed ? { changed: p.changed } : {}),
     };
   }
 
@@ -390,15 +409,19 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Diff
 
   async function diff(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
+    if (isCow(point)) {
+      const out = await cow.diff(unit, point, ctx);
+      return { ...out, notes: [...modeNote(unit, point), ...out.notes] };
+    }
     return withClient(ctx, point.details.connection, (client) =>
       inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async () => {
-        const p = await prepare(client, unit, point, ctx);
+        const p = await prepare(client, unit, point, ctx, 'snapshot');
         const plan = await planRows(client, rowSet(p, undefined), point.count, policy, p.reloadBlockedBy);
         if (plan.refusal) throw identityConflictError(unit, p, plan.refusal);
         const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences ?? []) : [];
         const changes = changesOf(plan, { rowsQuarantined: plan.rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
         const writes = total(changes);
-        const notes = [...p.notes];
+        const notes = [`capture: copy (${unit.capture === 'copy' ? 'the unit sets capture: copy' : 'the default; the unit does not set capture'}): shadow copy ${p.shadow.display}`, ...modeNote(unit, point), ...p.notes];
         if (p.schema.changes.length > 0) {
           notes.push(`schema will be restored: ${p.schema.changes.join(', ')}`);
           notes.push('row counts are estimated: they are measured exactly once the schema is restored');
@@ -431,6 +454,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     if (!ctx.runId) {
       throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
     }
+    if (isCow(point)) return cow.restore(unit, point, ctx);
     const runId = ctx.runId;
     const d = point.details;
     return withClient(ctx, d.connection, async (client) => {
@@ -443,7 +467,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             const drift = definitionDrift(d.columns, await liveColumns(client, target.oid));
             await client.query(`LOCK TABLE ${target.sql} IN ${drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE'} MODE`);
           }
-          const p = await prepare(client, unit, point, ctx);
+          const p = await prepare(client, unit, point, ctx, 'own');
           const notes = [...p.notes];
 
           // 1. What the rows look like against the definition as it is now (the quarantine keeps them so).
@@ -501,6 +525,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             plan = await planRows(client, rows, point.count, policy, p.reloadBlockedBy);
           }
           if (plan.refusal) throw identityConflictError(unit, p, plan.refusal);
+          await refuseCascades(client, rows, plan, unit.id);
 
           // 4. The rows, with the table's user triggers off (a restore is not a business write).
           const saved = triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
@@ -588,6 +613,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Release
 
   async function release(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
+    if (isCow(point)) return cow.release(unit, point, ctx);
     const d = point.details;
     await withClient(ctx, d.connection, (client) =>
       inTransaction(client, 'BEGIN', async () => {

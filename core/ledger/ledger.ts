@@ -1,5 +1,5 @@
 import { ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException, UpdateTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { LockHeldError, RestorePointMissingError } from '../errors.ts';
 import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
 
@@ -14,10 +14,15 @@ import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
  *   RUN#<runId>                     STEP#<stage>#<unit>      what one unit's restore did and how it verified
  *   LOCK#<pipeline>                 LOCK                     the pipeline's lock (expiresAt = TTL)
  *   TRIGGER#<pipeline>              EVENT#<time>#<eventId>   what an EventBridge trigger did (started, refused, ...)
+ *   RUN#<runId>                     APPROVAL                 the run's approval request (task token) and its decision
+ *   RUN#<runId>                     PAUSE#<bus>#<rule>       a pipeline rule the run paused, with the state it had
+ *   PIPELINE#<pipeline>             RUN#<startedAt>#<runId>  run index: the pipeline's runs in time order (history without a scan)
+ *   DEPLOYMENT#<pipeline>#<id>      RELEASE                  what releasing the deployment's restore points deleted
  */
 
-export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED';
-export type RunStatus = 'PLANNED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'REFUSED' | 'DRY_RUN';
+export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' | 'RELEASED';
+/** REJECTED: an approver said no, or nobody decided in time (the run's policy asked for approval); nothing was touched. */
+export type RunStatus = 'PLANNED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'REFUSED' | 'DRY_RUN' | 'REJECTED';
 
 export interface Deployment {
   pipeline: string;
@@ -74,6 +79,8 @@ export interface Step {
   notes: string[];
   keptAt?: string;
   checks?: Check[];
+  /** When this run first called the unit's restore (the stage's start is the earliest of its units). */
+  startedAt?: string;
   restoredAt?: string;
   verifiedAt?: string;
 }
@@ -112,6 +119,70 @@ export interface TriggerRecord {
 
 export const TRIGGER_RECORD_TTL_DAYS = 90;
 
+export type ApprovalStatus = 'PENDING' | 'APPROVED' | 'REJECTED' | 'TIMED_OUT';
+
+/** A run's approval: the task token its state machine waits on, and who decided what, when and why. */
+export interface ApprovalRecord {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+  status: ApprovalStatus;
+  /** The Step Functions task token (`$$.Task.Token`) that `approve` / `reject` answer. */
+  taskToken: string;
+  requestedAt: string;
+  /** No decision by then: the run stops (TIMED_OUT). */
+  deadline: string;
+  timeoutSeconds: number;
+  requestedBy: string;
+  decidedBy?: string;
+  decidedAt?: string;
+  reason?: string;
+}
+
+/** A pipeline rule a run disabled while it restored, and the state it found it in (a DISABLED rule stays disabled). */
+export interface PausedRule {
+  runId: string;
+  eventBus: string;
+  rule: string;
+  priorState: string;
+  pausedAt: string;
+  resumedAt?: string;
+}
+
+/** One entry of a pipeline's run index: enough to list history newest first; the run item holds the rest. */
+export interface RunIndexEntry {
+  pipeline: string;
+  runId: string;
+  deploymentId: string;
+  startedAt: string;
+  dryRun: boolean;
+  requestedBy: string;
+  reason: string;
+}
+
+/** What releasing one unit's restore point deleted (or why it could not). */
+export interface ReleasedUnit {
+  unitId: string;
+  type: string;
+  /** What was deleted, in words a person can check: `s3://state/restore-points/…/versions.json`, `etl_rollback.rp_…`. */
+  deleted: string[];
+  error?: ErrorSummary;
+}
+
+/** The record of a deployment's release: written once its restore points were released (or the attempt failed). */
+export interface ReleaseRecord {
+  pipeline: string;
+  deploymentId: string;
+  releasedAt: string;
+  /** The status the deployment had before it was released. */
+  previousStatus: DeploymentStatus;
+  retentionDays: number;
+  /** The release execution (or `cli`) that did it. */
+  releasedBy: string;
+  units: ReleasedUnit[];
+  ok: boolean;
+}
+
 const key = {
   deployment: (pipeline: string, id: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `DEPLOYMENT#${id}` }),
   point: (pipeline: string, id: string, unitId: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: `POINT#${unitId}` }),
@@ -119,6 +190,10 @@ const key = {
   step: (runId: string, stage: number, unitId: string) => ({ pk: `RUN#${runId}`, sk: `STEP#${String(stage).padStart(4, '0')}#${unitId}` }),
   lock: (pipeline: string) => ({ pk: `LOCK#${pipeline}`, sk: 'LOCK' }),
   trigger: (pipeline: string, eventTime: string, eventId: string) => ({ pk: `TRIGGER#${pipeline}`, sk: `EVENT#${eventTime}#${eventId}` }),
+  approval: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'APPROVAL' }),
+  paused: (runId: string, eventBus: string, rule: string) => ({ pk: `RUN#${runId}`, sk: `PAUSE#${eventBus}#${rule}` }),
+  runIndex: (pipeline: string, startedAt: string, runId: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `RUN#${startedAt}#${runId}` }),
+  release: (pipeline: string, id: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: 'RELEASE' }),
 };
 
 /** Partition-key prefix of trigger records: the trigger function may write items under it and nowhere else. */
@@ -375,6 +450,186 @@ export class Ledger {
   /** The pipeline's trigger records, oldest first. */
   async listTriggers(pipeline: string): Promise<TriggerRecord[]> {
     return (await this.queryAll(`TRIGGER#${pipeline}`, 'EVENT#')).map((i) => strip<TriggerRecord>(i)!);
+  }
+
+  // ── run index ──────────────────────────────────────────────────────────────
+
+  /** Adds a run to its pipeline's run index (idempotent: the same run writes the same item). */
+  async indexRun(run: Pick<Run, 'pipeline' | 'runId' | 'deploymentId' | 'startedAt' | 'dryRun' | 'requestedBy' | 'reason'>): Promise<void> {
+    const entry: RunIndexEntry = {
+      pipeline: run.pipeline,
+      runId: run.runId,
+      deploymentId: run.deploymentId,
+      startedAt: run.startedAt,
+      dryRun: run.dryRun,
+      requestedBy: run.requestedBy,
+      reason: run.reason,
+    };
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.runIndex(run.pipeline, run.startedAt, run.runId), ...entry } }));
+  }
+
+  /** The pipeline's indexed runs, newest first; at most `limit` (all when undefined). One query, no scan. */
+  async listRunIndex(pipeline: string, limit?: number): Promise<RunIndexEntry[]> {
+    const items: Record<string, unknown>[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :sk)',
+          ExpressionAttributeValues: { ':pk': `PIPELINE#${pipeline}`, ':sk': 'RUN#' },
+          ScanIndexForward: false,
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+          ...(limit !== undefined ? { Limit: limit - items.length } : {}),
+        }),
+      );
+      items.push(...(out.Items ?? []));
+      start = out.LastEvaluatedKey;
+    } while (start && (limit === undefined || items.length < limit));
+    return items.map((i) => strip<RunIndexEntry>(i)!);
+  }
+
+  // ── release ────────────────────────────────────────────────────────────────
+
+  async putReleaseRecord(record: ReleaseRecord): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.release(record.pipeline, record.deploymentId), ...record } }));
+  }
+
+  async getReleaseRecord(pipeline: string, deploymentId: string): Promise<ReleaseRecord | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.release(pipeline, deploymentId), ConsistentRead: true }));
+    return strip<ReleaseRecord>(out.Item);
+  }
+
+  /**
+   * Marks a deployment RELEASED, only if it is still in the status it was found in (a rollback that started meanwhile
+   * moves it to ROLLING_BACK, and then the write is refused). Returns false when refused.
+   */
+  async markReleased(pipeline: string, deploymentId: string, expected: DeploymentStatus): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key.deployment(pipeline, deploymentId),
+          UpdateExpression: 'SET #s = :released, updatedAt = :u',
+          ConditionExpression: 'attribute_exists(pk) AND #s = :expected',
+          ExpressionAttributeNames: { '#s': 'status' },
+          ExpressionAttributeValues: { ':released': 'RELEASED', ':expected': expected, ':u': this.now().toISOString() },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Every deployment of every pipeline. A paged Scan filtered to deployment items: used once a day by the release job,
+   * which must also see deployments written before any index existed; interactive reads (status, history) query one
+   * pipeline's partition instead.
+   */
+  async scanDeployments(): Promise<Deployment[]> {
+    const found: Deployment[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.doc.send(
+        new ScanCommand({
+          TableName: this.tableName,
+          FilterExpression: 'begins_with(pk, :p) AND begins_with(sk, :d)',
+          ExpressionAttributeValues: { ':p': 'PIPELINE#', ':d': 'DEPLOYMENT#' },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      found.push(...(out.Items ?? []).map((i) => strip<Deployment>(i)!));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return found;
+  }
+
+  // ── approvals and paused triggers (policy) ───────────────────────────────
+
+  /**
+   * Records that a run waits for approval, with the task token that answers it. A retried request (a new token)
+   * replaces the pending one; a decided approval is kept as decided.
+   */
+  async putApprovalRequest(request: Omit<ApprovalRecord, 'status'>): Promise<ApprovalRecord> {
+    const record: ApprovalRecord = { ...request, status: 'PENDING' };
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...key.approval(request.runId), ...record },
+          ConditionExpression: 'attribute_not_exists(pk) OR #s = :pending',
+          ExpressionAttributeNames: { '#s': 'status' },
+          ExpressionAttributeValues: { ':pending': 'PENDING' },
+        }),
+      );
+      return record;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      return (await this.getApproval(request.runId))!;
+    }
+  }
+
+  async getApproval(runId: string): Promise<ApprovalRecord | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.approval(runId), ConsistentRead: true }));
+    return strip<ApprovalRecord>(out.Item);
+  }
+
+  /** Decides a pending approval (conditional: only once). Returns the record as stored and whether this call decided it. */
+  async decideApproval(
+    runId: string,
+    decision: { status: Exclude<ApprovalStatus, 'PENDING'>; decidedBy: string; reason: string; decidedAt: string },
+  ): Promise<{ record: ApprovalRecord | undefined; decided: boolean }> {
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key.approval(runId),
+          UpdateExpression: 'SET #s = :s, decidedBy = :by, decidedAt = :at, reason = :r',
+          ConditionExpression: 'attribute_exists(pk) AND #s = :pending',
+          ExpressionAttributeNames: { '#s': 'status' },
+          ExpressionAttributeValues: { ':s': decision.status, ':by': decision.decidedBy, ':at': decision.decidedAt, ':r': decision.reason, ':pending': 'PENDING' },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return { record: strip<ApprovalRecord>(out.Attributes), decided: true };
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      return { record: await this.getApproval(runId), decided: false };
+    }
+  }
+
+  /** Records a rule a run pauses, before it is disabled. The first record wins, so a retry keeps the state found first. */
+  async recordPausedRule(record: Omit<PausedRule, 'resumedAt'>): Promise<PausedRule> {
+    try {
+      await this.doc.send(
+        new PutCommand({ TableName: this.tableName, Item: { ...key.paused(record.runId, record.eventBus, record.rule), ...record }, ConditionExpression: 'attribute_not_exists(pk)' }),
+      );
+      return record;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.paused(record.runId, record.eventBus, record.rule), ConsistentRead: true }));
+      return strip<PausedRule>(out.Item)!;
+    }
+  }
+
+  async listPausedRules(runId: string): Promise<PausedRule[]> {
+    return (await this.queryAll(`RUN#${runId}`, 'PAUSE#')).map((i) => strip<PausedRule>(i)!);
+  }
+
+  async markRuleResumed(runId: string, eventBus: string, rule: string, resumedAt: string): Promise<void> {
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: key.paused(runId, eventBus, rule),
+        UpdateExpression: 'SET resumedAt = :at',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: { ':at': resumedAt },
+      }),
+    );
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { policySchema } from './policy.ts';
 
 /**
  * The manifest: one pipeline, its units and how they depend on each other.
@@ -131,6 +132,13 @@ export const postgresTableUnitSchema = z.strictObject({
     .optional(),
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),
+  /**
+   * How the restore point is taken (absent means `copy`). `copy`: a shadow copy of the rows in scope (capture reads and
+   * writes the whole scope; restore finds changed rows by transaction id). `copy-on-write`: nothing is copied; triggers
+   * keep each row's pre-image the first time the deploy changes it (needs a primary key; not for partitioned tables).
+   * See core/adapters/postgres/copy-on-write.ts.
+   */
+  capture: z.enum(['copy', 'copy-on-write']).optional(),
 });
 
 /** A MySQL partition name (a plain identifier, at most 64 characters). */
@@ -164,7 +172,9 @@ export const mysqlTableUnitSchema = z.strictObject({
 /** An RDS DB instance or cluster identifier: 1-63 letters, digits or hyphens, a letter first, no "--", no hyphen last. */
 const rdsIdentifier = z
   .string()
-  .max(63, 'must be at most 63 characters (an RDS identifier)')
+  // 41, not RDS's 63: a restore names the copies `<id>-restored-<run>` / `<id>-pre-rollback-<run>` (22 more
+  // characters), and the IAM grants match them by the `<id>-` prefix.
+  .max(41, 'must be at most 41 characters (RDS allows 63; a rollback adds "-pre-rollback-<run>" to it)')
   .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
 
 /** An RDS DB instance: restored from a snapshot taken before the deploy, then swapped in under the same identifier. */
@@ -204,6 +214,8 @@ export const manifestSchema = z.strictObject({
   units: z.array(unitSchema).min(1, 'a manifest needs at least one unit'),
   /** How long restore points are kept (and must stay restorable: an S3 lifecycle may not expire them sooner). */
   retention: z.strictObject({ days: z.number().int().min(1).max(3650).default(14) }).prefault({}),
+  /** When a rollback may run, who must approve it, which pipeline triggers pause meanwhile (core/manifest/policy.ts). */
+  policy: policySchema.optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;

@@ -23,6 +23,10 @@ export interface StageReport {
   index: number;
   status: StageStatus;
   units: UnitReport[];
+  /** When the stage's first unit restore started, and when its last unit was restored or verified (from the steps). */
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
 }
 
 export interface RunReport {
@@ -58,6 +62,29 @@ function stageStatus(units: UnitReport[]): StageStatus {
   return 'RESTORED_UNVERIFIED';
 }
 
+/** A stage's timing from its steps: earliest start (or restore) to latest verification (or restore). */
+function stageTiming(steps: (Step | undefined)[]): Pick<StageReport, 'startedAt' | 'endedAt' | 'durationMs'> {
+  const starts = steps.map((s) => s?.startedAt ?? s?.restoredAt).filter((t): t is string => !!t).sort();
+  const ends = steps.map((s) => s?.verifiedAt ?? s?.restoredAt).filter((t): t is string => !!t).sort();
+  const startedAt = starts[0];
+  const endedAt = ends[ends.length - 1];
+  if (!startedAt || !endedAt) return {};
+  return { startedAt, endedAt, durationMs: Math.max(0, Date.parse(endedAt) - Date.parse(startedAt)) };
+}
+
+/** Objects and rows a run put back, from the step outcome counters (`objectsCopied`, `rowsInserted`, ...). */
+export function restoredCounts(report: RunReport): { objects: number; rows: number } {
+  let objects = 0;
+  let rows = 0;
+  for (const [name, n] of Object.entries(report.totals.changes)) {
+    // Left alone (`objectsUnchanged`) or kept aside (`rowsQuarantined`): not put back.
+    if (isUntouched(name) || /Quarantined$/.test(name)) continue;
+    if (/^(objects|deleteMarkers)/.test(name)) objects += n;
+    else if (/^rows/.test(name)) rows += n;
+  }
+  return { objects, rows };
+}
+
 /** Builds the report from the run and its steps as the ledger holds them (not from anyone's memory). */
 export function buildReport(run: Run, steps: Step[], types: Record<string, string>): RunReport {
   const byUnit = new Map(steps.map((s) => [`${s.stage}#${s.unitId}`, s]));
@@ -71,7 +98,7 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
       const status = run.dryRun ? (step.writes > 0 ? 'WOULD_CHANGE' : 'NO_CHANGE') : step.status;
       return { unitId, type: step.type, status, changes: step.changes, writes: step.writes, notes: step.notes, keptAt: step.keptAt, checks: step.checks };
     });
-    return { index: stage.index, status: stageStatus(units), units };
+    return { index: stage.index, status: stageStatus(units), units, ...stageTiming(stage.units.map((u) => byUnit.get(`${stage.index}#${u}`))) };
   });
   const touched = stages.filter((s) => s.status !== 'NOT_STARTED').length;
   const partial = !run.dryRun && run.status !== 'SUCCEEDED' && touched > 0 && stages.some((s) => s.status !== 'VERIFIED');
@@ -151,6 +178,7 @@ export function renderMarkdown(report: RunReport): string {
   out.push('');
   for (const stage of report.stages) {
     out.push(`## Stage ${stage.index + 1}: ${stage.status}`, '');
+    if (stage.startedAt && stage.endedAt) out.push(`${stage.startedAt} → ${stage.endedAt} (${((stage.durationMs ?? 0) / 1000).toFixed(1)} s)`, '');
     out.push('| unit | type | status | changes | checks | replaced data kept in |', '|---|---|---|---|---|---|');
     for (const u of stage.units) {
       const checks = u.checks?.length

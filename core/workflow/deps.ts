@@ -1,3 +1,4 @@
+import type { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -8,6 +9,7 @@ import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
 import { mysqlConnector, postgresConnector } from '../runtime/connections.ts';
 import { RestorePointMissingError } from '../errors.ts';
+import type { Notifier } from './notify.ts';
 
 /** What the workflow steps need, passed in by the handler, the CLI or a test. */
 export interface WorkflowDeps {
@@ -16,6 +18,10 @@ export interface WorkflowDeps {
   rds: RDSClient;
   stateBucket: string;
   secrets?: SecretsManagerClient;
+  /** EventBridge: pauses and resumes the pipeline's rules named in the manifest's policy. */
+  events?: EventBridgeClient;
+  /** Where rollback notifications go (SNS, EventBridge); undefined: none are sent. */
+  notifier?: Notifier;
   now(): Date;
   log: Log;
 }

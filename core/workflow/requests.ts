@@ -31,6 +31,8 @@ export const rollbackRequestSchema = z.strictObject({
   dryRun: z.boolean().default(false),
   reason: z.string().max(2000).default(''),
   requestedBy: z.string().max(200).default('unknown'),
+  /** Start now even outside the manifest's maintenance windows (approval, if required, is still asked for). */
+  urgent: z.boolean().default(false),
 });
 
 export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;

@@ -1,12 +1,15 @@
 import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
 import { InputError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
-import type { PlannedStage, Run, Step } from '../ledger/ledger.ts';
+import type { DeploymentStatus, PlannedStage, Run, Step } from '../ledger/ledger.ts';
 import { stateKeys } from '../ledger/state-store.ts';
 import { planRollback } from '../plan/plan.ts';
 import { addChanges, buildReport, type RunReport } from '../report/report.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { parseInput, rollbackRequestSchema } from './requests.ts';
+import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts';
+import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
+import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -22,6 +25,12 @@ export interface PlannedRun {
   requested: string[];
   scope: string[];
   stages: PlannedStage[];
+  /** Start outside the maintenance windows. */
+  urgent: boolean;
+  /** The deployment's status when the run was planned: put back if the run is not approved. */
+  deploymentStatus: string;
+  /** The manifest's policy, as the Choice states read it. */
+  policy: PolicyState;
 }
 
 interface RunIds {
@@ -65,11 +74,25 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     reason: request.reason,
     startedAt: deps.now().toISOString(),
   });
+  await deps.ledger.indexRun(run);
   if (run.dryRun !== request.dryRun || run.deploymentId !== request.deploymentId || run.scope.join(',') !== plan.scope.join(',')) {
     throw new InputError(`run id "${input.executionName}" is already used by another request: start the execution with a new name`);
   }
   deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun });
-  return { runId: run.runId, pipeline: run.pipeline, deploymentId: run.deploymentId, dryRun: run.dryRun, requested: run.requested, scope: run.scope, stages: run.stages };
+  const policy = policyState(manifest);
+  if (!run.dryRun) await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy)));
+  return {
+    runId: run.runId,
+    pipeline: run.pipeline,
+    deploymentId: run.deploymentId,
+    dryRun: run.dryRun,
+    requested: run.requested,
+    scope: run.scope,
+    stages: run.stages,
+    urgent: request.urgent,
+    deploymentStatus: deployment.status,
+    policy,
+  };
 }
 
 async function unitTypes(deps: WorkflowDeps, run: Run): Promise<Record<string, string>> {
@@ -82,6 +105,8 @@ async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise
   const key = stateKeys.report(run.pipeline, run.runId);
   await stateStore(deps).putJson(key, report);
   await deps.ledger.updateRun(run.runId, { reportKey: key });
+  // The audit copy (JSON and Markdown): the audit bucket when configured, else beside the JSON in the state bucket.
+  await auditSafely(deps.log, `report of run ${run.runId}`, () => writeAuditReport(deps.s3, auditBucketOf(deps) ?? deps.stateBucket, report));
   return report;
 }
 
@@ -145,6 +170,7 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const adapter = adapterFor(unit);
   const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
+  const startedAt = deps.now().toISOString();
   const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids));
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
@@ -163,6 +189,7 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
     writes,
     notes,
     keptAt: outcome.keptAt ?? previous?.keptAt,
+    startedAt: previous?.startedAt ?? startedAt,
     restoredAt: deps.now().toISOString(),
   });
   if (outcome.pending) {
@@ -195,6 +222,7 @@ export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: Pla
       writes: step?.writes ?? 0,
       notes: step?.notes ?? [],
       keptAt: step?.keptAt,
+      startedAt: step?.startedAt,
       restoredAt: step?.restoredAt,
       status: ok ? 'VERIFIED' : 'VERIFY_FAILED',
       checks,
@@ -206,6 +234,7 @@ export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: Pla
     throw new VerificationFailedError(`stage ${ids.stage.index + 1} did not verify; later stages were not started:\n  ${failures.join('\n  ')}`);
   }
   deps.log.info('stage verified', { runId: ids.runId, stage: ids.stage.index, units: ids.stage.units });
+  if (deps.notifier) await announce(deps, stageCompleted(ids, ids.stage, (await deps.ledger.getRun(ids.runId))?.stages.length));
   return { stage: ids.stage.index, verified: ids.stage.units };
 }
 
@@ -217,6 +246,7 @@ export async function finishRun(deps: WorkflowDeps, ids: RunIds): Promise<RunRep
   const run = await deps.ledger.requireRun(ids.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(ids.runId));
   deps.log.info('rollback succeeded', { runId: ids.runId, writes: report.totals.writes });
+  await announce(deps, rollbackSucceeded(report, await deps.ledger.listPausedRules(ids.runId)));
   return report;
 }
 
@@ -230,14 +260,22 @@ export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipe
  * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Otherwise the
  * run FAILED, the deployment is ROLLBACK_FAILED, and the report flags which stages were restored.
  */
-export async function recordRollbackFailure(deps: WorkflowDeps, input: RunIds & { error?: CaughtError }): Promise<RunReport> {
-  const error = summarizeCaught(input.error);
+export async function recordRollbackFailure(
+  deps: WorkflowDeps,
+  input: RunIds & { error?: CaughtError; rejected?: boolean; deploymentStatus?: string },
+): Promise<RunReport> {
+  // Not approved (rejected, or no decision in time): REJECTED, and the deployment goes back to the status it had.
+  const rejected = input.rejected === true;
+  const error = rejected ? rejectionError(input.error, await deps.ledger.getApproval(input.runId)) : summarizeCaught(input.error);
+  if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
   const endedAt = deps.now().toISOString();
-  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : 'FAILED', endedAt, error });
-  if (!refused) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
+  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
+  if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
-  deps.log.warn(refused ? 'rollback refused' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  await announce(deps, rollbackFailed(report, await deps.ledger.listPausedRules(input.runId)));
   return report;
 }

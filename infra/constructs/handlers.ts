@@ -31,6 +31,12 @@ export const HANDLER_SPECS = [
   { name: 'verify-stage', substitution: 'VerifyStageFunctionArn', long: true, dataAccess: true },
   { name: 'finish-run', substitution: 'FinishRunFunctionArn', long: false, dataAccess: false },
   { name: 'release-lock', substitution: 'ReleaseLockFunctionArn', long: false, dataAccess: false },
+  { name: 'check-window', substitution: 'CheckWindowFunctionArn', long: false, dataAccess: false },
+  { name: 'request-approval', substitution: 'RequestApprovalFunctionArn', long: false, dataAccess: false },
+  { name: 'pause-triggers', substitution: 'PauseTriggersFunctionArn', long: false, dataAccess: false },
+  { name: 'resume-triggers', substitution: 'ResumeTriggersFunctionArn', long: false, dataAccess: false },
+  { name: 'list-expired-deployments', substitution: 'ListExpiredDeploymentsFunctionArn', long: true, dataAccess: false },
+  { name: 'release-deployment', substitution: 'ReleaseDeploymentFunctionArn', long: true, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];

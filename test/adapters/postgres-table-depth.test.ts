@@ -39,12 +39,12 @@ describe('postgres-table: the table keeps its identity through a restore', () =>
     await h.sql.query(`UPDATE acct SET balance = 0 WHERE id <= 2`);
     await h.sql.query(`DELETE FROM acct_audit`);
     const small = await adapter.restore(u, point, h.ctx('d-acct', 'run-acct-1'));
-    expect(small.notes).toEqual([expect.stringMatching(/^strategy: diff/)]);
+    expect(small.notes).toEqual([expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: diff/)]);
     await h.sql.query(`UPDATE acct SET balance = balance + 1`);
     await h.sql.query(`DELETE FROM acct_audit`);
     const reloading = createPostgresTableAdapter({ reload: { minRows: 10 } });
     const big = await reloading.restore(u, point, h.ctx('d-acct', 'run-acct-2'));
-    expect(big.notes).toEqual([expect.stringMatching(/^strategy: reload \(40 of 40 rows in scope differ \(100%\), above the 50% reload threshold; TRUNCATE/)]);
+    expect(big.notes).toEqual([expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: reload \(40 of 40 rows in scope differ \(100%\), above the 50% reload threshold; TRUNCATE/)]);
 
     for (const outcome of [small, big]) expect(outcome.writes).toBeGreaterThan(0);
     expect(await h.rowsOf('acct')).toEqual(captured);
@@ -80,7 +80,7 @@ describe('postgres-table: the table keeps its identity through a restore', () =>
     const reloading = createPostgresTableAdapter({ reload: { minRows: 1 } });
 
     const plan = await reloading.diff(u, point, h.ctx('d-fan'));
-    expect(plan.notes).toEqual([expect.stringMatching(/^strategy: diff \(.*but a reload is not possible \(referenced by foreign key fan_child_fan_id_fkey on fan_child\)/)]);
+    expect(plan.notes).toEqual([expect.stringMatching(/^capture: copy \(the default/), expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: diff \(.*but a reload is not possible \(referenced by foreign key fan_child_fan_id_fkey on fan_child\)/)]);
     // Row 21 is referenced by a row the deploy added: the FK (kept enforced) makes the restore fail, rolled back.
     await expect(reloading.restore(u, point, h.ctx('d-fan'))).rejects.toThrow(/rolled back.*fan_child_fan_id_fkey/);
     expect(await one<string>(`SELECT count(*)::text FROM fan WHERE v < 0`)).toBe('20');
@@ -175,7 +175,7 @@ describe('postgres-table: diff or reload, chosen by measured counts', () => {
     const filenode = await one<string>(`SELECT pg_relation_filenode('big')::text`);
     const plan = await adapter.diff(u, point, h.ctx('d-big'));
     expect(plan.changes).toEqual({ rowsInserted: 2000, rowsUpdated: 0, rowsDeleted: 2100, rowsQuarantined: 1600 });
-    expect(plan.notes).toEqual([expect.stringMatching(/^strategy: reload \(1600 of 2100 rows in scope differ \(76%\), above the 50% reload threshold; TRUNCATE/)]);
+    expect(plan.notes).toEqual([expect.stringMatching(/^capture: copy \(the default/), expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: reload \(1600 of 2100 rows in scope differ \(76%\), above the 50% reload threshold; TRUNCATE/)]);
     h.commits.length = 0;
     const most = await adapter.restore(u, point, h.ctx('d-big', 'run-big-2'));
     expect(most.changes).toEqual(plan.changes);
@@ -226,7 +226,9 @@ describe('postgres-table: schema changes', () => {
     await h.sql.query(`UPDATE sch SET quantity = NULL WHERE id = 2`);
 
     const plan = await adapter.diff(u, point, h.ctx('d-sch'));
-    expect(plan.notes[0]).toBe(
+    expect(plan.notes[0]).toMatch(/^capture: copy \(the default; the unit does not set capture\): shadow copy etl_rollback\.rp_/);
+    expect(plan.notes[1]).toBe("full comparison: the deploy changed the table's definition, which can change rows without writing them");
+    expect(plan.notes[2]).toBe(
       'schema will be restored: column "quantity" renamed back to "qty", column "qty" made NOT NULL again, default of column "note" restored to \'none\'::text',
     );
     const outcome = await adapter.restore(u, point, h.ctx('d-sch'));

@@ -201,7 +201,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     expect(plan).toEqual({
       changes: { rowsInserted: 5, rowsUpdated: 3, rowsDeleted: 4, rowsQuarantined: 7 },
       writes: 12,
-      notes: [expect.stringMatching(/^strategy: diff \(12 of 1000 rows in scope differ \(1%\)/)],
+      notes: [expect.stringMatching(/^capture: copy \(the default/), expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: diff \(12 of 1000 rows in scope differ \(1%\)/)],
     });
     expect(await quarantineTables('orders')).toEqual([]);
 
@@ -220,7 +220,7 @@ describe('postgres-table adapter: restore by primary key', () => {
     // A rerun writes nothing and makes no new quarantine table.
     const quarantinesBefore = await quarantineTables('orders');
     const again = await adapter.restore(u, point, c);
-    expect(again).toEqual({ changes: { rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 0 }, writes: 0, notes: [] });
+    expect(again).toEqual({ changes: { rowsInserted: 0, rowsUpdated: 0, rowsDeleted: 0 }, writes: 0, notes: [expect.stringMatching(/^change detection: xmin since \d+$/)] });
     expect(await quarantineTables('orders')).toEqual(quarantinesBefore);
     const rerunOtherRun = await adapter.restore(u, point, ctx('d-orders', 'run-orders-2'));
     expect(rerunOtherRun.writes).toBe(0);
@@ -339,6 +339,38 @@ describe('postgres-table adapter: restore by primary key', () => {
     await sql.query(`INSERT INTO invoices VALUES (100, 10)`);
   });
 
+  it('refuses, before writing, a restore whose deletes would cascade into rows of another table; restoring that consumer first clears the way', async () => {
+    await sql.query(`CREATE TABLE ledger_accounts (id int PRIMARY KEY, name text NOT NULL)`);
+    await sql.query(`CREATE TABLE postings (id int PRIMARY KEY, account_id int REFERENCES ledger_accounts (id) ON DELETE SET NULL)`);
+    await sql.query(`INSERT INTO ledger_accounts SELECT g, 'acct' || g FROM generate_series(1, 5) g`);
+    await sql.query(`INSERT INTO postings SELECT g, g FROM generate_series(1, 5) g`);
+    const accounts = unit('ledger-accounts', 'ledger_accounts');
+    const postings = unit('postings', 'postings');
+    const c = ctx('d-cascade');
+    const accountsPoint = await adapter.capture(accounts, c);
+    const postingsPoint = await adapter.capture(postings, c);
+    const captured = { accounts: await rowsOf('ledger_accounts'), postings: await rowsOf('postings') };
+
+    // The deploy adds an account and postings against it.
+    await sql.query(`INSERT INTO ledger_accounts VALUES (6, 'acct6')`);
+    await sql.query(`INSERT INTO postings VALUES (6, 6), (7, 6)`);
+    const before = { accounts: await rowsOf('ledger_accounts'), postings: await rowsOf('postings') };
+
+    // Restoring the accounts alone would delete account 6, and SET NULL would rewrite postings 6 and 7 unseen.
+    const error = await adapter.restore(accounts, accountsPoint, c).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PreflightError);
+    expect((error as Error).message).toMatch(/2 row\(s\) of postings reference through foreign key .* \(ON DELETE SET NULL\).*Nothing was written/);
+    expect(await rowsOf('ledger_accounts')).toEqual(before.accounts);
+    expect(await rowsOf('postings')).toEqual(before.postings);
+    expect(await quarantineTables('ledger-accounts')).toEqual([]);
+
+    // In plan order (the consumer first) both restore, and the removed postings are kept in quarantine.
+    expect((await adapter.restore(postings, postingsPoint, c)).changes).toMatchObject({ rowsDeleted: 2, rowsQuarantined: 2 });
+    expect((await adapter.restore(accounts, accountsPoint, c)).changes).toMatchObject({ rowsDeleted: 1, rowsQuarantined: 1 });
+    expect(await rowsOf('ledger_accounts')).toEqual(captured.accounts);
+    expect(await rowsOf('postings')).toEqual(captured.postings);
+  });
+
   it('restores tables with a generated column and a GENERATED ALWAYS identity key', async () => {
     await sql.query(`CREATE TABLE lines (
       id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, qty int NOT NULL, price numeric(10,2) NOT NULL,
@@ -391,7 +423,7 @@ describe('postgres-table adapter: restore by primary key', () => {
 
     const reloaded = await adapter.restore(u, point, ctx('d-events', 'run-events-3'));
     expect(reloaded.changes).toEqual({ rowsInserted: 10, rowsUpdated: 0, rowsDeleted: 10, rowsQuarantined: 1 });
-    expect(reloaded.notes).toEqual([expect.stringMatching(/^strategy: reload \(1 row\(s\) differ in a GENERATED ALWAYS identity column.*TRUNCATE/)]);
+    expect(reloaded.notes).toEqual([expect.stringMatching(/^change detection: xmin since \d+$/), expect.stringMatching(/^strategy: reload \(1 row\(s\) differ in a GENERATED ALWAYS identity column.*TRUNCATE/)]);
     expect(await rowsOf('events')).toEqual(captured);
     expect(await rowsOf(reloaded.keptAt!)).toEqual(changed.filter((r) => r.startsWith('(5,')));
   });
@@ -414,11 +446,11 @@ describe('postgres-table adapter: restore without a primary key', () => {
 
     const plan = await adapter.diff(u, point, c);
     expect(plan.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4, rowsQuarantined: 4 });
-    expect(plan.notes).toEqual([expect.stringMatching(/no primary key on public\.log_lines: full reload/), expect.stringMatching(/^strategy: reload \(no primary key/)]);
+    expect(plan.notes).toEqual([expect.stringMatching(/^capture: copy \(the default/), expect.stringMatching(/no primary key on public\.log_lines: full reload/), expect.stringMatching(/^strategy: reload \(no primary key/)]);
 
     const outcome = await adapter.restore(u, point, c);
     expect(outcome.changes).toEqual({ rowsInserted: 4, rowsUpdated: 0, rowsDeleted: 4, rowsQuarantined: 4 });
-    expect(outcome.notes).toEqual(plan.notes);
+    expect(outcome.notes).toEqual(plan.notes.slice(1));
     expect(await rowsOf('log_lines')).toEqual(captured);
     expect(await rowsOf(outcome.keptAt!)).toEqual(live);
 

@@ -28,7 +28,8 @@ interface Statement {
 }
 
 const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage'];
-const LONG_RUNNING: HandlerName[] = ['capture-unit', 'restore-unit', 'verify-stage', 'describe-changes'];
+const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'];
+const LONG_RUNNING: HandlerName[] = ['capture-unit', 'restore-unit', 'verify-stage', 'describe-changes', 'list-expired-deployments', 'release-deployment'];
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/orders-db-AbCdEf';
 
 const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { app: string; context: Json };
@@ -122,7 +123,20 @@ describe('EtlRollbackStack', () => {
       [
         'rollback',
         () => stack.rollback,
-        ['plan-rollback', 'describe-changes', 'acquire-lock', 'restore-unit', 'verify-stage', 'finish-run', 'release-lock', 'record-failure'],
+        [
+          'plan-rollback',
+          'describe-changes',
+          'check-window',
+          'acquire-lock',
+          'request-approval',
+          'pause-triggers',
+          'restore-unit',
+          'verify-stage',
+          'resume-triggers',
+          'finish-run',
+          'release-lock',
+          'record-failure',
+        ],
       ],
     ] as const)('%s: the file as written, every placeholder filled with its function ARN', (name, workflow, handlers) => {
       const machine = template.toJSON().Resources[logicalId(workflow().stateMachine)] as CfnResource;
@@ -207,9 +221,14 @@ describe('EtlRollbackStack', () => {
         expect((props.Environment as { Variables: Json }).Variables).toEqual({
           ETL_ROLLBACK_LEDGER_TABLE: { Ref: logicalId(stack.ledger.table) },
           ETL_ROLLBACK_STATE_BUCKET: { Ref: logicalId(stack.stateBucket.bucket) },
+          ETL_ROLLBACK_AUDIT_BUCKET: { Ref: logicalId(stack.audit.bucket) },
           POWERTOOLS_SERVICE_NAME: 'etl-rollback',
           POWERTOOLS_METRICS_NAMESPACE: 'EtlRollback',
           NODE_OPTIONS: '--enable-source-maps',
+          // The handlers that announce what a run does get the notifications topic and the events bus.
+          ...(NOTIFYING.includes(spec.name)
+            ? { ETL_ROLLBACK_TOPIC_ARN: { Ref: logicalId(stack.notifications.topic) }, ETL_ROLLBACK_EVENT_BUS: 'default' }
+            : {}),
         });
         const logGroupRef = (props.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
         expect(logGroups[logGroupRef]!.Properties.RetentionInDays).toBeGreaterThan(0);
@@ -245,7 +264,9 @@ describe('EtlRollbackStack', () => {
       for (const grant of grants) expect(grant.roles.sort()).toEqual(roleIds(stack, DATA_HANDLERS));
       // Actions only data handling needs appear nowhere else.
       const dataOnly = dataActions.filter((a) => /Delete|GetBucketVersioning|GetLifecycleConfiguration/.test(a));
+      // (The release handler's delete of restore-point objects in the state bucket is tested in test/infra/release.test.ts.)
       for (const { statement } of policyStatements(template)) {
+        if (statement.Sid === 'ReleaseRestorePointObjects') continue;
         if (asArray(statement.Action).some((a) => dataOnly.includes(a))) expect(statement.Sid).toMatch(/^Protected/);
       }
 
@@ -263,7 +284,8 @@ describe('EtlRollbackStack', () => {
     });
 
     it('grants GetSecretValue on exactly the named secrets, to the four data handlers only', () => {
-      const grants = policyStatements(template).filter((s) => asArray(s.statement.Action).some((a) => a.startsWith('secretsmanager:')));
+      // (Release drops shadow tables with the same secrets: its ReleaseDatabaseSecrets grant is tested in test/infra/release.test.ts.)
+      const grants = policyStatements(template).filter((s) => s.statement.Sid !== 'ReleaseDatabaseSecrets' && asArray(s.statement.Action).some((a) => a.startsWith('secretsmanager:')));
       expect(grants).toHaveLength(1);
       expect(asArray(grants[0]!.statement.Action)).toEqual(['secretsmanager:GetSecretValue']);
       expect(asArray(grants[0]!.statement.Resource)).toEqual([SECRET_ARN]);
@@ -375,6 +397,8 @@ describe('EtlRollbackStack without protected buckets or secrets', () => {
 
     expect(stack.dataAccess.policy).toBeUndefined();
     for (const { statement } of policyStatements(template)) {
+      // Only release deletes, and only restore-point objects of the state bucket (test/infra/release.test.ts).
+      if (statement.Sid === 'ReleaseRestorePointObjects') continue;
       // No literal S3 ARN at all (the state bucket is referenced by GetAtt), no "*" S3 grant, no secret, no delete.
       expect(JSON.stringify(statement.Resource)).not.toContain(':s3:::');
       for (const action of asArray(statement.Action)) {
@@ -449,12 +473,17 @@ describe('cdk-nag catches what is not acknowledged', () => {
   });
 });
 
-/** The `Resource` of every Task state, nested Map iterators included. */
+/**
+ * The function every Task state invokes, nested Map iterators included: its `Resource`, or for the Lambda callback
+ * integration (`lambda:invoke.waitForTaskToken`, the approval) its `Parameters.FunctionName`.
+ */
 function collectTaskResources(node: unknown): string[] {
   if (Array.isArray(node)) return node.flatMap(collectTaskResources);
   if (typeof node !== 'object' || node === null) return [];
   const record = node as Json;
-  const own = record.Type === 'Task' && typeof record.Resource === 'string' ? [record.Resource] : [];
+  const callback = record.Resource === 'arn:aws:states:::lambda:invoke.waitForTaskToken';
+  const fn = callback ? (record.Parameters as Json | undefined)?.FunctionName : record.Resource;
+  const own = record.Type === 'Task' && typeof fn === 'string' ? [fn] : [];
   return [...own, ...Object.values(record).flatMap(collectTaskResources)];
 }
 

@@ -31,6 +31,11 @@ describe('examples/orders.yaml', () => {
         { id: 'mart', type: 'postgres-table', connection: 'warehouse', table: 'mart.daily_orders', dependsOn: ['staging'], checks: { count: true, checksum: true } },
       ],
       retention: { days: 14 },
+      policy: {
+        windows: ['Sat 00:00-06:00 UTC', 'daily 02:00-04:00 UTC'],
+        approval: { required: true, timeoutMinutes: 240 },
+        pause: { rules: [{ name: 'orders-nightly-load', eventBus: 'default' }, { name: 'orders-late-files', eventBus: 'etl' }] },
+      },
     });
   });
 

@@ -33,3 +33,17 @@ export function quarantineTableName(pipeline: string, runId: string, unitId: str
 
 /** Advisory lock key for one shadow table (serialises concurrent captures of the same point). */
 export const lockKey = (name: string): string => `etl_rollback:${name}`;
+
+/**
+ * Copy-on-write objects of one restore point, deterministic from (pipeline, deployment, unit) like the shadow table:
+ * the undo table `cw_…` (at most 57 characters), its trigger function `cw_…_fn` and the triggers on the user's table,
+ * `etl_rollback_cw_<hash>_<ins|upd|del|trn>`.
+ */
+export function undoTableName(pipeline: string, deploymentId: string, unitId: string): string {
+  return `cw_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('undo', pipeline, deploymentId, unitId)}`;
+}
+
+export function cowTriggerNames(pipeline: string, deploymentId: string, unitId: string): { ins: string; upd: string; del: string; trn: string } {
+  const base = `etl_rollback_cw_${shortHash('undo', pipeline, deploymentId, unitId)}`;
+  return { ins: `${base}_ins`, upd: `${base}_upd`, del: `${base}_del`, trn: `${base}_trn` };
+}

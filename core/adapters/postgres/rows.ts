@@ -44,6 +44,12 @@ export interface RowSet {
   overriding: boolean;
   /** Every live row's data changes (schema restore drops, re-adds or retypes a column): all are quarantined. */
   allReplaced: boolean;
+  /**
+   * Change detection (postgres/changes.ts): SQL over a live-row alias, true for every live row that may differ from
+   * the restore point. Given, live rows are only read where it holds (plus the anti-join for deleted rows); absent,
+   * every row is compared.
+   */
+  changed?: (alias: string) => string;
 }
 
 export interface RowPlan {
@@ -66,16 +72,40 @@ export interface RowPlan {
 const differs = (pairs: { live: string; shadow: string }[]): string =>
   `ROW(${pairs.map((p) => p.live).join(', ')})::text IS DISTINCT FROM ROW(${pairs.map((p) => p.shadow).join(', ')})::text`;
 
+/** `AND <change predicate>` over alias `l`, or nothing (every row is a candidate). */
+const candidate = (r: RowSet): string => (r.changed ? ` AND ${r.changed('l')}` : '');
+
 /** Live rows (alias `l`) the restore replaces, i.e. keeps in quarantine first. */
 export function replacedRows(r: RowSet): string {
   if (r.allReplaced) return `(${r.scope.predicate} OR ${r.key.length ? `EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')})` : 'FALSE'})`;
   if (r.key.length === 0) return `(${r.scope.predicate})`;
   const changed = [...r.update, ...r.alwaysIdentity];
+  // With change detection, the flagged rows' ctids first (one scan): a TID scan then reads only them, and the planner,
+  // seeing few rows, probes the shadow's key index for each instead of hashing the whole shadow copy.
+  const flagged = r.changed ? `l.ctid = ANY (ARRAY(SELECT c.ctid FROM ${r.live.sql} AS c WHERE ${r.changed('c')})) AND ` : '';
   return (
-    `((${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')}))` +
+    `(${flagged}((${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')}))` +
     (changed.length === 0 ? '' : ` OR EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')} AND ${differs(changed)})`) +
-    ')'
+    '))'
   );
+}
+
+/**
+ * Runs `fn` with hash and merge joins off: with change detection the live side is the few flagged rows, which the
+ * planner cannot estimate (the xmin predicate has no statistics) and would otherwise join by hashing the whole shadow
+ * copy. A nested loop over the flagged rows with the shadow's key index costs what changed. Settings are put back.
+ */
+export async function withNestedLoops<T>(client: pg.Client, on: boolean, fn: () => Promise<T>): Promise<T> {
+  if (!on) return fn();
+  const { rows } = await client.query<{ h: string; m: string }>("SELECT current_setting('enable_hashjoin') AS h, current_setting('enable_mergejoin') AS m");
+  await client.query('SET LOCAL enable_hashjoin = off');
+  await client.query('SET LOCAL enable_mergejoin = off');
+  try {
+    return await fn();
+  } finally {
+    await client.query(`SET LOCAL enable_hashjoin = ${rows[0]?.h === 'off' ? 'off' : 'on'}`).catch(() => undefined);
+    await client.query(`SET LOCAL enable_mergejoin = ${rows[0]?.m === 'off' ? 'off' : 'on'}`).catch(() => undefined);
+  }
 }
 
 export async function planRows(
@@ -117,11 +147,19 @@ export async function planRows(
   }
 
   const key = r.key;
-  const rowsDeleted = await countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`);
+  const nested = r.changed !== undefined;
+  const rowsDeleted = await withNestedLoops(client, nested, () =>
+    countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
+  );
   const rowsInserted = await countOf(client, `SELECT 1 FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`);
-  const rowsUpdated = r.update.length === 0 ? 0 : await countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.update)}`);
+  const rowsUpdated =
+    r.update.length === 0
+      ? 0
+      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.update)}${candidate(r)}`));
   const conflicts =
-    r.alwaysIdentity.length === 0 ? 0 : await countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.alwaysIdentity)}`);
+    r.alwaysIdentity.length === 0
+      ? 0
+      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.alwaysIdentity)}${candidate(r)}`));
   const differing = rowsInserted + rowsUpdated + rowsDeleted;
   const share = inScope === 0 ? 0 : differing / inScope;
   const pct = `${Math.round(share * 100)}%`;
@@ -151,7 +189,7 @@ export async function planRows(
   } else {
     plan = diffPlan(counted);
   }
-  plan.rowsQuarantined = differing === 0 && conflicts === 0 && !r.allReplaced ? 0 : await quarantined();
+  plan.rowsQuarantined = differing === 0 && conflicts === 0 && !r.allReplaced ? 0 : plan.strategy === 'diff' ? await withNestedLoops(client, nested, quarantined) : await quarantined();
   return plan;
 }
 
@@ -182,14 +220,19 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
   }
 
   // DELETE first frees unique values the UPDATE or INSERT may need.
-  const rowsDeleted = await rowCount(`DELETE FROM ${live} AS l WHERE ${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`);
+  const nested = r.changed !== undefined;
+  const rowsDeleted = await withNestedLoops(client, nested, () =>
+    rowCount(`DELETE FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
+  );
   const rowsUpdated =
     r.update.length === 0
       ? 0
-      : await rowCount(
-          `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
-             FROM ${shadow} AS s
-            WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update)}`,
+      : await withNestedLoops(client, nested, () =>
+          rowCount(
+            `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
+               FROM ${shadow} AS s
+              WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update)}${candidate(r)}`,
+          ),
         );
   const rowsInserted = await rowCount(
     `INSERT INTO ${live} (${cols(r.write)})${overriding}

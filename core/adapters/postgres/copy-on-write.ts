@@ -1,0 +1,634 @@
+import type pg from 'pg';
+import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
+import type { PostgresTableUnit } from '../../manifest/schema.ts';
+import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
+import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
+import { countAndChecksum } from './checksum.ts';
+import { cowTriggerNames, lockKey, quarantineTableName, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
+import { planSchemaRestore } from './schema-restore.ts';
+import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
+import { resetSequences, sequencesToReset } from './sequences.ts';
+import { cols, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
+import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './triggers.ts';
+
+/**
+ * Copy-on-write restore points for a PostgreSQL table (`capture: copy-on-write`).
+ *
+ * Capture copies nothing. In one transaction that first locks the table against writers (SHARE ROW EXCLUSIVE, the
+ * lock CREATE TRIGGER takes anyway), it creates an undo table `etl_rollback.cw_…` (the table's columns, nullable
+ * except the key, unique on the key, plus a kind column) and four triggers on the table, all ENABLE ALWAYS (they fire
+ * in `session_replication_role = replica` sessions too, so that bypass is closed):
+ * - AFTER UPDATE / AFTER DELETE, statement level, with transition tables: each old row's pre-image, kind `p`;
+ * - AFTER INSERT / AFTER UPDATE: each new row's key, kind `i` ("not there at capture");
+ * - BEFORE TRUNCATE: every row of the table, kind `p`.
+ * Every insert into the undo table is `ON CONFLICT (key) DO NOTHING`, so what it keeps for a key is the first event
+ * after the capture: a pre-image if the row existed at capture (its first change saw it as captured), else the key
+ * of an insert. Old rows are recorded before new keys, so `UPDATE … SET id = id + 1` keeps 1, 2, 3 as pre-images and
+ * only 4 as inserted. The undo rows are written in the deploy's own transaction: an aborted deploy leaves none, and
+ * a second writer of the same key waits on the row (or the undo key) until the first commits.
+ * Then, still under the lock (so the table cannot change in between), it reads the count and checksum of the rows in
+ * scope (the same function as copy mode: the gate compares the same numbers) and records the capture snapshot, the
+ * relfilenode, the triggers' oids and the function's source hash in the undo table's COMMENT, which seals the point.
+ *
+ * Restore, one transaction (the table locked against writers): checks the window (below); keeps in a quarantine
+ * table every live row it will delete or overwrite; deletes the rows whose key was inserted since the capture,
+ * updates the changed ones back from their pre-images, re-inserts the deleted ones; sets sequences back; then
+ * recomputes the count and checksum of the scope and commits only if they equal the capture's. The undo table is
+ * kept: the point stays valid (a rerun writes nothing, a later restore still has every pre-image). Release drops the
+ * triggers, the function and the undo table.
+ *
+ * Trust, but verify (the window check, before any write). Triggers can be bypassed: dropped, disabled and re-enabled
+ * (ALTER TABLE … DISABLE TRIGGER), outrun by DDL that rewrites rows (ALTER TABLE … TYPE), or the table replaced. The
+ * restore fails with VerificationFailedError, naming the cause and the backstop, when:
+ * 1. a trigger or the function is gone, disabled or not ALWAYS, or has another oid or source than at capture
+ *    (dropped and made again: there was a gap), or the table has another oid;
+ * 2. a live row was written after the capture (its xmin is not visible in the capture snapshot, see changes.ts for
+ *    the xid arithmetic) but its key is not in the undo table: a write the triggers did not see (a disabled window,
+ *    or a rewrite by ALTER TABLE, which stamps every row);
+ * 3. the live rows in scope whose key is not in the undo table (the untouched ones) are not exactly the captured
+ *    count minus the recorded pre-images in scope: a delete the triggers did not see;
+ * 4. after the writes, the scope's count and checksum differ from the capture's (the end-to-end check: whatever got
+ *    past 1-3, e.g. a bypassed insert whose key a later, seen statement then touched, or an enum label renamed).
+ * 1-3 name a cause; 4 is what makes the guarantee: the restore commits only a table equal to the capture (up to a
+ * 64-bit checksum collision), so a bypass can make it fail, never make it claim a wrong success.
+ * Why not pg_stat_user_tables n_tup_ins/upd/del deltas against the recorded rows: those counters are not
+ * transactional (aborted writes count), are flushed late (up to seconds after a write), and are lost by
+ * pg_stat_reset() or a crash: they would fail good rollbacks and could not prove a bad one.
+ * Limits: a bypass that is undone before the restore (a row changed with triggers off, then changed back) is not
+ * seen, and needs no undoing. Check 2 is skipped when the capture is older than 2^31 transactions (checks 1, 3, 4 stay).
+ * DDL that drops or retypes a captured column loses the values of rows the deploy did not touch: refused with the
+ * backstop. A renamed or added column is put back by ALTER TABLE (no data lost). After such DDL the trigger's
+ * recorded column list no longer fits the table, so the deploy's next write to it fails in the trigger function
+ * (named etl_rollback.cw_…_fn): the deploy stops rather than change rows the restore point cannot undo.
+ *
+ * Not supported (refused at capture with the reason): tables without a primary key (the undo log is keyed),
+ * partitioned tables and `partition` scopes (a write addressed to a partition directly does not fire the parent's
+ * statement triggers), and GENERATED ALWAYS identity columns outside the key (an UPDATE cannot put them back).
+ *
+ * Default: copy stays the default. Copy-on-write would become the default above 1 GiB (pg_total_relation_size): below
+ * that the copy takes a few seconds and its restore does not depend on trigger integrity; above it the copy's time and
+ * storage (a second copy of the table for every deploy) dominate, while copy-on-write costs only the deploy's changes.
+ */
+
+export const BACKSTOP =
+  "the backstop is the database's own restore point: the instance or cluster snapshot taken before the deploy (an rds-instance / rds-cluster unit of this pipeline) or a point-in-time restore to just before the deploy";
+
+const KIND = 'etl_rollback$kind';
+
+export type CowMeta = {
+  tool: 'etl-rollback';
+  kind: 'restore-point';
+  mode: 'copy-on-write';
+  version: 1;
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  sourceTable: string;
+  tableOid: number;
+  capturedAt: string;
+  count: number;
+  checksum: string;
+  primaryKey: string[];
+  columns: PostgresColumn[];
+  scope: ScopeSpec;
+  sequences: OwnedSequence[];
+  captureTxid: string;
+  /** The capture snapshot (pg_snapshot text) and its xmax: a row whose xmin it does not see was written after capture. */
+  snapshot: string;
+  snapshotXmax: string;
+  filenode: string;
+  function: { name: string; oid: number; md5: string };
+  triggers: { name: string; oid: number }[];
+  sealed: true;
+};
+
+export interface CowDetails {
+  connection: string;
+  table: string;
+  shadowTable: string;
+  capture: 'copy-on-write';
+  primaryKey: string[];
+  columns: PostgresColumn[];
+  captureTxid: string;
+  scope?: ScopeSpec;
+  sequences?: OwnedSequence[];
+}
+
+async function readMeta(client: pg.Client, undo: Relation): Promise<CowMeta | undefined> {
+  const { rows } = await client.query<{ comment: string | null }>("SELECT pg_catalog.obj_description($1::oid, 'pg_class') AS comment", [undo.oid]);
+  const text = rows[0]?.comment;
+  if (!text) return undefined;
+  try {
+    const meta = JSON.parse(text) as Partial<CowMeta>;
+    return meta.tool === 'etl-rollback' && meta.mode === 'copy-on-write' && meta.sealed === true ? (meta as CowMeta) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function pointFromMeta(unit: PostgresTableUnit, meta: CowMeta, undo: Relation): RestorePoint<CowDetails> {
+  return {
+    unitId: unit.id,
+    type: 'postgres-table',
+    capturedAt: meta.capturedAt,
+    count: meta.count,
+    checksum: meta.checksum,
+    details: {
+      connection: unit.connection,
+      table: meta.sourceTable,
+      shadowTable: undo.display,
+      capture: 'copy-on-write',
+      primaryKey: meta.primaryKey,
+      columns: meta.columns,
+      captureTxid: meta.captureTxid,
+      ...(Object.keys(meta.scope).length > 0 ? { scope: meta.scope } : {}),
+      sequences: meta.sequences,
+    },
+  };
+}
+
+/** `(predicate)` evaluated over the captured columns of the row `alias` (a live row or an undo row). */
+function inScopeOf(scope: Scope, names: string[]): (alias: string) => string {
+  if (scope.kind === 'table') return () => 'TRUE';
+  // The predicate is unqualified SQL over the table's columns: a scalar subquery whose only FROM item exposes the
+  // row's columns under their own names makes those names resolve to that row (innermost scope first).
+  return (alias) => `(SELECT ${scope.predicate} FROM (SELECT ${names.map((n) => `${alias}.${ident(n)} AS ${ident(n)}`).join(', ')}) AS etl_scope_row)`;
+}
+
+function triggerFunctionSql(fn: string, undo: string, table: Relation, names: string[], key: string[]): string {
+  const all = cols(names);
+  const k = cols(key);
+  const kind = ident(KIND);
+  return `CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $etl_rollback$
+BEGIN
+  -- etl-rollback copy-on-write: the first event for a key since the restore point wins (ON CONFLICT DO NOTHING).
+  IF TG_OP = 'UPDATE' OR TG_OP = 'DELETE' THEN
+    INSERT INTO ${undo} (${all}, ${kind}) SELECT ${all}, 'p' FROM etl_old ON CONFLICT (${k}) DO NOTHING;
+  END IF;
+  IF TG_OP = 'UPDATE' OR TG_OP = 'INSERT' THEN
+    INSERT INTO ${undo} (${k}, ${kind}) SELECT ${k}, 'i' FROM etl_new ON CONFLICT (${k}) DO NOTHING;
+  END IF;
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO ${undo} (${all}, ${kind}) SELECT ${all}, 'p' FROM ONLY ${table.sql} ON CONFLICT (${k}) DO NOTHING;
+  END IF;
+  RETURN NULL;
+END
+$etl_rollback$`;
+}
+
+export interface CowAdapterParts {
+  triggerMode: TriggerMode;
+}
+
+export function copyOnWrite(parts: CowAdapterParts) {
+  // -------------------------------------------------------------------------------------------------------------
+  // Capture
+
+  async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<CowDetails>> {
+    const undoName = undoTableName(ctx.pipeline, ctx.deploymentId, unit.id);
+    const undoSql = `${ident(ROLLBACK_SCHEMA)}.${ident(undoName)}`;
+    const fnSql = `${ident(ROLLBACK_SCHEMA)}.${ident(`${undoName}_fn`)}`;
+    const names = cowTriggerNames(ctx.pipeline, ctx.deploymentId, unit.id);
+    return withClient(ctx, unit.connection, async (client) => {
+      await ensureRollbackSchema(client);
+      await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [lockKey(undoName)]);
+      try {
+        // READ COMMITTED, and the table locked before anything reads it: every statement after the LOCK sees the
+        // table as the triggers start from (no writer can commit in between).
+        return await inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+          const existing = await findRelation(client, undoSql);
+          if (existing) {
+            const meta = await readMeta(client, existing);
+            if (!meta || meta.pipeline !== ctx.pipeline || meta.deploymentId !== ctx.deploymentId || meta.unitId !== unit.id) {
+              throw new PreflightError(
+                `${existing.display} exists but is not the sealed copy-on-write restore point of unit "${unit.id}" in deployment "${ctx.deploymentId}"; inspect it, drop it if it is not needed, and capture again.`,
+              );
+            }
+            return pointFromMeta(unit, meta, existing);
+          }
+          const source = await findRelation(client, unit.table);
+          if (!source || !isTable(source)) {
+            throw new PreflightError(
+              source
+                ? `unit "${unit.id}": ${source.display} is not a table (relkind ${source.kind}); only tables can be captured.`
+                : `unit "${unit.id}": table "${unit.table}" does not exist on connection "${unit.connection}".`,
+            );
+          }
+          const refuse = (why: string) => new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${why}. Use capture: copy (the default) for this unit.`);
+          if (source.kind === 'p' || unit.partition !== undefined) {
+            throw refuse('it is partitioned (or the unit names partitions), and a write addressed to a partition directly does not fire the parent table\'s statement triggers');
+          }
+          const primaryKey = await primaryKeyOf(client, source.oid);
+          if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
+          await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
+          const columns = await liveColumns(client, source.oid);
+          const always = columns.filter((c) => c.identityAlways && !primaryKey.includes(c.name));
+          if (always.length > 0) throw refuse(`column(s) ${always.map((c) => `"${c.name}"`).join(', ')} are GENERATED ALWAYS AS IDENTITY outside the key, which an UPDATE cannot put back`);
+          const { scope, recorded } = await resolveScope(client, source, scopeOfUnit(unit), unit.id);
+          const colNames = columns.map((c) => c.name);
+
+          await client.query(`CREATE TABLE ${undoSql} (LIKE ${source.sql})`);
+          for (const c of columns) if (c.notNull && !primaryKey.includes(c.name)) await client.query(`ALTER TABLE ${undoSql} ALTER COLUMN ${ident(c.name)} DROP NOT NULL`);
+          await client.query(`ALTER TABLE ${undoSql} ADD COLUMN ${ident(KIND)} "char" NOT NULL`);
+          await client.query(`CREATE UNIQUE INDEX ON ${undoSql} (${cols(primaryKey)})`);
+          await client.query(triggerFunctionSql(fnSql, undoSql, source, colNames, primaryKey));
+          const t = (name: string) => `${ident(name)}`;
+          await client.query(`CREATE TRIGGER ${t(names.ins)} AFTER INSERT ON ${source.sql} REFERENCING NEW TABLE AS etl_new FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
+          await client.query(`CREATE TRIGGER ${t(names.upd)} AFTER UPDATE ON ${source.sql} REFERENCING OLD TABLE AS etl_old NEW TABLE AS etl_new FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
+          await client.query(`CREATE TRIGGER ${t(names.del)} AFTER DELETE ON ${source.sql} REFERENCING OLD TABLE AS etl_old FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
+          await client.query(`CREATE TRIGGER ${t(names.trn)} BEFORE TRUNCATE ON ${source.sql} FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
+          for (const name of Object.values(names)) await client.query(`ALTER TABLE ${source.sql} ENABLE ALWAYS TRIGGER ${t(name)}`);
+
+          let counted: { count: number; checksum: string };
+          try {
+            counted = await countAndChecksum(client, scope.select(colNames), colNames);
+          } catch (error) {
+            if (unit.where === undefined) throw error;
+            throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${source.display}: ${error instanceof Error ? error.message : String(error)}. Nothing was captured.`);
+          }
+          const { rows: snap } = await client.query<{ txid: string; snapshot: string; xmax: string; filenode: string }>(
+            `SELECT pg_catalog.pg_current_xact_id()::text AS txid, pg_catalog.pg_current_snapshot()::text AS snapshot,
+                    pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS xmax, pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
+            [source.oid],
+          );
+          const state = await triggerState(client, source, Object.values(names), fnSql);
+          const meta: CowMeta = {
+            tool: 'etl-rollback',
+            kind: 'restore-point',
+            mode: 'copy-on-write',
+            version: 1,
+            pipeline: ctx.pipeline,
+            deploymentId: ctx.deploymentId,
+            unitId: unit.id,
+            sourceTable: source.display,
+            tableOid: source.oid,
+            capturedAt: ctx.now().toISOString(),
+            count: counted.count,
+            checksum: counted.checksum,
+            primaryKey,
+            columns: columns.map(definitionOf),
+            scope: recorded,
+            sequences: scope.kind === 'table' ? await ownedSequences(client, source.oid) : [],
+            captureTxid: snap[0]?.txid ?? '',
+            snapshot: snap[0]?.snapshot ?? '',
+            snapshotXmax: snap[0]?.xmax ?? '',
+            filenode: snap[0]?.filenode ?? '',
+            function: { name: fnSql, oid: state.function?.oid ?? 0, md5: state.function?.md5 ?? '' },
+            triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid })),
+            sealed: true,
+          };
+          await client.query(`COMMENT ON TABLE ${undoSql} IS ${literal(JSON.stringify(meta))}`);
+          const undo = await findRelation(client, undoSql);
+          if (!undo) throw new Error(`undo table ${undoSql} vanished inside its own capture transaction`);
+          ctx.log.info('postgres-table copy-on-write restore point captured', { unit: unit.id, table: source.display, undoTable: undo.display, count: counted.count });
+          return pointFromMeta(unit, meta, undo);
+        });
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey(undoName)]).catch(() => undefined);
+      }
+    });
+  }
+
+  async function triggerState(
+    client: pg.Client,
+    table: Relation,
+    names: string[],
+    fnSql: string,
+  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number }[]; function: { oid: number; md5: string } | undefined }> {
+    const { rows } = await client.query<{ name: string; oid: number; enabled: string; fnoid: number }>(
+      `SELECT tgname AS name, oid::int AS oid, tgenabled::text AS enabled, tgfoid::int AS fnoid FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2) ORDER BY tgname`,
+      [table.oid, names],
+    );
+    const { rows: fn } = await client.query<{ oid: number; md5: string }>(
+      `SELECT p.oid::int AS oid, md5(p.prosrc) AS md5 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1 || '()')`,
+      [fnSql],
+    );
+    return { triggers: rows.map((r) => ({ name: r.name, oid: r.oid, enabled: r.enabled, fnOid: r.fnoid })), function: fn[0] };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Preflight and the window check
+
+  interface Prepared {
+    live: Relation;
+    undo: Relation;
+    meta: CowMeta;
+    scope: Scope;
+    inScope: (alias: string) => string;
+    /** Captured, non-generated columns (what INSERT writes) and those of them outside the key (what UPDATE writes). */
+    write: string[];
+    update: string[];
+    overriding: boolean;
+    schema: Awaited<ReturnType<typeof planSchemaRestore>>;
+    /** What went wrong in the window (empty: nothing seen). */
+    bypass: string[];
+    recorded: { preImages: number; inserted: number };
+    notes: string[];
+  }
+
+  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<Prepared> {
+    const d = point.details;
+    const undo = await findRelation(client, d.shadowTable);
+    if (!undo) {
+      throw new RestorePointMissingError(`unit "${unit.id}": the undo table ${d.shadowTable} of the copy-on-write restore point is gone (released or dropped); this point cannot be restored.`);
+    }
+    const meta = await readMeta(client, undo);
+    if (!meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum || meta.count !== point.count) {
+      throw new RestorePointMissingError(`unit "${unit.id}": ${undo.display} is not the sealed undo table this restore point describes; refusing to restore from it.`);
+    }
+    const fail = (cause: string) =>
+      new VerificationFailedError(
+        `unit "${unit.id}": copy-on-write restore point of ${meta.sourceTable} cannot be trusted: ${cause}. Nothing was written. ` +
+          `The undo log may miss changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
+      );
+    const live = await findRelation(client, d.table);
+    if (!live || !isTable(live)) throw fail(`table ${d.table} ${live ? 'is no longer a table' : 'no longer exists'}`);
+    if (live.oid !== meta.tableOid) throw fail(`table ${live.display} was dropped and made again since the capture (another oid), taking the triggers with it`);
+
+    const columns = await liveColumns(client, live.oid);
+    const primaryKey = await primaryKeyOf(client, live.oid);
+    if (primaryKey.join('\u0000') !== meta.primaryKey.join('\u0000')) {
+      throw new PreflightError(`unit "${unit.id}": cannot restore ${live.display}: primary key changed from (${meta.primaryKey.join(', ')}) to (${primaryKey.join(', ') || 'none'}); put the captured key back by hand, then rerun. Nothing was written.`);
+    }
+    const schema = await planSchemaRestore(client, live, meta.columns, columns, { sameTable: true, primaryKey: meta.primaryKey });
+    if (schema.refusals.length > 0) throw new PreflightError(`unit "${unit.id}": cannot restore ${live.display}: ${schema.refusals.join('; ')}. Nothing was written.`);
+    // Same table (same oid), so a captured column is the live column with its attnum: gone or retyped, its values in
+    // the rows the deploy did not touch are gone (or were rewritten without triggers).
+    const lost = meta.columns.filter((c) => !columns.some((l) => l.attnum === c.attnum && l.type === c.type));
+    if (lost.length > 0) {
+      throw fail(
+        `the deploy dropped or retyped captured column(s) ${lost.map((c) => `"${c.name}" (${c.type})`).join(', ')}; copy-on-write keeps only the rows the deploy changed, so the values of the others are gone`,
+      );
+    }
+    const { scope } = await resolveScope(client, live, meta.scope, unit.id);
+    if (schema.changes.length > 0 && scope.kind !== 'table') {
+      throw new PreflightError(`unit "${unit.id}": the deploy altered ${live.display} (${schema.changes.join(', ')}), but this unit covers only ${scope.describe}; restore the table with an unscoped unit, or revert the schema change first. Nothing was written.`);
+    }
+    const names = meta.columns.map((c) => c.name);
+    const inScope = inScopeOf(scope, names);
+    const generated = new Set(meta.columns.filter((c) => c.generated).map((c) => c.name));
+    const write = names.filter((n) => !generated.has(n));
+    const update = write.filter((n) => !meta.primaryKey.includes(n));
+    const overriding = meta.columns.some((c) => c.identity === 'always');
+
+    // 1. The triggers and the function, as installed at capture.
+    const bypass: string[] = [];
+    const expected = cowTriggerNames(meta.pipeline, meta.deploymentId, meta.unitId);
+    const state = await triggerState(client, live, Object.values(expected), meta.function.name);
+    for (const want of meta.triggers) {
+      const now = state.triggers.find((x) => x.name === want.name);
+      if (!now) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
+      else if (now.oid !== want.oid) bypass.push(`trigger ${want.name} was dropped and created again (oid ${want.oid} -> ${now.oid}): writes in between were not recorded`);
+      else if (now.enabled !== 'A') bypass.push(`trigger ${want.name} is ${now.enabled === 'D' ? 'disabled' : `no longer ENABLE ALWAYS (tgenabled ${now.enabled})`}`);
+    }
+    if (!state.function) bypass.push(`trigger function ${meta.function.name} was dropped`);
+    else if (state.function.oid !== meta.function.oid || state.function.md5 !== meta.function.md5) bypass.push(`trigger function ${meta.function.name} was replaced`);
+
+    // 2 and 3 in one scan: rows written since the capture whose key the undo log lacks; untouched rows in scope.
+    const key = meta.primaryKey;
+    const uKey = key.map((k, i) => ident(`etl_rollback$k${i}`));
+    const joinOn = key.map((k, i) => `l.${ident(k)} = u.${uKey[i]}`).join(' AND ');
+    const { rows: xb } = await client.query<{ b: string }>('SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b');
+    const bound = BigInt(xb[0]?.b ?? '0');
+    // Rows written after the capture have xids >= the capture snapshot's xmin (the first field of its text form).
+    const span = bound - BigInt(meta.snapshot.split(':')[0] || meta.snapshotXmax);
+    const xminCheck = span >= 0n && span < 2n ** 31n;
+    const b32 = bound & 0xffffffffn;
+    // Full xid of the row's xmin, mapped against `bound` (see changes.ts), then: not visible in the capture snapshot.
+    const writtenSince = xminCheck
+      ? `(l.xmin::text::bigint >= 3 AND NOT pg_catalog.pg_visible_in_snapshot((${bound} - ((${b32} - l.xmin::text::bigint) & 4294967295))::text::xid8, ${literal(meta.snapshot)}::pg_snapshot))`
+      : 'FALSE';
+    const { rows: scan } = await client.query<{ untouched: string; unrecorded: string; sample: string | null }>(
+      `SELECT count(*) FILTER (WHERE u.${uKey[0]} IS NULL AND ${inScope('l')})::text AS untouched,
+              count(*) FILTER (WHERE u.${uKey[0]} IS NULL AND ${writtenSince})::text AS unrecorded,
+              (array_agg(${rowText(key, 'l')}) FILTER (WHERE u.${uKey[0]} IS NULL AND ${writtenSince}))[1] AS sample
+         FROM ${live.sql} AS l LEFT JOIN (SELECT ${key.map((k, i) => `${ident(k)} AS ${uKey[i]}`).join(', ')} FROM ${undo.sql}) AS u ON ${joinOn}`,
+    );
+    const { rows: rec } = await client.query<{ p: string; i: string; pin: string }>(
+      `SELECT count(*) FILTER (WHERE u.${ident(KIND)} = 'p')::text AS p, count(*) FILTER (WHERE u.${ident(KIND)} = 'i')::text AS i,
+              count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')})::text AS pin
+         FROM ${undo.sql} AS u`,
+    );
+    const unrecorded = Number(scan[0]?.unrecorded ?? 0);
+    const { rows: fnode } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [live.oid]);
+    const rewritten = fnode[0]?.f !== meta.filenode;
+    if (unrecorded > 0) {
+      bypass.push(
+        `${unrecorded} row(s) were written after the capture without the triggers recording them (first key ${scan[0]?.sample ?? '?'}): ` +
+          (rewritten ? 'the table was also rewritten since the capture (an ALTER TABLE that rewrites rows, or TRUNCATE with the triggers off)' : 'the triggers were disabled, or bypassed, while they were written'),
+      );
+    }
+    const untouched = Number(scan[0]?.untouched ?? 0);
+    const wantUntouched = meta.count - Number(rec[0]?.pin ?? 0);
+    if (untouched !== wantUntouched) {
+      bypass.push(`${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${Number(rec[0]?.pin ?? 0)} recorded pre-images leave ${wantUntouched}: rows were deleted (or truncated) without the triggers recording them`);
+    }
+    const notes = [`capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${undo.display}`];
+    if (!xminCheck) notes.push(`the check for unrecorded writes by transaction id was skipped: the capture is ${span} transactions old (beyond 2^31); the count and checksum checks remain`);
+    if (scope.kind !== 'table') notes.push(`scope: ${scope.describe}`);
+    return {
+      live,
+      undo,
+      meta,
+      scope,
+      inScope,
+      write,
+      update,
+      overriding,
+      schema,
+      bypass,
+      recorded: { preImages: Number(rec[0]?.p ?? 0), inserted: Number(rec[0]?.i ?? 0) },
+      notes,
+    };
+  }
+
+  /**
+   * SQL pieces of the writes, over live alias `l` and undo alias `u`. Before the schema is put back (`afterSchema`
+   * false), a renamed column is read under its live name (the schema plan's `compare`).
+   */
+  function writeSql(p: Prepared, afterSchema = false) {
+    const key = p.meta.primaryKey;
+    const kind = `u.${ident(KIND)}`;
+    const liveOf = (n: string) => (afterSchema ? `l.${ident(n)}` : (p.schema.compare.get(n)?.live ?? `l.${ident(n)}`));
+    const differs = p.update.length === 0 ? 'FALSE' : `ROW(${p.update.map(liveOf).join(', ')})::text IS DISTINCT FROM ${rowText(p.update, 'u')}`;
+    return {
+      /** Live rows that must go: their key was not in scope at capture (inserted, or moved into scope). */
+      remove: `(${kind} = 'i' OR NOT ${p.inScope('u')}) AND ${p.inScope('l')}`,
+      /** Live rows to overwrite with their pre-image. */
+      overwrite: `${kind} = 'p' AND ${p.inScope('u')} AND ${differs}`,
+      /** Pre-images whose row is missing. */
+      missing: `${kind} = 'p' AND ${p.inScope('u')} AND NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 'u')})`,
+      join: keyMatch(key, 'l', 'u'),
+    };
+  }
+
+  async function counts(client: pg.Client, p: Prepared): Promise<{ rowsDeleted: number; rowsUpdated: number; rowsInserted: number }> {
+    const w = writeSql(p);
+    const { rows } = await client.query<{ d: string; u: string; i: string }>(
+      `SELECT (SELECT count(*) FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE ${w.remove})::text AS d,
+              (SELECT count(*) FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE ${w.overwrite})::text AS u,
+              (SELECT count(*) FROM ${p.undo.sql} AS u WHERE ${w.missing})::text AS i`,
+    );
+    return { rowsDeleted: Number(rows[0]?.d ?? 0), rowsUpdated: Number(rows[0]?.u ?? 0), rowsInserted: Number(rows[0]?.i ?? 0) };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Diff
+
+  async function diff(unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<Diff> {
+    return withClient(ctx, point.details.connection, (client) =>
+      inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async () => {
+        const p = await prepare(client, unit, point, ctx);
+        const notes = [...p.notes, `undo log: ${p.recorded.preImages} pre-image(s), ${p.recorded.inserted} inserted key(s) recorded since the capture`];
+        if (p.bypass.length > 0) {
+          notes.push(`copy-on-write check FAILED, the restore will fail and write nothing: ${p.bypass.join('; ')}; ${BACKSTOP}`);
+        }
+        const c = await counts(client, p);
+        const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences) : [];
+        const rowsQuarantined = c.rowsDeleted + c.rowsUpdated;
+        const changes = changesOf(c, { rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
+        if (p.schema.changes.length > 0) notes.push(`schema will be restored: ${p.schema.changes.join(', ')}`);
+        if (sequences.length > 0) notes.push(`sequences will be set back: ${sequences.map((s) => `${s.name} to ${s.lastValue}`).join(', ')}`);
+        return { changes, writes: total(changes), notes };
+      }),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Restore
+
+  async function restore(unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<Outcome> {
+    const runId = ctx.runId;
+    if (!runId) throw new PreflightError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
+    const d = point.details;
+    return withClient(ctx, d.connection, (client) =>
+      inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        const target = await findRelation(client, d.table);
+        if (target && isTable(target)) {
+          const live = await liveColumns(client, target.oid);
+          const drift = live.length !== d.columns.length || d.columns.some((c) => !live.some((l) => l.name === c.name && l.type === c.type));
+          await client.query(`LOCK TABLE ${target.sql} IN ${drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE'} MODE`);
+        }
+        const p = await prepare(client, unit, point, ctx);
+        if (p.bypass.length > 0) {
+          throw new VerificationFailedError(
+            `unit "${unit.id}": copy-on-write restore point of ${p.live.display} cannot be trusted: ${p.bypass.join('; ')}. Nothing was written. ` +
+              `The undo log misses changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
+          );
+        }
+        const notes = [...p.notes];
+        const estimate = await counts(client, p);
+        const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences) : [];
+        if (estimate.rowsDeleted + estimate.rowsUpdated + estimate.rowsInserted === 0 && p.schema.changes.length === 0 && sequences.length === 0) {
+          return { changes: changesOf(estimate, { rowsQuarantined: 0, schemaChanges: 0, sequencesReset: 0 }), writes: 0, notes };
+        }
+        const w = writeSql(p);
+        // Keep what is about to be deleted or overwritten, as it is now.
+        let keptAt: string | undefined;
+        let rowsQuarantined = 0;
+        if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || p.schema.rewritesData) {
+          const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
+          const qSql = `${ident(ROLLBACK_SCHEMA)}.${ident(qName)}`;
+          await client.query(`CREATE TABLE IF NOT EXISTS ${qSql} (LIKE ${p.live.sql})`);
+          const note = {
+            tool: 'etl-rollback',
+            kind: 'quarantine',
+            pipeline: ctx.pipeline,
+            runId,
+            unitId: unit.id,
+            table: p.live.display,
+            scope: p.scope.describe,
+            restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
+            at: ctx.now().toISOString(),
+            reason: 'live rows deleted or overwritten by the rollback restore',
+          };
+          await client.query(`COMMENT ON TABLE ${qSql} IS ${literal(JSON.stringify(note))}`);
+          const all = (await liveColumns(client, p.live.oid)).map((c) => c.name);
+          // Dropping a column the deploy added changes every row: then every row is kept (as in copy mode).
+          rowsQuarantined =
+            (
+              await client.query(
+                p.schema.rewritesData
+                  ? `INSERT INTO ${qSql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l`
+                  : `INSERT INTO ${qSql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE (${w.remove}) OR (${w.overwrite})`,
+              )
+            ).rowCount ?? 0;
+          keptAt = `${ROLLBACK_SCHEMA}.${qName}`;
+        }
+        for (const step of p.schema.before) await client.query(step.sql);
+
+        // The restore's own writes are not business writes: user triggers off (ours included: their undo inserts
+        // would all be conflicts anyway), put back before commit.
+        const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
+        const rowCount = async (sql: string) => (await client.query(sql)).rowCount ?? 0;
+        const ws = writeSql(p, true);
+        const rowsDeleted = await rowCount(`DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove}`);
+        const rowsUpdated =
+          p.update.length === 0
+            ? 0
+            : await rowCount(`UPDATE ${p.live.sql} AS l SET ${p.update.map((c) => `${ident(c)} = u.${ident(c)}`).join(', ')} FROM ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.overwrite}`);
+        const rowsInserted = await rowCount(
+          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${ws.missing}`,
+        );
+        await resumeUserTriggers(client, saved);
+        for (const step of p.schema.after) await client.query(step.sql);
+        await resetSequences(client, sequences);
+
+        // The end-to-end check: commit only a table equal to the capture.
+        const names = p.meta.columns.map((c) => c.name);
+        const now = await countAndChecksum(client, p.scope.select(names), names);
+        if (now.count !== p.meta.count || now.checksum !== p.meta.checksum) {
+          throw new VerificationFailedError(
+            `unit "${unit.id}": copy-on-write restore of ${p.live.display} did not reproduce the restore point (count ${now.count}, expected ${p.meta.count}; ` +
+              `checksum ${now.checksum}, expected ${p.meta.checksum}): changes were made that the triggers did not record. The restore was rolled back; nothing was written. ${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
+          );
+        }
+        if (p.schema.changes.length > 0) notes.push(`schema restored: ${p.schema.changes.join(', ')}`);
+        if (sequences.length > 0) notes.push(`sequences set back: ${sequences.map((s) => `${s.name} to ${s.lastValue}`).join(', ')}`);
+        notes.push(`verified in the restore transaction: ${now.count} rows, checksum equal to the capture's`);
+        const changes = changesOf({ rowsInserted, rowsUpdated, rowsDeleted }, { rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
+        ctx.log.info('postgres-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes, keptAt });
+        return { changes, writes: total(changes), notes, ...(keptAt ? { keptAt } : {}) };
+      }),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Release
+
+  async function release(unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<void> {
+    const d = point.details;
+    await withClient(ctx, d.connection, (client) =>
+      inTransaction(client, 'BEGIN', async () => {
+        const undo = await findRelation(client, d.shadowTable);
+        const meta = undo ? await readMeta(client, undo) : undefined;
+        if (undo && (undo.schema !== ROLLBACK_SCHEMA || !meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum)) {
+          throw new PreflightError(`unit "${unit.id}": refusing to drop ${undo.display}: it is not the sealed undo table of this restore point. Inspect it and drop it by hand if it is not needed.`);
+        }
+        const deploymentId = meta?.deploymentId ?? ctx.deploymentId;
+        const names = cowTriggerNames(ctx.pipeline, deploymentId, unit.id);
+        const table = await findRelation(client, d.table);
+        if (table && (!meta || table.oid === meta.tableOid)) {
+          for (const name of Object.values(names)) await client.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${table.sql}`);
+        }
+        const fn = meta?.function.name ?? `${ident(ROLLBACK_SCHEMA)}.${ident(`${undoTableName(ctx.pipeline, deploymentId, unit.id)}_fn`)}`;
+        await client.query(`DROP FUNCTION IF EXISTS ${fn}()`);
+        if (undo) await client.query(`DROP TABLE ${undo.sql}`);
+        ctx.log.info('postgres-table copy-on-write restore point released', { unit: unit.id, undoTable: d.shadowTable });
+      }),
+    );
+  }
+
+  return { capture, diff, restore, release };
+}
+
+function changesOf(rows: { rowsInserted: number; rowsUpdated: number; rowsDeleted: number }, extra: { rowsQuarantined: number; schemaChanges: number; sequencesReset: number }): Changes {
+  const changes: Changes = { rowsInserted: rows.rowsInserted, rowsUpdated: rows.rowsUpdated, rowsDeleted: rows.rowsDeleted };
+  for (const [k, v] of Object.entries(extra)) if (v > 0) changes[k] = v;
+  return changes;
+}
+
+const total = (c: Changes): number =>
+  Object.entries(c)
+    .filter(([k]) => k !== 'rowsQuarantined')
+    .reduce((a, [, b]) => a + b, 0);

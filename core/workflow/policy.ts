@@ -1,0 +1,219 @@
+import { DescribeRuleCommand, DisableRuleCommand, EnableRuleCommand, ResourceNotFoundException } from '@aws-sdk/client-eventbridge';
+import { ApprovalTimedOutError, InputError, TriggersNotResumedError } from '../errors.ts';
+import type { ApprovalRecord, Ledger } from '../ledger/ledger.ts';
+import { parseWindows, windowStatus, type Policy } from '../manifest/policy.ts';
+import type { Manifest } from '../manifest/schema.ts';
+import { deployedManifest, summarizeCaught, type CaughtError, type WorkflowDeps } from './deps.ts';
+import { announce, approvalRequested, type PolicyFacts } from './notify.ts';
+
+/**
+ * The run's policy, as the tasks between planning and the first stage apply it: the maintenance window (Check
+ * maintenance window → Wait for maintenance window), the approval (Request approval, a `.waitForTaskToken` task that
+ * `etl-rollback approve|reject` answers), and the pipeline's own rules (Pause pipeline triggers → … → Resume
+ * pipeline triggers, on success and on failure).
+ */
+
+interface RunIds {
+  runId: string;
+  pipeline: string;
+  deploymentId: string;
+}
+
+const EMPTY: Policy = { windows: [] };
+
+export function policyOf(manifest: Manifest): Policy {
+  return manifest.policy ?? EMPTY;
+}
+
+/** What the state machine's Choice states read (`$.policy`), and what the start notification says. */
+export interface PolicyState {
+  windows: string[];
+  approval: { required: boolean; timeoutSeconds: number };
+  pausedRules: string[];
+}
+
+export function policyState(manifest: Manifest): PolicyState {
+  const p = policyOf(manifest);
+  return {
+    windows: p.windows,
+    approval: { required: p.approval?.required ?? false, timeoutSeconds: (p.approval?.timeoutMinutes ?? 240) * 60 },
+    pausedRules: (p.pause?.rules ?? []).map((r) => (r.eventBus === 'default' ? r.name : `${r.eventBus}/${r.name}`)),
+  };
+}
+
+export function policyFacts(state: PolicyState): PolicyFacts {
+  return { windows: state.windows, approvalRequired: state.approval.required, approvalTimeoutMinutes: state.approval.timeoutSeconds / 60, pausedRules: state.pausedRules };
+}
+
+/** RFC 3339 without fractions, as a Wait state's TimestampPath wants it: `2026-11-07T00:00:00Z`. */
+const timestamp = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+// ── maintenance window ──────────────────────────────────────────────────────
+
+export interface WindowCheck {
+  open: boolean;
+  /** Why the run may go on: inside which window, urgent, or no windows. */
+  because?: string;
+  /** When closed: the next opening, the Wait state's timestamp. */
+  nextOpenAt?: string;
+  checkedAt: string;
+}
+
+/** "Check maintenance window": whether the run may start now, by the clock it is given. */
+export async function checkMaintenanceWindow(deps: WorkflowDeps, input: RunIds & { urgent?: boolean }): Promise<WindowCheck> {
+  const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
+  const now = deps.now();
+  const checkedAt = timestamp(now);
+  const windows = policyOf(manifest).windows;
+  if (windows.length === 0) return { open: true, because: 'no maintenance windows', checkedAt };
+  if (input.urgent) {
+    deps.log.info('urgent: maintenance windows skipped', { runId: input.runId });
+    return { open: true, because: 'urgent', checkedAt };
+  }
+  const status = windowStatus(parseWindows(windows), now);
+  if (status.open) return { open: true, because: `inside ${status.window}`, checkedAt };
+  deps.log.info('outside every maintenance window: waiting', { runId: input.runId, nextOpenAt: timestamp(status.nextOpenAt), window: status.window });
+  return { open: false, because: `outside every window; ${status.window} opens next`, nextOpenAt: timestamp(status.nextOpenAt), checkedAt };
+}
+
+// ── approval ────────────────────────────────────────────────────────────────
+
+/**
+ * "Request approval": records the task token under the run (the CLI answers with it) and tells people. Returns at
+ * once; the state waits until SendTaskSuccess / SendTaskFailure, or its timeout.
+ */
+export async function requestApproval(deps: WorkflowDeps, input: RunIds & { taskToken: string; timeoutSeconds: number }): Promise<{ deadline: string }> {
+  const run = await deps.ledger.requireRun(input.runId);
+  const now = deps.now();
+  const deadline = timestamp(new Date(now.getTime() + input.timeoutSeconds * 1000));
+  const record = await deps.ledger.putApprovalRequest({
+    runId: input.runId,
+    pipeline: input.pipeline,
+    deploymentId: input.deploymentId,
+    taskToken: input.taskToken,
+    requestedAt: now.toISOString(),
+    deadline,
+    timeoutSeconds: input.timeoutSeconds,
+    requestedBy: run.requestedBy,
+  });
+  deps.log.info('approval requested', { runId: input.runId, deadline: record.deadline, status: record.status });
+  if (record.status === 'PENDING') await announce(deps, approvalRequested(run, record.deadline));
+  return { deadline: record.deadline };
+}
+
+export type Decision = 'approve' | 'reject';
+
+/**
+ * Records an approver's decision on a run waiting for approval (once: a second, different decision is refused).
+ * Returns the record with the task token; delivering it to the state machine is the caller's part (SendTaskSuccess /
+ * SendTaskFailure in AWS; the local engine reads the ledger).
+ */
+export async function decideApproval(
+  deps: { ledger: Ledger; now(): Date },
+  input: { runId: string; decision: Decision; by: string; reason: string },
+): Promise<{ record: ApprovalRecord; already: boolean }> {
+  const current = await deps.ledger.getApproval(input.runId);
+  if (!current) throw new InputError(`run "${input.runId}" has not asked for approval (is it the run id of a rollback whose policy requires approval?)`);
+  const status = input.decision === 'approve' ? 'APPROVED' : 'REJECTED';
+  if (current.status === 'PENDING' && deps.now().getTime() > Date.parse(current.deadline)) {
+    throw new ApprovalTimedOutError(`run "${input.runId}" stopped waiting for approval at ${current.deadline}: start a new rollback`);
+  }
+  const { record, decided } = await deps.ledger.decideApproval(input.runId, { status, decidedBy: input.by, reason: input.reason, decidedAt: deps.now().toISOString() });
+  if (!record) throw new InputError(`run "${input.runId}" has not asked for approval`);
+  if (!decided && record.status !== status) {
+    throw new InputError(`run "${input.runId}" was already ${record.status.toLowerCase()}${record.decidedBy ? ` by ${record.decidedBy}` : ''}${record.decidedAt ? ` at ${record.decidedAt}` : ''}`);
+  }
+  return { record, already: !decided };
+}
+
+/** The error a rejected or timed-out approval ends the run with (stable names: exit code 3). */
+export function rejectionError(caught: CaughtError | undefined, approval: ApprovalRecord | undefined): { name: string; message: string } {
+  const error = summarizeCaught(caught);
+  if (error.name === 'States.Timeout' || error.name === 'States.HeartbeatTimeout' || error.name === 'ApprovalTimedOutError') {
+    return { name: 'ApprovalTimedOutError', message: `no approval decision by ${approval?.deadline ?? 'the deadline'}: nothing was touched` };
+  }
+  const by = approval?.decidedBy ? ` by ${approval.decidedBy}` : '';
+  const why = approval?.reason ? `: ${approval.reason}` : error.message ? `: ${error.message}` : '';
+  return { name: 'ApprovalRejectedError', message: `rejected${by}${why}` };
+}
+
+/** After a rejection or timeout: a still pending approval is closed as TIMED_OUT (the CLI then refuses late answers). */
+export async function closeApproval(deps: WorkflowDeps, runId: string, error: { name: string }): Promise<ApprovalRecord | undefined> {
+  const approval = await deps.ledger.getApproval(runId);
+  if (approval?.status === 'PENDING' && error.name === 'ApprovalTimedOutError') {
+    return (await deps.ledger.decideApproval(runId, { status: 'TIMED_OUT', decidedBy: 'etl-rollback', reason: 'no decision in time', decidedAt: deps.now().toISOString() })).record;
+  }
+  return approval;
+}
+
+// ── pipeline triggers ───────────────────────────────────────────────────────
+
+function requireEvents(deps: WorkflowDeps) {
+  if (!deps.events) throw new Error('an EventBridge client is needed to pause or resume pipeline rules');
+  return deps.events;
+}
+
+/**
+ * "Pause pipeline triggers": disables each rule named in the policy so the pipeline does not write while its data is
+ * being restored. Each rule's state is recorded first (the first record wins, so a retry never mistakes its own
+ * DisableRule for the state found); a rule that was already disabled is left alone and stays disabled at the end.
+ */
+export async function pauseTriggers(deps: WorkflowDeps, ids: RunIds): Promise<{ paused: string[]; alreadyDisabled: string[]; missing: string[] }> {
+  const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
+  const rules = policyOf(manifest).pause?.rules ?? [];
+  const out = { paused: [] as string[], alreadyDisabled: [] as string[], missing: [] as string[] };
+  if (rules.length === 0) return out;
+  const events = requireEvents(deps);
+  for (const rule of rules) {
+    let state: string;
+    try {
+      state = (await events.send(new DescribeRuleCommand({ Name: rule.name, EventBusName: rule.eventBus }))).State ?? 'ENABLED';
+    } catch (error) {
+      if (!(error instanceof ResourceNotFoundException)) throw error;
+      deps.log.warn('pipeline rule to pause does not exist', { rule: rule.name, eventBus: rule.eventBus, runId: ids.runId });
+      out.missing.push(rule.name);
+      continue;
+    }
+    const record = await deps.ledger.recordPausedRule({ runId: ids.runId, eventBus: rule.eventBus, rule: rule.name, priorState: state, pausedAt: deps.now().toISOString() });
+    if (record.priorState === 'DISABLED') {
+      out.alreadyDisabled.push(rule.name);
+      continue;
+    }
+    await events.send(new DisableRuleCommand({ Name: rule.name, EventBusName: rule.eventBus }));
+    out.paused.push(rule.name);
+  }
+  deps.log.info('pipeline triggers paused', { runId: ids.runId, ...out });
+  return out;
+}
+
+/**
+ * "Resume pipeline triggers" (success and failure paths): re-enables every rule this run disabled, and only those.
+ * Tries them all; then throws TriggersNotResumedError naming any that could not be enabled (the state retries).
+ */
+export async function resumeTriggers(deps: WorkflowDeps, ids: { runId: string }): Promise<{ resumed: string[]; leftDisabled: string[] }> {
+  const records = await deps.ledger.listPausedRules(ids.runId);
+  const out = { resumed: [] as string[], leftDisabled: [] as string[] };
+  const failed: string[] = [];
+  for (const r of records) {
+    if (r.priorState === 'DISABLED') {
+      out.leftDisabled.push(r.rule);
+      continue;
+    }
+    if (r.resumedAt) {
+      out.resumed.push(r.rule);
+      continue;
+    }
+    try {
+      await requireEvents(deps).send(new EnableRuleCommand({ Name: r.rule, EventBusName: r.eventBus }));
+      await deps.ledger.markRuleResumed(ids.runId, r.eventBus, r.rule, deps.now().toISOString());
+      out.resumed.push(r.rule);
+    } catch (error) {
+      failed.push(`${r.eventBus}/${r.rule}: ${(error as Error).message}`);
+    }
+  }
+  if (failed.length > 0) {
+    throw new TriggersNotResumedError(`pipeline rules paused for the rollback could not be re-enabled (enable them by hand): ${failed.join('; ')}`);
+  }
+  if (records.length > 0) deps.log.info('pipeline triggers resumed', { runId: ids.runId, ...out });
+  return out;
+}

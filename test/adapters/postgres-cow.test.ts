@@ -1,0 +1,219 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { postgresTableAdapter as adapter } from '../../core/adapters/postgres-table.ts';
+import { VerificationFailedError, PreflightError } from '../../core/errors.ts';
+import { pgHarness, type PgHarness } from './postgres/harness.ts';
+
+let h: PgHarness;
+
+beforeAll(async () => {
+  h = await pgHarness('pgcow', ['cw_orders']);
+});
+
+afterAll(async () => {
+  await h?.sql.end();
+  await h?.db.drop();
+});
+
+const one = async <T>(sql: string): Promise<T> => Object.values((await h.sql.query(sql)).rows[0] as Record<string, T>)[0]!;
+
+async function ourTriggers(table: string): Promise<string[]> {
+  const { rows } = await h.sql.query<{ n: string }>(`SELECT tgname AS n FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname LIKE 'etl_rollback_cw_%' ORDER BY 1`, [table]);
+  return rows.map((r) => r.n);
+}
+
+describe('postgres-table copy-on-write: capture and restore', () => {
+  it('copies nothing, records first pre-images; restore puts back inserts, updates (of the key too), deletes, TRUNCATE and many changes; dependents keep working', async () => {
+    await h.sql.query(`CREATE TABLE cw_orders (id int PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), at timestamptz DEFAULT now())`);
+    await h.sql.query(`INSERT INTO cw_orders SELECT g, 'c' || (g % 7), g * 1.25, '2024-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 500) g`);
+    await h.sql.query(`CREATE TABLE cw_lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES cw_orders (id), qty int)`);
+    await h.sql.query(`INSERT INTO cw_lines SELECT g, g, 1 FROM generate_series(1, 20) g`);
+    await h.sql.query(`CREATE VIEW cw_orders_by_customer AS SELECT customer, sum(amount) AS total FROM cw_orders GROUP BY customer`);
+    await h.sql.query(`DO $$ BEGIN CREATE ROLE cw_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await h.sql.query(`GRANT SELECT ON cw_orders TO cw_reader`);
+    const u = h.unit({ id: 'orders', table: 'cw_orders', capture: 'copy-on-write' });
+    const c = h.ctx('d-cw');
+    const captured = await h.rowsOf('cw_orders');
+    const view = await h.rowsOf('cw_orders_by_customer');
+
+    const point = await adapter.capture(u, c);
+    expect(point).toMatchObject({ count: 500, details: { capture: 'copy-on-write', primaryKey: ['id'] } });
+    expect(point.details.shadowTable).toMatch(/^etl_rollback\.cw_sales_orders_[0-9a-f]{16}$/);
+    expect(await one<string>(`SELECT count(*)::text FROM ${point.details.shadowTable}`)).toBe('0');
+    expect(await ourTriggers('cw_orders')).toHaveLength(4);
+    expect(await one<string>(`SELECT string_agg(DISTINCT tgenabled::text, '') FROM pg_trigger WHERE tgrelid = 'cw_orders'::regclass AND tgname LIKE 'etl_rollback_cw_%'`)).toBe('A');
+    // Idempotent: the same point again, nothing new.
+    expect(await adapter.capture(u, { ...c, now: () => new Date('2031-01-01T00:00:00Z') })).toEqual(point);
+
+    // The bad deploy.
+    await h.sql.query(`INSERT INTO cw_orders (id, customer, amount) SELECT g, 'bad', 0 FROM generate_series(501, 510) g`);
+    await h.sql.query(`UPDATE cw_orders SET amount = -1 WHERE id BETWEEN 30 AND 39`);
+    for (let i = 0; i < 5; i++) await h.sql.query(`UPDATE cw_orders SET amount = amount + 1000, customer = 'many' WHERE id = 100`);
+    await h.sql.query(`DELETE FROM cw_orders WHERE id BETWEEN 200 AND 204`);
+    await h.sql.query(`UPDATE cw_orders SET id = id + 10000 WHERE id BETWEEN 300 AND 302`); // key update
+    await h.sql.query(`UPDATE cw_orders SET id = 200 WHERE id = 410`); // a key moved onto a captured key the deploy deleted
+    await h.sql.query(`BEGIN; UPDATE cw_orders SET amount = 123 WHERE id = 450; ROLLBACK`); // aborted: not recorded
+    await h.sql.query(`SET session_replication_role = replica`); // ALWAYS triggers fire in replica sessions too
+    await h.sql.query(`UPDATE cw_orders SET customer = 'replica' WHERE id = 460`);
+    await h.sql.query(`RESET session_replication_role`);
+    expect(await one<string>(`SELECT count(*)::text FROM ${point.details.shadowTable} WHERE id = 450`)).toBe('0');
+
+    const plan = await adapter.diff(u, point, c);
+    expect(plan.notes[0]).toMatch(/^capture: copy-on-write \(the unit sets capture: copy-on-write\): undo table etl_rollback\.cw_/);
+    expect(plan.notes.join('\n')).not.toMatch(/FAILED/);
+    // Deleted: 501-510, 10300-10302. Updated: 30-39, 100, 200 (holding 410's row), 460. Inserted: 201-204, 300-302, 410.
+    expect(plan.changes).toMatchObject({ rowsDeleted: 13, rowsUpdated: 13, rowsInserted: 8 });
+
+    h.commits.length = 0;
+    const out = await adapter.restore(u, point, c);
+    expect(out.changes).toMatchObject({ rowsDeleted: 13, rowsUpdated: 13, rowsInserted: 8, rowsQuarantined: 26 });
+    expect(h.writesTo('cw_orders')).toEqual({ ins: 8, upd: 13, del: 13 });
+    expect(out.notes.at(-1)).toMatch(/verified in the restore transaction: 500 rows/);
+    expect(await h.rowsOf('cw_orders')).toEqual(captured);
+    expect(await h.checksOk(adapter, u, point, c)).toBe(true);
+    expect(await h.rowsOf('cw_orders_by_customer')).toEqual(view);
+    expect(await one<boolean>(`SELECT has_table_privilege('cw_reader', 'cw_orders', 'SELECT')`)).toBe(true);
+    await expect(h.sql.query(`INSERT INTO cw_lines VALUES (99, 99999, 1)`)).rejects.toThrow(/foreign key/);
+    expect(await one<string>(`SELECT count(*)::text FROM ${out.keptAt!}`)).toBe('26');
+
+    // A rerun writes nothing.
+    h.commits.length = 0;
+    const again = await adapter.restore(u, point, h.ctx('d-cw', 'run-2'));
+    expect(again.writes).toBe(0);
+    expect(h.commits).toEqual([]);
+
+    // TRUNCATE (with the trigger saving the whole table), then new rows: restored too.
+    await h.sql.query(`TRUNCATE cw_orders CASCADE`);
+    await h.sql.query(`INSERT INTO cw_orders (id, customer, amount) VALUES (1, 'after-truncate', 1), (9999, 'x', 2)`);
+    const t = await adapter.restore(u, point, h.ctx('d-cw', 'run-3'));
+    expect(t.writes).toBeGreaterThan(0);
+    expect(await h.rowsOf('cw_orders')).toEqual(captured);
+    expect(await h.checksOk(adapter, u, point, c)).toBe(true);
+
+    // Release drops the triggers, the function and the undo table; twice is fine.
+    await adapter.release(u, point, c);
+    await adapter.release(u, point, c);
+    expect(await ourTriggers('cw_orders')).toEqual([]);
+    expect(await one<string | null>(`SELECT to_regclass('${point.details.shadowTable}')::text`)).toBeNull();
+    expect(await one<string>(`SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'cw_sales_orders_%'`)).toBe('0');
+    await h.sql.query(`INSERT INTO cw_orders (id, customer) VALUES (7777, 'no trigger now')`);
+  });
+
+  it('a deploy that bypasses the triggers makes the restore fail, name the cause and the backstop, and write nothing', async () => {
+    await h.sql.query(`CREATE TABLE cw_by (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_by SELECT g, 'v' || g FROM generate_series(1, 100) g`);
+    const u = h.unit({ id: 'by', table: 'cw_by', capture: 'copy-on-write' });
+    const c = h.ctx('d-by');
+    const point = await adapter.capture(u, c);
+    const [ins, del, trn, upd] = await ourTriggers('cw_by');
+    void ins;
+    void del;
+    void trn;
+
+    // Disabled, written, enabled again: the catalog looks as at capture; the xmin check sees the write.
+    await h.sql.query(`UPDATE cw_by SET v = 'seen' WHERE id = 1`);
+    await h.sql.query(`ALTER TABLE cw_by DISABLE TRIGGER ${upd}`);
+    await h.sql.query(`UPDATE cw_by SET v = 'unseen' WHERE id = 2`);
+    await h.sql.query(`ALTER TABLE cw_by ENABLE ALWAYS TRIGGER ${upd}`);
+    const bad = await h.rowsOf('cw_by');
+    const plan = await adapter.diff(u, point, c);
+    expect(plan.notes.join('\n')).toMatch(/copy-on-write check FAILED.*1 row\(s\) were written after the capture without the triggers recording them \(first key \(2\)\).*backstop.*snapshot.*point-in-time restore/);
+    const err = await adapter.restore(u, point, c).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VerificationFailedError);
+    expect((err as Error).message).toMatch(/written after the capture without the triggers.*Nothing was written.*point-in-time restore/);
+    expect(await h.rowsOf('cw_by')).toEqual(bad);
+
+    // A delete with all triggers disabled: the count of untouched rows tells.
+    await h.sql.query(`UPDATE cw_by SET v = 'v2' WHERE id = 2`); // undo the unseen change by hand
+    await h.sql.query(`ALTER TABLE cw_by DISABLE TRIGGER USER`);
+    await h.sql.query(`DELETE FROM cw_by WHERE id = 50`);
+    for (const t of await ourTriggers('cw_by')) await h.sql.query(`ALTER TABLE cw_by ENABLE ALWAYS TRIGGER ${t}`);
+    await expect(adapter.restore(u, point, c)).rejects.toThrow(/rows were deleted \(or truncated\) without the triggers recording them.*backstop/);
+
+    // A dropped trigger.
+    await h.sql.query(`INSERT INTO cw_by VALUES (50, 'v50')`); // (recorded as an insert: the key stays suspect)
+    await h.sql.query(`DROP TRIGGER ${upd} ON cw_by`);
+    await expect(adapter.restore(u, point, c)).rejects.toThrow(new RegExp(`trigger ${upd} on public.cw_by was dropped.*backstop`));
+    await adapter.release(u, point, c);
+    expect(await ourTriggers('cw_by')).toEqual([]);
+  });
+
+  it('refuses what it cannot protect, with the reason: no key, partitioned; a dropped column fails with the backstop; an added one is put back', async () => {
+    await h.sql.query(`CREATE TABLE cw_nokey (a int, b text)`);
+    await expect(adapter.capture(h.unit({ id: 'nokey', table: 'cw_nokey', capture: 'copy-on-write' }), h.ctx('d-nk'))).rejects.toThrow(/no primary key.*Use capture: copy/);
+    await h.sql.query(`CREATE TABLE cw_parted (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)`);
+    await expect(adapter.capture(h.unit({ id: 'parted', table: 'cw_parted', capture: 'copy-on-write' }), h.ctx('d-pt'))).rejects.toThrow(PreflightError);
+
+    await h.sql.query(`CREATE TABLE cw_sch (id int PRIMARY KEY, a text, b int)`);
+    await h.sql.query(`INSERT INTO cw_sch SELECT g, 'a' || g, g FROM generate_series(1, 30) g`);
+    const captured = await h.rowsOf('cw_sch');
+    const u = h.unit({ id: 'sch', table: 'cw_sch', capture: 'copy-on-write' });
+    const point = await adapter.capture(u, h.ctx('d-sch'));
+    await h.sql.query(`ALTER TABLE cw_sch ADD COLUMN extra text DEFAULT 'x'`);
+    await h.sql.query(`UPDATE cw_sch SET a = 'changed', extra = 'y' WHERE id <= 3`);
+    await h.sql.query(`INSERT INTO cw_sch VALUES (31, 'new', 31, 'z')`);
+    const out = await adapter.restore(u, point, h.ctx('d-sch'));
+    expect(out.notes).toContain('schema restored: column "extra" dropped');
+    expect(await h.rowsOf('cw_sch')).toEqual(captured);
+
+    await h.sql.query(`ALTER TABLE cw_sch DROP COLUMN b`);
+    await expect(adapter.restore(u, point, h.ctx('d-sch', 'run-sch-2'))).rejects.toThrow(/dropped or retyped captured column.*backstop/);
+    await adapter.release(u, point, h.ctx('d-sch'));
+  });
+
+  it('a `where` unit restores only its scope', async () => {
+    await h.sql.query(`CREATE TABLE cw_sc (id int PRIMARY KEY, region text NOT NULL, v int)`);
+    await h.sql.query(`INSERT INTO cw_sc SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 40) g`);
+    const u = h.unit({ id: 'sc', table: 'cw_sc', capture: 'copy-on-write', where: `region = 'eu'` });
+    const point = await adapter.capture(u, h.ctx('d-sc'));
+    expect(point.count).toBe(20);
+    const euBefore = await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'eu')`);
+    await h.sql.query(`UPDATE cw_sc SET v = -v`); // everything, both regions
+    await h.sql.query(`UPDATE cw_sc SET region = 'us' WHERE id = 2`); // out of scope
+    await h.sql.query(`UPDATE cw_sc SET region = 'eu' WHERE id = 3`); // into scope
+    await h.sql.query(`INSERT INTO cw_sc VALUES (100, 'eu', 1), (101, 'us', 1)`);
+    const usAfterDeploy = await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'us' AND id <> 2)`);
+    const out = await adapter.restore(u, point, h.ctx('d-sc'));
+    expect(out.notes).toContain(`scope: rows where (region = 'eu')`);
+    expect(await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'eu')`)).toEqual(euBefore);
+    expect(await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'us')`)).toEqual(usAfterDeploy);
+    await adapter.release(u, point, h.ctx('d-sc'));
+  });
+});
+
+describe('postgres-table copy-on-write: property', () => {
+  it('any sequence of inserts, updates (of the key too), deletes and TRUNCATE is undone exactly', async () => {
+    await h.sql.query(`CREATE TABLE cw_prop (id int PRIMARY KEY, v text, n int)`);
+    let run = 0;
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('insert' as const), id: fc.integer({ min: 1, max: 60 }), n: fc.integer({ min: -5, max: 5 }) }),
+      fc.record({ kind: fc.constant('update' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }), n: fc.integer({ min: -5, max: 5 }) }),
+      fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: 1, max: 80 }) }),
+      fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
+      fc.constant({ kind: 'truncate' as const }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 12 }), async (ops) => {
+        run += 1;
+        await h.sql.query(`TRUNCATE cw_prop`);
+        await h.sql.query(`INSERT INTO cw_prop SELECT g, 'v' || g, g FROM generate_series(1, 40) g`);
+        const u = h.unit({ id: 'prop', table: 'cw_prop', capture: 'copy-on-write' });
+        const c = h.ctx(`d-prop-${run}`);
+        const point = await adapter.capture(u, c);
+        const captured = await h.rowsOf('cw_prop');
+        for (const o of ops) {
+          if (o.kind === 'insert') await h.sql.query(`INSERT INTO cw_prop VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
+          else if (o.kind === 'update') await h.sql.query(`UPDATE cw_prop SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
+          else if (o.kind === 'rekey') await h.sql.query(`UPDATE cw_prop SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM cw_prop p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
+          else if (o.kind === 'delete') await h.sql.query(`DELETE FROM cw_prop WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
+          else await h.sql.query(`TRUNCATE cw_prop`);
+        }
+        await adapter.restore(u, point, c);
+        expect(await h.rowsOf('cw_prop')).toEqual(captured);
+        expect((await adapter.restore(u, point, h.ctx(`d-prop-${run}`, 'again'))).writes).toBe(0);
+        await adapter.release(u, point, c);
+      }),
+      { numRuns: 40 },
+    );
+  }, 120_000);
+});
