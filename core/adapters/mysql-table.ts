@@ -20,9 +20,11 @@ import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitA
  *
  * Restore
  *   - Preflight (outside any transaction, before writing anything): the sealed point, the live table, its columns
- *     and primary key. Schema drift (a column added, dropped or retyped; the key changed) is refused with a
- *     PreflightError naming each change: re-creating a captured definition would take non-transactional DDL that
- *     could lose the deploy's new columns, so the operator reverts the schema first.
+ *     and primary key. When the deploy changed the columns, the captured definition is put back first by one ALTER
+ *     TABLE, after every live row was kept with its live columns (see "Schema restore" for the crash-safety
+ *     argument). Refused, with a PreflightError naming each cause: a primary key change, drift under a `where` or
+ *     `partition` scope, a column to drop that a view or generated column uses, a foreign key on a changed column,
+ *     a point captured before column definitions were recorded.
  *   - The quarantine table `etl_rollback.q_…` is created empty, idempotently, before the row transaction (DDL), with
  *     every column nullable and no keys (it may collect rows of several restores of one run).
  *   - ONE transaction: locking reads (SELECT … FOR UPDATE) over the scope and over the live rows whose keys the point
@@ -66,6 +68,17 @@ export type MysqlColumn = {
   collation: string | null;
   /** Virtual or stored generated column (never written; recomputed by the table). */
   generated: boolean;
+  /**
+   * Recorded since schema restore (absent in older points, whose schema then cannot be restored): NULL allowed,
+   * `COLUMN_DEFAULT` as SQL text (null: no default), `EXTRA`, the generation expression, and the full column
+   * definition as SHOW CREATE TABLE prints it (charset and collation made explicit), which ALTER TABLE re-applies.
+   * The column's position is its index in `columns`.
+   */
+  nullable?: boolean;
+  default?: string | null;
+  extra?: string;
+  expression?: string | null;
+  definition?: string;
 };
 
 export type MysqlTableDetails = {
@@ -77,13 +90,18 @@ export type MysqlTableDetails = {
   shadowTable: string;
   /** Primary key columns in key order; empty when the table has none (restore then reloads the scope). */
   primaryKey: string[];
-  /** All columns in table order at capture. Restore refuses when the live table's columns differ. */
+  /** All columns in table order at capture. Restore puts them back (ALTER TABLE) when the live columns differ. */
   columns: MysqlColumn[];
   /** The scope captured: a predicate and/or partitions. Restore and verify use this scope, not the unit's. */
   where?: string;
   partitions?: string[];
   /** AUTO_INCREMENT counter at capture (decimal string), or null when the table has no AUTO_INCREMENT column. */
   autoIncrement: string | null;
+  /**
+   * Secondary indexes at capture, as SHOW CREATE TABLE prints them (`KEY \`i\` (\`a\`)`, `UNIQUE KEY …`); absent in
+   * older points. A schema restore puts them back along with the columns.
+   */
+  indexes?: string[];
 };
 
 /** Metadata of a sealed point, kept as JSON in `etl_rollback.restore_points.meta`. */
@@ -103,6 +121,7 @@ type ShadowMeta = {
   where?: string;
   partitions?: string[];
   autoIncrement: string | null;
+  indexes?: string[];
   sealed: true;
 };
 
@@ -136,6 +155,11 @@ export function shadowTableName(pipeline: string, deploymentId: string, unitId: 
 /** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
 export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
   return `q_${readable(unitId, 24)}_${shortHash('mysql-quarantine', pipeline, runId, unitId)}`;
+}
+
+/** Schema quarantine of one rollback run of one unit: the live rows with the deploy's columns, kept before ALTER TABLE. */
+export function schemaQuarantineTableName(pipeline: string, runId: string, unitId: string): string {
+  return `qs_${readable(unitId, 24)}_${shortHash('mysql-schema-quarantine', pipeline, runId, unitId)}`;
 }
 
 const ident = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
@@ -250,19 +274,69 @@ async function rollbackTableExists(conn: mysql.Connection, name: string): Promis
 const GENERATED_EXTRA = /\b(VIRTUAL|STORED|PERSISTENT|ROW START|ROW END)\b/i;
 
 async function columnsOf(conn: mysql.Connection, t: TableRef): Promise<MysqlColumn[]> {
-  const rows = await select<{ name: string; type: string; dataType: string; collation: string | null; extra: string | null }>(
+  const rows = await select<{
+    name: string;
+    type: string;
+    dataType: string;
+    charset: string | null;
+    collation: string | null;
+    extra: string | null;
+    nullable: string;
+    dflt: string | null;
+    expression: string | null;
+  }>(
     conn,
-    `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS dataType, COLLATION_NAME AS collation, EXTRA AS extra
+    `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS dataType, CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation,
+            EXTRA AS extra, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS dflt, GENERATION_EXPRESSION AS expression
        FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
     [t.db, t.name],
   );
-  return rows.map((r) => ({
-    name: r.name,
-    type: String(r.type),
-    dataType: String(r.dataType).toLowerCase(),
-    collation: r.collation ?? null,
-    generated: GENERATED_EXTRA.test(r.extra ?? ''),
-  }));
+  const definitions = await columnDefinitionsOf(conn, t);
+  return rows.map((r) => {
+    const type = String(r.type);
+    let definition = definitions.get(r.name);
+    // A column in the table's default collation is printed without one: make it explicit, so the definition does
+    // not depend on the table default.
+    if (definition !== undefined && r.collation && !/\bCOLLATE\b/i.test(definition) && definition.startsWith(type)) {
+      definition = `${type} CHARACTER SET ${r.charset ?? r.collation.split('_')[0]} COLLATE ${r.collation}${definition.slice(type.length)}`;
+    }
+    return {
+      name: r.name,
+      type,
+      dataType: String(r.dataType).toLowerCase(),
+      collation: r.collation ?? null,
+      generated: GENERATED_EXTRA.test(r.extra ?? ''),
+      nullable: r.nullable === 'YES',
+      default: r.dflt ?? null,
+      extra: r.extra ?? '',
+      expression: r.expression ?? null,
+      ...(definition !== undefined ? { definition } : {}),
+    };
+  });
+}
+
+const INDEX_LINE = /^ {2}((?:UNIQUE |FULLTEXT |SPATIAL )?KEY `(?:[^`]|``)+` .*?),?$/;
+const indexName = (line: string): string => /KEY `((?:[^`]|``)+)`/.exec(line)![1]!.replace(/``/g, '`');
+
+/** Secondary indexes as SHOW CREATE TABLE prints them (not the primary key, not foreign keys or checks). */
+async function indexesOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  return (row?.['Create Table'] ?? '').split('\n').flatMap((line) => {
+    const m = INDEX_LINE.exec(line);
+    return m ? [m[1]!] : [];
+  });
+}
+
+/** Each column's definition as SHOW CREATE TABLE prints it: `` `name` <definition>, `` lines (comments are escaped, one line). */
+async function columnDefinitionsOf(conn: mysql.Connection, t: TableRef): Promise<Map<string, string>> {
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  const text = row?.['Create Table'] ?? '';
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^ {2}`((?:[^`]|``)+)` (.*?),?$/.exec(line);
+    if (m) out.set(m[1]!.replace(/``/g, '`'), m[2]!);
+  }
+  return out;
 }
 
 async function primaryKeyOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
@@ -418,6 +492,7 @@ function pointFromMeta(unit: MysqlTableUnit, meta: ShadowMeta, shadowName: strin
     columns: meta.columns,
     autoIncrement: meta.autoIncrement,
   };
+  if (meta.indexes !== undefined) details.indexes = meta.indexes;
   if (meta.where !== undefined) details.where = meta.where;
   if (meta.partitions !== undefined) details.partitions = meta.partitions;
   return { unitId: unit.id, type: 'mysql-table', capturedAt: meta.capturedAt, count: meta.count, checksum: meta.checksum, details };
@@ -536,6 +611,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
           throw new Error(`capture of unit "${unit.id}": the columns of ${source.display} changed while it was being copied; capture again`);
         }
         const { count, checksum } = await countAndChecksum(conn, `${shadowSql} AS t`, 'TRUE', columns);
+        const indexes = await indexesOf(conn, source);
         const meta: ShadowMeta = {
           tool: 'etl-rollback',
           kind: 'restore-point',
@@ -552,6 +628,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
           ...(scope.where !== undefined ? { where: scope.where } : {}),
           ...(scope.partitions !== undefined ? { partitions: scope.partitions } : {}),
           autoIncrement: isScoped(scope) ? null : autoIncrement,
+          indexes,
           sealed: true,
         };
         const sealed = await write(
@@ -579,9 +656,20 @@ interface Prepared {
   columns: MysqlColumn[];
   primaryKey: string[];
   meta: ShadowMeta;
+  /** The live columns now. */
+  liveColumns: MysqlColumn[];
+  /** Notes for the outcome (a scoped unit's attribute drift left alone). */
+  notes: string[];
+  /** Set when the deploy changed the columns: how the captured definition is put back (nothing refused). */
+  schema?: SchemaPlan;
 }
 
-function describeDrift(captured: MysqlColumn[], live: MysqlColumn[]): string[] {
+/**
+ * How the live columns differ from the captured ones. The shape (names, types, collations, generated or not) decides
+ * whether rows can be compared and written; `attributes` adds the rest of each definition (default, nullability,
+ * generation expression, comment…) and the column order, which a schema restore also puts back.
+ */
+function describeDrift(captured: MysqlColumn[], live: MysqlColumn[], options: { attributes: boolean } = { attributes: false }): string[] {
   const problems: string[] = [];
   const liveByName = new Map(live.map((c) => [c.name.toLowerCase(), c]));
   const capturedByName = new Map(captured.map((c) => [c.name.toLowerCase(), c]));
@@ -591,9 +679,146 @@ function describeDrift(captured: MysqlColumn[], live: MysqlColumn[]): string[] {
     else if (now.type !== c.type) problems.push(`column "${c.name}" changed type from ${c.type} to ${now.type}`);
     else if (now.collation !== c.collation) problems.push(`column "${c.name}" changed collation from ${c.collation} to ${now.collation}`);
     else if (now.generated !== c.generated) problems.push(`column "${c.name}" ${c.generated ? 'is no longer' : 'became'} a generated column`);
+    else if (options.attributes && c.definition !== undefined && now.definition !== c.definition) problems.push(`column "${c.name}" changed from ${c.definition} to ${now.definition}`);
   }
   for (const c of live) if (!capturedByName.has(c.name.toLowerCase())) problems.push(`column "${c.name}" (${c.type}) was added`);
+  if (options.attributes && problems.length === 0 && captured.some((c) => c.definition !== undefined)) {
+    const order = (cols: MysqlColumn[]) => cols.map((c) => c.name).join('\u0000');
+    if (order(captured) !== order(live)) problems.push(`columns were reordered (${live.map((c) => c.name).join(', ')}; captured ${captured.map((c) => c.name).join(', ')})`);
+  }
   return problems;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Schema restore
+
+/**
+ * Putting back the captured column definitions when the deploy altered the table (column added, dropped, renamed,
+ * retyped, default, nullability, generation expression, collation, order): ONE `ALTER TABLE` on the same table (never
+ * DROP/RENAME TABLE), so its views, grants, triggers and foreign keys stay attached. A renamed column is handled as
+ * dropped plus re-added: its live values go to quarantine, the captured ones come back with the rows.
+ *
+ * MySQL commits implicitly around DDL, so the ALTER cannot share the row transaction. Crash safety instead:
+ *   1. `etl_rollback.qs_…` (one per run and unit; COMMENT marks it as this run's schema quarantine, written in the
+ *      same CREATE statement) gets every live row with its live columns (all nullable, plain; generated values kept
+ *      as values) plus each row's MD5 digest. Filling is a top-up: only rows whose digest it does not hold yet, so a
+ *      rerun never refills or duplicates, yet picks up rows written since.
+ *   2. Under LOCK TABLES (live WRITE, so no writer slips between the copy and the ALTER), the top-up, then one
+ *      ALTER TABLE. InnoDB's ALTER is atomic: the table has either the old or the captured definition, never half.
+ *      A value the ALTER cannot convert (strict mode) makes it fail: the restore refuses with the cause, the table
+ *      unchanged, its rows kept in the quarantine table.
+ *   3. The normal row restore (its own transaction) rewrites the rows from the shadow copy.
+ * A rerun after a crash anywhere converges: before the ALTER, step 1 tops up (nothing new if nothing changed) and
+ * the ALTER runs; after it, the live definition equals the captured one, so no DDL runs and only rows are restored.
+ */
+interface SchemaPlan {
+  /** What changes, for notes and the dry run. */
+  changes: string[];
+  /** The ALTER TABLE statement. */
+  alter: string;
+}
+
+/** Column names the expression (MariaDB: backquoted) mentions. */
+const mentions = (expression: string | null | undefined, column: string): boolean =>
+  Boolean(expression) && expression!.toLowerCase().includes(`\`${column.replace(/`/g, '``').toLowerCase()}\``);
+
+async function planSchema(
+  conn: mysql.Connection,
+  table: TableRef,
+  captured: MysqlColumn[],
+  live: MysqlColumn[],
+  capturedIndexes: string[] | undefined,
+): Promise<{ plan: SchemaPlan; refusals: string[] }> {
+  const refusals: string[] = [];
+  const changes: string[] = [];
+  const clauses: string[] = [];
+  if (captured.some((c) => c.definition === undefined)) {
+    refusals.push(
+      'the restore point was captured by an older etl-rollback that did not record column definitions (defaults, nullability, order), so the captured schema cannot be rebuilt; revert the schema change by hand, then rerun',
+    );
+    return { plan: { changes, alter: '' }, refusals };
+  }
+  const key = (n: string) => n.toLowerCase();
+  const liveByName = new Map(live.map((c) => [key(c.name), c]));
+  const capturedNames = new Set(captured.map((c) => key(c.name)));
+  const dropped = live.filter((c) => !capturedNames.has(key(c.name)));
+  const keptLiveOrder = live.filter((c) => capturedNames.has(key(c.name))).map((c) => key(c.name));
+  const keptCapturedOrder = captured.filter((c) => liveByName.has(key(c.name))).map((c) => key(c.name));
+  const reordered = keptLiveOrder.join('\u0000') !== keptCapturedOrder.join('\u0000');
+  const changed: string[] = [];
+
+  for (const l of dropped) {
+    clauses.push(`DROP COLUMN ${ident(l.name)}`);
+    changes.push(`column "${l.name}" (${l.type}), added by the deploy, dropped (its values kept in quarantine)`);
+    changed.push(l.name);
+  }
+  captured.forEach((c, i) => {
+    const position = i === 0 ? 'FIRST' : `AFTER ${ident(captured[i - 1]!.name)}`;
+    const l = liveByName.get(key(c.name));
+    if (!l) {
+      clauses.push(`ADD COLUMN ${ident(c.name)} ${c.definition!} ${position}`);
+      changes.push(`column "${c.name}" re-added as ${c.definition!}`);
+      return;
+    }
+    const redefined = l.definition !== c.definition || l.name !== c.name;
+    if (redefined) {
+      changes.push(`column "${c.name}" changed back from ${l.definition ?? l.type} to ${c.definition!}`);
+      changed.push(l.name);
+    }
+    if (redefined || reordered) clauses.push(`CHANGE COLUMN ${ident(l.name)} ${ident(c.name)} ${c.definition!} ${position}`);
+  });
+  if (reordered) changes.push(`column order restored to ${captured.map((c) => c.name).join(', ')}`);
+
+  // Secondary indexes, in the same ALTER (points that recorded them). An index on dropped columns only goes with them.
+  if (capturedIndexes !== undefined) {
+    const liveIndexes = await indexesOf(conn, table);
+    const keptLive = new Set(liveIndexes);
+    const droppedNames = new Set(dropped.map((l) => key(l.name)));
+    for (const line of liveIndexes) {
+      if (capturedIndexes.includes(line)) continue;
+      const cols = [...line.matchAll(/`((?:[^`]|``)+)`/g)].slice(1).map((m) => key(m[1]!.replace(/``/g, '`')));
+      if (cols.length > 0 && cols.every((c) => droppedNames.has(c))) continue;
+      clauses.push(`DROP INDEX ${ident(indexName(line))}`);
+      changes.push(`index ${line} dropped`);
+    }
+    for (const line of capturedIndexes) {
+      if (keptLive.has(line)) continue;
+      clauses.push(`ADD ${line}`);
+      changes.push(`index ${line} re-created`);
+    }
+  }
+
+  // What ALTER would break or cannot do.
+  for (const l of dropped) {
+    const gen = live.filter((g) => g !== l && capturedNames.has(key(g.name)) && mentions(g.expression, l.name));
+    if (gen.length > 0) refusals.push(`column "${l.name}" must be dropped, but generated column(s) ${gen.map((g) => `"${g.name}"`).join(', ')} use it`);
+    const views = await select<{ db: string; name: string }>(
+      conn,
+      `SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name FROM information_schema.VIEWS
+        WHERE LOCATE(?, LOWER(VIEW_DEFINITION)) > 0 AND LOCATE(?, LOWER(VIEW_DEFINITION)) > 0`,
+      [`\`${table.name.toLowerCase()}\``, `.\`${l.name.toLowerCase()}\``],
+    );
+    if (views.length > 0) refusals.push(`column "${l.name}" must be dropped, but view(s) ${views.map((v) => `${v.db}.${v.name}`).join(', ')} use it; change or drop them first`);
+  }
+  if (changed.length > 0) {
+    const fks = await select<{ name: string; db: string; t: string; col: string; refCol: string | null }>(
+      conn,
+      `SELECT CONSTRAINT_NAME AS name, TABLE_SCHEMA AS db, TABLE_NAME AS t, COLUMN_NAME AS col, REFERENCED_COLUMN_NAME AS refCol
+         FROM information_schema.KEY_COLUMN_USAGE
+        WHERE REFERENCED_TABLE_NAME IS NOT NULL
+          AND ((TABLE_SCHEMA = ? AND TABLE_NAME = ?) OR (REFERENCED_TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?))`,
+      [table.db, table.name, table.db, table.name],
+    );
+    const changedSet = new Set(changed.map(key));
+    for (const fk of fks) {
+      const ownSide = fk.db === table.db && fk.t === table.name && changedSet.has(key(fk.col));
+      const referencedSide = fk.refCol !== null && changedSet.has(key(fk.refCol));
+      if (ownSide || referencedSide) {
+        refusals.push(`foreign key ${fk.db}.${fk.t}.${fk.name} uses column "${ownSide ? fk.col : fk.refCol}", which the schema restore would change; drop or change the key first`);
+      }
+    }
+  }
+  return { plan: { changes, alter: clauses.length > 0 ? `ALTER TABLE ${table.sql} ${clauses.join(', ')}` : '' }, refusals: [...new Set(refusals)] };
 }
 
 async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Prepared> {
@@ -624,11 +849,14 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     throw new PreflightError(`unit "${unit.id}": table ${live.display} now uses the ${live.engine ?? 'unknown'} engine; restore needs InnoDB. Nothing was written.`);
   }
   const columns = await columnsOf(conn, live);
-  const problems = describeDrift(d.columns, columns);
+  const drift = describeDrift(d.columns, columns, { attributes: true });
+  const shapeDrift = describeDrift(d.columns, columns);
+  const problems: string[] = [];
+  const notes: string[] = [];
   const primaryKey = await primaryKeyOf(conn, live);
   if (primaryKey.join('\u0000') !== d.primaryKey.join('\u0000')) {
     const show = (k: string[]) => (k.length ? `(${k.join(', ')})` : 'none');
-    problems.push(`primary key changed from ${show(d.primaryKey)} to ${show(primaryKey)}`);
+    problems.push(`primary key changed from ${show(d.primaryKey)} to ${show(primaryKey)} (a key change is not restored: rows are matched by key)`);
   }
   const scope = scopeOf(d);
   if (scope.partitions) {
@@ -636,14 +864,29 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     const gone = scope.partitions.filter((p) => !known.has(p.toLowerCase()));
     if (gone.length > 0) problems.push(`partition(s) ${gone.join(', ')} no longer exist`);
   }
+  let schema: SchemaPlan | undefined;
+  if (drift.length > 0) {
+    if (isScoped(scope) && shapeDrift.length === 0) {
+      // Rows can still be compared and written; the shared definition is left as the deploy made it.
+      notes.push(`schema not restored for a scoped unit${describeScope(scope)}: ${drift.join('; ')}`);
+    } else if (isScoped(scope)) {
+      problems.push(
+        `the deploy changed its columns (${drift.join('; ')}), and this unit is scoped${describeScope(scope)}: the definition is shared with rows outside the scope, so it is not restored by a scoped unit`,
+      );
+    } else if (problems.length === 0) {
+      const planned = await planSchema(conn, live, d.columns, columns, d.indexes);
+      if (planned.refusals.length > 0) problems.push(`the deploy changed its columns (${drift.join('; ')}), but ${planned.refusals.join('; ')}`);
+      else schema = planned.plan;
+    }
+  }
   if (problems.length > 0) {
     throw new PreflightError(
-      `unit "${unit.id}": table ${live.display} no longer has the schema captured in its restore point: ${problems.join('; ')}. ` +
-        'Nothing was written. Restoring a table schema is not supported: revert the schema change first, then rerun the rollback.',
+      `unit "${unit.id}": table ${live.display} cannot be restored: ${problems.join('; ')}. ` +
+        'Nothing was written. Revert the schema change by hand, then rerun the rollback.',
     );
   }
   // Captured column order and metadata: the checksum was computed over them.
-  return { live, shadow: tableRef(ROLLBACK_DATABASE, shadowName), scope, columns: d.columns, primaryKey, meta };
+  return { live, shadow: tableRef(ROLLBACK_DATABASE, shadowName), scope, columns: d.columns, primaryKey, meta, liveColumns: columns, notes, ...(schema ? { schema } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -670,8 +913,32 @@ const liveScope = (p: Prepared): string => `${p.live.sql}${partitionClause(p.sco
 const goneFromPoint = (p: Prepared): string =>
   `${scopePredicate(p.scope)} AND NOT EXISTS (SELECT 1 FROM ${p.shadow.sql} AS s WHERE ${keyMatch(p.primaryKey, 's', 'l')})`;
 
+/**
+ * Dry run of a restore that will first put the schema back (the ALTER cannot run in a read-only preview): a live
+ * column compared with its captured value as is when its type is unchanged, as text when retyped, as NULL when it
+ * will be re-added. The counts after the ALTER may differ slightly (e.g. a retyped value that converts back equal).
+ */
+function differsAcrossSchema(p: Prepared): string {
+  const liveByName = new Map(p.liveColumns.map((c) => [c.name.toLowerCase(), c]));
+  const terms = writableOf(p).map((c) => {
+    const l = liveByName.get(c.name.toLowerCase());
+    if (!l) return `(NULL <=> ${bytesOf(c, 's')})`;
+    if (l.type === c.type && l.collation === c.collation) return `${bytesOf(l, 'l')} <=> ${bytesOf(c, 's')}`;
+    return `CAST(l.${ident(l.name)} AS CHAR CHARACTER SET utf8mb4) <=> CAST(s.${ident(c.name)} AS CHAR CHARACTER SET utf8mb4)`;
+  });
+  return `NOT (${terms.join(' AND ')})`;
+}
+
 async function plan(conn: mysql.Connection, p: Prepared): Promise<Plan> {
   const shadow = p.shadow.sql;
+  if (p.schema && p.primaryKey.length === 0) {
+    return {
+      rowsDeleted: await countOf(conn, `SELECT 1 AS x FROM ${liveScope(p)}`),
+      rowsInserted: await countOf(conn, `SELECT 1 AS x FROM ${shadow} AS s`),
+      rowsUpdated: 0,
+      fullReload: true,
+    };
+  }
   if (p.primaryKey.length === 0) {
     // Multiset comparison of whole rows: equal scopes (duplicates included) write nothing.
     const unequal = await countOf(
@@ -695,7 +962,10 @@ async function plan(conn: mysql.Connection, p: Prepared): Promise<Plan> {
     rowsDeleted: await countOf(conn, `SELECT 1 AS x FROM ${liveScope(p)} WHERE ${goneFromPoint(p)}`),
     rowsInserted: await countOf(conn, `SELECT 1 AS x FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 's')})`),
     // By key over the whole table: a row the deploy moved out of the scope is put back (it was in scope at capture).
-    rowsUpdated: await countOf(conn, `SELECT 1 AS x FROM ${p.live.sql} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(writableOf(p), 'l', 's')}`),
+    rowsUpdated: await countOf(
+      conn,
+      `SELECT 1 AS x FROM ${p.live.sql} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${p.schema ? differsAcrossSchema(p) : differs(writableOf(p), 'l', 's')}`,
+    ),
     fullReload: false,
   };
 }
@@ -724,7 +994,13 @@ async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>
     return inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY', async () => {
       const planned = await plan(conn, p);
       const changes = changesOf(planned);
-      const notes = planned.fullReload ? [noPkNote(p, planned)] : [];
+      const notes = [...p.notes, ...(planned.fullReload ? [noPkNote(p, planned)] : [])];
+      if (p.schema) {
+        notes.unshift(
+          `schema will be restored: ${p.schema.changes.join('; ')} (one ALTER TABLE, after the live rows are kept in ` +
+            `${ROLLBACK_DATABASE}.${schemaQuarantineTableName(ctx.pipeline, ctx.runId ?? '?', unit.id)}); row counts estimated across the schema change`,
+        );
+      }
       const counter = point.details.autoIncrement;
       if (counter !== null && !isScoped(p.scope)) {
         const current = await autoIncrementOf(conn, p.live);
@@ -768,6 +1044,92 @@ async function restoreAutoIncrement(conn: mysql.Connection, p: Prepared, counter
   }
 }
 
+interface SchemaQuarantineMarker {
+  tool: 'etl-rollback';
+  kind: 'schema-quarantine';
+  pipeline: string;
+  runId: string;
+  unitId: string;
+  table: string;
+  shadowTable: string;
+  state: 'schema restore in progress';
+}
+
+const ROW_DIGEST_COLUMN = '_etlrb_row_md5';
+
+/**
+ * Steps 1 and 2 of the schema restore (see "Schema restore"): keep every live row with its live columns in the
+ * schema quarantine, then one ALTER TABLE back to the captured columns, both under LOCK TABLES … WRITE.
+ * Returns the quarantine table's name.
+ */
+async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: SchemaPlan, marker: SchemaQuarantineMarker, unitId: string, ctx: AdapterContext): Promise<string> {
+  const qsName = schemaQuarantineTableName(marker.pipeline, marker.runId, unitId);
+  const qs = inRollbackDb(qsName);
+  const keptAt = `${ROLLBACK_DATABASE}.${qsName}`;
+  const liveCols = p.liveColumns;
+
+  // 1. The quarantine, created with its marker in one statement (no window where it exists unmarked).
+  const [existing] = await select<{ c: string }>(
+    conn,
+    'SELECT TABLE_COMMENT AS c FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+    [ROLLBACK_DATABASE, qsName],
+  );
+  if (existing) {
+    let found: Partial<SchemaQuarantineMarker> | undefined;
+    try {
+      found = JSON.parse(existing.c) as Partial<SchemaQuarantineMarker>;
+    } catch {
+      found = undefined;
+    }
+    if (found?.kind !== 'schema-quarantine' || found.runId !== marker.runId || found.unitId !== marker.unitId || found.table !== marker.table) {
+      throw new PreflightError(`unit "${unitId}": ${keptAt} exists but is not the schema quarantine of this run; inspect it. Nothing was written.`);
+    }
+    const held = (await columnsOf(conn, tableRef(ROLLBACK_DATABASE, qsName))).filter((c) => c.name !== ROW_DIGEST_COLUMN);
+    const sig = (cols: MysqlColumn[]) => cols.map((c) => `${c.name.toLowerCase()} ${c.type}`).join(', ');
+    if (sig(held) !== sig(liveCols)) {
+      throw new PreflightError(
+        `unit "${unitId}": the schema quarantine ${keptAt} of this run holds rows with columns (${sig(held)}), but ${p.live.display} now has (${sig(liveCols)}): ` +
+          'the table was altered again during the rollback. Inspect both, then rerun with a new run id. Nothing more was written.',
+      );
+    }
+    ctx.log.info('mysql-table schema quarantine of this run found; topping it up', { unit: unitId, keptAt });
+  } else {
+    const defs = liveCols.map((c) => `${ident(c.name)} ${c.type}${c.collation ? ` COLLATE ${c.collation}` : ''} NULL`);
+    await conn.query(
+      `CREATE TABLE IF NOT EXISTS ${qs} (\n  ${[...defs, `${ident(ROW_DIGEST_COLUMN)} CHAR(32) NOT NULL`, `KEY (${ident(ROW_DIGEST_COLUMN)})`].join(',\n  ')}\n)` +
+        ` ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${literal(JSON.stringify(marker))}`,
+    );
+  }
+
+  // 2. Copy (top-up: rows whose digest is not kept yet), then ALTER, with writers held off in between.
+  const digestOf = rowDigest(liveCols, 'l');
+  await conn.query(`LOCK TABLES ${p.live.sql} WRITE, ${p.live.sql} AS l READ, ${qs} WRITE, ${qs} AS x READ`);
+  try {
+    const copied = await write(
+      conn,
+      `INSERT INTO ${qs} (${colList(liveCols)}, ${ident(ROW_DIGEST_COLUMN)})
+       SELECT ${colList(liveCols, 'l')}, ${digestOf} FROM ${p.live.sql} AS l
+        WHERE NOT EXISTS (SELECT 1 FROM ${qs} AS x WHERE x.${ident(ROW_DIGEST_COLUMN)} = ${digestOf})`,
+    );
+    ctx.log.info('mysql-table live rows kept before the schema restore', { unit: unitId, keptAt, copied });
+    try {
+      await conn.query(schema.alter);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new PreflightError(
+        `unit "${unitId}": putting back the captured definition of ${p.live.display} failed: ${reason}. ALTER TABLE is atomic, so the table ` +
+          `keeps the deploy's definition; no row was changed, and every live row is kept with its columns in ${keptAt}. ` +
+          'Fix the values that cannot take the captured definition (or revert the schema by hand), then rerun the rollback.',
+        { cause: error },
+      );
+    }
+  } finally {
+    await conn.query('UNLOCK TABLES').catch(() => undefined);
+  }
+  ctx.log.info('mysql-table schema restored', { unit: unitId, table: p.live.display, changes: schema.changes });
+  return keptAt;
+}
+
 async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
@@ -778,7 +1140,24 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
   const keptAt = `${ROLLBACK_DATABASE}.${qName}`;
   return withSession(ctx, d.connection, async (conn) => {
     // Everything that can refuse does so here, before any write.
-    const p = await prepare(conn, unit, point, ctx);
+    let p = await prepare(conn, unit, point, ctx);
+    const schemaNotes: string[] = [];
+    if (p.schema) {
+      const marker: SchemaQuarantineMarker = {
+        tool: 'etl-rollback',
+        kind: 'schema-quarantine',
+        pipeline: ctx.pipeline,
+        runId,
+        unitId: unit.id,
+        table: p.live.display,
+        shadowTable: d.shadowTable,
+        state: 'schema restore in progress',
+      };
+      const schemaKeptAt = await restoreSchema(conn, p, p.schema, marker, unit.id, ctx);
+      schemaNotes.push(`schema restored: ${p.schema.changes.join('; ')}; the live rows with the deploy's columns are kept in ${schemaKeptAt}`);
+      p = await prepare(conn, unit, point, ctx);
+      if (p.schema) throw new Error(`restore of unit "${unit.id}": ${p.live.display} still differs from the captured definition after ALTER TABLE: ${p.schema.changes.join('; ')}`);
+    }
     let createdQuarantine = false;
     try {
       let quarantineReady = await rollbackTableExists(conn, qName);
@@ -811,6 +1190,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
         }
       }
       if (!result) throw new Error(`restore of unit "${unit.id}": the quarantine table ${keptAt} could not be prepared; rerun the rollback`);
+      result.notes.unshift(...schemaNotes, ...p.notes);
       // Made for writes that, once the locks were held, turned out not to be needed.
       if (result.writes === 0 && createdQuarantine) await dropIfEmpty(conn, qName).catch(() => undefined);
       const counterNote = await restoreAutoIncrement(conn, p, d.autoIncrement, ctx);
@@ -825,8 +1205,9 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
       if (createdQuarantine) await dropIfEmpty(conn, qName).catch(() => undefined);
       if (error instanceof EtlRollbackError) throw error;
       const reason = error instanceof Error ? error.message : String(error);
+      const written = schemaNotes.length > 0 ? `the row restore failed and was rolled back (the ${schemaNotes[0]!})` : 'failed and was rolled back, nothing was written';
       throw new Error(
-        `restore of unit "${unit.id}" (table ${d.table}) failed and was rolled back, nothing was written: ${reason}. ` +
+        `restore of unit "${unit.id}" (table ${d.table}) ${written}: ${reason}. ` +
           'Fix the cause (a constraint, trigger or foreign key added since the capture, a lock wait timeout or deadlock), then rerun the rollback.',
         { cause: error },
       );

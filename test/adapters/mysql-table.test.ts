@@ -513,34 +513,29 @@ describe('mysql-table adapter: restore without a primary key', () => {
 });
 
 describe('mysql-table adapter: refusals and failures', () => {
-  it('refuses a restore when the deploy changed the columns, naming them, and writes nothing', async () => {
+  it('restores the captured columns when the deploy changed them (added, retyped, dropped), then the rows; verify names the drift before', async () => {
     await sql.query('CREATE TABLE drift (id INT PRIMARY KEY, a INT, b TEXT)');
     await sql.query(`INSERT INTO drift SELECT seq, seq, 'b' FROM seq_1_to_10`);
     const u = unit('drift', 'drift');
     const c = ctx('d-drift');
     const point = await adapter.capture(u, c);
+    const captured = await rowsOf('drift');
     await sql.query('DELETE FROM drift WHERE id = 1');
     await sql.query('ALTER TABLE drift ADD COLUMN c JSON, MODIFY COLUMN a BIGINT, DROP COLUMN b');
-    const rows = await rowsOf('drift');
-    const written = await audit('drift');
-
-    for (const op of [() => adapter.restore(u, point, c), () => adapter.diff(u, point, c)]) {
-      const error = await op().catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(PreflightError);
-      const message = (error as Error).message;
-      expect(message).toContain(`${db.name}.drift`);
-      expect(message).toContain('column "a" changed type from int(11) to bigint(20)');
-      expect(message).toContain('column "b" (text) was dropped');
-      expect(message).toContain('column "c" (longtext) was added');
-      expect(message).toContain('Nothing was written');
-      expect(message).toContain('revert the schema change');
-    }
-    expect(await rowsOf('drift')).toEqual(rows);
-    expect(await written()).toEqual([]);
-    expect(await quarantineTables('drift')).toEqual([]);
 
     const checks = await adapter.verify(u, point, c);
     expect(checks.find((ch) => ch.name === 'checksum')).toMatchObject({ ok: false, detail: expect.stringContaining('was added') });
+    const dry = await adapter.diff(u, point, c);
+    expect(dry.notes[0]).toContain('schema will be restored: ');
+    expect(dry.notes[0]).toContain('column "c" (longtext), added by the deploy, dropped');
+    expect(dry.notes[0]).toContain('column "b" re-added as text');
+    expect(dry.notes[0]).toContain('column "a" changed back from bigint(20) DEFAULT NULL to int(11) DEFAULT NULL');
+
+    const outcome = await adapter.restore(u, point, c);
+    expect(outcome.changes).toEqual({ rowsInserted: 1, rowsUpdated: 9, rowsDeleted: 0 });
+    expect(await rowsOf('drift')).toEqual(captured);
+    expect(await checksOk(u, point, c)).toBe(true);
+    expect((await adapter.restore(u, point, c)).writes).toBe(0);
   });
 
   it('refuses a restore when the primary key changed', async () => {
