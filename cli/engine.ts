@@ -31,6 +31,8 @@ export interface RollbackArgs extends SnapshotArgs {
   dryRun: boolean;
   /** Start outside the manifest's maintenance windows. */
   urgent?: boolean;
+  /** The run id of a failed run to resume (its plan is taken over; `units` and `cascade` are then not sent). */
+  resume?: string;
 }
 
 export type ExecutionResult =
@@ -49,16 +51,16 @@ export function defaultRunName(kind: string, pipeline: string, deploymentId: str
   return `${head}-${stamp}`;
 }
 
-/** The rollback machine's input, exactly as a console user would type it. */
+/** The rollback machine's input, exactly as a console user would type it; the CLI's runs are `manual`. */
 export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<string, unknown> {
   return {
     pipeline: manifest.pipeline,
     deploymentId: args.deploymentId,
-    ...(args.units ? { units: args.units } : {}),
-    cascade: args.cascade,
+    ...(args.resume ? { resume: args.resume } : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
     dryRun: args.dryRun,
     reason: args.reason,
     requestedBy: args.requestedBy,
     ...(args.urgent ? { urgent: true } : {}),
+    trigger: { kind: 'manual' },
   };
 }

@@ -17,6 +17,7 @@ import { handler as finishRun } from '../lambdas/finish-run.ts';
 import { handler as planRollback } from '../lambdas/plan-rollback.ts';
 import { handler as recordFailure } from '../lambdas/record-failure.ts';
 import { handler as releaseLock } from '../lambdas/release-lock.ts';
+import { handler as restoreShard } from '../lambdas/restore-shard.ts';
 import { handler as restoreUnit } from '../lambdas/restore-unit.ts';
 import { handler as sealSnapshot } from '../lambdas/seal-snapshot.ts';
 import { handler as verifyStage } from '../lambdas/verify-stage.ts';
@@ -27,7 +28,8 @@ import { handler as releaseDeployment } from '../lambdas/release-deployment.ts';
  * Runs the state machine definitions that CDK deploys, unchanged, in this process: aws-local-stepfunctions
  * interprets the ASL, and each Task is served by the same handler code that runs in Lambda.
  */
-export type MachineName = 'snapshot' | 'rollback' | 'release';
+/** `restore-shards` is the child of the rollback machine's Distributed Map (run by the runner once per batch). */
+export type MachineName = 'snapshot' | 'rollback' | 'release' | 'restore-shards';
 
 /** One event of a local execution (state entered, map iteration, retry, ...). */
 export type EventLog = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
@@ -45,6 +47,7 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   DescribeChanges: describeChanges,
   AcquireLock: acquireLock,
   RestoreUnit: restoreUnit,
+  RestoreShard: restoreShard,
   VerifyStage: verifyStage,
   FinishRun: finishRun,
   ReleaseLock: releaseLock,
@@ -74,7 +77,16 @@ interface AslState {
   Timestamp?: string;
   SecondsPath?: string;
   TimestampPath?: string;
-  ItemProcessor?: { States: Record<string, AslState> };
+  /**
+   * A Distributed Map's processor may name its definition file instead of listing its states (`DefinitionFile`, a
+   * file of statemachines/): CDK composes the file in at synth; the local runner runs it once per batch.
+   */
+  ItemProcessor?: { States?: Record<string, AslState>; StartAt?: string; DefinitionFile?: string; ProcessorConfig?: { Mode?: string } };
+  ItemsPath?: string;
+  ItemSelector?: unknown;
+  ItemReader?: unknown;
+  ItemBatcher?: { MaxItemsPerBatch?: number; BatchInput?: Record<string, unknown> };
+  MaxConcurrency?: number;
   Iterator?: { States: Record<string, AslState> };
   Branches?: { States: Record<string, AslState> }[];
 }
@@ -94,13 +106,22 @@ export function taskStates(definition: { States: Record<string, AslState> }): { 
         if (!m) throw new Error(`Task state "${name}" has Resource ${state.Resource}; expected \${<Name>FunctionArn} (or ${WAIT_FOR_TASK_TOKEN} with that FunctionName)`);
         found.push({ state: name, substitution: m[1]!, callback });
       }
-      const inner = state.ItemProcessor ?? state.Iterator;
-      if (inner) walk(inner.States);
+      const inner = processorStates(state);
+      if (inner) walk(inner);
       for (const b of state.Branches ?? []) walk(b.States);
     }
   };
   walk(definition.States);
   return found;
+}
+
+/** The states of a Map's processor: listed inline, or those of its `DefinitionFile`. */
+function processorStates(state: AslState): Record<string, AslState> | undefined {
+  const inner = state.ItemProcessor ?? state.Iterator;
+  if (!inner) return undefined;
+  const file = (inner as { DefinitionFile?: string }).DefinitionFile;
+  if (file) return (JSON.parse(readFileSync(resolve(STATE_MACHINE_DIR, file), 'utf8')) as { States: Record<string, AslState> }).States;
+  return inner.States;
 }
 
 function lambdaContext(functionName: string): Context {
@@ -214,7 +235,8 @@ export function loadLocalMachine(
   handlers: Record<string, LambdaHandler> = HANDLERS,
   callback?: { driver: CallbackDriver; token: string; clock: () => Date; signal: AbortSignal },
 ) {
-  const text = readFileSync(definitionPath(name), 'utf8');
+  const file = definitionPath(name);
+  const text = readFileSync(file, 'utf8');
   const raw = JSON.parse(text) as { States: Record<string, AslState> };
   const overrides: Record<string, (input: unknown) => Promise<unknown>> = {};
   for (const { state, substitution, callback: waits } of taskStates(raw)) {
@@ -246,15 +268,86 @@ export function loadLocalMachine(
       st.TimeoutSeconds = CALLBACK_CEILING_SECONDS;
     }
   }
+  replaceDistributedMaps(definition.States, overrides, handlers, callback);
   return { definition: definition as object, overrides, waitStates: waitStates(raw.States) };
+}
+
+/**
+ * aws-local-stepfunctions ignores a Distributed Map's ItemReader, ItemBatcher and ResultWriter and would run its
+ * processor inline, item by item. So each DISTRIBUTED Map is swapped for a Task of the same name (same ResultPath,
+ * ResultSelector, Retry, Catch and Next) served by the runner: it takes the items at ItemsPath, cuts them in batches
+ * (ItemBatcher.MaxItemsPerBatch, BatchInput resolved against the Map's input), and runs the child definition file
+ * (`ItemProcessor.DefinitionFile`, the file AWS runs as the child) once per batch with `{BatchInput, Items}`, at most
+ * MaxConcurrency at once. Its output is the array of child outputs, in item order, as the Map's. A failed child fails
+ * the Map with the child's error. ItemReader, ItemSelector and inline processors are refused: not used by our files.
+ */
+function replaceDistributedMaps(
+  states: Record<string, AslState>,
+  overrides: Record<string, (input: unknown) => Promise<unknown>>,
+  handlers: Record<string, LambdaHandler>,
+  callback: Parameters<typeof loadLocalMachine>[2],
+): void {
+  for (const [name, state] of Object.entries(states)) {
+    for (const b of state.Branches ?? []) replaceDistributedMaps(b.States, overrides, handlers, callback);
+    const processor = state.ItemProcessor;
+    if (state.Type !== 'Map' || !processor) continue;
+    if (processor.ProcessorConfig?.Mode !== 'DISTRIBUTED') {
+      if (processor.States) replaceDistributedMaps(processor.States, overrides, handlers, callback);
+      continue;
+    }
+    const file = processor.DefinitionFile;
+    if (!file || state.ItemReader !== undefined || state.ItemSelector !== undefined) {
+      throw new Error(`Map state "${name}": a DISTRIBUTED map runs locally only with ItemProcessor.DefinitionFile, ItemsPath and ItemBatcher (no ItemReader, no ItemSelector)`);
+    }
+    const child = file.replace(/\.asl\.json$/, '') as MachineName;
+    const perBatch = Math.max(1, state.ItemBatcher?.MaxItemsPerBatch ?? 1);
+    const batchInput = state.ItemBatcher?.BatchInput;
+    const limit = state.MaxConcurrency && state.MaxConcurrency > 0 ? state.MaxConcurrency : Number.MAX_SAFE_INTEGER;
+    overrides[name] = async (input) => {
+      const items = readPath(input, state.ItemsPath ?? '$');
+      if (!Array.isArray(items)) throw namedError('States.Runtime', `Map state "${name}": ItemsPath ${state.ItemsPath} is not an array`);
+      const resolvedBatchInput = batchInput
+        ? Object.fromEntries(Object.entries(batchInput).map(([k, v]) => (k.endsWith('.$') ? [k.slice(0, -2), readPath(input, String(v))] : [k, v])))
+        : undefined;
+      const batches: unknown[] = [];
+      for (let i = 0; i < items.length; i += perBatch) {
+        const slice = items.slice(i, i + perBatch);
+        batches.push(state.ItemBatcher ? { ...(resolvedBatchInput ? { BatchInput: resolvedBatchInput } : {}), Items: slice } : slice[0]);
+      }
+      const outputs: unknown[] = new Array(batches.length);
+      let next = 0;
+      const worker = async () => {
+        while (next < batches.length) {
+          const i = next++;
+          const { definition, overrides: childOverrides } = loadLocalMachine(child, handlers, callback);
+          const machine = new StateMachine(definition as never, { validationOptions: { checkPaths: true, checkArn: true } });
+          outputs[i] = await machine.run(batches[i] as never, { overrides: { taskResourceLocalHandlers: childOverrides as never } }).result.catch((error: unknown) => {
+            const inner = (error as { cause?: Error }).cause;
+            throw inner ?? error;
+          });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(limit, Math.max(1, batches.length)) }, worker));
+      return outputs;
+    };
+    const task: Record<string, unknown> = {
+      Type: 'Task',
+      Comment: `local stand-in for the Distributed Map "${name}": runs ${file} once per batch`,
+      Resource: 'arn:aws:lambda:us-east-1:000000000000:function:etl-rollback-LocalDistributedMap',
+    };
+    for (const k of ['InputPath', 'OutputPath', 'ResultPath', 'ResultSelector', 'Retry', 'Catch', 'Next', 'End']) {
+      if (k in state) task[k] = (state as unknown as Record<string, unknown>)[k];
+    }
+    states[name] = task as unknown as AslState;
+  }
 }
 
 /** Every Wait state, at any depth, by name. */
 function waitStates(states: Record<string, AslState>, into: Record<string, AslState> = {}): Record<string, AslState> {
   for (const [name, state] of Object.entries(states)) {
     if (state.Type === 'Wait') into[name] = state;
-    const inner = state.ItemProcessor ?? state.Iterator;
-    if (inner) waitStates(inner.States, into);
+    const inner = processorStates(state);
+    if (inner) waitStates(inner, into);
     for (const b of state.Branches ?? []) waitStates(b.States, into);
   }
   return into;

@@ -144,14 +144,18 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .option('--no-cascade', 'do not add the consumers of the units asked for')
       .option('--dry-run', 'print what would change; change nothing', false)
       .option('--urgent', 'start now even outside the manifest\'s maintenance windows (approval is still asked for)', false)
+      .option('--resume <run>', 'resume a failed run of this deployment: its stages again, the units it verified skipped (not with --units / --no-cascade)')
       .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
   ).action(
     async (
       file: string,
-      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; urgent: boolean; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
+      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; urgent: boolean; resume?: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
     ) => {
       const manifest = await loadManifestFile(file);
       const units = parseUnits(opts.units);
+      if (opts.resume !== undefined && (units !== undefined || !opts.cascade)) {
+        throw new InputError(`--resume ${opts.resume}: do not give --units or --no-cascade with it; a resumed run takes the plan of the run it resumes, as it was`);
+      }
       // Fail on unknown units here, before any AWS call.
       planRollback(manifest, { units, cascade: opts.cascade });
       const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn }, io);
@@ -161,9 +165,11 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
         cascade: opts.cascade,
         dryRun: opts.dryRun,
         urgent: opts.urgent,
+        ...(opts.resume !== undefined ? { resume: opts.resume } : {}),
         requestedBy: opts.requestedBy ?? 'unknown',
         reason: opts.reason,
-        name: defaultRunName(opts.dryRun ? 'dryrun' : 'rollback', manifest.pipeline, opts.deployment),
+        // A resumed run is a new run: a new execution name, its run records the one it resumes.
+        name: defaultRunName(opts.dryRun ? 'dryrun' : opts.resume !== undefined ? 'resume' : 'rollback', manifest.pipeline, opts.deployment),
       });
       const report = result.status === 'SUCCEEDED' ? (result.output as RunReport) : result.report;
       if (opts.json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));

@@ -1,16 +1,22 @@
 import type { S3PrefixUnit } from '../manifest/schema.ts';
 import { InputError, PreflightError } from '../errors.ts';
-import type { AdapterContext, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import type { AdapterContext, Changes, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import { captureCopy, copyPlanChanges, copyPlanNotes, copyPlanWrites, executeCopy, planCopy, quarantineFolder, verifyCopy } from './s3/copy-mode.ts';
 import { deleteInBatches, listPrefix, type IoOptions } from './s3/io.ts';
 import { manifestKeyFor, restorePointFolder, s3Url } from './s3/keys.ts';
 import {
+  DEFAULT_SHARD_SIZE,
   MANIFEST_FORMAT,
+  expandShards,
+  isShardIndex,
   loadPointManifest,
+  loadPointStored,
   pointFrom,
-  readManifest,
+  readShard,
+  readStoredManifest,
   assertSameTarget,
   writeManifestOnce,
+  writeShardedManifestOnce,
   type AnyManifest,
   type S3PrefixDetails,
 } from './s3/manifest.ts';
@@ -43,6 +49,28 @@ export interface S3PrefixAdapterOptions {
   copyConcurrency?: number;
   /** The adapter's own retries (see s3/retry.ts). */
   retry?: Partial<RetryPolicy>;
+  /**
+   * Keys a version-manifest shard holds; a prefix with more keys is captured as a sharded manifest. Default: env
+   * `ETL_ROLLBACK_S3_SHARD_SIZE`, else 10,000.
+   */
+  shardSize?: number;
+  /**
+   * Above this many captured objects, a restore of a sharded restore point is handed to the state machine shard by
+   * shard (`Outcome.shards`: the Distributed Map "Restore shards" runs `restoreShards` for batches of them). Default:
+   * env `ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD`, else 50,000.
+   */
+  distributedThreshold?: number;
+}
+
+/** Restores of more objects than this go shard by shard through the Distributed Map (default). */
+export const DEFAULT_DISTRIBUTED_THRESHOLD = 50_000;
+
+function positiveEnv(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new InputError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
 }
 
 /** The largest object a single CopyObject can copy. */
@@ -54,6 +82,11 @@ export const DEFAULT_PART_SIZE_BYTES = 512 * 1024 ** 2;
 /** The s3-prefix adapter: never pending, so its capture answers the restore point itself. */
 export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture'> & {
   capture(unit: S3PrefixUnit, ctx: AdapterContext): Promise<RestorePoint<S3PrefixDetails>>;
+  /**
+   * Restores only the keys the given shards of a sharded restore point answer for (see SHARDED_MANIFEST_FORMAT): per
+   * shard, lists the live versions within its key range, plans and writes exactly as `restore` does. Idempotent.
+   */
+  restoreShards(unit: S3PrefixUnit, point: RestorePoint<S3PrefixDetails>, shards: readonly number[], ctx: AdapterContext): Promise<Outcome>;
 };
 
 export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3PrefixAdapter {
@@ -66,6 +99,8 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
   if (opts.partSizeBytes <= 0 || opts.multipartThresholdBytes <= 0) throw new InputError('s3-prefix adapter: part size and multipart threshold must be positive');
 
   const isCopy = (m: AnyManifest) => m.format !== MANIFEST_FORMAT;
+  const shardSize = () => options.shardSize ?? positiveEnv('ETL_ROLLBACK_S3_SHARD_SIZE') ?? DEFAULT_SHARD_SIZE;
+  const distributedThreshold = () => options.distributedThreshold ?? positiveEnv('ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD') ?? DEFAULT_DISTRIBUTED_THRESHOLD;
 
   return {
     type: 's3-prefix',
@@ -79,13 +114,15 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
             'a restore would delete them. Narrow the prefix or use another state bucket.',
         );
       }
-      const existing = await readManifest(ctx.s3, opts.retry, ctx.stateBucket, manifestKey);
+      const existing = await readStoredManifest(ctx.s3, opts.retry, ctx.stateBucket, manifestKey);
       if (existing) {
         assertSameTarget(unit, existing.bucket, existing.prefix, `the restore point at ${s3Url(ctx.stateBucket, manifestKey)}`);
         return pointFrom(existing, manifestKey);
       }
-      const manifest = unit.mode === 'copy' ? await captureCopy(unit, ctx, opts, folder) : await captureVersioned(unit, ctx, opts);
-      const kept = await writeManifestOnce(ctx.s3, opts.retry, ctx.stateBucket, manifestKey, manifest);
+      const kept =
+        unit.mode === 'copy'
+          ? await writeManifestOnce(ctx.s3, opts.retry, ctx.stateBucket, manifestKey, await captureCopy(unit, ctx, opts, folder))
+          : await writeShardedManifestOnce(ctx.s3, opts.retry, ctx.stateBucket, manifestKey, folder, await captureVersioned(unit, ctx, opts), shardSize());
       ctx.log.info('s3-prefix restore point captured', {
         unit: unit.id,
         mode: unit.mode,
@@ -108,8 +145,19 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
     },
 
     async restore(unit, point, ctx): Promise<Outcome> {
-      const manifest = await loadPointManifest(unit, point, ctx, opts.retry);
       const at = `s3://${unit.bucket}/${unit.prefix}`;
+      const stored = await loadPointStored(unit, point, ctx, opts.retry);
+      if (isShardIndex(stored) && stored.count > distributedThreshold()) {
+        // Nothing written here: the state machine restores the shards (Distributed Map "Restore shards"), then verifies.
+        ctx.log.info('s3-prefix restore goes shard by shard', { unit: unit.id, at, runId: ctx.runId, objects: stored.count, shards: stored.shards.length });
+        return {
+          changes: {},
+          writes: 0,
+          notes: [`${stored.count} objects restored shard by shard (${stored.shards.length} shards of up to ${stored.shardSize} keys, Distributed Map)`],
+          shards: stored.shards.map((_, n) => n),
+        };
+      }
+      const manifest = isShardIndex(stored) ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, stored, point.details.manifestKey) : stored;
       if (isCopy(manifest)) {
         const plan = await planCopy(unit, manifest as Extract<AnyManifest, { format: 'etl-rollback/s3-prefix-copies@1' }>, ctx, opts);
         await executeCopy(unit, plan, ctx, opts);
@@ -129,6 +177,28 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         notes: planNotes(plan, opts),
         ...(plan.copies.length + plan.deletions.length > 0 ? { keptAt: `noncurrent versions of ${at}` } : {}),
       };
+    },
+
+    async restoreShards(unit, point, shards, ctx): Promise<Outcome> {
+      const index = await loadPointStored(unit, point, ctx, opts.retry);
+      if (!isShardIndex(index)) throw new InputError(`unit "${unit.id}": its restore point ${point.details.manifestKey} is not sharded; restore it as a whole`);
+      const at = `s3://${unit.bucket}/${unit.prefix}`;
+      const total: Changes = {};
+      let writes = 0;
+      let keep = false;
+      for (const n of [...new Set(shards)].sort((a, b) => a - b)) {
+        const entries = await readShard(ctx.s3, opts.retry, ctx.stateBucket, index, n);
+        const last = n === index.shards.length - 1;
+        const range = { after: n > 0 ? index.shards[n - 1]!.lastKey : undefined, through: last ? undefined : index.shards[n]!.lastKey };
+        const { plan, heads } = await planVersioned(unit, { entries }, ctx, opts, range);
+        await executeVersioned(unit, plan, heads, ctx, opts);
+        for (const [k, v] of Object.entries(planChanges(plan))) total[k] = (total[k] ?? 0) + v;
+        writes += planWrites(plan);
+        keep ||= plan.copies.length + plan.deletions.length > 0;
+        ctx.log.info('s3-prefix shard restored', { unit: unit.id, at, runId: ctx.runId, shard: n, ...planChanges(plan), writes: planWrites(plan) });
+      }
+      const notes = writes === 0 ? [`shard(s) ${shards.join(', ')} already equal their restore point`] : [];
+      return { changes: total, writes, notes, ...(keep ? { keptAt: `noncurrent versions of ${at}` } : {}) };
     },
 
     async verify(unit, point, ctx) {
@@ -165,7 +235,12 @@ export { compareKeys, contentChecksum, copySourceOf, manifestChecksum, manifestK
 export { DELETE_BATCH_SIZE, SOURCE_VERSION_META, listPrefix, listCurrent, type KeyHistory, type ListedMarker, type ListedVersion, type Listing } from './s3/io.ts';
 export {
   COPY_MANIFEST_FORMAT,
+  DEFAULT_SHARD_SIZE,
   MANIFEST_FORMAT,
+  SHARDED_MANIFEST_FORMAT,
+  shardIndexSchema,
+  type ShardIndex,
+  type ShardRef,
   copyManifestSchema,
   versionManifestSchema,
   type CopyManifest,

@@ -94,6 +94,12 @@ export interface Outcome {
    * changes and writes are those of this call only. Absent: the restore is complete.
    */
   pending?: Pending;
+  /**
+   * Set when the restore is handed to the state machine in parts (an s3-prefix unit with a sharded restore point above
+   * its threshold): nothing was written yet; the Distributed Map "Restore shards" restores these shards, then the stage
+   * is verified as usual.
+   */
+  shards?: number[];
 }
 
 export interface Check {

@@ -48,6 +48,17 @@ export interface PlannedStage {
   units: string[];
 }
 
+/** What started a run: a person (CLI, console) or an EventBridge trigger. Holds nothing that varies between identical events. */
+export interface RunTrigger {
+  kind: 'manual' | 'eventbridge';
+  /** The event's source (`aws.states`, `aws.cloudwatch`, `etl.deployments`). */
+  source?: string;
+  /** The event's detail-type. */
+  detailType?: string;
+  /** The trigger in one line. */
+  summary?: string;
+}
+
 export interface Run {
   runId: string;
   pipeline: string;
@@ -64,6 +75,10 @@ export interface Run {
   endedAt?: string;
   error?: ErrorSummary;
   reportKey?: string;
+  /** What started the run (absent on runs recorded before it was kept). */
+  trigger?: RunTrigger;
+  /** The run this one resumes: its plan was taken over, and the units it verified were not restored again. */
+  resumedFrom?: string;
 }
 
 export type StepStatus = 'RESTORED' | 'VERIFIED' | 'VERIFY_FAILED' | 'FAILED';
@@ -83,6 +98,8 @@ export interface Step {
   startedAt?: string;
   restoredAt?: string;
   verifiedAt?: string;
+  /** Not restored by this run: the run it resumes (`Run.resumedFrom`) had already verified the unit. */
+  skippedFrom?: string;
 }
 
 export interface Lock {

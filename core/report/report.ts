@@ -1,5 +1,5 @@
 import type { Changes, Check } from '../adapters/types.ts';
-import type { Run, Step } from '../ledger/ledger.ts';
+import type { Run, RunTrigger, Step } from '../ledger/ledger.ts';
 
 /**
  * The report of a rollback run: what each stage and unit changed, how each verified, and, for a run that
@@ -17,6 +17,8 @@ export interface UnitReport {
   notes: string[];
   keptAt?: string;
   checks?: Check[];
+  /** Not restored by this run: the resumed run had verified it (the gate still checked it). */
+  skippedFrom?: string;
 }
 
 export interface StageReport {
@@ -39,6 +41,12 @@ export interface RunReport {
   reason: string;
   startedAt: string;
   endedAt?: string;
+  /** What started the run: a person (`manual`) or an EventBridge trigger. */
+  trigger?: RunTrigger;
+  /** The run this one resumed. */
+  resumedFrom?: string;
+  /** Units not restored again because the resumed run had verified them (each still re-verified by its stage's gate). */
+  skipped?: { stage: number; unitId: string }[];
   /** True when some stages were restored and others were not: the pipeline's data is mixed. */
   partial: boolean;
   /** Writes made (or, in a dry run, that a rollback would make), by kind. */
@@ -96,7 +104,17 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
       totals.writes += step.writes;
       addChanges(totals.changes, step.changes);
       const status = run.dryRun ? (step.writes > 0 ? 'WOULD_CHANGE' : 'NO_CHANGE') : step.status;
-      return { unitId, type: step.type, status, changes: step.changes, writes: step.writes, notes: step.notes, keptAt: step.keptAt, checks: step.checks };
+      return {
+        unitId,
+        type: step.type,
+        status,
+        changes: step.changes,
+        writes: step.writes,
+        notes: step.notes,
+        keptAt: step.keptAt,
+        checks: step.checks,
+        ...(step.skippedFrom ? { skippedFrom: step.skippedFrom } : {}),
+      };
     });
     return { index: stage.index, status: stageStatus(units), units, ...stageTiming(stage.units.map((u) => byUnit.get(`${stage.index}#${u}`))) };
   });
@@ -112,6 +130,10 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
     reason: run.reason,
     startedAt: run.startedAt,
     endedAt: run.endedAt,
+    ...(run.trigger ? { trigger: run.trigger } : {}),
+    ...(run.resumedFrom
+      ? { resumedFrom: run.resumedFrom, skipped: stages.flatMap((st) => st.units.filter((u) => u.skippedFrom).map((u) => ({ stage: st.index, unitId: u.unitId }))) }
+      : {}),
     partial,
     totals,
     stages,
@@ -129,11 +151,22 @@ function formatChanges(changes: Changes, withUntouched = true): string {
   return [written.length ? written.join(', ') : 'no changes', ...left].join('; ');
 }
 
+/** The trigger in words: `manual`, or `eventbridge aws.cloudwatch / CloudWatch Alarm State Change: <summary>`. */
+export function describeTrigger(trigger: RunTrigger): string {
+  const origin = [trigger.source, trigger.detailType].filter(Boolean).join(' / ');
+  return `${trigger.kind}${origin ? ` ${origin}` : ''}${trigger.summary ? `: ${trigger.summary}` : ''}`;
+}
+
+const skippedText = (report: RunReport) =>
+  report.skipped?.length ? report.skipped.map((s) => `${s.unitId} (stage ${s.stage + 1})`).join(', ') : 'none';
+
 /** The report as a person reads it in a terminal. */
 export function renderReport(report: RunReport): string {
   const lines: string[] = [];
   const title = report.dryRun ? 'Dry run' : 'Rollback';
   lines.push(`${title} ${report.runId} of ${report.pipeline}/${report.deploymentId}: ${report.status}${report.partial ? ' — PARTIAL: some stages restored, others not (see below)' : ''}`);
+  if (report.trigger) lines.push(`  trigger: ${describeTrigger(report.trigger)}`);
+  if (report.resumedFrom) lines.push(`  resumed from run ${report.resumedFrom}; skipped (verified by it, re-verified now): ${skippedText(report)}`);
   for (const stage of report.stages) {
     lines.push(`  stage ${stage.index + 1}: ${stage.status}`);
     for (const u of stage.units) {
@@ -164,11 +197,16 @@ export function renderMarkdown(report: RunReport): string {
   out.push('');
   if (report.partial) {
     out.push('> **Partial state.** Some stages were restored and others were not: the pipeline holds data from both sides of the');
-    out.push('> deploy. Rerun the same rollback to finish it, or undo the restored stages.');
+    out.push('> deploy. Resume it (`rollback … --resume <run>`) or rerun the same rollback to finish it, or undo the restored stages.');
     out.push('');
   }
   out.push('| | |', '|---|---|');
   out.push(`| run | \`${report.runId}\` |`);
+  if (report.trigger) out.push(`| trigger | ${mdEscape(describeTrigger(report.trigger))} |`);
+  if (report.resumedFrom) {
+    out.push(`| resumed from | \`${report.resumedFrom}\` |`);
+    out.push(`| skipped (verified by the resumed run, re-verified now) | ${mdEscape(skippedText(report))} |`);
+  }
   out.push(`| requested by | ${mdEscape(report.requestedBy)} |`);
   out.push(`| reason | ${report.reason ? mdEscape(report.reason) : '(none given)'} |`);
   out.push(`| started | ${report.startedAt} |`);

@@ -22,18 +22,43 @@ export const snapshotRequestSchema = z
     message: 'give exactly one of "manifestKey" (a manifest uploaded to the state bucket) or "manifest" (the manifest itself)',
   });
 
-export const rollbackRequestSchema = z.strictObject({
-  pipeline,
-  deploymentId: id,
-  /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. */
-  units: z.array(z.string().min(1)).optional(),
-  cascade: z.boolean().default(true),
-  dryRun: z.boolean().default(false),
-  reason: z.string().max(2000).default(''),
-  requestedBy: z.string().max(200).default('unknown'),
-  /** Start now even outside the manifest's maintenance windows (approval, if required, is still asked for). */
-  urgent: z.boolean().default(false),
+/** What started a run; the trigger function sends `eventbridge`, the CLI `manual`. Absent: `manual` (a console start). */
+export const runTriggerSchema = z.strictObject({
+  kind: z.enum(['manual', 'eventbridge']),
+  source: z.string().max(200).optional(),
+  detailType: z.string().max(200).optional(),
+  summary: z.string().max(2000).optional(),
 });
+
+export const rollbackRequestSchema = z
+  .strictObject({
+    pipeline,
+    deploymentId: id,
+    /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
+    units: z.array(z.string().min(1)).optional(),
+    /** Default true; not with `resume` (the resumed run's plan is taken as it was). */
+    cascade: z.boolean().optional(),
+    dryRun: z.boolean().default(false),
+    reason: z.string().max(2000).default(''),
+    requestedBy: z.string().max(200).default('unknown'),
+    /** Start now even outside the manifest's maintenance windows (approval, if required, is still asked for). */
+    urgent: z.boolean().default(false),
+    /** The run id of a failed run of this pipeline and deployment to resume: its stages are taken over, its verified units skipped. */
+    resume: id.optional(),
+    trigger: runTriggerSchema.optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.resume === undefined) return;
+    for (const field of ['units', 'cascade'] as const) {
+      if (r[field] !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `cannot be given with "resume": a resumed run takes the plan (stages and scope) of run "${r.resume}" as it was`,
+        });
+      }
+    }
+  });
 
 export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
 export type RollbackRequest = z.infer<typeof rollbackRequestSchema>;

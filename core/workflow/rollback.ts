@@ -1,7 +1,7 @@
 import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
-import { InputError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
-import type { DeploymentStatus, PlannedStage, Run, Step } from '../ledger/ledger.ts';
+import { InputError, LockHeldError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
+import type { DeploymentStatus, PlannedStage, Run, RunTrigger, Step } from '../ledger/ledger.ts';
 import { stateKeys } from '../ledger/state-store.ts';
 import { planRollback } from '../plan/plan.ts';
 import { addChanges, buildReport, type RunReport } from '../report/report.ts';
@@ -52,14 +52,17 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     );
   }
   const manifest = await deployedManifest(deps, request.pipeline, request.deploymentId);
-  const plan = planRollback(manifest, { units: request.units, cascade: request.cascade });
+  // A resumed run takes the plan of the run it resumes, as it was (the manifest as deployed has not changed since).
+  const resumed = request.resume ? await resumablePlan(deps, request.resume, request, input.executionName) : undefined;
+  const plan = resumed ?? planRollback(manifest, { units: request.units, cascade: request.cascade ?? true });
   const points = await deps.ledger.listRestorePoints(request.pipeline, request.deploymentId);
   const have = new Set(points.map((p) => p.unitId));
   const missing = plan.scope.filter((u) => !have.has(u));
   if (missing.length > 0) {
     throw new RestorePointMissingError(`deployment "${request.deploymentId}" has no restore point for: ${missing.join(', ')}`);
   }
-  const stages = plan.stages.map((units, index) => ({ index, units }));
+  const stages = resumed ? resumed.planned : plan.stages.map((units, index) => ({ index, units }));
+  const trigger: RunTrigger = request.trigger ?? { kind: 'manual' };
   const run = await deps.ledger.createRun({
     runId: input.executionName,
     pipeline: request.pipeline,
@@ -73,12 +76,19 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     requestedBy: request.requestedBy,
     reason: request.reason,
     startedAt: deps.now().toISOString(),
+    trigger,
+    ...(request.resume ? { resumedFrom: request.resume } : {}),
   });
   await deps.ledger.indexRun(run);
-  if (run.dryRun !== request.dryRun || run.deploymentId !== request.deploymentId || run.scope.join(',') !== plan.scope.join(',')) {
+  if (
+    run.dryRun !== request.dryRun ||
+    run.deploymentId !== request.deploymentId ||
+    run.scope.join(',') !== plan.scope.join(',') ||
+    run.resumedFrom !== request.resume
+  ) {
     throw new InputError(`run id "${input.executionName}" is already used by another request: start the execution with a new name`);
   }
-  deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun });
+  deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun, resumedFrom: run.resumedFrom });
   const policy = policyState(manifest);
   if (!run.dryRun) await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy)));
   return {
@@ -92,6 +102,46 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     urgent: request.urgent,
     deploymentStatus: deployment.status,
     policy,
+  };
+}
+
+/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */
+const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED']);
+
+/**
+ * The plan of the run `previousRunId`, for a run that resumes it: refused (InputError, exit 2) if that run is not of this
+ * pipeline and deployment, is a dry run, or SUCCEEDED; refused (LockHeldError, exit 3) while it is still under way
+ * (planned, running, or holding the pipeline's lock).
+ */
+async function resumablePlan(
+  deps: WorkflowDeps,
+  previousRunId: string,
+  request: { pipeline: string; deploymentId: string },
+  runId: string,
+): Promise<{ requested: string[]; scope: string[]; stages: string[][]; reasons: Record<string, string>; planned: PlannedStage[] }> {
+  const previous = await deps.ledger.getRun(previousRunId);
+  const what = `cannot resume run "${previousRunId}"`;
+  if (!previous) throw new InputError(`${what}: there is no such run in the ledger`);
+  if (previousRunId === runId) throw new InputError(`${what}: a run cannot resume itself; start the resumed run with a new name`);
+  if (previous.pipeline !== request.pipeline || previous.deploymentId !== request.deploymentId) {
+    throw new InputError(
+      `${what}: it rolled back ${previous.pipeline}/${previous.deploymentId}, not ${request.pipeline}/${request.deploymentId}`,
+    );
+  }
+  if (previous.dryRun) throw new InputError(`${what}: it was a dry run; it restored nothing`);
+  if (previous.status === 'SUCCEEDED') throw new InputError(`${what}: it SUCCEEDED; there is nothing left to resume`);
+  const lock = await deps.ledger.getLock(request.pipeline);
+  // An expired lock is free (acquireLock takes it over), even before DynamoDB's TTL deletes the item.
+  const holdsLock = lock?.holder === previousRunId && lock.expiresAt > Math.floor(deps.now().getTime() / 1000);
+  if (!RESUMABLE.has(previous.status) || holdsLock) {
+    throw new LockHeldError(`${what}: it is still under way (${previous.status}${holdsLock ? ', holding the pipeline lock' : ''}); wait for it to end`);
+  }
+  return {
+    requested: previous.requested,
+    scope: previous.scope,
+    stages: previous.stages.map((st) => st.units),
+    reasons: previous.reasons,
+    planned: previous.stages,
   };
 }
 
@@ -151,10 +201,15 @@ export interface RestoredUnit {
   maxPolls: number;
   /** What is being waited for (only while not done). */
   status?: string;
+  /**
+   * Shards the Distributed Map "Restore shards" restores after the stage's units (an s3-prefix unit above its
+   * threshold); the unit's step stays "in progress" until `recordShardRestores` closes it.
+   */
+  shards?: { unitId: string; shard: number }[];
 }
 
 /** Notes that describe a restore still under way; replaced on every call, dropped once it is done. */
-const IN_PROGRESS = 'restore in progress: ';
+export const IN_PROGRESS = 'restore in progress: ';
 
 /**
  * Restores one unit and records what it did. Safe to retry: the adapter writes only what still differs, and
@@ -163,6 +218,8 @@ const IN_PROGRESS = 'restore in progress: ';
  * with an "in progress" note, so a run that stops there never reports the unit as restored.
  */
 export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string; polls?: number }): Promise<RestoredUnit> {
+  const skipped = await skipVerifiedUnit(deps, ids);
+  if (skipped) return skipped;
   const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
   const unit = unitOf(manifest, ids.unitId);
   const point = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
@@ -179,12 +236,14 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const status = outcome.pending ? `${unit.type} unit "${unit.id}": ${outcome.pending.status} (poll ${polls} of ${maxPolls})` : undefined;
   const notes = [...new Set([...(previous?.notes ?? []), ...outcome.notes])].filter((n) => !n.startsWith(IN_PROGRESS));
   if (outcome.pending) notes.push(`${IN_PROGRESS}${outcome.pending.status}`);
+  const sharded = (outcome.shards?.length ?? 0) > 0;
+  if (sharded) notes.push(`${IN_PROGRESS}${outcome.shards!.length} shard(s) to restore`);
   await deps.ledger.putStep({
     runId: ids.runId,
     stage: ids.stage,
     unitId: ids.unitId,
     type: unit.type,
-    status: outcome.pending ? 'FAILED' : 'RESTORED',
+    status: outcome.pending || sharded ? 'FAILED' : 'RESTORED',
     changes,
     writes,
     notes,
@@ -197,11 +256,48 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
     return { unitId: ids.unitId, stage: ids.stage, writes, done: false, waitSeconds: Math.max(1, Math.round(outcome.pending.waitSeconds)), maxPolls, status };
   }
   deps.log.info('unit restored', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, writes: outcome.writes, ms: Date.now() - started });
+  if (sharded) {
+    deps.log.info('unit restore goes shard by shard', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, shards: outcome.shards!.length });
+    return { unitId: ids.unitId, stage: ids.stage, writes, done: true, waitSeconds: 0, maxPolls, shards: outcome.shards!.map((shard) => ({ unitId: ids.unitId, shard })) };
+  }
   return { unitId: ids.unitId, stage: ids.stage, writes, done: true, waitSeconds: 0, maxPolls };
 }
 
 /**
- * The validation gate closing a stage: every unit must equal its restore point. Records each unit's checks;
+ * Resume: "verified ones stay verified". A unit the resumed run (`Run.resumedFrom`) already VERIFIED is not restored
+ * again: its step is copied from that run's step (VERIFIED, 0 writes, a "skipped" note, `skippedFrom`) and the adapter is
+ * not called. verifyStage still checks it with the rest of its stage — a stage's gate must hold now, not only then —
+ * so a unit that drifted since fails the gate (VERIFY_FAILED), and a further resume restores it. Returns undefined
+ * when the unit is to be restored as usual.
+ */
+async function skipVerifiedUnit(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string }): Promise<RestoredUnit | undefined> {
+  const run = await deps.ledger.getRun(ids.runId);
+  if (!run?.resumedFrom) return undefined;
+  const before = await deps.ledger.getStep(run.resumedFrom, ids.stage, ids.unitId);
+  if (before?.status !== 'VERIFIED') return undefined;
+  const at = deps.now().toISOString();
+  await deps.ledger.putStep({
+    runId: ids.runId,
+    stage: ids.stage,
+    unitId: ids.unitId,
+    type: before.type,
+    status: 'VERIFIED',
+    changes: {},
+    writes: 0,
+    notes: [`verified by run ${run.resumedFrom}; skipped`],
+    checks: before.checks,
+    startedAt: at,
+    restoredAt: at,
+    verifiedAt: before.verifiedAt,
+    skippedFrom: run.resumedFrom,
+  });
+  deps.log.info('unit skipped: verified by the resumed run', { runId: ids.runId, unitId: ids.unitId, stage: ids.stage, resumedFrom: run.resumedFrom });
+  return { unitId: ids.unitId, stage: ids.stage, writes: 0, done: true, waitSeconds: 0, maxPolls: DEFAULT_MAX_POLLS };
+}
+
+/**
+ * The validation gate closing a stage: every unit must equal its restore point — in a resumed run, the units skipped as
+ * verified by the resumed run too (re-verified, never re-restored: see skipVerifiedUnit). Records each unit's checks;
  * throws VerificationFailedError (naming units and checks) if any fails, so the next stage never starts.
  */
 export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: PlannedStage }): Promise<{ stage: number; verified: string[] }> {
@@ -224,6 +320,7 @@ export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: Pla
       keptAt: step?.keptAt,
       startedAt: step?.startedAt,
       restoredAt: step?.restoredAt,
+      skippedFrom: step?.skippedFrom,
       status: ok ? 'VERIFIED' : 'VERIFY_FAILED',
       checks,
       verifiedAt: deps.now().toISOString(),

@@ -17,7 +17,8 @@ import { parseInput, type RollbackRequestInput } from './requests.ts';
  *   FAILED or REFUSED and it no longer holds the pipeline lock. Every event that arrives while attempt n has not
  *   finished — before it was planned, while it runs, while it releases its lock — computes the same name.
  * - The input is a pure function of the trigger (no timestamps, no event ids): the same event sent 20 times gives
- *   the same `{pipeline, deploymentId, reason, requestedBy}`. StartExecution with an existing name and the same input
+ *   the same `{pipeline, deploymentId, reason, requestedBy, trigger}`, where `trigger` is
+ *   `{kind: 'eventbridge', source, detailType, summary}` (recorded with the run and shown in its report). StartExecution with an existing name and the same input
  *   is idempotent while that execution runs (AWS returns the running execution). With a different input (another
  *   kind of trigger for the same deployment, e.g. an alarm after the ETL failure) or after the execution closed, AWS
  *   answers ExecutionAlreadyExists: that is treated as "already started" and the existing execution is returned,
@@ -26,6 +27,11 @@ import { parseInput, type RollbackRequestInput } from './requests.ts';
  * - Only a later event, after attempt n finished (the deployment is ROLLBACK_FAILED again, or its run was REFUSED),
  *   computes attempt n+1 and starts a new run — a retry. At most MAX_AUTOMATIC_ATTEMPTS automatic attempts are made
  *   per deployment; after that a trigger is refused and a person decides.
+ * - A REJECTED run (its policy asked for approval and an approver said no, or nobody decided in time) does NOT count as
+ *   finished: the next events compute the same attempt, whose execution name is taken, and are answered "already
+ *   started". An approver's "no" is therefore not asked again by the next identical alarm: it stands for the
+ *   deployment's automatic attempts (the deployment went back to the status it had). To roll it back after all, a
+ *   person starts a rollback by hand (CLI or console), or resumes the rejected run (`resume`).
  * - A deployment that is ROLLED_BACK, or ROLLING_BACK by a run that is not the current automatic attempt (a manual
  *   rollback), is refused: nothing is started.
  * - An execution that closed without its run ever being recorded (it failed before `Plan rollback` wrote it) keeps
@@ -174,6 +180,7 @@ export function executionArnOf(stateMachineArn: string, name: string): string {
   return `${stateMachineArn.replace(':stateMachine:', ':execution:')}:${name}`;
 }
 
+/** REJECTED is deliberately absent: a rejection is not re-asked by the next trigger (see the storm semantics above). */
 const FINISHED: ReadonlySet<RunStatus> = new Set(['SUCCEEDED', 'FAILED', 'REFUSED']);
 
 /** The current automatic attempt for a deployment: the first whose run has not finished. */
@@ -272,7 +279,14 @@ async function decide(deps: TriggerDeps, pipeline: string, event: TriggerEvent, 
     );
   }
 
-  const request: RollbackRequestInput = { pipeline, deploymentId: d.deploymentId, reason: summary, requestedBy: `eventbridge:${event.source}` };
+  // Nothing that varies between identical events (no time, no event id): see the storm semantics above.
+  const request: RollbackRequestInput = {
+    pipeline,
+    deploymentId: d.deploymentId,
+    reason: summary,
+    requestedBy: `eventbridge:${event.source}`,
+    trigger: { kind: 'eventbridge', source: event.source, detailType: event['detail-type'], summary },
+  };
   const executionArn = executionArnOf(deps.rollbackStateMachineArn, current.name);
   const ids = { pipeline, deploymentId: d.deploymentId, attempt: current.attempt, executionName: current.name, summary };
   try {

@@ -28,6 +28,7 @@ export const HANDLER_SPECS = [
   { name: 'describe-changes', substitution: 'DescribeChangesFunctionArn', long: true, dataAccess: true },
   { name: 'acquire-lock', substitution: 'AcquireLockFunctionArn', long: false, dataAccess: false },
   { name: 'restore-unit', substitution: 'RestoreUnitFunctionArn', long: true, dataAccess: true },
+  { name: 'restore-shard', substitution: 'RestoreShardFunctionArn', long: true, dataAccess: true },
   { name: 'verify-stage', substitution: 'VerifyStageFunctionArn', long: true, dataAccess: true },
   { name: 'finish-run', substitution: 'FinishRunFunctionArn', long: false, dataAccess: false },
   { name: 'release-lock', substitution: 'ReleaseLockFunctionArn', long: false, dataAccess: false },

@@ -9,7 +9,7 @@ import type { IConstruct } from 'constructs';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DATA_BUCKET_ACTIONS, DATA_OBJECT_ACTIONS } from '../../infra/constructs/data-access.ts';
 import { HANDLER_SPECS, PROJECT_ROOT, type HandlerName } from '../../infra/constructs/handlers.ts';
-import { definitionPlaceholders } from '../../infra/constructs/workflow.ts';
+import { composeDefinition, definitionPlaceholders } from '../../infra/constructs/workflow.ts';
 import { buildEtlRollbackApp, readContext } from '../../infra/etl-rollback-app.ts';
 import { type EtlRollbackStack, STATE_MACHINE_FILES } from '../../infra/stack.ts';
 
@@ -27,9 +27,9 @@ interface Statement {
   Resource: unknown;
 }
 
-const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage'];
+const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'restore-shard', 'verify-stage'];
 const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'];
-const LONG_RUNNING: HandlerName[] = ['capture-unit', 'restore-unit', 'verify-stage', 'describe-changes', 'list-expired-deployments', 'release-deployment'];
+const LONG_RUNNING: HandlerName[] = ['capture-unit', 'restore-unit', 'restore-shard', 'verify-stage', 'describe-changes', 'list-expired-deployments', 'release-deployment'];
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/orders-db-AbCdEf';
 
 const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { app: string; context: Json };
@@ -131,6 +131,7 @@ describe('EtlRollbackStack', () => {
           'request-approval',
           'pause-triggers',
           'restore-unit',
+          'restore-shard',
           'verify-stage',
           'resume-triggers',
           'finish-run',
@@ -147,7 +148,8 @@ describe('EtlRollbackStack', () => {
 
       const definition = props.DefinitionString as string;
       expect(typeof definition).toBe('string');
-      expect(definition).toBe(readFileSync(STATE_MACHINE_FILES[name], 'utf8'));
+      // The file as written; a Distributed Map processor naming its DefinitionFile gets that file's states composed in.
+      expect(definition).toBe(composeDefinition(readFileSync(STATE_MACHINE_FILES[name], 'utf8'), STATE_MACHINE_FILES[name]).definition);
 
       const substitutions = props.DefinitionSubstitutions as Record<string, unknown>;
       const expected = Object.fromEntries(
@@ -253,7 +255,7 @@ describe('EtlRollbackStack', () => {
     const dataActions = [...DATA_BUCKET_ACTIONS, ...DATA_OBJECT_ACTIONS];
     const partition = (name: string) => ({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${name}`]] });
 
-    it('grants the S3 data actions on exactly the protected buckets, to the four data handlers only', () => {
+    it('grants the S3 data actions on exactly the protected buckets, to the data handlers only', () => {
       const rawArn = stack.resolve(stack.dataAccess.bucketArns[0]);
       // A bucket given by name becomes an ARN in the stack's partition; one given as an ARN is used as is.
       expect([partition('orders-raw'), 'arn:aws:s3:::orders-raw']).toContainEqual(rawArn);
@@ -283,7 +285,7 @@ describe('EtlRollbackStack', () => {
       );
     });
 
-    it('grants GetSecretValue on exactly the named secrets, to the four data handlers only', () => {
+    it('grants GetSecretValue on exactly the named secrets, to the data handlers only', () => {
       // (Release drops shadow tables with the same secrets: its ReleaseDatabaseSecrets grant is tested in test/infra/release.test.ts.)
       const grants = policyStatements(template).filter((s) => s.statement.Sid !== 'ReleaseDatabaseSecrets' && asArray(s.statement.Action).some((a) => a.startsWith('secretsmanager:')));
       expect(grants).toHaveLength(1);

@@ -108,4 +108,36 @@ describe('run report', () => {
     expect(renderReport(report)).toContain('total: a rollback would make 7 writes');
     expect(renderMarkdown(report)).toContain('| writes a rollback would make | 7 |');
   });
+
+  it('shows the trigger, in text and in Markdown; a run recorded without one shows none', () => {
+    const trigger = { kind: 'eventbridge' as const, source: 'aws.cloudwatch', detailType: 'CloudWatch Alarm State Change', summary: 'CloudWatch alarm orders-dq entered ALARM' };
+    const report = buildReport(run({ trigger }), [step(0, 'mart', 'VERIFIED', 3), step(1, 'staging', 'VERIFIED', 7), step(2, 'raw', 'VERIFIED', 4)], types);
+    expect(report.trigger).toEqual(trigger);
+    expect(renderReport(report)).toContain('  trigger: eventbridge aws.cloudwatch / CloudWatch Alarm State Change: CloudWatch alarm orders-dq entered ALARM');
+    expect(renderMarkdown(report)).toContain('| trigger | eventbridge aws.cloudwatch / CloudWatch Alarm State Change: CloudWatch alarm orders-dq entered ALARM |');
+    const manual = buildReport(run({ trigger: { kind: 'manual' } }), [], types);
+    expect(renderReport(manual)).toContain('  trigger: manual');
+    expect(renderMarkdown(manual)).toContain('| trigger | manual |');
+    const old = buildReport(run(), [], types);
+    expect(old.trigger).toBeUndefined();
+    expect(renderReport(old)).not.toContain('trigger:');
+  });
+
+  it('a resumed run shows the run it resumed and the units it skipped (verified by that run, re-verified now)', () => {
+    const skipped: Step = { ...step(0, 'mart', 'VERIFIED', 0), notes: ['verified by run r-0; skipped'], skippedFrom: 'r-0' };
+    const report = buildReport(run({ resumedFrom: 'r-0', trigger: { kind: 'manual' } }), [skipped, step(1, 'staging', 'VERIFIED', 7), step(2, 'raw', 'VERIFIED', 4)], types);
+    expect(report.resumedFrom).toBe('r-0');
+    expect(report.skipped).toEqual([{ stage: 0, unitId: 'mart' }]);
+    expect(report.stages[0]!.units[0]).toMatchObject({ status: 'VERIFIED', writes: 0, skippedFrom: 'r-0' });
+    expect(report.totals.writes).toBe(11);
+    const text = renderReport(report);
+    expect(text).toContain('  resumed from run r-0; skipped (verified by it, re-verified now): mart (stage 1)');
+    expect(text).toContain('· verified by run r-0; skipped');
+    const md = renderMarkdown(report);
+    expect(md).toContain('| resumed from | `r-0` |');
+    expect(md).toContain('| skipped (verified by the resumed run, re-verified now) | mart (stage 1) |');
+    // A run that is not a resume says nothing about it.
+    expect(buildReport(run(), [], types).resumedFrom).toBeUndefined();
+    expect(renderMarkdown(buildReport(run(), [], types))).not.toContain('resumed from');
+  });
 });

@@ -119,7 +119,17 @@ describe('starting the rollback from an EventBridge event (moto Step Functions +
       deploymentId: 'd-42',
       reason: 'ETL execution nightly-1 of state machine orders-etl FAILED (States.Runtime)',
       requestedBy: 'eventbridge:aws.states',
+      // The trigger, recorded with the run and shown in its report: nothing in it varies between identical events.
+      trigger: {
+        kind: 'eventbridge',
+        source: 'aws.states',
+        detailType: 'Step Functions Execution Status Change',
+        summary: 'ETL execution nightly-1 of state machine orders-etl FAILED (States.Runtime)',
+      },
     });
+    // The input is a valid rollback request (the machine's first state accepts it).
+    const { rollbackRequestSchema } = await import('../../core/workflow/requests.ts');
+    expect(rollbackRequestSchema.safeParse(JSON.parse(described.input!)).success).toBe(true);
     // One event id, one trigger record (EventBridge redelivers an event with its id).
     const records = await ledger.listTriggers(pipeline);
     expect(records).toHaveLength(1);
@@ -200,6 +210,39 @@ describe('starting the rollback from an EventBridge event (moto Step Functions +
     expect(MAX_AUTOMATIC_ATTEMPTS).toBe(3);
     expect(await executions(machine)).toHaveLength(3);
     expect(metrics).toContain('TriggerRefused');
+  });
+
+  it('a REJECTED run is not re-asked: the next identical alarms within the attempt are answered "already started"', async () => {
+    const machine = await standInRollbackMachine();
+    const { deps } = observed(machine);
+    const pipeline = uniqueName('orders');
+    await deployment(pipeline, 'd-6');
+    const first = await startRollbackFromEvent(deps, { pipeline, event: alarmEvent('orders-errors') });
+    expect(first).toMatchObject({ outcome: 'STARTED', attempt: 1 });
+    // What the machine records when the approver says no: the run REJECTED, the deployment back to READY, the lock released.
+    const name = automaticExecutionName(pipeline, 'd-6', 1);
+    await sfn.send(new StopExecutionCommand({ executionArn: (first as { executionArn: string }).executionArn, error: 'ApprovalRejectedError', cause: 'not now' }));
+    const at = new Date().toISOString();
+    await ledger.createRun({
+      runId: name,
+      pipeline,
+      deploymentId: 'd-6',
+      status: 'REJECTED',
+      dryRun: false,
+      requested: ['raw'],
+      scope: ['raw'],
+      stages: [{ index: 0, units: ['raw'] }],
+      reasons: {},
+      requestedBy: 'eventbridge:aws.cloudwatch',
+      reason: '',
+      startedAt: at,
+      endedAt: at,
+      trigger: { kind: 'eventbridge', source: 'aws.cloudwatch', detailType: 'CloudWatch Alarm State Change' },
+    });
+
+    const again = await Promise.all(Array.from({ length: 5 }, (_, i) => startRollbackFromEvent(deps, { pipeline, event: { ...alarmEvent('orders-errors'), id: `after-no-${i}` } })));
+    for (const o of again) expect(o).toMatchObject({ outcome: 'ALREADY_STARTED', attempt: 1, executionName: name });
+    expect((await executions(machine)).map((e) => e.name)).toEqual([name]);
   });
 
   it('a pipeline without a restore point: nothing starts, the refusal says why, is logged as an error, counted and recorded', async () => {

@@ -13,7 +13,7 @@ import {
   type ServerSideEncryption,
   type StorageClass,
 } from '@aws-sdk/client-s3';
-import { copySourceOf, mapLimit, normalizeEtag } from './keys.ts';
+import { compareKeys, copySourceOf, mapLimit, normalizeEtag } from './keys.ts';
 import { RETRYABLE_KEY_CODES, backoffDelay, errorName, httpStatus, sendOnce, sleep, type RetryPolicy } from './retry.ts';
 
 /** What the adapter needs from its options at the I/O layer. */
@@ -63,8 +63,20 @@ function outsidePrefix(bucket: string, prefix: string, key: string): Error {
   return new Error(`listing s3://${bucket}/${prefix} returned ${JSON.stringify(key)}, which is outside the prefix: refusing to go on`);
 }
 
-/** Lists every version and delete marker under `prefix`, page by page. Refuses any key outside the prefix. */
-export async function listPrefix(s3: S3Client, bucket: string, prefix: string, policy?: RetryPolicy): Promise<Listing> {
+/**
+ * A key range within a prefix: keys after `after` (exclusive) up to `through` (inclusive); either end open when absent.
+ * ListObjectVersions starts right after `after` (KeyMarker without VersionIdMarker) and the listing stops past `through`.
+ */
+export interface KeyRange {
+  after?: string;
+  through?: string;
+}
+
+/**
+ * Lists every version and delete marker under `prefix` (or only within `range`), page by page. Refuses any key outside
+ * the prefix.
+ */
+export async function listPrefix(s3: S3Client, bucket: string, prefix: string, policy?: RetryPolicy, range: KeyRange = {}): Promise<Listing> {
   const listing: Listing = new Map();
   const historyOf = (key: string): KeyHistory => {
     if (!key.startsWith(prefix)) throw outsidePrefix(bucket, prefix, key);
@@ -75,13 +87,19 @@ export async function listPrefix(s3: S3Client, bucket: string, prefix: string, p
     }
     return history;
   };
-  let keyMarker: string | undefined;
+  let keyMarker: string | undefined = range.after;
   let versionIdMarker: string | undefined;
+  const beyond = (key: string) => range.through !== undefined && compareKeys(key, range.through) > 0;
   for (;;) {
+    let past = false;
     const request = new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker });
     const page = policy ? await sendOnce(policy, () => s3.send(request)) : await s3.send(request);
     for (const v of page.Versions ?? []) {
       if (v.Key === undefined || v.VersionId === undefined) continue;
+      if (beyond(v.Key)) {
+        past = true;
+        continue;
+      }
       const history = historyOf(v.Key);
       const entry: ListedVersion = {
         versionId: v.VersionId,
@@ -95,12 +113,16 @@ export async function listPrefix(s3: S3Client, bucket: string, prefix: string, p
     }
     for (const m of page.DeleteMarkers ?? []) {
       if (m.Key === undefined || m.VersionId === undefined) continue;
+      if (beyond(m.Key)) {
+        past = true;
+        continue;
+      }
       const history = historyOf(m.Key);
       const entry: ListedMarker = { versionId: m.VersionId, lastModified: m.LastModified?.getTime() ?? 0 };
       history.markers.push(entry);
       if (m.IsLatest) history.latest = { kind: 'marker', entry };
     }
-    if (!page.IsTruncated) break;
+    if (!page.IsTruncated || past) break;
     if (!page.NextKeyMarker) {
       throw new Error(`ListObjectVersions on s3://${bucket}/${prefix} is truncated but gave no NextKeyMarker: cannot page on`);
     }

@@ -11,6 +11,7 @@ import {
   headerDifferences,
   listPrefix,
   type IoOptions,
+  type KeyRange,
   type ListedVersion,
   type Listing,
   type ObjectHead,
@@ -204,9 +205,19 @@ export async function captureVersioned(unit: S3PrefixUnit, ctx: AdapterContext, 
   };
 }
 
-/** The plan, refused before any write if it cannot be carried out completely. Returns the heads it fetched, for reuse. */
-export async function planVersioned(unit: S3PrefixUnit, manifest: VersionManifest, ctx: AdapterContext, opts: IoOptions): Promise<{ plan: RestorePlan; heads: Heads }> {
-  const listing = await listPrefix(ctx.s3, unit.bucket, unit.prefix, opts.retry);
+/**
+ * The plan, refused before any write if it cannot be carried out completely. Returns the heads it fetched, for reuse.
+ * With `range` (one shard of a sharded manifest: its entries, and the key range it answers for) only the live keys in
+ * that range are listed and compared.
+ */
+export async function planVersioned(
+  unit: S3PrefixUnit,
+  manifest: Pick<VersionManifest, 'entries'>,
+  ctx: AdapterContext,
+  opts: IoOptions,
+  range?: KeyRange,
+): Promise<{ plan: RestorePlan; heads: Heads }> {
+  const listing = await listPrefix(ctx.s3, unit.bucket, unit.prefix, opts.retry, range);
   const heads = await resolveHeads(ctx.s3, opts, unit.bucket, manifest.entries, listing);
   const plan = planRestore(manifest.entries, listing, heads);
   const at = `s3://${unit.bucket}/${unit.prefix}`;
