@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError } from '../errors.ts';
 import type { MysqlTableUnit } from '../manifest/schema.ts';
 import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import { nameHash, readablePart } from './table-names.ts';
 
 /**
  * A MySQL/MariaDB (InnoDB) table, or a `where`/`partition` scope of one, as a rollback unit. Same guarantees as
@@ -130,36 +130,23 @@ type Row = mysql.RowDataPacket;
 // ---------------------------------------------------------------------------------------------------------------
 // Names
 
-function readable(text: string, max: number): string {
-  const cleaned = text
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '_')
-    .replace(/^_+|_+$/g, '')
-    .slice(0, max)
-    .replace(/_+$/, '');
-  return cleaned || 'x';
-}
-
-function shortHash(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 16);
-}
 
 /**
  * Shadow table name, deterministic from (pipeline, deployment, unit) so a retried capture finds its own copy:
  * `rp_` + 18 + `_` + 18 + `_` + 16 hex = at most 57 characters, under MySQL's 64.
  */
 export function shadowTableName(pipeline: string, deploymentId: string, unitId: string): string {
-  return `rp_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('mysql-shadow', pipeline, deploymentId, unitId)}`;
+  return `rp_${readablePart(pipeline, 18)}_${readablePart(unitId, 18)}_${nameHash('mysql-shadow', pipeline, deploymentId, unitId)}`;
 }
 
 /** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
 export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
-  return `q_${readable(unitId, 24)}_${shortHash('mysql-quarantine', pipeline, runId, unitId)}`;
+  return `q_${readablePart(unitId, 24)}_${nameHash('mysql-quarantine', pipeline, runId, unitId)}`;
 }
 
 /** Schema quarantine of one rollback run of one unit: the live rows with the deploy's columns, kept before ALTER TABLE. */
 export function schemaQuarantineTableName(pipeline: string, runId: string, unitId: string): string {
-  return `qs_${readable(unitId, 24)}_${shortHash('mysql-schema-quarantine', pipeline, runId, unitId)}`;
+  return `qs_${readablePart(unitId, 24)}_${nameHash('mysql-schema-quarantine', pipeline, runId, unitId)}`;
 }
 
 const ident = (name: string): string => `\`${name.replace(/`/g, '``')}\``;

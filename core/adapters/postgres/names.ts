@@ -1,21 +1,8 @@
-import { createHash } from 'node:crypto';
+import { nameHash, readablePart } from '../table-names.ts';
 
 /** The schema holding shadow copies (`rp_…`) and quarantine tables (`q_…`). */
 export const ROLLBACK_SCHEMA = 'etl_rollback';
 
-function readable(text: string, max: number): string {
-  const cleaned = text
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '_')
-    .replace(/^_+|_+$/g, '')
-    .slice(0, max)
-    .replace(/_+$/, '');
-  return cleaned || 'x';
-}
-
-function shortHash(...parts: string[]): string {
-  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 16);
-}
 
 /**
  * Shadow table name: deterministic from (pipeline, deployment, unit), so a retried capture finds its own copy.
@@ -23,12 +10,12 @@ function shortHash(...parts: string[]): string {
  * the readable part is for people, the hash for uniqueness.
  */
 export function shadowTableName(pipeline: string, deploymentId: string, unitId: string): string {
-  return `rp_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('shadow', pipeline, deploymentId, unitId)}`;
+  return `rp_${readablePart(pipeline, 18)}_${readablePart(unitId, 18)}_${nameHash('shadow', pipeline, deploymentId, unitId)}`;
 }
 
 /** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
 export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
-  return `q_${readable(unitId, 24)}_${shortHash('quarantine', pipeline, runId, unitId)}`;
+  return `q_${readablePart(unitId, 24)}_${nameHash('quarantine', pipeline, runId, unitId)}`;
 }
 
 /** Advisory lock key for one shadow table (serialises concurrent captures of the same point). */
@@ -40,10 +27,10 @@ export const lockKey = (name: string): string => `etl_rollback:${name}`;
  * `etl_rollback_cw_<hash>_<ins|upd|del|trn>`.
  */
 export function undoTableName(pipeline: string, deploymentId: string, unitId: string): string {
-  return `cw_${readable(pipeline, 18)}_${readable(unitId, 18)}_${shortHash('undo', pipeline, deploymentId, unitId)}`;
+  return `cw_${readablePart(pipeline, 18)}_${readablePart(unitId, 18)}_${nameHash('undo', pipeline, deploymentId, unitId)}`;
 }
 
 export function cowTriggerNames(pipeline: string, deploymentId: string, unitId: string): { ins: string; upd: string; del: string; trn: string } {
-  const base = `etl_rollback_cw_${shortHash('undo', pipeline, deploymentId, unitId)}`;
+  const base = `etl_rollback_cw_${nameHash('undo', pipeline, deploymentId, unitId)}`;
   return { ins: `${base}_ins`, upd: `${base}_upd`, del: `${base}_del`, trn: `${base}_trn` };
 }
