@@ -1,7 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { Ledger, ensureLedgerTable } from '../core/ledger/ledger.ts';
-import { StateStore, ensureStateBucket } from '../core/ledger/state-store.ts';
+import { StateStore, ensureStateBucket } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
 import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';

@@ -3,7 +3,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand, SFNClient, StartExecutionCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { InputError } from '../core/errors.ts';
 import { Ledger } from '../core/ledger/ledger.ts';
-import { StateStore } from '../core/ledger/state-store.ts';
+import { StateStore } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
 import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { isAlias, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { InputError, ManifestError, type ManifestIssue } from '../errors.ts';
-import { dependencyGraph, findCycles, type GraphUnit } from '../plan/graph.ts';
+import { dependencyGraph, findCycles, type GraphUnit } from './graph.ts';
 import { checksFieldsSchema, connectionFieldsSchema, manifestSchema, unitSchemasByType, type Manifest } from './schema.ts';
 
 /**

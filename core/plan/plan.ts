@@ -1,7 +1,7 @@
 import { InputError, ManifestError } from '../errors.ts';
 import { unitGraphIssues } from '../manifest/load.ts';
 import type { Manifest } from '../manifest/schema.ts';
-import { dependencyGraph, downstreamClosure, type DependencyGraph } from './graph.ts';
+import { dependencyGraph, downstreamClosure, type DependencyGraph } from '../manifest/graph.ts';
 
 /**
  * A rollback as ordered stages. Stage 0 runs first.

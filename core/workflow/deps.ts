@@ -4,7 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AdapterContext, Log } from '../adapters/types.ts';
 import type { Ledger } from '../ledger/ledger.ts';
-import { StateStore, stateKeys } from '../ledger/state-store.ts';
+import { StateStore, stateKeys } from '../runtime/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
 import { mysqlConnector, postgresConnector } from '../runtime/connections.ts';

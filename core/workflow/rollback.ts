@@ -2,7 +2,7 @@ import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
 import { InputError, LockHeldError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { DeploymentStatus, PlannedStage, Run, RunTrigger, Step } from '../ledger/ledger.ts';
-import { stateKeys } from '../ledger/state-store.ts';
+import { stateKeys } from '../runtime/state-store.ts';
 import { planRollback } from '../plan/plan.ts';
 import { addChanges, buildReport, type RunReport } from '../report/report.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';

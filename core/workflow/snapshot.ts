@@ -1,7 +1,7 @@
 import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS, isPendingCapture, type CaptureResult, type UnitAdapter } from '../adapters/types.ts';
 import { InputError, RestorePointMissingError } from '../errors.ts';
-import { stateKeys } from '../ledger/state-store.ts';
+import { stateKeys } from '../runtime/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';

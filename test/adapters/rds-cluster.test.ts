@@ -12,7 +12,7 @@ import {
 import { rdsClusterAdapter as adapter, type RdsClusterDetails } from '../../core/adapters/rds-cluster.ts';
 import { runShort, snapshotIdentifier, TAG, tagMap } from '../../core/adapters/rds/names.ts';
 import { isPendingCapture, type AdapterContext, type Outcome, type RestorePoint } from '../../core/adapters/types.ts';
-import { ensureStateBucket } from '../../core/ledger/state-store.ts';
+import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import { rdsClusterUnitSchema, type RdsClusterUnit } from '../../core/manifest/schema.ts';
 import { testS3, uniqueName } from '../support/aws.ts';
 

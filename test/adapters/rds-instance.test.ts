@@ -11,7 +11,7 @@ import {
 import { rdsInstanceAdapter as adapter, type RdsInstanceDetails } from '../../core/adapters/rds-instance.ts';
 import { derivedIdentifier, fitIdentifier, MAX_RESOURCE_ID, runShort, snapshotIdentifier, TAG, tagMap } from '../../core/adapters/rds/names.ts';
 import { isPendingCapture, type AdapterContext, type Outcome, type RestorePoint } from '../../core/adapters/types.ts';
-import { ensureStateBucket } from '../../core/ledger/state-store.ts';
+import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import { PreflightError } from '../../core/errors.ts';
 import { rdsInstanceUnitSchema, type RdsInstanceUnit } from '../../core/manifest/schema.ts';
 import { testS3, uniqueName } from '../support/aws.ts';

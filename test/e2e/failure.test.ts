@@ -39,7 +39,7 @@ describe('a rollback that stops part-way is flagged, releases its lock, and a re
     expect((await ledger.getDeployment(s.pipeline, deployment))?.status).toBe('ROLLBACK_FAILED');
     expect(await ledger.getLock(s.pipeline)).toBeUndefined();
 
-    const { StateStore } = await import('../../core/ledger/state-store.ts');
+    const { StateStore } = await import('../../core/runtime/state-store.ts');
     const { testS3 } = await import('../support/aws.ts');
     const report = (await new StateStore(testS3(), process.env.ETL_ROLLBACK_STATE_BUCKET!).getJson<RunReport>(run.reportKey!))!;
     expect(report.partial).toBe(true);

@@ -15,7 +15,7 @@ import {
 import type { EventLog } from '../../cli/local-runner.ts';
 import { runShort, TAG, tagMap } from '../../core/adapters/rds/names.ts';
 import { ensureLedgerTable } from '../../core/ledger/ledger.ts';
-import { ensureStateBucket } from '../../core/ledger/state-store.ts';
+import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { testS3, uniqueName } from '../support/aws.ts';
 

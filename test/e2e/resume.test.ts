@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context } from 'aws-lambda';
 import { Ledger } from '../../core/ledger/ledger.ts';
-import { StateStore } from '../../core/ledger/state-store.ts';
+import { StateStore } from '../../core/runtime/state-store.ts';
 import { renderMarkdown, type RunReport } from '../../core/report/report.ts';
 import { testS3, uniqueName } from '../support/aws.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { RDSClient } from '@aws-sdk/client-rds';
 import { EtlRollbackError, EXIT, PreflightError } from '../../errors.ts';
-import { StateStore } from '../../ledger/state-store.ts';
+import { StateStore } from '../../runtime/state-store.ts';
 import type { Unit } from '../../manifest/schema.ts';
 import type { AdapterContext, CaptureResult, Changes, Check, Diff, Outcome, Pending, RestorePoint, UnitAdapter } from '../types.ts';
 import { derivedIdentifier, pointKey, runShort, snapshotIdentifier, TAG, type Tags } from './names.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dependencyGraph, downstreamClosure, findCycles, type GraphUnit } from '../../core/plan/graph.ts';
+import { dependencyGraph, downstreamClosure, findCycles, type GraphUnit } from '../../core/manifest/graph.ts';
 
 /** `{ unit: [its producers] }` → graph units, in the order given. */
 function units(dependsOn: Record<string, string[]>): GraphUnit[] {
