@@ -5,7 +5,7 @@ import { Duration } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { type BundlingOptions, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
@@ -53,6 +53,23 @@ const SHORT_TIMEOUT = Duration.seconds(30);
 export const ESM_REQUIRE_BANNER =
   "import { createRequire as __etlRollbackCreateRequire } from 'node:module'; " +
   'const require = __etlRollbackCreateRequire(import.meta.url);';
+
+/** How every handler is bundled (the task handlers and the trigger function alike). */
+export const HANDLER_BUNDLING: BundlingOptions = {
+  format: OutputFormat.ESM,
+  target: 'node22',
+  mainFields: ['module', 'main'],
+  banner: ESM_REQUIRE_BANNER,
+  minify: true,
+  sourceMap: true,
+  sourcesContent: false,
+  tsconfig: join(PROJECT_ROOT, 'tsconfig.json'),
+  // Bundle the AWS SDK v3 (setting externalModules replaces the default `@aws-sdk/*` exclusion): the code runs with
+  // the SDK versions pinned in package-lock.json and exercised by the tests, not with whatever version the runtime
+  // image carries that day. pg's optional native binding is never installed: keep it out.
+  externalModules: ['pg-native'],
+  forceDockerBundling: false,
+};
 
 export interface HandlersProps {
   readonly ledgerTable: ITable;
@@ -135,21 +152,7 @@ export class Handlers extends Construct {
         // Stack traces in the logs point at the TypeScript sources (the bundle ships its source map).
         NODE_OPTIONS: '--enable-source-maps',
       },
-      bundling: {
-        format: OutputFormat.ESM,
-        target: 'node22',
-        mainFields: ['module', 'main'],
-        banner: ESM_REQUIRE_BANNER,
-        minify: true,
-        sourceMap: true,
-        sourcesContent: false,
-        tsconfig: join(PROJECT_ROOT, 'tsconfig.json'),
-        // Bundle the AWS SDK v3 (setting externalModules replaces the default `@aws-sdk/*` exclusion): the code runs
-        // with the SDK versions pinned in package-lock.json and exercised by the tests, not with whatever version the
-        // runtime image carries that day. pg's optional native binding is never installed: keep it out.
-        externalModules: ['pg-native'],
-        forceDockerBundling: false,
-      },
+      bundling: HANDLER_BUNDLING,
     });
 
     // Ledger: read/write on the one table (no index ARNs exist; no KMS grants needed with the AWS managed key).

@@ -5,14 +5,14 @@ import { type IRule, Rule, RuleTargetInput, type RuleTargetInputProperties } fro
 import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { IStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { z } from 'zod';
 import { acknowledge } from '../nag.ts';
-import { ESM_REQUIRE_BANNER, PROJECT_ROOT } from './handlers.ts';
+import { HANDLER_BUNDLING, PROJECT_ROOT } from './handlers.ts';
 import { alarmPattern, deploymentFailedPattern, etlExecutionFailedPattern, type EventPatternJson, triggerInputTemplate } from './trigger-patterns.ts';
 
 /** The trigger function's entry file (a rule target, not a state machine task: not in HANDLER_SPECS). */
@@ -133,19 +133,7 @@ export class Triggers extends Construct {
         POWERTOOLS_METRICS_NAMESPACE: 'EtlRollback',
         NODE_OPTIONS: '--enable-source-maps',
       },
-      // The same bundling as the task handlers (infra/constructs/handlers.ts).
-      bundling: {
-        format: OutputFormat.ESM,
-        target: 'node22',
-        mainFields: ['module', 'main'],
-        banner: ESM_REQUIRE_BANNER,
-        minify: true,
-        sourceMap: true,
-        sourcesContent: false,
-        tsconfig: join(PROJECT_ROOT, 'tsconfig.json'),
-        externalModules: ['pg-native'],
-        forceDockerBundling: false,
-      },
+      bundling: HANDLER_BUNDLING,
     });
 
     // Start executions of the rollback machine, and nothing else in Step Functions.
