@@ -142,6 +142,25 @@ export function registerInspectCommands(program: Command, io: Io, setExit: (code
     });
 
   program
+    .command('unlock')
+    .description("break a pipeline's lock left by a run that died (it also expires by itself); recorded with who and why")
+    .argument('<pipeline>', 'pipeline name (as in the manifest)')
+    .requiredOption('--reason <text>', 'why the lock is broken (kept in the ledger)')
+    .addOption(new Option('--requested-by <who>', 'who breaks it').env('USER'))
+    .option('--local', 'use the ledger at AWS_ENDPOINT_URL (moto, a sandbox)', false)
+    .addOption(tableOption())
+    .action(async (pipeline: string, opts: { reason: string; requestedBy?: string; local: boolean; ledgerTable?: string }) => {
+      if (opts.reason.trim() === '') throw new InputError('--reason: say why the lock is broken (it is kept in the ledger)');
+      const { broken } = await ledgerFor(opts).breakLock(pipeline, opts.requestedBy ?? 'unknown', opts.reason);
+      io.out(
+        broken
+          ? `lock of ${pipeline} broken: it was held by run "${broken.holder}" (deployment ${broken.deploymentId}, since ${broken.acquiredAt}); recorded`
+          : `${pipeline} is not locked; nothing to do`,
+      );
+      setExit(EXIT.ok);
+    });
+
+  program
     .command('release')
     .description('release the restore points whose retention has ended (what the daily job does), in this process')
     .requiredOption('--local', 'run the release definition in this process (AWS APIs at AWS_ENDPOINT_URL)')

@@ -1,5 +1,5 @@
 import { ConditionalCheckFailedException, CreateTableCommand, DescribeTableCommand, type DynamoDBClient, ResourceInUseException, UpdateTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, TransactWriteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { LockHeldError, RestorePointMissingError } from '../errors.ts';
 import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
 
@@ -440,6 +440,48 @@ export class Ledger {
       if (error instanceof ConditionalCheckFailedException) return false;
       throw error;
     }
+  }
+
+  /**
+   * Breaks a pipeline's lock on a person's word (a run that died holding it, before its TTL): releases it only if it
+   * is still held by the holder that was read (a run that just released it, or a new holder, is left alone) and keeps
+   * a record of who broke whose lock and why, in the same transaction.
+   */
+  async breakLock(pipeline: string, by: string, reason: string): Promise<{ broken?: Lock }> {
+    const current = await this.getLock(pipeline);
+    if (!current) return {};
+    const at = this.now().toISOString();
+    try {
+      await this.doc.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            {
+              Delete: {
+                TableName: this.tableName,
+                Key: key.lock(pipeline),
+                ConditionExpression: 'holder = :holder',
+                ExpressionAttributeValues: { ':holder': current.holder },
+              },
+            },
+            {
+              Put: {
+                TableName: this.tableName,
+                Item: { pk: `LOCK#${pipeline}`, sk: `BROKEN#${at}#${current.holder}`, pipeline, lock: current, by, reason, at },
+              },
+            },
+          ],
+        }),
+      );
+      return { broken: current };
+    } catch (error) {
+      if ((error as { name?: string }).name === 'TransactionCanceledException') return {};
+      throw error;
+    }
+  }
+
+  /** Every lock broken by hand for a pipeline, oldest first. */
+  async listBrokenLocks(pipeline: string): Promise<{ lock: Lock; by: string; reason: string; at: string }[]> {
+    return (await this.queryAll(`LOCK#${pipeline}`, 'BROKEN#')) as unknown as { lock: Lock; by: string; reason: string; at: string }[];
   }
 
   // ── triggers ───────────────────────────────────────────────────────────────

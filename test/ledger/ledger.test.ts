@@ -68,3 +68,27 @@ describe('ledger (DynamoDB on moto)', () => {
     expect((await ledger.listSteps(runId)).map((s) => s.unitId)).toEqual(['mart', 'staging', 'raw']);
   });
 });
+
+describe('breaking a lock by hand', () => {
+  const dynamo = testDynamo();
+  const table = uniqueName('ledger');
+  const ledger = new Ledger(dynamo, table, () => new Date('2026-11-29T04:00:00Z'));
+
+  beforeAll(async () => {
+    await ensureLedgerTable(dynamo, table);
+  });
+
+  it('releases the lock whoever holds it and records who broke whose lock and why; an unlocked pipeline is a no-op', async () => {
+    const pipeline = uniqueName('p');
+    await ledger.acquireLock(pipeline, 'run-dead', 'd-9', 6 * 3600);
+    const { broken } = await ledger.breakLock(pipeline, 'jane', 'run-dead was killed with its Lambda; checked in the console');
+    expect(broken).toMatchObject({ holder: 'run-dead', deploymentId: 'd-9' });
+    expect(await ledger.getLock(pipeline)).toBeUndefined();
+    expect(await ledger.listBrokenLocks(pipeline)).toEqual([
+      expect.objectContaining({ by: 'jane', reason: 'run-dead was killed with its Lambda; checked in the console', lock: expect.objectContaining({ holder: 'run-dead' }) }),
+    ]);
+    // A new run can take the pipeline at once.
+    await expect(ledger.acquireLock(pipeline, 'run-next', 'd-9', 600)).resolves.toMatchObject({ holder: 'run-next' });
+    expect(await new Ledger(dynamo, table).breakLock(uniqueName('free'), 'jane', 'nothing')).toEqual({});
+  });
+});
