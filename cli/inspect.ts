@@ -85,7 +85,12 @@ export function renderHistory(pipeline: string, entries: HistoryEntry[]): string
   const lines = [`history of ${pipeline}, newest first:`];
   for (const e of entries) {
     if (e.kind === 'deployment') lines.push(`  ${e.at}  deployment ${e.deploymentId}  ${e.result}  by ${e.who}${e.why ? ` — ${e.why}` : ''}`);
-    else lines.push(`  ${e.at}  ${e.dryRun ? 'dry run' : 'rollback'} ${e.runId} of ${e.deploymentId}  ${e.result}, ${e.writes ?? 0} writes  by ${e.who}${e.why ? ` — ${e.why}` : ''}`);
+    else {
+      const how = [e.trigger ? `started by ${e.trigger.kind === 'manual' ? 'hand' : e.trigger.source ?? 'an event'}` : '', e.resumedFrom ? `resumes ${e.resumedFrom}` : '']
+        .filter(Boolean)
+        .join(', ');
+      lines.push(`  ${e.at}  ${e.dryRun ? 'dry run' : 'rollback'} ${e.runId} of ${e.deploymentId}  ${e.result}, ${e.writes ?? 0} writes  by ${e.who}${e.why ? ` — ${e.why}` : ''}${how ? `  (${how})` : ''}`);
+    }
   }
   return lines.join('\n');
 }

@@ -1,5 +1,5 @@
 import { InputError } from '../errors.ts';
-import type { Ledger, ReleaseRecord, RunStatus } from '../ledger/ledger.ts';
+import type { Ledger, ReleaseRecord, RunStatus, RunTrigger } from '../ledger/ledger.ts';
 import { buildReport } from '../report/report.ts';
 
 /**
@@ -30,6 +30,10 @@ export interface RunSummary {
   writes: number;
   partial: boolean;
   error?: { name: string; message: string };
+  /** What started the run (manual, or the EventBridge source). */
+  trigger?: RunTrigger;
+  /** The failed run this one resumed. */
+  resumedFrom?: string;
 }
 
 export interface PipelineStatus {
@@ -65,6 +69,10 @@ export interface HistoryEntry {
   writes?: number;
   dryRun?: boolean;
   endedAt?: string;
+  /** For runs: what started it. */
+  trigger?: RunTrigger;
+  /** For runs: the failed run it resumed. */
+  resumedFrom?: string;
 }
 
 async function runSummary(ledger: Ledger, runId: string): Promise<RunSummary | undefined> {
@@ -83,6 +91,8 @@ async function runSummary(ledger: Ledger, runId: string): Promise<RunSummary | u
     writes: report.totals.writes,
     partial: report.partial,
     ...(run.error ? { error: run.error } : {}),
+    ...(run.trigger ? { trigger: run.trigger } : {}),
+    ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
   };
 }
 
@@ -151,6 +161,8 @@ export async function pipelineHistory(deps: InspectDeps, pipeline: string, limit
       writes: s?.writes ?? 0,
       dryRun: r.dryRun,
       ...(s?.endedAt ? { endedAt: s.endedAt } : {}),
+      ...(s?.trigger ? { trigger: s.trigger } : {}),
+      ...(s?.resumedFrom ? { resumedFrom: s.resumedFrom } : {}),
     });
   }
   return entries.sort((a, b) => b.at.localeCompare(a.at) || (a.kind === b.kind ? 0 : a.kind === 'run' ? -1 : 1)).slice(0, limit);

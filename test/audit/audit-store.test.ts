@@ -136,7 +136,9 @@ describe('audit store: every run writes its report (JSON and Markdown) to an Obj
       ['run', 'SUCCEEDED'],
       ['deployment', 'ROLLED_BACK'],
     ]);
-    expect(entries[1]).toMatchObject({ runId, who: 'jane', why: 'mart totals doubled', dryRun: false });
+    expect(entries[1]).toMatchObject({ runId, who: 'jane', why: 'mart totals doubled', dryRun: false, trigger: { kind: 'manual' } });
+    const text = (await s.cli('history', s.pipeline, '--local')).stdout;
+    expect(text).toContain('(started by hand)');
     expect(entries[1]!.writes).toBeGreaterThan(7);
     expect(entries[2]).toMatchObject({ who: 'ci', why: 'release 1.2' });
     const limited = JSON.parse((await s.cli('history', s.pipeline, '--local', '--json', '--limit', '1')).stdout) as { entries: HistoryEntry[] };
