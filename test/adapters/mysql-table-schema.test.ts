@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type mysql from 'mysql2/promise';
-import { RDSClient } from '@aws-sdk/client-rds';
-import { S3Client } from '@aws-sdk/client-s3';
 import { mysqlTable as adapter, schemaQuarantineTableName, type MysqlTableDetails } from '../../core/adapters/mysql-table.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { PreflightError } from '../../core/errors.ts';
-import { mysqlTableUnitSchema, type MysqlTableUnit } from '../../core/manifest/schema.ts';
+import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
 import { mysqlConnector, type MysqlConnector } from '../../core/runtime/connections.ts';
 import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
+import { mysqlAdapterContext, mysqlUnit } from '../support/mysql-adapter.ts';
 
 /** Schema restore: the deploy altered the table's columns; restore puts back the captured definition, then the rows. */
 
@@ -26,24 +25,10 @@ afterAll(async () => {
   await db?.drop();
 });
 
-function unit(id: string, table: string, extra: Record<string, unknown> = {}): MysqlTableUnit {
-  return mysqlTableUnitSchema.parse({ id, type: 'mysql-table', connection: 'warehouse', table, ...extra });
-}
+const unit = mysqlUnit;
 
 function ctx(deploymentId: string, runId = `run-${deploymentId}`): AdapterContext {
-  const aws = { s3: new S3Client({ region: 'us-east-1' }), rds: new RDSClient({ region: 'us-east-1' }) };
-  return {
-    pipeline: PIPELINE,
-    deploymentId,
-    runId,
-    ...aws,
-    stateBucket: 'unused-by-mysql-table',
-    postgres: { connect: () => Promise.reject(new Error('this adapter must not open PostgreSQL connections')) },
-    mysql: connector,
-    retentionDays: 14,
-    now: () => new Date('2024-05-01T12:00:00.000Z'),
-    log: { info: () => undefined, warn: () => undefined },
-  };
+  return mysqlAdapterContext({ pipeline: PIPELINE, deploymentId, runId, mysql: connector });
 }
 
 async function q<T = mysql.RowDataPacket>(text: string, values?: unknown[]): Promise<T[]> {
