@@ -13,6 +13,10 @@ export interface EtlRollbackContext {
   readonly protectedDbClusters?: string[];
   /** Pipelines' EventBridge rules a rollback may pause (`-c pausableRules=orders-load,etl/orders-late-files`). */
   readonly pausableRules?: string[];
+  /** Pipelines' EventBridge Scheduler schedules a rollback may pause (`-c pausableSchedules=etl/orders-hourly`)… */
+  readonly pausableSchedules?: string[];
+  /** …and the roles those schedules run as (`-c scheduleTargetRoleArns=arn:aws:iam::111122223333:role/orders-scheduler`). */
+  readonly scheduleTargetRoleArns?: string[];
   readonly stackName?: string;
   /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
   readonly pipelines?: PipelineTriggerConfig[];
@@ -33,6 +37,8 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
     ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
     ...optionalList('pausableRules', listContext(app, 'pausableRules')),
+    ...optionalList('pausableSchedules', listContext(app, 'pausableSchedules')),
+    ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
   };
@@ -54,6 +60,8 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     protectedDbInstances: context.protectedDbInstances ?? [],
     protectedDbClusters: context.protectedDbClusters ?? [],
     pausableRules: context.pausableRules ?? [],
+    pausableSchedules: context.pausableSchedules ?? [],
+    scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
     ...overrides,
   });

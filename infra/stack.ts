@@ -50,6 +50,13 @@ export interface EtlRollbackStackProps extends StackProps {
    * @default []
    */
   readonly pausableRules?: readonly string[];
+  /**
+   * EventBridge Scheduler schedules of the pipelines that a rollback may pause (`policy.pause.schedules`): `name` in the
+   * default group, `group/name` otherwise; with the roles they run their targets as (needed to write them back).
+   * @default []
+   */
+  readonly pausableSchedules?: readonly string[];
+  readonly scheduleTargetRoleArns?: readonly string[];
   /** Bus for the rollback's own events (`source: etl.rollback`). @default 'default' */
   readonly eventBusName?: string;
   /** Default Object Lock retention of the audit bucket's reports and records. @default 365 days */
@@ -111,6 +118,8 @@ export class EtlRollbackStack extends Stack {
       publishers: (['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'] as const).map(handler),
       triggerControllers: (['pause-triggers', 'resume-triggers'] as const).map(handler),
       pausableRules: props.pausableRules ?? [],
+      pausableSchedules: props.pausableSchedules ?? [],
+      scheduleTargetRoleArns: props.scheduleTargetRoleArns ?? [],
       eventBusName: props.eventBusName,
     });
 

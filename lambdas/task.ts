@@ -1,5 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { SchedulerClient } from '@aws-sdk/client-scheduler';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -38,6 +39,7 @@ const dynamo = new DynamoDBClient(retry);
 const secrets = new SecretsManagerClient(retry);
 const rds = new RDSClient(retry);
 const events = new EventBridgeClient(retry);
+const scheduler = new SchedulerClient(retry);
 const sns = new SNSClient(retry);
 
 export const deps: WorkflowDeps & AuditDeps = {
@@ -48,6 +50,7 @@ export const deps: WorkflowDeps & AuditDeps = {
   stateBucket: config.stateBucket,
   secrets,
   events,
+  scheduler,
   // Messages only when a topic is configured (ETL_ROLLBACK_TOPIC_ARN); events on ETL_ROLLBACK_EVENT_BUS.
   notifier: awsNotifier({ sns, topicArn: config.topicArn, events, eventBus: config.eventBus }),
   now: () => new Date(),

@@ -15,7 +15,7 @@ import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
  *   LOCK#<pipeline>                 LOCK                     the pipeline's lock (expiresAt = TTL)
  *   TRIGGER#<pipeline>              EVENT#<time>#<eventId>   what an EventBridge trigger did (started, refused, ...)
  *   RUN#<runId>                     APPROVAL                 the run's approval request (task token) and its decision
- *   RUN#<runId>                     PAUSE#<bus>#<rule>       a pipeline rule the run paused, with the state it had
+ *   RUN#<runId>                     PAUSE#<kind>#<in>#<name> a pipeline trigger the run paused (rule on a bus, schedule in a group), with the state it had
  *   PIPELINE#<pipeline>             RUN#<startedAt>#<runId>  run index: the pipeline's runs in time order (history without a scan)
  *   DEPLOYMENT#<pipeline>#<id>      RELEASE                  what releasing the deployment's restore points deleted
  */
@@ -156,14 +156,24 @@ export interface ApprovalRecord {
   reason?: string;
 }
 
-/** A pipeline rule a run disabled while it restored, and the state it found it in (a DISABLED rule stays disabled). */
-export interface PausedRule {
+/**
+ * A pipeline trigger a run disabled while it restored, and the state it found it in (a DISABLED one stays disabled):
+ * an EventBridge rule on a bus, or an EventBridge Scheduler schedule in a group.
+ */
+export interface PausedTrigger {
   runId: string;
-  eventBus: string;
-  rule: string;
+  kind: 'rule' | 'schedule';
+  /** The rule's event bus, or the schedule's group. */
+  container: string;
+  name: string;
   priorState: string;
   pausedAt: string;
   resumedAt?: string;
+}
+
+/** `name` on the default bus or group, `container/name` otherwise: how people and IAM name it. */
+export function pausedTriggerName(t: Pick<PausedTrigger, 'container' | 'name'>): string {
+  return t.container === 'default' ? t.name : `${t.container}/${t.name}`;
 }
 
 /** One entry of a pipeline's run index: enough to list history newest first; the run item holds the rest. */
@@ -208,7 +218,7 @@ const key = {
   lock: (pipeline: string) => ({ pk: `LOCK#${pipeline}`, sk: 'LOCK' }),
   trigger: (pipeline: string, eventTime: string, eventId: string) => ({ pk: `TRIGGER#${pipeline}`, sk: `EVENT#${eventTime}#${eventId}` }),
   approval: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'APPROVAL' }),
-  paused: (runId: string, eventBus: string, rule: string) => ({ pk: `RUN#${runId}`, sk: `PAUSE#${eventBus}#${rule}` }),
+  paused: (runId: string, t: Pick<PausedTrigger, 'kind' | 'container' | 'name'>) => ({ pk: `RUN#${runId}`, sk: `PAUSE#${t.kind}#${t.container}#${t.name}` }),
   runIndex: (pipeline: string, startedAt: string, runId: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `RUN#${startedAt}#${runId}` }),
   release: (pipeline: string, id: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: 'RELEASE' }),
 };
@@ -661,29 +671,29 @@ export class Ledger {
     }
   }
 
-  /** Records a rule a run pauses, before it is disabled. The first record wins, so a retry keeps the state found first. */
-  async recordPausedRule(record: Omit<PausedRule, 'resumedAt'>): Promise<PausedRule> {
+  /** Records a trigger a run pauses, before it is disabled. The first record wins, so a retry keeps the state found first. */
+  async recordPausedTrigger(record: Omit<PausedTrigger, 'resumedAt'>): Promise<PausedTrigger> {
+    const k = key.paused(record.runId, record);
     try {
-      await this.doc.send(
-        new PutCommand({ TableName: this.tableName, Item: { ...key.paused(record.runId, record.eventBus, record.rule), ...record }, ConditionExpression: 'attribute_not_exists(pk)' }),
-      );
+      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...k, ...record }, ConditionExpression: 'attribute_not_exists(pk)' }));
       return record;
     } catch (error) {
       if (!(error instanceof ConditionalCheckFailedException)) throw error;
-      const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.paused(record.runId, record.eventBus, record.rule), ConsistentRead: true }));
-      return strip<PausedRule>(out.Item)!;
+      const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: k, ConsistentRead: true }));
+      return strip<PausedTrigger>(out.Item)!;
     }
   }
 
-  async listPausedRules(runId: string): Promise<PausedRule[]> {
-    return (await this.queryAll(`RUN#${runId}`, 'PAUSE#')).map((i) => strip<PausedRule>(i)!);
+  /** The triggers a run paused, by kind (rules, then schedules), bus or group, and name. */
+  async listPausedTriggers(runId: string): Promise<PausedTrigger[]> {
+    return (await this.queryAll(`RUN#${runId}`, 'PAUSE#')).map((i) => strip<PausedTrigger>(i)!);
   }
 
-  async markRuleResumed(runId: string, eventBus: string, rule: string, resumedAt: string): Promise<void> {
+  async markTriggerResumed(runId: string, t: Pick<PausedTrigger, 'kind' | 'container' | 'name'>, resumedAt: string): Promise<void> {
     await this.doc.send(
       new UpdateCommand({
         TableName: this.tableName,
-        Key: key.paused(runId, eventBus, rule),
+        Key: key.paused(runId, t),
         UpdateExpression: 'SET resumedAt = :at',
         ConditionExpression: 'attribute_exists(pk)',
         ExpressionAttributeValues: { ':at': resumedAt },

@@ -11,6 +11,8 @@ import { z } from 'zod';
  *       rules:
  *         - name: orders-nightly-load
  *         - { name: orders-late-files, eventBus: etl }
+ *       schedules:                          # EventBridge Scheduler
+ *         - { name: orders-hourly, group: etl }
  *
  * A window is `<days> <HH:MM>-<HH:MM> <time zone>`: days are `daily`, a day (`Sat`), a range (`Mon-Fri`) or a comma
  * list of those (`Sat,Sun`, `Mon,Wed-Fri`); the end may be earlier than the start (the window crosses midnight, and
@@ -94,6 +96,15 @@ export const pauseRuleSchema = z.strictObject({
   eventBus: busName.default('default'),
 });
 
+/** An EventBridge Scheduler schedule or group name: 1-64 of letters, digits, ".", "-", "_". */
+const scheduleName = z.string().regex(/^[.\-_A-Za-z0-9]{1,64}$/, 'must be an EventBridge Scheduler name (1-64 letters, digits, ".", "-", "_"; no wildcards)');
+
+export const pauseScheduleSchema = z.strictObject({
+  name: scheduleName,
+  /** The schedule group. Default: the account's `default` group. */
+  group: scheduleName.default('default'),
+});
+
 export const policySchema = z
   .strictObject({
     /** When a rollback may start. None: any time. */
@@ -110,6 +121,7 @@ export const policySchema = z
     pause: z
       .strictObject({
         rules: z.array(pauseRuleSchema).default([]),
+        schedules: z.array(pauseScheduleSchema).default([]),
       })
       .optional(),
   })
@@ -122,10 +134,19 @@ export const policySchema = z
         ctx.addIssue({ code: 'custom', path: ['pause', 'rules', i, 'name'], message: `rule "${rule.name}" on bus "${rule.eventBus}" is already listed at pause.rules[${first}]` });
       } else seen.set(id, i);
     });
+    const seenSchedules = new Map<string, number>();
+    (policy.pause?.schedules ?? []).forEach((schedule, i) => {
+      const id = `${schedule.group}/${schedule.name}`;
+      const first = seenSchedules.get(id);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['pause', 'schedules', i, 'name'], message: `schedule "${schedule.name}" in group "${schedule.group}" is already listed at pause.schedules[${first}]` });
+      } else seenSchedules.set(id, i);
+    });
   });
 
 export type Policy = z.infer<typeof policySchema>;
 export type PauseRule = z.infer<typeof pauseRuleSchema>;
+export type PauseSchedule = z.infer<typeof pauseScheduleSchema>;
 
 // ── windows in time ─────────────────────────────────────────────────────────
 

@@ -1,5 +1,6 @@
 import type { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import type { RDSClient } from '@aws-sdk/client-rds';
+import type { SchedulerClient } from '@aws-sdk/client-scheduler';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AdapterContext, Log } from '../adapters/types.ts';
@@ -20,6 +21,8 @@ export interface WorkflowDeps {
   secrets?: SecretsManagerClient;
   /** EventBridge: pauses and resumes the pipeline's rules named in the manifest's policy. */
   events?: EventBridgeClient;
+  /** EventBridge Scheduler: pauses and resumes the pipeline's schedules named in the manifest's policy. */
+  scheduler?: SchedulerClient;
   /** Where rollback notifications go (SNS, EventBridge); undefined: none are sent. */
   notifier?: Notifier;
   now(): Date;

@@ -1,8 +1,8 @@
 import { PutEventsCommand, type EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { PublishCommand, type SNSClient } from '@aws-sdk/client-sns';
 import type { Log } from '../adapters/types.ts';
-import type { PausedRule, PlannedStage } from '../ledger/ledger.ts';
-import type { RunReport } from '../report/report.ts';
+import { pausedTriggerName, type PausedTrigger, type PlannedStage, type RunTrigger } from '../ledger/ledger.ts';
+import { describeTrigger, type RunReport } from '../report/report.ts';
 
 /**
  * What a rollback tells people (SNS: a short message a person reads on a phone) and other systems (EventBridge:
@@ -91,20 +91,22 @@ export interface PolicyFacts {
   windows: string[];
   approvalRequired: boolean;
   approvalTimeoutMinutes?: number;
-  pausedRules: string[];
+  pausedTriggers: string[];
 }
 
-export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent: boolean }, policy: PolicyFacts): Notification {
+export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent: boolean; trigger?: RunTrigger; resumedFrom?: string }, policy: PolicyFacts): Notification {
   const lines = [
     `Rollback of ${title(run)} started (run ${run.runId}).`,
     `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}${run.urgent ? ' (URGENT: maintenance windows do not apply)' : ''}.`,
+    `Started by: ${describeTrigger(run.trigger ?? { kind: 'manual' })}.`,
+    ...(run.resumedFrom ? [`Resumes failed run ${run.resumedFrom}: the units it verified are kept, not restored again.`] : []),
     `Plan: ${run.stages.length} stage(s), consumers first, each verified before the next:`,
     ...run.stages.map((s) => `  ${s.index + 1}. ${s.units.join(', ')}`),
   ];
   const rules: string[] = [];
   if (policy.windows.length > 0 && !run.urgent) rules.push(`runs only inside a maintenance window (${policy.windows.join('; ')})`);
   if (policy.approvalRequired) rules.push(`waits for approval (at most ${policy.approvalTimeoutMinutes} min)`);
-  if (policy.pausedRules.length > 0) rules.push(`pauses the pipeline's rules while restoring: ${policy.pausedRules.join(', ')}`);
+  if (policy.pausedTriggers.length > 0) rules.push(`pauses the pipeline's triggers while restoring: ${policy.pausedTriggers.join(', ')}`);
   if (rules.length > 0) lines.push(`Policy: ${rules.join('; ')}.`);
   lines.push(followUp(run));
   return {
@@ -118,6 +120,8 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
       requestedBy: run.requestedBy,
       reason: run.reason,
       urgent: run.urgent,
+      trigger: run.trigger ?? { kind: 'manual' },
+      ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
       stages: run.stages.map((s) => s.units),
     },
   };
@@ -152,16 +156,19 @@ function stagesSummary(report: RunReport): string[] {
   return report.stages.map((s) => `  ${s.index + 1}. ${s.status}: ${s.units.map((u) => `${u.unitId} (${u.writes} writes)`).join(', ')}`);
 }
 
-function pausedSummary(paused: readonly PausedRule[]): string[] {
-  const resumed = paused.filter((p) => p.priorState === 'ENABLED' && p.resumedAt).map((p) => p.rule);
-  const still = paused.filter((p) => p.priorState === 'ENABLED' && !p.resumedAt).map((p) => p.rule);
+function pausedSummary(paused: readonly PausedTrigger[]): string[] {
+  const label = (p: PausedTrigger) => `${p.kind} ${pausedTriggerName(p)}`;
+  const resumed = paused.filter((p) => p.priorState !== 'DISABLED' && p.resumedAt).map(label);
+  const still = paused.filter((p) => p.priorState !== 'DISABLED' && !p.resumedAt).map(label);
   const out: string[] = [];
-  if (resumed.length > 0) out.push(`Pipeline rules re-enabled: ${resumed.join(', ')}.`);
-  if (still.length > 0) out.push(`STILL DISABLED, re-enable by hand (aws events enable-rule --name …): ${still.join(', ')}.`);
+  if (resumed.length > 0) out.push(`Pipeline triggers re-enabled: ${resumed.join(', ')}.`);
+  if (still.length > 0) {
+    out.push(`STILL DISABLED, re-enable by hand (aws events enable-rule --name …; a schedule: aws scheduler update-schedule … --state ENABLED): ${still.join(', ')}.`);
+  }
   return out;
 }
 
-export function rollbackSucceeded(report: RunReport, paused: readonly PausedRule[]): Notification {
+export function rollbackSucceeded(report: RunReport, paused: readonly PausedTrigger[]): Notification {
   return {
     detailType: 'Rollback Succeeded',
     subject: `etl-rollback: ${title(report)} rolled back`,
@@ -176,7 +183,7 @@ export function rollbackSucceeded(report: RunReport, paused: readonly PausedRule
   };
 }
 
-export function rollbackFailed(report: RunReport, paused: readonly PausedRule[]): Notification {
+export function rollbackFailed(report: RunReport, paused: readonly PausedTrigger[]): Notification {
   const error = report.error ? `${report.error.name}: ${report.error.message}` : 'unknown error';
   const what =
     report.status === 'REFUSED'

@@ -1,6 +1,7 @@
 import { DescribeRuleCommand, DisableRuleCommand, EnableRuleCommand, ResourceNotFoundException } from '@aws-sdk/client-eventbridge';
+import { GetScheduleCommand, ResourceNotFoundException as SchedulerNotFound, UpdateScheduleCommand, type GetScheduleCommandOutput } from '@aws-sdk/client-scheduler';
 import { ApprovalTimedOutError, InputError, TriggersNotResumedError } from '../errors.ts';
-import type { ApprovalRecord, Ledger } from '../ledger/ledger.ts';
+import { pausedTriggerName, type ApprovalRecord, type Ledger, type PausedTrigger } from '../ledger/ledger.ts';
 import { parseWindows, windowStatus, type Policy } from '../manifest/policy.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import { deployedManifest, summarizeCaught, type CaughtError, type WorkflowDeps } from './deps.ts';
@@ -29,7 +30,8 @@ export function policyOf(manifest: Manifest): Policy {
 export interface PolicyState {
   windows: string[];
   approval: { required: boolean; timeoutSeconds: number };
-  pausedRules: string[];
+  /** The pipeline triggers paused while restoring: `rule orders-load`, `schedule etl/orders-hourly`. */
+  pausedTriggers: string[];
 }
 
 export function policyState(manifest: Manifest): PolicyState {
@@ -37,12 +39,12 @@ export function policyState(manifest: Manifest): PolicyState {
   return {
     windows: p.windows,
     approval: { required: p.approval?.required ?? false, timeoutSeconds: (p.approval?.timeoutMinutes ?? 240) * 60 },
-    pausedRules: (p.pause?.rules ?? []).map((r) => (r.eventBus === 'default' ? r.name : `${r.eventBus}/${r.name}`)),
+    pausedTriggers: pausedTriggerNames(manifest),
   };
 }
 
 export function policyFacts(state: PolicyState): PolicyFacts {
-  return { windows: state.windows, approvalRequired: state.approval.required, approvalTimeoutMinutes: state.approval.timeoutSeconds / 60, pausedRules: state.pausedRules };
+  return { windows: state.windows, approvalRequired: state.approval.required, approvalTimeoutMinutes: state.approval.timeoutSeconds / 60, pausedTriggers: state.pausedTriggers };
 }
 
 /** RFC 3339 without fractions, as a Wait state's TimestampPath wants it: `2026-11-07T00:00:00Z`. */
@@ -153,66 +155,159 @@ function requireEvents(deps: WorkflowDeps) {
   return deps.events;
 }
 
+function requireScheduler(deps: WorkflowDeps) {
+  if (!deps.scheduler) throw new Error('an EventBridge Scheduler client is needed to pause or resume pipeline schedules');
+  return deps.scheduler;
+}
+
+type TriggerRef = Pick<PausedTrigger, 'kind' | 'container' | 'name'>;
+
 /**
- * "Pause pipeline triggers": disables each rule named in the policy so the pipeline does not write while its data is
- * being restored. Each rule's state is recorded first (the first record wins, so a retry never mistakes its own
- * DisableRule for the state found); a rule that was already disabled is left alone and stays disabled at the end.
+ * How one kind of trigger is read and switched. Rules have DisableRule/EnableRule. A schedule has only UpdateSchedule,
+ * which replaces the whole definition (a field left out is reset to its default), so it is read first and written
+ * back whole with only its state changed; read again on resume, so a change someone made meanwhile is kept.
+ */
+interface TriggerControl {
+  /** The current state (`ENABLED`, `DISABLED`), or undefined when it does not exist. */
+  state(ref: TriggerRef): Promise<string | undefined>;
+  setState(ref: TriggerRef, state: 'ENABLED' | 'DISABLED'): Promise<void>;
+}
+
+function ruleControl(deps: WorkflowDeps): TriggerControl {
+  return {
+    async state(ref) {
+      try {
+        return (await requireEvents(deps).send(new DescribeRuleCommand({ Name: ref.name, EventBusName: ref.container }))).State ?? 'ENABLED';
+      } catch (error) {
+        if (error instanceof ResourceNotFoundException) return undefined;
+        throw error;
+      }
+    },
+    async setState(ref, state) {
+      const events = requireEvents(deps);
+      await events.send(state === 'DISABLED' ? new DisableRuleCommand({ Name: ref.name, EventBusName: ref.container }) : new EnableRuleCommand({ Name: ref.name, EventBusName: ref.container }));
+    },
+  };
+}
+
+async function getSchedule(deps: WorkflowDeps, ref: TriggerRef): Promise<GetScheduleCommandOutput | undefined> {
+  try {
+    return await requireScheduler(deps).send(new GetScheduleCommand({ Name: ref.name, GroupName: ref.container }));
+  } catch (error) {
+    if (error instanceof SchedulerNotFound) return undefined;
+    throw error;
+  }
+}
+
+function scheduleControl(deps: WorkflowDeps): TriggerControl {
+  return {
+    async state(ref) {
+      const schedule = await getSchedule(deps, ref);
+      return schedule ? (schedule.State ?? 'ENABLED') : undefined;
+    },
+    async setState(ref, state) {
+      const s = await getSchedule(deps, ref);
+      if (!s) throw new Error(`schedule ${ref.container}/${ref.name} no longer exists`);
+      if (s.State === state) return;
+      const window = s.FlexibleTimeWindow;
+      await requireScheduler(deps).send(
+        new UpdateScheduleCommand({
+          Name: ref.name,
+          GroupName: ref.container,
+          State: state,
+          ScheduleExpression: s.ScheduleExpression,
+          ScheduleExpressionTimezone: s.ScheduleExpressionTimezone,
+          // AWS refuses a start date in the past ("Schedules cannot start in the past"); one that has passed has done
+          // its work (the schedule has started), so it is left out rather than moved.
+          ...(s.StartDate && s.StartDate.getTime() > deps.now().getTime() ? { StartDate: s.StartDate } : {}),
+          ...(s.EndDate ? { EndDate: s.EndDate } : {}),
+          ...(s.Description !== undefined ? { Description: s.Description } : {}),
+          ...(s.KmsKeyArn ? { KmsKeyArn: s.KmsKeyArn } : {}),
+          ...(s.ActionAfterCompletion ? { ActionAfterCompletion: s.ActionAfterCompletion } : {}),
+          // GetSchedule may return MaximumWindowInMinutes 0 with mode OFF, which UpdateSchedule refuses.
+          FlexibleTimeWindow: window?.Mode === 'FLEXIBLE' ? { Mode: 'FLEXIBLE', MaximumWindowInMinutes: window.MaximumWindowInMinutes } : { Mode: 'OFF' },
+          Target: s.Target,
+        }),
+      );
+    },
+  };
+}
+
+function controlOf(deps: WorkflowDeps, kind: PausedTrigger['kind']): TriggerControl {
+  return kind === 'rule' ? ruleControl(deps) : scheduleControl(deps);
+}
+
+/** The triggers the manifest's policy names, rules first. */
+function namedTriggers(manifest: Manifest): TriggerRef[] {
+  const pause = policyOf(manifest).pause;
+  return [
+    ...(pause?.rules ?? []).map((r) => ({ kind: 'rule' as const, container: r.eventBus, name: r.name })),
+    ...(pause?.schedules ?? []).map((s) => ({ kind: 'schedule' as const, container: s.group, name: s.name })),
+  ];
+}
+
+/** What the start notification and `$.policy` list: `rule orders-load`, `schedule etl/orders-hourly`. */
+export function pausedTriggerNames(manifest: Manifest): string[] {
+  return namedTriggers(manifest).map((t) => `${t.kind} ${pausedTriggerName(t)}`);
+}
+
+/**
+ * "Pause pipeline triggers": disables each rule and schedule named in the policy so the pipeline does not write while
+ * its data is being restored. Each one's state is recorded first (the first record wins, so a retry never mistakes its
+ * own disabling for the state found); one that was already disabled is left alone and stays disabled at the end.
  */
 export async function pauseTriggers(deps: WorkflowDeps, ids: RunIds): Promise<{ paused: string[]; alreadyDisabled: string[]; missing: string[] }> {
   const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
-  const rules = policyOf(manifest).pause?.rules ?? [];
   const out = { paused: [] as string[], alreadyDisabled: [] as string[], missing: [] as string[] };
-  if (rules.length === 0) return out;
-  const events = requireEvents(deps);
-  for (const rule of rules) {
-    let state: string;
-    try {
-      state = (await events.send(new DescribeRuleCommand({ Name: rule.name, EventBusName: rule.eventBus }))).State ?? 'ENABLED';
-    } catch (error) {
-      if (!(error instanceof ResourceNotFoundException)) throw error;
-      deps.log.warn('pipeline rule to pause does not exist', { rule: rule.name, eventBus: rule.eventBus, runId: ids.runId });
-      out.missing.push(rule.name);
+  for (const ref of namedTriggers(manifest)) {
+    const label = `${ref.kind} ${pausedTriggerName(ref)}`;
+    const control = controlOf(deps, ref.kind);
+    const state = await control.state(ref);
+    if (state === undefined) {
+      deps.log.warn('pipeline trigger to pause does not exist', { trigger: label, runId: ids.runId });
+      out.missing.push(label);
       continue;
     }
-    const record = await deps.ledger.recordPausedRule({ runId: ids.runId, eventBus: rule.eventBus, rule: rule.name, priorState: state, pausedAt: deps.now().toISOString() });
+    const record = await deps.ledger.recordPausedTrigger({ runId: ids.runId, ...ref, priorState: state, pausedAt: deps.now().toISOString() });
     if (record.priorState === 'DISABLED') {
-      out.alreadyDisabled.push(rule.name);
+      out.alreadyDisabled.push(label);
       continue;
     }
-    await events.send(new DisableRuleCommand({ Name: rule.name, EventBusName: rule.eventBus }));
-    out.paused.push(rule.name);
+    await control.setState(ref, 'DISABLED');
+    out.paused.push(label);
   }
-  deps.log.info('pipeline triggers paused', { runId: ids.runId, ...out });
+  if (out.paused.length + out.alreadyDisabled.length + out.missing.length > 0) deps.log.info('pipeline triggers paused', { runId: ids.runId, ...out });
   return out;
 }
 
 /**
- * "Resume pipeline triggers" (success and failure paths): re-enables every rule this run disabled, and only those.
+ * "Resume pipeline triggers" (success and failure paths): re-enables every trigger this run disabled, and only those.
  * Tries them all; then throws TriggersNotResumedError naming any that could not be enabled (the state retries).
  */
 export async function resumeTriggers(deps: WorkflowDeps, ids: { runId: string }): Promise<{ resumed: string[]; leftDisabled: string[] }> {
-  const records = await deps.ledger.listPausedRules(ids.runId);
+  const records = await deps.ledger.listPausedTriggers(ids.runId);
   const out = { resumed: [] as string[], leftDisabled: [] as string[] };
   const failed: string[] = [];
   for (const r of records) {
+    const label = `${r.kind} ${pausedTriggerName(r)}`;
     if (r.priorState === 'DISABLED') {
-      out.leftDisabled.push(r.rule);
+      out.leftDisabled.push(label);
       continue;
     }
     if (r.resumedAt) {
-      out.resumed.push(r.rule);
+      out.resumed.push(label);
       continue;
     }
     try {
-      await requireEvents(deps).send(new EnableRuleCommand({ Name: r.rule, EventBusName: r.eventBus }));
-      await deps.ledger.markRuleResumed(ids.runId, r.eventBus, r.rule, deps.now().toISOString());
-      out.resumed.push(r.rule);
+      await controlOf(deps, r.kind).setState(r, 'ENABLED');
+      await deps.ledger.markTriggerResumed(ids.runId, r, deps.now().toISOString());
+      out.resumed.push(label);
     } catch (error) {
-      failed.push(`${r.eventBus}/${r.rule}: ${(error as Error).message}`);
+      failed.push(`${label}: ${(error as Error).message}`);
     }
   }
   if (failed.length > 0) {
-    throw new TriggersNotResumedError(`pipeline rules paused for the rollback could not be re-enabled (enable them by hand): ${failed.join('; ')}`);
+    throw new TriggersNotResumedError(`pipeline triggers paused for the rollback could not be re-enabled (enable them by hand): ${failed.join('; ')}`);
   }
   if (records.length > 0) deps.log.info('pipeline triggers resumed', { runId: ids.runId, ...out });
   return out;

@@ -343,7 +343,7 @@ export async function finishRun(deps: WorkflowDeps, ids: RunIds): Promise<RunRep
   const run = await deps.ledger.requireRun(ids.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(ids.runId));
   deps.log.info('rollback succeeded', { runId: ids.runId, writes: report.totals.writes });
-  await announce(deps, rollbackSucceeded(report, await deps.ledger.listPausedRules(ids.runId)));
+  await announce(deps, rollbackSucceeded(report, await deps.ledger.listPausedTriggers(ids.runId)));
   return report;
 }
 
@@ -373,6 +373,6 @@ export async function recordRollbackFailure(
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
   deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
-  await announce(deps, rollbackFailed(report, await deps.ledger.listPausedRules(input.runId)));
+  await announce(deps, rollbackFailed(report, await deps.ledger.listPausedTriggers(input.runId)));
   return report;
 }

@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DescribeRuleCommand, EventBridgeClient, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
+import { CreateScheduleCommand, CreateScheduleGroupCommand, GetScheduleCommand, SchedulerClient } from '@aws-sdk/client-scheduler';
 import { CreateTopicCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import { CreateQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context } from 'aws-lambda';
@@ -19,9 +20,14 @@ type TravelClock = typeof import('../../cli/local-runner.ts')['travelClock'];
 const events = new EventBridgeClient({});
 const sns = new SNSClient({});
 const sqs = new SQSClient({});
+const scheduler = new SchedulerClient({});
 
 async function ruleState(name: string): Promise<string | undefined> {
   return (await events.send(new DescribeRuleCommand({ Name: name }))).State;
+}
+
+async function scheduleState(group: string, name: string): Promise<string | undefined> {
+  return (await scheduler.send(new GetScheduleCommand({ GroupName: group, Name: name }))).State;
 }
 
 async function queue(name: string): Promise<{ url: string; arn: string }> {
@@ -55,6 +61,8 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
   let travelClock: TravelClock;
   let ledger: Ledger;
   const rules = { enabled: uniqueName('orders-load'), disabled: uniqueName('orders-backfill') };
+  /** The pipeline's EventBridge Scheduler schedule, in its own group. */
+  const schedule = { group: uniqueName('etl'), name: uniqueName('orders-hourly') };
   let sqsFromSns: string;
   let sqsFromEvents: string;
 
@@ -91,9 +99,24 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     await events.send(new PutRuleCommand({ Name: rules.enabled, ScheduleExpression: 'rate(1 hour)', State: 'ENABLED' }));
     await events.send(new PutRuleCommand({ Name: rules.disabled, ScheduleExpression: 'rate(1 day)', State: 'DISABLED' }));
 
+    await scheduler.send(new CreateScheduleGroupCommand({ Name: schedule.group }));
+    const hourlyTarget = await queue(uniqueName('hourly-load'));
+    await scheduler.send(
+      new CreateScheduleCommand({
+        GroupName: schedule.group,
+        Name: schedule.name,
+        ScheduleExpression: 'rate(1 hour)',
+        Description: 'hourly orders load',
+        FlexibleTimeWindow: { Mode: 'FLEXIBLE', MaximumWindowInMinutes: 15 },
+        Target: { Arn: hourlyTarget.arn, RoleArn: 'arn:aws:iam::123456789012:role/orders-scheduler', Input: '{"load":"orders"}' },
+        State: 'ENABLED',
+      }),
+    );
+    const pause = { rules: [{ name: rules.enabled }, { name: rules.disabled }], schedules: [{ name: schedule.name, group: schedule.group }] };
+
     await deployWithPolicy('d-window', { windows: ['Sat 00:00-06:00 UTC'] });
-    await deployWithPolicy('d-gate', { approval: { required: true, timeoutMinutes: 60 }, pause: { rules: [{ name: rules.enabled }, { name: rules.disabled }] } });
-    await deployWithPolicy('d-pause', { pause: { rules: [{ name: rules.enabled }, { name: rules.disabled }] } });
+    await deployWithPolicy('d-gate', { approval: { required: true, timeoutMinutes: 60 }, pause });
+    await deployWithPolicy('d-pause', { pause });
     await badDeploy(s);
     ({ runLocal, travelClock } = await import('../../cli/local-runner.ts'));
     ledger = new Ledger(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
@@ -174,8 +197,9 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect((await ledger.getDeployment(s.pipeline, 'd-gate'))!.status).toBe(statusBefore);
     expect(await ledger.listSteps(runId)).toEqual([]);
     expect(await s.rows('staging.orders')).toEqual(damaged);
-    expect(await ledger.listPausedRules(runId)).toEqual([]);
+    expect(await ledger.listPausedTriggers(runId)).toEqual([]);
     expect(await ruleState(rules.enabled)).toBe('ENABLED');
+    expect(await scheduleState(schedule.group, schedule.name)).toBe('ENABLED');
 
     // A late second answer is refused.
     const late = await s.cli('approve', runId, '--local', '--by', 'joe');
@@ -183,15 +207,16 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect(late.stderr).toContain('already rejected by jane');
   });
 
-  it('approved, it goes on: pauses the enabled rule (not the disabled one) while restoring, resumes it, and notifies', async () => {
+  it('approved, it goes on: pauses the enabled rule and schedule (not the disabled rule) while restoring, resumes them, and notifies', async () => {
     await drain(sqsFromSns);
     await drain(sqsFromEvents);
     const { handler: realRestore } = await import('../../lambdas/restore-unit.ts');
     const seenDuringRestore: (string | undefined)[] = [];
     const watchingRestore = async (event: unknown, context: Context) => {
-      seenDuringRestore.push(await ruleState(rules.enabled));
+      seenDuringRestore.push(await ruleState(rules.enabled), await scheduleState(schedule.group, schedule.name));
       return realRestore(event, context);
     };
+    const scheduleBefore = await scheduler.send(new GetScheduleCommand({ GroupName: schedule.group, Name: schedule.name }));
     const name = uniqueName('run-approved');
     const run = runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-gate', reason: 'mart doubled', requestedBy: 'sam' }, { name, handlers: { RestoreUnit: watchingRestore } });
     await until('the approval request', async () => ((await ledger.getApproval(name))?.status === 'PENDING' ? true : undefined));
@@ -201,18 +226,23 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
 
     const out = await run;
     expect(out.status, JSON.stringify(out)).toBe('SUCCEEDED');
-    expect(seenDuringRestore.length).toBe(3);
+    expect(seenDuringRestore.length).toBe(6);
     expect(new Set(seenDuringRestore)).toEqual(new Set(['DISABLED']));
     expect(await ruleState(rules.enabled)).toBe('ENABLED');
     expect(await ruleState(rules.disabled)).toBe('DISABLED');
+    // UpdateSchedule replaces the whole definition: everything but the state came back as it was.
+    const scheduleAfter = await scheduler.send(new GetScheduleCommand({ GroupName: schedule.group, Name: schedule.name }));
+    expect(scheduleAfter.State).toBe('ENABLED');
+    for (const field of ['ScheduleExpression', 'Description', 'FlexibleTimeWindow', 'Target', 'ScheduleExpressionTimezone'] as const) {
+      expect(scheduleAfter[field], field).toEqual(scheduleBefore[field]);
+    }
     expect(await ledger.getApproval(name)).toMatchObject({ status: 'APPROVED', decidedBy: 'jane', reason: 'go ahead' });
-    const paused = await ledger.listPausedRules(name);
-    expect(paused.map((p) => [p.rule, p.priorState, p.resumedAt !== undefined]).sort()).toEqual(
-      [
-        [rules.enabled, 'ENABLED', true],
-        [rules.disabled, 'DISABLED', false],
-      ].sort(),
-    );
+    const paused = await ledger.listPausedTriggers(name);
+    expect(paused.map((p) => [p.kind, p.name, p.priorState, p.resumedAt !== undefined])).toEqual([
+      ['rule', rules.disabled, 'DISABLED', false],
+      ['rule', rules.enabled, 'ENABLED', true],
+      ['schedule', schedule.name, 'ENABLED', true],
+    ].sort((a, b) => `${a[0]}${a[1]}`.localeCompare(`${b[0]}${b[1]}`)));
 
     // SNS → SQS: concise messages, in order: started (why, plan), approval asked, each stage, the result.
     const messages = (await drain(sqsFromSns)).map((b) => JSON.parse(b) as { Subject: string; Message: string; MessageAttributes: { event: { Value: string } } });
@@ -222,7 +252,9 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect(startedMsg).toContain('Why: mart doubled — requested by sam');
     expect(startedMsg).toMatch(/1\. mart\n {2}2\. staging\n {2}3\. raw/);
     expect(mine[1]!.Message).toContain(`etl-rollback approve ${name}`);
-    expect(mine[5]!.Message).toContain(`Pipeline rules re-enabled: ${rules.enabled}`);
+    expect(mine[0]!.Message).toContain('Started by: manual.');
+    expect(mine[0]!.Message).toContain(`pauses the pipeline's triggers while restoring: rule ${rules.enabled}, rule ${rules.disabled}, schedule ${schedule.group}/${schedule.name}`);
+    expect(mine[5]!.Message).toContain(`Pipeline triggers re-enabled: rule ${rules.enabled}, schedule ${schedule.group}/${schedule.name}`);
     expect(mine[5]!.Message).toContain('What to check');
 
     // EventBridge → rule → SQS: the events other systems subscribe to.
@@ -246,14 +278,14 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect(await ledger.getLock(s.pipeline)).toBeUndefined();
   });
 
-  it('a stage that fails still resumes the paused rule (and leaves the disabled one disabled), and says so', async () => {
+  it('a stage that fails still resumes the paused rule and schedule (and leaves the disabled rule disabled), and says so', async () => {
     await damage();
     await drain(sqsFromSns);
     const { handler: realRestore } = await import('../../lambdas/restore-unit.ts');
-    let stateWhenFailing: string | undefined;
+    let stateWhenFailing: (string | undefined)[] = [];
     const failingStaging = async (event: unknown, context: Context) => {
       if ((event as { unitId: string }).unitId !== 'staging') return realRestore(event, context);
-      stateWhenFailing = await ruleState(rules.enabled);
+      stateWhenFailing = [await ruleState(rules.enabled), await scheduleState(schedule.group, schedule.name)];
       const error = new Error('connection to the warehouse lost');
       error.name = 'ConnectionLost';
       throw error;
@@ -261,8 +293,9 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     const name = uniqueName('run-fails');
     const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-pause' }, { name, handlers: { RestoreUnit: failingStaging } });
     expect(out).toMatchObject({ status: 'FAILED', error: 'ConnectionLost' });
-    expect(stateWhenFailing).toBe('DISABLED');
+    expect(stateWhenFailing).toEqual(['DISABLED', 'DISABLED']);
     expect(await ruleState(rules.enabled)).toBe('ENABLED');
+    expect(await scheduleState(schedule.group, schedule.name)).toBe('ENABLED');
     expect(await ruleState(rules.disabled)).toBe('DISABLED');
     expect((await ledger.requireRun(name)).status).toBe('FAILED');
     expect(await ledger.getLock(s.pipeline)).toBeUndefined();
@@ -272,6 +305,6 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect(last.MessageAttributes.event.Value).toBe('Rollback Failed');
     expect(last.Message).toContain('FAILED PART-WAY');
     expect(last.Message).toContain('ConnectionLost: connection to the warehouse lost');
-    expect(last.Message).toContain(`Pipeline rules re-enabled: ${rules.enabled}`);
+    expect(last.Message).toContain(`Pipeline triggers re-enabled: rule ${rules.enabled}, schedule ${schedule.group}/${schedule.name}`);
   });
 });

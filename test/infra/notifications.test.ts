@@ -36,7 +36,15 @@ describe('notifications and pausable rules (template)', () => {
   let template: Template;
 
   beforeAll(() => {
-    const app = new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [], pausableRules: 'orders-load,etl/orders-late-files' } });
+    const app = new App({
+      context: {
+        ...cdkJson.context,
+        'aws:cdk:bundling-stacks': [],
+        pausableRules: 'orders-load,etl/orders-late-files',
+        pausableSchedules: 'etl/orders-hourly,orders-daily',
+        scheduleTargetRoleArns: 'arn:aws:iam::111122223333:role/orders-scheduler',
+      },
+    });
     stack = buildEtlRollbackApp(app);
     template = Template.fromStack(stack);
   });
@@ -85,6 +93,38 @@ describe('notifications and pausable rules (template)', () => {
       .flatMap((p) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement)
       .filter((s) => asArray(s.Action).some((a) => /^events:(Disable|Enable)Rule$/.test(a)));
     expect(others).toHaveLength(2);
+  });
+
+  it('pause and resume may read and update exactly the named schedules, and pass only their target roles, only to Scheduler', () => {
+    for (const name of ['pause-triggers', 'resume-triggers'] as const) {
+      const statements = statementsOf(template, logicalId(stack.handlers.byName(name).role));
+      const grant = statements.find((s) => s.Sid === 'PausePipelineSchedules')!;
+      expect(asArray(grant.Action).sort()).toEqual(['scheduler:GetSchedule', 'scheduler:UpdateSchedule']);
+      const resources = asArray(grant.Resource).map((r) => JSON.stringify(r)).sort();
+      expect(resources).toHaveLength(2);
+      expect(resources[0]).toMatch(/:scheduler:.*:schedule\/default\/orders-daily"/);
+      expect(resources[1]).toMatch(/:scheduler:.*:schedule\/etl\/orders-hourly"/);
+      const pass = statements.find((s) => s.Sid === 'PassScheduleTargetRoles')! as Statement & { Condition: Json };
+      expect(asArray(pass.Action)).toEqual(['iam:PassRole']);
+      expect(pass.Resource).toEqual('arn:aws:iam::111122223333:role/orders-scheduler');
+      expect(pass.Condition).toEqual({ StringEquals: { 'iam:PassedToService': 'scheduler.amazonaws.com' } });
+    }
+    const others = Object.values(template.findResources('AWS::IAM::Policy') as Record<string, { Properties: Json }>)
+      .flatMap((p) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement)
+      .filter((s) => asArray(s.Action).some((a) => a === 'scheduler:UpdateSchedule' || a === 'iam:PassRole'));
+    // The two controllers; the release construct's own schedule is created by CloudFormation, not by a role of ours.
+    expect(others).toHaveLength(4);
+  });
+
+  it('refuses schedules without the roles they run as, and a wildcard schedule', () => {
+    const base = { ...cdkJson.context, 'aws:cdk:bundling-stacks': [] };
+    expect(() => buildEtlRollbackApp(new App({ context: { ...base, pausableSchedules: 'etl/orders-hourly' } }))).toThrow(/scheduleTargetRoleArns is empty/);
+    expect(() => buildEtlRollbackApp(new App({ context: { ...base, pausableSchedules: 'etl/*', scheduleTargetRoleArns: 'arn:aws:iam::111122223333:role/x' } }))).toThrow(
+      /pausableSchedules\[0\]/,
+    );
+    expect(() => buildEtlRollbackApp(new App({ context: { ...base, pausableSchedules: 'etl/a', scheduleTargetRoleArns: 'arn:aws:iam::111122223333:role/*' } }))).toThrow(
+      /scheduleTargetRoleArns\[0\]/,
+    );
   });
 
   it('no Lambda role may answer task tokens (approve/reject are the CLI user\'s own permission)', () => {
