@@ -69,6 +69,12 @@ export class ApprovalRejectedError extends EtlRollbackError {
   readonly exitCode = EXIT.refused;
 }
 
+/** The person who asked for the rollback tried to approve it themselves; the policy wants a second person. */
+export class SelfApprovalError extends EtlRollbackError {
+  override readonly name = 'SelfApprovalError';
+  readonly exitCode = EXIT.refused;
+}
+
 /** The run's policy asked for approval and nobody decided in time: nothing was touched. */
 export class ApprovalTimedOutError extends EtlRollbackError {
   override readonly name = 'ApprovalTimedOutError';

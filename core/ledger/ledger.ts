@@ -151,6 +151,8 @@ export interface ApprovalRecord {
   deadline: string;
   timeoutSeconds: number;
   requestedBy: string;
+  /** The policy lets the requester approve their own run (`approval.allowSelfApproval`); otherwise a second person must. */
+  allowSelfApproval?: boolean;
   decidedBy?: string;
   decidedAt?: string;
   reason?: string;

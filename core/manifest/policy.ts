@@ -6,7 +6,7 @@ import { z } from 'zod';
  *
  *   policy:
  *     windows: ["Sat 00:00-06:00 UTC", "Mon-Fri 22:00-02:00 Europe/Berlin"]
- *     approval: { required: true, timeoutMinutes: 240 }
+ *     approval: { required: true, timeoutMinutes: 240 }   # allowSelfApproval: false (four eyes) by default
  *     pause:
  *       rules:
  *         - name: orders-nightly-load
@@ -115,6 +115,8 @@ export const policySchema = z
         required: z.boolean().default(true),
         /** Without a decision for this long, the run stops (recorded REJECTED, nothing touched). Default 4 hours. */
         timeoutMinutes: z.number().int().min(1).max(7 * 24 * 60).default(240),
+        /** Four eyes: by default whoever asked for the rollback may reject it but not approve it. */
+        allowSelfApproval: z.boolean().default(false),
       })
       .optional(),
     /** The pipeline's own triggers, disabled while its data is being restored and re-enabled at the end. */

@@ -127,14 +127,14 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
   };
 }
 
-export function approvalRequested(run: RunFacts, deadline: string): Notification {
+export function approvalRequested(run: RunFacts, deadline: string, allowSelfApproval = false): Notification {
   return {
     detailType: 'Approval Requested',
     subject: `etl-rollback: ${title(run)} rollback waits for approval`,
     message: [
       `The rollback of ${title(run)} (run ${run.runId}) needs an approval before anything is restored.`,
       `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}.`,
-      `Approve: etl-rollback approve ${run.runId} --reason "…"`,
+      `Approve: etl-rollback approve ${run.runId} --reason "…"${allowSelfApproval ? '' : ` (by someone other than ${run.requestedBy})`}`,
       `Reject:  etl-rollback reject ${run.runId} --reason "…"`,
       `Without a decision by ${deadline} the run stops and nothing is touched.`,
     ].join('\n'),

@@ -1,6 +1,6 @@
 import { DescribeRuleCommand, DisableRuleCommand, EnableRuleCommand, ResourceNotFoundException } from '@aws-sdk/client-eventbridge';
 import { GetScheduleCommand, ResourceNotFoundException as SchedulerNotFound, UpdateScheduleCommand, type GetScheduleCommandOutput } from '@aws-sdk/client-scheduler';
-import { ApprovalTimedOutError, InputError, TriggersNotResumedError } from '../errors.ts';
+import { ApprovalTimedOutError, InputError, SelfApprovalError, TriggersNotResumedError } from '../errors.ts';
 import { pausedTriggerName, type ApprovalRecord, type Ledger, type PausedTrigger } from '../ledger/ledger.ts';
 import { parseWindows, windowStatus, type Policy } from '../manifest/policy.ts';
 import type { Manifest } from '../manifest/schema.ts';
@@ -86,6 +86,7 @@ export async function checkMaintenanceWindow(deps: WorkflowDeps, input: RunIds &
  */
 export async function requestApproval(deps: WorkflowDeps, input: RunIds & { taskToken: string; timeoutSeconds: number }): Promise<{ deadline: string }> {
   const run = await deps.ledger.requireRun(input.runId);
+  const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
   const now = deps.now();
   const deadline = timestamp(new Date(now.getTime() + input.timeoutSeconds * 1000));
   const record = await deps.ledger.putApprovalRequest({
@@ -97,9 +98,10 @@ export async function requestApproval(deps: WorkflowDeps, input: RunIds & { task
     deadline,
     timeoutSeconds: input.timeoutSeconds,
     requestedBy: run.requestedBy,
+    allowSelfApproval: policyOf(manifest).approval?.allowSelfApproval ?? false,
   });
   deps.log.info('approval requested', { runId: input.runId, deadline: record.deadline, status: record.status });
-  if (record.status === 'PENDING') await announce(deps, approvalRequested(run, record.deadline));
+  if (record.status === 'PENDING') await announce(deps, approvalRequested(run, record.deadline, record.allowSelfApproval));
   return { deadline: record.deadline };
 }
 
@@ -120,12 +122,22 @@ export async function decideApproval(
   if (current.status === 'PENDING' && deps.now().getTime() > Date.parse(current.deadline)) {
     throw new ApprovalTimedOutError(`run "${input.runId}" stopped waiting for approval at ${current.deadline}: start a new rollback`);
   }
+  if (current.status === 'PENDING' && input.decision === 'approve' && !current.allowSelfApproval && samePerson(input.by, current.requestedBy)) {
+    throw new SelfApprovalError(
+      `run "${input.runId}" was requested by ${current.requestedBy}, who may reject it but not approve it: a second person must approve (policy.approval.allowSelfApproval is false)`,
+    );
+  }
   const { record, decided } = await deps.ledger.decideApproval(input.runId, { status, decidedBy: input.by, reason: input.reason, decidedAt: deps.now().toISOString() });
   if (!record) throw new InputError(`run "${input.runId}" has not asked for approval`);
   if (!decided && record.status !== status) {
     throw new InputError(`run "${input.runId}" was already ${record.status.toLowerCase()}${record.decidedBy ? ` by ${record.decidedBy}` : ''}${record.decidedAt ? ` at ${record.decidedAt}` : ''}`);
   }
   return { record, already: !decided };
+}
+
+/** Names compared as people type them: case and surrounding spaces do not make a second person. */
+function samePerson(a: string, b: string): boolean {
+  return a.trim().toLowerCase() === b.trim().toLowerCase();
 }
 
 /** The error a rejected or timed-out approval ends the run with (stable names: exit code 3). */

@@ -220,6 +220,11 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     const name = uniqueName('run-approved');
     const run = runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-gate', reason: 'mart doubled', requestedBy: 'sam' }, { name, handlers: { RestoreUnit: watchingRestore } });
     await until('the approval request', async () => ((await ledger.getApproval(name))?.status === 'PENDING' ? true : undefined));
+    // Four eyes: the requester may not approve their own rollback (refused, exit 3, nothing recorded).
+    const self = await s.cli('approve', name, '--local', '--reason', 'trust me', '--by', ' Sam ');
+    expect(self.code, self.stderr).toBe(3);
+    expect(self.stderr).toContain('requested by sam, who may reject it but not approve it');
+    expect((await ledger.getApproval(name))?.status).toBe('PENDING');
     const approve = await s.cli('approve', name, '--local', '--reason', 'go ahead', '--by', 'jane');
     expect(approve.code, approve.stderr).toBe(0);
     expect(approve.stdout).toContain(`run ${name} approved by jane`);
@@ -251,7 +256,7 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     const startedMsg = mine[0]!.Message;
     expect(startedMsg).toContain('Why: mart doubled — requested by sam');
     expect(startedMsg).toMatch(/1\. mart\n {2}2\. staging\n {2}3\. raw/);
-    expect(mine[1]!.Message).toContain(`etl-rollback approve ${name}`);
+    expect(mine[1]!.Message).toContain(`etl-rollback approve ${name} --reason "…" (by someone other than sam)`);
     expect(mine[0]!.Message).toContain('Started by: manual.');
     expect(mine[0]!.Message).toContain(`pauses the pipeline's triggers while restoring: rule ${rules.enabled}, rule ${rules.disabled}, schedule ${schedule.group}/${schedule.name}`);
     expect(mine[5]!.Message).toContain(`Pipeline triggers re-enabled: rule ${rules.enabled}, schedule ${schedule.group}/${schedule.name}`);
