@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { planRun } from '../core/workflow/rollback.ts';
-import { metrics, MetricUnit, taskHandler } from './task.ts';
+import { countRun } from './run-metrics.ts';
+import { taskHandler } from './task.ts';
 
 /** "Plan rollback": the execution input (validated in core) plus the execution name, which becomes the run id. */
 export const handler = taskHandler(
@@ -8,7 +9,7 @@ export const handler = taskHandler(
   z.object({ request: z.unknown(), executionName: z.string().min(1) }),
   async (deps, input) => {
     const planned = await planRun(deps, input);
-    if (!planned.dryRun) metrics.addMetric('RollbacksStarted', MetricUnit.Count, 1);
+    if (!planned.dryRun) countRun('RollbacksStarted', planned.pipeline);
     return planned;
   },
   (input) => ({ runId: input.executionName }),

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { recordRollbackFailure } from '../core/workflow/rollback.ts';
 import { recordSnapshotFailure } from '../core/workflow/snapshot.ts';
-import { publishRunMetrics } from './run-metrics.ts';
+import { countRun, publishRunMetrics } from './run-metrics.ts';
 import { caught, metrics, MetricUnit, taskHandler } from './task.ts';
 
 const input = z.discriminatedUnion('kind', [
@@ -26,7 +26,7 @@ export const handler = taskHandler('record-failure', input, async (deps, event) 
     return { recorded: true };
   }
   const report = await recordRollbackFailure(deps, event);
-  metrics.addMetric(report.status === 'REFUSED' ? 'RollbacksRefused' : report.status === 'REJECTED' ? 'RollbacksRejected' : 'RollbacksFailed', MetricUnit.Count, 1);
+  countRun(report.status === 'REFUSED' ? 'RollbacksRefused' : report.status === 'REJECTED' ? 'RollbacksRejected' : 'RollbacksFailed', report.pipeline);
   publishRunMetrics(report);
   return report;
 });

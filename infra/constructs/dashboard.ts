@@ -60,6 +60,14 @@ export class Observability extends Construct {
       period: Duration.days(1),
     });
 
+    /** One line per pipeline: the handlers publish these under dimension `pipeline` as well (lambdas/run-metrics.ts). */
+    const byPipeline = (metricName: string, statistic: string, label: string, period = 300) =>
+      new MathExpression({
+        label,
+        expression: `SEARCH('{${METRICS_NAMESPACE},pipeline,service} MetricName="${metricName}"', '${statistic}', ${period})`,
+        period: Duration.seconds(period),
+      });
+
     this.dashboard = new Dashboard(this, 'Dashboard', { defaultInterval: Duration.days(7) });
     this.dashboard.addWidgets(
       new TextWidget({
@@ -87,6 +95,20 @@ export class Observability extends Construct {
       new GraphWidget({ title: 'Objects and rows restored', left: [handlerMetric('ObjectsRestored')], right: [handlerMetric('RowsRestored')], width: 8 }),
       new GraphWidget({ title: 'Gate failures', left: [handlerMetric('GateFailures')], width: 8 }),
       new GraphWidget({ title: 'Time since last restore point (s, by pipeline)', left: [sinceRestorePoint], width: 8 }),
+    );
+    this.dashboard.addWidgets(
+      new TextWidget({ markdown: '## By pipeline\nOne line per pipeline; a pipeline appears once it has had a run.', width: 24, height: 1 }),
+    );
+    this.dashboard.addWidgets(
+      new GraphWidget({ title: 'Rollbacks started, by pipeline', left: [byPipeline('RollbacksStarted', 'Sum', 'started')], width: 6 }),
+      new GraphWidget({ title: 'Rollbacks failed, by pipeline', left: [byPipeline('RollbacksFailed', 'Sum', 'failed')], width: 6 }),
+      new GraphWidget({ title: 'Run duration (ms), by pipeline', left: [byPipeline('RunDuration', 'Maximum', 'duration')], width: 6 }),
+      new GraphWidget({
+        title: 'Rows and objects restored, by pipeline',
+        left: [byPipeline('RowsRestored', 'Sum', 'rows')],
+        right: [byPipeline('ObjectsRestored', 'Sum', 'objects')],
+        width: 6,
+      }),
     );
     this.dashboard.addWidgets(
       new SingleValueWidget({
