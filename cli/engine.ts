@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Manifest } from '../core/manifest/schema.ts';
 import type { RunReport } from '../core/report/report.ts';
@@ -63,4 +64,18 @@ export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<st
     ...(args.urgent ? { urgent: true } : {}),
     trigger: { kind: 'manual' },
   };
+}
+
+/**
+ * Who runs the CLI, for the audit trail when `--requested-by` / `--by` is not given: `$USER`, `$LOGNAME`, then the
+ * operating system's account name (containers and CI often set neither variable).
+ */
+export function currentUser(): string {
+  const fromEnv = process.env.USER ?? process.env.LOGNAME;
+  if (fromEnv?.trim()) return fromEnv.trim();
+  try {
+    return userInfo().username || 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

@@ -4,6 +4,7 @@ import { type Command, Option } from 'commander';
 import { EXIT, InputError } from '../core/errors.ts';
 import { Ledger } from '../core/ledger/ledger.ts';
 import { ensureAuditBucket, type ObjectLockMode } from '../core/report/audit.ts';
+import { currentUser } from './engine.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
 import type { ExpiredListing, ReleaseOutcome } from '../core/workflow/release.ts';
 import { pipelineHistory, pipelineStatus, type HistoryEntry, type PipelineStatus } from '../core/workflow/status.ts';
@@ -156,7 +157,7 @@ export function registerInspectCommands(program: Command, io: Io, setExit: (code
     .addOption(tableOption())
     .action(async (pipeline: string, opts: { reason: string; requestedBy?: string; local: boolean; ledgerTable?: string }) => {
       if (opts.reason.trim() === '') throw new InputError('--reason: say why the lock is broken (it is kept in the ledger)');
-      const { broken } = await ledgerFor(opts).breakLock(pipeline, opts.requestedBy ?? 'unknown', opts.reason);
+      const { broken } = await ledgerFor(opts).breakLock(pipeline, opts.requestedBy ?? currentUser(), opts.reason);
       io.out(
         broken
           ? `lock of ${pipeline} broken: it was held by run "${broken.holder}" (deployment ${broken.deploymentId}, since ${broken.acquiredAt}); recorded`

@@ -4,7 +4,7 @@ import { loadManifestFile } from '../core/manifest/load.ts';
 import type { Manifest } from '../core/manifest/schema.ts';
 import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
-import { defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
+import { currentUser, defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { registerInspectCommands } from './inspect.ts';
 
 /**
@@ -121,7 +121,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     const engine = await engineFor(opts.local, { ...opts, snapshotArn: opts.stateMachineArn }, io);
     const result = await engine.snapshot(manifest, {
       deploymentId: opts.deployment,
-      requestedBy: opts.requestedBy ?? 'unknown',
+      requestedBy: opts.requestedBy ?? currentUser(),
       reason: opts.reason,
       name: defaultRunName('snapshot', manifest.pipeline, opts.deployment),
     });
@@ -166,7 +166,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
         dryRun: opts.dryRun,
         urgent: opts.urgent,
         ...(opts.resume !== undefined ? { resume: opts.resume } : {}),
-        requestedBy: opts.requestedBy ?? 'unknown',
+        requestedBy: opts.requestedBy ?? currentUser(),
         reason: opts.reason,
         // A resumed run is a new run: a new execution name, its run records the one it resumes.
         name: defaultRunName(opts.dryRun ? 'dryrun' : opts.resume !== undefined ? 'resume' : 'rollback', manifest.pipeline, opts.deployment),
@@ -197,7 +197,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     else cmd.option('--reason <text>', 'why (recorded in the audit trail)', '');
     cmd.action(async (runId: string, opts: { local: boolean; json: boolean; ledgerTable?: string; by?: string; reason: string }) => {
       const { answerApproval } = await import('./approvals.ts');
-      const by = opts.by ?? 'unknown';
+      const by = opts.by ?? currentUser();
       const result = await answerApproval({ runId, decision, by, reason: opts.reason, local: opts.local, ledgerTable: opts.ledgerTable });
       if (opts.json) io.out(JSON.stringify({ ...result, by, reason: opts.reason }));
       else io.out(`run ${runId} ${result.status.toLowerCase()} by ${by}${result.already ? ' (already recorded)' : ''}${opts.reason ? `: ${opts.reason}` : ''}`);

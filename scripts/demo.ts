@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { breakOrders, ordersManifest, seedOrders } from './demo-data.ts';
@@ -88,6 +88,18 @@ async function main(): Promise<number> {
     const same = after.staging === before.staging && after.mart === before.mart;
     say(`independent check with SQL: staging and mart are ${same ? 'row-for-row as before the deploy ✓' : 'NOT as before ✗'}`);
     if (!same) return 1;
+
+    say('the audit trail: the run as history lists it, and its report as written (Markdown, beside the JSON)');
+    if (cli('history', 'orders', '--local') !== 0) return 1;
+    const reports = await s3.send(new ListObjectsV2Command({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Prefix: 'reports/orders/' }));
+    const markdownKey = reports.Contents?.map((o) => o.Key!).find((k) => k.endsWith('.md') && k.includes('/rollback-'));
+    if (!markdownKey) {
+      console.error('  no Markdown report was written');
+      return 1;
+    }
+    const markdown = await (await s3.send(new GetObjectCommand({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Key: markdownKey }))).Body!.transformToString();
+    console.log(`\n  s3://${env.ETL_ROLLBACK_STATE_BUCKET}/${markdownKey} (in AWS: the audit bucket, under Object Lock)\n`);
+    console.log(markdown.replace(/^/gm, '  | '));
 
     say('rolling back again changes nothing (idempotent)');
     if (cli('rollback', manifest, '--deployment', 'd-42', '--local') !== 0) return 1;
