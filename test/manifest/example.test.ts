@@ -33,8 +33,14 @@ describe('examples/orders.yaml', () => {
       retention: { days: 14 },
       policy: {
         windows: ['Sat 00:00-06:00 UTC', 'daily 02:00-04:00 UTC'],
-        approval: { required: true, timeoutMinutes: 240 },
-        pause: { rules: [{ name: 'orders-nightly-load', eventBus: 'default' }, { name: 'orders-late-files', eventBus: 'etl' }] },
+        approval: { required: true, timeoutMinutes: 240, allowSelfApproval: false },
+        pause: {
+          rules: [
+            { name: 'orders-nightly-load', eventBus: 'default' },
+            { name: 'orders-late-files', eventBus: 'etl' },
+          ],
+          schedules: [{ name: 'orders-hourly-refresh', group: 'etl' }],
+        },
       },
     });
   });

@@ -52,7 +52,7 @@ units:
   - { id: raw, type: s3-prefix, bucket: orders-lake, prefix: raw/orders/ }
 `;
 
-  it('accepts windows, approval and pause rules, with defaults', () => {
+  it('accepts windows, approval, pause rules and schedules, with defaults', () => {
     const m = parseManifest(`${base}policy:
   windows: ["Sat 00:00-06:00 UTC"]
   approval: { timeoutMinutes: 30 }
@@ -60,13 +60,31 @@ units:
     rules:
       - name: orders-load
       - { name: orders-late-files, eventBus: etl }
+    schedules:
+      - name: orders-hourly
+      - { name: orders-refresh, group: etl }
 `);
     expect(m.policy).toEqual({
       windows: ['Sat 00:00-06:00 UTC'],
-      approval: { required: true, timeoutMinutes: 30 },
-      pause: { rules: [{ name: 'orders-load', eventBus: 'default' }, { name: 'orders-late-files', eventBus: 'etl' }] },
+      approval: { required: true, timeoutMinutes: 30, allowSelfApproval: false },
+      pause: {
+        rules: [
+          { name: 'orders-load', eventBus: 'default' },
+          { name: 'orders-late-files', eventBus: 'etl' },
+        ],
+        schedules: [
+          { name: 'orders-hourly', group: 'default' },
+          { name: 'orders-refresh', group: 'etl' },
+        ],
+      },
     });
     expect(parseManifest(base).policy).toBeUndefined();
+  });
+
+  it('refuses a schedule listed twice (the default group named or not)', () => {
+    expect(() => parseManifest(`${base}policy:\n  pause:\n    schedules:\n      - { name: hourly }\n      - { name: hourly, group: default }\n`)).toThrow(
+      /policy\.pause\.schedules\[1\]\.name: schedule "hourly" in group "default" is already listed at pause\.schedules\[0\]/,
+    );
   });
 
   it('names every problem with its path and line', () => {
@@ -77,6 +95,8 @@ units:
     rules:
       - name: "orders-*"
       - name: ok-rule
+    schedules:
+      - { name: hourly, group: "etl/*" }
   notify: true
 `;
     let error: ManifestError | undefined;
@@ -93,6 +113,7 @@ units:
         expect.stringMatching(/^policy\.approval\.required: expected true or false, got "yes"/),
         expect.stringMatching(/^policy\.approval\.timeoutMinutes: /),
         expect.stringMatching(/^policy\.pause\.rules\[0\]\.name: must be an EventBridge rule name/),
+        expect.stringMatching(/^policy\.pause\.schedules\[0\]\.group: must be an EventBridge Scheduler name/),
         expect.stringMatching(/^policy\.notify: unknown field "notify"/),
       ]),
     );

@@ -1,0 +1,542 @@
+import mysql from 'mysql2/promise';
+import { PreflightError } from '../../errors.ts';
+import type { MysqlTableUnit } from '../../manifest/schema.ts';
+import type { AdapterContext, Check } from '../types.ts';
+import { nameHash, readablePart } from '../table-names.ts';
+
+/**
+ * What the mysql-table adapter's two capture modes share (core/adapters/mysql-table.ts: shadow copies;
+ * core/adapters/mysql/copy-on-write.ts: undo logs kept by triggers): names, sessions with fixed settings, the catalog,
+ * the restore-point bookkeeping table, the byte-exact row digest and checksum, scopes, the foreign keys whose actions
+ * would reach other tables, and the gate's SQL assertions.
+ */
+/** The database holding shadow copies (`rp_…`), quarantine tables (`q_…`) and the `restore_points` table. */
+export const ROLLBACK_DATABASE = 'etl_rollback';
+export const POINTS_TABLE = 'restore_points';
+
+export type MysqlColumn = {
+  name: string;
+  /** `COLUMN_TYPE` at capture, e.g. `decimal(12,2)`, `varchar(40)`, `enum('a','b')`. */
+  type: string;
+  /** `DATA_TYPE`, e.g. `decimal`, `json`. */
+  dataType: string;
+  /** Collation of a character column, else null. */
+  collation: string | null;
+  /** Virtual or stored generated column (never written; recomputed by the table). */
+  generated: boolean;
+  /**
+   * Recorded since schema restore (absent in older points, whose schema then cannot be restored): NULL allowed,
+   * `COLUMN_DEFAULT` as SQL text (null: no default), `EXTRA`, the generation expression, and the full column
+   * definition as SHOW CREATE TABLE prints it (charset and collation made explicit), which ALTER TABLE re-applies.
+   * The column's position is its index in `columns`.
+   */
+  nullable?: boolean;
+  default?: string | null;
+  extra?: string;
+  expression?: string | null;
+  definition?: string;
+};
+
+export type MysqlTableDetails = {
+  /** Connection name from the manifest. */
+  connection: string;
+  /** The captured table as `database.table`. */
+  table: string;
+  /** The shadow copy, `etl_rollback.rp_…`. */
+  shadowTable: string;
+  /** Primary key columns in key order; empty when the table has none (restore then reloads the scope). */
+  primaryKey: string[];
+  /** All columns in table order at capture. Restore puts them back (ALTER TABLE) when the live columns differ. */
+  columns: MysqlColumn[];
+  /** The scope captured: a predicate and/or partitions. Restore and verify use this scope, not the unit's. */
+  where?: string;
+  partitions?: string[];
+  /** AUTO_INCREMENT counter at capture (decimal string), or null when the table has no AUTO_INCREMENT column. */
+  autoIncrement: string | null;
+  /**
+   * Secondary indexes at capture, as SHOW CREATE TABLE prints them (`KEY \`i\` (\`a\`)`, `UNIQUE KEY …`); absent in
+   * older points. A schema restore puts them back along with the columns.
+   */
+  indexes?: string[];
+};
+
+/** Metadata of a sealed point, kept as JSON in `etl_rollback.restore_points.meta`. */
+export type ShadowMeta = {
+  tool: 'etl-rollback';
+  kind: 'restore-point';
+  version: 1;
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  sourceTable: string;
+  capturedAt: string;
+  count: number;
+  checksum: string;
+  primaryKey: string[];
+  columns: MysqlColumn[];
+  where?: string;
+  partitions?: string[];
+  autoIncrement: string | null;
+  indexes?: string[];
+  sealed: true;
+};
+
+export type Row = mysql.RowDataPacket;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names
+
+
+/**
+ * Shadow table name, deterministic from (pipeline, deployment, unit) so a retried capture finds its own copy:
+ * `rp_` + 18 + `_` + 18 + `_` + 16 hex = at most 57 characters, under MySQL's 64.
+ */
+export function shadowTableName(pipeline: string, deploymentId: string, unitId: string): string {
+  return `rp_${readablePart(pipeline, 18)}_${readablePart(unitId, 18)}_${nameHash('mysql-shadow', pipeline, deploymentId, unitId)}`;
+}
+
+/** Quarantine table name for one rollback run of one unit: `q_` + 24 + `_` + 16 hex (at most 43 characters). */
+export function quarantineTableName(pipeline: string, runId: string, unitId: string): string {
+  return `q_${readablePart(unitId, 24)}_${nameHash('mysql-quarantine', pipeline, runId, unitId)}`;
+}
+
+/** Schema quarantine of one rollback run of one unit: the live rows with the deploy's columns, kept before ALTER TABLE. */
+export function schemaQuarantineTableName(pipeline: string, runId: string, unitId: string): string {
+  return `qs_${readablePart(unitId, 24)}_${nameHash('mysql-schema-quarantine', pipeline, runId, unitId)}`;
+}
+
+export const ident = (name: string): string => `\`${name.replace(/`/g, '``')}\``;
+export const literal = (value: string | number | null): string => mysql.escape(value);
+export const inRollbackDb = (name: string): string => `${ident(ROLLBACK_DATABASE)}.${ident(name)}`;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sessions
+
+/** Fixed session settings: value text (checksums) and write semantics must not depend on server or user defaults. */
+export const SESSION_SETTINGS = [
+  'SET NAMES utf8mb4',
+  "SET SESSION time_zone = '+00:00'",
+  "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'",
+  'SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ',
+  // Metadata locks (DDL on the shadow, quarantine, AUTO_INCREMENT): fail after 2 minutes instead of MariaDB's year.
+  'SET SESSION lock_wait_timeout = 120',
+];
+
+export async function open(ctx: AdapterContext, connection: string): Promise<mysql.Connection> {
+  const conn = await ctx.mysql.connect(connection);
+  try {
+    for (const setting of SESSION_SETTINGS) await conn.query(setting);
+  } catch (error) {
+    conn.destroy();
+    throw error;
+  }
+  return conn;
+}
+
+export async function withSession<T>(ctx: AdapterContext, connection: string, fn: (conn: mysql.Connection) => Promise<T>): Promise<T> {
+  const conn = await open(ctx, connection);
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.end().catch(() => conn.destroy());
+  }
+}
+
+export async function select<T extends object>(conn: mysql.Connection, sql: string, values?: unknown[]): Promise<T[]> {
+  const [rows] = values ? await conn.query<Row[]>(sql, values) : await conn.query<Row[]>(sql);
+  return rows as unknown as T[];
+}
+
+/** Runs a write; returns the rows it affected (matched, for UPDATE: mysql2 sets CLIENT_FOUND_ROWS). */
+export async function write(conn: mysql.Connection, sql: string, values?: unknown[]): Promise<number> {
+  const [result] = values ? await conn.query<mysql.ResultSetHeader>(sql, values) : await conn.query<mysql.ResultSetHeader>(sql);
+  return result.affectedRows;
+}
+
+export async function inTransaction<T>(conn: mysql.Connection, begin: string, fn: () => Promise<T>): Promise<T> {
+  await conn.query(begin);
+  try {
+    const result = await fn();
+    await conn.query('COMMIT');
+    return result;
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+export const errno = (error: unknown): number | undefined => (error as { errno?: unknown } | null)?.errno as number | undefined;
+export const ER_BAD_DB_ERROR = 1049;
+export const ER_NO_SUCH_TABLE = 1146;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Catalog
+
+export interface TableRef {
+  db: string;
+  name: string;
+  /** Quoted: safe to splice into SQL. */
+  sql: string;
+  /** `db.table`, for messages and the restore point. */
+  display: string;
+}
+
+export const tableRef = (db: string, name: string): TableRef => ({ db, name, sql: `${ident(db)}.${ident(name)}`, display: `${db}.${name}` });
+
+export interface FoundTable extends TableRef {
+  kind: string;
+  engine: string | null;
+}
+
+/** Resolves `table` (in the connection's database) or `db.table`; undefined when it does not exist. */
+export async function findTable(conn: mysql.Connection, qualified: string): Promise<FoundTable | undefined> {
+  const dot = qualified.indexOf('.');
+  let db: string;
+  if (dot >= 0) db = qualified.slice(0, dot);
+  else {
+    const [row] = await select<{ db: string | null }>(conn, 'SELECT DATABASE() AS db');
+    if (!row?.db) return undefined;
+    db = row.db;
+  }
+  const name = dot >= 0 ? qualified.slice(dot + 1) : qualified;
+  const rows = await select<{ db: string; name: string; kind: string; engine: string | null }>(
+    conn,
+    `SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name, TABLE_TYPE AS kind, ENGINE AS engine
+       FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`,
+    [db, name],
+  );
+  const row = rows.find((r) => r.db === db && r.name === name) ?? rows[0];
+  return row ? { ...tableRef(row.db, row.name), kind: row.kind, engine: row.engine } : undefined;
+}
+
+export async function rollbackTableExists(conn: mysql.Connection, name: string): Promise<boolean> {
+  const rows = await select(conn, 'SELECT 1 AS x FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?', [ROLLBACK_DATABASE, name]);
+  return rows.length > 0;
+}
+
+export const GENERATED_EXTRA = /\b(VIRTUAL|STORED|PERSISTENT|ROW START|ROW END)\b/i;
+
+export async function columnsOf(conn: mysql.Connection, t: TableRef): Promise<MysqlColumn[]> {
+  const rows = await select<{
+    name: string;
+    type: string;
+    dataType: string;
+    charset: string | null;
+    collation: string | null;
+    extra: string | null;
+    nullable: string;
+    dflt: string | null;
+    expression: string | null;
+  }>(
+    conn,
+    `SELECT COLUMN_NAME AS name, COLUMN_TYPE AS type, DATA_TYPE AS dataType, CHARACTER_SET_NAME AS charset, COLLATION_NAME AS collation,
+            EXTRA AS extra, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS dflt, GENERATION_EXPRESSION AS expression
+       FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
+    [t.db, t.name],
+  );
+  const definitions = await columnDefinitionsOf(conn, t);
+  return rows.map((r) => {
+    const type = String(r.type);
+    let definition = definitions.get(r.name);
+    // A column in the table's default collation is printed without one: make it explicit, so the definition does
+    // not depend on the table default.
+    if (definition !== undefined && r.collation && !/\bCOLLATE\b/i.test(definition) && definition.startsWith(type)) {
+      definition = `${type} CHARACTER SET ${r.charset ?? r.collation.split('_')[0]} COLLATE ${r.collation}${definition.slice(type.length)}`;
+    }
+    return {
+      name: r.name,
+      type,
+      dataType: String(r.dataType).toLowerCase(),
+      collation: r.collation ?? null,
+      generated: GENERATED_EXTRA.test(r.extra ?? ''),
+      nullable: r.nullable === 'YES',
+      default: r.dflt ?? null,
+      extra: r.extra ?? '',
+      expression: r.expression ?? null,
+      ...(definition !== undefined ? { definition } : {}),
+    };
+  });
+}
+
+export const INDEX_LINE = /^ {2}((?:UNIQUE |FULLTEXT |SPATIAL )?KEY `(?:[^`]|``)+` .*?),?$/;
+export const indexName = (line: string): string => /KEY `((?:[^`]|``)+)`/.exec(line)![1]!.replace(/``/g, '`');
+
+/** Secondary indexes as SHOW CREATE TABLE prints them (not the primary key, not foreign keys or checks). */
+export async function indexesOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  return (row?.['Create Table'] ?? '').split('\n').flatMap((line) => {
+    const m = INDEX_LINE.exec(line);
+    return m ? [m[1]!] : [];
+  });
+}
+
+/** Each column's definition as SHOW CREATE TABLE prints it: `` `name` <definition>, `` lines (comments are escaped, one line). */
+export async function columnDefinitionsOf(conn: mysql.Connection, t: TableRef): Promise<Map<string, string>> {
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  const text = row?.['Create Table'] ?? '';
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^ {2}`((?:[^`]|``)+)` (.*?),?$/.exec(line);
+    if (m) out.set(m[1]!.replace(/``/g, '`'), m[2]!);
+  }
+  return out;
+}
+
+export async function primaryKeyOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const rows = await select<{ name: string }>(
+    conn,
+    `SELECT COLUMN_NAME AS name FROM information_schema.STATISTICS
+      WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX`,
+    [t.db, t.name],
+  );
+  return rows.map((r) => r.name);
+}
+
+export async function hasAutoIncrementColumn(conn: mysql.Connection, t: TableRef): Promise<boolean> {
+  const rows = await select(
+    conn,
+    "SELECT 1 AS x FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND EXTRA LIKE '%auto_increment%'",
+    [t.db, t.name],
+  );
+  return rows.length > 0;
+}
+
+/** The table's AUTO_INCREMENT counter as SHOW CREATE TABLE reports it (exact on MySQL 8 and MariaDB), or null. */
+export async function autoIncrementOf(conn: mysql.Connection, t: TableRef): Promise<string | null> {
+  if (!(await hasAutoIncrementColumn(conn, t))) return null;
+  const [row] = await select<Record<string, string>>(conn, `SHOW CREATE TABLE ${t.sql}`);
+  const text = row?.['Create Table'] ?? '';
+  // The table options line, `) ENGINE=InnoDB AUTO_INCREMENT=42 DEFAULT CHARSET=…`; absent when the counter is 1.
+  const options = /\n\) ENGINE=[^\n]*/.exec(text)?.[0] ?? '';
+  return /\bAUTO_INCREMENT=(\d+)/.exec(options)?.[1] ?? '1';
+}
+
+export async function partitionNamesOf(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const rows = await select<{ p: string | null; s: string | null }>(
+    conn,
+    'SELECT PARTITION_NAME AS p, SUBPARTITION_NAME AS s FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+    [t.db, t.name],
+  );
+  return [...new Set(rows.flatMap((r) => [r.p, r.s]).filter((n): n is string => n !== null))];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restore point rows (`etl_rollback.restore_points`)
+
+export async function ensureRollbackDatabase(conn: mysql.Connection): Promise<void> {
+  await conn.query(`CREATE DATABASE IF NOT EXISTS ${ident(ROLLBACK_DATABASE)} CHARACTER SET utf8mb4`);
+  await conn.query(
+    `CREATE TABLE IF NOT EXISTS ${inRollbackDb(POINTS_TABLE)} (
+       shadow_table VARCHAR(64) NOT NULL PRIMARY KEY,
+       state ENUM('pending', 'sealed') NOT NULL,
+       pipeline VARCHAR(64) NOT NULL,
+       deployment_id VARCHAR(1024) NOT NULL,
+       unit_id VARCHAR(64) NOT NULL,
+       source_table VARCHAR(130) NOT NULL,
+       created_at DATETIME(6) NOT NULL,
+       meta LONGTEXT NULL
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+       COMMENT='etl-rollback: one row per mysql-table shadow copy; a shadow is a restore point only once its row is sealed'`,
+  );
+}
+
+export interface PointRow {
+  state: 'pending' | 'sealed';
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  meta: ShadowMeta | undefined;
+}
+
+/** The bookkeeping row of a shadow table; undefined when there is none (or no etl_rollback database yet). */
+export async function readPointRow(conn: mysql.Connection, shadowName: string): Promise<PointRow | undefined> {
+  let rows: Array<{ state: PointRow['state']; pipeline: string; deploymentId: string; unitId: string; meta: string | null }>;
+  try {
+    rows = await select(
+      conn,
+      `SELECT state, pipeline, deployment_id AS deploymentId, unit_id AS unitId, meta FROM ${inRollbackDb(POINTS_TABLE)} WHERE shadow_table = ?`,
+      [shadowName],
+    );
+  } catch (error) {
+    if (errno(error) === ER_BAD_DB_ERROR || errno(error) === ER_NO_SUCH_TABLE) return undefined;
+    throw error;
+  }
+  const row = rows[0];
+  if (!row) return undefined;
+  let meta: ShadowMeta | undefined;
+  try {
+    const parsed = row.meta ? (JSON.parse(row.meta) as Partial<ShadowMeta>) : undefined;
+    meta = parsed?.tool === 'etl-rollback' && parsed.kind === 'restore-point' && parsed.sealed === true ? (parsed as ShadowMeta) : undefined;
+  } catch {
+    meta = undefined;
+  }
+  return { state: row.state, pipeline: row.pipeline, deploymentId: row.deploymentId, unitId: row.unitId, meta };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SQL builders
+
+export interface Scope {
+  where?: string;
+  partitions?: string[];
+}
+
+export const partitionClause = (s: Scope): string => (s.partitions && s.partitions.length > 0 ? ` PARTITION (${s.partitions.map(ident).join(', ')})` : '');
+/** The scope's predicate; the newline ends any `--` comment the predicate may hold. */
+export const scopePredicate = (s: Scope): string => (s.where ? `(${s.where}\n)` : 'TRUE');
+export const isScoped = (s: Scope): boolean => Boolean(s.where) || Boolean(s.partitions && s.partitions.length > 0);
+
+export const colList = (columns: MysqlColumn[], alias?: string): string => columns.map((c) => (alias ? `${alias}.${ident(c.name)}` : ident(c.name))).join(', ');
+
+/** A value's bytes: what the checksum hashes and what "differs" compares (JSON of MySQL 8 as its text). */
+export function bytesOf(c: MysqlColumn, alias: string): string {
+  const ref = `${alias}.${ident(c.name)}`;
+  return c.dataType === 'json' ? `CAST(CAST(${ref} AS CHAR CHARACTER SET utf8mb4) AS BINARY)` : `CAST(${ref} AS BINARY)`;
+}
+
+/** MD5 over the per-column MD5s ('N' for NULL): fixed-width fields, so no value can imitate a separator. */
+export const rowDigest = (columns: MysqlColumn[], alias: string): string =>
+  `MD5(CONCAT_WS('|', ${columns.map((c) => `IFNULL(MD5(${bytesOf(c, alias)}), 'N')`).join(', ')}))`;
+
+export const keyMatch = (key: string[], a: string, b: string): string => key.map((k) => `${a}.${ident(k)} = ${b}.${ident(k)}`).join(' AND ');
+
+/** True when a live row differs from its shadow row in any of `columns`, byte for byte, NULL-safe. */
+export const differs = (columns: MysqlColumn[], a: string, b: string): string =>
+  `NOT (${columns.map((c) => `${bytesOf(c, a)} <=> ${bytesOf(c, b)}`).join(' AND ')})`;
+
+export async function countAndChecksum(conn: mysql.Connection, from: string, where: string, columns: MysqlColumn[]): Promise<{ count: number; checksum: string }> {
+  const [row] = await select<{ n: string; checksum: string }>(
+    conn,
+    `SELECT CAST(COUNT(*) AS CHAR) AS n,
+            CAST(COALESCE(SUM(CAST(CONV(SUBSTR(${rowDigest(columns, 't')}, 1, 16), 16, 10) AS DECIMAL(20,0))), 0) AS CHAR) AS checksum
+       FROM ${from} WHERE ${where}`,
+  );
+  return { count: Number(row?.n ?? 0), checksum: String(row?.checksum ?? '0') };
+}
+
+export const scopeOf = (d: Pick<MysqlTableDetails, 'where' | 'partitions'>): Scope => ({ where: d.where, partitions: d.partitions });
+
+export function describeScope(s: Scope): string {
+  const parts: string[] = [];
+  if (s.partitions && s.partitions.length > 0) parts.push(`partition ${s.partitions.join(', ')}`);
+  if (s.where) parts.push(`where ${s.where}`);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
+}
+
+export const unitPartitions = (unit: MysqlTableUnit): string[] | undefined =>
+  unit.partition === undefined ? undefined : Array.isArray(unit.partition) ? unit.partition : [unit.partition];
+
+export async function preflightSource(conn: mysql.Connection, unit: MysqlTableUnit): Promise<{ source: FoundTable; columns: MysqlColumn[] }> {
+  const source = await findTable(conn, unit.table);
+  if (!source) {
+    throw new PreflightError(
+      `unit "${unit.id}": table "${unit.table}" does not exist on connection "${unit.connection}"` +
+        (unit.table.includes('.') ? '' : ' (in the connection\'s default database, if it has one)') +
+        '. Check the unit\'s table name (database.table) and the connection\'s database.',
+    );
+  }
+  if (source.kind !== 'BASE TABLE') {
+    throw new PreflightError(`unit "${unit.id}": ${source.display} is not a table (${source.kind}); only tables can be captured. Point the unit at the underlying table.`);
+  }
+  if ((source.engine ?? '').toLowerCase() !== 'innodb') {
+    throw new PreflightError(
+      `unit "${unit.id}": ${source.display} uses the ${source.engine ?? 'unknown'} storage engine; only InnoDB tables can be captured ` +
+        'and restored transactionally. Convert it (ALTER TABLE … ENGINE=InnoDB) or protect it another way.',
+    );
+  }
+  const columns = await columnsOf(conn, source);
+  if (columns.length === 0) throw new PreflightError(`unit "${unit.id}": table ${source.display} has no columns; there is nothing to capture.`);
+  const partitions = unitPartitions(unit);
+  if (partitions) {
+    const known = await partitionNamesOf(conn, source);
+    if (known.length === 0) throw new PreflightError(`unit "${unit.id}": table ${source.display} is not partitioned, but the unit names partition(s) ${partitions.join(', ')}.`);
+    const lower = new Set(known.map((n) => n.toLowerCase()));
+    const unknown = partitions.filter((p) => !lower.has(p.toLowerCase()));
+    if (unknown.length > 0) {
+      throw new PreflightError(`unit "${unit.id}": table ${source.display} has no partition ${unknown.map((p) => `"${p}"`).join(', ')} (known: ${known.join(', ')}).`);
+    }
+  }
+  return { source, columns };
+}
+
+/** A foreign key into the restored table whose action would change rows of another table. */
+export interface CascadingForeignKey {
+  name: string;
+  child: TableRef;
+  columns: string[];
+  referenced: string[];
+  onDelete: string;
+  onUpdate: string;
+}
+
+export const PASSIVE_RULES = new Set(['RESTRICT', 'NO ACTION']);
+
+export async function cascadingForeignKeys(conn: mysql.Connection, table: TableRef): Promise<CascadingForeignKey[]> {
+  const [rows] = await conn.query<mysql.RowDataPacket[]>(
+    `SELECT rc.CONSTRAINT_SCHEMA AS db, rc.CONSTRAINT_NAME AS name, rc.TABLE_NAME AS child, rc.DELETE_RULE AS onDelete, rc.UPDATE_RULE AS onUpdate,
+            GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR '\u0001') AS cols,
+            GROUP_CONCAT(k.REFERENCED_COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR '\u0001') AS refs
+       FROM information_schema.REFERENTIAL_CONSTRAINTS rc
+       JOIN information_schema.KEY_COLUMN_USAGE k
+         ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME AND k.TABLE_NAME = rc.TABLE_NAME
+      WHERE rc.UNIQUE_CONSTRAINT_SCHEMA = ? AND rc.REFERENCED_TABLE_NAME = ?
+      GROUP BY rc.CONSTRAINT_SCHEMA, rc.CONSTRAINT_NAME, rc.TABLE_NAME, rc.DELETE_RULE, rc.UPDATE_RULE`,
+    [table.db, table.name],
+  );
+  return rows
+    .map((r) => ({
+      name: String(r.name),
+      child: tableRef(String(r.db), String(r.child)),
+      columns: String(r.cols).split('\u0001'),
+      referenced: String(r.refs).split('\u0001'),
+      onDelete: String(r.onDelete),
+      onUpdate: String(r.onUpdate),
+    }))
+    .filter((fk) => !PASSIVE_RULES.has(fk.onDelete) || !PASSIVE_RULES.has(fk.onUpdate));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Verify
+
+export function isTrue(value: unknown): boolean {
+  if (value === true || value === 1 || value === '1' || value === 1n) return true;
+  return Buffer.isBuffer(value) && value.length > 0 && value.every((b, i) => (i === value.length - 1 ? b === 1 : b === 0));
+}
+
+export async function runAssertions(unit: MysqlTableUnit, ctx: AdapterContext, connection: string): Promise<Check[]> {
+  const assertions = unit.assertions ?? [];
+  if (assertions.length === 0) return [];
+  // A session of the connection's own defaults (time zone, sql_mode): the assertion means what its author wrote.
+  const conn = await ctx.mysql.connect(connection);
+  try {
+    const [v] = await select<{ v: string }>(conn, 'SELECT VERSION() AS v');
+    const mariadb = /mariadb/i.test(v?.v ?? '');
+    const checks: Check[] = [];
+    for (const a of assertions) {
+      const name = `assertion:${a.name}`;
+      try {
+        await conn.query(mariadb ? `SET SESSION max_statement_time = ${a.timeoutSeconds}` : `SET SESSION MAX_EXECUTION_TIME = ${a.timeoutSeconds * 1000}`);
+        const rows = await inTransaction(conn, 'START TRANSACTION READ ONLY', async () => {
+          const [r] = await conn.query<mysql.RowDataPacket[]>({ sql: a.sql, rowsAsArray: true });
+          return r as unknown as unknown[][];
+        });
+        const first = rows[0]?.[0];
+        const ok = isTrue(first);
+        const actual =
+          rows.length === 0 ? 'no row' : first === null || first === undefined ? 'null' : Buffer.isBuffer(first) ? `0x${first.toString('hex')}` : String(first);
+        checks.push({ name, ok, expected: 'true', actual, ...(ok ? {} : { detail: `${a.sql} returned ${actual}` }) });
+      } catch (error) {
+        const n = errno(error);
+        const timedOut = n === 1969 || n === 3024;
+        const message = error instanceof Error ? error.message : String(error);
+        checks.push({ name, ok: false, expected: 'true', actual: `error: ${message}`, detail: `${a.sql} failed${timedOut ? ` after ${a.timeoutSeconds} s` : ''}` });
+      } finally {
+        await conn.query(mariadb ? 'SET SESSION max_statement_time = 0' : 'SET SESSION MAX_EXECUTION_TIME = 0').catch(() => undefined);
+      }
+    }
+    return checks;
+  } finally {
+    await conn.end().catch(() => conn.destroy());
+  }
+}
+
