@@ -10,6 +10,7 @@ import {
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
   select, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withSession, write,
 } from './mysql/sql.ts';
+import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
 
 /**
  * A MySQL/MariaDB (InnoDB) table, or a `where`/`partition` scope of one, as a rollback unit. Same guarantees as
@@ -81,7 +82,19 @@ function pointFromMeta(unit: MysqlTableUnit, meta: ShadowMeta, shadowName: strin
   return { unitId: unit.id, type: 'mysql-table', capturedAt: meta.capturedAt, count: meta.count, checksum: meta.checksum, details };
 }
 
+const isCow = (point: RestorePoint<MysqlTableDetails>): point is RestorePoint<MysqlCowDetails> => point.details.capture === 'copy-on-write';
+
+/** Why this mode: the plan and the dry run say it. */
+function modeNotes(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>): string[] {
+  const asked = unit.capture ?? 'copy';
+  const used = point.details.capture ?? 'copy';
+  const notes = used === 'copy' ? [`capture: copy (${unit.capture === 'copy' ? 'the unit sets capture: copy' : 'the default; the unit does not set capture'}): shadow copy ${point.details.shadowTable}`] : [];
+  if (asked !== used) notes.push(`the unit now asks for capture: ${asked}, but this restore point was taken with capture: ${used}; it is restored as taken`);
+  return notes;
+}
+
 async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<RestorePoint<MysqlTableDetails>> {
+  if (unit.capture === 'copy-on-write') return mysqlCopyOnWrite.capture(unit, ctx);
   const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
   const shadowSql = inRollbackDb(shadowName);
   const scope: Scope = { where: unit.where, partitions: unitPartitions(unit) };
@@ -536,6 +549,11 @@ function noPkNote(p: Prepared, planned: Plan): string {
 // Diff
 
 async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
+  const out = isCow(point) ? await mysqlCopyOnWrite.diff(unit, point, ctx) : await diffCopy(unit, point, ctx);
+  return { ...out, notes: [...modeNotes(unit, point), ...out.notes] };
+}
+
+async function diffCopy(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
   return withSession(ctx, point.details.connection, async (conn) => {
     const p = await prepare(conn, unit, point, ctx);
     return inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY', async () => {
@@ -678,6 +696,7 @@ async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: Schema
 }
 
 async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+  if (isCow(point)) return mysqlCopyOnWrite.restore(unit, point, ctx);
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   }
@@ -896,6 +915,7 @@ async function verify(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetail
 // Release
 
 async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
+  if (isCow(point)) return mysqlCopyOnWrite.release(unit, point, ctx);
   const d = point.details;
   const shadowName = d.shadowTable.slice(d.shadowTable.indexOf('.') + 1);
   await withSession(ctx, d.connection, async (conn) => {

@@ -167,6 +167,13 @@ export const mysqlTableUnitSchema = z.strictObject({
     .optional(),
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),
+  /**
+   * How the restore point is taken (absent means `copy`). `copy`: a shadow copy of the rows in scope. `copy-on-write`:
+   * nothing is copied; row triggers keep each row's pre-image the first time the deploy changes it, and a guard
+   * foreign key makes TRUNCATE fail (needs a primary key; not for partitioned tables). See
+   * core/adapters/mysql/copy-on-write.ts.
+   */
+  capture: z.enum(['copy', 'copy-on-write']).optional(),
 });
 
 /** An RDS DB instance or cluster identifier: 1-63 letters, digits or hyphens, a letter first, no "--", no hyphen last. */

@@ -92,7 +92,8 @@ async function restoreAndCheck(
   dependents?: () => Promise<void>,
 ) {
   const dry = await adapter.diff(u, point, c);
-  expect(dry.notes[0]).toMatch(/^schema will be restored: /);
+  expect(dry.notes[0]).toMatch(/^capture: copy \(the default; the unit does not set capture\): shadow copy etl_rollback\.rp_/);
+  expect(dry.notes[1]).toMatch(/^schema will be restored: /);
   const outcome = await adapter.restore(u, point, c);
   expect(outcome.notes[0]).toMatch(/^schema restored: /);
   expect(outcome.notes[0]).toContain(schemaQuarantine(u.id, c));

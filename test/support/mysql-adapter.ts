@@ -1,3 +1,4 @@
+import type mysql from 'mysql2/promise';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { AdapterContext } from '../../core/adapters/types.ts';
@@ -27,4 +28,19 @@ export function mysqlAdapterContext(ids: { pipeline: string; deploymentId: strin
     now: () => new Date('2024-05-01T12:00:00.000Z'),
     log: { info: () => undefined, warn: () => undefined },
   };
+}
+
+/**
+ * Every row of `database.table` (those matching `where`) as text, binary values in hex and NULL unquoted, sorted:
+ * equal arrays mean equal tables, duplicates included.
+ */
+export async function mysqlRows(conn: mysql.Connection, database: string, table: string, where = 'TRUE'): Promise<string[]> {
+  const [cols] = await conn.query<mysql.RowDataPacket[]>(
+    'SELECT COLUMN_NAME AS c, DATA_TYPE AS t FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
+    [database, table],
+  );
+  const binary = /binary|blob|bit|geometry/i;
+  const fields = cols.map(({ c, t }) => (binary.test(String(t)) ? `IFNULL(CONCAT('0x', HEX(\`${c}\`)), 'NULL')` : `QUOTE(\`${c}\`)`));
+  const [rows] = await conn.query<mysql.RowDataPacket[]>(`SELECT CONCAT_WS(',', ${fields.join(', ')}) AS r FROM \`${database}\`.\`${table}\` WHERE ${where} ORDER BY CAST(r AS BINARY)`);
+  return rows.map((r) => String(r.r));
 }

@@ -64,7 +64,12 @@ export async function createTestMysqlDatabase(prefix = 'etlrb'): Promise<TestMys
             "SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'etl_rollback' AND TABLE_COMMENT LIKE CONCAT('%\"table\":\"', ?, '.%')",
             [name],
           );
-          for (const row of [...points, ...quarantines]) await a.query(`DROP TABLE IF EXISTS etl_rollback.\`${String(row.t)}\``);
+          // Copy-on-write guard tables: their foreign keys into this database would stop DROP DATABASE.
+          const [guards] = await a.query<mysql.RowDataPacket[]>(
+            "SELECT DISTINCT TABLE_NAME AS t FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = 'etl_rollback' AND UNIQUE_CONSTRAINT_SCHEMA = ?",
+            [name],
+          );
+          for (const row of [...guards, ...points, ...quarantines]) await a.query(`DROP TABLE IF EXISTS etl_rollback.\`${String(row.t)}\``);
           await a.query("DELETE FROM etl_rollback.restore_points WHERE source_table LIKE CONCAT(?, '.%')", [name]);
         }
         await a.query(`DROP DATABASE IF EXISTS \`${name}\``);

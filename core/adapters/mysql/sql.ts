@@ -58,6 +58,8 @@ export type MysqlTableDetails = {
    * older points. A schema restore puts them back along with the columns.
    */
   indexes?: string[];
+  /** How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. */
+  capture?: 'copy' | 'copy-on-write';
 };
 
 /** Metadata of a sealed point, kept as JSON in `etl_rollback.restore_points.meta`. */

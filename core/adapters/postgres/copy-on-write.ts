@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
+import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum } from './checksum.ts';
@@ -70,8 +71,6 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * storage (a second copy of the table for every deploy) dominate, while copy-on-write costs only the deploy's changes.
  */
 
-export const BACKSTOP =
-  "the backstop is the database's own restore point: the instance or cluster snapshot taken before the deploy (an rds-instance / rds-cluster unit of this pipeline) or a point-in-time restore to just before the deploy";
 
 const KIND = 'etl_rollback$kind';
 

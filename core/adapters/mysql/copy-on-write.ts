@@ -1,0 +1,575 @@
+import { createHash } from 'node:crypto';
+import type mysql from 'mysql2/promise';
+import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
+import type { MysqlTableUnit } from '../../manifest/schema.ts';
+import { BACKSTOP } from '../backstop.ts';
+import { nameHash, readablePart } from '../table-names.ts';
+import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
+import {
+  autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
+  inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
+  preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate,
+  select, withSession, write,
+} from './sql.ts';
+
+/**
+ * Copy-on-write restore points for a MySQL/MariaDB (InnoDB) table (`capture: copy-on-write` on a mysql-table unit).
+ *
+ * Capture copies nothing. It makes, in `etl_rollback`:
+ * - an undo table `cw_…`: the table's stored columns (nullable, same types and collations) plus a kind column, keyed
+ *   by the table's primary key;
+ * - a guard table `cg_…` with a foreign key to the table's primary key. It stays empty; its only job is that InnoDB
+ *   refuses `TRUNCATE` (and `DROP TABLE`) of a table another table references. MySQL runs no trigger on TRUNCATE, so
+ *   instead of a TRUNCATE the undo log cannot see, the deploy gets an error ("Cannot truncate a table referenced in a
+ *   foreign key constraint") and can `DELETE` instead, which is recorded;
+ * and three row triggers on the table, AFTER INSERT / UPDATE / DELETE, that write into the undo table with
+ * `ON DUPLICATE KEY UPDATE` as a no-op, so what it keeps for a key is the first event after the capture: the row's
+ * pre-image (kind `p`) if the row existed at capture, else the key of an insert (kind `i`). UPDATE records the old
+ * row first, then the new key. Row triggers are enough where PostgreSQL needs statement-level ones: InnoDB checks a
+ * unique key row by row, so a key can only be taken after the row holding it moved or went, which recorded its
+ * pre-image first (`UPDATE … SET id = id + 1` must be written `ORDER BY id DESC` in MySQL for the same reason). The
+ * undo rows are written in the deploy's own transaction: a rolled back deploy leaves none.
+ * (`ON DUPLICATE KEY UPDATE`, not `INSERT IGNORE`: IGNORE would also turn a truncated value into a warning.)
+ *
+ * The baseline. The triggers exist before the count and checksum are read, and a write in between would be recorded
+ * against an older state. So the last step is one transaction that share-locks every row and gap of the table
+ * (`LOCK IN SHARE MODE`: writers wait, plain readers do not), empties the undo table of what such writes recorded,
+ * reads the count and checksum of the scope (the same function as copy mode, so the gate compares the same numbers),
+ * and seals the point's row in `etl_rollback.restore_points` with the triggers' definitions and creation times. The
+ * DDL before it commits on its own; a `pending` row marks a capture that has not sealed, and the next capture of the
+ * same point drops its leftovers and starts again.
+ *
+ * Restore, one transaction with every row and gap of the table locked (`FOR UPDATE`): checks the window (below);
+ * copies the pre-images in scope and the keys of the live rows in scope that the log touched into temporary tables
+ * (a trigger may not write a table its statement reads, and the restore's own writes fire the triggers, harmlessly:
+ * every key they see is already in the log); keeps in a quarantine table every live row it will delete or overwrite;
+ * deletes the rows whose key was not in scope at capture, updates the changed ones from their pre-images, re-inserts
+ * the missing ones; then recomputes the count and checksum of the scope and commits only if they equal the capture's.
+ * The undo log is kept, so a rerun writes nothing and a later restore still has every pre-image. After the commit,
+ * an unscoped unit gets its AUTO_INCREMENT counter back (DDL). Release drops the triggers, the guard and the undo table.
+ *
+ * Trust, but verify (before any write). The triggers can be bypassed: dropped and created again, or outrun: TRUNCATE
+ * with `foreign_key_checks = 0`, or the guard dropped. The restore fails with VerificationFailedError, naming the
+ * cause and the backstop, when
+ * 1. a trigger is gone or is not the one installed (another definition or creation time: dropped and made again,
+ *    writes in between were not recorded), or the guard's foreign key is gone;
+ * 2. the live rows in scope whose key is not in the undo log (the untouched ones) are not exactly the captured count
+ *    minus the recorded pre-images in scope: rows were deleted (or truncated) without the triggers;
+ * 3. after the writes, the scope's count and checksum differ from the capture's (the end-to-end check: whatever got
+ *    past 1-2, such as an update made while a trigger was missing and then recreated).
+ * MySQL has no per-row transaction id like PostgreSQL's xmin, so an unrecorded update is caught by 3 only, after the
+ * writes, which the transaction then rolls back: a bypass can make the restore fail, never make it claim a wrong
+ * success. A deploy that changes the table's columns is refused with the backstop (copy mode can put columns back;
+ * this mode keeps only the rows the deploy changed; after a column is dropped or renamed the triggers' column list no
+ * longer fits, so the deploy's next write to the table fails in the trigger: it stops rather than change rows the log
+ * cannot undo).
+ *
+ * Not supported (refused at capture with the reason): tables without a primary key, a generated column in the key,
+ * partitioned tables and `partition` scopes (InnoDB allows no foreign key to a partitioned table, so no guard).
+ * Needs the TRIGGER and REFERENCES privileges on the table; with binary logging on, MySQL also asks for
+ * log_bin_trust_function_creators (or SUPER) to create triggers.
+ */
+
+const KIND = 'etlrb_kind';
+
+export type MysqlCowDetails = MysqlTableDetails & { capture: 'copy-on-write' };
+
+interface TriggerRecord {
+  name: string;
+  event: string;
+  /** information_schema.TRIGGERS.CREATED, as text (hundredths of a second). */
+  created: string;
+  /** MD5 of ACTION_STATEMENT. */
+  statementMd5: string;
+}
+
+type CowMeta = {
+  tool: 'etl-rollback';
+  kind: 'restore-point';
+  mode: 'copy-on-write';
+  version: 1;
+  pipeline: string;
+  deploymentId: string;
+  unitId: string;
+  sourceTable: string;
+  capturedAt: string;
+  count: number;
+  checksum: string;
+  primaryKey: string[];
+  columns: MysqlColumn[];
+  where?: string;
+  autoIncrement: string | null;
+  guard: { table: string; constraint: string };
+  triggers: TriggerRecord[];
+  sealed: true;
+};
+
+/** The names of a point's undo table, guard table, guard constraint and triggers: deterministic, so a retry finds them. */
+export function cowNames(pipeline: string, deploymentId: string, unitId: string) {
+  const hash = nameHash('mysql-cow', pipeline, deploymentId, unitId);
+  const middle = `${readablePart(pipeline, 18)}_${readablePart(unitId, 18)}_${hash}`;
+  return {
+    undo: `cw_${middle}`,
+    guard: `cg_${middle}`,
+    constraint: `etlrb_cg_${hash}`,
+    triggers: { ins: `etlrb_cw_${hash}_ai`, upd: `etlrb_cw_${hash}_au`, del: `etlrb_cw_${hash}_ad` },
+  };
+}
+
+function cowMetaOf(meta: unknown): CowMeta | undefined {
+  const m = meta as Partial<CowMeta> | undefined;
+  return m?.tool === 'etl-rollback' && m.mode === 'copy-on-write' && m.sealed === true ? (m as CowMeta) : undefined;
+}
+
+function pointFromMeta(unit: MysqlTableUnit, meta: CowMeta, undoName: string): RestorePoint<MysqlCowDetails> {
+  return {
+    unitId: unit.id,
+    type: 'mysql-table',
+    capturedAt: meta.capturedAt,
+    count: meta.count,
+    checksum: meta.checksum,
+    details: {
+      connection: unit.connection,
+      table: meta.sourceTable,
+      shadowTable: `${ROLLBACK_DATABASE}.${undoName}`,
+      capture: 'copy-on-write',
+      primaryKey: meta.primaryKey,
+      columns: meta.columns,
+      autoIncrement: meta.autoIncrement,
+      ...(meta.where !== undefined ? { where: meta.where } : {}),
+    },
+  };
+}
+
+const columnDef = (c: MysqlColumn, nullable: boolean): string => `${ident(c.name)} ${c.type}${c.collation ? ` COLLATE ${c.collation}` : ''} ${nullable ? 'NULL' : 'NOT NULL'}`;
+const stored = (columns: MysqlColumn[]): MysqlColumn[] => columns.filter((c) => !c.generated);
+const md5 = (text: string): string => createHash('md5').update(text).digest('hex');
+
+async function triggersOf(conn: mysql.Connection, table: FoundTable, names: string[]): Promise<TriggerRecord[]> {
+  const rows = await select<{ name: string; event: string; created: string | null; statement: string }>(
+    conn,
+    `SELECT TRIGGER_NAME AS name, EVENT_MANIPULATION AS event, CAST(CREATED AS CHAR) AS created, ACTION_STATEMENT AS statement
+       FROM information_schema.TRIGGERS
+      WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?) ORDER BY TRIGGER_NAME`,
+    [table.db, table.name, names],
+  );
+  return rows.map((r) => ({ name: r.name, event: r.event, created: r.created ?? '', statementMd5: md5(r.statement) }));
+}
+
+async function guardInPlace(conn: mysql.Connection, table: FoundTable, constraint: string): Promise<boolean> {
+  const rows = await select(
+    conn,
+    `SELECT 1 AS x FROM information_schema.REFERENTIAL_CONSTRAINTS
+      WHERE CONSTRAINT_SCHEMA = ? AND CONSTRAINT_NAME = ? AND UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?`,
+    [ROLLBACK_DATABASE, constraint, table.db, table.name],
+  );
+  return rows.length > 0;
+}
+
+/** Drops what a capture of this point made (any of it may be missing): triggers, guard, undo table. */
+async function dropObjects(conn: mysql.Connection, table: FoundTable | undefined, names: ReturnType<typeof cowNames>): Promise<void> {
+  if (table) for (const t of Object.values(names.triggers)) await conn.query(`DROP TRIGGER IF EXISTS ${ident(table.db)}.${ident(t)}`);
+  await conn.query(`DROP TABLE IF EXISTS ${inRollbackDb(names.guard)}`);
+  await conn.query(`DROP TABLE IF EXISTS ${inRollbackDb(names.undo)}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Capture
+
+async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<RestorePoint<MysqlCowDetails>> {
+  const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
+  const undo = inRollbackDb(n.undo);
+  return withSession(ctx, unit.connection, async (conn) => {
+    const lockName = `etlrb:${n.undo}`;
+    const [got] = await select<{ ok: number | string | null }>(conn, 'SELECT GET_LOCK(?, 120) AS ok', [lockName]);
+    if (Number(got?.ok) !== 1) throw new Error(`capture of unit "${unit.id}": another capture of the same restore point held its lock for 2 minutes; retry`);
+    try {
+      await ensureRollbackDatabase(conn);
+      const existing = await readPointRow(conn, n.undo);
+      if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
+        throw new PreflightError(
+          `${ROLLBACK_DATABASE}.${n.undo} is recorded for another restore point (pipeline "${existing.pipeline}", deployment "${existing.deploymentId}", ` +
+            `unit "${existing.unitId}"); refusing to reuse it. Inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`,
+        );
+      }
+      const undoExists = await rollbackTableExists(conn, n.undo);
+      if (existing?.state === 'sealed') {
+        const meta = cowMetaOf(existing.meta);
+        if (!meta || !undoExists) {
+          throw new PreflightError(
+            `unit "${unit.id}": the copy-on-write restore point of deployment "${ctx.deploymentId}" was sealed, but its undo table ${ROLLBACK_DATABASE}.${n.undo} is ` +
+              `${undoExists ? 'not a copy-on-write point' : 'gone (released or dropped)'}; it cannot be captured again under the same deployment. Use a new deployment id.`,
+          );
+        }
+        ctx.log.info('mysql-table copy-on-write restore point already sealed', { unit: unit.id, undoTable: `${ROLLBACK_DATABASE}.${n.undo}` });
+        return pointFromMeta(unit, meta, n.undo);
+      }
+      if (!existing && undoExists) {
+        throw new PreflightError(
+          `${ROLLBACK_DATABASE}.${n.undo} exists but is not recorded in ${ROLLBACK_DATABASE}.${POINTS_TABLE}; inspect it, drop it if it is not needed, and capture again.`,
+        );
+      }
+
+      const { source, columns } = await preflightSource(conn, unit);
+      const refuse = (why: string) => new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${why}. Use capture: copy (the default) for this unit.`);
+      if (unit.partition !== undefined || (await partitionNamesOf(conn, source)).length > 0) {
+        throw refuse('it is partitioned (or the unit names partitions), and InnoDB allows no foreign key to a partitioned table: the guard that stops TRUNCATE cannot be made');
+      }
+      const primaryKey = await primaryKeyOf(conn, source);
+      if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
+      const keyColumns = primaryKey.map((k) => columns.find((c) => c.name === k)!);
+      if (keyColumns.some((c) => c.generated)) throw refuse('a column of its primary key is generated');
+
+      // 1. DDL, each statement committing on its own; the `pending` row first, so a crash leaves a trace to clean up.
+      if (existing?.state === 'pending') {
+        ctx.log.warn('mysql-table found an unsealed copy-on-write capture of this point; dropping its leftovers and capturing again', { unit: unit.id });
+        await dropObjects(conn, source, n);
+        await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET source_table = ?, created_at = UTC_TIMESTAMP(6) WHERE shadow_table = ?`, [source.display, n.undo]);
+      } else {
+        await write(
+          conn,
+          `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
+           VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
+          [n.undo, ctx.pipeline, ctx.deploymentId, unit.id, source.display],
+        );
+      }
+      const kept = stored(columns);
+      const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-log', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, table: source.display }));
+      await conn.query(
+        `CREATE TABLE ${undo} (\n  ${kept.map((c) => columnDef(c, !primaryKey.includes(c.name))).join(',\n  ')},\n  ${ident(KIND)} CHAR(1) NOT NULL,\n  PRIMARY KEY (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${comment}`,
+      );
+      await conn.query(
+        `CREATE TABLE ${inRollbackDb(n.guard)} (\n  ${keyColumns.map((c) => columnDef(c, false)).join(',\n  ')},\n  CONSTRAINT ${ident(n.constraint)} FOREIGN KEY (${colList(keyColumns)}) REFERENCES ${source.sql} (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='etl-rollback: stays empty; its foreign key makes InnoDB refuse TRUNCATE of the table while a copy-on-write restore point needs it'`,
+      );
+      const noop = `ON DUPLICATE KEY UPDATE ${ident(KIND)} = ${ident(KIND)}`;
+      const pre = `INSERT INTO ${undo} (${colList(kept)}, ${ident(KIND)}) VALUES (${kept.map((c) => `OLD.${ident(c.name)}`).join(', ')}, 'p') ${noop}`;
+      const key = `INSERT INTO ${undo} (${colList(keyColumns)}, ${ident(KIND)}) VALUES (${keyColumns.map((c) => `NEW.${ident(c.name)}`).join(', ')}, 'i') ${noop}`;
+      const trigger = (name: string, event: string, body: string) => conn.query(`CREATE TRIGGER ${ident(source.db)}.${ident(name)} AFTER ${event} ON ${source.sql} FOR EACH ROW ${body}`);
+      await trigger(n.triggers.ins, 'INSERT', key);
+      await trigger(n.triggers.upd, 'UPDATE', `BEGIN\n  ${pre};\n  ${key};\nEND`);
+      await trigger(n.triggers.del, 'DELETE', pre);
+
+      // 2. The baseline: writers held off, what slipped in since the triggers forgotten, count and checksum, seal.
+      return await inTransaction(conn, 'START TRANSACTION', async () => {
+        await select(conn, `SELECT COUNT(*) AS n FROM ${source.sql} LOCK IN SHARE MODE`);
+        await write(conn, `DELETE FROM ${undo}`);
+        if (unit.where !== undefined) {
+          // The predicate is evaluated on undo rows at restore: it must read only stored columns.
+          try {
+            await select(conn, `SELECT COUNT(*) AS n FROM ${undo} WHERE ${scopePredicate({ where: unit.where })}`);
+          } catch (error) {
+            throw refuse(`its "where" predicate cannot be evaluated on the undo log (${(error as Error).message}); it may read only stored columns`);
+          }
+        }
+        const now = await columnsOf(conn, source);
+        if (JSON.stringify(now) !== JSON.stringify(columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${source.display} changed during the capture; capture again`);
+        let counted: { count: number; checksum: string };
+        try {
+          counted = await countAndChecksum(conn, `${source.sql} AS t`, scopePredicate({ where: unit.where }), columns);
+        } catch (error) {
+          if (unit.where === undefined) throw error;
+          throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
+        }
+        const meta: CowMeta = {
+          tool: 'etl-rollback',
+          kind: 'restore-point',
+          mode: 'copy-on-write',
+          version: 1,
+          pipeline: ctx.pipeline,
+          deploymentId: ctx.deploymentId,
+          unitId: unit.id,
+          sourceTable: source.display,
+          capturedAt: ctx.now().toISOString(),
+          count: counted.count,
+          checksum: counted.checksum,
+          primaryKey,
+          columns,
+          ...(unit.where !== undefined ? { where: unit.where } : {}),
+          autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, source),
+          guard: { table: n.guard, constraint: n.constraint },
+          triggers: await triggersOf(conn, source, Object.values(n.triggers)),
+          sealed: true,
+        };
+        if (meta.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${source.display} vanished during the capture; capture again`);
+        const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
+        if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+        ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
+        return pointFromMeta(unit, meta, n.undo);
+      });
+    } finally {
+      await conn.query('SELECT RELEASE_LOCK(?)', [lockName]).catch(() => undefined);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Preflight and the window check
+
+interface Prepared {
+  live: FoundTable;
+  meta: CowMeta;
+  undoName: string;
+  /** Stored captured columns (what the undo log and INSERT hold) and those outside the key (what UPDATE writes). */
+  kept: MysqlColumn[];
+  update: MysqlColumn[];
+  where: string;
+  bypass: string[];
+  recorded: { preImages: number; inserted: number };
+  counts: { rowsDeleted: number; rowsUpdated: number; rowsInserted: number };
+  notes: string[];
+}
+
+const THEN = 'etlrb_cow_then';
+const NOW = 'etlrb_cow_now';
+
+/** Reads the sealed point's record; the point must be this unit's, in this pipeline. */
+async function sealedMeta(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<{ meta: CowMeta; undoName: string }> {
+  const undoName = point.details.shadowTable.slice(point.details.shadowTable.indexOf('.') + 1);
+  const row = await readPointRow(conn, undoName);
+  const meta = cowMetaOf(row?.meta);
+  if (!(await rollbackTableExists(conn, undoName))) {
+    throw new RestorePointMissingError(`unit "${unit.id}": the undo table ${point.details.shadowTable} of the copy-on-write restore point is gone (released or dropped); this point cannot be restored.`);
+  }
+  if (row?.state !== 'sealed' || !meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum || meta.count !== point.count) {
+    throw new RestorePointMissingError(`unit "${unit.id}": ${point.details.shadowTable} is not the sealed undo table this restore point describes; refusing to restore from it.`);
+  }
+  return { meta, undoName };
+}
+
+/**
+ * Inside the caller's transaction (locking for a restore, a consistent snapshot for a diff): the window checks 1-2,
+ * the temporary tables of pre-images in scope (THEN) and of logged live keys in scope (NOW), and what the writes will be.
+ */
+async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<Prepared> {
+  const { meta, undoName } = await sealedMeta(conn, unit, point, ctx);
+  const undo = inRollbackDb(undoName);
+  const fail = (cause: string) =>
+    new VerificationFailedError(
+      `unit "${unit.id}": copy-on-write restore point of ${meta.sourceTable} cannot be trusted: ${cause}. Nothing was written. The undo log may miss changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
+    );
+  const live = await findTable(conn, meta.sourceTable);
+  if (!live || live.kind !== 'BASE TABLE') throw fail(`table ${meta.sourceTable} ${live ? 'is no longer a table' : 'no longer exists'}`);
+  const columns = await columnsOf(conn, live);
+  const describe = (c: MysqlColumn) => `${c.name} ${c.type}${c.collation ? ` ${c.collation}` : ''}${c.generated ? ' generated' : ''}`;
+  const was = meta.columns.map(describe);
+  const is = columns.map(describe);
+  if (was.join('\n') !== is.join('\n')) {
+    const gone = was.filter((c) => !is.includes(c));
+    const added = is.filter((c) => !was.includes(c));
+    throw new PreflightError(
+      `unit "${unit.id}": the deploy changed the columns of ${live.display} (${[...gone.map((c) => `was: ${c}`), ...added.map((c) => `now: ${c}`)].join('; ')}); ` +
+        `copy-on-write keeps only the rows the deploy changed and does not put a MySQL schema back: revert the DDL by hand, then rerun, or use the backstop (${BACKSTOP}). Nothing was written.`,
+    );
+  }
+  const key = meta.primaryKey;
+  const kept = stored(meta.columns);
+  const update = kept.filter((c) => !key.includes(c.name));
+  const where = scopePredicate({ where: meta.where });
+
+  // 1. The triggers and the guard, as installed at capture.
+  const bypass: string[] = [];
+  const names = cowNames(meta.pipeline, meta.deploymentId, meta.unitId);
+  const nowTriggers = await triggersOf(conn, live, Object.values(names.triggers));
+  for (const want of meta.triggers) {
+    const found = nowTriggers.find((t) => t.name === want.name);
+    if (!found) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
+    else if (found.created !== want.created || found.statementMd5 !== want.statementMd5) {
+      bypass.push(`trigger ${want.name} was dropped and created again (created ${want.created}, now ${found.created}): writes in between were not recorded`);
+    }
+  }
+  if (!(await guardInPlace(conn, live, meta.guard.constraint))) {
+    bypass.push(`the guard foreign key ${ROLLBACK_DATABASE}.${meta.guard.table} (${meta.guard.constraint}) was dropped, so TRUNCATE was no longer stopped`);
+  }
+
+  // The pre-images in scope, and the live rows in scope whose key the log holds: copied out, because the restore's
+  // writes fire the triggers, which write the undo table, and a statement may not read a table its trigger writes.
+  const keyDefs = key.map((k) => columnDef(meta.columns.find((c) => c.name === k)!, false));
+  await conn.query(`DROP TEMPORARY TABLE IF EXISTS ${THEN}, ${NOW}`);
+  await conn.query(`CREATE TEMPORARY TABLE ${THEN} (${kept.map((c) => columnDef(c, !key.includes(c.name))).join(', ')}, PRIMARY KEY (${colList(kept.filter((c) => key.includes(c.name)))})) ENGINE=InnoDB`);
+  await conn.query(`CREATE TEMPORARY TABLE ${NOW} (${keyDefs.join(', ')}, PRIMARY KEY (${key.map(ident).join(', ')})) ENGINE=InnoDB`);
+  await write(conn, `INSERT INTO ${THEN} (${colList(kept)}) SELECT ${colList(kept)} FROM ${undo} WHERE ${ident(KIND)} = 'p' AND ${where}`);
+  const logged = `EXISTS (SELECT 1 FROM ${undo} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
+  await write(conn, `INSERT INTO ${NOW} (${key.map(ident).join(', ')}) SELECT ${key.map((k) => `l.${ident(k)}`).join(', ')} FROM ${live.sql} AS l WHERE ${where} AND ${logged}`);
+
+  // 2. Untouched rows in scope: exactly the captured count less the recorded pre-images in scope.
+  const [c] = await select<{ untouched: string; p: string; i: string; pin: string }>(
+    conn,
+    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l WHERE ${where} AND NOT ${logged}) AS untouched,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${undo} WHERE ${ident(KIND)} = 'p') AS p,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${undo} WHERE ${ident(KIND)} = 'i') AS i,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN}) AS pin`,
+  );
+  const untouched = Number(c?.untouched ?? 0);
+  const preImagesInScope = Number(c?.pin ?? 0);
+  if (untouched !== meta.count - preImagesInScope) {
+    bypass.push(
+      `${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${preImagesInScope} recorded pre-images leave ${meta.count - preImagesInScope}: ` +
+        'rows were deleted (or truncated, with foreign_key_checks off) without the triggers recording them',
+    );
+  }
+
+  const [counts] = await select<{ d: string; u: string; i: string }>(
+    conn,
+    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${NOW} AS n WHERE NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'n')})) AS d,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${update.length > 0 ? differs(update, 'l', 't') : 'FALSE'}) AS u,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})) AS i`,
+  );
+  const notes = [`capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${point.details.shadowTable}`];
+  if (meta.where !== undefined) notes.push(`scope: rows where ${meta.where}`);
+  return {
+    live,
+    meta,
+    undoName,
+    kept,
+    update,
+    where,
+    bypass,
+    recorded: { preImages: Number(c?.p ?? 0), inserted: Number(c?.i ?? 0) },
+    counts: { rowsDeleted: Number(counts?.d ?? 0), rowsUpdated: Number(counts?.u ?? 0), rowsInserted: Number(counts?.i ?? 0) },
+    notes,
+  };
+}
+
+async function dropTemporary(conn: mysql.Connection): Promise<void> {
+  await conn.query(`DROP TEMPORARY TABLE IF EXISTS ${THEN}, ${NOW}`).catch(() => undefined);
+}
+
+function changesOf(rows: Prepared['counts'], rowsQuarantined: number): Changes {
+  return { rowsInserted: rows.rowsInserted, rowsUpdated: rows.rowsUpdated, rowsDeleted: rows.rowsDeleted, ...(rowsQuarantined > 0 ? { rowsQuarantined } : {}) };
+}
+
+const writesOf = (c: Prepared['counts']): number => c.rowsDeleted + c.rowsUpdated + c.rowsInserted;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Diff
+
+async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<Diff> {
+  return withSession(ctx, point.details.connection, async (conn) => {
+    await conn.query('START TRANSACTION WITH CONSISTENT SNAPSHOT');
+    try {
+      const p = await prepare(conn, unit, point, ctx);
+      const notes = [...p.notes, `undo log: ${p.recorded.preImages} pre-image(s), ${p.recorded.inserted} inserted key(s) recorded since the capture`];
+      if (p.bypass.length > 0) notes.push(`copy-on-write check FAILED, the restore will fail and write nothing: ${p.bypass.join('; ')}; ${BACKSTOP}`);
+      const changes = changesOf(p.counts, p.counts.rowsDeleted + p.counts.rowsUpdated);
+      return { changes, writes: writesOf(p.counts), notes };
+    } finally {
+      await conn.query('ROLLBACK').catch(() => undefined);
+      await dropTemporary(conn);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restore
+
+async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<Outcome> {
+  const runId = ctx.runId;
+  if (!runId) throw new PreflightError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
+  return withSession(ctx, point.details.connection, async (conn) => {
+    // The quarantine table is DDL: made before the row transaction, dropped again if the restore kept nothing in it.
+    const pre = await sealedMeta(conn, unit, point, ctx);
+    const live = await findTable(conn, pre.meta.sourceTable);
+    const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
+    const q = inRollbackDb(qName);
+    if (live) {
+      const liveColumns = await columnsOf(conn, live);
+      const note = {
+        tool: 'etl-rollback',
+        kind: 'quarantine',
+        pipeline: ctx.pipeline,
+        runId,
+        unitId: unit.id,
+        table: live.display,
+        restorePoint: { deploymentId: pre.meta.deploymentId, capturedAt: pre.meta.capturedAt, undoTable: point.details.shadowTable, capture: 'copy-on-write' },
+        reason: 'live rows deleted or overwritten by the rollback restore',
+      };
+      await conn.query(
+        `CREATE TABLE IF NOT EXISTS ${q} (\n  ${liveColumns.map((c) => columnDef(c, true)).join(',\n  ')}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${literal(JSON.stringify(note))}`,
+      );
+    }
+    let outcome: Outcome;
+    try {
+      outcome = await inTransaction(conn, 'START TRANSACTION', async () => {
+        // Every row and gap locked before anything is read: no writer can change the table until COMMIT.
+        if (live) await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} FOR UPDATE`);
+        const p = await prepare(conn, unit, point, ctx);
+        if (p.bypass.length > 0) {
+          throw new VerificationFailedError(
+            `unit "${unit.id}": copy-on-write restore point of ${p.live.display} cannot be trusted: ${p.bypass.join('; ')}. Nothing was written. ` +
+              `The undo log misses changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
+          );
+        }
+        const notes = [...p.notes];
+        if (writesOf(p.counts) === 0) return { changes: changesOf(p.counts, 0), writes: 0, notes };
+        const key = p.meta.primaryKey;
+        const all = await columnsOf(conn, p.live);
+        const gone = `NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'l')})`;
+        const changed = p.update.length > 0 ? differs(p.update, 'l', 't') : 'FALSE';
+        // Keep what is about to be deleted or overwritten, as it is now.
+        let rowsQuarantined = await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${p.live.sql} AS l JOIN ${NOW} AS n ON ${keyMatch(key, 'l', 'n')} WHERE ${gone}`);
+        rowsQuarantined += await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${p.live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${changed}`);
+        // Delete first: it frees unique values the others may need.
+        const rowsDeleted = await write(conn, `DELETE l FROM ${p.live.sql} AS l JOIN ${NOW} AS n ON ${keyMatch(key, 'l', 'n')} WHERE ${gone}`);
+        const rowsUpdated =
+          p.update.length === 0
+            ? 0
+            : await write(conn, `UPDATE ${p.live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE ${changed}`);
+        const rowsInserted = await write(
+          conn,
+          `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})`,
+        );
+        // 3. The end-to-end check: commit only a table equal to the capture.
+        const now = await countAndChecksum(conn, `${p.live.sql} AS t`, p.where, p.meta.columns);
+        if (now.count !== p.meta.count || now.checksum !== p.meta.checksum) {
+          throw new VerificationFailedError(
+            `unit "${unit.id}": copy-on-write restore of ${p.live.display} did not reproduce the restore point (count ${now.count}, expected ${p.meta.count}; ` +
+              `checksum ${now.checksum}, expected ${p.meta.checksum}): changes were made that the triggers did not record. The restore was rolled back; nothing was written. ` +
+              `${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
+          );
+        }
+        notes.push(`verified in the restore transaction: ${now.count} rows, checksum equal to the capture's`);
+        const changes = changesOf({ rowsDeleted, rowsUpdated, rowsInserted }, rowsQuarantined);
+        ctx.log.info('mysql-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes });
+        return { changes, writes: rowsDeleted + rowsUpdated + rowsInserted, notes, ...(rowsQuarantined > 0 ? { keptAt: `${ROLLBACK_DATABASE}.${qName}` } : {}) };
+      });
+    } finally {
+      await dropTemporary(conn);
+      if (live) {
+        const rows = await select(conn, `SELECT 1 AS x FROM ${q} LIMIT 1`).catch(() => [{}]);
+        if (rows.length === 0) await conn.query(`DROP TABLE IF EXISTS ${q}`).catch(() => undefined);
+      }
+    }
+    // After the commit (DDL): the AUTO_INCREMENT counter, for an unscoped unit; a rerun retries it.
+    const counter = pre.meta.autoIncrement;
+    if (live && counter !== null) {
+      const current = await autoIncrementOf(conn, live);
+      if (current !== null && current !== counter) {
+        await conn.query(`ALTER TABLE ${live.sql} AUTO_INCREMENT = ${BigInt(counter).toString()}`);
+        outcome.notes.push(`AUTO_INCREMENT of ${live.display} reset from ${current} to ${(await autoIncrementOf(conn, live)) ?? '?'} (captured ${counter})`);
+      }
+    }
+    return outcome;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Release
+
+async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<void> {
+  const undoName = point.details.shadowTable.slice(point.details.shadowTable.indexOf('.') + 1);
+  await withSession(ctx, point.details.connection, async (conn) => {
+    const row = await readPointRow(conn, undoName);
+    const meta = cowMetaOf(row?.meta);
+    const exists = await rollbackTableExists(conn, undoName);
+    if (exists && (!meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum)) {
+      throw new PreflightError(`unit "${unit.id}": refusing to drop ${point.details.shadowTable}: it is not the sealed undo table of this restore point. Inspect it and drop it by hand if it is not needed.`);
+    }
+    const names = cowNames(ctx.pipeline, meta?.deploymentId ?? ctx.deploymentId, unit.id);
+    // Triggers first (the table's writes stop being logged), then the guard, the undo table, and last the record.
+    await dropObjects(conn, await findTable(conn, point.details.table), names);
+    if (row) await write(conn, `DELETE FROM ${inRollbackDb(POINTS_TABLE)} WHERE shadow_table = ?`, [undoName]);
+    ctx.log.info('mysql-table copy-on-write restore point released', { unit: unit.id, undoTable: point.details.shadowTable });
+  });
+}
+
+export const mysqlCopyOnWrite = { capture, diff, restore, release };
