@@ -163,6 +163,17 @@ interface RestoreFigures {
   dump?: { seconds: number; rows: number; stats: string; code: number; error: string; check: string; oids: string };
   sameStart: boolean;
   cancelNote: string[];
+  /** The bad deploy's write transaction, without triggers. */
+  deploySeconds?: number;
+}
+
+interface CowFigures {
+  captureSeconds: number;
+  deployPlain: number;
+  deployWithTriggers: number;
+  undoRows: number;
+  restore?: { seconds: number; rows: number; stats: string; reported: string; check: string };
+  error?: string;
 }
 
 export interface PgSummary {
@@ -283,6 +294,8 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
   };
 
   // ---- A deploy touching `percent` of the rows: the same rows each time (fixed by a hash), never overlapping.
+  /** Seconds of the last deploy's own write transaction (UPDATE, DELETE, INSERT, COMMIT), for the trigger overhead. */
+  let lastDeploySeconds = 0;
   const makeDeploy = async (percent: number) => {
     const mix = changeMix(R, percent);
     const victims = `public.bench_deploy_${String(percent).replace(/\W/g, '_')}`;
@@ -295,6 +308,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       [mix.modified, mix.deleted],
     );
     const deploy = async (): Promise<string> => {
+      const started = performance.now();
       await sql.query('BEGIN');
       await sql.query(
         `UPDATE public.orders o SET customer = 'bad ' || o.customer, amount = 999999.99, attrs = o.attrs || '{"bad": true}'
@@ -307,6 +321,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
         [R, mix.added],
       );
       await sql.query('COMMIT');
+      lastDeploySeconds = (performance.now() - started) / 1000;
       // Same starting point for every tool: no dead tuples from earlier rounds, fresh planner statistics.
       await sql.query('VACUUM ANALYZE public.orders');
       return liveChecksum();
@@ -334,6 +349,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     const figures: RestoreFigures = { percent, mix, sameStart: true, cancelNote: [] };
     progress(`PostgreSQL ${percent}%: bad deploy (${fmtInt(mix.modified)} updated, ${fmtInt(mix.deleted)} deleted, ${fmtInt(mix.added)} inserted), etl-rollback restore`);
     const deployed1 = await deploy();
+    figures.deploySeconds = lastDeploySeconds;
     await forceFlush();
     let relid = await relidOf(sql, 'public.orders');
     const base = await stableStats(stats, relid);
@@ -388,6 +404,55 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
 
   const scenarios: RestoreFigures[] = [await scenario(opts.changed)];
   if (opts.fullReload && opts.changed !== 100) scenarios.push(await scenario(100));
+
+  // ---- Copy-on-write: the same table, the same damage. Capture installs triggers and copies nothing; the deploy pays
+  // for the pre-images it makes; the restore writes back only those rows.
+  const cowFigures = await (async (): Promise<CowFigures> => {
+    const main = scenarios[0]!;
+    const cowUnit = postgresTableUnitSchema.parse({ ...unit, capture: 'copy-on-write' });
+    const cowCtx: AdapterContext = { ...ctx, deploymentId: `d-${suffix}-cow` };
+    const before = await liveChecksum();
+    progress(`PostgreSQL ${opts.changed}%: copy-on-write capture (triggers, count + checksum; nothing copied)`);
+    const t = performance.now();
+    const cowPoint = await postgresTableAdapter.capture(cowUnit, cowCtx);
+    const captureSeconds = (performance.now() - t) / 1000;
+    const { deploy } = await makeDeploy(opts.changed);
+    progress(`PostgreSQL ${opts.changed}%: the same bad deploy, now through the triggers`);
+    await deploy();
+    const figures: CowFigures = { captureSeconds, deployPlain: main.deploySeconds ?? 0, deployWithTriggers: lastDeploySeconds, undoRows: 0 };
+    const { rows: undo } = await sql.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${cowPoint.details.shadowTable}`);
+    figures.undoRows = Number(undo[0]?.n ?? 0);
+    await forceFlush();
+    const relid = await relidOf(sql, 'public.orders');
+    const base = await stableStats(stats, relid);
+    progress(`PostgreSQL ${opts.changed}%: copy-on-write restore`);
+    try {
+      const r0 = performance.now();
+      const out = await postgresTableAdapter.restore(cowUnit, cowPoint, { ...cowCtx, runId: `run-${suffix}-cow` });
+      const seconds = (performance.now() - r0) / 1000;
+      const c = out.changes;
+      const delta = await settledDelta(stats, relid, base, (c.rowsInserted ?? 0) + (c.rowsUpdated ?? 0) + (c.rowsDeleted ?? 0));
+      const checks = await postgresTableAdapter.verify(cowUnit, cowPoint, cowCtx);
+      const equal = (await liveChecksum()) === before;
+      figures.restore = {
+        seconds,
+        rows: tupleTotal(delta.delta),
+        stats: fmtStats(delta.delta, delta.settled),
+        reported: fmtInt(out.writes),
+        check: `${checksLine(checks)}; live count:checksum ${equal ? 'equal to' : 'DIFFERENT from'} the state before the capture`,
+      };
+    } catch (error) {
+      figures.error = (error as Error).message;
+    }
+    await postgresTableAdapter.release(cowUnit, cowPoint, cowCtx);
+    return figures;
+  })();
+  // The CLI's own start-up, apart from the work in the database (node, module loading, argument parsing).
+  const cliStart = await (async () => {
+    const t = performance.now();
+    await run(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'bin', 'etl-rollback.mjs'), '--version']);
+    return (performance.now() - t) / 1000;
+  })();
 
   // ---- Dependents: a view on the table.
   const viewLines: string[] = [];
@@ -472,6 +537,30 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     if (s.dump) console.log(`  same live state before both restores: ${s.sameStart ? 'yes' : 'NO'} (count and checksum after each deploy)`);
   }
   if ('skip' in tools) console.log(`  ${toolsLine}`);
+
+  const main = scenarios[0]!;
+  const three: string[][] = [];
+  if (captureDump && main.dump) {
+    three.push(['pg_dump -Fc + pg_restore --clean --single-transaction', fmtSec(captureDump.seconds), fmtSec(main.dump.seconds), fmtInt(main.dump.rows), '-']);
+  }
+  if (main.ours) three.push(['etl-rollback, capture: copy', fmtSec(captureOurs), main.ours.completed ? fmtSec(main.ours.seconds) : '-', fmtInt(main.ours.rows), '-']);
+  three.push([
+    'etl-rollback, capture: copy-on-write',
+    fmtSec(cowFigures.captureSeconds),
+    cowFigures.restore ? fmtSec(cowFigures.restore.seconds) : 'FAILED',
+    cowFigures.restore ? fmtInt(cowFigures.restore.rows) : '-',
+    `${fmtSec(cowFigures.deployWithTriggers)} s vs ${fmtSec(cowFigures.deployPlain)} s: ${times(cowFigures.deployWithTriggers, cowFigures.deployPlain)}`,
+  ]);
+  printTable(
+    `PostgreSQL table, three ways, the same table (${fmtInt(R)} rows) and the same damage (${main.percent}%: ${fmtInt(main.mix.modified)} updated, ${fmtInt(main.mix.deleted)} deleted, ${fmtInt(main.mix.added)} inserted)`,
+    ['approach', 'capture s', 'rollback s', 'rows written (server)', "deploy's write time with triggers vs without"],
+    three,
+    new Set([1, 2, 3]),
+  );
+  if (cowFigures.restore) console.log(`  copy-on-write: ${cowFigures.restore.check}; undo log held ${fmtInt(cowFigures.undoRows)} rows (pre-images and inserted keys)`);
+  if (cowFigures.error) console.log(`  copy-on-write restore FAILED: ${cowFigures.error}`);
+  console.log('  tables the deploy does not touch carry no trigger: their writes pay nothing');
+  console.log(`  rollback times are the adapter's work in the database (a session, the transaction, the checks); the CLI's own start-up is apart: ${fmtSec(cliStart)} s (etl-rollback --version)`);
   console.log('\nPostgreSQL table with a dependent view');
   for (const l of viewLines) console.log(l);
   console.log(
@@ -489,5 +578,18 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     }
   }
   if (captureDump) lines.push(`  PG capture, pg_dump vs etl-rollback: seconds ${times(captureDump.seconds, captureOurs)}`);
+  if (main.dump && cowFigures.restore) {
+    const ratio = main.dump.seconds / cowFigures.restore.seconds;
+    lines.push(`  PG copy-on-write rollback vs pg_restore --clean: ${times(main.dump.seconds, cowFigures.restore.seconds)} faster (goal: 20x) ${ratio >= 20 ? 'MET' : 'NOT MET'}`);
+  }
+  lines.push(`  PG copy-on-write capture: ${fmtSec(cowFigures.captureSeconds)} s (goal: under 1 s) ${cowFigures.captureSeconds < 1 ? 'MET' : 'NOT MET'}`);
+  if (cowFigures.deployPlain > 0) {
+    const overhead = cowFigures.deployWithTriggers / cowFigures.deployPlain;
+    lines.push(`  PG copy-on-write deploy write overhead: ${times(cowFigures.deployWithTriggers, cowFigures.deployPlain)} (goal: within 2x) ${overhead <= 2 ? 'MET' : 'NOT MET'}`);
+  }
+  if (main.dump && main.ours?.completed) {
+    const ratio = main.dump.seconds / main.ours.seconds;
+    lines.push(`  PG copy-mode rollback vs pg_restore --clean: ${times(main.dump.seconds, main.ours.seconds)} faster (goal: 3x) ${ratio >= 3 ? 'MET' : 'NOT MET'}`);
+  }
   return { version, tools: toolsLine, lines };
 }

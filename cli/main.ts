@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, EXIT_BY_NAME, exitCodeOf, InputError } from '../core/errors.ts';
 import { loadManifestFile } from '../core/manifest/load.ts';
@@ -70,6 +71,7 @@ function exitForExecution(result: ExecutionResult): number {
 export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (c) => (process.exitCode = c)): Command {
   const program = new Command('etl-rollback')
     .description('Restore points before every ETL deploy; staged, verified, granular rollback.')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
@@ -223,5 +225,14 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     }
     io.err(`etl-rollback: ${(error as Error).message}`);
     return exitCodeOf(error);
+  }
+}
+
+/** The version in the project's package.json (the CLI runs from its source tree). */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
   }
 }
