@@ -161,6 +161,29 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await adapter.release(u, point, h.ctx('d-sch'));
   });
 
+  it('the seal reads the table as the triggers found it, whatever was written since: a capture stopped between install and seal is sealed by the next one', async () => {
+    await h.sql.query(`CREATE TABLE cw_seal (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_seal SELECT g, 'v' || g FROM generate_series(1, 200) g`);
+    const u = h.unit({ id: 'seal', table: 'cw_seal', capture: 'copy-on-write' });
+    const c = h.ctx('d-seal');
+    const captured = await h.rowsOf('cw_seal');
+    const point = await adapter.capture(u, c);
+    // As if the capture had stopped after the install: the record unsealed, and the deploy already writing.
+    const undo = point.details.shadowTable;
+    const meta = JSON.parse(await one<string>(`SELECT obj_description('${undo}'::regclass, 'pg_class')`)) as Record<string, unknown>;
+    await h.sql.query(`COMMENT ON TABLE ${undo} IS ${"'"}${JSON.stringify({ ...meta, sealed: false, count: 0, checksum: '' }).replace(/'/g, "''")}${"'"}`);
+    await expect(adapter.restore(u, point, c)).rejects.toThrow(/not the sealed undo table/);
+    await h.sql.query(`UPDATE cw_seal SET v = 'bad' WHERE id <= 20`);
+    await h.sql.query(`DELETE FROM cw_seal WHERE id > 190`);
+    await h.sql.query(`INSERT INTO cw_seal VALUES (500, 'new')`);
+    const sealed = await adapter.capture(u, c);
+    expect(sealed).toEqual(point); // the same count and checksum as the first seal, read after the writes
+    const out = await adapter.restore(u, sealed, c);
+    expect(out.changes).toMatchObject({ rowsUpdated: 20, rowsInserted: 10, rowsDeleted: 1 });
+    expect(await h.rowsOf('cw_seal')).toEqual(captured);
+    await adapter.release(u, sealed, c);
+  });
+
   it('a `where` unit restores only its scope', async () => {
     await h.sql.query(`CREATE TABLE cw_sc (id int PRIMARY KEY, region text NOT NULL, v int)`);
     await h.sql.query(`INSERT INTO cw_sc SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 40) g`);

@@ -100,11 +100,15 @@ export async function changeDetection(
   const span = bound - since;
   if (span < 0n) return full(`the capture's transaction id ${since} is ahead of the database's (${bound}): the database was restored or replaced`);
   if (span >= WINDOW_LIMIT) return full(`the capture is ${span} transactions old, beyond the 2^31 that 32-bit xmin values can tell apart`);
-  const bound32 = bound & 0xffffffffn;
   return {
     ok: true,
-    // ((bound32 - xmin) mod 2^32) is how far back from `bound` the row was written; in bigint, & 0xffffffff is that mod.
-    predicate: (a) => `(${a}.xmin::text::bigint >= 3 AND ((${bound32} - ${a}.xmin::text::bigint) & 4294967295) <= ${span})`,
+    // age(xid) is (reference - xid) as a 32-bit difference, with one reference per transaction (its own xid, or the
+    // next one when it has none yet: GetStableLatestTransactionId), and INT_MAX for frozen and special xids (0-2). So
+    // age(xmin) <= age(since) holds exactly for the xids from `since` on, up to the reference, while the span is under
+    // 2^31 (checked above); rows the restore itself writes, newer than the reference, come out negative and are
+    // candidates too. The limit is an InitPlan, computed once; the per-row test is one cheap function call, where
+    // mapping xmin to 64 bits through text costs several times more on every row of the table.
+    predicate: (a) => `(pg_catalog.age(${a}.xmin) <= (SELECT pg_catalog.age('${since & 0xffffffffn}'::xid)))`,
     note: `change detection: xmin since ${since}`,
   };
 }
