@@ -25,7 +25,7 @@ import { planRows, replacedRows, writeRows, type ReloadPolicy, type RowPlan, typ
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
-import { cols, ensureRollbackSchema, ident, inTransaction, literal, withClient, withFallback } from './postgres/sql.ts';
+import { cols, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './postgres/triggers.ts';
 
 /**
@@ -470,8 +470,21 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           const p = await prepare(client, unit, point, ctx, 'own');
           const notes = [...p.notes];
 
-          // 1. What the rows look like against the definition as it is now (the quarantine keeps them so).
-          const before = rowSet(p, undefined);
+          // 1. What the rows look like against the definition as it is now (the quarantine keeps them so). With
+          // change detection, the flagged rows and the missing keys are found once, here, for every statement below.
+          // The table is locked against writers (and VACUUM), so the flagged rows keep their ctids until this
+          // transaction's own UPDATE, the last statement that reads them.
+          let before = rowSet(p, undefined);
+          if (p.changed && p.schema.changes.length === 0 && p.meta.primaryKey.length > 0) {
+            const key = p.meta.primaryKey;
+            await client.query(`CREATE TEMPORARY TABLE etlrb_flagged ON COMMIT DROP AS SELECT l.ctid AS t FROM ${p.live.sql} AS l WHERE ${p.changed('l')}`);
+            await client.query(
+              `CREATE TEMPORARY TABLE etlrb_missing ON COMMIT DROP AS SELECT ${cols(key, 's')} FROM ${p.shadow.sql} AS s WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+            );
+            await client.query('ANALYZE etlrb_missing');
+            const flaggedTids = 'ARRAY(SELECT t FROM etlrb_flagged)';
+            before = { ...before, changed: (a: string) => `${a}.ctid = ANY (${flaggedTids})`, flaggedTids, missing: 'etlrb_missing' };
+          }
           const estimate = await planRows(client, before, point.count, policy, p.reloadBlockedBy);
           // Without schema changes the estimate is the plan: refuse now, before anything is written.
           if (estimate.refusal && p.schema.changes.length === 0) throw identityConflictError(unit, p, estimate.refusal);

@@ -50,6 +50,13 @@ export interface RowSet {
    * every row is compared.
    */
   changed?: (alias: string) => string;
+  /**
+   * A restore (a writable transaction) materializes what the statements below would otherwise each compute again:
+   * `flaggedTids`, an SQL array of the ctids of the rows `changed` flags (one pass over the table), and `missing`, a
+   * temporary table of the captured keys the live table lacks (one anti-join). Read-only diffs cannot make them.
+   */
+  flaggedTids?: string;
+  missing?: string;
 }
 
 export interface RowPlan {
@@ -82,7 +89,11 @@ export function replacedRows(r: RowSet): string {
   const changed = [...r.update, ...r.alwaysIdentity];
   // With change detection, the flagged rows' ctids first (one scan): a TID scan then reads only them, and the planner,
   // seeing few rows, probes the shadow's key index for each instead of hashing the whole shadow copy.
-  const flagged = r.changed ? `l.ctid = ANY (ARRAY(SELECT c.ctid FROM ${r.live.sql} AS c WHERE ${r.changed('c')})) AND ` : '';
+  const flagged = r.flaggedTids
+    ? `l.ctid = ANY (${r.flaggedTids}) AND `
+    : r.changed
+      ? `l.ctid = ANY (ARRAY(SELECT c.ctid FROM ${r.live.sql} AS c WHERE ${r.changed('c')})) AND `
+      : '';
   return (
     `(${flagged}((${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')}))` +
     (changed.length === 0 ? '' : ` OR EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')} AND ${differs(changed)})`) +
@@ -151,7 +162,9 @@ export async function planRows(
   const rowsDeleted = await withNestedLoops(client, nested, () =>
     countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
   );
-  const rowsInserted = await countOf(client, `SELECT 1 FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`);
+  const rowsInserted = r.missing
+    ? await countOf(client, `SELECT 1 FROM ${r.missing}`)
+    : await countOf(client, `SELECT 1 FROM ${shadow} AS s WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`);
   const rowsUpdated =
     r.update.length === 0
       ? 0
@@ -234,10 +247,15 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
               WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update)}${candidate(r)}`,
           ),
         );
+  // The captured keys missing from the live table: neither DELETE (of keys not captured) nor UPDATE (by key) changes
+  // which they are, so a set materialized before them still holds.
   const rowsInserted = await rowCount(
-    `INSERT INTO ${live} (${cols(r.write)})${overriding}
-     SELECT ${cols(r.write, 's')} FROM ${shadow} AS s
-      WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+    r.missing
+      ? `INSERT INTO ${live} (${cols(r.write)})${overriding}
+         SELECT ${cols(r.write, 's')} FROM ${r.missing} AS m JOIN ${shadow} AS s ON ${keyMatch(key, 'm', 's')}`
+      : `INSERT INTO ${live} (${cols(r.write)})${overriding}
+         SELECT ${cols(r.write, 's')} FROM ${shadow} AS s
+          WHERE NOT EXISTS (SELECT 1 FROM ${live} AS l WHERE ${keyMatch(key, 'l', 's')})`,
   );
   return { rowsInserted, rowsUpdated, rowsDeleted };
 }
