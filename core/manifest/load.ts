@@ -21,6 +21,51 @@ interface RawIssue {
   message: string;
 }
 
+/** Largest manifest file read: far above any real one (hundreds of units), far below what could exhaust memory. */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
+
+/** Longest value a message echoes; longer ones are cut, with their length (a 5 MB value is not repeated to the user). */
+const MAX_ECHO = 80;
+
+/** Manifests are UTF-8 text: any other bytes are refused with where they are, instead of being read as replacement characters. */
+function decodeUtf8(bytes: Uint8Array, path: string): string {
+  const valid = (n: number, stream: boolean): boolean => {
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, n), { stream });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (valid(bytes.length, false)) return new TextDecoder('utf-8').decode(bytes);
+  // The longest prefix that is valid so far (streaming: a sequence cut at the end is not yet an error), so the
+  // search is monotonic; the byte right after it is the first that cannot be UTF-8.
+  let lo = 0;
+  let hi = bytes.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (valid(mid, true)) lo = mid;
+    else hi = mid - 1;
+  }
+  // A sequence started before `lo` and left unfinished: the byte to name is the one that started it.
+  let at = Math.min(lo, bytes.length - 1);
+  if (!valid(lo, false)) {
+    for (let k = lo - 1; k >= Math.max(0, lo - 3); k--) {
+      if (((bytes[k] ?? 0) & 0xc0) === 0xc0) {
+        at = k;
+        break;
+      }
+    }
+  }
+  const line = bytes.subarray(0, at).reduce((n, b) => (b === 0x0a ? n + 1 : n), 1);
+  throw new InputError(`manifest file "${path}" is not UTF-8 text: byte 0x${(bytes[at] ?? 0).toString(16).padStart(2, '0')} at offset ${at} (line ${line}); save it as UTF-8`);
+}
+
+/** A string as JSON, cut to MAX_ECHO characters with its length when longer. */
+function echoString(value: string): string {
+  return value.length <= MAX_ECHO ? JSON.stringify(value) : `${JSON.stringify(value.slice(0, MAX_ECHO))}… (${value.length.toLocaleString('en-US')} characters)`;
+}
+
 /** Longest list of known names a message shows; a typo in a 300-unit manifest should not print 300 names. */
 const MAX_KNOWN_LISTED = 30;
 
@@ -28,8 +73,13 @@ const MAX_KNOWN_LISTED = 30;
 export async function loadManifestFile(path: string): Promise<Manifest> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    const bytes = await readFile(path);
+    if (bytes.length > MAX_MANIFEST_BYTES) {
+      throw new InputError(`manifest file "${path}" is ${bytes.length.toLocaleString('en-US')} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES.toLocaleString('en-US')} (is it the right file?)`);
+    }
+    text = decodeUtf8(bytes, path);
   } catch (error) {
+    if (error instanceof InputError) throw error;
     const code = (error as { code?: unknown }).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : String(error);
     throw new InputError(`cannot read manifest file "${path}": ${why}; check the path given`, { cause: error });
@@ -136,9 +186,9 @@ function graphIssues(units: readonly unknown[]): RawIssue[] {
         const path = ['units', i, 'dependsOn', j];
         const mentioned = firstMention.get(producer);
         if (producer === id) {
-          issues.push({ path, message: `unit "${id}" depends on itself; remove this entry` });
+          issues.push({ path, message: `unit "${clip(id)}" depends on itself; remove this entry` });
         } else if (!firstIndex.has(producer)) {
-          issues.push({ path, message: `unknown unit "${producer}" (known: ${listKnown(known)})${didYouMean(producer, known)}` });
+          issues.push({ path, message: `unknown unit "${clip(producer)}" (known: ${listKnown(known)})${didYouMean(producer, known)}` });
         } else if (mentioned !== undefined) {
           issues.push({ path, message: `"${producer}" is already listed at dependsOn[${mentioned}]; remove one of the two` });
         } else {
@@ -186,7 +236,7 @@ function connectionIssues(root: Record<string, unknown>, units: readonly unknown
         path,
         message:
           names.length > 0
-            ? `unknown connection "${name}" (known: ${listKnown(names)})${didYouMean(name, names)}`
+            ? `unknown connection "${clip(name)}" (known: ${listKnown(names)})${didYouMean(name, names)}`
             : `unknown connection "${name}": the manifest defines no connections; add it under "connections" (engine, and url or secretArn)`,
       });
       return;
@@ -257,7 +307,7 @@ function describeSchemaIssue(issue: z.core.$ZodIssue, root: unknown): RawIssue[]
       ];
     default: {
       // Never echo a URL: it may hold a password.
-      const echo = typeof value === 'string' && value !== '' && field !== 'url' ? ` (got ${JSON.stringify(value)})` : '';
+      const echo = typeof value === 'string' && value !== '' && field !== 'url' ? ` (got ${echoString(value)})` : '';
       return [{ path, message: `${issue.message}${echo}` }];
     }
   }
@@ -289,7 +339,7 @@ function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return echoString(value);
   return `${typeof value === 'number' ? 'a number' : `a ${typeof value}`} (${String(value)})`;
 }
 
@@ -358,15 +408,24 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function listKnown(names: readonly string[]): string {
   if (names.length === 0) return 'none';
-  if (names.length <= MAX_KNOWN_LISTED) return names.join(', ');
-  return `${names.slice(0, MAX_KNOWN_LISTED).join(', ')}, … and ${names.length - MAX_KNOWN_LISTED} more`;
+  if (names.length <= MAX_KNOWN_LISTED) return names.map(clip).join(', ');
+  return `${names.slice(0, MAX_KNOWN_LISTED).map(clip).join(', ')}, … and ${names.length - MAX_KNOWN_LISTED} more`;
+}
+
+/** A name as messages show it: cut, with its length, when it is longer than any valid name could be. */
+function clip(name: string): string {
+  return name.length <= MAX_ECHO ? name : `${name.slice(0, MAX_ECHO)}… (${name.length.toLocaleString('en-US')} characters)`;
 }
 
 /** `; did you mean "staging"?` when one known name is a likely typo of `name`, else nothing. */
 function didYouMean(name: string, known: readonly string[]): string {
+  // Names are at most 63 characters: anything longer is not a typo of one (and an edit distance of two huge strings
+  // would cost their product in time).
+  if (name.length > 64) return '';
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {
+    if (Math.abs(candidate.length - name.length) > 2) continue;
     const distance = candidate.toLowerCase() === name.toLowerCase() ? 0 : editDistance(name, candidate);
     if (distance < bestDistance) {
       best = candidate;

@@ -35,7 +35,7 @@ export const rollbackRequestSchema = z
     pipeline,
     deploymentId: id,
     /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
-    units: z.array(z.string().min(1)).optional(),
+    units: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a unit id as in the manifest')).min(1).max(1000).optional(),
     /** Default true; not with `resume` (the resumed run's plan is taken as it was). */
     cascade: z.boolean().optional(),
     dryRun: z.boolean().default(false),
