@@ -13,7 +13,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { RDSClient } from '@aws-sdk/client-rds';
-import { testS3, uniqueName } from '../support/aws.ts';
+import { destroyingS3, testS3, uniqueName } from '../support/aws.ts';
 import {
   compareKeys,
   contentChecksum,
@@ -42,6 +42,7 @@ import { PreflightError, RestorePointMissingError } from '../../core/errors.ts';
 // ---------------------------------------------------------------------------------------------------------------------
 
 const s3: S3Client = testS3();
+const destroying: S3Client = destroyingS3();
 
 interface KeyState {
   /** Object version ids, newest first. */
@@ -120,7 +121,8 @@ async function put(bucket: string, key: string, content: string, extra: { Storag
 }
 
 async function del(bucket: string, key: string, versionId?: string): Promise<void> {
-  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
+  // A version id given: the test destroys that version on purpose (the guard is told so).
+  await (versionId ? destroying : s3).send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
 }
 
 async function newBucket(name: string, versioned: boolean): Promise<string> {

@@ -18,6 +18,8 @@ import { stringify } from 'yaml';
 let listener: Server;
 let port = 0;
 let connections = 0;
+const HOST = '127.0.0.2';
+const offered: string[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-fuzz-'));
 const counts = { manifests: 0, consoleInputs: 0, commandLines: 0 };
 
@@ -28,12 +30,19 @@ let planHandler: (event: unknown, context: Context) => Promise<unknown>;
 beforeAll(async () => {
   listener = createServer((socket) => {
     connections += 1;
-    socket.destroy();
+    // What connected, for the failure message: the first bytes it sends (a request line, a database handshake).
+    socket.once('data', (chunk: Buffer) => {
+      offered.push(chunk.subarray(0, 120).toString('latin1'));
+      socket.destroy();
+    });
+    setTimeout(() => socket.destroy(), 200).unref();
   });
-  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  // 127.0.0.2, which no other test uses (Linux routes all of 127/8 to loopback): a connection another test file makes
+  // to a port it believes closed can never land here by chance.
+  await new Promise<void>((resolve) => listener.listen(0, HOST, resolve));
   port = (listener.address() as AddressInfo).port;
   // Before the CLI and the handlers are loaded: their SDK clients read the endpoint when they are made.
-  process.env.AWS_ENDPOINT_URL = `http://127.0.0.1:${port}`;
+  process.env.AWS_ENDPOINT_URL = `http://${HOST}:${port}`;
   ({ main } = await import('../../cli/main.ts'));
   ({ handler: planHandler } = (await import('../../lambdas/plan-rollback.ts')) as unknown as { handler: typeof planHandler });
 });
@@ -52,8 +61,8 @@ function validManifest(): Record<string, unknown> {
     pipeline: 'orders',
     description: 'every unit type',
     connections: {
-      warehouse: { engine: 'postgres', url: `postgres://etl@127.0.0.1:${port}/dw` },
-      shop: { engine: 'mysql', url: `mysql://etl@127.0.0.1:${port}/shop` },
+      warehouse: { engine: 'postgres', url: `postgres://etl@${HOST}:${port}/dw` },
+      shop: { engine: 'mysql', url: `mysql://etl@${HOST}:${port}/shop` },
     },
     units: [
       { id: 'raw', type: 's3-prefix', bucket: 'orders-lake', prefix: 'raw/' },
@@ -158,7 +167,7 @@ describe('hostile input: refused with the place named, exit 2, no stack trace, n
           expect(err).not.toMatch(STACK);
           expect(err.length).toBeLessThan(20_000);
         }
-        expect(connections).toBe(0);
+        expect(connections, offered.join(' | ')).toBe(0);
       }),
       { numRuns: 150 },
     );
@@ -186,7 +195,7 @@ describe('hostile input: refused with the place named, exit 2, no stack trace, n
         expect(error?.name, JSON.stringify(request).slice(0, 200)).toBe('InputError');
         expect(error!.message).toMatch(/^rollback request is invalid:\n {2}rollback request/);
         expect(error!.message.length).toBeLessThan(5_000);
-        expect(connections).toBe(0);
+        expect(connections, offered.join(' | ')).toBe(0);
       }),
       { numRuns: 150 },
     );
@@ -211,7 +220,7 @@ describe('hostile input: refused with the place named, exit 2, no stack trace, n
         expect(code, `${JSON.stringify(args)}: ${err}`).toBe(2);
         expect(err).not.toMatch(STACK);
         expect(err.trim()).not.toBe('');
-        expect(connections).toBe(0);
+        expect(connections, offered.join(' | ')).toBe(0);
       }),
       { numRuns: 200 },
     );

@@ -3,12 +3,14 @@ import pg from 'pg';
 import { startMoto, type MotoServer } from '../../scripts/local-services.ts';
 import { MYSQL_ADMIN_URL } from './mysql.ts';
 import { POSTGRES_ADMIN_URL } from './postgres.ts';
+import { startVersionGuard, type VersionGuard } from './version-guard.ts';
 
 /**
  * One moto server for the whole test run. Its endpoint reaches the code under test the way it would in
  * production: through the SDK's standard AWS_ENDPOINT_URL. Tests keep apart by unique bucket/table names.
  */
 let moto: MotoServer | undefined;
+let guard: VersionGuard | undefined;
 
 export async function setup(): Promise<void> {
   const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL, connectionTimeoutMillis: 5000 });
@@ -27,7 +29,9 @@ export async function setup(): Promise<void> {
     throw new Error(`the tests need MySQL/MariaDB at ${url.host} (user ${url.username}, no password): ${(error as Error).message}`, { cause: error });
   }
   moto = await startMoto();
-  process.env.AWS_ENDPOINT_URL = moto.endpoint;
+  // Every AWS request goes through the version guard, which checks at the server that none destroys a data version.
+  guard = await startVersionGuard(moto.endpoint);
+  process.env.AWS_ENDPOINT_URL = guard.endpoint;
   process.env.AWS_REGION = 'us-east-1';
   process.env.AWS_ACCESS_KEY_ID = 'testing';
   process.env.AWS_SECRET_ACCESS_KEY = 'testing';
@@ -38,5 +42,18 @@ export async function setup(): Promise<void> {
 }
 
 export async function teardown(): Promise<void> {
+  const stats = guard?.stats();
+  await guard?.stop();
   await moto?.stop();
+  if (!stats) return;
+  console.log(
+    `version guard: ${stats.checked} version deletion(s) checked at the server: ${stats.markers} delete marker(s) removed, ` +
+      `${stats.allowed} data version(s) deleted on purpose (restore-point files, or tests marked as destroying), ${stats.violations.length} data version(s) destroyed`,
+  );
+  if (stats.violations.length > 0) {
+    throw new Error(
+      `a request destroyed ${stats.violations.length} data version(s) (only delete markers may be removed by version id):\n` +
+        stats.violations.map((v) => `  s3://${v.bucket}/${v.key} version ${v.versionId}: ${v.request} (${v.userAgent})`).join('\n'),
+    );
+  }
 }

@@ -15,13 +15,14 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { expect } from 'vitest';
-import { testS3, uniqueName } from '../../support/aws.ts';
+import { destroyingS3, testS3, uniqueName } from '../../support/aws.ts';
 import type { AdapterContext } from '../../../core/adapters/types.ts';
 import { s3PrefixUnitSchema, type S3PrefixUnit } from '../../../core/manifest/schema.ts';
 
 /** Shared helpers of the s3-prefix tests: everything asserted is read back from moto with this code, not the adapter's. */
 
 export const s3: S3Client = testS3();
+const destroying: S3Client = destroyingS3();
 
 export async function newBucket(name: string, versioned: boolean): Promise<string> {
   const bucket = uniqueName(name);
@@ -54,7 +55,8 @@ export async function putMultipart(bucket: string, key: string, content: Buffer,
 }
 
 export async function del(bucket: string, key: string, versionId?: string): Promise<void> {
-  await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
+  // A version id given: the test destroys that version on purpose (the guard is told so).
+  await (versionId ? destroying : s3).send(new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
 }
 
 export async function bytes(bucket: string, key: string, versionId?: string): Promise<Buffer> {

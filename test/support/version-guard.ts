@@ -1,0 +1,152 @@
+import { appendFileSync } from 'node:fs';
+import { Agent, createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+
+/**
+ * "Never destroy a data version", checked at the server for every request of the test run, whoever sends it.
+ *
+ * An HTTP proxy stands between every AWS client of the tests and moto (AWS_ENDPOINT_URL points at it). Before it
+ * forwards a request that removes an object version for good (DeleteObject with a versionId, or an entry of a
+ * DeleteObjects with a VersionId), it asks moto what that version is (HEAD ?versionId=): a delete marker answers 405
+ * with `x-amz-delete-marker: true`, a version that holds data answers 200. Removing a delete marker uncovers data and
+ * is what a rollback does; removing a data version is a violation, recorded and reported at the end of the run,
+ * unless it is
+ * - an object under `restore-points/` (etl-rollback's own restore-point files, which release deletes on purpose when
+ *   their retention ends), or
+ * - a request a test marks as a deliberate destruction (header `x-etl-rollback-test-intent: destroy-version`: a test
+ *   that plays a hostile user, or that checks Object Lock refuses it). Product code never sends that header.
+ * Not covered here: buckets without versioning (there a DELETE or an overwrite destroys data whatever its form;
+ * the copy mode keeps the object in the state bucket's quarantine first, which its own tests check).
+ */
+
+export const TEST_INTENT_HEADER = 'x-etl-rollback-test-intent';
+
+export interface Violation {
+  bucket: string;
+  key: string;
+  versionId: string;
+  request: string;
+  userAgent: string;
+}
+
+export interface VersionGuard {
+  endpoint: string;
+  stats(): { checked: number; markers: number; allowed: number; violations: Violation[] };
+  stop(): Promise<void>;
+}
+
+interface Target {
+  bucket: string;
+  key: string;
+  versionId: string;
+}
+
+const unescapeXml = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&');
+
+/** The versions a request would remove for good: path-style DeleteObject ?versionId=, or DeleteObjects (?delete). */
+export function versionDeletions(method: string, url: URL, body: Buffer): Target[] {
+  const [, bucket, ...rest] = url.pathname.split('/');
+  if (!bucket) return [];
+  if (method === 'DELETE' && url.searchParams.has('versionId') && rest.length > 0) {
+    return [{ bucket: decodeURIComponent(bucket), key: decodeURIComponent(rest.join('/')), versionId: url.searchParams.get('versionId')! }];
+  }
+  if (method === 'POST' && url.searchParams.has('delete') && rest.join('') === '') {
+    const out: Target[] = [];
+    for (const m of body.toString('utf8').matchAll(/<Object>([\s\S]*?)<\/Object>/g)) {
+      const key = /<Key>([\s\S]*?)<\/Key>/.exec(m[1]!)?.[1];
+      const versionId = /<VersionId>([\s\S]*?)<\/VersionId>/.exec(m[1]!)?.[1];
+      if (key !== undefined && versionId !== undefined) out.push({ bucket: decodeURIComponent(bucket), key: unescapeXml(key), versionId: unescapeXml(versionId) });
+    }
+    return out;
+  }
+  return [];
+}
+
+export async function startVersionGuard(target: string, options: { log?: string } = {}): Promise<VersionGuard> {
+  const upstream = new URL(target);
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const stats = { checked: 0, markers: 0, allowed: 0, violations: [] as Violation[] };
+
+  // Signed, like any client's (a bucket policy may refuse anonymous or non-TLS requests), straight to moto.
+  const s3 = new S3Client({ endpoint: target, forcePathStyle: true, region: 'us-east-1', maxAttempts: 1, credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } });
+  const head = async (t: Target): Promise<{ status: number; marker: boolean }> => {
+    try {
+      await s3.send(new HeadObjectCommand({ Bucket: t.bucket, Key: t.key, VersionId: t.versionId }));
+      return { status: 200, marker: false };
+    } catch (error) {
+      const response = (error as { $response?: { statusCode?: number; headers?: Record<string, string> } }).$response;
+      return { status: response?.statusCode ?? 0, marker: response?.headers?.['x-amz-delete-marker'] === 'true' };
+    }
+  };
+
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      void (async () => {
+        const body = Buffer.concat(chunks);
+        const url = new URL(req.url ?? '/', upstream);
+        const intended = req.headers[TEST_INTENT_HEADER] === 'destroy-version';
+        // What each version is before the request: only data versions need a second look afterwards.
+        const dataVersions: Target[] = [];
+        for (const t of versionDeletions(req.method ?? 'GET', url, body)) {
+          const found = await head(t);
+          stats.checked += 1;
+          if (found.marker) stats.markers += 1;
+          else if (found.status === 200) dataVersions.push(t);
+        }
+        const headers: IncomingHttpHeaders = { ...req.headers };
+        delete headers.expect;
+        delete headers[TEST_INTENT_HEADER];
+        headers['content-length'] = String(body.length);
+        delete headers['transfer-encoding'];
+        const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (up) => {
+          if (dataVersions.length === 0) {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+            return;
+          }
+          const out: Buffer[] = [];
+          up.on('data', (c: Buffer) => out.push(c));
+          up.on('end', () => {
+            void (async () => {
+              // A data version gone after the request was destroyed by it (one the server refused to delete, under
+              // Object Lock for instance, is still there).
+              for (const t of dataVersions) {
+                if ((await head(t)).status === 200) continue;
+                if (intended || t.key.startsWith('restore-points/')) {
+                  stats.allowed += 1;
+                  continue;
+                }
+                const v: Violation = { ...t, request: `${req.method} ${req.url}`, userAgent: String(req.headers['user-agent'] ?? '') };
+                stats.violations.push(v);
+                if (options.log) appendFileSync(options.log, `${JSON.stringify(v)}\n`);
+              }
+              res.writeHead(up.statusCode ?? 502, up.headers);
+              res.end(Buffer.concat(out));
+            })();
+          });
+        });
+        forward.on('error', (error) => {
+          if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+          res.end(`version guard: upstream error: ${error.message}`);
+        });
+        forward.end(body);
+      })();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stats: () => stats,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        agent.destroy();
+        s3.destroy();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
