@@ -166,6 +166,11 @@ export interface RunOptions {
   clock?: LocalClock;
   /** Answers `.waitForTaskToken` tasks (approval). Default: the decision recorded in the ledger (`approve`/`reject`). */
   callbacks?: CallbackDriver;
+  /**
+   * Dependencies every real handler gets instead of its own (through `withDeps`): other SDK clients, a ledger on
+   * another table, database connectors. Tests put faults into them; the handlers do not know.
+   */
+  deps?: Partial<WorkflowDeps>;
 }
 
 export interface LocalClock {
@@ -373,7 +378,8 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
   const clock = options.clock;
   const now = clock ? () => clock.now() : () => new Date();
   // The clock reaches every real handler through its dependencies; a test's replacement handler is used as given.
-  const wire = (h: LambdaHandler): LambdaHandler => (clock && h.withDeps ? h.withDeps({ now }) : h);
+  const patch: Partial<WorkflowDeps> = { ...(options.deps ?? {}), ...(clock ? { now } : {}) };
+  const wire = (h: LambdaHandler): LambdaHandler => (Object.keys(patch).length > 0 && h.withDeps ? h.withDeps(patch) : h);
   const handlers = Object.fromEntries(Object.entries({ ...HANDLERS, ...(options.handlers ?? {}) }).map(([k, h]) => [k, wire(h as LambdaHandler)])) as Record<string, LambdaHandler>;
   const ended = new AbortController();
   const token = `local-task-token-${options.name}-${crypto.randomUUID()}`;

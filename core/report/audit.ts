@@ -56,12 +56,21 @@ export async function writeAuditJson(s3: S3Client, bucket: string, key: string, 
  * Writes to the audit store without failing the caller: the audit copy must never turn a verified rollback into a failed
  * one. A failure is logged as a warning (and counted by the caller's metrics); the state bucket keeps the report.
  */
-export async function auditSafely<T>(log: Log, what: string, write: () => Promise<T>): Promise<T | undefined> {
-  try {
-    return await write();
-  } catch (error) {
-    log.warn('audit write failed', { what, error: { name: (error as Error).name, message: (error as Error).message } });
-    return undefined;
+export async function auditSafely<T>(log: Log, what: string, write: () => Promise<T>, attempts = 3): Promise<T | undefined> {
+  // The SDK retries what it knows to be transient; a write that failed otherwise (a reset after sending, a refusal
+  // that goes away) gets a few more tries here, since the report is the run's record. Writes are idempotent: the same
+  // key, the same content.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      if (attempt < attempts) {
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+        continue;
+      }
+      log.warn('audit write failed', { what, attempts, error: { name: (error as Error).name, message: (error as Error).message } });
+      return undefined;
+    }
   }
 }
 

@@ -91,6 +91,9 @@ export function postgresConnector(
   return {
     async connect(name) {
       const client = new pg.Client({ ...(await config(name)), application_name: 'etl-rollback' });
+      // A session that dies while idle (terminated, failover, network) emits 'error'; unheard, it would end the
+      // process. Heard, the next query on the client fails with a clear error, which the step reports.
+      client.on('error', () => undefined);
       await client.connect();
       return client;
     },
@@ -116,7 +119,10 @@ export function mysqlConnector(connections: Record<string, Connection>, secrets?
   });
   return {
     async connect(name) {
-      return mysql.createConnection({ ...(await config(name)), multipleStatements: false, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
+      const connection = await mysql.createConnection({ ...(await config(name)), multipleStatements: false, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
+      // As for PostgreSQL: a connection killed while idle must fail its next query, not end the process.
+      connection.on('error', () => undefined);
+      return connection;
     },
   };
 }

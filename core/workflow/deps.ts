@@ -25,6 +25,14 @@ export interface WorkflowDeps {
   scheduler?: SchedulerClient;
   /** Where rollback notifications go (SNS, EventBridge); undefined: none are sent. */
   notifier?: Notifier;
+  /**
+   * How database connectors are made from the manifest's connections (default: postgresConnector, mysqlConnector).
+   * Whoever runs the steps in-process may wrap them (to put faults into sessions, to count statements).
+   */
+  connectors?: {
+    postgres: typeof postgresConnector;
+    mysql: typeof mysqlConnector;
+  };
   now(): Date;
   log: Log;
 }
@@ -62,8 +70,8 @@ export function adapterContext(
     s3: deps.s3,
     rds: deps.rds,
     stateBucket: deps.stateBucket,
-    postgres: postgresConnector(manifest.connections, deps.secrets),
-    mysql: mysqlConnector(manifest.connections, deps.secrets),
+    postgres: (deps.connectors?.postgres ?? postgresConnector)(manifest.connections, deps.secrets),
+    mysql: (deps.connectors?.mysql ?? mysqlConnector)(manifest.connections, deps.secrets),
     retentionDays: manifest.retention.days,
     now: deps.now,
     log: deps.log,

@@ -57,7 +57,13 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
     requestedBy: request.requestedBy,
     reason: request.reason,
   });
-  if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
+  if (!created && deployment.status === 'FAILED') {
+    // A snapshot that failed part-way is finished by running it again under the same id (same manifest, checked
+    // above): the units already captured keep their sealed restore points (capture is idempotent), the others are
+    // captured now. The deploy must not have started meanwhile: a failed snapshot is what stops it.
+    await deps.ledger.setDeploymentStatus(request.pipeline, request.deploymentId, 'SNAPSHOTTING');
+    deps.log.info('snapshot of a failed deployment taken again', { pipeline: request.pipeline, deploymentId: request.deploymentId, error: deployment.error });
+  } else if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
     throw new InputError(`deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points cannot be retaken; use a new deployment id`);
   }
   deps.log.info('snapshot started', { pipeline: request.pipeline, deploymentId: request.deploymentId, units: units.length, resumed: !created });
