@@ -128,7 +128,10 @@ export const postgresTableUnitSchema = z.strictObject({
     .string()
     .min(1)
     .max(2000)
-    .refine((w) => !/;/.test(w), 'must be one predicate, without ";"')
+    .superRefine((w, ctx) => {
+      const problem = predicateProblem(w);
+      if (problem) ctx.addIssue({ code: 'custom', message: `must be one SQL predicate: ${problem}` });
+    })
     .optional(),
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),
@@ -140,6 +143,41 @@ export const postgresTableUnitSchema = z.strictObject({
    */
   capture: z.enum(['copy', 'copy-on-write']).optional(),
 });
+
+/**
+ * Why a `where` predicate is not one SQL expression, or undefined. It is spliced into statements as `(<where>\n)`, so
+ * it is read token by token (quoted strings and identifiers skipped, in PostgreSQL's and MySQL's quoting) and refused
+ * when it holds a statement separator, a comment (which could hide the closing parenthesis), a parenthesis closed
+ * that it did not open (which would end the scope's parenthesis and go on outside it), or one left open.
+ */
+export function predicateProblem(where: string): string | undefined {
+  let depth = 0;
+  for (let i = 0; i < where.length; i++) {
+    const c = where[i]!;
+    if (c === "'" || c === '"' || c === '`') {
+      // A quoted string or identifier; a doubled quote is an escaped one (and a backslash escapes in MySQL strings).
+      let j = i + 1;
+      for (; j < where.length; j++) {
+        if (where[j] === '\\' && c === "'") j++;
+        else if (where[j] === c) {
+          if (where[j + 1] === c) j++;
+          else break;
+        }
+      }
+      if (j >= where.length) return `a ${c === "'" ? 'string' : 'quoted name'} opened at character ${i + 1} is not closed`;
+      i = j;
+      continue;
+    }
+    if (c === ';') return `";" at character ${i + 1} (one predicate, not statements)`;
+    // '#' starts a comment in MySQL (in PostgreSQL it is XOR, which a scope predicate can do without).
+    if ((c === '-' && where[i + 1] === '-') || (c === '/' && where[i + 1] === '*') || (c === '*' && where[i + 1] === '/') || c === '#') {
+      return `a comment at character ${i + 1}`;
+    }
+    if (c === '(') depth++;
+    if (c === ')' && --depth < 0) return `")" at character ${i + 1} closes a parenthesis the predicate did not open`;
+  }
+  return depth > 0 ? `${depth} parenthesis(es) left open` : undefined;
+}
 
 /** A MySQL partition name (a plain identifier, at most 64 characters). */
 const mysqlPartitionName = z
@@ -163,7 +201,10 @@ export const mysqlTableUnitSchema = z.strictObject({
     .string()
     .min(1)
     .max(2000)
-    .refine((w) => !/;/.test(w), 'must be one predicate, without ";"')
+    .superRefine((w, ctx) => {
+      const problem = predicateProblem(w);
+      if (problem) ctx.addIssue({ code: 'custom', message: `must be one SQL predicate: ${problem}` });
+    })
     .optional(),
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),

@@ -450,3 +450,17 @@ describe('validateManifest on plain data', () => {
     expect(issues).toEqual([{ path: 'connections["Data Warehouse"]', message: expect.stringContaining('"Data Warehouse" is not a valid name') }]);
   });
 });
+
+describe('a `where` predicate is one SQL expression', () => {
+  it('is read token by token: quotes skipped; a separator, a comment, a stray or missing parenthesis refused with where', async () => {
+    const { predicateProblem } = await import('../../core/manifest/schema.ts');
+    expect(predicateProblem("day >= '2024-01-01' AND region IN ('eu', 'us')")).toBeUndefined();
+    expect(predicateProblem(`note = 'a;b--c' AND "odd ) name" = 1 AND \`x(\` = 'it''s'`)).toBeUndefined();
+    expect(predicateProblem('a = 1) OR (1 = 1')).toMatch(/"\)" at character 6 closes a parenthesis the predicate did not open/);
+    expect(predicateProblem('a = 1; DROP TABLE x')).toMatch(/";" at character 6/);
+    expect(predicateProblem('a = 1 -- and the rest')).toMatch(/a comment at character 7/);
+    expect(predicateProblem('a = 1 /* ) */')).toMatch(/a comment at character 7/);
+    expect(predicateProblem('(a = 1')).toMatch(/1 parenthesis\(es\) left open/);
+    expect(predicateProblem("a = 'open")).toMatch(/a string opened at character 5 is not closed/);
+  });
+});

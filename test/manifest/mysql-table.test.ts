@@ -81,7 +81,7 @@ describe('manifest: mysql-table units', () => {
     );
     const byPath = Object.fromEntries(issues.map((i) => [i.path, i.message]));
     expect(byPath['units[1].partition[1]']).toMatch(/must be a partition name/);
-    expect(byPath['units[1].where']).toMatch(/without ";"/);
+    expect(byPath['units[1].where']).toMatch(/must be one SQL predicate: ";" at character 4/);
     expect(byPath['units[1].bucket']).toMatch(/unknown field "bucket" \(allowed: .*partition.*where/);
   });
 
