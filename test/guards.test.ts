@@ -20,3 +20,18 @@ describe('the version guard reads which versions a request removes for good', ()
     expect(versionDeletions('GET', new URL('http://x/data-1?versions'), Buffer.alloc(0))).toEqual([]);
   });
 });
+
+describe('the drop guard of the test databases', () => {
+  it('records tables dropped by etl-rollback sessions outside etl_rollback, and fails the database\'s drop()', async () => {
+    const { createTestDatabase } = await import('./support/postgres.ts');
+    const pg = (await import('pg')).default;
+    const db = await createTestDatabase('guard');
+    const session = new pg.Client({ connectionString: db.url, application_name: 'etl-rollback' });
+    await session.connect();
+    await session.query('CREATE SCHEMA etl_rollback; CREATE TABLE etl_rollback.rp_x (id int); CREATE TABLE public.orders (id int)');
+    await session.query('DROP TABLE etl_rollback.rp_x'); // its own table: allowed
+    await session.query('DROP TABLE public.orders'); // a table it protects: recorded
+    await session.end();
+    await expect(db.drop()).rejects.toThrow(/etl-rollback dropped table\(s\) of the database it protects: public\.orders \(DROP TABLE public\.orders\)/);
+  });
+});
