@@ -14,12 +14,47 @@ const identifier = z
   .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must start with a lowercase letter and hold only a-z, 0-9, "_" or "-" (at most 63 characters)');
 
 /** `table` or `schema.table`; each part a plain SQL identifier (no quoting games). */
+/**
+ * One part of a table name: a plain SQL identifier, or a quoted one holding anything printable (spaces, quotes
+ * doubled, any script): `"Sales Data"` for PostgreSQL, `` `cart lines` `` for MySQL, each database's own quoting.
+ */
+const PLAIN_PART = '[A-Za-z_][A-Za-z0-9_$]{0,62}';
+const QUOTED_PART = '"(?:[^"\\u0000-\\u001f]|"")+"|`(?:[^`\\u0000-\\u001f]|``)+`';
+const TABLE_NAME = new RegExp(`^(?:(?:${PLAIN_PART}|${QUOTED_PART})\\.)?(?:${PLAIN_PART}|${QUOTED_PART})$`, 'u');
+
+/** The parts of a table name as written: `[schema?, table]`, quotes removed and doubled quotes undone. */
+export function tableNameParts(text: string): string[] {
+  const parts: string[] = [];
+  for (let i = 0; i < text.length; ) {
+    const q = text[i];
+    if (q === '"' || q === '`') {
+      let j = i + 1;
+      let part = '';
+      for (; j < text.length; j++) {
+        if (text[j] === q && text[j + 1] === q) {
+          part += q;
+          j++;
+        } else if (text[j] === q) break;
+        else part += text[j];
+      }
+      parts.push(part);
+      i = j + 2; // past the closing quote and the dot
+    } else {
+      const dot = text.indexOf('.', i);
+      parts.push(text.slice(i, dot < 0 ? text.length : dot));
+      i = dot < 0 ? text.length : dot + 1;
+    }
+  }
+  return parts;
+}
+
 export const tableName = z
   .string()
   .regex(
-    /^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
-    'must be "table" or "schema.table", each part a SQL identifier (letters, digits, "_", "$"; not starting with a digit; at most 63 characters)',
-  );
+    TABLE_NAME,
+    'must be "table" or "schema.table", each part a SQL identifier (letters, digits, "_", "$"; not starting with a digit) or a quoted one ("Sales Data" in PostgreSQL, `cart lines` in MySQL); at most 63 characters each',
+  )
+  .refine((t) => tableNameParts(t).every((p) => p.length >= 1 && p.length <= 63), 'each part of the name may hold at most 63 characters');
 
 export const connectionEngines = ['postgres', 'mysql'] as const;
 export type ConnectionEngine = (typeof connectionEngines)[number];

@@ -40,7 +40,8 @@ export async function mysqlRows(conn: mysql.Connection, database: string, table:
     [database, table],
   );
   const binary = /binary|blob|bit|geometry/i;
-  const fields = cols.map(({ c, t }) => (binary.test(String(t)) ? `IFNULL(CONCAT('0x', HEX(\`${c}\`)), 'NULL')` : `QUOTE(\`${c}\`)`));
-  const [rows] = await conn.query<mysql.RowDataPacket[]>(`SELECT CONCAT_WS(',', ${fields.join(', ')}) AS r FROM \`${database}\`.\`${table}\` WHERE ${where} ORDER BY CAST(r AS BINARY)`);
+  const q = (name: unknown) => `\`${String(name).replace(/`/g, '``')}\``;
+  const fields = cols.map(({ c, t }) => (binary.test(String(t)) ? `IFNULL(CONCAT('0x', HEX(${q(c)})), 'NULL')` : `QUOTE(${q(c)})`));
+  const [rows] = await conn.query<mysql.RowDataPacket[]>(`SELECT CONCAT_WS(',', ${fields.join(', ')}) AS r FROM ${q(database)}.${q(table)} WHERE ${where} ORDER BY CAST(r AS BINARY)`);
   return rows.map((r) => String(r.r));
 }

@@ -1,6 +1,6 @@
 import mysql from 'mysql2/promise';
 import { PreflightError } from '../../errors.ts';
-import type { MysqlTableUnit } from '../../manifest/schema.ts';
+import { tableNameParts, type MysqlTableUnit } from '../../manifest/schema.ts';
 import type { AdapterContext, Check } from '../types.ts';
 import { nameHash, readablePart } from '../table-names.ts';
 
@@ -183,7 +183,10 @@ export interface TableRef {
   display: string;
 }
 
-export const tableRef = (db: string, name: string): TableRef => ({ db, name, sql: `${ident(db)}.${ident(name)}`, display: `${db}.${name}` });
+/** A part as messages and restore points write it: plain when it reads back the same, else in backticks. */
+const displayPart = (part: string): string => (/^[A-Za-z_][A-Za-z0-9_$]*$/.test(part) ? part : `\`${part.replace(/`/g, '``')}\``);
+
+export const tableRef = (db: string, name: string): TableRef => ({ db, name, sql: `${ident(db)}.${ident(name)}`, display: `${displayPart(db)}.${displayPart(name)}` });
 
 export interface FoundTable extends TableRef {
   kind: string;
@@ -192,15 +195,15 @@ export interface FoundTable extends TableRef {
 
 /** Resolves `table` (in the connection's database) or `db.table`; undefined when it does not exist. */
 export async function findTable(conn: mysql.Connection, qualified: string): Promise<FoundTable | undefined> {
-  const dot = qualified.indexOf('.');
+  const parts = tableNameParts(qualified);
   let db: string;
-  if (dot >= 0) db = qualified.slice(0, dot);
+  if (parts.length > 1) db = parts[0]!;
   else {
     const [row] = await select<{ db: string | null }>(conn, 'SELECT DATABASE() AS db');
     if (!row?.db) return undefined;
     db = row.db;
   }
-  const name = dot >= 0 ? qualified.slice(dot + 1) : qualified;
+  const name = parts[parts.length - 1]!;
   const rows = await select<{ db: string; name: string; kind: string; engine: string | null }>(
     conn,
     `SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name, TABLE_TYPE AS kind, ENGINE AS engine
