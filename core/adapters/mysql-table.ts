@@ -8,7 +8,7 @@ import {
   isScoped, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionClause, partitionNamesOf,
   PASSIVE_RULES, POINTS_TABLE, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE,
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
-  select, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withSession, write,
+  select, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withPointLock, withSession, write,
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
 
@@ -99,11 +99,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
   const shadowSql = inRollbackDb(shadowName);
   const scope: Scope = { where: unit.where, partitions: unitPartitions(unit) };
   return withSession(ctx, unit.connection, async (conn) => {
-    // Serialises concurrent captures of the same point: the second waits, then finds it sealed.
-    const lockName = `etlrb:${shadowName}`;
-    const [got] = await select<{ ok: number | string | null }>(conn, 'SELECT GET_LOCK(?, 120) AS ok', [lockName]);
-    if (Number(got?.ok) !== 1) throw new Error(`capture of unit "${unit.id}": another capture of the same restore point held its lock for 2 minutes; retry`);
-    try {
+    return withPointLock(conn, shadowName, unit.id, async () => {
       await ensureRollbackDatabase(conn);
       const existing = await readPointRow(conn, shadowName);
       const shadowExists = await rollbackTableExists(conn, shadowName);
@@ -200,9 +196,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
         ctx.log.info('mysql-table restore point captured', { unit: unit.id, table: source.display, shadowTable: `${ROLLBACK_DATABASE}.${shadowName}`, count });
         return pointFromMeta(unit, meta, shadowName);
       });
-    } finally {
-      await conn.query('SELECT RELEASE_LOCK(?)', [lockName]).catch(() => undefined);
-    }
+    });
   });
 }
 

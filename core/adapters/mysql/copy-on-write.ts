@@ -8,8 +8,8 @@ import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../ty
 import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
-  preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate,
-  select, withSession, write,
+  preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
+  select, withPointLock, withSession, write,
 } from './sql.ts';
 
 /**
@@ -83,22 +83,9 @@ interface TriggerRecord {
   statementMd5: string;
 }
 
-type CowMeta = {
-  tool: 'etl-rollback';
-  kind: 'restore-point';
+/** The point's record: a copy mode's record without partitions or indexes, plus the guard and the triggers. */
+type CowMeta = Omit<ShadowMeta, 'partitions' | 'indexes' | 'sealed'> & {
   mode: 'copy-on-write';
-  version: 1;
-  pipeline: string;
-  deploymentId: string;
-  unitId: string;
-  sourceTable: string;
-  capturedAt: string;
-  count: number;
-  checksum: string;
-  primaryKey: string[];
-  columns: MysqlColumn[];
-  where?: string;
-  autoIncrement: string | null;
   guard: { table: string; constraint: string };
   triggers: TriggerRecord[];
   sealed: true;
@@ -180,10 +167,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
   const undo = inRollbackDb(n.undo);
   return withSession(ctx, unit.connection, async (conn) => {
-    const lockName = `etlrb:${n.undo}`;
-    const [got] = await select<{ ok: number | string | null }>(conn, 'SELECT GET_LOCK(?, 120) AS ok', [lockName]);
-    if (Number(got?.ok) !== 1) throw new Error(`capture of unit "${unit.id}": another capture of the same restore point held its lock for 2 minutes; retry`);
-    try {
+    return withPointLock(conn, n.undo, unit.id, async () => {
       await ensureRollbackDatabase(conn);
       const existing = await readPointRow(conn, n.undo);
       if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
@@ -296,9 +280,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
         ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
         return pointFromMeta(unit, meta, n.undo);
       });
-    } finally {
-      await conn.query('SELECT RELEASE_LOCK(?)', [lockName]).catch(() => undefined);
-    }
+    });
   });
 }
 

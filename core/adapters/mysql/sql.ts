@@ -167,6 +167,21 @@ export async function inTransaction<T>(conn: mysql.Connection, begin: string, fn
   }
 }
 
+/**
+ * Runs `fn` holding the named lock of one restore point (GET_LOCK, on this session): concurrent captures of the same
+ * point are serialised, the second waits, then finds the point sealed. Waits up to 2 minutes.
+ */
+export async function withPointLock<T>(conn: mysql.Connection, tableName: string, unitId: string, fn: () => Promise<T>): Promise<T> {
+  const lockName = `etlrb:${tableName}`;
+  const [got] = await select<{ ok: number | string | null }>(conn, 'SELECT GET_LOCK(?, 120) AS ok', [lockName]);
+  if (Number(got?.ok) !== 1) throw new Error(`capture of unit "${unitId}": another capture of the same restore point held its lock for 2 minutes; retry`);
+  try {
+    return await fn();
+  } finally {
+    await conn.query('SELECT RELEASE_LOCK(?)', [lockName]).catch(() => undefined);
+  }
+}
+
 export const errno = (error: unknown): number | undefined => (error as { errno?: unknown } | null)?.errno as number | undefined;
 export const ER_BAD_DB_ERROR = 1049;
 export const ER_NO_SUCH_TABLE = 1146;
