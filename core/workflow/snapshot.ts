@@ -28,6 +28,12 @@ export interface SnapshotSealed {
   points: CapturedUnit[];
 }
 
+/** How long a snapshot may hold its pipeline's lock before another run may take it over (a snapshot that died). */
+export const SNAPSHOT_LOCK_TTL_SECONDS = 2 * 60 * 60;
+
+/** The lock holder of a snapshot: it names the deployment, so a rollback refused by it says which snapshot runs. */
+export const snapshotLockHolder = (deploymentId: string): string => `snapshot-${deploymentId}`;
+
 /**
  * Validates the request and its manifest, stores the manifest as deployed and registers the deployment.
  * Idempotent: a retry with the same manifest returns the same units; a different manifest is refused.
@@ -46,6 +52,10 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
   if (manifest.pipeline !== request.pipeline) {
     throw new InputError(`pipeline: the request names "${request.pipeline}" but the manifest is for "${manifest.pipeline}"`);
   }
+  // The pipeline's lock, before anything is written: a rollback restoring the tables now would have the snapshot
+  // capture them half-restored (and a snapshot must not start under a rollback). Re-entrant for this snapshot (a retried
+  // task); released by "Seal snapshot" or by the failure path.
+  await deps.ledger.acquireLock(request.pipeline, snapshotLockHolder(request.deploymentId), request.deploymentId, SNAPSHOT_LOCK_TTL_SECONDS);
   const manifestKey = stateKeys.manifest(request.pipeline, request.deploymentId);
   await store.putJsonOnce(manifestKey, manifest, `the manifest of deployment "${request.deploymentId}"`);
   const units = manifest.units.map((u) => u.id);
@@ -117,6 +127,7 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
     throw new RestorePointMissingError(`deployment "${ids.deploymentId}" lacks restore points for: ${missing.join(', ')}`);
   }
   if (deployment.status !== 'READY') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'READY');
+  await deps.ledger.releaseLock(ids.pipeline, snapshotLockHolder(ids.deploymentId));
   deps.log.info('snapshot sealed', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, units: points.length });
   return {
     pipeline: ids.pipeline,
@@ -130,6 +141,8 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
 export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipeline: string; deploymentId: string; error?: CaughtError }): Promise<void> {
   const error = summarizeCaught(input.error);
   const deployment = await deps.ledger.getDeployment(input.pipeline, input.deploymentId);
-  if (deployment) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
+  // Refused because the pipeline was locked by another run: nothing of this snapshot was written, nothing to mark.
+  if (deployment && error.name !== 'LockHeldError') await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
+  await deps.ledger.releaseLock(input.pipeline, snapshotLockHolder(input.deploymentId));
   deps.log.warn('snapshot failed', { pipeline: input.pipeline, deploymentId: input.deploymentId, error });
 }
