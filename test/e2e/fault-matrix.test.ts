@@ -11,6 +11,8 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { CreateDBInstanceCommand, DescribeDBInstancesCommand, RDSClient, RemoveTagsFromResourceCommand } from '@aws-sdk/client-rds';
+import { TAG } from '../../core/adapters/rds/names.ts';
 import type mysql from 'mysql2/promise';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,8 +29,8 @@ import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysq
 import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
 
 /**
- * The fault matrix. A clean rollback of a pipeline with an S3 prefix, a PostgreSQL table and a MySQL table is
- * recorded first: every write it makes (S3 and DynamoDB requests, SQL write statements), in order. Then, for each of
+ * The fault matrix. A clean rollback of a pipeline with an S3 prefix, a PostgreSQL table, a MySQL table and an RDS
+ * instance is recorded first: every write it makes (S3, DynamoDB and RDS requests, SQL write statements), in order. Then, for each of
  * those writes, the same damage is done again and a rollback runs with that one write failing (before it reaches the
  * service, or after, with the answer lost): the run stops as the state machine's Catch paths make it stop; a second,
  * clean rollback follows. After each pair: the data equals the restore point, the rows and objects the deploy wrote
@@ -43,7 +45,11 @@ process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-faults');
 type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
 
 const s3 = new S3Client({ forcePathStyle: true });
+const rds = new RDSClient({});
 const pipeline = uniqueName('faults');
+const instanceId = uniqueName('faults-db');
+/** RDS poll loops without their waits (moto makes instances and snapshots available at once). */
+const NO_WAITS = { 'Wait for capture': 0, 'Wait for restore': 0 };
 const bucket = uniqueName('lake');
 let pgDb: TestDatabase;
 let pgSql: pg.Client;
@@ -58,6 +64,13 @@ interface Snapshot {
   objects: Record<string, string>;
   staging: string[];
   carts: string[];
+  /** The instance under its own identifier is there and available (a rollback swaps in a copy restored from its snapshot). */
+  instance: string;
+}
+
+/** The identifiers of every instance of the unit: the live one, and the originals and copies a rollback keeps. */
+async function instances(): Promise<string[]> {
+  return ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).map((i) => i.DBInstanceIdentifier!).filter((id) => id.startsWith(instanceId));
 }
 
 async function snapshot(): Promise<Snapshot> {
@@ -69,7 +82,8 @@ async function snapshot(): Promise<Snapshot> {
   }
   const staging = (await pgSql.query<{ r: string }>(`SELECT id || ':' || v AS r FROM staging ORDER BY id`)).rows.map((r) => r.r);
   const [carts] = await mySql.query<mysql.RowDataPacket[]>(`SELECT CONCAT(id, ':', v) AS r FROM carts ORDER BY id`);
-  return { objects, staging, carts: carts.map((r) => String(r.r)) };
+  const live = ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).find((i) => i.DBInstanceIdentifier === instanceId);
+  return { objects, staging, carts: carts.map((r) => String(r.r)), instance: live ? `${live.DBInstanceIdentifier} ${live.DBInstanceStatus}` : 'absent' };
 }
 
 async function versionCount(): Promise<number> {
@@ -88,6 +102,11 @@ async function damage(): Promise<void> {
   await mySql.query(`UPDATE carts SET v = 'bad' WHERE id IN (1, 2)`);
   await mySql.query(`DELETE FROM carts WHERE id = 3`);
   await mySql.query(`INSERT INTO carts VALUES (100, 'bad')`);
+  // The database instance: moto keeps no data to damage, so the deploy's mark is that the live instance is no longer
+  // the copy an earlier rollback restored (its restore tags gone, as after writes etl-rollback cannot see): the next
+  // rollback restores it again, with every RDS write that takes.
+  const live = ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).find((i) => i.DBInstanceIdentifier === instanceId);
+  if (live?.DBInstanceArn) await rds.send(new RemoveTagsFromResourceCommand({ ResourceName: live.DBInstanceArn, TagKeys: [TAG.point, TAG.restoredFrom, TAG.run] }));
 }
 
 /** The ids of the deploy's rows (v = 'bad') kept in the quarantine tables of these runs. */
@@ -122,6 +141,7 @@ async function reportOf(runId: string): Promise<{ runId: string; status: string 
 function faultyDeps(plan: FaultPlan): Partial<WorkflowDeps> {
   return {
     s3: withFaults(new S3Client({ forcePathStyle: true }), 's3', plan),
+    rds: withFaults(new RDSClient({}), 'rds', plan),
     ledger: new Ledger(withFaults(new DynamoDBClient({}), 'dynamodb', plan), process.env.ETL_ROLLBACK_LEDGER_TABLE!),
     connectors: {
       postgres: (connections, secrets) => faultyPostgres(postgresConnector(connections, secrets), plan),
@@ -134,6 +154,16 @@ beforeAll(async () => {
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
   for (const k of ['a', 'b', 'c']) await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `raw/${k}.csv`, Body: `good ${k}` }));
+  await rds.send(
+    new CreateDBInstanceCommand({
+      DBInstanceIdentifier: instanceId,
+      Engine: 'postgres',
+      DBInstanceClass: 'db.t3.small',
+      AllocatedStorage: 20,
+      MasterUsername: 'etl',
+      MasterUserPassword: 'not-a-secret-1',
+    }),
+  );
   pgDb = await createTestDatabase('faults');
   pgSql = await pgDb.client();
   await pgSql.query(`CREATE TABLE staging (id int PRIMARY KEY, v text NOT NULL)`);
@@ -150,6 +180,7 @@ beforeAll(async () => {
       { id: 'raw', type: 's3-prefix', bucket, prefix: 'raw/' },
       { id: 'staging', type: 'postgres-table', connection: 'warehouse', table: 'public.staging', dependsOn: ['raw'] },
       { id: 'carts', type: 'mysql-table', connection: 'shop', table: `${myDb.name}.carts`, dependsOn: ['raw'] },
+      { id: 'db', type: 'rds-instance', instanceId },
     ],
   };
   manifestFile = join(mkdtempSync(join(tmpdir(), 'etl-rollback-faults-')), 'faults.yaml');
@@ -177,7 +208,7 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     // 1. The recorded run: no fault, every write listed.
     await damage();
     plan.arm();
-    const clean = await runLocal('rollback', request, { name: uniqueName('recorded'), deps });
+    const clean = await runLocal('rollback', request, { name: uniqueName('recorded'), deps, waitTimeOverrides: NO_WAITS });
     expect(clean.status, JSON.stringify(clean)).toBe('SUCCEEDED');
     expect(await snapshot()).toEqual(captured);
     const points: WritePoint[] = [...plan.recorded];
@@ -186,6 +217,7 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     expect(byChannel.dynamodb ?? 0).toBeGreaterThan(0);
     expect(byChannel.postgres ?? 0).toBeGreaterThan(0);
     expect(byChannel.mysql ?? 0).toBeGreaterThan(0);
+    expect(byChannel.rds ?? 0).toBeGreaterThan(0);
 
     // 2. Each point, each way.
     const outcomes: string[] = [];
@@ -195,9 +227,10 @@ describe('fault matrix: every write of a rollback fails once, before or after it
       for (const when of ['before', 'after'] as When[]) {
         await damage();
         const versionsBefore = await versionCount();
+        const instancesBefore = await instances();
         const first = uniqueName('faulted');
         plan.arm({ ...point, when });
-        const r1 = await runLocal('rollback', request, { name: first, deps });
+        const r1 = await runLocal('rollback', request, { name: first, deps, waitTimeOverrides: NO_WAITS });
         const fired = plan.fired;
         plan.arm();
         if (fired) injected += 1;
@@ -218,7 +251,7 @@ describe('fault matrix: every write of a rollback fails once, before or after it
           locksBroken += 1;
         }
         const second = uniqueName('rerun');
-        const r2 = await runLocal('rollback', request, { name: second, deps });
+        const r2 = await runLocal('rollback', request, { name: second, deps, waitTimeOverrides: NO_WAITS });
         expect(r2.status, `${label}: the rerun: ${JSON.stringify(r2)}`).toBe('SUCCEEDED');
         expect(await snapshot(), `${label}: converged`).toEqual(captured);
         expect(await ledger.getLock(pipeline), `${label}: lock released`).toBeUndefined();
@@ -227,6 +260,9 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         // Nothing lost: the deploy's rows are in a quarantine of one of the two runs; no object version is gone.
         expect(await quarantinedBad([first, second]), `${label}: rows kept`).toEqual({ staging: [1, 2, 100], carts: [1, 2, 100] });
         expect(await versionCount(), `${label}: versions kept`).toBeGreaterThanOrEqual(versionsBefore);
+        // No database instance is deleted: the original is kept renamed, the restored copy is swapped in.
+        const instancesAfter = await instances();
+        expect(instancesBefore.filter((id) => id !== instanceId && !instancesAfter.includes(id)), `${label}: instances kept`).toEqual([]);
         outcomes.push(`${label}: first run ${r1.status}${r1.status === 'FAILED' ? ` (${r1.error})` : ''}, ledger ${run1?.status ?? 'none'}${lock ? ', lock broken' : ''}`);
       }
     }
@@ -247,7 +283,7 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     const snapshotOf = (deploymentId: string) => ({ pipeline, deploymentId, manifest, requestedBy: 'test', reason: 'fault matrix' });
 
     plan.arm();
-    const clean = await runLocal('snapshot', snapshotOf('d-snap-recorded'), { name: uniqueName('snap-recorded'), deps });
+    const clean = await runLocal('snapshot', snapshotOf('d-snap-recorded'), { name: uniqueName('snap-recorded'), deps, waitTimeOverrides: NO_WAITS });
     expect(clean.status, JSON.stringify(clean)).toBe('SUCCEEDED');
     const points: WritePoint[] = [...plan.recorded];
     expect(points.length).toBeGreaterThan(0);
@@ -260,16 +296,16 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         const deploymentId = `d-snap-${i}`;
         const label = `${when} ${pointName(point)}`;
         plan.arm({ ...point, when });
-        const r1 = await runLocal('snapshot', snapshotOf(deploymentId), { name: uniqueName('snap-faulted'), deps });
+        const r1 = await runLocal('snapshot', snapshotOf(deploymentId), { name: uniqueName('snap-faulted'), deps, waitTimeOverrides: NO_WAITS });
         expect(plan.fired, label).toBe(true);
         plan.arm();
         if (r1.status === 'FAILED') failedFirst += 1;
         // The operator runs the snapshot again: it finishes the restore point, or says why it cannot.
-        const r2 = await runLocal('snapshot', snapshotOf(deploymentId), { name: uniqueName('snap-again'), deps });
+        const r2 = await runLocal('snapshot', snapshotOf(deploymentId), { name: uniqueName('snap-again'), deps, waitTimeOverrides: NO_WAITS });
         expect(r2.status, `${label}: ${JSON.stringify(r2)}`).toBe('SUCCEEDED');
         // The restore point it made is the state at capture: damage, roll back to it, compare.
         await damage();
-        const back = await runLocal('rollback', { pipeline, deploymentId, requestedBy: 'test' }, { name: uniqueName('snap-check'), deps });
+        const back = await runLocal('rollback', { pipeline, deploymentId, requestedBy: 'test' }, { name: uniqueName('snap-check'), deps, waitTimeOverrides: NO_WAITS });
         expect(back.status, `${label}: rollback to it: ${JSON.stringify(back)}`).toBe('SUCCEEDED');
         expect(await snapshot(), `${label}: the restore point is the captured state`).toEqual(captured);
       }

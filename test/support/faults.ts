@@ -1,4 +1,5 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -17,7 +18,7 @@ import { POSTGRES_ADMIN_URL } from './postgres.ts';
  *   session is terminated just after the statement returned, so whatever its open transaction held is rolled back.
  */
 
-export type Channel = 's3' | 'dynamodb' | 'postgres' | 'mysql';
+export type Channel = 's3' | 'dynamodb' | 'rds' | 'postgres' | 'mysql';
 export type When = 'before' | 'after';
 
 export interface WritePoint {
@@ -61,10 +62,11 @@ export function injectedFault(channel: Channel, kind: string, when: When): Error
 
 const S3_WRITES = /^(Put|Copy|Delete|CompleteMultipartUpload|CreateMultipartUpload|UploadPart|AbortMultipartUpload|RestoreObject)/;
 const DYNAMODB_WRITES = /^(Put|Update|Delete|BatchWrite|TransactWrite)/;
+const RDS_WRITES = /^(Create|Restore|Modify|Delete|AddTags|RemoveTags|Reboot|Start|Stop|Promote|Copy|Failover)/;
 
 /** Adds the fault middleware to a client (before retries: an injected fault is not retried by the SDK). */
-export function withFaults<C extends S3Client | DynamoDBClient>(client: C, channel: 's3' | 'dynamodb', plan: FaultPlan): C {
-  const writes = channel === 's3' ? S3_WRITES : DYNAMODB_WRITES;
+export function withFaults<C extends S3Client | DynamoDBClient | RDSClient>(client: C, channel: 's3' | 'dynamodb' | 'rds', plan: FaultPlan): C {
+  const writes = channel === 's3' ? S3_WRITES : channel === 'rds' ? RDS_WRITES : DYNAMODB_WRITES;
   (client.middlewareStack as S3Client['middlewareStack']).add(
     (next, context) => async (args) => {
       const kind = String(context.commandName ?? '').replace(/Command$/, '');
