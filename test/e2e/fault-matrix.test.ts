@@ -70,7 +70,25 @@ interface Snapshot {
 
 /** The identifiers of every instance of the unit: the live one, and the originals and copies a rollback keeps. */
 async function instances(): Promise<string[]> {
-  return ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).map((i) => i.DBInstanceIdentifier!).filter((id) => id.startsWith(instanceId));
+  const ids: string[] = [];
+  let marker: string | undefined;
+  do {
+    // Pages of 100 at most: the kept originals and restored copies add up over the matrix.
+    const page = await rds.send(new DescribeDBInstancesCommand({ Marker: marker }));
+    ids.push(...(page.DBInstances ?? []).map((i) => i.DBInstanceIdentifier!).filter((id) => id.startsWith(instanceId)));
+    marker = page.Marker;
+  } while (marker);
+  return ids;
+}
+
+async function liveInstance(): Promise<string> {
+  try {
+    const live = (await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: instanceId }))).DBInstances?.[0];
+    return live ? `${live.DBInstanceIdentifier} ${live.DBInstanceStatus}` : 'absent';
+  } catch (error) {
+    if ((error as Error).name === 'DBInstanceNotFoundFault') return 'absent';
+    throw error;
+  }
 }
 
 async function snapshot(): Promise<Snapshot> {
@@ -82,8 +100,7 @@ async function snapshot(): Promise<Snapshot> {
   }
   const staging = (await pgSql.query<{ r: string }>(`SELECT id || ':' || v AS r FROM staging ORDER BY id`)).rows.map((r) => r.r);
   const [carts] = await mySql.query<mysql.RowDataPacket[]>(`SELECT CONCAT(id, ':', v) AS r FROM carts ORDER BY id`);
-  const live = ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).find((i) => i.DBInstanceIdentifier === instanceId);
-  return { objects, staging, carts: carts.map((r) => String(r.r)), instance: live ? `${live.DBInstanceIdentifier} ${live.DBInstanceStatus}` : 'absent' };
+  return { objects, staging, carts: carts.map((r) => String(r.r)), instance: await liveInstance() };
 }
 
 async function versionCount(): Promise<number> {
@@ -105,7 +122,10 @@ async function damage(): Promise<void> {
   // The database instance: moto keeps no data to damage, so the deploy's mark is that the live instance is no longer
   // the copy an earlier rollback restored (its restore tags gone, as after writes etl-rollback cannot see): the next
   // rollback restores it again, with every RDS write that takes.
-  const live = ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).find((i) => i.DBInstanceIdentifier === instanceId);
+  const live = await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: instanceId })).then(
+    (out) => out.DBInstances?.[0],
+    () => undefined,
+  );
   if (live?.DBInstanceArn) await rds.send(new RemoveTagsFromResourceCommand({ ResourceName: live.DBInstanceArn, TagKeys: [TAG.point, TAG.restoredFrom, TAG.run] }));
 }
 
