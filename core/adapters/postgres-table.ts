@@ -19,13 +19,13 @@ import {
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
 import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
-import { lockKey, quarantineTableName, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
+import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { planRows, replacedRows, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
-import { cols, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
+import { cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './postgres/triggers.ts';
 
 /**
@@ -499,26 +499,17 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           let keptAt: string | undefined;
           let rowsQuarantined = 0;
           if (estimate.rowsQuarantined > 0) {
-            const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
-            const qSql = `${ident(ROLLBACK_SCHEMA)}.${ident(qName)}`;
-            await client.query(`CREATE TABLE IF NOT EXISTS ${qSql} (LIKE ${p.live.sql})`);
-            const note = {
-              tool: 'etl-rollback',
-              kind: 'quarantine',
-              pipeline: ctx.pipeline,
+            const q = await ensureQuarantine(client, ctx, {
               runId,
               unitId: unit.id,
-              table: p.live.display,
+              live: p.live,
               scope: p.scope.describe,
               restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, shadowTable: p.shadow.display },
-              at: ctx.now().toISOString(),
-              reason: 'live rows deleted or overwritten by the rollback restore',
-            };
-            await client.query(`COMMENT ON TABLE ${qSql} IS ${literal(JSON.stringify(note))}`);
+            });
             const all = p.columns.map((c) => c.name);
             rowsQuarantined =
-              (await client.query(`INSERT INTO ${qSql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}`)).rowCount ?? 0;
-            keptAt = `${ROLLBACK_SCHEMA}.${qName}`;
+              (await client.query(`INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}`)).rowCount ?? 0;
+            keptAt = q.display;
           }
 
           // 3. The captured definition, if the deploy altered it.

@@ -5,11 +5,11 @@ import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum } from './checksum.ts';
-import { cowTriggerNames, lockKey, quarantineTableName, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
+import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { cols, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
+import { cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './triggers.ts';
 
 /**
@@ -572,33 +572,24 @@ export function copyOnWrite(parts: CowAdapterParts) {
         let keptAt: string | undefined;
         let rowsQuarantined = 0;
         if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || p.schema.rewritesData) {
-          const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
-          const qSql = `${ident(ROLLBACK_SCHEMA)}.${ident(qName)}`;
-          await client.query(`CREATE TABLE IF NOT EXISTS ${qSql} (LIKE ${p.live.sql})`);
-          const note = {
-            tool: 'etl-rollback',
-            kind: 'quarantine',
-            pipeline: ctx.pipeline,
+          const q = await ensureQuarantine(client, ctx, {
             runId,
             unitId: unit.id,
-            table: p.live.display,
+            live: p.live,
             scope: p.scope.describe,
             restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
-            at: ctx.now().toISOString(),
-            reason: 'live rows deleted or overwritten by the rollback restore',
-          };
-          await client.query(`COMMENT ON TABLE ${qSql} IS ${literal(JSON.stringify(note))}`);
+          });
           const all = (await liveColumns(client, p.live.oid)).map((c) => c.name);
           // Dropping a column the deploy added changes every row: then every row is kept (as in copy mode).
           rowsQuarantined =
             (
               await client.query(
                 p.schema.rewritesData
-                  ? `INSERT INTO ${qSql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l`
-                  : `INSERT INTO ${qSql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE (${w.remove}) OR (${w.overwrite})`,
+                  ? `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l`
+                  : `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE (${w.remove}) OR (${w.overwrite})`,
               )
             ).rowCount ?? 0;
-          keptAt = `${ROLLBACK_SCHEMA}.${qName}`;
+          keptAt = q.display;
         }
         for (const step of p.schema.before) await client.query(step.sql);
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { AdapterContext } from '../types.ts';
-import { lockKey, ROLLBACK_SCHEMA } from './names.ts';
+import { lockKey, quarantineTableName, ROLLBACK_SCHEMA } from './names.ts';
 
 /**
  * SQL text builders and transaction plumbing shared by the table adapter's parts. Engine-neutral in shape (a MySQL
@@ -87,4 +87,32 @@ export async function ensureRollbackSchema(client: pg.Client): Promise<void> {
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;
   }
+}
+
+/**
+ * The quarantine table of one run of one unit (`etl_rollback.q_…`, the live table's columns), made if missing, with a
+ * COMMENT that says whose rows it keeps and why. Returns its quoted name and its name for people and reports.
+ */
+export async function ensureQuarantine(
+  client: pg.Client,
+  ctx: Pick<AdapterContext, 'pipeline' | 'now'>,
+  q: { runId: string; unitId: string; live: { sql: string; display: string }; scope: string; restorePoint: Record<string, unknown> },
+): Promise<{ sql: string; display: string }> {
+  const name = quarantineTableName(ctx.pipeline, q.runId, q.unitId);
+  const sql = `${ident(ROLLBACK_SCHEMA)}.${ident(name)}`;
+  await client.query(`CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`);
+  const note = {
+    tool: 'etl-rollback',
+    kind: 'quarantine',
+    pipeline: ctx.pipeline,
+    runId: q.runId,
+    unitId: q.unitId,
+    table: q.live.display,
+    scope: q.scope,
+    restorePoint: q.restorePoint,
+    at: ctx.now().toISOString(),
+    reason: 'live rows deleted or overwritten by the rollback restore',
+  };
+  await client.query(`COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`);
+  return { sql, display: `${ROLLBACK_SCHEMA}.${name}` };
 }
