@@ -13,7 +13,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { RDSClient } from '@aws-sdk/client-rds';
-import { destroyingS3, testS3, uniqueName } from '../support/aws.ts';
+import { destroyingS3, liveEtags, testS3, uniqueName } from '../support/aws.ts';
 import {
   compareKeys,
   contentChecksum,
@@ -88,19 +88,6 @@ async function versionFingerprint(bucket: string, prefix = ''): Promise<string[]
   return [...all.entries()].flatMap(([k, s]) => [...s.versions.map((v) => `${k} v ${v}`), ...s.markers.map((m) => `${k} m ${m}`)]).sort();
 }
 
-/** key → ETag of its latest object, as S3 computed it from the bytes: a cheap content read-back for large prefixes. */
-async function liveEtags(bucket: string, prefix: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  let KeyMarker: string | undefined;
-  let VersionIdMarker: string | undefined;
-  for (;;) {
-    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker, VersionIdMarker }));
-    for (const v of page.Versions ?? []) if (v.IsLatest) out[v.Key!] = v.ETag!;
-    if (!page.IsTruncated) return out;
-    KeyMarker = page.NextKeyMarker;
-    VersionIdMarker = page.NextVersionIdMarker;
-  }
-}
 
 async function body(bucket: string, key: string, versionId?: string): Promise<string> {
   const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, VersionId: versionId }));
@@ -583,7 +570,7 @@ describe('s3-prefix adapter (moto)', () => {
     await mapLimit(keys, 32, (k) => put(e.bucket, k, `v1 ${k}`));
     const point = await s3PrefixAdapter.capture(e.unit, e.ctx);
     expect(point.count).toBe(2500);
-    const captured = await liveEtags(e.bucket, 'big/');
+    const captured = await liveEtags(s3, e.bucket, 'big/');
     expect(Object.keys(captured)).toEqual(keys);
 
     await put(e.bucket, 'big/0000.txt', 'v2');
@@ -591,7 +578,7 @@ describe('s3-prefix adapter (moto)', () => {
     await del(e.bucket, 'big/0555.txt');
     const outcome = await s3PrefixAdapter.restore(e.unit, point, e.ctx);
     expect(outcome.changes).toEqual({ objectsCopied: 2, deleteMarkersRemoved: 1, objectsDeleted: 0, objectsUnchanged: 2497, bytesCopied: 30 });
-    expect(await liveEtags(e.bucket, 'big/')).toEqual(captured);
+    expect(await liveEtags(s3, e.bucket, 'big/')).toEqual(captured);
     for (const k of ['big/0000.txt', 'big/0555.txt', 'big/2499.txt']) expect(await body(e.bucket, k)).toBe(`v1 ${k}`);
 
     // Back to the empty point: 2500 deletions, in three DeleteObjects batches (1000, 1000, 500), counted at the SDK.
@@ -608,13 +595,13 @@ describe('s3-prefix adapter (moto)', () => {
     const emptied = await s3PrefixAdapter.restore(e.unit, empty, { ...ctxEmpty, s3: counting });
     expect(emptied.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 0, objectsDeleted: 2500, objectsUnchanged: 0, bytesCopied: 0 });
     expect(batches).toEqual([1000, 1000, 500]);
-    expect(await liveEtags(e.bucket, 'big/')).toEqual({});
+    expect(await liveEtags(s3, e.bucket, 'big/')).toEqual({});
 
     // Forward again: every key is hidden only by a marker (above the captured version or a previous restore's copy).
     const versionsBefore = await versionsOf(e.bucket, 'big/');
     const back = await s3PrefixAdapter.restore(e.unit, point, e.ctx);
     expect(back.changes).toEqual({ objectsCopied: 0, deleteMarkersRemoved: 2500, objectsDeleted: 0, objectsUnchanged: 0, bytesCopied: 0 });
-    expect(await liveEtags(e.bucket, 'big/')).toEqual(captured);
+    expect(await liveEtags(s3, e.bucket, 'big/')).toEqual(captured);
     const versionsAfter = await versionsOf(e.bucket, 'big/');
     expect([...versionsAfter.values()].map((s) => s.versions)).toEqual([...versionsBefore.values()].map((s) => s.versions));
     expect((await s3PrefixAdapter.verify(e.unit, point, e.ctx)).every((c) => c.ok)).toBe(true);

@@ -1,14 +1,14 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, ListObjectVersionsCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../cli/main.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { shardIndexSchema } from '../../core/adapters/s3-prefix.ts';
 import { del, newBucket, put, s3, versionFingerprint } from '../adapters/s3/helpers.ts';
-import { uniqueName } from '../support/aws.ts';
+import { liveEtags, uniqueName } from '../support/aws.ts';
 
 // This file's own ledger table and state bucket (the handlers read them at first import), and the s3-prefix adapter's
 // shard size and distributed threshold lowered so that 2,500 objects take the Distributed Map path.
@@ -19,18 +19,6 @@ process.env.ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD = '2000';
 
 const keyOf = (i: number) => `data/part-${String(i).padStart(4, '0')}.csv`;
 
-async function liveEtags(bucket: string, prefix: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  let KeyMarker: string | undefined;
-  let VersionIdMarker: string | undefined;
-  for (;;) {
-    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker, VersionIdMarker }));
-    for (const v of page.Versions ?? []) if (v.IsLatest) out[v.Key!] = v.ETag!;
-    if (!page.IsTruncated) return out;
-    KeyMarker = page.NextKeyMarker;
-    VersionIdMarker = page.NextVersionIdMarker;
-  }
-}
 
 async function cli(...args: string[]) {
   let stdout = '';
@@ -59,7 +47,7 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
   it('captures the prefix as 3 shards and an index, restores it through "Restore shards" (the child file run per batch), and verifies', async () => {
     const snap = await cli('snapshot', manifestPath, '--deployment', deployment, '--local', '--json');
     expect(snap.code, snap.stderr + snap.stdout).toBe(0);
-    const captured = await liveEtags(bucket, 'data/');
+    const captured = await liveEtags(s3, bucket, 'data/');
 
     const indexKey = `restore-points/${pipeline}/${deployment}/lake/versions.json`;
     const indexObject = await s3.send(new GetObjectCommand({ Bucket: process.env.ETL_ROLLBACK_STATE_BUCKET, Key: indexKey }));
@@ -86,7 +74,7 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
     expect(unit.notes.join(' | ')).not.toContain('restore in progress');
 
     // State read back from moto: the prefix equals the restore point; writes only where changed; neighbour untouched.
-    expect(await liveEtags(bucket, 'data/')).toEqual(captured);
+    expect(await liveEtags(s3, bucket, 'data/')).toEqual(captured);
     const after = await versionFingerprint(bucket, '');
     expect(after.filter((v) => !before.includes(v))).toHaveLength(5); // 2 copies + 3 delete markers
     expect(before.filter((v) => !after.includes(v))).toHaveLength(1); // 1 delete marker removed

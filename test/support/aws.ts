@@ -1,4 +1,4 @@
-import { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { randomBytes } from 'node:crypto';
 import { TEST_INTENT_HEADER } from './version-guard.ts';
@@ -32,4 +32,18 @@ export function testDynamo(): DynamoDBClient {
 /** A name no other test uses (buckets, tables, pipelines). */
 export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
+}
+
+/** key → ETag of every current object under a prefix, as S3 computed it from the bytes: a cheap content read-back. */
+export async function liveEtags(s3: S3Client, bucket: string, prefix: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  let KeyMarker: string | undefined;
+  let VersionIdMarker: string | undefined;
+  for (;;) {
+    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker, VersionIdMarker }));
+    for (const v of page.Versions ?? []) if (v.IsLatest) out[v.Key!] = v.ETag!;
+    if (!page.IsTruncated) return out;
+    KeyMarker = page.NextKeyMarker;
+    VersionIdMarker = page.NextVersionIdMarker;
+  }
 }

@@ -12,20 +12,8 @@ import {
   type ManifestEntry,
 } from '../../../core/adapters/s3-prefix.ts';
 import { bytes, contextFor, del, newBucket, put, s3, unitFor, versionFingerprint } from './helpers.ts';
+import { liveEtags } from '../../support/aws.ts';
 
-/** key → ETag of every current object under a prefix (content identity; bytes are read for the keys that changed). */
-async function liveEtags(bucket: string, prefix: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  let KeyMarker: string | undefined;
-  let VersionIdMarker: string | undefined;
-  for (;;) {
-    const page = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker, VersionIdMarker }));
-    for (const v of page.Versions ?? []) if (v.IsLatest) out[v.Key!] = v.ETag!;
-    if (!page.IsTruncated) return out;
-    KeyMarker = page.NextKeyMarker;
-    VersionIdMarker = page.NextVersionIdMarker;
-  }
-}
 
 async function putMany(bucket: string, keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => put(bucket, k, `v1 of ${k}`, { ContentType: 'text/csv' })));
@@ -49,7 +37,7 @@ describe('s3-prefix sharded version manifests (moto)', () => {
     const ctx = contextFor(state);
     const point = await adapter.capture(unit, ctx);
     expect(point.count).toBe(2500);
-    const captured = await liveEtags(bucket, 'p/');
+    const captured = await liveEtags(s3, bucket, 'p/');
 
     // The index, read back from the state bucket; each shard is gzip JSON lines matching its index entry.
     const index = shardIndexSchema.parse(JSON.parse((await body(state, manifestKeyFor('orders', ctx.deploymentId, 'raw'))).toString('utf8')));
@@ -92,7 +80,7 @@ describe('s3-prefix sharded version manifests (moto)', () => {
     expect(rest.changes).toMatchObject({ objectsCopied: 1, objectsDeleted: 2, deleteMarkersRemoved: 1, objectsUnchanged: 1498 });
     expect(first.writes + rest.writes).toBe(6);
 
-    expect(await liveEtags(bucket, 'p/')).toEqual(captured);
+    expect(await liveEtags(s3, bucket, 'p/')).toEqual(captured);
     expect((await bytes(bucket, keyOf(5))).toString()).toBe(`v1 of ${keyOf(5)}`);
     const checks = await adapter.verify(unit, point, ctx);
     expect(checks.every((c) => c.ok), JSON.stringify(checks)).toBe(true);
