@@ -3,6 +3,8 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { type Command, Option } from 'commander';
 import { EXIT, InputError } from '../core/errors.ts';
 import { Ledger } from '../core/ledger/ledger.ts';
+import { loadManifestFile } from '../core/manifest/load.ts';
+import { completeDeployment } from '../core/workflow/change-capture.ts';
 import { ensureAuditBucket, type ObjectLockMode } from '../core/report/audit.ts';
 import { currentUser } from './engine.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
@@ -163,6 +165,27 @@ export function registerInspectCommands(program: Command, io: Io, setExit: (code
           ? `lock of ${pipeline} broken: it was held by run "${broken.holder}" (deployment ${broken.deploymentId}, since ${broken.acquiredAt}); recorded`
           : `${pipeline} is not locked; nothing to do`,
       );
+      setExit(EXIT.ok);
+    });
+
+  program
+    .command('complete')
+    .description('declare a deploy complete: its change capture (s3-prefix units with capture: change-log) stops recording')
+    .argument('<manifest>', 'path to the manifest (YAML or JSON)')
+    .requiredOption('--deployment <id>', 'the deployment whose deploy has finished')
+    .addOption(new Option('--requested-by <who>', 'who declares it').env('USER'))
+    .option('--local', 'use the ledger at AWS_ENDPOINT_URL (moto, a sandbox)', false)
+    .option('--json', 'print the result as JSON on stdout', false)
+    .addOption(tableOption())
+    .action(async (file: string, opts: { deployment: string; requestedBy?: string; local: boolean; json: boolean; ledgerTable?: string }) => {
+      const manifest = await loadManifestFile(file);
+      const ledger = ledgerFor(opts);
+      const by = `cli:${opts.requestedBy ?? currentUser()}`;
+      const result = await completeDeployment({ ledger, now: () => new Date(), log: { info: () => undefined, warn: () => undefined } }, { pipeline: manifest.pipeline, deploymentId: opts.deployment, by });
+      if (opts.json) io.out(JSON.stringify(result));
+      else if (!result.window) io.out(`deployment ${opts.deployment} of ${manifest.pipeline} captures no changes (no s3-prefix unit with capture: change-log); nothing to close`);
+      else if (result.closed) io.out(`deployment ${opts.deployment} of ${manifest.pipeline} complete: change capture closed at ${result.window.closedAt} (open since ${result.window.openedAt})`);
+      else io.out(`deployment ${opts.deployment} of ${manifest.pipeline} was already complete: change capture closed at ${result.window.closedAt} by ${result.window.closedBy}`);
       setExit(EXIT.ok);
     });
 

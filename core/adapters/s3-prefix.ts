@@ -1,11 +1,14 @@
 import type { S3PrefixUnit } from '../manifest/schema.ts';
 import { InputError, PreflightError } from '../errors.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import { planChangeLogRestore, type ChangeLogPlan } from './s3/change-log-restore.ts';
+import { changeLogFolder } from './s3/change-log.ts';
 import { captureCopy, copyPlanChanges, copyPlanNotes, copyPlanWrites, executeCopy, planCopy, quarantineFolder, verifyCopy } from './s3/copy-mode.ts';
 import { deleteInBatches, listPrefix, type IoOptions } from './s3/io.ts';
-import { manifestKeyFor, restorePointFolder, s3Url } from './s3/keys.ts';
+import { compareKeys, manifestKeyFor, nameSome, restorePointFolder, s3Url } from './s3/keys.ts';
 import {
   DEFAULT_SHARD_SIZE,
+  COPY_MANIFEST_FORMAT,
   MANIFEST_FORMAT,
   expandShards,
   isShardIndex,
@@ -19,10 +22,11 @@ import {
   writeShardedManifestOnce,
   type AnyManifest,
   type S3PrefixDetails,
+  type StoredManifest,
 } from './s3/manifest.ts';
 import { prefixesOverlap } from './s3/preflight.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './s3/retry.ts';
-import { captureVersioned, executeVersioned, planChanges, planNotes, planVersioned, planWrites, verifyVersioned } from './s3/versioned.ts';
+import { captureVersioned, executeVersioned, planChanges, planNotes, planVersioned, planWrites, verifyVersioned, type RestorePlan } from './s3/versioned.ts';
 
 /**
  * s3-prefix adapter. Two modes, chosen per unit (`mode`), recorded in the restore point:
@@ -79,6 +83,25 @@ export const MAX_SINGLE_COPY_BYTES = 5 * 1024 ** 3;
 export const COPY_CONCURRENCY = 16;
 export const DEFAULT_PART_SIZE_BYTES = 512 * 1024 ** 2;
 
+/** A versioned-mode manifest as stored: one file, or the index of its shards. */
+type VersionedStored = Exclude<StoredManifest, { format: typeof COPY_MANIFEST_FORMAT }>;
+
+/** The keys a plan writes (copies, marker removals, deletions), each once. */
+function keysWritten(plan: RestorePlan): string[] {
+  return [...new Set([...plan.copies.map((c) => c.entry.key), ...plan.markerRemovals.map((m) => m.key), ...plan.deletions])].sort(compareKeys);
+}
+
+function withoutUnchanged(changes: Changes): Changes {
+  const { objectsUnchanged: _unchanged, ...rest } = changes;
+  return rest;
+}
+
+function describeLog(fast: ChangeLogPlan): string {
+  const { log } = fast;
+  const dupes = log.duplicates > 0 ? `, ${log.duplicates} duplicate deliveries dropped` : '';
+  return `${log.byKey.size} changed key(s) from ${log.delivered} logged change(s) in ${log.batches} batch(es)${dupes}, ${fast.shardsRead} manifest shard(s) read`;
+}
+
 /** The s3-prefix adapter: never pending, so its capture answers the restore point itself. */
 export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture'> & {
   capture(unit: S3PrefixUnit, ctx: AdapterContext): Promise<RestorePoint<S3PrefixDetails>>;
@@ -102,6 +125,60 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
   const shardSize = () => options.shardSize ?? positiveEnv('ETL_ROLLBACK_S3_SHARD_SIZE') ?? DEFAULT_SHARD_SIZE;
   const distributedThreshold = () => options.distributedThreshold ?? positiveEnv('ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD') ?? DEFAULT_DISTRIBUTED_THRESHOLD;
 
+  /**
+   * A restore from the change log (s3/change-log-restore.ts), then the full listing check that repairs whatever the
+   * log missed: inline, or, for a point above the distributed threshold, shard by shard through the Distributed Map
+   * (each shard then counts what it repairs as `changeLogMissed`).
+   */
+  async function restoreFromChangeLog(
+    unit: S3PrefixUnit,
+    point: RestorePoint<S3PrefixDetails>,
+    stored: VersionedStored,
+    folder: string,
+    ctx: AdapterContext,
+  ): Promise<Outcome> {
+    const at = `s3://${unit.bucket}/${unit.prefix}`;
+    const started = performance.now();
+    const fast = await planChangeLogRestore(unit, stored, folder, ctx, opts);
+    await executeVersioned(unit, fast.plan, fast.heads, ctx, opts);
+    const fastSeconds = (performance.now() - started) / 1000;
+    const fromLog = `restored from the change log in ${fastSeconds.toFixed(2)} s without listing the prefix: ${describeLog(fast)}`;
+    ctx.log.info('s3-prefix restored from its change log', { unit: unit.id, at, runId: ctx.runId, keys: fast.log.byKey.size, ...planChanges(fast.plan), seconds: fastSeconds });
+    const changes: Changes = { ...withoutUnchanged(planChanges(fast.plan)), changeLogKeys: fast.log.byKey.size };
+    const kept = planWrites(fast.plan) > 0 ? { keptAt: `noncurrent versions of ${at}` } : {};
+    if (isShardIndex(stored) && stored.count > distributedThreshold()) {
+      return {
+        changes,
+        writes: planWrites(fast.plan),
+        notes: [fromLog, `full listing check: ${stored.count} objects checked shard by shard (${stored.shards.length} shards, Distributed Map)`],
+        shards: stored.shards.map((_, n) => n),
+        ...kept,
+      };
+    }
+    const manifest = isShardIndex(stored) ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, stored, point.details.manifestKey) : stored;
+    const checkStarted = performance.now();
+    const { plan, heads } = await planVersioned(unit, manifest, ctx, opts);
+    await executeVersioned(unit, plan, heads, ctx, opts);
+    const missed = keysWritten(plan);
+    const checkSeconds = (performance.now() - checkStarted) / 1000;
+    if (missed.length > 0) ctx.log.warn('change log missed changes: repaired by the listing check', { unit: unit.id, at, runId: ctx.runId, keys: missed.length, first: missed.slice(0, 5) });
+    for (const [k, v] of Object.entries(withoutUnchanged(planChanges(plan)))) changes[k] = (changes[k] ?? 0) + v;
+    changes.objectsUnchanged = plan.unchanged;
+    changes.changeLogMissed = missed.length;
+    const writes = planWrites(fast.plan) + planWrites(plan);
+    return {
+      changes,
+      writes,
+      notes: [
+        fromLog,
+        missed.length === 0
+          ? `full listing check (${checkSeconds.toFixed(2)} s): the log missed nothing`
+          : `full listing check (${checkSeconds.toFixed(2)} s): the log missed ${missed.length} key(s), repaired: ${nameSome(missed)}`,
+      ],
+      ...(writes > 0 ? { keptAt: `noncurrent versions of ${at}` } : {}),
+    };
+  }
+
   return {
     type: 's3-prefix',
 
@@ -114,10 +191,13 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
             'a restore would delete them. Narrow the prefix or use another state bucket.',
         );
       }
+      // A change-log unit's point names its log's folder; the window that fills it was opened before this listing.
+      const withLog = (point: RestorePoint<S3PrefixDetails>): RestorePoint<S3PrefixDetails> =>
+        unit.capture === 'change-log' && point.details.mode === 'versioned' ? { ...point, details: { ...point.details, changeLog: changeLogFolder(folder) } } : point;
       const existing = await readStoredManifest(ctx.s3, opts.retry, ctx.stateBucket, manifestKey);
       if (existing) {
         assertSameTarget(unit, existing.bucket, existing.prefix, `the restore point at ${s3Url(ctx.stateBucket, manifestKey)}`);
-        return pointFrom(existing, manifestKey);
+        return withLog(pointFrom(existing, manifestKey));
       }
       const kept =
         unit.mode === 'copy'
@@ -131,7 +211,7 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         bytes: kept.totalBytes,
         manifest: s3Url(ctx.stateBucket, manifestKey),
       });
-      return pointFrom(kept, manifestKey);
+      return withLog(pointFrom(kept, manifestKey));
     },
 
     async diff(unit, point, ctx): Promise<Diff> {
@@ -141,12 +221,26 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         return { changes: copyPlanChanges(plan), writes: copyPlanWrites(plan), notes: copyPlanNotes(plan) };
       }
       const { plan } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
-      return { changes: planChanges(plan), writes: planWrites(plan), notes: planNotes(plan, opts) };
+      const notes = planNotes(plan, opts);
+      if (point.details.changeLog) {
+        // The dry run lists the prefix (exact figures) and says how the restore will go: from the log, then the check.
+        const stored = await loadPointStored(unit, point, ctx, opts.retry);
+        const fast = await planChangeLogRestore(unit, stored as VersionedStored, point.details.changeLog, ctx, opts);
+        const missed = keysWritten(plan).filter((k) => !fast.log.byKey.has(k));
+        notes.unshift(
+          `path: change log (capture: change-log): ${describeLog(fast)}; the restore writes these keys without listing the prefix, then lists it once to check ` +
+            (missed.length === 0 ? '(the log names every key that differs now)' : `(the log misses ${missed.length} key(s) that differ now: ${nameSome(missed)}; the check would repair them)`),
+        );
+      } else {
+        notes.unshift(`path: listing (capture: ${unit.capture}): every version under the prefix is listed and compared with the restore point`);
+      }
+      return { changes: planChanges(plan), writes: planWrites(plan), notes };
     },
 
     async restore(unit, point, ctx): Promise<Outcome> {
       const at = `s3://${unit.bucket}/${unit.prefix}`;
       const stored = await loadPointStored(unit, point, ctx, opts.retry);
+      if (point.details.changeLog && stored.format !== COPY_MANIFEST_FORMAT) return restoreFromChangeLog(unit, point, stored as VersionedStored, point.details.changeLog, ctx);
       if (isShardIndex(stored) && stored.count > distributedThreshold()) {
         // Nothing written here: the state machine restores the shards (Distributed Map "Restore shards"), then verifies.
         ctx.log.info('s3-prefix restore goes shard by shard', { unit: unit.id, at, runId: ctx.runId, objects: stored.count, shards: stored.shards.length });
@@ -193,6 +287,8 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         const { plan, heads } = await planVersioned(unit, { entries }, ctx, opts, range);
         await executeVersioned(unit, plan, heads, ctx, opts);
         for (const [k, v] of Object.entries(planChanges(plan))) total[k] = (total[k] ?? 0) + v;
+        // After a change-log restore the shards are its full listing check: whatever they write, the log missed.
+        if (point.details.changeLog) total.changeLogMissed = (total.changeLogMissed ?? 0) + keysWritten(plan).length;
         writes += planWrites(plan);
         keep ||= plan.copies.length + plan.deletions.length > 0;
         ctx.log.info('s3-prefix shard restored', { unit: unit.id, at, runId: ctx.runId, shard: n, ...planChanges(plan), writes: planWrites(plan) });

@@ -212,7 +212,27 @@ export interface ReleaseRecord {
   ok: boolean;
 }
 
+/**
+ * A change-capture window: from the snapshot of a deployment with `capture: change-log` units until the deploy is
+ * declared complete (`etl-rollback complete`, or a `Deployment Completed` event). S3 events of those units' prefixes
+ * whose time falls inside it are appended to the units' change logs.
+ */
+export interface ChangeWindow {
+  pipeline: string;
+  deploymentId: string;
+  openedAt: string;
+  /** Absent while the deploy runs. */
+  closedAt?: string;
+  closedBy?: string;
+  /** The units whose changes are logged, with the folder of each one's log in the state bucket. */
+  units: { unitId: string; bucket: string; prefix: string; logFolder: string }[];
+}
+
+/** Partition-key prefix of change windows: the "Record changes" function reads only these. */
+export const CHANGE_WINDOW_PARTITION_PREFIX = 'CHANGES#';
+
 const key = {
+  changeWindow: (pipeline: string, id: string) => ({ pk: `${CHANGE_WINDOW_PARTITION_PREFIX}${pipeline}`, sk: `WINDOW#${id}` }),
   deployment: (pipeline: string, id: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `DEPLOYMENT#${id}` }),
   point: (pipeline: string, id: string, unitId: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: `POINT#${unitId}` }),
   run: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'RUN' }),
@@ -701,6 +721,62 @@ export class Ledger {
         ExpressionAttributeValues: { ':at': resumedAt },
       }),
     );
+  }
+
+  // ── change capture ─────────────────────────────────────────────────────────
+
+  /** Opens a deployment's change window; a retried snapshot finds it open (or closed) and leaves it as it is. */
+  async openChangeWindow(window: Omit<ChangeWindow, 'closedAt' | 'closedBy'>): Promise<ChangeWindow> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...key.changeWindow(window.pipeline, window.deploymentId), ...window },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+      return window;
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const existing = await this.getChangeWindow(window.pipeline, window.deploymentId);
+      if (!existing) throw error;
+      return existing;
+    }
+  }
+
+  async getChangeWindow(pipeline: string, deploymentId: string): Promise<ChangeWindow | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.changeWindow(pipeline, deploymentId), ConsistentRead: true }));
+    return strip<ChangeWindow>(out.Item);
+  }
+
+  /** The pipeline's change windows, open and closed, oldest first. */
+  async listChangeWindows(pipeline: string): Promise<ChangeWindow[]> {
+    const items = (await this.queryAll(`${CHANGE_WINDOW_PARTITION_PREFIX}${pipeline}`, 'WINDOW#')).map((i) => strip<ChangeWindow>(i)!);
+    return items.sort((a, b) => a.openedAt.localeCompare(b.openedAt));
+  }
+
+  /**
+   * Closes a window at `at`. Idempotent: a window already closed keeps its first closing time (returned with
+   * `closed: false`); undefined when the deployment has no window.
+   */
+  async closeChangeWindow(pipeline: string, deploymentId: string, at: string, by: string): Promise<{ window: ChangeWindow; closed: boolean } | undefined> {
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key.changeWindow(pipeline, deploymentId),
+          UpdateExpression: 'SET closedAt = :at, closedBy = :by',
+          ConditionExpression: 'attribute_exists(pk) AND attribute_not_exists(closedAt)',
+          ExpressionAttributeValues: { ':at': at, ':by': by },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return { window: strip<ChangeWindow>(out.Attributes)!, closed: true };
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      const existing = await this.getChangeWindow(pipeline, deploymentId);
+      return existing ? { window: existing, closed: false } : undefined;
+    }
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

@@ -145,6 +145,16 @@ export const s3PrefixUnitSchema = z.strictObject({
    * `copy`: for a bucket without versioning; capture copies the prefix into the state bucket.
    */
   mode: z.enum(['versioned', 'copy']).default('versioned'),
+  /**
+   * How a rollback finds what the deploy changed. `listing` (default): it lists every version under the prefix.
+   * `change-log`: between the snapshot and `etl-rollback complete`, the stack records every change to the prefix from
+   * S3's events (EventBridge → SQS → "Record changes"); a rollback restores the logged keys first, without listing, then
+   * runs the full listing check, which repairs anything the log missed and says how much that was. Versioned mode only.
+   */
+  capture: z.enum(['listing', 'change-log']).default('listing'),
+}).refine((u) => !(u.capture === 'change-log' && u.mode === 'copy'), {
+  path: ['capture'],
+  message: 'capture "change-log" needs mode "versioned": the log names object versions, which a bucket without versioning does not keep',
 });
 
 export const postgresTableUnitSchema = z.strictObject({

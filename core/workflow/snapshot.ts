@@ -4,6 +4,7 @@ import { InputError, RestorePointMissingError } from '../errors.ts';
 import { stateKeys } from '../runtime/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
+import { openChangeCapture } from './change-capture.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { parseInput, snapshotRequestSchema } from './requests.ts';
 
@@ -76,6 +77,8 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
   } else if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
     throw new InputError(`deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points cannot be retaken; use a new deployment id`);
   }
+  // Before any unit is captured (listed): a change made meanwhile lands in the log as well as in the manifest.
+  await openChangeCapture(deps, manifest, request.deploymentId);
   deps.log.info('snapshot started', { pipeline: request.pipeline, deploymentId: request.deploymentId, units: units.length, resumed: !created });
   return { pipeline: request.pipeline, deploymentId: request.deploymentId, units };
 }

@@ -51,3 +51,40 @@ export function deploymentFailedPattern(pipeline: string): EventPatternJson {
 export function triggerInputTemplate(pipeline: string): string {
   return `{"pipeline":${JSON.stringify(pipeline)},"event":<aws.events.event.json>}`;
 }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Change capture (s3-prefix units with `capture: change-log`; core/workflow/change-capture.ts)
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** Where a pipeline's captured prefixes live: a bucket and the prefixes of its change-log units there. */
+export interface CaptureLocation {
+  bucket: string;
+  prefixes: string[];
+}
+
+/** What S3 sends to EventBridge for the changes a change log records. */
+export const S3_CHANGE_DETAIL_TYPES = ['Object Created', 'Object Deleted'] as const;
+
+/**
+ * S3 events of the pipeline's captured prefixes: created objects (every ObjectCreated:* call) and deleted ones
+ * (ObjectRemoved:*: delete markers created and versions permanently deleted). One bucket: its name and key prefixes;
+ * several: one `$or` branch per bucket, so that a prefix of one bucket never admits the same prefix in another.
+ */
+export function changeCapturePattern(locations: readonly CaptureLocation[]): Record<string, unknown> {
+  const detailOf = (l: CaptureLocation) => ({ bucket: { name: [l.bucket] }, object: { key: [...new Set(l.prefixes)].sort().map((prefix) => ({ prefix })) } });
+  const base = { source: ['aws.s3'], 'detail-type': [...S3_CHANGE_DETAIL_TYPES] };
+  if (locations.length === 1) return { ...base, detail: detailOf(locations[0]!) };
+  return { ...base, $or: locations.map((l) => ({ detail: detailOf(l) })) };
+}
+
+/** Detail-type of the event a deploy tool sends when a deploy finished (core/workflow/change-capture.ts reads it). */
+export const DEPLOYMENT_COMPLETED_DETAIL_TYPE = 'Deployment Completed';
+
+/** A deploy tool reported that a deploy of this pipeline finished: `{"pipeline", "deploymentId"}`; its change capture stops. */
+export function deploymentCompletedPattern(pipeline: string): EventPatternJson {
+  return {
+    source: [DEPLOYMENT_FAILED_SOURCE],
+    'detail-type': [DEPLOYMENT_COMPLETED_DETAIL_TYPE],
+    detail: { pipeline: [pipeline] },
+  };
+}

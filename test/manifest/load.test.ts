@@ -62,7 +62,7 @@ const expectedValid: Manifest = {
   pipeline: 'orders',
   connections: { warehouse: { engine: 'postgres', url: 'postgres://postgres@127.0.0.1:5432/orders_demo' } },
   units: [
-    { id: 'raw', type: 's3-prefix', bucket: 'orders-lake', prefix: 'raw/orders/', mode: 'versioned', dependsOn: [], checks: { count: true, checksum: true } },
+    { id: 'raw', type: 's3-prefix', bucket: 'orders-lake', prefix: 'raw/orders/', mode: 'versioned', capture: 'listing', dependsOn: [], checks: { count: true, checksum: true } },
     { id: 'staging', type: 'postgres-table', connection: 'warehouse', table: 'staging.orders', dependsOn: ['raw'], checks: { count: true, checksum: true } },
     { id: 'mart', type: 'postgres-table', connection: 'warehouse', table: 'mart.daily_orders', dependsOn: ['staging'], checks: { count: true, checksum: true } },
   ],

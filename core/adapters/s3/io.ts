@@ -164,6 +164,8 @@ export async function listCurrent(s3: S3Client, bucket: string, prefix: string, 
 
 /** The headers of one object (version) that a restore must reproduce, plus what identifies its content. */
 export interface ObjectHead {
+  /** The version this head describes (absent for an unversioned bucket's object). */
+  versionId?: string;
   etag: string;
   size: number;
   contentType?: string;
@@ -191,6 +193,7 @@ export async function headObject(s3: S3Client, policy: RetryPolicy, bucket: stri
     throw error;
   }
   return {
+    ...(out.VersionId !== undefined ? { versionId: out.VersionId } : {}),
     etag: normalizeEtag(out.ETag),
     size: out.ContentLength ?? 0,
     contentType: out.ContentType,

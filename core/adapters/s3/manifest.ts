@@ -19,6 +19,11 @@ export interface S3PrefixDetails {
   contentChecksum: string;
   /** `versioned` (absent in points sealed before copy mode existed) or `copy`. */
   mode?: 'versioned' | 'copy';
+  /**
+   * Folder of the deploy's change log in the state bucket (`capture: change-log`, see s3/change-log.ts): a restore reads
+   * it instead of listing the prefix, then checks the whole prefix. Absent: the restore lists the prefix.
+   */
+  changeLog?: string;
 }
 
 /** One captured object (versioned mode): the version that was latest at capture. ETag without quotes. */
