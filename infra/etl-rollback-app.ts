@@ -1,5 +1,6 @@
 import { type App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { type PipelineCapture, parseChangeCapture } from './constructs/change-capture.ts';
 import { type PipelineTriggerConfig, parsePipelineTriggers } from './constructs/triggers.ts';
 import { EtlRollbackStack, type EtlRollbackStackProps } from './stack.ts';
 
@@ -20,6 +21,8 @@ export interface EtlRollbackContext {
   readonly stackName?: string;
   /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
   readonly pipelines?: PipelineTriggerConfig[];
+  /** Change capture per pipeline (context `changeCapture`: `[{"pipeline","locations":[{"bucket","prefixes":[…]}]}]`). */
+  readonly changeCapture?: PipelineCapture[];
 }
 
 /**
@@ -41,6 +44,7 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
+    ...changeCaptureContext(app),
   };
 }
 
@@ -63,6 +67,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     pausableSchedules: context.pausableSchedules ?? [],
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
+    ...(context.changeCapture ? { changeCapture: context.changeCapture } : {}),
     ...overrides,
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
@@ -98,4 +103,21 @@ function pipelinesContext(app: App): { pipelines?: PipelineTriggerConfig[] } {
     }
   }
   return { pipelines: parsePipelineTriggers(value, 'context pipelines') };
+}
+
+/** Context `changeCapture`: a JSON array (cdk.json) or its JSON text (`-c changeCapture='[…]'`), validated at synth. */
+function changeCaptureContext(app: App): { changeCapture?: PipelineCapture[] } {
+  let value = app.node.tryGetContext('changeCapture') as unknown;
+  if (value === undefined || value === null || value === '') return {};
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (error) {
+      throw new Error(
+        `context changeCapture: not valid JSON (${(error as Error).message}); expected e.g. [{"pipeline":"clicks","locations":[{"bucket":"lake","prefixes":["events/"]}]}]`,
+        { cause: error },
+      );
+    }
+  }
+  return { changeCapture: parseChangeCapture(value, 'context changeCapture') };
 }

@@ -4,6 +4,7 @@ import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { type AuditObjectLockMode, AuditStore } from './constructs/audit.ts';
 import { Observability } from './constructs/dashboard.ts';
+import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
 import { DataAccess } from './constructs/data-access.ts';
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
@@ -57,6 +58,12 @@ export interface EtlRollbackStackProps extends StackProps {
    */
   readonly pausableSchedules?: readonly string[];
   readonly scheduleTargetRoleArns?: readonly string[];
+  /**
+   * Pipelines whose deploys are change-captured (s3-prefix units with `capture: change-log`): their buckets and the
+   * captured prefixes in each. Empty: no change capture.
+   * @default []
+   */
+  readonly changeCapture?: readonly PipelineCaptureInput[];
   /** Bus for the rollback's own events (`source: etl.rollback`). @default 'default' */
   readonly eventBusName?: string;
   /** Default Object Lock retention of the audit bucket's reports and records. @default 365 days */
@@ -86,6 +93,8 @@ export class EtlRollbackStack extends Stack {
   readonly release: Workflow;
   readonly releaseSchedule: ReleaseSchedule;
   readonly observability: Observability;
+  /** Change capture during deploys; undefined when no pipeline is configured for it. */
+  readonly changeCapture?: ChangeCapture;
 
   constructor(scope: Construct, id: string, props: EtlRollbackStackProps = {}) {
     super(scope, id, props);
@@ -142,6 +151,15 @@ export class EtlRollbackStack extends Stack {
         pipelines: props.pipelines ?? [],
         ledgerTable: this.ledger.table,
         rollbackStateMachine: this.rollback.stateMachine,
+        logRetention: props.logRetention,
+      });
+    }
+
+    if ((props.changeCapture ?? []).length > 0) {
+      this.changeCapture = new ChangeCapture(this, 'ChangeCapture', {
+        pipelines: props.changeCapture ?? [],
+        ledgerTable: this.ledger.table,
+        stateBucket: this.stateBucket.bucket,
         logRetention: props.logRetention,
       });
     }
