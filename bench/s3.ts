@@ -18,12 +18,30 @@ import {
   HeadObjectCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
+  PutBucketNotificationConfigurationCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
+import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { planChangeLogRestore } from '../core/adapters/s3/change-log-restore.ts';
+import { changeLogFolder } from '../core/adapters/s3/change-log.ts';
+import type { IoOptions } from '../core/adapters/s3/io.ts';
+import { COPY_MANIFEST_FORMAT, loadPointStored } from '../core/adapters/s3/manifest.ts';
+import { executeVersioned } from '../core/adapters/s3/versioned.ts';
+import { ensureLedgerTable, Ledger } from '../core/ledger/ledger.ts';
+import { recordChanges } from '../core/workflow/change-capture.ts';
+import { changeCapturePattern, triggerInputTemplate } from '../infra/constructs/trigger-patterns.ts';
+import { asDelivered, deleteMarkerEvent } from '../test/support/s3-events.ts';
 import {
   COPY_CONCURRENCY,
+  DEFAULT_PART_SIZE_BYTES,
+  DEFAULT_RETRY_POLICY,
+  MAX_SINGLE_COPY_BYTES,
+  planChanges,
+  restorePointFolder,
   DELETE_BATCH_SIZE,
   contentChecksum,
   copySourceOf,
@@ -34,7 +52,7 @@ import {
   type S3PrefixDetails,
 } from '../core/adapters/s3-prefix.ts';
 import type { AdapterContext, Check, RestorePoint } from '../core/adapters/types.ts';
-import { s3PrefixUnitSchema } from '../core/manifest/schema.ts';
+import { s3PrefixUnitSchema, type S3PrefixUnit } from '../core/manifest/schema.ts';
 import { changeMix, fmtBytes, fmtInt, fmtSec, onCleanup, printTable, progress, silentLog, sleep, times, unusedServices, withProgress, type Options } from './common.ts';
 import { KINDS, type MotoRecorder, type RequestTally } from './moto-requests.ts';
 
@@ -306,10 +324,18 @@ export async function s3Section(s3: S3Client, sdk: SdkCounter, recorder: MotoRec
   const snapshotTime = new Date();
   await sleep(1200);
 
+  // The change-log path records the same deploy as the stack would: S3 → EventBridge → SQS → "Record changes".
+  const capture = await startChangeCapture(s3, endpoint, bucket, prefix, stateBucket, ctx, point);
+
   progress(`S3: bad deploy (${fmtInt(mix.modified)} modified, ${fmtInt(mix.deleted)} deleted, ${fmtInt(mix.added)} added)`);
   await mapLimit(modified, COPY_CONCURRENCY, (k) => put(k, 'v2-bad', BAD_CONTENT_TYPE));
   await mapLimit(added, COPY_CONCURRENCY, (k) => put(k, 'v2-new', BAD_CONTENT_TYPE));
-  await mapLimit(deleted, COPY_CONCURRENCY, (k) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: k })));
+  await mapLimit(deleted, COPY_CONCURRENCY, async (k) => {
+    const out = await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: k }));
+    await capture.announceDelete(k, out.VersionId ?? 'null');
+  });
+  const recorded = await capture.record();
+  progress(`S3: change log recorded: ${fmtInt(recorded.recorded)} changes in ${fmtInt(recorded.batches)} log objects, ${fmtInt(recorded.failed)} deliveries failed`);
 
   progress('S3: bare listing of the prefix (ListObjectVersions, paged), the floor every tool shares');
   const floorStart = performance.now();
@@ -351,6 +377,24 @@ export async function s3Section(s3: S3Client, sdk: SdkCounter, recorder: MotoRec
       run: async () => {
         const outcome = await s3PrefixAdapter.restore(unit, point, ctx);
         return `outcome ${JSON.stringify(outcome.changes)}`;
+      },
+    },
+    {
+      name: 'etl-rollback change log, to restored data (log read, heads, writes; no listing)',
+      sdk: true,
+      run: async () => {
+        const stored = await loadPointStored(capture.unit, capture.point, ctx, DEFAULT_RETRY_POLICY);
+        const fast = await planChangeLogRestore(capture.unit, stored as Exclude<typeof stored, { format: typeof COPY_MANIFEST_FORMAT }>, capture.folder, ctx, BENCH_IO);
+        await executeVersioned(capture.unit, fast.plan, fast.heads, ctx, BENCH_IO);
+        return `${fmtInt(fast.log.byKey.size)} logged keys, plan ${JSON.stringify(planChanges(fast.plan))}`;
+      },
+    },
+    {
+      name: 'etl-rollback change log + full listing check (s3PrefixAdapter.restore)',
+      sdk: true,
+      run: async () => {
+        const outcome = await s3PrefixAdapter.restore(capture.unit, capture.point, ctx);
+        return `changeLogMissed ${outcome.changes.changeLogMissed ?? '-'}; ${outcome.notes.join('; ')}`;
       },
     },
     pitVersion === S3_PIT_RESTORE_VERSION
@@ -501,10 +545,96 @@ export async function s3Section(s3: S3Client, sdk: SdkCounter, recorder: MotoRec
           `bytes copied ${times(r.bytesCopied, ours.bytesCopied)}, versions written ${times(r.delta.versionsWritten + r.delta.markersWritten, ours.delta.versionsWritten + ours.delta.markersWritten)}`,
       );
     }
+    const fast = runs.find((r) => r.name.startsWith('etl-rollback change log, to restored data'));
+    const pit = runs.find((r) => r.name.startsWith('s3-pit-restore'));
+    if (fast && pit) {
+      const ratio = pit.seconds / fast.seconds;
+      lines.push(
+        `  S3 restore, time to restored data: change-log path ${fmtSec(fast.seconds)} s (${fmtInt(fast.tally.total)} requests, ` +
+          `${fmtInt(fast.tally.byOp.get('ListObjectVersions') ?? 0)} ListObjectVersions) vs s3-pit-restore ${fmtSec(pit.seconds)} s (${fmtInt(pit.tally.total)} requests): ` +
+          `${ratio.toFixed(1)}x faster, goal at least 5x: ${ratio >= 5 ? 'MET' : 'NOT MET'}`,
+      );
+    }
     lines.push(
       `  S3 restore, the bare listing floor: ${fmtSec(floorSeconds)} s, ${Math.round((100 * floorSeconds) / ours.seconds)}% of etl-rollback's ${fmtSec(ours.seconds)} s ` +
         `(${fmtInt(floor.tally.total)} of its ${fmtInt(ours.tally.total)} requests)`,
     );
   }
   return { lines };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Change capture for the change-log path: the same route as the stack (S3 → EventBridge → SQS → "Record changes")
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** The adapter's production I/O settings, for running its change-log fast path on its own. */
+const BENCH_IO: IoOptions = { multipartThresholdBytes: MAX_SINGLE_COPY_BYTES, partSizeBytes: DEFAULT_PART_SIZE_BYTES, copyConcurrency: COPY_CONCURRENCY, retry: DEFAULT_RETRY_POLICY };
+
+interface ChangeCaptureRig {
+  unit: S3PrefixUnit;
+  point: RestorePoint<S3PrefixDetails>;
+  folder: string;
+  /** moto announces no delete on a versioned bucket: the event AWS would send goes to the same queue. */
+  announceDelete(key: string, markerVersionId: string): Promise<void>;
+  /** Drains the queue through recordChanges in SQS-sized batches, then turns the bucket's EventBridge notifications off. */
+  record(): Promise<{ recorded: number; batches: number; failed: number }>;
+}
+
+async function startChangeCapture(
+  s3: S3Client,
+  endpoint: string,
+  bucket: string,
+  prefix: string,
+  stateBucket: string,
+  ctx: AdapterContext,
+  captured: RestorePoint<S3PrefixDetails>,
+): Promise<ChangeCaptureRig> {
+  const unitId = captured.unitId;
+  const config = { endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } };
+  const sqs = new SQSClient(config);
+  const events = new EventBridgeClient(config);
+  const dynamo = new DynamoDBClient(config);
+  const table = `bench-ledger-${bucket}`;
+  await ensureLedgerTable(dynamo, table);
+  const ledger = new Ledger(dynamo, table);
+  const folder = changeLogFolder(restorePointFolder(ctx.pipeline, ctx.deploymentId, unitId));
+  await ledger.registerDeployment({ pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, manifestKey: 'bench', units: [unitId], requestedBy: 'bench', reason: 'bench' });
+  await ledger.openChangeWindow({ pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, openedAt: new Date().toISOString(), units: [{ unitId, bucket, prefix, logFolder: folder }] });
+  const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: `bench-changes-${bucket}` }))).QueueUrl!;
+  const queueArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+  const rule = `bench-capture-${bucket}`;
+  await events.send(new PutRuleCommand({ Name: rule, EventPattern: JSON.stringify(changeCapturePattern([{ bucket, prefixes: [prefix] }])) }));
+  await events.send(new PutTargetsCommand({ Rule: rule, Targets: [{ Id: 'queue', Arn: queueArn, InputTransformer: { InputPathsMap: {}, InputTemplate: triggerInputTemplate(ctx.pipeline) } }] }));
+  await s3.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { EventBridgeConfiguration: {} } }));
+  const pipelineOfBucket = new Map([[bucket, ctx.pipeline]]);
+  const unit = s3PrefixUnitSchema.parse({ id: unitId, type: 's3-prefix', bucket, prefix, capture: 'change-log' });
+  let sequence = 0;
+  return {
+    unit,
+    folder,
+    point: { ...captured, details: { ...captured.details, changeLog: folder } },
+    async announceDelete(key, markerVersionId) {
+      const event = deleteMarkerEvent(bucket, key, markerVersionId, `00${(++sequence).toString(16).padStart(14, '0')}`);
+      await sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify({ pipeline: ctx.pipeline, event }) }));
+    },
+    async record() {
+      let recorded = 0;
+      let batches = 0;
+      let failed = 0;
+      const deps = { ledger, s3, stateBucket, log: silentLog };
+      for (;;) {
+        const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }));
+        const messages = out.Messages ?? [];
+        if (messages.length === 0) break;
+        const result = await recordChanges(deps, messages.map((m) => ({ id: m.MessageId!, body: asDelivered(m.Body!, pipelineOfBucket) })));
+        recorded += result.recorded;
+        batches += result.batches;
+        failed += result.failed.length;
+        await sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })) }));
+      }
+      // The tools' own writes are not part of the deploy: no more events (and no per-request rule matching at moto).
+      await s3.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: {} }));
+      return { recorded, batches, failed };
+    },
+  };
 }

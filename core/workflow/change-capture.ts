@@ -100,7 +100,7 @@ function inside(window: ChangeWindow, time: string): boolean {
  * delivery that cannot be parsed, or whose log could not be written, is answered as failed (SQS redelivers it, then
  * moves it to the dead-letter queue); the rest of the batch is done.
  */
-export async function recordChanges(deps: WorkflowDeps, deliveries: readonly ChangeDelivery[]): Promise<RecordChangesResult> {
+export async function recordChanges(deps: Pick<WorkflowDeps, 'ledger' | 's3' | 'stateBucket' | 'log'>, deliveries: readonly ChangeDelivery[]): Promise<RecordChangesResult> {
   const result: RecordChangesResult = { failed: [], recorded: 0, outside: 0, closed: 0, batches: 0 };
   const windowsOf = new Map<string, Promise<ChangeWindow[]>>();
   const windows = (pipeline: string) => {

@@ -1,23 +1,48 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeleteObjectCommand, ListObjectsV2Command, PutBucketNotificationConfigurationCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectCommand, ListObjectsV2Command, PutBucketNotificationConfigurationCommand, PutBucketVersioningCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { EventBridgeClient, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
 import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context } from 'aws-lambda';
 import { stringify } from 'yaml';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../cli/main.ts';
 import { mapLimit } from '../../core/adapters/s3-prefix.ts';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { changeCapturePattern, triggerInputTemplate } from '../../infra/constructs/trigger-patterns.ts';
-import { newBucket, put, s3 } from '../adapters/s3/helpers.ts';
-import { testDynamo, uniqueName } from '../support/aws.ts';
+import { startMoto } from '../../scripts/local-services.ts';
+import { testDynamo, testS3, uniqueName } from '../support/aws.ts';
+import { asDelivered, deleteMarkerEvent } from '../support/s3-events.ts';
+import { startVersionGuard } from '../support/version-guard.ts';
 
 // This file's own ledger table and state bucket (the handlers read them at first import).
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
+// And its own moto server, behind its own version guard: a listing of 20,000 versions keeps moto busy for about a
+// minute (it copies and sorts every version of the bucket per page), which would stall every other test file on the
+// shared server. Every client below, and the handlers' (imported later), take this endpoint from AWS_ENDPOINT_URL.
+const sharedEndpoint = process.env.AWS_ENDPOINT_URL;
+const moto = await startMoto();
+const guard = await startVersionGuard(moto.endpoint);
+process.env.AWS_ENDPOINT_URL = guard.endpoint;
+afterAll(async () => {
+  process.env.AWS_ENDPOINT_URL = sharedEndpoint;
+  const { violations } = guard.stats();
+  await guard.stop();
+  await moto.stop();
+  expect(violations, 'data versions destroyed').toEqual([]);
+});
+
+const s3 = testS3();
+async function newBucket(name: string): Promise<string> {
+  const bucket = uniqueName(name);
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+  return bucket;
+}
+const put = (bucket: string, key: string, body: string, extra: { ContentType: string }) => s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ...extra }));
 
 const OBJECTS = 20_000;
 const PREFIX = 'events/';
@@ -49,19 +74,8 @@ function recordOperations(client: S3Client): { ops: string[] } {
   return recorder;
 }
 
-/**
- * moto delivers the events S3 itself sends to EventBridge to the rule's SQS target as they are, skipping the target's
- * input transformer, which AWS applies: here such a body gets the `{pipeline, event}` wrapping the transformer
- * (triggerInputTemplate) gives it in AWS, with the pipeline of the rule that matched (the one bucket's pipeline).
- */
+/** Bucket → the pipeline whose capture rule matches it (what the rule target's input transformer names in AWS). */
 const pipelineOfBucket = new Map<string, string>();
-function asDelivered(body: string): string {
-  const parsed = JSON.parse(body) as { source?: string; detail?: { bucket?: { name?: string } } };
-  if (parsed.source !== 'aws.s3') return body;
-  const pipeline = pipelineOfBucket.get(parsed.detail?.bucket?.name ?? '');
-  if (!pipeline) throw new Error(`an S3 event of a bucket no rule here matches: ${body.slice(0, 200)}`);
-  return JSON.stringify({ pipeline, event: parsed });
-}
 
 /**
  * key → ETag of every current object under the prefix, read back with ListObjectsV2: moto's ListObjectVersions copies
@@ -79,29 +93,6 @@ async function currentEtags(bucket: string, prefix: string): Promise<Record<stri
 }
 
 const WRITES = new Set(['CopyObject', 'UploadPartCopy', 'DeleteObject', 'DeleteObjects', 'PutObject']);
-
-/** The event AWS sends for a DeleteObject on a versioned bucket (a delete marker created), which moto does not emit. */
-function deleteMarkerEvent(bucket: string, key: string, markerVersionId: string, sequencer: string) {
-  return {
-    version: '0',
-    id: uniqueName('evt'),
-    'detail-type': 'Object Deleted',
-    source: 'aws.s3',
-    account: '123456789012',
-    time: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    region: 'us-east-1',
-    resources: [`arn:aws:s3:::${bucket}`],
-    detail: {
-      version: '0',
-      bucket: { name: bucket },
-      object: { key, 'version-id': markerVersionId, sequencer },
-      'request-id': 'TEST',
-      requester: '123456789012',
-      reason: 'DeleteObject',
-      'deletion-type': 'Delete Marker Created',
-    },
-  };
-}
 
 /** A captured pipeline: one versioned bucket with `objects` objects under PREFIX, its capture rule, its manifest. */
 interface Captured {
@@ -136,7 +127,7 @@ describe('change capture: a deploy recorded through S3 → EventBridge → SQS �
       const kept = messages.filter((m) => !drop(m.Body!));
       dropped += messages.length - kept.length;
       const answer = (await recordChangesHandler(
-        { Records: kept.map((m) => ({ messageId: m.MessageId!, body: asDelivered(m.Body!) })) },
+        { Records: kept.map((m) => ({ messageId: m.MessageId!, body: asDelivered(m.Body!, pipelineOfBucket) })) },
         { functionName: 'record-changes', awsRequestId: uniqueName('req') } as Context,
       )) as { batchItemFailures: { itemIdentifier: string }[] };
       failed += answer.batchItemFailures.length;
@@ -171,13 +162,13 @@ describe('change capture: a deploy recorded through S3 → EventBridge → SQS �
    */
   async function capturedPipeline(name: string, objects: number): Promise<Captured> {
     const pipeline = uniqueName(name);
-    const bucket = await newBucket(name, true);
+    const bucket = await newBucket(name);
     await mapLimit(
       Array.from({ length: objects }, (_, i) => keyOf(i)),
       32,
       (k) => put(bucket, k, `{"v":1,"key":"${k}"}`, { ContentType: 'application/json' }),
     );
-    await put(bucket, 'events-archive/keep.json', 'neighbour');
+    await put(bucket, 'events-archive/keep.json', 'neighbour', { ContentType: 'application/json' });
     await s3.send(new PutBucketNotificationConfigurationCommand({ Bucket: bucket, NotificationConfiguration: { EventBridgeConfiguration: {} } }));
     const rule = uniqueName('capture');
     await events.send(new PutRuleCommand({ Name: rule, EventPattern: JSON.stringify(changeCapturePattern([{ bucket, prefixes: [PREFIX] }])) }));

@@ -93,7 +93,7 @@ describe('change capture (template)', () => {
     expect((resources[dlqId]!.Properties.MessageRetentionPeriod as number) >= 14 * 86_400).toBe(true);
     const policies = ofType('AWS::SQS::QueuePolicy').map(([, p]) => JSON.stringify(p.Properties));
     expect(policies.some((p) => p.includes(queueId) && p.includes('aws:SecureTransport'))).toBe(true);
-    const [[, mapping]] = ofType('AWS::Lambda::EventSourceMapping');
+    const mapping = ofType('AWS::Lambda::EventSourceMapping')[0]![1];
     expect(mapping.Properties).toMatchObject({ BatchSize: 1000, MaximumBatchingWindowInSeconds: 10, FunctionResponseTypes: ['ReportBatchItemFailures'] });
     expect(Number(queue.Properties.VisibilityTimeout)).toBeGreaterThanOrEqual(6 * 60);
   });

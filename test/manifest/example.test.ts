@@ -24,6 +24,7 @@ describe('examples/orders.yaml', () => {
           bucket: 'orders-lake',
           prefix: 'raw/orders/',
           mode: 'versioned',
+          capture: 'listing',
           dependsOn: [],
           checks: { count: true, checksum: true },
         },

@@ -1,4 +1,4 @@
-import type { S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { PreflightError, RestorePointMissingError } from '../../errors.ts';
 import type { S3PrefixUnit } from '../../manifest/schema.ts';
 import type { AdapterContext } from '../types.ts';
@@ -7,7 +7,7 @@ import { SOURCE_VERSION_META, headObject, headerDifferences, type IoOptions, typ
 import { compareKeys, mapLimit, nameSome } from './keys.ts';
 import { isShardIndex, readShard, type ManifestEntry, type StoredManifest } from './manifest.ts';
 import { ARCHIVE_CLASSES } from './preflight.ts';
-import type { RetryPolicy } from './retry.ts';
+import { errorName, httpStatus, sendOnce, type RetryPolicy } from './retry.ts';
 import { headKey, type Heads, type RestorePlan } from './versioned.ts';
 
 /**
@@ -17,8 +17,8 @@ import { headKey, type Heads, type RestorePlan } from './versioned.ts';
  * now (one HeadObject, no listing). Then, as the listing path would decide it:
  * - not captured, live now → hidden behind a delete marker (added by the deploy);
  * - captured, and live now as the captured version, our marked copy of it, or the same bytes and headers → unchanged;
- * - captured, hidden now, and the log shows no version created since capture → the logged delete markers are removed
- *   (no data copied);
+ * - captured, hidden now by a delete marker the log saw created, and the log shows no version created since capture →
+ *   the logged delete markers are removed (no data copied);
  * - otherwise → the captured version is copied back.
  * The log decides only which keys to look at; the HeadObject decides what each is. An event lost by the log leaves its
  * key unexamined here: the full listing check after this path repairs it and reports it.
@@ -54,6 +54,26 @@ export async function capturedEntries(
   return { entries, shardsRead: shards.length };
 }
 
+/** What a key is now: its live object, the delete marker on top of it (by version id), or nothing at all. */
+export type CurrentState = ObjectHead | { deleteMarker: string } | undefined;
+
+const isLive = (now: CurrentState): now is ObjectHead => now !== undefined && !('deleteMarker' in now);
+
+/**
+ * HeadObject of a key's current version. A hidden key answers 404 with `x-amz-delete-marker: true` and the marker's
+ * `x-amz-version-id` (S3 and moto alike): that marker is what a restore by marker removal must remove.
+ */
+export async function headCurrent(s3: S3Client, policy: RetryPolicy, bucket: string, key: string): Promise<CurrentState> {
+  try {
+    await sendOnce(policy, () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
+  } catch (error) {
+    if (httpStatus(error) !== 404 && errorName(error) !== 'NotFound') throw error;
+    const headers = ((error as { $response?: { headers?: Record<string, string> } }).$response?.headers ?? {}) as Record<string, string>;
+    return headers['x-amz-delete-marker'] === 'true' && headers['x-amz-version-id'] ? { deleteMarker: headers['x-amz-version-id'] } : undefined;
+  }
+  return headObject(s3, policy, bucket, key);
+}
+
 /** Does the live head hold the captured entry: the version itself, our marked copy of it, or the same bytes and headers? */
 function holdsCapturedNow(current: ObjectHead, entry: ManifestEntry, capturedHead: ObjectHead | undefined): boolean {
   if (current.versionId === entry.versionId) return true;
@@ -68,7 +88,7 @@ function holdsCapturedNow(current: ObjectHead, entry: ManifestEntry, capturedHea
 export function planFromLog(
   log: Pick<ChangeLog, 'byKey'>,
   captured: ReadonlyMap<string, ManifestEntry>,
-  current: ReadonlyMap<string, ObjectHead | undefined>,
+  current: ReadonlyMap<string, CurrentState>,
   heads: Heads,
 ): RestorePlan {
   const plan: RestorePlan = { copies: [], markerRemovals: [], deletions: [], unchanged: 0, missing: [], archived: [], bytes: 0 };
@@ -76,11 +96,11 @@ export function planFromLog(
     const entry = captured.get(key);
     const now = current.get(key);
     if (!entry) {
-      if (now) plan.deletions.push(key);
+      if (isLive(now)) plan.deletions.push(key);
       continue;
     }
     const capturedHead = heads.get(headKey(key, entry.versionId));
-    if (now && holdsCapturedNow(now, entry, capturedHead)) {
+    if (isLive(now) && holdsCapturedNow(now, entry, capturedHead)) {
       plan.unchanged++;
       continue;
     }
@@ -88,9 +108,10 @@ export function planFromLog(
       plan.missing.push(key);
       continue;
     }
-    if (!now) {
+    if (now && !isLive(now)) {
       const markers = uncoverableMarkers(changes, entry);
-      if (markers.length > 0) {
+      // Only when the log explains the key's top: the marker S3 shows on top is one the log saw created.
+      if (markers.includes(now.deleteMarker)) {
         for (const versionId of markers) plan.markerRemovals.push({ key, versionId });
         continue;
       }
@@ -134,12 +155,12 @@ export async function planChangeLogRestore(
   const log = await readChangeLog(ctx.s3, opts.retry, ctx.stateBucket, folder, unit.prefix);
   const keys = [...log.byKey.keys()];
   const { entries, shardsRead } = await capturedEntries(ctx.s3, opts.retry, ctx.stateBucket, stored, keys);
-  const current = new Map<string, ObjectHead | undefined>();
-  await mapLimit(keys, opts.copyConcurrency, async (key) => void current.set(key, await headObject(ctx.s3, opts.retry, unit.bucket, key)));
+  const current = new Map<string, CurrentState>();
+  await mapLimit(keys, opts.copyConcurrency, async (key) => void current.set(key, await headCurrent(ctx.s3, opts.retry, unit.bucket, key)));
   const heads = new Map<string, ObjectHead>();
   const needed = [...entries.values()].filter((e) => {
     const now = current.get(e.key);
-    return !now || (now.versionId !== e.versionId && now.metadata[SOURCE_VERSION_META] !== e.versionId);
+    return !isLive(now) || (now.versionId !== e.versionId && now.metadata[SOURCE_VERSION_META] !== e.versionId);
   });
   await mapLimit(needed, opts.copyConcurrency, async (e) => {
     const h = await headObject(ctx.s3, opts.retry, unit.bucket, e.key, e.versionId);
@@ -148,7 +169,7 @@ export async function planChangeLogRestore(
   // Keys whose live version is the captured one (or our copy of it) need no head of the captured version.
   for (const e of entries.values()) {
     const now = current.get(e.key);
-    if (now && !heads.has(headKey(e.key, e.versionId)) && (now.versionId === e.versionId || now.metadata[SOURCE_VERSION_META] === e.versionId)) heads.set(headKey(e.key, e.versionId), now);
+    if (isLive(now) && !heads.has(headKey(e.key, e.versionId)) && (now.versionId === e.versionId || now.metadata[SOURCE_VERSION_META] === e.versionId)) heads.set(headKey(e.key, e.versionId), now);
   }
   const plan = planFromLog(log, entries, current, heads);
   const at = `s3://${unit.bucket}/${unit.prefix}`;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { planFromLog, shardFor } from '../../../core/adapters/s3/change-log-restore.ts';
+import { planFromLog, shardFor, type CurrentState } from '../../../core/adapters/s3/change-log-restore.ts';
 import { changeOfEvent, compareSequencers, s3ObjectEventSchema, type LoggedChange } from '../../../core/adapters/s3/change-log.ts';
 import { SOURCE_VERSION_META, type ObjectHead } from '../../../core/adapters/s3/io.ts';
 import type { ManifestEntry } from '../../../core/adapters/s3/manifest.ts';
@@ -126,10 +126,11 @@ describe('planFromLog (property: with a complete log, applying the plan puts eve
         }
         const byKey = new Map<string, LoggedChange[]>();
         for (const c of log) byKey.set(c.key, [...(byKey.get(c.key) ?? []), c]);
-        const current = new Map<string, ObjectHead | undefined>();
+        const current = new Map<string, CurrentState>();
         for (const k of byKey.keys()) {
           const v = live(model, k);
-          current.set(k, v ? headOf(v, contentOf(model, k, v)!) : undefined);
+          const top = model.get(k)?.at(-1);
+          current.set(k, v ? headOf(v, contentOf(model, k, v)!) : top?.marker ? { deleteMarker: top.id } : undefined);
         }
         const heads = new Map<string, ObjectHead>();
         for (const e of entries.values()) {
@@ -156,5 +157,40 @@ describe('planFromLog (property: with a complete log, applying the plan puts eve
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('planFromLog (named cases)', () => {
+  const entry: ManifestEntry = { key: 'p/a', versionId: 'v1', etag: 'etag-a', size: 1 };
+  const capturedHead: ObjectHead = { versionId: 'v1', etag: 'etag-a', size: 1, metadata: {} };
+  const heads = new Map([[headKey('p/a', 'v1'), capturedHead]]);
+  const markerLog: LoggedChange[] = [{ key: 'p/a', kind: 'marker', versionId: 'm1', sequencer: '01', time: 't' }];
+
+  it('removes the logged delete marker when it is the one S3 shows on top (no data copied)', () => {
+    const plan = planFromLog({ byKey: new Map([['p/a', markerLog]]) }, new Map([['p/a', entry]]), new Map([['p/a', { deleteMarker: 'm1' }]]), heads);
+    expect(plan.markerRemovals).toEqual([{ key: 'p/a', versionId: 'm1' }]);
+    expect(plan.copies).toEqual([]);
+  });
+
+  it('copies the captured version back when the marker on top is one the log never saw (a stale or incomplete log)', () => {
+    const plan = planFromLog({ byKey: new Map([['p/a', markerLog]]) }, new Map([['p/a', entry]]), new Map([['p/a', { deleteMarker: 'm9' }]]), heads);
+    expect(plan.markerRemovals).toEqual([]);
+    expect(plan.copies.map((c) => c.entry.versionId)).toEqual(['v1']);
+  });
+
+  it('leaves alone a key whose live object is our earlier copy of the captured version (a rerun)', () => {
+    const ours: ObjectHead = { versionId: 'c7', etag: 'etag-a', size: 1, metadata: { [SOURCE_VERSION_META]: 'v1' } };
+    const log: LoggedChange[] = [{ key: 'p/a', kind: 'created', versionId: 'v2', sequencer: '01', time: 't' }, { key: 'p/a', kind: 'created', versionId: 'c7', sequencer: '02', time: 't' }];
+    const plan = planFromLog({ byKey: new Map([['p/a', log]]) }, new Map([['p/a', entry]]), new Map([['p/a', ours]]), heads);
+    expect(plan.unchanged).toBe(1);
+    expect(plan.copies).toEqual([]);
+  });
+
+  it('a key the deploy added and then deleted again needs nothing; one still there is hidden', () => {
+    const added: LoggedChange[] = [{ key: 'p/new', kind: 'created', versionId: 'n1', sequencer: '01', time: 't' }];
+    const gone = planFromLog({ byKey: new Map([['p/new', added]]) }, new Map(), new Map([['p/new', { deleteMarker: 'm2' }]]), new Map());
+    expect(gone.deletions).toEqual([]);
+    const there = planFromLog({ byKey: new Map([['p/new', added]]) }, new Map(), new Map([['p/new', { versionId: 'n1', etag: 'e', size: 1, metadata: {} }]]), new Map());
+    expect(there.deletions).toEqual(['p/new']);
   });
 });
