@@ -1,0 +1,150 @@
+import type { Cost, RunEstimate } from '../plan/estimate.ts';
+import { REQUEST_KINDS, type RequestKind } from '../plan/requests.ts';
+
+/**
+ * An estimate as people read it: in a terminal (aligned columns) and in Markdown; and an estimate set against what a
+ * run then did. Durations in seconds (minutes and hours once they are long), bytes in binary units, prices in USD.
+ */
+
+/** Column titles of the request kinds, short enough for one terminal line. */
+const SHORT: Record<RequestKind, string> = {
+  'S3 ListObjectVersions': 'S3 List',
+  'S3 GetObject': 'S3 Get',
+  'S3 HeadObject': 'S3 Head',
+  'S3 CopyObject': 'S3 Copy',
+  'S3 DeleteObjects': 'S3 DelObjs',
+  'S3 PutObject': 'S3 Put',
+  'DynamoDB writes': 'DDB writes',
+  'Lambda invocations': 'Lambda',
+  'Step Functions transitions': 'SFN trans',
+};
+
+export function formatSeconds(s: number): string {
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** USD with enough digits that a fraction of a cent still shows (a rollback often costs less than one). */
+export function formatUsd(n: number): string {
+  if (n === 0) return '$0';
+  if (n >= 1) return `$${n.toFixed(2)}`;
+  const digits = Math.min(10, Math.max(2, 1 - Math.floor(Math.log10(n)) + 2));
+  return `$${n.toFixed(digits)}`;
+}
+
+const costParts = (c: Cost) =>
+  `S3 ${formatUsd(c.s3)}, Lambda ${formatUsd(c.lambda)}, Step Functions ${formatUsd(c.stepFunctions)}, DynamoDB ${formatUsd(c.dynamodb)}`;
+
+/** Rows as aligned columns: text left-aligned, numbers (and the columns named in `right`) right-aligned. */
+function columns(rows: string[][], right: ReadonlySet<number>): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (right.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join('  ').trimEnd());
+}
+
+/** Where the numbers come from, in one line. */
+export function estimateBasis(e: RunEstimate): string {
+  const region = e.region.note ? `${e.region.priced} (${e.region.note})` : e.region.priced;
+  return `durations ${e.basis.text}; prices: AWS list prices for ${region} as of ${e.prices.asOf}`;
+}
+
+/** The estimate in a terminal: per stage and unit, what moves, what it costs, how long; then requests by kind. */
+export function renderEstimate(e: RunEstimate, indent = '  '): string[] {
+  const work: string[][] = [['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'cost', 'duration']];
+  const requests: string[][] = [['stage', 'unit', ...REQUEST_KINDS.map((k) => SHORT[k])]];
+  for (const st of e.stages) {
+    for (const u of st.units) {
+      work.push([String(st.index + 1), u.unitId, u.type, String(u.objects), formatBytes(u.bytes), String(u.rows), formatUsd(u.costUsd.total), `${formatSeconds(u.restoreSeconds)} + ${formatSeconds(u.verifySeconds)} verify`]);
+      requests.push([String(st.index + 1), u.unitId, ...REQUEST_KINDS.map((k) => String(u.requests[k]))]);
+    }
+    work.push([String(st.index + 1), '(stage)', '', String(st.objects), formatBytes(st.bytes), String(st.rows), formatUsd(st.costUsd.total), formatSeconds(st.seconds)]);
+    requests.push([String(st.index + 1), '(stage)', ...REQUEST_KINDS.map((k) => String(st.requests[k]))]);
+  }
+  work.push(['', '(run)', '', '', '', '', formatUsd(e.overhead.costUsd.total), formatSeconds(e.overhead.seconds)]);
+  requests.push(['', '(run)', ...REQUEST_KINDS.map((k) => String(e.overhead.requests[k]))]);
+  work.push(['', 'total', '', String(e.totals.objects), formatBytes(e.totals.bytes), String(e.totals.rows), formatUsd(e.totals.costUsd.total), formatSeconds(e.totals.seconds)]);
+  requests.push(['', 'total', ...REQUEST_KINDS.map((k) => String(e.totals.requests[k]))]);
+  return [
+    `${indent}estimate of the rollback (${estimateBasis(e)}):`,
+    ...columns(work, new Set([3, 4, 5, 6, 7])).map((l) => `${indent}  ${l}`),
+    `${indent}requests by kind:`,
+    ...columns(requests, new Set(REQUEST_KINDS.map((_, i) => i + 2))).map((l) => `${indent}  ${l}`),
+    `${indent}total cost ${formatUsd(e.totals.costUsd.total)} (${costParts(e.totals.costUsd)}); recovery time ${formatSeconds(e.totals.seconds)}`,
+  ];
+}
+
+/** One line of "estimate against actual". */
+export interface EstimateVsActualRow {
+  what: string;
+  estimatedSeconds: number;
+  actualSeconds?: number;
+  estimatedWrites: number;
+  actualWrites?: number;
+}
+
+/**
+ * Estimate against actual, per stage and in total: duration, and what was written (objects and rows). Stages are
+ * matched by index; a stage that did not run has no actual. Writes count objects and rows as the estimate does.
+ */
+export function estimateVsActual(
+  e: RunEstimate,
+  actual: { stages: { index: number; durationMs?: number; objects: number; rows: number; ran: boolean }[]; recoverySeconds?: number },
+): EstimateVsActualRow[] {
+  const rows: EstimateVsActualRow[] = e.stages.map((st) => {
+    const a = actual.stages.find((s) => s.index === st.index);
+    return {
+      what: `stage ${st.index + 1}`,
+      estimatedSeconds: st.seconds,
+      ...(a?.ran && a.durationMs !== undefined ? { actualSeconds: a.durationMs / 1000 } : {}),
+      estimatedWrites: st.objects + st.rows,
+      ...(a?.ran ? { actualWrites: a.objects + a.rows } : {}),
+    };
+  });
+  const ran = actual.stages.filter((s) => s.ran);
+  rows.push({
+    what: 'total (recovery time)',
+    estimatedSeconds: e.totals.seconds,
+    ...(actual.recoverySeconds !== undefined ? { actualSeconds: actual.recoverySeconds } : {}),
+    estimatedWrites: e.totals.objects + e.totals.rows,
+    ...(ran.length > 0 ? { actualWrites: ran.reduce((n, s) => n + s.objects + s.rows, 0) } : {}),
+  });
+  return rows;
+}
+
+const ratio = (r: EstimateVsActualRow) => (r.actualSeconds !== undefined && r.actualSeconds > 0 ? `${(r.estimatedSeconds / r.actualSeconds).toFixed(2)}×` : '—');
+
+export function renderEstimateVsActual(rows: readonly EstimateVsActualRow[], indent = '  '): string[] {
+  const table = [['', 'estimated', 'actual', 'estimate/actual', 'writes estimated', 'writes actual']];
+  for (const r of rows) {
+    table.push([
+      r.what,
+      formatSeconds(r.estimatedSeconds),
+      r.actualSeconds !== undefined ? formatSeconds(r.actualSeconds) : 'did not run',
+      ratio(r),
+      String(r.estimatedWrites),
+      r.actualWrites !== undefined ? String(r.actualWrites) : '—',
+    ]);
+  }
+  return columns(table, new Set([1, 2, 3, 4, 5])).map((l) => `${indent}${l}`);
+}
+
+export function estimateVsActualMarkdown(rows: readonly EstimateVsActualRow[]): string[] {
+  const out = ['| | estimated | actual | estimate / actual | writes estimated | writes actual |', '|---|---:|---:|---:|---:|---:|'];
+  for (const r of rows) {
+    out.push(
+      `| ${r.what} | ${formatSeconds(r.estimatedSeconds)} | ${r.actualSeconds !== undefined ? formatSeconds(r.actualSeconds) : 'did not run'} | ${ratio(r)} | ${r.estimatedWrites} | ${r.actualWrites ?? '—'} |`,
+    );
+  }
+  return out;
+}
