@@ -43,11 +43,15 @@ export async function estimateDryRun(deps: WorkflowDeps, run: Run, steps: readon
   });
 }
 
-/** The estimate of the latest dry run of this deployment with the same stages, if there is one. */
-export async function latestDryRunEstimate(deps: WorkflowDeps, planned: Pick<Run, 'pipeline' | 'deploymentId' | 'stages'>): Promise<RunEstimate | undefined> {
+/**
+ * The estimate of the latest dry run of this deployment with the same stages, if there is one and no rollback of the
+ * deployment ran since: a rollback after the dry run changed what the dry run saw, so its counts no longer hold.
+ */
+export async function latestDryRunEstimate(deps: WorkflowDeps, planned: Pick<Run, 'runId' | 'pipeline' | 'deploymentId' | 'stages'>): Promise<RunEstimate | undefined> {
   const shape = JSON.stringify(planned.stages.map((s) => s.units));
   for (const entry of await deps.ledger.listRunIndex(planned.pipeline, DRY_RUNS_SEARCHED)) {
-    if (!entry.dryRun || entry.deploymentId !== planned.deploymentId) continue;
+    if (entry.deploymentId !== planned.deploymentId || entry.runId === planned.runId) continue;
+    if (!entry.dryRun) return undefined;
     const run = await deps.ledger.getRun(entry.runId);
     if (run?.estimate && JSON.stringify(run.stages.map((s) => s.units)) === shape) return run.estimate;
   }

@@ -66,7 +66,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
   const trigger: RunTrigger = request.trigger ?? { kind: 'manual' };
   // A rollback carries the estimate its operator saw: that of the latest dry run of the same deployment and stages.
   // A resumed run has none (part of its work was done by the run it resumes); a dry run makes its own (describeChanges).
-  const estimate = request.dryRun || request.resume ? undefined : await latestDryRunEstimate(deps, { pipeline: request.pipeline, deploymentId: request.deploymentId, stages });
+  const estimate = request.dryRun || request.resume ? undefined : await latestDryRunEstimate(deps, { runId: input.executionName, pipeline: request.pipeline, deploymentId: request.deploymentId, stages });
   const run = await deps.ledger.createRun({
     runId: input.executionName,
     pipeline: request.pipeline,

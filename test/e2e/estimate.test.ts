@@ -121,4 +121,19 @@ describe('estimates on the demo pipeline: dry run against the real rollback that
     expect(md).toContain('## Estimate against actual');
     expect(md).toMatch(/\| total \(recovery time\) \| [\d.]+ s \| [\d.]+ s \| [\d.]+× \| \d+ \| \d+ \|/);
   });
+
+  it('a rollback takes over no estimate from a dry run of other stages, nor from one a rollback has run since', async () => {
+    await badDeploy(s);
+    const partial = (await rollback('--dry-run', '--units', 'staging')).report;
+    expect(partial.estimate?.stages.map((st) => st.units.map((u) => u.unitId))).toEqual([['mart'], ['staging']]);
+    const whole = (await rollback()).report;
+    expect(whole.status).toBe('SUCCEEDED');
+    expect(whole.estimate).toBeUndefined();
+
+    await badDeploy(s);
+    await rollback('--dry-run');
+    expect((await rollback()).report.estimate?.basis.text).toBe('from 3 earlier runs');
+    // The dry run before that rollback saw data the rollback has since restored: the next run does not take it over.
+    expect((await rollback()).report.estimate).toBeUndefined();
+  });
 });
