@@ -94,8 +94,8 @@ export interface EstimateVsActualRow {
 }
 
 /**
- * Estimate against actual, per stage and in total: duration, and what was written (objects and rows). Stages are
- * matched by index; a stage that did not run has no actual. Writes count objects and rows as the estimate does.
+ * Estimate against actual, per stage and in total: duration, and what was moved (objects and rows, quarantine copies
+ * included, as the estimate counts them). Stages are matched by index; a stage that did not run has no actual.
  */
 export function estimateVsActual(
   e: RunEstimate,
@@ -125,7 +125,7 @@ export function estimateVsActual(
 const ratio = (r: EstimateVsActualRow) => (r.actualSeconds !== undefined && r.actualSeconds > 0 ? `${(r.estimatedSeconds / r.actualSeconds).toFixed(2)}×` : '—');
 
 export function renderEstimateVsActual(rows: readonly EstimateVsActualRow[], indent = '  '): string[] {
-  const table = [['', 'estimated', 'actual', 'estimate/actual', 'writes estimated', 'writes actual']];
+  const table = [['', 'estimated', 'actual', 'estimate/actual', 'objects+rows estimated', 'objects+rows actual']];
   for (const r of rows) {
     table.push([
       r.what,
@@ -140,7 +140,7 @@ export function renderEstimateVsActual(rows: readonly EstimateVsActualRow[], ind
 }
 
 export function estimateVsActualMarkdown(rows: readonly EstimateVsActualRow[]): string[] {
-  const out = ['| | estimated | actual | estimate / actual | writes estimated | writes actual |', '|---|---:|---:|---:|---:|---:|'];
+  const out = ['| | estimated | actual | estimate / actual | objects + rows estimated | objects + rows actual |', '|---|---:|---:|---:|---:|---:|'];
   for (const r of rows) {
     out.push(
       `| ${r.what} | ${formatSeconds(r.estimatedSeconds)} | ${r.actualSeconds !== undefined ? formatSeconds(r.actualSeconds) : 'did not run'} | ${ratio(r)} | ${r.estimatedWrites} | ${r.actualWrites ?? '—'} |`,
