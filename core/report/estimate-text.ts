@@ -20,6 +20,8 @@ const SHORT: Record<RequestKind, string> = {
 };
 
 export function formatSeconds(s: number): string {
+  // Local runs and small units take milliseconds; a second is the unit people think in above that.
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
   if (s < 60) return `${s.toFixed(1)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;

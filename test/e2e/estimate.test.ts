@@ -119,7 +119,7 @@ describe('estimates on the demo pipeline: dry run against the real rollback that
     expect(md).toContain('```mermaid\ngantt');
     for (const n of [1, 2, 3]) expect(md).toMatch(new RegExp(`stage ${n} \\(VERIFIED\\) :stage${n}, \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z, \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z`));
     expect(md).toContain('## Estimate against actual');
-    expect(md).toMatch(/\| total \(recovery time\) \| [\d.]+ s \| [\d.]+ s \| [\d.]+× \| \d+ \| \d+ \|/);
+    expect(md).toMatch(/\| total \(recovery time\) \| [\d.]+ m?s \| [\d.]+ m?s \| [\d.]+× \| \d+ \| \d+ \|/);
   });
 
   it('a rollback takes over no estimate from a dry run of other stages, nor from one a rollback has run since', async () => {
