@@ -38,7 +38,11 @@ export type Requests = Record<RequestKind, number>;
 /** Named counters of a unit's writes (`objectsCopied`, `rowsDeleted`, `bytesCopied`, ...), as adapters report them. */
 export type Counters = Readonly<Record<string, number>>;
 
-/** S3 requests billed as PUT, COPY, POST or LIST (tier 1); the others are GET and "all other" (tier 2). */
+/**
+ * S3 requests billed as PUT, COPY, POST or LIST (tier 1); the others are GET and "all other" (tier 2). DeleteObjects is
+ * a POST; the S3 price page lists DELETE requests as free. It is priced here as a POST, so that the estimate errs on
+ * the high side by at most one tier-1 request per 1,000 keys.
+ */
 export const S3_TIER1: readonly RequestKind[] = ['S3 ListObjectVersions', 'S3 CopyObject', 'S3 DeleteObjects', 'S3 PutObject'];
 export const S3_TIER2: readonly RequestKind[] = ['S3 GetObject', 'S3 HeadObject'];
 
