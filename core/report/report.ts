@@ -2,7 +2,7 @@ import type { Changes, Check } from '../adapters/types.ts';
 import type { Run, RunTrigger, Step } from '../ledger/ledger.ts';
 import type { RunEstimate } from '../plan/estimate.ts';
 import { workOf } from '../plan/requests.ts';
-import { estimateBasis, estimateVsActual, estimateVsActualMarkdown, renderEstimate, renderEstimateVsActual, type EstimateVsActualRow } from './estimate-text.ts';
+import { estimateBasis, estimateVsActual, estimateVsActualMarkdown, formatSeconds, renderEstimate, renderEstimateVsActual, type EstimateVsActualRow } from './estimate-text.ts';
 import { stagesGantt } from './gantt.ts';
 import { recoverySeconds, stageSpan } from './measure-run.ts';
 
@@ -239,6 +239,7 @@ export function renderMarkdown(report: RunReport): string {
   out.push(`| started | ${report.startedAt} |`);
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
   out.push(`| ${report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
+  if (report.recoverySeconds !== undefined) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
   out.push('');
   for (const stage of report.stages) {
@@ -261,5 +262,14 @@ export function renderMarkdown(report: RunReport): string {
   const compared = reportEstimateVsActual(report);
   if (compared) out.push('## Estimate against actual', '', mdEscape(estimateBasis(report.estimate!)), '', ...estimateVsActualMarkdown(compared), '');
   else if (report.estimate) out.push('## Estimate', '', mdEscape(estimateBasis(report.estimate)), '', '```text', ...renderEstimate(report.estimate, ''), '```', '');
+  else if (!report.dryRun && gantt) {
+    out.push(
+      '## Estimate against actual',
+      '',
+      'No estimate: a rollback carries the estimate of the latest dry run of its deployment with the same stages, and there was none since the',
+      "deployment's last rollback (a resumed run carries none).",
+      '',
+    );
+  }
   return out.join('\n');
 }

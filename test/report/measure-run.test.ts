@@ -137,6 +137,12 @@ describe('report with an estimate', () => {
     expect(md).toContain('| total (recovery time) | 10.0 s | 10.0 s | 1.00× | 8 | 8 |');
   });
 
+  it('a rollback without estimate says why in its Markdown, and still gives its recovery time', () => {
+    const md = renderMarkdown(buildReport(run(), steps, types));
+    expect(md).toContain('| recovery time (first stage start to end) | 10.0 s |');
+    expect(md).toContain('No estimate: a rollback carries the estimate of the latest dry run of its deployment with the same stages');
+  });
+
   it('a dry run\'s Markdown carries its estimate, and no gantt (nothing ran)', () => {
     const md = renderMarkdown(buildReport(run({ estimate, dryRun: true, status: 'DRY_RUN' }), steps.map((s) => ({ ...s, startedAt: undefined, restoredAt: undefined, verifiedAt: undefined })), types));
     expect(md).toContain('## Estimate');
