@@ -46,9 +46,6 @@ export function formatUsd(n: number): string {
   return `$${n.toFixed(digits)}`;
 }
 
-const costParts = (c: Cost) =>
-  `S3 ${formatUsd(c.s3)}, Lambda ${formatUsd(c.lambda)}, Step Functions ${formatUsd(c.stepFunctions)}, DynamoDB ${formatUsd(c.dynamodb)}`;
-
 /** Rows as aligned columns: text left-aligned, numbers (and the columns named in `right`) right-aligned. */
 function columns(rows: string[][], right: ReadonlySet<number>): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -61,28 +58,40 @@ export function estimateBasis(e: RunEstimate): string {
   return `durations ${e.basis.text}; prices: AWS list prices for ${region} as of ${e.prices.asOf}`;
 }
 
-/** The estimate in a terminal: per stage and unit, what moves, what it costs, how long; then requests by kind. */
+/** The estimate in a terminal: per stage and unit, what moves and how long; what it costs; the requests by kind. */
 export function renderEstimate(e: RunEstimate, indent = '  '): string[] {
-  const work: string[][] = [['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'cost', 'duration']];
+  const work: string[][] = [['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'restore', 'verify', 'duration']];
+  const cost: string[][] = [['stage', 'unit', 'S3', 'Lambda', 'Step Functions', 'DynamoDB', 'total']];
   const requests: string[][] = [['stage', 'unit', ...REQUEST_KINDS.map((k) => SHORT[k])]];
+  // One scale for the whole table (a ten-millionth of a dollar, below which nothing is billed), so the points align.
+  const usd = (n: number) => n.toFixed(7);
+  const costRow = (stage: string, unit: string, c: Cost) => [stage, unit, usd(c.s3), usd(c.lambda), usd(c.stepFunctions), usd(c.dynamodb), usd(c.total)];
   for (const st of e.stages) {
+    const n = String(st.index + 1);
     for (const u of st.units) {
-      work.push([String(st.index + 1), u.unitId, u.type, String(u.objects), formatBytes(u.bytes), String(u.rows), formatUsd(u.costUsd.total), `${formatSeconds(u.restoreSeconds)} + ${formatSeconds(u.verifySeconds)} verify`]);
-      requests.push([String(st.index + 1), u.unitId, ...REQUEST_KINDS.map((k) => String(u.requests[k]))]);
+      work.push([n, u.unitId, u.type, String(u.objects), formatBytes(u.bytes), String(u.rows), formatSeconds(u.restoreSeconds), formatSeconds(u.verifySeconds), '']);
+      cost.push(costRow(n, u.unitId, u.costUsd));
+      requests.push([n, u.unitId, ...REQUEST_KINDS.map((k) => String(u.requests[k]))]);
     }
-    work.push([String(st.index + 1), '(stage)', '', String(st.objects), formatBytes(st.bytes), String(st.rows), formatUsd(st.costUsd.total), formatSeconds(st.seconds)]);
-    requests.push([String(st.index + 1), '(stage)', ...REQUEST_KINDS.map((k) => String(st.requests[k]))]);
+    work.push([n, '(stage)', '', String(st.objects), formatBytes(st.bytes), String(st.rows), '', '', formatSeconds(st.seconds)]);
+    cost.push(costRow(n, '(stage)', st.costUsd));
+    requests.push([n, '(stage)', ...REQUEST_KINDS.map((k) => String(st.requests[k]))]);
   }
-  work.push(['', '(run)', '', '', '', '', formatUsd(e.overhead.costUsd.total), formatSeconds(e.overhead.seconds)]);
+  work.push(['', '(run)', '', '', '', '', '', '', formatSeconds(e.overhead.seconds)]);
+  cost.push(costRow('', '(run)', e.overhead.costUsd));
   requests.push(['', '(run)', ...REQUEST_KINDS.map((k) => String(e.overhead.requests[k]))]);
-  work.push(['', 'total', '', String(e.totals.objects), formatBytes(e.totals.bytes), String(e.totals.rows), formatUsd(e.totals.costUsd.total), formatSeconds(e.totals.seconds)]);
+  work.push(['', 'total', '', String(e.totals.objects), formatBytes(e.totals.bytes), String(e.totals.rows), '', '', formatSeconds(e.totals.seconds)]);
+  cost.push(costRow('', 'total', e.totals.costUsd));
   requests.push(['', 'total', ...REQUEST_KINDS.map((k) => String(e.totals.requests[k]))]);
+  const table = (rows: string[][], firstNumber: number) => columns(rows, new Set(rows[0]!.map((_, i) => i).filter((i) => i >= firstNumber))).map((l) => `${indent}  ${l}`);
   return [
     `${indent}estimate of the rollback (${estimateBasis(e)}):`,
-    ...columns(work, new Set([3, 4, 5, 6, 7])).map((l) => `${indent}  ${l}`),
+    ...table(work, 3),
+    `${indent}cost in USD:`,
+    ...table(cost, 2),
     `${indent}requests by kind:`,
-    ...columns(requests, new Set(REQUEST_KINDS.map((_, i) => i + 2))).map((l) => `${indent}  ${l}`),
-    `${indent}total cost ${formatUsd(e.totals.costUsd.total)} (${costParts(e.totals.costUsd)}); recovery time ${formatSeconds(e.totals.seconds)}`,
+    ...table(requests, 2),
+    `${indent}total ${formatUsd(e.totals.costUsd.total)}, recovery time ${formatSeconds(e.totals.seconds)} (${e.stages.length} stage${e.stages.length === 1 ? '' : 's'} one after the other, the units of a stage side by side)`,
   ];
 }
 

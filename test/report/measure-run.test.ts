@@ -120,12 +120,24 @@ describe('report with an estimate', () => {
     expect(reportEstimateVsActual(report)![1]!.actualSeconds).toBeUndefined();
   });
 
-  it('the terminal report of a dry run prints the estimate: per unit and stage, requests by kind, the basis', () => {
+  it('the terminal report of a dry run prints the estimate: per unit and stage what moves, how long, the cost and the requests by kind', () => {
     const text = renderReport(buildReport(run({ estimate, dryRun: true, status: 'DRY_RUN' }), steps, types));
+    const lines = text.split('\n');
+    const after = (title: string) => lines.slice(lines.findIndex((l) => l.trim().startsWith(title)) + 1);
     expect(text).toContain('estimate of the rollback (durations from 1 earlier run; prices: AWS list prices for eu-west-1 as of');
-    expect(text).toMatch(/requests by kind:\n\s+stage\s+unit\s+S3 List\s+S3 Get\s+S3 Head\s+S3 Copy\s+S3 DelObjs\s+S3 Put\s+DDB writes\s+Lambda\s+SFN trans/);
-    expect(text).toMatch(/\n\s+2\s+raw\s+2\s+3\s+6\s+2\s+1\s+0\s+2\s+1\s+3\n/);
-    expect(text).toMatch(/total cost \$[\d.]+ \(S3 \$[\d.]+, Lambda \$[\d.]+, Step Functions \$[\d.]+, DynamoDB \$[\d.]+\); recovery time 10\.0 s/);
+    const work = after('estimate of the rollback');
+    expect(work[0]!.trim().split(/\s{2,}/)).toEqual(['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'restore', 'verify', 'duration']);
+    expect(work[4]!.trim().split(/\s{2,}/)).toEqual(['2', 'raw', 's3-prefix', '3', '40 B', '0', '1.0 s', '1.0 s']);
+    expect(work[7]!.trim().split(/\s{2,}/)).toEqual(['total', '3', '40 B', '5', '10.0 s']);
+    const cost = after('cost in USD:');
+    expect(cost[0]!.trim().split(/\s{2,}/)).toEqual(['stage', 'unit', 'S3', 'Lambda', 'Step Functions', 'DynamoDB', 'total']);
+    const total = cost[7]!.trim().split(/\s{2,}/);
+    expect(total[0]).toBe('total');
+    expect(Number(total[5])).toBeCloseTo(estimate.totals.costUsd.total, 7);
+    const requests = after('requests by kind:');
+    expect(requests[0]!.trim().split(/\s{2,}/)).toEqual(['stage', 'unit', 'S3 List', 'S3 Get', 'S3 Head', 'S3 Copy', 'S3 DelObjs', 'S3 Put', 'DDB writes', 'Lambda', 'SFN trans']);
+    expect(requests[4]!.trim().split(/\s+/)).toEqual(['2', 'raw', '2', '3', '6', '2', '1', '0', '2', '1', '3']);
+    expect(text).toMatch(/total \$[\d.]+, recovery time 10\.0 s \(2 stages one after the other/);
   });
 
   it('the Markdown report carries the gantt and the estimate-against-actual table', () => {
