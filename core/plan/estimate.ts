@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { PricesFor } from './prices.ts';
 import { addRequests, noRequests, REQUEST_KINDS, runRequests, S3_TIER1, S3_TIER2, stageRequests, unitRequests, workOf, type Counters, type Requests } from './requests.ts';
-import { throughputOf, type Throughput } from './throughput.ts';
+import { throughputOf, typeThroughputSchema, type Throughput } from './throughput.ts';
 
 /**
  * What a rollback will cost and how long it will take, per unit, per stage and in total: the requests it makes (by
@@ -48,6 +48,9 @@ export const runEstimateSchema = z.object({
     /** Unit types in the plan that no earlier run measured (their defaults were used). */
     defaultsFor: z.array(z.string()),
     text: z.string(),
+    /** The throughput each unit type of the plan was estimated with, and the seconds between and after stages. */
+    rates: z.record(z.string(), typeThroughputSchema),
+    overheadSecondsPerStage: count,
   }),
   stages: z.array(stageEstimateSchema),
   /** The run's own work beyond its stages (planning, lock, report) and the time between and after stages. */
@@ -142,7 +145,13 @@ export function estimateRollback(input: EstimateInput): RunEstimate {
     ...(input.dryRunId ? { dryRunId: input.dryRunId } : {}),
     region: { requested: input.prices.requestedRegion, priced: input.prices.pricedRegion, ...(input.prices.note ? { note: input.prices.note } : {}) },
     prices: { asOf: input.prices.asOf, sources: { ...input.prices.sources } },
-    basis: { runIds: [...input.throughput.runIds], defaultsFor, text },
+    basis: {
+      runIds: [...input.throughput.runIds],
+      defaultsFor,
+      text,
+      rates: Object.fromEntries(types.map((t) => [t, throughputOf(input.throughput, t)])),
+      overheadSecondsPerStage: input.throughput.overheadSecondsPerStage,
+    },
     stages,
     overhead,
     totals: {

