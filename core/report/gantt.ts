@@ -11,8 +11,12 @@ export interface TimedStage {
   endedAt?: string;
 }
 
-/** Mermaid's gantt reads `dateFormat` tokens; an ISO-8601 UTC time is written in this one. */
-const DATE_FORMAT = 'YYYY-MM-DDTHH:mm:ss.SSSZ';
+/**
+ * Mermaid's gantt parses dates with dayjs in strict mode: a date must format back to the same text. `T` and `Z` are
+ * written as escaped literals (`[T]`, `[Z]`), so an ISO-8601 UTC time from the ledger round-trips exactly (an unescaped
+ * `Z` would be the zone offset, which formats as `+00:00` and fails the strict check). The chart then shows UTC times.
+ */
+export const GANTT_DATE_FORMAT = 'YYYY-MM-DD[T]HH:mm:ss.SSS[Z]';
 
 /** Text Mermaid would read as syntax (`:` ends a task name, `#` and `;` start comments or entities) is replaced. */
 export function ganttText(text: string): string {
@@ -23,7 +27,7 @@ export function ganttText(text: string): string {
 export function stagesGantt(title: string, stages: readonly TimedStage[]): string | undefined {
   const ran = stages.filter((s) => s.startedAt !== undefined && s.endedAt !== undefined && !Number.isNaN(Date.parse(s.startedAt)) && !Number.isNaN(Date.parse(s.endedAt)));
   if (ran.length === 0) return undefined;
-  const lines = ['gantt', `  title ${ganttText(title)}`, `  dateFormat ${DATE_FORMAT}`, '  axisFormat %H:%M:%S', '  section stages'];
+  const lines = ['gantt', `  title ${ganttText(title)} (UTC)`, `  dateFormat ${GANTT_DATE_FORMAT}`, '  axisFormat %H:%M:%S', '  section stages'];
   for (const s of ran) {
     const start = new Date(Date.parse(s.startedAt!));
     // Mermaid draws nothing for a bar that ends where it starts; a stage shorter than a millisecond gets one.

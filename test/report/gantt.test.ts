@@ -23,7 +23,7 @@ describe('gantt of the stages as they ran', () => {
       { index: 1, status: 'VERIFY_FAILED', startedAt: '2026-11-29T03:00:05.000Z', endedAt: '2026-11-29T03:00:09.000Z' },
       { index: 2, status: 'NOT_STARTED' },
     ])!;
-    expect(text.split('\n').slice(0, 5)).toEqual(['gantt', '  title orders / d-42 rollback-1', '  dateFormat YYYY-MM-DDTHH:mm:ss.SSSZ', '  axisFormat %H:%M:%S', '  section stages']);
+    expect(text.split('\n').slice(0, 5)).toEqual(['gantt', '  title orders / d-42 rollback-1 (UTC)', '  dateFormat YYYY-MM-DD[T]HH:mm:ss.SSS[Z]', '  axisFormat %H:%M:%S', '  section stages']);
     expect(bars(text)).toEqual([
       { stage: 1, status: 'VERIFIED', tag: undefined, start: '2026-11-29T03:00:00.000Z', end: '2026-11-29T03:00:04.500Z' },
       { stage: 2, status: 'VERIFY_FAILED', tag: 'crit', start: '2026-11-29T03:00:05.000Z', end: '2026-11-29T03:00:09.000Z' },
