@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EXIT, EXIT_BY_NAME, exitCodeOf, InputError } from '../core/errors.ts';
 import { loadManifestFile } from '../core/manifest/load.ts';
 import type { Manifest } from '../core/manifest/schema.ts';
+import { planFlowchart } from '../core/plan/mermaid.ts';
 import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
 import { currentUser, defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
@@ -103,11 +104,14 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     .argument('<manifest>', 'manifest YAML file')
     .option('--units <ids>', 'comma-separated unit ids (default: all)')
     .option('--no-cascade', 'do not add the consumers of the units asked for')
-    .option('--json', 'print {"stages": [[...], ...]}', false)
-    .action(async (file: string, opts: { units?: string; cascade: boolean; json: boolean }) => {
+    .addOption(new Option('--format <format>', 'text, json ({"stages": [[...], ...], ...}) or mermaid (a flowchart of the stages and dependencies)').choices(['text', 'json', 'mermaid']).default('text'))
+    .option('--json', 'the same as --format json', false)
+    .action(async (file: string, opts: { units?: string; cascade: boolean; json: boolean; format: 'text' | 'json' | 'mermaid' }) => {
       const manifest = await loadManifestFile(file);
       const plan = planRollback(manifest, { units: parseUnits(opts.units), cascade: opts.cascade });
-      if (opts.json) io.out(JSON.stringify({ stages: plan.stages, scope: plan.scope, reasons: plan.reasons }));
+      const format = opts.json ? 'json' : opts.format;
+      if (format === 'json') io.out(JSON.stringify({ stages: plan.stages, scope: plan.scope, reasons: plan.reasons }));
+      else if (format === 'mermaid') io.out(planFlowchart(manifest, plan));
       else io.out(stagesText(manifest, plan.stages, plan.reasons));
     });
 

@@ -71,6 +71,7 @@ async function main(): Promise<number> {
 
     say('the manifest, checked and planned (offline)');
     if (cli('validate', manifest) !== 0) return 1;
+    if (cli('plan', manifest, '--format', 'mermaid') !== 0) return 1;
 
     say('before the deploy: a restore point of every unit');
     if (cli('snapshot', manifest, '--deployment', 'd-42', '--local') !== 0) return 1;
@@ -78,7 +79,7 @@ async function main(): Promise<number> {
     say('the deploy goes wrong');
     for (const line of await breakOrders({ s3, sql, bucket })) console.log(`  ${line}`);
 
-    say('what a rollback would do (dry run: nothing is changed)');
+    say('what a rollback would do, cost and take (dry run: nothing is changed; no history yet, so default throughput)');
     if (cli('rollback', manifest, '--deployment', 'd-42', '--dry-run', '--local') !== 0) return 1;
 
     say('the rollback: mart, then staging, then the raw files, each stage verified');
@@ -89,10 +90,17 @@ async function main(): Promise<number> {
     say(`independent check with SQL: staging and mart are ${same ? 'row-for-row as before the deploy ✓' : 'NOT as before ✗'}`);
     if (!same) return 1;
 
-    say('the audit trail: the run as history lists it, and its report as written (Markdown, beside the JSON)');
+    say('the deploy goes wrong again; the dry run now estimates from the throughput the first rollback measured');
+    for (const line of await breakOrders({ s3, sql, bucket })) console.log(`  ${line}`);
+    if (cli('rollback', manifest, '--deployment', 'd-42', '--dry-run', '--local') !== 0) return 1;
+    say('the second rollback: its report sets that estimate against what happened');
+    if (cli('rollback', manifest, '--deployment', 'd-42', '--local', '--reason', 'the same bad numbers, again') !== 0) return 1;
+
+    say('the audit trail: the runs as history lists them, and the last report as written (Markdown, beside the JSON)');
     if (cli('history', 'orders', '--local') !== 0) return 1;
     const reports = await s3.send(new ListObjectsV2Command({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Prefix: 'reports/orders/' }));
-    const markdownKey = reports.Contents?.map((o) => o.Key!).find((k) => k.endsWith('.md') && k.includes('/rollback-'));
+    // Run names end with their start time, so the last key is the latest rollback.
+    const markdownKey = reports.Contents?.map((o) => o.Key!).filter((k) => k.endsWith('.md') && k.includes('/rollback-')).sort().at(-1);
     if (!markdownKey) {
       console.error('  no Markdown report was written');
       return 1;

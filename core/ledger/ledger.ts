@@ -2,6 +2,8 @@ import { ConditionalCheckFailedException, CreateTableCommand, DescribeTableComma
 import { DeleteCommand, DynamoDBDocumentClient, TransactWriteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { LockHeldError, RestorePointMissingError } from '../errors.ts';
 import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
+import { runEstimateSchema, type RunEstimate } from '../plan/estimate.ts';
+import { HISTORY_RUNS, throughputSampleSchema, type ThroughputSample } from '../plan/throughput.ts';
 
 /**
  * The ledger: one DynamoDB table (pk/sk) holding deployments, their restore points, rollback runs with
@@ -18,6 +20,7 @@ import type { Changes, Check, RestorePoint } from '../adapters/types.ts';
  *   RUN#<runId>                     PAUSE#<kind>#<in>#<name> a pipeline trigger the run paused (rule on a bus, schedule in a group), with the state it had
  *   PIPELINE#<pipeline>             RUN#<startedAt>#<runId>  run index: the pipeline's runs in time order (history without a scan)
  *   DEPLOYMENT#<pipeline>#<id>      RELEASE                  what releasing the deployment's restore points deleted
+ *   THROUGHPUT#<pipeline>           RUN#<startedAt>#<runId>  how fast a successful run restored each unit (for estimates)
  */
 
 export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' | 'RELEASED';
@@ -79,6 +82,11 @@ export interface Run {
   trigger?: RunTrigger;
   /** The run this one resumes: its plan was taken over, and the units it verified were not restored again. */
   resumedFrom?: string;
+  /**
+   * What the run was estimated to cost and take when it was planned: a dry run's own estimate, or, for a rollback, the
+   * estimate of the latest dry run of the same deployment and scope (absent when there was none).
+   */
+  estimate?: RunEstimate;
 }
 
 export type StepStatus = 'RESTORED' | 'VERIFIED' | 'VERIFY_FAILED' | 'FAILED';
@@ -243,6 +251,7 @@ const key = {
   paused: (runId: string, t: Pick<PausedTrigger, 'kind' | 'container' | 'name'>) => ({ pk: `RUN#${runId}`, sk: `PAUSE#${t.kind}#${t.container}#${t.name}` }),
   runIndex: (pipeline: string, startedAt: string, runId: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `RUN#${startedAt}#${runId}` }),
   release: (pipeline: string, id: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: 'RELEASE' }),
+  throughput: (pipeline: string, runStartedAt: string, runId: string) => ({ pk: `THROUGHPUT#${pipeline}`, sk: `RUN#${runStartedAt}#${runId}` }),
 };
 
 /** Partition-key prefix of trigger records: the trigger function may write items under it and nowhere else. */
@@ -378,7 +387,14 @@ export class Ledger {
 
   async getRun(runId: string): Promise<Run | undefined> {
     const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.run(runId), ConsistentRead: true }));
-    return strip<Run>(out.Item);
+    const run = strip<Run>(out.Item);
+    if (run?.estimate !== undefined) {
+      // Written by an older or newer version, an estimate that does not read back is left out, never guessed at.
+      const estimate = runEstimateSchema.safeParse(run.estimate);
+      if (estimate.success) run.estimate = estimate.data;
+      else delete run.estimate;
+    }
+    return run;
   }
 
   async requireRun(runId: string): Promise<Run> {
@@ -387,7 +403,7 @@ export class Ledger {
     return run;
   }
 
-  async updateRun(runId: string, patch: Partial<Pick<Run, 'status' | 'endedAt' | 'error' | 'reportKey'>>): Promise<void> {
+  async updateRun(runId: string, patch: Partial<Pick<Run, 'status' | 'endedAt' | 'error' | 'reportKey' | 'estimate'>>): Promise<void> {
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = {};
     const sets: string[] = [];
@@ -579,6 +595,32 @@ export class Ledger {
       start = out.LastEvaluatedKey;
     } while (start && (limit === undefined || items.length < limit));
     return items.map((i) => strip<RunIndexEntry>(i)!);
+  }
+
+  // ── throughput (estimates) ────────────────────────────────────────────────
+
+  /** Records how fast a successful run restored its units. The same run again writes the same item (idempotent). */
+  async putThroughputSample(sample: ThroughputSample): Promise<void> {
+    const item = throughputSampleSchema.parse(sample);
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.throughput(item.pipeline, item.runStartedAt, item.runId), ...item } }));
+  }
+
+  /** The pipeline's most recent throughput records, newest first (at most `limit`); items that do not read back are skipped. */
+  async listThroughputSamples(pipeline: string, limit = HISTORY_RUNS): Promise<ThroughputSample[]> {
+    const out = await this.doc.send(
+      new QueryCommand({
+        TableName: this.tableName,
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :sk)',
+        ExpressionAttributeValues: { ':pk': `THROUGHPUT#${pipeline}`, ':sk': 'RUN#' },
+        ScanIndexForward: false,
+        ConsistentRead: true,
+        Limit: limit,
+      }),
+    );
+    return (out.Items ?? []).flatMap((i) => {
+      const parsed = throughputSampleSchema.safeParse(strip(i));
+      return parsed.success ? [parsed.data] : [];
+    });
   }
 
   // ── release ────────────────────────────────────────────────────────────────

@@ -1,5 +1,10 @@
 import type { Changes, Check } from '../adapters/types.ts';
 import type { Run, RunTrigger, Step } from '../ledger/ledger.ts';
+import type { RunEstimate } from '../plan/estimate.ts';
+import { workOf } from '../plan/requests.ts';
+import { estimateBasis, estimateVsActual, estimateVsActualMarkdown, formatSeconds, renderEstimate, renderEstimateVsActual, type EstimateVsActualRow } from './estimate-text.ts';
+import { stagesGantt } from './gantt.ts';
+import { recoverySeconds, stageSpan } from './measure-run.ts';
 
 /**
  * The report of a rollback run: what each stage and unit changed, how each verified, and, for a run that
@@ -53,6 +58,10 @@ export interface RunReport {
   totals: { writes: number; changes: Changes };
   stages: StageReport[];
   error?: { name: string; message: string };
+  /** What the run was estimated to cost and take when it was planned (a dry run: what a rollback would). */
+  estimate?: RunEstimate;
+  /** Seconds from the first stage's start to the run's end (waits for approval or a window before it are not counted). */
+  recoverySeconds?: number;
 }
 
 export function addChanges(into: Changes, more: Changes): Changes {
@@ -72,12 +81,9 @@ function stageStatus(units: UnitReport[]): StageStatus {
 
 /** A stage's timing from its steps: earliest start (or restore) to latest verification (or restore). */
 function stageTiming(steps: (Step | undefined)[]): Pick<StageReport, 'startedAt' | 'endedAt' | 'durationMs'> {
-  const starts = steps.map((s) => s?.startedAt ?? s?.restoredAt).filter((t): t is string => !!t).sort();
-  const ends = steps.map((s) => s?.verifiedAt ?? s?.restoredAt).filter((t): t is string => !!t).sort();
-  const startedAt = starts[0];
-  const endedAt = ends[ends.length - 1];
-  if (!startedAt || !endedAt) return {};
-  return { startedAt, endedAt, durationMs: Math.max(0, Date.parse(endedAt) - Date.parse(startedAt)) };
+  const span = stageSpan(steps);
+  if (!span) return {};
+  return { ...span, durationMs: Math.max(0, Date.parse(span.endedAt) - Date.parse(span.startedAt)) };
 }
 
 /** Objects and rows a run put back, from the step outcome counters (`objectsCopied`, `rowsInserted`, ...). */
@@ -119,6 +125,7 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
     return { index: stage.index, status: stageStatus(units), units, ...stageTiming(stage.units.map((u) => byUnit.get(`${stage.index}#${u}`))) };
   });
   const touched = stages.filter((s) => s.status !== 'NOT_STARTED').length;
+  const recovery = run.dryRun ? undefined : recoverySeconds(run, steps);
   const partial = !run.dryRun && run.status !== 'SUCCEEDED' && touched > 0 && stages.some((s) => s.status !== 'VERIFIED');
   return {
     runId: run.runId,
@@ -138,7 +145,24 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
     totals,
     stages,
     error: run.error,
+    ...(run.estimate ? { estimate: run.estimate } : {}),
+    ...(recovery !== undefined ? { recoverySeconds: recovery } : {}),
   };
+}
+
+/** A run's estimate set against what it did, per stage and in total; undefined for a dry run or a run without estimate. */
+export function reportEstimateVsActual(report: RunReport): EstimateVsActualRow[] | undefined {
+  if (!report.estimate || report.dryRun) return undefined;
+  return estimateVsActual(report.estimate, {
+    stages: report.stages.map((st) => {
+      const work = st.units.reduce((w, u) => {
+        const more = workOf(u.changes);
+        return { objects: w.objects + more.objects, rows: w.rows + more.rows };
+      }, { objects: 0, rows: 0 });
+      return { index: st.index, durationMs: st.durationMs, ...work, ran: st.status !== 'NOT_STARTED' };
+    }),
+    recoverySeconds: report.recoverySeconds,
+  });
 }
 
 /** Counters that describe what was left alone rather than written (`objectsUnchanged`). */
@@ -181,6 +205,9 @@ export function renderReport(report: RunReport): string {
   const total = report.totals.writes > 0 ? ` (${formatChanges(report.totals.changes, false)})` : '';
   lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
+  if (report.dryRun && report.estimate) lines.push(...renderEstimate(report.estimate));
+  const compared = reportEstimateVsActual(report);
+  if (compared) lines.push(`  estimate against actual (${estimateBasis(report.estimate!)}):`, ...renderEstimateVsActual(compared, '    '));
   return lines.join('\n');
 }
 
@@ -212,6 +239,7 @@ export function renderMarkdown(report: RunReport): string {
   out.push(`| started | ${report.startedAt} |`);
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
   out.push(`| ${report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
+  if (report.recoverySeconds !== undefined) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
   out.push('');
   for (const stage of report.stages) {
@@ -228,6 +256,20 @@ export function renderMarkdown(report: RunReport): string {
     const notes = stage.units.flatMap((u) => u.notes.map((n) => `- ${mdEscape(u.unitId)}: ${mdEscape(n)}`));
     if (notes.length) out.push('', ...notes);
     out.push('');
+  }
+  const gantt = stagesGantt(`${report.pipeline} / ${report.deploymentId}: ${report.runId}`, report.stages);
+  if (gantt) out.push('## Stages as they ran', '', '```mermaid', gantt, '```', '');
+  const compared = reportEstimateVsActual(report);
+  if (compared) out.push('## Estimate against actual', '', mdEscape(estimateBasis(report.estimate!)), '', ...estimateVsActualMarkdown(compared), '');
+  else if (report.estimate) out.push('## Estimate', '', mdEscape(estimateBasis(report.estimate)), '', '```text', ...renderEstimate(report.estimate, ''), '```', '');
+  else if (!report.dryRun && gantt) {
+    out.push(
+      '## Estimate against actual',
+      '',
+      'No estimate: a rollback carries the estimate of the latest dry run of its deployment with the same stages, and there was none since the',
+      "deployment's last rollback (a resumed run carries none).",
+      '',
+    );
   }
   return out.join('\n');
 }

@@ -10,6 +10,7 @@ import { parseInput, rollbackRequestSchema } from './requests.ts';
 import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts';
 import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
+import { estimateDryRun, latestDryRunEstimate, recordThroughput } from './estimates.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -63,6 +64,9 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
   }
   const stages = resumed ? resumed.planned : plan.stages.map((units, index) => ({ index, units }));
   const trigger: RunTrigger = request.trigger ?? { kind: 'manual' };
+  // A rollback carries the estimate its operator saw: that of the latest dry run of the same deployment and stages.
+  // A resumed run has none (part of its work was done by the run it resumes); a dry run makes its own (describeChanges).
+  const estimate = request.dryRun || request.resume ? undefined : await latestDryRunEstimate(deps, { runId: input.executionName, pipeline: request.pipeline, deploymentId: request.deploymentId, stages });
   const run = await deps.ledger.createRun({
     runId: input.executionName,
     pipeline: request.pipeline,
@@ -78,6 +82,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     startedAt: deps.now().toISOString(),
     trigger,
     ...(request.resume ? { resumedFrom: request.resume } : {}),
+    ...(estimate ? { estimate } : {}),
   });
   await deps.ledger.indexRun(run);
   if (
@@ -176,8 +181,10 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
     );
     steps.push(...diffs);
   }
-  await deps.ledger.updateRun(run.runId, { endedAt: deps.now().toISOString() });
-  return writeReport(deps, { ...run, endedAt: deps.now().toISOString() }, steps);
+  const estimate = await estimateDryRun(deps, run, steps);
+  const endedAt = deps.now().toISOString();
+  await deps.ledger.updateRun(run.runId, { endedAt, estimate });
+  return writeReport(deps, { ...run, endedAt, estimate }, steps);
 }
 
 /** Takes the pipeline's lock and marks the run and deployment as rolling back. */
@@ -341,8 +348,10 @@ export async function finishRun(deps: WorkflowDeps, ids: RunIds): Promise<RunRep
   await deps.ledger.updateRun(ids.runId, { status: 'SUCCEEDED', endedAt });
   await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLED_BACK');
   const run = await deps.ledger.requireRun(ids.runId);
-  const report = await writeReport(deps, run, await deps.ledger.listSteps(ids.runId));
-  deps.log.info('rollback succeeded', { runId: ids.runId, writes: report.totals.writes });
+  const steps = await deps.ledger.listSteps(ids.runId);
+  await recordThroughput(deps, run, steps);
+  const report = await writeReport(deps, run, steps);
+  deps.log.info('rollback succeeded', { runId: ids.runId, writes: report.totals.writes, recoverySeconds: report.recoverySeconds });
   await announce(deps, rollbackSucceeded(report, await deps.ledger.listPausedTriggers(ids.runId)));
   return report;
 }
