@@ -22,6 +22,22 @@ import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 export const TEST_INTENT_HEADER = 'x-etl-rollback-test-intent';
 
+/**
+ * Request counting, at the server side of the wire: a test client whose requests carry `x-etl-rollback-test-count: <tag>`
+ * (see countingClient in aws.ts) has each request it actually sends (SDK retries included) counted under that tag, by
+ * operation (`X-Amz-Target` without its service prefix, `GetTable`; else `S3 <method>`). The counts are read with
+ * `GET <endpoint>/__etl-rollback-test/requests/<tag>` (JSON: operation → count), answered by the proxy itself.
+ */
+export const TEST_COUNT_HEADER = 'x-etl-rollback-test-count';
+export const COUNTS_PATH = '/__etl-rollback-test/requests/';
+
+/** The operation of a request as counted: `GetPartitions` for a JSON-protocol target, `S3 PUT` otherwise. */
+export function operationOf(method: string, headers: IncomingHttpHeaders): string {
+  const target = headers['x-amz-target'];
+  if (typeof target === 'string' && target.length > 0) return target.slice(target.lastIndexOf('.') + 1);
+  return `S3 ${method}`;
+}
+
 export interface Violation {
   bucket: string;
   key: string;
@@ -67,6 +83,7 @@ export async function startVersionGuard(target: string, options: { log?: string 
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const stats = { checked: 0, markers: 0, allowed: 0, violations: [] as Violation[] };
+  const counts = new Map<string, Record<string, number>>();
 
   // Signed, like any client's (a bucket policy may refuse anonymous or non-TLS requests), straight to moto.
   const s3 = new S3Client({ endpoint: target, forcePathStyle: true, region: 'us-east-1', maxAttempts: 1, credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } });
@@ -81,6 +98,19 @@ export async function startVersionGuard(target: string, options: { log?: string 
   };
 
   const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && req.url?.startsWith(COUNTS_PATH)) {
+      const tag = decodeURIComponent(req.url.slice(COUNTS_PATH.length));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(counts.get(tag) ?? {}));
+      return;
+    }
+    const tag = req.headers[TEST_COUNT_HEADER];
+    if (typeof tag === 'string') {
+      const byOperation = counts.get(tag) ?? {};
+      const operation = operationOf(req.method ?? 'GET', req.headers);
+      byOperation[operation] = (byOperation[operation] ?? 0) + 1;
+      counts.set(tag, byOperation);
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -99,6 +129,7 @@ export async function startVersionGuard(target: string, options: { log?: string 
         const headers: IncomingHttpHeaders = { ...req.headers };
         delete headers.expect;
         delete headers[TEST_INTENT_HEADER];
+        delete headers[TEST_COUNT_HEADER];
         headers['content-length'] = String(body.length);
         delete headers['transfer-encoding'];
         const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (up) => {
