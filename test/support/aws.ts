@@ -1,3 +1,4 @@
+import type { GlueClient } from '@aws-sdk/client-glue';
 import { ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { randomBytes } from 'node:crypto';
@@ -48,16 +49,12 @@ export async function liveEtags(s3: S3Client, bucket: string, prefix: string): P
   }
 }
 
-interface HasMiddleware {
-  middlewareStack: { add(middleware: (next: (args: { request: unknown }) => Promise<unknown>) => (args: { request: unknown }) => Promise<unknown>, options: { step: 'build'; name: string }): void };
-}
-
 /**
  * Tags every request `client` sends with `tag`, so that the version-guard proxy counts them on the wire (each attempt the
  * SDK makes, retries included); read the counts with requestCounts(tag).
  */
-export function countingClient<C extends HasMiddleware>(client: C, tag: string): C {
-  client.middlewareStack.add(
+export function countingClient<C extends GlueClient | S3Client | DynamoDBClient>(client: C, tag: string): C {
+  (client.middlewareStack as GlueClient['middlewareStack']).add(
     (next) => async (args) => {
       const request = args.request as { headers?: Record<string, string> };
       if (request.headers) request.headers[TEST_COUNT_HEADER] = tag;

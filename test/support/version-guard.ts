@@ -25,7 +25,8 @@ export const TEST_INTENT_HEADER = 'x-etl-rollback-test-intent';
 /**
  * Request counting, at the server side of the wire: a test client whose requests carry `x-etl-rollback-test-count: <tag>`
  * (see countingClient in aws.ts) has each request it actually sends (SDK retries included) counted under that tag, by
- * operation (`X-Amz-Target` without its service prefix, `GetTable`; else `S3 <method>`). The counts are read with
+ * operation (`X-Amz-Target` without its service prefix, `GetTable`; else `S3 <method>`), and a Glue batch's entries as
+ * `<operation> entries`. The counts are read with
  * `GET <endpoint>/__etl-rollback-test/requests/<tag>` (JSON: operation → count), answered by the proxy itself.
  */
 export const TEST_COUNT_HEADER = 'x-etl-rollback-test-count';
@@ -79,6 +80,24 @@ export function versionDeletions(method: string, url: URL, body: Buffer): Target
   return [];
 }
 
+/** Glue batch requests' entry lists: counted as `<operation> entries` next to the requests. */
+const ENTRY_LISTS = ['PartitionInputList', 'PartitionsToDelete', 'Entries'];
+
+/** What one request adds to the counts: its operation, and for a batch its entries. */
+export function countsOf(method: string, headers: IncomingHttpHeaders, body: Buffer): Record<string, number> {
+  const operation = operationOf(method, headers);
+  const out: Record<string, number> = { [operation]: 1 };
+  if (typeof headers['x-amz-target'] === 'string' && body.length > 0) {
+    try {
+      const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+      for (const list of ENTRY_LISTS) if (Array.isArray(parsed[list])) out[`${operation} entries`] = (parsed[list] as unknown[]).length;
+    } catch {
+      /* not JSON: the request alone is counted */
+    }
+  }
+  return out;
+}
+
 export async function startVersionGuard(target: string, options: { log?: string } = {}): Promise<VersionGuard> {
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
@@ -104,18 +123,17 @@ export async function startVersionGuard(target: string, options: { log?: string 
       res.end(JSON.stringify(counts.get(tag) ?? {}));
       return;
     }
-    const tag = req.headers[TEST_COUNT_HEADER];
-    if (typeof tag === 'string') {
-      const byOperation = counts.get(tag) ?? {};
-      const operation = operationOf(req.method ?? 'GET', req.headers);
-      byOperation[operation] = (byOperation[operation] ?? 0) + 1;
-      counts.set(tag, byOperation);
-    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       void (async () => {
         const body = Buffer.concat(chunks);
+        const tag = req.headers[TEST_COUNT_HEADER];
+        if (typeof tag === 'string') {
+          const byOperation = counts.get(tag) ?? {};
+          for (const [name, n] of Object.entries(countsOf(req.method ?? 'GET', req.headers, body))) byOperation[name] = (byOperation[name] ?? 0) + n;
+          counts.set(tag, byOperation);
+        }
         const url = new URL(req.url ?? '/', upstream);
         const intended = req.headers[TEST_INTENT_HEADER] === 'destroy-version';
         // What each version is before the request: only data versions need a second look afterwards.
