@@ -5,6 +5,7 @@ import type { Construct } from 'constructs';
 import { type AuditObjectLockMode, AuditStore } from './constructs/audit.ts';
 import { Observability } from './constructs/dashboard.ts';
 import { DataAccess } from './constructs/data-access.ts';
+import { GlueAccess } from './constructs/glue-access.ts';
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
 import { Notifications } from './constructs/notifications.ts';
@@ -34,6 +35,12 @@ export interface EtlRollbackStackProps extends StackProps {
   readonly protectedDbInstances?: readonly string[];
   /** @default [] */
   readonly protectedDbClusters?: readonly string[];
+  /**
+   * Glue Data Catalog tables (`glue-table` units) that may be captured and restored, as `database/table` (or
+   * `<account id>:database/table`): the data handlers may read them, the restore handler write them back. Empty: no Glue access.
+   * @default []
+   */
+  readonly protectedGlueTables?: readonly string[];
   /** Minimum life of a restore point's state objects. @default 30 days */
   readonly restorePointRetention?: Duration;
   /** Retention of the handler and state machine log groups. @default RetentionDays.THREE_MONTHS */
@@ -77,6 +84,7 @@ export class EtlRollbackStack extends Stack {
   readonly handlers: Handlers;
   readonly dataAccess: DataAccess;
   readonly rdsAccess: RdsAccess;
+  readonly glueAccess: GlueAccess;
   readonly snapshot: Workflow;
   readonly rollback: Workflow;
   readonly notifications: Notifications;
@@ -110,6 +118,12 @@ export class EtlRollbackStack extends Stack {
       protectedDbClusters: props.protectedDbClusters ?? [],
       readRoles: this.handlers.dataHandlers.map((handler) => handler.role),
       captureRole: this.handlers.byName('capture-unit').role,
+      restoreRole: this.handlers.byName('restore-unit').role,
+    });
+
+    this.glueAccess = new GlueAccess(this, 'GlueAccess', {
+      protectedGlueTables: props.protectedGlueTables ?? [],
+      readRoles: this.handlers.dataHandlers.map((handler) => handler.role),
       restoreRole: this.handlers.byName('restore-unit').role,
     });
 
