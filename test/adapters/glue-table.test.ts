@@ -20,7 +20,8 @@ import { canonicalDefinition, pointKeyFor, quarantineKeyFor, readQuarantineDocum
 import { DEFAULT_RETRY_POLICY } from '../../core/adapters/s3/retry.ts';
 import type { AdapterContext, Outcome, RestorePoint } from '../../core/adapters/types.ts';
 import { InputError, ManifestError, PreflightError, RestorePointMissingError } from '../../core/errors.ts';
-import { validateManifest } from '../../core/manifest/load.ts';
+import { loadManifestFile, validateManifest } from '../../core/manifest/load.ts';
+import { planRollback } from '../../core/plan/plan.ts';
 import { glueTableUnitSchema, type GlueTableUnit } from '../../core/manifest/schema.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import { countingClient, requestCounts, testS3, uniqueName } from '../support/aws.ts';
@@ -433,6 +434,15 @@ describe('glue-table adapter against moto Glue', () => {
 });
 
 describe('glue-table manifest', () => {
+  it('examples/lake.yaml pairs the files with the table over them: the table is rolled back first, then the files', async () => {
+    const manifest = await loadManifestFile(new URL('../../examples/lake.yaml', import.meta.url).pathname);
+    expect(manifest.units.map((u) => [u.id, u.type])).toEqual([
+      ['events_files', 's3-prefix'],
+      ['events_catalog', 'glue-table'],
+    ]);
+    expect(planRollback(manifest).stages).toEqual([['events_catalog'], ['events_files']]);
+  });
+
   it('accepts the unit with a partition filter and catalog id, and names what is wrong', () => {
     const manifest = validateManifest({
       pipeline: 'lake',
