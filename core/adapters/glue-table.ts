@@ -46,7 +46,6 @@ import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitA
  */
 
 export interface GlueTableDetails {
-  [key: string]: unknown;
   database: string;
   table: string;
   catalogId?: string;

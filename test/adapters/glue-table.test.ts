@@ -44,12 +44,12 @@ beforeAll(async () => {
 });
 
 /** A context whose Glue client is counted under `tag`. */
-function ctx(tag: string, deploymentId: string, runId?: string, glue?: GlueClient): AdapterContext {
+function ctx(tag: string, deploymentId: string, runId?: string, glue?: GlueClient, countS3 = false): AdapterContext {
   return {
     pipeline,
     deploymentId,
     runId,
-    s3,
+    s3: countS3 ? countingClient(testS3(), tag) : s3,
     rds: undefined as never,
     glue: glue ?? countingClient(new GlueClient({}), tag),
     stateBucket,
@@ -166,10 +166,11 @@ describe('glue-table adapter against moto Glue', () => {
 
     // Dry run: the counts, and not one write on the wire.
     const tagDiff = uniqueName('diff');
-    const diff = await glueTableAdapter.diff(u, point, ctx(tagDiff, 'd-1', 'run-dry'));
+    const diff = await glueTableAdapter.diff(u, point, ctx(tagDiff, 'd-1', 'run-dry', undefined, true));
     expect(diff.changes).toEqual({ tablesCreated: 0, tablesUpdated: 1, partitionsCreated: 1, partitionsDeleted: 2, partitionsUpdated: 1 });
     expect(diff.writes).toBe(5);
-    expect(await requestCounts(tagDiff)).toEqual({ GetTable: 1, GetPartitions: 1 });
+    // (S3 too: one GET, the restore-point document.)
+    expect(await requestCounts(tagDiff)).toEqual({ GetTable: 1, GetPartitions: 1, 'S3 GET': 1 });
     expect(await readBack(table)).toEqual(bad);
 
     const tagRestore = uniqueName('restore');
@@ -294,7 +295,7 @@ describe('glue-table adapter against moto Glue', () => {
     const point = (await adapter.capture(unit(table), ctx(tag, 'd-page', undefined, glue))) as RestorePoint<GlueTableDetails>;
     expect(point.count).toBe(7);
     expect(await requestCounts(tag)).toEqual({ GetTable: 1, GetPartitions: 3 });
-    expect(point.checksum).toBe(((await glueTableAdapter.capture(unit(table), ctx(uniqueName('c'), 'd-page'))) as RestorePoint).checksum);
+    expect(point.checksum).toBe(((await glueTableAdapter.capture(unit(table), ctx(uniqueName('c'), 'd-page'))) as RestorePoint<GlueTableDetails>).checksum);
   });
 
   it('retries throttled batch entries and fails loudly, naming the partition, on any other entry error', async () => {
@@ -336,6 +337,33 @@ describe('glue-table adapter against moto Glue', () => {
     expect(outcome.changes.partitionsCreated).toBe(2);
     expect(glueWrites(await requestCounts(tag))).toEqual({ BatchCreatePartition: 2, 'BatchCreatePartition entries': 2 });
     expect((await adapter.verify(u, point, ctx(uniqueName('v'), 'd-thr'))).every((c) => c.ok)).toBe(true);
+  });
+
+  it('a batch the SDK sends again after a lost answer: the entries it reports as existing were created by the first attempt', async () => {
+    const table = uniqueName('lost').replace(/-/g, '_');
+    await createTable(table, [1, 2]);
+    const u = unit(table);
+    const point = (await glueTableAdapter.capture(u, ctx(uniqueName('c'), 'd-lost'))) as RestorePoint<GlueTableDetails>;
+    await admin.send(new BatchDeletePartitionCommand({ DatabaseName: database, TableName: table, PartitionsToDelete: [{ Values: [day(1)] }, { Values: [day(2)] }] }));
+    const tag = uniqueName('lost');
+    const glue = countingClient(new GlueClient({}), tag);
+    let lost = false;
+    // Below the SDK's retry: moto applies the first BatchCreatePartition, its answer is lost on the way back.
+    glue.middlewareStack.add(
+      (next, context) => async (args) => {
+        const result = await next(args);
+        if (context.commandName === 'BatchCreatePartitionCommand' && !lost) {
+          lost = true;
+          throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError' });
+        }
+        return result;
+      },
+      { step: 'deserialize', name: 'loseFirstAnswer' },
+    );
+    const outcome = await glueTableAdapter.restore(u, point, ctx(tag, 'd-lost', 'run-lost', glue));
+    expect(outcome.changes.partitionsCreated).toBe(2);
+    expect(glueWrites(await requestCounts(tag))).toEqual({ BatchCreatePartition: 2, 'BatchCreatePartition entries': 4 });
+    expect((await glueTableAdapter.verify(u, point, ctx(uniqueName('v'), 'd-lost'))).every((c) => c.ok)).toBe(true);
   });
 
   it('property: for random captured and live partition sets, restore writes |symmetric difference| + |changed| entries, then verifies equal', async () => {

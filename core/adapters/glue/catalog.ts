@@ -130,6 +130,19 @@ async function batched<E>(
   }
 }
 
+/**
+ * Sends one batch call; `attempts` counts every time it went out: the SDK's retries, and ours when the SDK made only one
+ * (sendOnce). Any attempt after the first may find the work of an earlier one whose answer was lost.
+ */
+async function sendBatch<T extends { $metadata: { attempts?: number } }>(policy: RetryPolicy, call: () => Promise<T>): Promise<{ out: T; attempts: number }> {
+  let ours = 0;
+  const out = await sendOnce(policy, () => {
+    ours += 1;
+    return call();
+  });
+  return { out, attempts: (out.$metadata.attempts ?? 1) + ours - 1 };
+}
+
 const entryErrors = (errors: { PartitionValues?: string[]; PartitionValueList?: string[]; ErrorDetail?: { ErrorCode?: string; ErrorMessage?: string } }[] | undefined): EntryError[] =>
   (errors ?? []).map((e) => ({ values: e.PartitionValues ?? e.PartitionValueList, code: e.ErrorDetail?.ErrorCode ?? 'UnknownError', message: e.ErrorDetail?.ErrorMessage ?? '' }));
 
@@ -141,10 +154,11 @@ export async function createPartitions(glue: GlueClient, policy: RetryPolicy, t:
     BATCH_CREATE_LIMIT,
     (p) => p.Values,
     async (chunk) => {
-      const out = await sendOnce(policy, () => glue.send(new BatchCreatePartitionCommand({ ...ids(t), TableName: t.table, PartitionInputList: chunk.map(partitionInputOf) })));
-      return { errors: entryErrors(out.Errors), attempts: out.$metadata.attempts ?? 1 };
+      const { out, attempts } = await sendBatch(policy, () => glue.send(new BatchCreatePartitionCommand({ ...ids(t), TableName: t.table, PartitionInputList: chunk.map(partitionInputOf) })));
+      return { errors: entryErrors(out.Errors), attempts };
     },
-    // The SDK sent the call again after a lost answer: what it reports as existing, the first attempt created.
+    // The call went out again after a lost answer: what it reports as existing, an earlier attempt created (verify
+    // compares it with the restore point all the same).
     (code, attempts) => code === 'AlreadyExistsException' && attempts > 1,
     policy,
   );
@@ -158,8 +172,10 @@ export async function deletePartitions(glue: GlueClient, policy: RetryPolicy, t:
     BATCH_DELETE_LIMIT,
     (p) => p.Values,
     async (chunk) => {
-      const out = await sendOnce(policy, () => glue.send(new BatchDeletePartitionCommand({ ...ids(t), TableName: t.table, PartitionsToDelete: chunk.map((p) => ({ Values: p.Values })) })));
-      return { errors: entryErrors(out.Errors), attempts: out.$metadata.attempts ?? 1 };
+      const { out, attempts } = await sendBatch(policy, () =>
+        glue.send(new BatchDeletePartitionCommand({ ...ids(t), TableName: t.table, PartitionsToDelete: chunk.map((p) => ({ Values: p.Values })) })),
+      );
+      return { errors: entryErrors(out.Errors), attempts };
     },
     (code, attempts) => code === 'EntityNotFoundException' && attempts > 1,
     policy,
@@ -174,7 +190,7 @@ export async function updatePartitions(glue: GlueClient, policy: RetryPolicy, t:
     BATCH_UPDATE_LIMIT,
     (p) => p.Values,
     async (chunk) => {
-      const out = await sendOnce(policy, () =>
+      const { out, attempts } = await sendBatch(policy, () =>
         glue.send(
           new BatchUpdatePartitionCommand({
             ...ids(t),
@@ -183,7 +199,7 @@ export async function updatePartitions(glue: GlueClient, policy: RetryPolicy, t:
           }),
         ),
       );
-      return { errors: entryErrors(out.Errors), attempts: out.$metadata.attempts ?? 1 };
+      return { errors: entryErrors(out.Errors), attempts };
     },
     () => false,
     policy,
