@@ -105,7 +105,12 @@ export const planWrites = (plan: CatalogPlan): number => Object.values(planChang
 
 function planNotes(unit: GlueTableUnit, plan: CatalogPlan): string[] {
   const notes: string[] = [];
-  if (plan.table === 'create') notes.push(`table ${unit.database}.${unit.table} was dropped: it is created again`);
+  if (plan.table === 'create') {
+    notes.push(
+      `table ${unit.database}.${unit.table} was dropped: it is created again` +
+        (unit.partitions ? ` with its partitions in scope (${unit.partitions}); those outside the scope were not captured and stay gone` : ''),
+    );
+  }
   if (plan.table === 'update') notes.push(`table ${unit.database}.${unit.table}: its definition differs from the restore point`);
   if (unit.partitions) notes.push(`partitions in scope: ${unit.partitions}`);
   if (planWrites(plan) === 0) notes.push('already equals its restore point');

@@ -274,7 +274,10 @@ export const rdsClusterUnitSchema = z.strictObject({
   clusterId: rdsIdentifier,
 });
 
-/** A Glue Data Catalog database or table name: 1-255 characters, no control characters, no "/" (it separates ARN parts), no "*" or "?". */
+/**
+ * A Glue Data Catalog database or table name: 1-255 characters, no control characters, no "/" (it separates ARN parts),
+ * no "*" or "?", and in lowercase, as the Data Catalog keeps it (the IAM grants and the restore point name it so).
+ */
 const glueName = z
   .string()
   .min(1)
@@ -282,7 +285,8 @@ const glueName = z
   .refine(
     (name) => ![...name].some((c) => c.charCodeAt(0) < 0x20 || c === '/' || c === '*' || c === '?'),
     'must be a Glue Data Catalog name: 1-255 characters, without control characters, "/", "*" or "?"',
-  );
+  )
+  .refine((name) => name === name.toLowerCase(), 'must be in lowercase, as the Glue Data Catalog keeps names');
 
 /**
  * A Glue Data Catalog table: its definition (columns, partition keys, storage descriptor, parameters) and its partitions,

@@ -33,6 +33,7 @@ export function parseGlueTableRef(text: string, path: string): GlueTableRef {
   if (!m || [...text].some((c) => c.charCodeAt(0) < 0x20)) {
     throw new Error(`${path}: "${text}" is not "database/table" or "<account id>:database/table" (no wildcards)`);
   }
+  if (text !== text.toLowerCase()) throw new Error(`${path}: "${text}" must be in lowercase, as the Glue Data Catalog keeps names (and its ARNs name them)`);
   return { ...(m[1] ? { account: m[1] } : {}), database: m[2]!, table: m[3]! };
 }
 

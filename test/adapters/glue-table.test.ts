@@ -488,5 +488,6 @@ describe('glue-table manifest', () => {
       expect(message).toContain('units[0].table');
       expect(message).toContain('units[0].catalogId');
     }
+    expect(() => validateManifest({ pipeline: 'lake', units: [{ id: 'c', type: 'glue-table', database: 'Lake', table: 'orders' }] })).toThrow(/units\[0\]\.database.*lowercase/);
   });
 });

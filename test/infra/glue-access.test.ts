@@ -86,5 +86,6 @@ describe('Glue access', () => {
     expect(glueStatements(Template.fromStack(buildEtlRollbackApp(testApp())))).toEqual([]);
     expect(() => buildEtlRollbackApp(testApp({ protectedGlueTables: 'lake/*' }))).toThrow(/protectedGlueTables\[0\]/);
     expect(() => buildEtlRollbackApp(testApp({ protectedGlueTables: 'lake/orders,orders' }))).toThrow(/protectedGlueTables\[1\]/);
+    expect(() => buildEtlRollbackApp(testApp({ protectedGlueTables: 'Lake/orders' }))).toThrow(/protectedGlueTables\[0\].*lowercase/);
   });
 });
