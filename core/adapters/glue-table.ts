@@ -67,7 +67,14 @@ export interface CatalogPlan {
   create: StoredPartition[];
   delete: StoredPartition[];
   update: StoredPartition[];
-  live: { definition: StoredTable | undefined; partitions: StoredPartition[] };
+  live: LiveCatalog;
+}
+
+/** The table as read now: its definition (undefined: dropped), the Glue version of it, its partitions in scope. */
+export interface LiveCatalog {
+  definition: StoredTable | undefined;
+  versionId?: string;
+  partitions: StoredPartition[];
 }
 
 const ref = (unit: GlueTableUnit): TableRef => ({ database: unit.database, table: unit.table, ...(unit.catalogId ? { catalogId: unit.catalogId } : {}) });
@@ -75,7 +82,7 @@ const ref = (unit: GlueTableUnit): TableRef => ({ database: unit.database, table
 /** Plans the restore of `captured` over the live state: only what differs, by canonical form. Pure. */
 export function planCatalog(
   captured: { definition: StoredTable; partitions: readonly StoredPartition[] },
-  live: { definition: StoredTable | undefined; partitions: StoredPartition[] },
+  live: LiveCatalog,
 ): CatalogPlan {
   const table = live.definition === undefined ? 'create' : canonicalDefinition(live.definition) === canonicalDefinition(captured.definition) ? 'none' : 'update';
   const liveByKey = new Map(live.partitions.map((p) => [partitionKey(p), p]));
@@ -150,10 +157,14 @@ export function createGlueTableAdapter(options: GlueTableAdapterOptions = {}): U
   const pageSize = options.pageSize ?? PARTITION_PAGE_SIZE;
   if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > PARTITION_PAGE_SIZE) throw new InputError(`glue-table adapter: pageSize must be 1-${PARTITION_PAGE_SIZE}`);
 
-  async function readLive(unit: GlueTableUnit, ctx: AdapterContext): Promise<{ definition: StoredTable | undefined; partitions: StoredPartition[] }> {
+  async function readLive(unit: GlueTableUnit, ctx: AdapterContext): Promise<LiveCatalog> {
     const found = await getTable(ctx.glue, policy, ref(unit));
     if (!found) return { definition: undefined, partitions: [] };
-    return { definition: found.stored, partitions: await getPartitions(ctx.glue, policy, ref(unit), unit.partitions, pageSize) };
+    return {
+      definition: found.stored,
+      ...(found.table.VersionId ? { versionId: found.table.VersionId } : {}),
+      partitions: await getPartitions(ctx.glue, policy, ref(unit), unit.partitions, pageSize),
+    };
   }
 
   async function loadPoint(unit: GlueTableUnit, point: RestorePoint<GlueTableDetails>, ctx: AdapterContext): Promise<PointDocument> {
@@ -247,7 +258,7 @@ export function createGlueTableAdapter(options: GlueTableAdapterOptions = {}): U
         partitions: p.live.partitions,
       });
       if (p.table === 'create') await createTable(ctx.glue, policy, t, doc.definition);
-      if (p.table === 'update') await updateTable(ctx.glue, policy, t, doc.definition);
+      if (p.table === 'update') await updateTable(ctx.glue, policy, t, doc.definition, p.live.versionId);
       await deletePartitions(ctx.glue, policy, t, p.delete);
       await createPartitions(ctx.glue, policy, t, p.create);
       await updatePartitions(ctx.glue, policy, t, p.update);

@@ -83,8 +83,12 @@ export async function createTable(glue: GlueClient, policy: RetryPolicy, t: Tabl
   await sendOnce(policy, () => glue.send(new CreateTableCommand({ ...ids(t), TableInput: tableInputOf(definition) })));
 }
 
-export async function updateTable(glue: GlueClient, policy: RetryPolicy, t: TableRef, definition: StoredTable): Promise<void> {
-  await sendOnce(policy, () => glue.send(new UpdateTableCommand({ ...ids(t), TableInput: tableInputOf(definition) })));
+/**
+ * Puts `definition` back. With `versionId` (the version the restore read and kept), Glue refuses the update if the table
+ * changed since (ConcurrentModificationException), so a change made meanwhile is never replaced without being kept.
+ */
+export async function updateTable(glue: GlueClient, policy: RetryPolicy, t: TableRef, definition: StoredTable, versionId?: string): Promise<void> {
+  await sendOnce(policy, () => glue.send(new UpdateTableCommand({ ...ids(t), TableInput: tableInputOf(definition), ...(versionId ? { VersionId: versionId } : {}) })));
 }
 
 interface EntryError {
