@@ -1,5 +1,6 @@
 /** Shared by the bench's sections: options, formatting, progress, cleanup. */
 import { parseArgs } from 'node:util';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import type { AdapterContext, Check } from '../core/adapters/types.ts';
 
@@ -139,9 +140,10 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export const silentLog = { info: () => undefined, warn: () => undefined };
 
 /** The parts of an adapter context neither section uses: an RDS client that is never called, no MySQL. */
-export function unusedServices(): Pick<AdapterContext, 'rds' | 'mysql' | 'retentionDays'> {
+export function unusedServices(): Pick<AdapterContext, 'rds' | 'glue' | 'mysql' | 'retentionDays'> {
   return {
     rds: new RDSClient({ region: 'us-east-1', credentials: { accessKeyId: 'unused', secretAccessKey: 'unused' } }),
+    glue: new GlueClient({ region: 'us-east-1', credentials: { accessKeyId: 'unused', secretAccessKey: 'unused' } }),
     mysql: { connect: () => Promise.reject(new Error('the bench uses no MySQL')) },
     retentionDays: 7,
   };

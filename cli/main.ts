@@ -46,7 +46,9 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
             ? `db:${u.instanceId}`
             : u.type === 'rds-cluster'
               ? `cluster:${u.clusterId}`
-              : `${u.connection}:${u.table}`;
+              : u.type === 'glue-table'
+                ? `glue:${u.catalogId ? `${u.catalogId}:` : ''}${u.database}.${u.table}`
+                : `${u.connection}:${u.table}`;
       lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
     }
   });
@@ -135,7 +137,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     else if (result.status === 'SUCCEEDED') {
       const sealed = result.output as { points: { unitId: string; type: string; count: number }[] };
       io.out(`restore point of ${manifest.pipeline}/${opts.deployment} sealed:`);
-      for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : 'rows'}`);
+      for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : 'rows'}`);
     } else io.err(`snapshot failed: ${result.error}: ${result.cause}`);
     setExit(exitForExecution(result));
   });

@@ -12,6 +12,8 @@ export interface EtlRollbackContext {
   readonly databaseSecretArns: string[];
   readonly protectedDbInstances?: string[];
   readonly protectedDbClusters?: string[];
+  /** Glue tables of `glue-table` units (`-c protectedGlueTables=lake/orders,lake/items`). */
+  readonly protectedGlueTables?: string[];
   /** Pipelines' EventBridge rules a rollback may pause (`-c pausableRules=orders-load,etl/orders-late-files`). */
   readonly pausableRules?: string[];
   /** Pipelines' EventBridge Scheduler schedules a rollback may pause (`-c pausableSchedules=etl/orders-hourly`)… */
@@ -39,6 +41,7 @@ export function readContext(app: App): EtlRollbackContext {
     databaseSecretArns: listContext(app, 'databaseSecretArns'),
     ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
     ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
+    ...optionalList('protectedGlueTables', listContext(app, 'protectedGlueTables')),
     ...optionalList('pausableRules', listContext(app, 'pausableRules')),
     ...optionalList('pausableSchedules', listContext(app, 'pausableSchedules')),
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
@@ -63,6 +66,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     databaseSecretArns: context.databaseSecretArns,
     protectedDbInstances: context.protectedDbInstances ?? [],
     protectedDbClusters: context.protectedDbClusters ?? [],
+    protectedGlueTables: context.protectedGlueTables ?? [],
     pausableRules: context.pausableRules ?? [],
     pausableSchedules: context.pausableSchedules ?? [],
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],

@@ -6,6 +6,7 @@ import { type AuditObjectLockMode, AuditStore } from './constructs/audit.ts';
 import { Observability } from './constructs/dashboard.ts';
 import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
 import { DataAccess } from './constructs/data-access.ts';
+import { GlueAccess } from './constructs/glue-access.ts';
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
 import { Notifications } from './constructs/notifications.ts';
@@ -35,6 +36,12 @@ export interface EtlRollbackStackProps extends StackProps {
   readonly protectedDbInstances?: readonly string[];
   /** @default [] */
   readonly protectedDbClusters?: readonly string[];
+  /**
+   * Glue Data Catalog tables (`glue-table` units) that may be captured and restored, as `database/table` (or
+   * `<account id>:database/table`): the data handlers may read them, the restore handler write them back. Empty: no Glue access.
+   * @default []
+   */
+  readonly protectedGlueTables?: readonly string[];
   /** Minimum life of a restore point's state objects. @default 30 days */
   readonly restorePointRetention?: Duration;
   /** Retention of the handler and state machine log groups. @default RetentionDays.THREE_MONTHS */
@@ -84,6 +91,7 @@ export class EtlRollbackStack extends Stack {
   readonly handlers: Handlers;
   readonly dataAccess: DataAccess;
   readonly rdsAccess: RdsAccess;
+  readonly glueAccess: GlueAccess;
   readonly snapshot: Workflow;
   readonly rollback: Workflow;
   readonly notifications: Notifications;
@@ -119,6 +127,12 @@ export class EtlRollbackStack extends Stack {
       protectedDbClusters: props.protectedDbClusters ?? [],
       readRoles: this.handlers.dataHandlers.map((handler) => handler.role),
       captureRole: this.handlers.byName('capture-unit').role,
+      restoreRole: this.handlers.byName('restore-unit').role,
+    });
+
+    this.glueAccess = new GlueAccess(this, 'GlueAccess', {
+      protectedGlueTables: props.protectedGlueTables ?? [],
+      readRoles: this.handlers.dataHandlers.map((handler) => handler.role),
       restoreRole: this.handlers.byName('restore-unit').role,
     });
 

@@ -1,5 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { SchedulerClient } from '@aws-sdk/client-scheduler';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { RDSClient } from '@aws-sdk/client-rds';
@@ -38,6 +39,7 @@ const s3 = new S3Client({ ...retry, forcePathStyle: config.s3ForcePathStyle });
 const dynamo = new DynamoDBClient(retry);
 const secrets = new SecretsManagerClient(retry);
 const rds = new RDSClient(retry);
+const glue = new GlueClient(retry);
 const events = new EventBridgeClient(retry);
 const scheduler = new SchedulerClient(retry);
 const sns = new SNSClient(retry);
@@ -47,6 +49,7 @@ export const deps: WorkflowDeps & AuditDeps = {
   ...(auditEnv.ETL_ROLLBACK_AUDIT_BUCKET ? { auditBucket: auditEnv.ETL_ROLLBACK_AUDIT_BUCKET } : {}),
   s3,
   rds,
+  glue,
   stateBucket: config.stateBucket,
   secrets,
   events,

@@ -1,3 +1,4 @@
+import type { GlueClient } from '@aws-sdk/client-glue';
 import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Unit } from '../manifest/schema.ts';
@@ -18,6 +19,8 @@ export interface AdapterContext {
   s3: S3Client;
   /** RDS control plane (rds-instance and rds-cluster units). */
   rds: RDSClient;
+  /** Glue Data Catalog (glue-table units). */
+  glue: GlueClient;
   /** Bucket where restore-point manifests, reports and audit objects are written. */
   stateBucket: string;
   /** Opens connections named in the manifest's `connections`. */

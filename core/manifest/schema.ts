@@ -284,7 +284,38 @@ export const rdsClusterUnitSchema = z.strictObject({
   clusterId: rdsIdentifier,
 });
 
-export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema, mysqlTableUnitSchema, rdsInstanceUnitSchema, rdsClusterUnitSchema]);
+/**
+ * A Glue Data Catalog database or table name: 1-255 characters, no control characters, no "/" (it separates ARN parts),
+ * no "*" or "?", and in lowercase, as the Data Catalog keeps it (the IAM grants and the restore point name it so).
+ */
+const glueName = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine(
+    (name) => ![...name].some((c) => c.charCodeAt(0) < 0x20 || c === '/' || c === '*' || c === '?'),
+    'must be a Glue Data Catalog name: 1-255 characters, without control characters, "/", "*" or "?"',
+  )
+  .refine((name) => name === name.toLowerCase(), 'must be in lowercase, as the Glue Data Catalog keeps names');
+
+/**
+ * A Glue Data Catalog table: its definition (columns, partition keys, storage descriptor, parameters) and its partitions,
+ * or only the partitions that `partitions` (a GetPartitions filter expression over the partition keys) selects.
+ * Usually paired with the `s3-prefix` unit of the data under it (`dependsOn`), so a reader sees restored data through a
+ * restored schema.
+ */
+export const glueTableUnitSchema = z.strictObject({
+  ...unitBase,
+  type: z.literal('glue-table'),
+  database: glueName,
+  table: glueName,
+  /** GetPartitions `Expression`, e.g. `dt >= '2026-11-01'`: capture and restore touch only the partitions it selects. */
+  partitions: z.string().min(1).max(2048).optional(),
+  /** The Data Catalog's account id; absent: the caller's account. */
+  catalogId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional(),
+});
+
+export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema, mysqlTableUnitSchema, rdsInstanceUnitSchema, rdsClusterUnitSchema, glueTableUnitSchema]);
 
 /** Each unit type's schema, by its `type` value: the list of types a message can offer, and each type's fields. */
 export const unitSchemasByType = {
@@ -293,6 +324,7 @@ export const unitSchemasByType = {
   'mysql-table': mysqlTableUnitSchema,
   'rds-instance': rdsInstanceUnitSchema,
   'rds-cluster': rdsClusterUnitSchema,
+  'glue-table': glueTableUnitSchema,
 } as const satisfies Record<z.infer<typeof unitSchema>['type'], z.ZodObject>;
 
 export const manifestSchema = z.strictObject({
@@ -319,4 +351,5 @@ export type PostgresTableUnit = z.infer<typeof postgresTableUnitSchema>;
 export type MysqlTableUnit = z.infer<typeof mysqlTableUnitSchema>;
 export type RdsInstanceUnit = z.infer<typeof rdsInstanceUnitSchema>;
 export type RdsClusterUnit = z.infer<typeof rdsClusterUnitSchema>;
+export type GlueTableUnit = z.infer<typeof glueTableUnitSchema>;
 export type Connection = z.infer<typeof connectionSchema>;

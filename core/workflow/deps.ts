@@ -1,4 +1,5 @@
 import type { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import type { GlueClient } from '@aws-sdk/client-glue';
 import type { RDSClient } from '@aws-sdk/client-rds';
 import type { SchedulerClient } from '@aws-sdk/client-scheduler';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -17,6 +18,7 @@ export interface WorkflowDeps {
   ledger: Ledger;
   s3: S3Client;
   rds: RDSClient;
+  glue: GlueClient;
   stateBucket: string;
   secrets?: SecretsManagerClient;
   /** EventBridge: pauses and resumes the pipeline's rules named in the manifest's policy. */
@@ -69,6 +71,7 @@ export function adapterContext(
     runId: ids.runId,
     s3: deps.s3,
     rds: deps.rds,
+    glue: deps.glue,
     stateBucket: deps.stateBucket,
     postgres: (deps.connectors?.postgres ?? postgresConnector)(manifest.connections, deps.secrets),
     mysql: (deps.connectors?.mysql ?? mysqlConnector)(manifest.connections, deps.secrets),

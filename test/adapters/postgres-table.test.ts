@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import pg from 'pg';
 import { S3Client } from '@aws-sdk/client-s3';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { createPostgresTableAdapter, postgresTableAdapter as adapter, type PostgresTableDetails } from '../../core/adapters/postgres-table.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
@@ -35,6 +36,7 @@ function ctx(deploymentId: string, runId = `run-${deploymentId}`, postgres: Post
     runId,
     s3: new S3Client({ region: 'us-east-1' }),
     rds: new RDSClient({ region: 'us-east-1' }),
+    glue: new GlueClient({ region: 'us-east-1' }),
     stateBucket: 'unused-by-postgres-table',
     postgres,
     mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },

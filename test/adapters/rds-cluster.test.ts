@@ -1,3 +1,4 @@
+import { GlueClient } from '@aws-sdk/client-glue';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CreateDBClusterCommand,
@@ -34,6 +35,7 @@ function ctx(deploymentId: string, runId?: string): AdapterContext {
     runId,
     s3,
     rds,
+    glue: new GlueClient({}),
     stateBucket,
     postgres: { connect: () => Promise.reject(new Error('unused')) },
     mysql: { connect: () => Promise.reject(new Error('unused')) },

@@ -1,3 +1,4 @@
+import { GlueClient } from '@aws-sdk/client-glue';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   CreateDBInstanceCommand,
@@ -38,6 +39,7 @@ function ctx(deploymentId: string, runId?: string, client: RDSClient = rds): Ada
     runId,
     s3,
     rds: client,
+    glue: new GlueClient({}),
     stateBucket,
     postgres: { connect: () => Promise.reject(new Error('this adapter must not open PostgreSQL connections')) },
     mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },

@@ -12,6 +12,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { destroyingS3, liveEtags, testS3, uniqueName } from '../support/aws.ts';
 import {
@@ -135,6 +136,7 @@ function contextFor(stateBucket: string, deploymentId: string, now = new Date('2
     runId: 'run-1',
     s3,
     rds: new RDSClient({}),
+    glue: new GlueClient({}),
     stateBucket,
     postgres: {
       connect: () => Promise.reject(new Error('the s3-prefix adapter must not open database connections')),

@@ -71,6 +71,7 @@ function validManifest(): Record<string, unknown> {
       { id: 'mart', type: 'postgres-table', connection: 'warehouse', table: 'mart.daily', dependsOn: ['staging', 'carts'], checks: { count: true, checksum: true } },
       { id: 'db', type: 'rds-instance', instanceId: 'orders-db' },
       { id: 'aurora', type: 'rds-cluster', clusterId: 'orders-aurora' },
+      { id: 'catalog', type: 'glue-table', database: 'lake', table: 'raw_orders', partitions: "dt >= '2024-01-01'", catalogId: '123456789012', dependsOn: ['raw'] },
     ],
     retention: { days: 14 },
     policy: { windows: ['Sat 00:00-06:00 UTC'], approval: { required: true, timeoutMinutes: 60 }, pause: { rules: [{ name: 'orders-load' }], schedules: [{ name: 'hourly', group: 'etl' }] } },

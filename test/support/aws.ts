@@ -1,7 +1,8 @@
+import type { GlueClient } from '@aws-sdk/client-glue';
 import { ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { randomBytes } from 'node:crypto';
-import { TEST_INTENT_HEADER } from './version-guard.ts';
+import { COUNTS_PATH, TEST_COUNT_HEADER, TEST_INTENT_HEADER } from './version-guard.ts';
 
 /** SDK clients for tests: endpoint and credentials come from the environment, as in production. */
 export function testS3(): S3Client {
@@ -46,4 +47,28 @@ export async function liveEtags(s3: S3Client, bucket: string, prefix: string): P
     KeyMarker = page.NextKeyMarker;
     VersionIdMarker = page.NextVersionIdMarker;
   }
+}
+
+/**
+ * Tags every request `client` sends with `tag`, so that the version-guard proxy counts them on the wire (each attempt the
+ * SDK makes, retries included); read the counts with requestCounts(tag).
+ */
+export function countingClient<C extends GlueClient | S3Client | DynamoDBClient>(client: C, tag: string): C {
+  (client.middlewareStack as GlueClient['middlewareStack']).add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers[TEST_COUNT_HEADER] = tag;
+      return next(args);
+    },
+    { step: 'build', name: 'testRequestCounter' },
+  );
+  return client;
+}
+
+/** Requests the proxy saw tagged `tag`, by operation (`GetTable`, `BatchCreatePartition`, `S3 PUT`, …). */
+export async function requestCounts(tag: string): Promise<Record<string, number>> {
+  const endpoint = process.env.AWS_ENDPOINT_URL;
+  if (!endpoint) throw new Error('AWS_ENDPOINT_URL is not set: the tests run behind the version-guard proxy');
+  const res = await fetch(`${endpoint}${COUNTS_PATH}${encodeURIComponent(tag)}`);
+  return (await res.json()) as Record<string, number>;
 }

@@ -1,4 +1,5 @@
 import type mysql from 'mysql2/promise';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { AdapterContext } from '../../core/adapters/types.ts';
@@ -21,6 +22,7 @@ export function mysqlAdapterContext(ids: { pipeline: string; deploymentId: strin
     runId: ids.runId ?? `run-${ids.deploymentId}`,
     s3: new S3Client({ region: 'us-east-1' }),
     rds: new RDSClient({ region: 'us-east-1' }),
+    glue: new GlueClient({ region: 'us-east-1' }),
     stateBucket: 'unused-by-mysql-table',
     postgres: { connect: () => Promise.reject(new Error('this adapter must not open PostgreSQL connections')) },
     mysql: ids.mysql,

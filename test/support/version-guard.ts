@@ -22,6 +22,23 @@ import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 export const TEST_INTENT_HEADER = 'x-etl-rollback-test-intent';
 
+/**
+ * Request counting, at the server side of the wire: a test client whose requests carry `x-etl-rollback-test-count: <tag>`
+ * (see countingClient in aws.ts) has each request it actually sends (SDK retries included) counted under that tag, by
+ * operation (`X-Amz-Target` without its service prefix, `GetTable`; else `S3 <method>`), and a Glue batch's entries as
+ * `<operation> entries`. The counts are read with
+ * `GET <endpoint>/__etl-rollback-test/requests/<tag>` (JSON: operation → count), answered by the proxy itself.
+ */
+export const TEST_COUNT_HEADER = 'x-etl-rollback-test-count';
+export const COUNTS_PATH = '/__etl-rollback-test/requests/';
+
+/** The operation of a request as counted: `GetPartitions` for a JSON-protocol target, `S3 PUT` otherwise. */
+export function operationOf(method: string, headers: IncomingHttpHeaders): string {
+  const target = headers['x-amz-target'];
+  if (typeof target === 'string' && target.length > 0) return target.slice(target.lastIndexOf('.') + 1);
+  return `S3 ${method}`;
+}
+
 export interface Violation {
   bucket: string;
   key: string;
@@ -63,10 +80,29 @@ export function versionDeletions(method: string, url: URL, body: Buffer): Target
   return [];
 }
 
+/** Glue batch requests' entry lists: counted as `<operation> entries` next to the requests. */
+const ENTRY_LISTS = ['PartitionInputList', 'PartitionsToDelete', 'Entries'];
+
+/** What one request adds to the counts: its operation, and for a batch its entries. */
+export function countsOf(method: string, headers: IncomingHttpHeaders, body: Buffer): Record<string, number> {
+  const operation = operationOf(method, headers);
+  const out: Record<string, number> = { [operation]: 1 };
+  if (typeof headers['x-amz-target'] === 'string' && body.length > 0) {
+    try {
+      const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+      for (const list of ENTRY_LISTS) if (Array.isArray(parsed[list])) out[`${operation} entries`] = (parsed[list] as unknown[]).length;
+    } catch {
+      /* not JSON: the request alone is counted */
+    }
+  }
+  return out;
+}
+
 export async function startVersionGuard(target: string, options: { log?: string } = {}): Promise<VersionGuard> {
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const stats = { checked: 0, markers: 0, allowed: 0, violations: [] as Violation[] };
+  const counts = new Map<string, Record<string, number>>();
 
   // Signed, like any client's (a bucket policy may refuse anonymous or non-TLS requests), straight to moto.
   const s3 = new S3Client({ endpoint: target, forcePathStyle: true, region: 'us-east-1', maxAttempts: 1, credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } });
@@ -81,11 +117,23 @@ export async function startVersionGuard(target: string, options: { log?: string 
   };
 
   const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && req.url?.startsWith(COUNTS_PATH)) {
+      const tag = decodeURIComponent(req.url.slice(COUNTS_PATH.length));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(counts.get(tag) ?? {}));
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       void (async () => {
         const body = Buffer.concat(chunks);
+        const tag = req.headers[TEST_COUNT_HEADER];
+        if (typeof tag === 'string') {
+          const byOperation = counts.get(tag) ?? {};
+          for (const [name, n] of Object.entries(countsOf(req.method ?? 'GET', req.headers, body))) byOperation[name] = (byOperation[name] ?? 0) + n;
+          counts.set(tag, byOperation);
+        }
         const url = new URL(req.url ?? '/', upstream);
         const intended = req.headers[TEST_INTENT_HEADER] === 'destroy-version';
         // What each version is before the request: only data versions need a second look afterwards.
@@ -99,6 +147,7 @@ export async function startVersionGuard(target: string, options: { log?: string 
         const headers: IncomingHttpHeaders = { ...req.headers };
         delete headers.expect;
         delete headers[TEST_INTENT_HEADER];
+        delete headers[TEST_COUNT_HEADER];
         headers['content-length'] = String(body.length);
         delete headers['transfer-encoding'];
         const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (up) => {

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { z } from 'zod';
 import { S3Client } from '@aws-sdk/client-s3';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import type { PostgresTableDetails } from '../../../core/adapters/postgres-table.ts';
 import type { AdapterContext, RestorePoint } from '../../../core/adapters/types.ts';
@@ -63,6 +64,7 @@ export async function pgHarness(prefix: string, watch: string[] = []): Promise<P
       runId,
       s3: new S3Client({ region: 'us-east-1' }),
       rds: new RDSClient({ region: 'us-east-1' }),
+      glue: new GlueClient({ region: 'us-east-1' }),
       stateBucket: 'unused-by-postgres-table',
       postgres: connector,
       mysql: { connect: () => Promise.reject(new Error('this adapter must not open MySQL connections')) },

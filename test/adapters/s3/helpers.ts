@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
 import {
   CompleteMultipartUploadCommand,
@@ -121,6 +122,7 @@ export function contextFor(stateBucket: string, deploymentId = uniqueName('d'), 
     runId: uniqueName('run'),
     s3: client,
     rds: new RDSClient({}),
+    glue: new GlueClient({}),
     stateBucket,
     postgres: { connect: () => Promise.reject(new Error('the s3-prefix adapter must not open database connections')) },
     mysql: { connect: () => Promise.reject(new Error('the s3-prefix adapter must not open MySQL connections')) },
