@@ -229,7 +229,8 @@ describe('change capture: a deploy recorded through S3 → EventBridge → SQS �
     expect(firstListing).toBeGreaterThan(-1);
     expect(lastWrite).toBeGreaterThan(-1);
     expect(lastWrite).toBeLessThan(firstListing);
-    expect(recorder.ops.filter((op) => op === 'HeadObject').length).toBeLessThan(3 * (OBJECTS / 100));
+    // Heads follow the changed keys (the fast path, then the check and the gate for the rewritten ones), not the 20,000.
+    expect(recorder.ops.filter((op) => op === 'HeadObject').length).toBeLessThan(OBJECTS / 10);
 
     expect(await currentEtags(big.bucket, PREFIX)).toEqual(captured);
   }, 600_000);
@@ -244,7 +245,7 @@ describe('change capture: a deploy recorded through S3 → EventBridge → SQS �
     expect(fed.dropped).toBe(1);
 
     const dry = await cli('rollback', small.manifestPath, '--deployment', 'd-2', '--dry-run', '--local', '--json');
-    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.code, dry.stderr + dry.stdout).toBe(0);
     expect(dry.stdout).toContain('path: change log (capture: change-log)');
     expect(dry.stdout).toContain('the log misses 1 key(s) that differ now');
 
