@@ -1,0 +1,145 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { CreateEventBusCommand, EventBridgeClient, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { parse, stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { shadowTableName } from '../../core/adapters/postgres/names.ts';
+import type { RunReport } from '../../core/report/report.ts';
+import { uniqueName } from '../support/aws.ts';
+import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
+
+// This file's own ledger table, state bucket and event bus (the handlers read them at first import), and metrics on:
+// this file reads the DrillFailed metric the handlers write (Embedded Metric Format on stdout).
+process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
+process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
+process.env.ETL_ROLLBACK_EVENT_BUS = uniqueName('bus');
+process.env.POWERTOOLS_METRICS_DISABLED = 'false';
+
+const events = new EventBridgeClient({});
+const sqs = new SQSClient({});
+
+/** The `Drill Failed` events of one pipeline, through an EventBridge rule whose target is an SQS queue (moto delivers). */
+async function drillFailedQueue(pipeline: string): Promise<string> {
+  await events.send(new CreateEventBusCommand({ Name: process.env.ETL_ROLLBACK_EVENT_BUS! }));
+  const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: uniqueName('drill-failed') }))).QueueUrl!;
+  const queueArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+  const rule = uniqueName('drill-failed');
+  const pattern = { source: ['etl.rollback'], 'detail-type': ['Drill Failed'], detail: { pipeline: [pipeline] } };
+  await events.send(new PutRuleCommand({ Name: rule, EventBusName: process.env.ETL_ROLLBACK_EVENT_BUS, EventPattern: JSON.stringify(pattern) }));
+  await events.send(new PutTargetsCommand({ Rule: rule, EventBusName: process.env.ETL_ROLLBACK_EVENT_BUS, Targets: [{ Id: 'queue', Arn: queueArn }] }));
+  return queueUrl;
+}
+
+interface DeliveredEvent {
+  source: string;
+  'detail-type': string;
+  detail: { pipeline: string; deploymentId: string; runId: string; reason: string; status: string; measuredRtoSeconds?: number; targetRtoSeconds?: number; rto?: string; overRto: boolean };
+}
+
+async function drain(queueUrl: string): Promise<DeliveredEvent[]> {
+  const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
+  return (out.Messages ?? []).map((m) => JSON.parse(m.Body!) as DeliveredEvent);
+}
+
+/** Metric names (with their dimensions) the handlers wrote as Embedded Metric Format while `run` ran. */
+async function emittedMetrics<T>(run: () => Promise<T>): Promise<{ result: T; metrics: { name: string; dimensions: Record<string, string>; value: unknown }[] }> {
+  const lines: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const text = String(chunk);
+    if (text.includes('"_aws"')) {
+      lines.push(text);
+      return true;
+    }
+    return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+  });
+  try {
+    const result = await run();
+    const metrics = lines
+      .join('')
+      .split('\n')
+      .filter((l) => l.trim().startsWith('{'))
+      .flatMap((l) => {
+        const doc = JSON.parse(l) as Record<string, unknown> & { _aws: { CloudWatchMetrics: { Dimensions: string[][]; Metrics: { Name: string }[] }[] } };
+        return doc._aws.CloudWatchMetrics.flatMap((d) =>
+          d.Metrics.map((m) => ({ name: m.Name, value: doc[m.Name], dimensions: Object.fromEntries(d.Dimensions.flat().map((k) => [k, String(doc[k])])) })),
+        );
+      });
+    return { result, metrics };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+describe('a drill over its RTO, and a drill whose gate fails: Drill Failed delivered, DrillFailed counted', () => {
+  let s: Scenario;
+  let queueUrl: string;
+  let runLocal: typeof import('../../cli/local-runner.ts').runLocal;
+  const deployment = 'd-drill-f';
+
+  beforeAll(async () => {
+    s = await createScenario();
+    const manifest = parse(readFileSync(s.manifestPath, 'utf8'));
+    manifest.rto = '90s';
+    writeFileSync(s.manifestPath, stringify(manifest));
+    // (its metrics are captured too, only to keep them off the test output)
+    const { result: snapshot } = await emittedMetrics(() => s.cli('snapshot', s.manifestPath, '--deployment', deployment, '--local'));
+    expect(snapshot.code, snapshot.stderr).toBe(0);
+    await badDeploy(s);
+    queueUrl = await drillFailedQueue(s.pipeline);
+    ({ runLocal } = await import('../../cli/local-runner.ts'));
+  });
+  afterAll(async () => s?.drop());
+
+  it('a drill slower than its RTO fails: event with measured vs target RTO, metric, exit as a failed run', async () => {
+    // A clock that moves a minute every time a handler reads it: the four-unit-step drill takes minutes on it.
+    let t = Date.parse('2026-11-29T03:00:00Z');
+    const clock = { now: () => new Date((t += 60_000)) };
+    const name = `drill-rto-${Date.now()}`;
+    const { result: out, metrics } = await emittedMetrics(() =>
+      runLocal('drill', { pipeline: s.pipeline, deploymentId: deployment, requestedBy: 'scheduler', reason: 'weekly drill' }, { name, clock }),
+    );
+    expect(out.status).toBe('FAILED');
+    if (out.status !== 'FAILED') return;
+    expect(out.error).toBe('DrillOverRto');
+    expect(out.cause).toMatch(/over the RTO of 90s \(90 s\)/);
+
+    const [event, ...more] = await drain(queueUrl);
+    expect(more).toEqual([]);
+    expect(event!.source).toBe('etl.rollback');
+    expect(event!['detail-type']).toBe('Drill Failed');
+    expect(event!.detail).toMatchObject({ pipeline: s.pipeline, deploymentId: deployment, runId: name, status: 'FAILED', rto: '90s', targetRtoSeconds: 90, overRto: true });
+    expect(event!.detail.measuredRtoSeconds).toBeGreaterThan(90);
+    expect(event!.detail.reason).toMatch(/^recovery took \d+\.\d s, over the RTO of 90s/);
+
+    // The gates passed: only the time failed it. The scratch targets are gone all the same.
+    const stored = await s.s3.send(new GetObjectCommand({ Bucket: process.env.ETL_ROLLBACK_STATE_BUCKET, Key: `reports/${s.pipeline}/${name}.json` }));
+    const report = JSON.parse(await stored.Body!.transformToString()) as RunReport;
+    expect(report.stages.every((st) => st.status === 'VERIFIED')).toBe(true);
+    expect(report.drill).toMatchObject({ overRto: true, cleanup: { complete: true } });
+
+    expect(metrics).toContainEqual({ name: 'DrillFailed', value: 1, dimensions: { service: 'etl-rollback' } });
+    expect(metrics).toContainEqual({ name: 'DrillFailed', value: 1, dimensions: { service: 'etl-rollback', pipeline: s.pipeline } });
+    expect(metrics.some((m) => m.name === 'DrillRecoveryTime' && (m.value as number) > 90_000)).toBe(true);
+  });
+
+  it('a drill whose restore point does not verify on its scratch copy fails with exit 1 and Drill Failed, production untouched', async () => {
+    // The restore point itself is damaged (a row gone from staging's shadow copy): what a drill is there to find out.
+    const shadow = `etl_rollback.${shadowTableName(s.pipeline, deployment, 'staging')}`;
+    await s.sql.query(`DELETE FROM ${shadow} WHERE id = 7`);
+    const staging = await s.rows('staging.orders');
+    const { result: r, metrics } = await emittedMetrics(() => s.cli('drill', s.manifestPath, '--deployment', deployment, '--local', '--json'));
+    expect(r.code, r.stderr).toBe(1);
+    const out = JSON.parse(r.stdout) as { status: string; error: string; report: RunReport };
+    expect(out.error).toBe('VerificationFailedError');
+    expect(out.report.stages.map((st) => st.status)).toEqual(['VERIFIED', 'VERIFY_FAILED', 'NOT_STARTED']);
+    expect(out.report.drill?.cleanup.complete).toBe(true);
+    expect(await s.rows('staging.orders')).toEqual(staging);
+
+    const [event] = await drain(queueUrl);
+    expect(event!.detail).toMatchObject({ pipeline: s.pipeline, runId: out.report.runId, status: 'FAILED', overRto: false });
+    expect(event!.detail.reason).toMatch(/^VerificationFailedError: drill stage 2 did not verify on its scratch copies/);
+    expect(metrics).toContainEqual({ name: 'DrillFailed', value: 1, dimensions: { service: 'etl-rollback' } });
+  });
+});
