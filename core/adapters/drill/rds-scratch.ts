@@ -75,6 +75,8 @@ function rdsScratch<U extends RdsInstanceUnit | RdsClusterUnit, S extends RdsSet
       refuseForeign(id, live.tags, scratch);
       const what = `${kind.noun} ${id}`;
       if (live.status !== 'deleting') {
+        // Restored with deletion protection off; a copy that has it anyway (inherited from the snapshot) gets it removed: it is ours.
+        if (live.deletionProtection) await kind.setDeletionProtection(ctx.rds, id, false);
         await kind.remove(ctx.rds, live, ctx.log);
         ctx.log.info('drill: rds scratch copy deleted', { unit: unit.id, id });
       }
