@@ -1,5 +1,6 @@
 import { type App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { type DrillScheduleConfig, parseDrillSchedules } from './constructs/drill-schedules.ts';
 import { type PipelineTriggerConfig, parsePipelineTriggers } from './constructs/triggers.ts';
 import { EtlRollbackStack, type EtlRollbackStackProps } from './stack.ts';
 
@@ -20,6 +21,10 @@ export interface EtlRollbackContext {
   readonly stackName?: string;
   /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
   readonly pipelines?: PipelineTriggerConfig[];
+  /** Scheduled drills per pipeline (context `drills`: a JSON array, `-c drills='[{"pipeline":"orders","schedule":"rate(7 days)"}]'`). */
+  readonly drills?: DrillScheduleConfig[];
+  /** Buckets manifests name as `drill.scratchBucket` (`-c drillScratchBuckets=orders-drill-scratch`). */
+  readonly drillScratchBuckets?: string[];
 }
 
 /**
@@ -41,6 +46,8 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
+    ...drillsContext(app),
+    ...optionalList('drillScratchBuckets', listContext(app, 'drillScratchBuckets')),
   };
 }
 
@@ -63,6 +70,8 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     pausableSchedules: context.pausableSchedules ?? [],
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
+    ...(context.drills ? { drills: context.drills } : {}),
+    ...(context.drillScratchBuckets ? { drillScratchBuckets: context.drillScratchBuckets } : {}),
     ...overrides,
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
@@ -98,4 +107,18 @@ function pipelinesContext(app: App): { pipelines?: PipelineTriggerConfig[] } {
     }
   }
   return { pipelines: parsePipelineTriggers(value, 'context pipelines') };
+}
+
+/** Context `drills`: a JSON array (cdk.json) or its JSON text (`-c drills='[…]'`), validated at synth. */
+function drillsContext(app: App): { drills?: DrillScheduleConfig[] } {
+  let value = app.node.tryGetContext('drills') as unknown;
+  if (value === undefined || value === null || value === '') return {};
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (error) {
+      throw new Error(`context drills: not valid JSON (${(error as Error).message}); expected e.g. [{"pipeline":"orders","schedule":"cron(0 3 ? * SUN *)"}]`, { cause: error });
+    }
+  }
+  return { drills: parseDrillSchedules(value, 'context drills') };
 }

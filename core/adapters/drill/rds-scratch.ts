@@ -9,7 +9,8 @@ import type { DrillScratch, ScratchTarget } from './types.ts';
 
 /**
  * An RDS instance or Aurora cluster rehearsed as a temporary copy restored from the restore point's snapshot
- * (RestoreDBInstanceFromDBSnapshot / RestoreDBClusterFromSnapshot) under `<id>-drill-<short>`, tagged with the drill's
+ * (RestoreDBInstanceFromDBSnapshot / RestoreDBClusterFromSnapshot) under `<id>-drill-<short>` (a cluster's writer
+ * `<id>-w-drill-<short>`), tagged with the drill's
  * run, with the original's settings but no deletion protection; the gate is the adapter's verify pointed at the copy;
  * cleanup deletes it without a final snapshot (it is a copy), only if its tag names this drill. The original is never
  * called with anything but Describe.
@@ -55,7 +56,8 @@ function rdsScratch<U extends RdsInstanceUnit | RdsClusterUnit, S extends RdsSet
       refuseForeign(id, live.tags, scratch);
       if (live.status !== 'available') return { target, changes: {}, notes: [], pending: pending(`${target} is ${live.status}`) };
       if (kind.complete) {
-        const done = await kind.complete(ctx.rds, id, { identifier: point.details.identifier, runShort: scratch.short }, point.details.settings, tagsOf(unit, point, ctx, scratch));
+        // A cluster's writer: `<cluster>-w-drill-<short>`, so that no grant for a drill's copies covers a rollback's writer.
+        const done = await kind.complete(ctx.rds, id, { identifier: point.details.identifier, runShort: `drill-${scratch.short}` }, point.details.settings, tagsOf(unit, point, ctx, scratch));
         if (done.pending) return { target, changes: done.changes, notes: [], pending: pending(done.pending) };
       }
       return { target, changes: {}, notes: [`restored from snapshot ${point.details.snapshotId}`] };
