@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drillShort, scratchSchemaName } from '../../core/adapters/drill/names.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { uniqueName } from '../support/aws.ts';
+import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
 import { mutatingS3Requests } from '../support/version-guard.ts';
 
@@ -27,8 +28,10 @@ interface ProductionState {
   tables: Record<string, { rows: unknown[]; xmins: string[]; checksum: string; writes: { ins: string; upd: string; del: string } }>;
 }
 
-describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and copy-on-write) after a bad deploy', () => {
+describe('rollback drill of an S3 prefix, two PostgreSQL tables (copy and copy-on-write) and a MySQL table after a bad deploy', () => {
   let s: Scenario;
+  let shop: TestMysqlDatabase;
+  let shopSql: Awaited<ReturnType<TestMysqlDatabase['connection']>>;
   const deployment = 'd-drill-1';
 
   async function production(): Promise<ProductionState> {
@@ -43,6 +46,10 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
       const stat = (await s.sql.query('SELECT n_tup_ins::text AS ins, n_tup_upd::text AS upd, n_tup_del::text AS del FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2', [schema, name])).rows[0];
       tables[table] = { rows: await s.rows(table), xmins, checksum, writes: stat };
     }
+    const [lines] = await shopSql.query('SELECT * FROM cart_lines ORDER BY id');
+    // MySQL has no row version like xmin, and this MariaDB runs without performance_schema: rows and CHECKSUM TABLE.
+    const [sum] = await shopSql.query('CHECKSUM TABLE cart_lines');
+    tables['cart_lines'] = { rows: lines as unknown[], xmins: [], checksum: JSON.stringify(sum), writes: { ins: '', upd: '', del: '' } };
     return { objects: await s.objects(), versions: await s.versionCounts(), tables };
   }
 
@@ -58,12 +65,32 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
       { name: 'no negative amounts', sql: 'SELECT bool_and(o.amount >= 0) FROM staging.orders AS o' },
       { name: 'mart matches staging', sql: 'SELECT (SELECT sum(orders) FROM mart.daily_orders) = (SELECT count(*) FROM staging.orders)' },
     ];
+    // A MySQL table too, captured copy-on-write, with a user check written against the production table.
+    shop = await createTestMysqlDatabase('drill');
+    shopSql = await shop.connection();
+    await shopSql.query('CREATE TABLE cart_lines (id INT PRIMARY KEY, sku VARCHAR(20) NOT NULL, qty INT NOT NULL) ENGINE=InnoDB');
+    await shopSql.query(`INSERT INTO cart_lines VALUES ${Array.from({ length: 50 }, (_, i) => `(${i + 1}, 'sku-${i % 7}', ${i % 5 + 1})`).join(', ')}`);
+    manifest.connections.shop = { engine: 'mysql', url: shop.url };
+    manifest.units.push({
+      id: 'carts',
+      type: 'mysql-table',
+      connection: 'shop',
+      table: 'cart_lines',
+      capture: 'copy-on-write',
+      assertions: [{ name: 'fifty lines, none empty', sql: 'SELECT COUNT(*) = 50 AND MIN(qty) > 0 FROM cart_lines' }],
+    });
     writeFileSync(s.manifestPath, stringify(manifest));
     const snap = await s.cli('snapshot', s.manifestPath, '--deployment', deployment, '--local', '--json');
     expect(snap.code, snap.stderr).toBe(0);
     await badDeploy(s);
+    await shopSql.query('UPDATE cart_lines SET qty = 0 WHERE id <= 3');
+    await shopSql.query('DELETE FROM cart_lines WHERE id = 50');
+    await shopSql.query("INSERT INTO cart_lines VALUES (51, 'bad', 9)");
   });
-  afterAll(async () => s?.drop());
+  afterAll(async () => {
+    await s?.drop();
+    await shop?.drop();
+  });
 
   it('passes every gate on scratch copies, times each stage, removes every scratch target, and never writes production', async () => {
     const before = await production();
@@ -78,11 +105,10 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
     expect(report.status).toBe('SUCCEEDED');
 
     // The rollback's stages, consumers first, each verified on its scratch copy, each timed.
-    expect(report.stages.map((st) => [st.units.map((u) => u.unitId), st.status])).toEqual([
-      [['mart'], 'VERIFIED'],
-      [['staging'], 'VERIFIED'],
-      [['raw'], 'VERIFIED'],
-    ]);
+    expect(report.stages.every((st) => st.status === 'VERIFIED')).toBe(true);
+    const order = report.stages.flatMap((st) => st.units.map((u) => u.unitId));
+    expect(order.filter((u) => u !== 'carts')).toEqual(['mart', 'staging', 'raw']);
+    expect(order).toContain('carts');
     for (const stage of report.stages) {
       expect(stage.durationMs).toBeGreaterThanOrEqual(0);
       expect(Date.parse(stage.endedAt!)).toBeGreaterThanOrEqual(Date.parse(stage.startedAt!));
@@ -92,6 +118,12 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
     expect(unit('raw').changes).toEqual({ objectsCopied: 4 });
     expect(unit('staging').changes).toEqual({ rowsCopied: 500 });
     expect(unit('mart').changes).toEqual({ rowsCopied: 5 });
+    expect(unit('carts').changes).toEqual({ rowsCopied: 50 });
+    expect(unit('carts').checks?.map((c) => [c.name, c.ok])).toEqual([
+      ['rowCount', true],
+      ['checksum', true],
+      ['assertion:fifty lines, none empty', true],
+    ]);
     // The user checks ran on the scratch copy (the production table holds 502 rows and amounts of -999 would not pass)...
     expect(unit('staging').checks?.map((c) => [c.name, c.ok])).toEqual([
       ['rowCount', true],
@@ -110,7 +142,7 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
     expect(drill.overRto).toBe(false);
     expect(drill.recoveryMs).toBeGreaterThan(0);
     const short = drillShort(report.runId);
-    expect(drill.scratch.map((t) => t.unitId).sort()).toEqual(['mart', 'raw', 'staging']);
+    expect(drill.scratch.map((t) => t.unitId).sort()).toEqual(['carts', 'mart', 'raw', 'staging']);
     expect(drill.scratch.find((t) => t.unitId === 'raw')!.target).toBe(`s3://${stateBucket}/drills/${report.runId}/raw/`);
     expect(drill.cleanup.complete).toBe(true);
     expect(drill.cleanup.removed.join('\n')).toContain(`schema ${scratchSchemaName(short)}`);
@@ -119,6 +151,8 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
     const left = await s.s3.send(new ListObjectVersionsCommand({ Bucket: stateBucket, Prefix: `drills/${report.runId}/` }));
     expect([...(left.Versions ?? []), ...(left.DeleteMarkers ?? [])]).toEqual([]);
     expect((await s.sql.query('SELECT 1 FROM pg_namespace WHERE nspname LIKE $1', ['etl_rollback_drill_%'])).rowCount).toBe(0);
+    const [scratchDbs] = await shopSql.query('SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [scratchSchemaName(short)]);
+    expect(scratchDbs).toEqual([]);
 
     // Production, at the AWS request level: the drill sent writes (to its scratch prefix), none of them to the unit's bucket.
     const writes = mutatingS3Requests().slice(logged);
@@ -134,6 +168,7 @@ describe('rollback drill of an S3 prefix and two PostgreSQL tables (copy and cop
     expect(after.tables).toEqual(before.tables);
     // Still the bad deploy's data: a drill rehearses, it does not roll back.
     expect(after.tables['staging.orders']!.rows).toHaveLength(500);
+    expect((after.tables['cart_lines']!.rows as { id: number }[]).map((r) => r.id)).toContain(51);
     expect((after.tables['staging.orders']!.rows as { id: number }[]).some((row) => row.id === 501)).toBe(true);
 
     // The report is in the audit trail, as JSON and Markdown, rendered by the run report's module.

@@ -1,4 +1,5 @@
 import type { Unit } from '../../manifest/schema.ts';
+import { mysqlScratch } from './mysql-scratch.ts';
 import { postgresScratch } from './postgres-scratch.ts';
 import { rdsClusterScratch, rdsInstanceScratch } from './rds-scratch.ts';
 import { s3Scratch } from './s3-scratch.ts';
@@ -10,6 +11,7 @@ const scratchTargets: Partial<{ [T in Unit['type']]: ScratchTarget<Extract<Unit,
   'postgres-table': postgresScratch as unknown as ScratchTarget<Extract<Unit, { type: 'postgres-table' }>, never>,
   'rds-instance': rdsInstanceScratch as unknown as ScratchTarget<Extract<Unit, { type: 'rds-instance' }>, never>,
   'rds-cluster': rdsClusterScratch as unknown as ScratchTarget<Extract<Unit, { type: 'rds-cluster' }>, never>,
+  'mysql-table': mysqlScratch as unknown as ScratchTarget<Extract<Unit, { type: 'mysql-table' }>, never>,
 };
 
 export function scratchTargetFor(unit: Unit): ScratchTarget<Unit, Record<string, unknown>> | undefined {
