@@ -21,9 +21,10 @@ export const MAX_RTO_SECONDS = 24 * 3600;
 /** Seconds of a duration text, or what is wrong with it. */
 export function parseDuration(text: string): number | string {
   const m = DURATION.exec(text.trim());
-  if (!m) return `must be a duration: a whole number followed by s, m or h ("90s", "15m", "1h"), got ${JSON.stringify(text.slice(0, 40))}`;
+  // The loader adds what it got to the message: `(got "15 minutes")`.
+  if (!m) return 'must be a duration: a whole number followed by s, m or h ("90s", "15m", "1h")';
   const seconds = Number(m[1]) * UNIT_SECONDS[m[2] as keyof typeof UNIT_SECONDS];
-  if (seconds > MAX_RTO_SECONDS) return `must be at most 24h (${MAX_RTO_SECONDS} s), got ${text.trim()} (${seconds} s)`;
+  if (seconds > MAX_RTO_SECONDS) return `must be at most 24h (${MAX_RTO_SECONDS} s); ${text.trim()} is ${seconds} s`;
   return seconds;
 }
 
