@@ -205,7 +205,8 @@ export function renderReport(report: RunReport): string {
     }
   }
   const total = report.totals.writes > 0 ? ` (${formatChanges(report.totals.changes, false)})` : '';
-  lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
+  if (report.drill) lines.push(`  total: ${report.totals.writes} writes to production; into scratch targets: ${formatChanges(report.totals.changes, false)}`);
+  else lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
   return lines.join('\n');
 }
@@ -237,7 +238,7 @@ export function renderMarkdown(report: RunReport): string {
   out.push(`| reason | ${report.reason ? mdEscape(report.reason) : '(none given)'} |`);
   out.push(`| started | ${report.startedAt} |`);
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
-  out.push(`| ${report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
+  out.push(`| ${report.drill ? 'writes to production' : report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
   if (report.drill) out.push(...drillRows(report.drill));
   out.push('');
