@@ -18,7 +18,7 @@ export const handler = taskHandler(
       pipeline: z.unknown().optional(),
       deploymentId: z.unknown().optional(),
       error: caught.nullable(),
-      cleanup: z.object({ done: z.boolean(), waitSeconds: z.number(), removed: z.array(z.string()), status: z.string().optional() }).optional(),
+      cleanup: z.object({ done: z.boolean(), waitSeconds: z.number(), removed: z.array(z.string()), removedNow: z.array(z.string()).default([]), status: z.string().optional() }).optional(),
       cleanupError: caught.nullable(),
     }),
   }),

@@ -2,6 +2,7 @@ import { drillShort } from '../adapters/drill/names.ts';
 import { scratchTargetFor } from '../adapters/drill/registry.ts';
 import { assertScratchApart } from '../adapters/drill/s3-scratch.ts';
 import type { DrillScratch } from '../adapters/drill/types.ts';
+import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
 import { DrillYieldedError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { PlannedStage, Run, RunTrigger, Step } from '../ledger/ledger.ts';
@@ -154,7 +155,8 @@ export async function rehearseUnit(deps: WorkflowDeps, ids: DrillIds & { stage: 
   if (outcome.pending) notes.push(`${IN_PROGRESS}${outcome.pending.status}`);
   // Writes stay 0: a drill's report counts production writes, and a drill makes none. The scratch copies are `changes`.
   await deps.ledger.putStep({ ...stepBase(ids, unit), status: outcome.pending ? 'FAILED' : 'RESTORED', changes, notes, startedAt, restoredAt: deps.now().toISOString() });
-  const maxPolls = unit.type.startsWith('rds-') ? 720 : DEFAULT_MAX_POLLS;
+  // The same poll budget as the unit's rollback restore (6 hours for RDS).
+  const maxPolls = adapterFor(unit).maxPolls ?? DEFAULT_MAX_POLLS;
   if (outcome.pending) {
     return { unitId: unit.id, stage: ids.stage, done: false, waitSeconds: Math.max(1, Math.round(outcome.pending.waitSeconds)), maxPolls, status: `${unit.type} unit "${unit.id}": ${outcome.pending.status} (poll ${ids.polls ?? 0} of ${maxPolls})` };
   }
@@ -199,7 +201,10 @@ export async function verifyDrillStage(deps: WorkflowDeps, ids: DrillIds & { sta
 export interface DrillCleanup {
   done: boolean;
   waitSeconds: number;
+  /** Everything removed so far, by this call and earlier ones. */
   removed: string[];
+  /** What this call removed. */
+  removedNow: string[];
   status?: string;
 }
 
@@ -210,7 +215,7 @@ export interface DrillCleanup {
  */
 export async function cleanupDrill(deps: WorkflowDeps, ids: { runId: string; pipeline: string }): Promise<DrillCleanup> {
   const record = await readRecord(deps, ids);
-  if (!record) return { done: true, waitSeconds: 0, removed: [] };
+  if (!record) return { done: true, waitSeconds: 0, removed: [], removedNow: [] };
   const manifest = await deployedManifest(deps, record.pipeline, record.deploymentId);
   const removed: string[] = [];
   const waiting: string[] = [];
@@ -228,7 +233,9 @@ export async function cleanupDrill(deps: WorkflowDeps, ids: { runId: string; pip
   const all = [...new Set([...record.removed, ...removed])];
   await stateStore(deps).putJson(drillRecordKey(record.pipeline, record.runId), { ...(await requireRecord(deps, ids)), removed: all });
   deps.log.info('drill cleanup', { runId: record.runId, removed, waiting });
-  return waiting.length > 0 ? { done: false, waitSeconds: Math.max(1, Math.round(waitSeconds)), removed: all, status: waiting.join('; ') } : { done: true, waitSeconds: 0, removed: all };
+  return waiting.length > 0
+    ? { done: false, waitSeconds: Math.max(1, Math.round(waitSeconds)), removed: all, removedNow: removed, status: waiting.join('; ') }
+    : { done: true, waitSeconds: 0, removed: all, removedNow: removed };
 }
 
 export interface DrillOutcome {

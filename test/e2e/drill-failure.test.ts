@@ -142,4 +142,29 @@ describe('a drill over its RTO, and a drill whose gate fails: Drill Failed deliv
     expect(event!.detail.reason).toMatch(/^VerificationFailedError: drill stage 2 did not verify on its scratch copies/);
     expect(metrics).toContainEqual({ name: 'DrillFailed', value: 1, dimensions: { service: 'etl-rollback' } });
   });
+
+  it('a drill whose cleanup keeps failing is reported incomplete and fails; --clean-up removes what it left, and a second one finds nothing', async () => {
+    // The restore point is whole again (the row the previous case removed from the shadow copy is put back).
+    const shadow = `etl_rollback.${shadowTableName(s.pipeline, deployment, 'staging')}`;
+    await s.sql.query(`INSERT INTO ${shadow} SELECT 7, 70, date '2026-11-01' + 2, NULL WHERE NOT EXISTS (SELECT 1 FROM ${shadow} WHERE id = 7)`);
+    const name = `drill-cleanup-${Date.now()}`;
+    const crash = async () => {
+      throw Object.assign(new Error('injected: the cleanup function timed out'), { name: 'Sandbox.Timedout' });
+    };
+    const { result: out } = await emittedMetrics(() => runLocal('drill', { pipeline: s.pipeline, deploymentId: deployment }, { name, handlers: { CleanupDrill: crash } }));
+    expect(out).toMatchObject({ status: 'FAILED', error: 'DrillCleanupIncomplete' });
+    const [event] = await drain(queueUrl);
+    expect(event!.detail.reason).toMatch(/^scratch targets were not all removed: injected: the cleanup function timed out/);
+    const left = async () => (await s.sql.query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'etl_rollback_drill_%'")).rows.map((r) => r.nspname as string);
+    expect(await left()).toHaveLength(1);
+
+    const first = await s.cli('drill', s.manifestPath, '--clean-up', name, '--local', '--json');
+    expect(first.code, first.stderr).toBe(0);
+    const removed = (JSON.parse(first.stdout) as { removed: string[] }).removed;
+    expect(removed).toEqual(expect.arrayContaining([expect.stringMatching(/^s3:\/\/.*\/drills\/drill-cleanup-\d+\/raw\/ \(4 object version\(s\)\)$/), expect.stringMatching(/schema etl_rollback_drill_[0-9a-f]{8}$/)]));
+    expect(await left()).toEqual([]);
+    const second = await s.cli('drill', s.manifestPath, '--clean-up', name, '--local');
+    expect(second.code).toBe(0);
+    expect(second.stdout).toContain(`drill ${name} left nothing to remove`);
+  });
 });
