@@ -158,6 +158,10 @@ export class Observability extends Construct {
       ),
     };
     if (props.drill) {
+      this.dashboard.addWidgets(
+        new GraphWidget({ title: 'Rollback drills', left: [handlerMetric('DrillsStarted'), handlerMetric('DrillsSucceeded'), handlerMetric('DrillFailed')], width: 12 }),
+        new GraphWidget({ title: 'Drill recovery time (ms), by pipeline: compare with each pipeline\'s RTO', left: [byPipeline('DrillRecoveryTime', 'Maximum', 'recovery', 86400)], width: 12 }),
+      );
       this.alarms.drillFailed = atLeastOne(
         'DrillFailed',
         handlerMetric('DrillFailed'),

@@ -5,6 +5,7 @@ import { CreateQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, S
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { shadowTableName } from '../../core/adapters/postgres/names.ts';
+import { deploymentFailedPattern, type EventPatternJson } from '../../infra/constructs/trigger-patterns.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { uniqueName } from '../support/aws.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
@@ -19,13 +20,11 @@ process.env.POWERTOOLS_METRICS_DISABLED = 'false';
 const events = new EventBridgeClient({});
 const sqs = new SQSClient({});
 
-/** The `Drill Failed` events of one pipeline, through an EventBridge rule whose target is an SQS queue (moto delivers). */
-async function drillFailedQueue(pipeline: string): Promise<string> {
-  await events.send(new CreateEventBusCommand({ Name: process.env.ETL_ROLLBACK_EVENT_BUS! }));
-  const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: uniqueName('drill-failed') }))).QueueUrl!;
+/** The events a pattern matches on the test's bus, through an EventBridge rule whose target is an SQS queue (moto delivers). */
+async function queueFor(pattern: EventPatternJson): Promise<string> {
+  const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: uniqueName('drill-events') }))).QueueUrl!;
   const queueArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
-  const rule = uniqueName('drill-failed');
-  const pattern = { source: ['etl.rollback'], 'detail-type': ['Drill Failed'], detail: { pipeline: [pipeline] } };
+  const rule = uniqueName('drill-events');
   await events.send(new PutRuleCommand({ Name: rule, EventBusName: process.env.ETL_ROLLBACK_EVENT_BUS, EventPattern: JSON.stringify(pattern) }));
   await events.send(new PutTargetsCommand({ Rule: rule, EventBusName: process.env.ETL_ROLLBACK_EVENT_BUS, Targets: [{ Id: 'queue', Arn: queueArn }] }));
   return queueUrl;
@@ -75,6 +74,8 @@ async function emittedMetrics<T>(run: () => Promise<T>): Promise<{ result: T; me
 describe('a drill over its RTO, and a drill whose gate fails: Drill Failed delivered, DrillFailed counted', () => {
   let s: Scenario;
   let queueUrl: string;
+  /** What the pipeline's `Deployment Failed` trigger rule would receive: a failed drill must never start a rollback. */
+  let triggerQueueUrl: string;
   let runLocal: typeof import('../../cli/local-runner.ts').runLocal;
   const deployment = 'd-drill-f';
 
@@ -87,7 +88,9 @@ describe('a drill over its RTO, and a drill whose gate fails: Drill Failed deliv
     const { result: snapshot } = await emittedMetrics(() => s.cli('snapshot', s.manifestPath, '--deployment', deployment, '--local'));
     expect(snapshot.code, snapshot.stderr).toBe(0);
     await badDeploy(s);
-    queueUrl = await drillFailedQueue(s.pipeline);
+    await events.send(new CreateEventBusCommand({ Name: process.env.ETL_ROLLBACK_EVENT_BUS! }));
+    queueUrl = await queueFor({ source: ['etl.rollback'], 'detail-type': ['Drill Failed'], detail: { pipeline: [s.pipeline] } });
+    triggerQueueUrl = await queueFor(deploymentFailedPattern(s.pipeline));
     ({ runLocal } = await import('../../cli/local-runner.ts'));
   });
   afterAll(async () => s?.drop());
@@ -163,6 +166,8 @@ describe('a drill over its RTO, and a drill whose gate fails: Drill Failed deliv
     const removed = (JSON.parse(first.stdout) as { removed: string[] }).removed;
     expect(removed).toEqual(expect.arrayContaining([expect.stringMatching(/^s3:\/\/.*\/drills\/drill-cleanup-\d+\/raw\/ \(4 object version\(s\)\)$/), expect.stringMatching(/schema etl_rollback_drill_[0-9a-f]{8}$/)]));
     expect(await left()).toEqual([]);
+    // Three failed drills, and the rollback trigger rule of the pipeline received none of their events.
+    expect(await drain(triggerQueueUrl)).toEqual([]);
     const second = await s.cli('drill', s.manifestPath, '--clean-up', name, '--local');
     expect(second.code).toBe(0);
     expect(second.stdout).toContain(`drill ${name} left nothing to remove`);

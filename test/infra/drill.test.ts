@@ -90,6 +90,11 @@ describe('drills in the stack: the drill machine, a schedule per pipeline, the a
     expect(granted.map((g) => [g.statement.Action, g.statement.Resource])).toEqual([['states:StartExecution', { Ref: logicalId(stack.drill.stateMachine) }]]);
   });
 
+  it('the dashboard shows drills started, succeeded and failed, and recovery time by pipeline', () => {
+    const body = JSON.stringify(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]!.Properties.DashboardBody);
+    for (const metric of ['DrillsStarted', 'DrillsSucceeded', 'DrillFailed', 'DrillRecoveryTime']) expect(body, metric).toContain(metric);
+  });
+
   it('an alarm on DrillFailed (service dimension) notifies the topic', () => {
     const alarm = stack.observability.alarms.drillFailed!;
     const props = (template.toJSON().Resources[logicalId(alarm)] as { Properties: Json }).Properties;
