@@ -1,6 +1,7 @@
 import { type App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { type DrillScheduleConfig, parseDrillSchedules } from './constructs/drill-schedules.ts';
+import { readFileSync } from 'node:fs';
+import { type DrillScheduleConfig, drillsFromManifests, parseDrillSchedules } from './constructs/drill-schedules.ts';
 import { type PipelineTriggerConfig, parsePipelineTriggers } from './constructs/triggers.ts';
 import { EtlRollbackStack, type EtlRollbackStackProps } from './stack.ts';
 
@@ -46,8 +47,7 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
-    ...drillsContext(app),
-    ...optionalList('drillScratchBuckets', listContext(app, 'drillScratchBuckets')),
+    ...drillsAndScratchBuckets(app),
   };
 }
 
@@ -109,10 +109,32 @@ function pipelinesContext(app: App): { pipelines?: PipelineTriggerConfig[] } {
   return { pipelines: parsePipelineTriggers(value, 'context pipelines') };
 }
 
-/** Context `drills`: a JSON array (cdk.json) or its JSON text (`-c drills='[…]'`), validated at synth. */
-function drillsContext(app: App): { drills?: DrillScheduleConfig[] } {
+/**
+ * Drill schedules: context `manifests` (manifest files, comma list or array: each one's `drill` field), and context
+ * `drills` (a JSON array, or its text: `-c drills='[…]'`) for pipelines whose manifests the stack is not given.
+ * Validated at synth.
+ */
+function drillsContext(app: App): { drills?: DrillScheduleConfig[]; drillScratchBuckets?: string[] } {
+  const files = listContext(app, 'manifests').map((path) => ({ path, text: readFileSync(path, 'utf8') }));
+  const fromManifests = drillsFromManifests(files);
+  const listed = listedDrills(app);
+  const drills = [...fromManifests.drills, ...(listed ?? [])];
+  return {
+    ...(drills.length > 0 || listed ? { drills: parseDrillSchedules(drills, 'context drills') } : {}),
+    ...(fromManifests.scratchBuckets.length > 0 ? { drillScratchBuckets: fromManifests.scratchBuckets } : {}),
+  };
+}
+
+/** The drills and the scratch buckets they may write: those the manifests name, and those given in context. */
+function drillsAndScratchBuckets(app: App): { drills?: DrillScheduleConfig[]; drillScratchBuckets?: string[] } {
+  const { drills, drillScratchBuckets = [] } = drillsContext(app);
+  const buckets = [...new Set([...drillScratchBuckets, ...listContext(app, 'drillScratchBuckets')])];
+  return { ...(drills ? { drills } : {}), ...optionalList('drillScratchBuckets', buckets) };
+}
+
+function listedDrills(app: App): unknown[] | undefined {
   let value = app.node.tryGetContext('drills') as unknown;
-  if (value === undefined || value === null || value === '') return {};
+  if (value === undefined || value === null || value === '') return undefined;
   if (typeof value === 'string') {
     try {
       value = JSON.parse(value);
@@ -120,5 +142,6 @@ function drillsContext(app: App): { drills?: DrillScheduleConfig[] } {
       throw new Error(`context drills: not valid JSON (${(error as Error).message}); expected e.g. [{"pipeline":"orders","schedule":"cron(0 3 ? * SUN *)"}]`, { cause: error });
     }
   }
-  return { drills: parseDrillSchedules(value, 'context drills') };
+  if (!Array.isArray(value)) return parseDrillSchedules(value, 'context drills');
+  return value as unknown[];
 }

@@ -3,6 +3,7 @@ import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws
 import { CfnSchedule } from 'aws-cdk-lib/aws-scheduler';
 import type { IStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
 /**
@@ -92,3 +93,30 @@ export class DrillSchedules extends Construct {
     this.schedules = schedules;
   }
 }
+
+/**
+ * The drill schedules (and scratch buckets) the manifests themselves set: each file's `pipeline` and `drill` fields, read
+ * at synth (context `manifests`), so the schedule is written once, in the manifest. Only these two fields are read here;
+ * `etl-rollback validate` checks the whole manifest.
+ */
+export function drillsFromManifests(files: readonly { path: string; text: string }[]): { drills: DrillScheduleInput[]; scratchBuckets: string[] } {
+  const drills: DrillScheduleInput[] = [];
+  const scratchBuckets: string[] = [];
+  for (const { path, text } of files) {
+    const doc = manifestDrillSchema.safeParse(parseYaml(text));
+    if (!doc.success) {
+      throw new Error(`context manifests: ${path}: ${doc.error.issues.map((i) => `${i.path.join('.') || '(manifest)'}: ${i.message}`).join('; ')}`);
+    }
+    const { pipeline, drill } = doc.data;
+    if (!drill) continue;
+    drills.push({ pipeline, schedule: drill.schedule, ...(drill.deployment ? { deployment: drill.deployment } : {}) });
+    if (drill.scratchBucket) scratchBuckets.push(drill.scratchBucket);
+  }
+  return { drills, scratchBuckets };
+}
+
+/** The two fields of a manifest the stack reads; the rest is the CLI's and the handlers' to validate. */
+const manifestDrillSchema = z.object({
+  pipeline: z.string(),
+  drill: z.object({ schedule: z.string(), deployment: z.string().optional(), scratchBucket: z.string().optional() }).optional(),
+});

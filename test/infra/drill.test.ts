@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
@@ -143,6 +144,21 @@ describe('drills in the stack: the drill machine, a schedule per pipeline, the a
   it('cdk-nag AwsSolutions: no unacknowledged finding with drills configured', () => {
     const report = new AwsSolutionsChecks(undefined, { verbose: true }).validateScope(stack);
     expect(report.violations.map((v) => `${v.ruleName}: ${v.violatingResources.map((r) => r.constructPath).join(', ')}`)).toEqual([]);
+  });
+
+  it('reads the schedule from the manifests themselves (context manifests), with their scratch buckets', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-drill-manifests-'));
+    const orders = join(dir, 'orders.yaml');
+    writeFileSync(orders, 'pipeline: orders\nrto: 15m\ndrill:\n  schedule: "rate(7 days)"\n  scratchBucket: orders-drill-scratch\nunits: []\n');
+    const plain = join(dir, 'billing.yaml');
+    writeFileSync(plain, 'pipeline: billing\nunits: []\n');
+    const fromFiles = buildEtlRollbackApp(testApp({ manifests: `${orders},${plain}` }));
+    expect([...fromFiles.drillSchedules.schedules.keys()]).toEqual(['orders']);
+    const t = Template.fromStack(fromFiles);
+    const schedule = t.toJSON().Resources[logicalId(fromFiles.drillSchedules.schedules.get('orders')!)] as { Properties: { ScheduleExpression: string; Target: { Input: string } } };
+    expect(schedule.Properties.ScheduleExpression).toBe('rate(7 days)');
+    expect(JSON.parse(schedule.Properties.Target.Input)).toMatchObject({ pipeline: 'orders', deploymentId: 'latest' });
+    expect(JSON.stringify(statementsOf(t).filter((g) => g.statement.Sid === 'DrillDeleteScratchObjects'))).toContain('orders-drill-scratch/drills/*');
   });
 
   it('refuses a malformed drill schedule at synth, naming it', () => {
