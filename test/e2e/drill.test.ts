@@ -179,6 +179,37 @@ describe('rollback drill of an S3 prefix, two PostgreSQL tables (copy and copy-o
     expect(text).toMatch(/## Stage 1: VERIFIED\n\n\S+ → \S+ \(\d+\.\d s\)/);
   });
 
+  it('every step answers the same when its answer is lost and the state machine retries it: the drill converges', async () => {
+    const { runLocal } = await import('../../cli/local-runner.ts');
+    const { handler: rehearse } = await import('../../lambdas/rehearse-unit.ts');
+    const { handler: verify } = await import('../../lambdas/verify-drill-stage.ts');
+    const lost = new Set<string>();
+    // The work is done, then the answer is lost once per unit and stage (as when Lambda fails after the function ran).
+    type Handler = (event: unknown, context: Parameters<typeof rehearse>[1]) => Promise<unknown>;
+    const loseOnce = (h: Handler, what: string) => async (event: unknown, context: Parameters<typeof rehearse>[1]) => {
+      const out = await h(event, context);
+      const key = `${what}:${JSON.stringify((event as { unitId?: string; stage?: unknown }).unitId ?? (event as { stage?: unknown }).stage)}`;
+      if (!lost.has(key)) {
+        lost.add(key);
+        throw Object.assign(new Error('injected: the answer was lost'), { name: 'Lambda.ServiceException' });
+      }
+      return out;
+    };
+    const before = await production();
+    const name = `drill-${s.pipeline}-retried-${Date.now()}`;
+    const out = await runLocal('drill', { pipeline: s.pipeline, deploymentId: deployment }, { name, handlers: { RehearseUnit: loseOnce(rehearse, 'rehearse'), VerifyDrillStage: loseOnce(verify, 'verify') } });
+    expect(out.status, JSON.stringify(out)).toBe('SUCCEEDED');
+    expect([...lost].filter((k) => k.startsWith('rehearse')).length).toBe(4);
+    const report = (out as { output: RunReport }).output;
+    expect(report.stages.every((st) => st.status === 'VERIFIED')).toBe(true);
+    // A retried S3 rehearsal copies nothing twice; the tables are built again from the restore point.
+    expect(report.stages.flatMap((st) => st.units).find((u) => u.unitId === 'raw')!.changes).toEqual({ objectsCopied: 4 });
+    const left = await s.s3.send(new ListObjectVersionsCommand({ Bucket: stateBucket, Prefix: `drills/${name}/` }));
+    expect([...(left.Versions ?? []), ...(left.DeleteMarkers ?? [])]).toEqual([]);
+    expect((await s.sql.query("SELECT 1 FROM pg_namespace WHERE nspname LIKE 'etl_rollback_drill_%'")).rowCount).toBe(0);
+    expect(await production()).toEqual(before);
+  });
+
   it('drills the latest deployment when asked for "latest", and leaves nothing behind either', async () => {
     const r = await s.cli('drill', s.manifestPath, '--deployment', 'latest', '--local', '--json');
     expect(r.code, r.stderr).toBe(0);
