@@ -70,45 +70,45 @@ export class DrillAccess extends Construct {
     const policy = (policyId: string, policyRole: IRole, statements: PolicyStatement[]) =>
       statements.length > 0 ? new Policy(this, policyId, { roles: [policyRole], statements }) : undefined;
     const rehearse = policy('Rehearse', props.rehearseRole, [
-        ...(props.protectedBucketArns.length > 0
-          ? [new PolicyStatement({ sid: 'DrillReadProtectedObjects', effect: Effect.ALLOW, actions: DRILL_SOURCE_OBJECT_ACTIONS, resources: props.protectedBucketArns.map((a) => `${a}/*`) })]
-          : []),
-        ...(scratchBucketArns.length > 0
-          ? [new PolicyStatement({ sid: 'DrillWriteScratchObjects', effect: Effect.ALLOW, actions: ['s3:GetObject', 's3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload'], resources: scratchBucketArns.map((a) => `${a}/${DRILL_SCRATCH_PREFIX}`) })]
-          : []),
-        ...scratchBuckets,
-        ...secrets,
-        ...rdsRead,
-        ...(anyRds
-          ? [
-              new PolicyStatement({ sid: 'DrillRdsRestore', effect: Effect.ALLOW, actions: DRILL_RDS_RESTORE_ACTIONS, resources: [...drillDbs, ...drillClusters, ...snapshots] }),
-              new PolicyStatement({ sid: 'DrillRdsRestoreGroups', effect: Effect.ALLOW, actions: ['rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBClusterFromSnapshot', 'rds:CreateDBInstance'], resources: groups }),
-            ]
-          : []),
+      ...(props.protectedBucketArns.length > 0
+        ? [new PolicyStatement({ sid: 'DrillReadProtectedObjects', effect: Effect.ALLOW, actions: DRILL_SOURCE_OBJECT_ACTIONS, resources: props.protectedBucketArns.map((a) => `${a}/*`) })]
+        : []),
+      ...(scratchBucketArns.length > 0
+        ? [new PolicyStatement({ sid: 'DrillWriteScratchObjects', effect: Effect.ALLOW, actions: ['s3:GetObject', 's3:PutObject', 's3:PutObjectTagging', 's3:AbortMultipartUpload'], resources: scratchBucketArns.map((a) => `${a}/${DRILL_SCRATCH_PREFIX}`) })]
+        : []),
+      ...scratchBuckets,
+      ...secrets,
+      ...rdsRead,
+      ...(anyRds
+        ? [
+            new PolicyStatement({ sid: 'DrillRdsRestore', effect: Effect.ALLOW, actions: DRILL_RDS_RESTORE_ACTIONS, resources: [...drillDbs, ...drillClusters, ...snapshots] }),
+            new PolicyStatement({ sid: 'DrillRdsRestoreGroups', effect: Effect.ALLOW, actions: ['rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBClusterFromSnapshot', 'rds:CreateDBInstance'], resources: groups }),
+          ]
+        : []),
     ]);
     const verify = policy('Verify', props.verifyRole, [
-        ...(scratchBucketArns.length > 0 ? [new PolicyStatement({ sid: 'DrillReadScratchObjects', effect: Effect.ALLOW, actions: ['s3:GetObject'], resources: scratchBucketArns.map((a) => `${a}/${DRILL_SCRATCH_PREFIX}`) })] : []),
-        ...scratchBuckets,
-        ...secrets,
-        ...rdsRead,
+      ...(scratchBucketArns.length > 0 ? [new PolicyStatement({ sid: 'DrillReadScratchObjects', effect: Effect.ALLOW, actions: ['s3:GetObject'], resources: scratchBucketArns.map((a) => `${a}/${DRILL_SCRATCH_PREFIX}`) })] : []),
+      ...scratchBuckets,
+      ...secrets,
+      ...rdsRead,
     ]);
     const cleanup = policy('Cleanup', props.cleanupRole, [
-        new PolicyStatement({ sid: 'DrillDeleteScratchObjects', effect: Effect.ALLOW, actions: ['s3:DeleteObject', 's3:DeleteObjectVersion'], resources: scratchObjects }),
-        ...scratchBuckets,
-        ...secrets,
-        ...rdsRead,
-        ...(anyRds
-          ? [
-              new PolicyStatement({
-                sid: 'DrillRdsRemove',
-                effect: Effect.ALLOW,
-                actions: DRILL_RDS_REMOVE_ACTIONS,
-                resources: [...drillDbs, ...drillClusters],
-                // Only what carries the drill tag: a resource someone else named `<id>-drill-…` is not the drill's.
-                conditions: { Null: { [`aws:ResourceTag/${DRILL_TAG}`]: 'false' } },
-              }),
-            ]
-          : []),
+      new PolicyStatement({ sid: 'DrillDeleteScratchObjects', effect: Effect.ALLOW, actions: ['s3:DeleteObject', 's3:DeleteObjectVersion'], resources: scratchObjects }),
+      ...scratchBuckets,
+      ...secrets,
+      ...rdsRead,
+      ...(anyRds
+        ? [
+            new PolicyStatement({
+              sid: 'DrillRdsRemove',
+              effect: Effect.ALLOW,
+              actions: DRILL_RDS_REMOVE_ACTIONS,
+              resources: [...drillDbs, ...drillClusters],
+              // Only what carries the drill tag: a resource someone else named `<id>-drill-…` is not the drill's.
+              conditions: { Null: { [`aws:ResourceTag/${DRILL_TAG}`]: 'false' } },
+            }),
+          ]
+        : []),
     ]);
     this.policies = [rehearse, verify, cleanup].filter((p): p is Policy => p !== undefined);
 
@@ -120,10 +120,11 @@ export class DrillAccess extends Construct {
       ...snapshots.map((a) => [a, 'Only the snapshots etl-rollback takes (etlrb- prefix): a drill restores its copy from the restore point\'s snapshot.'] as [string, string]),
       ...groups.map((a) => [a, 'A restored copy joins the original\'s subnet, parameter, option and security groups; RDS authorizes the restore against each group named.'] as [string, string]),
     ]);
-    for (const policy of this.policies) {
-      const json = JSON.stringify(stack.resolve(policy.document.toJSON()));
+    // Each policy acknowledges the wildcards it holds, each with its reason (and no other).
+    for (const made of this.policies) {
+      const json = JSON.stringify(stack.resolve(made.document.toJSON()));
       for (const [resource, reason] of reasons) {
-        if (json.includes(JSON.stringify(stack.resolve(resource)).slice(1, -1))) acknowledge(policy, iam5ResourceFinding(policy, resource), reason);
+        if (json.includes(JSON.stringify(stack.resolve(resource)).slice(1, -1))) acknowledge(made, iam5ResourceFinding(made, resource), reason);
       }
     }
   }
