@@ -1,14 +1,11 @@
 import { z } from 'zod';
 import { finishDrill } from '../core/workflow/drill.ts';
-import { countRun } from './run-metrics.ts';
-import { caught, metrics, MetricUnit, taskHandler } from './task.ts';
+import { publishDrillMetrics } from './run-metrics.ts';
+import { caught, taskHandler } from './task.ts';
 
 const ids = z.object({ runId: z.string(), pipeline: z.string(), deploymentId: z.string() });
 
-/**
- * "Finish drill" / "Record drill not started": the report, and the metrics the stack's alarm watches: `DrillFailed`
- * (a failed drill, or one over its RTO) and `DrillRecoveryTime` (ms), each for the service and per pipeline.
- */
+/** "Finish drill" / "Record drill not started": the report, and the drill's metrics (run-metrics.ts, publishDrillMetrics). */
 export const handler = taskHandler(
   'finish-drill',
   z.object({
@@ -32,16 +29,7 @@ export const handler = taskHandler(
       ...(state.cleanup ? { cleanup: state.cleanup } : {}),
       cleanupError: state.cleanupError ?? null,
     });
-    const pipeline = outcome.report.pipeline;
-    if (outcome.failure) countRun('DrillFailed', pipeline);
-    else if (outcome.status === 'SUCCEEDED') countRun('DrillsSucceeded', pipeline);
-    const recovery = outcome.report.drill?.recoveryMs;
-    if (recovery !== undefined) {
-      metrics.addMetric('DrillRecoveryTime', MetricUnit.Milliseconds, recovery);
-      const single = metrics.singleMetric();
-      single.addDimension('pipeline', pipeline);
-      single.addMetric('DrillRecoveryTime', MetricUnit.Milliseconds, recovery);
-    }
+    publishDrillMetrics(outcome.report, outcome.failure !== undefined);
     return outcome;
   },
   (input) => ({ runId: input.state.plan?.runId ?? input.executionName }),
