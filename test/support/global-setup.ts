@@ -3,9 +3,9 @@ import pg from 'pg';
 import { startMoto, type MotoServer } from '../../scripts/local-services.ts';
 import { MYSQL_ADMIN_URL } from './mysql.ts';
 import { POSTGRES_ADMIN_URL } from './postgres.ts';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { REQUEST_LOG_ENV, startVersionGuard, type VersionGuard } from './version-guard.ts';
 
 /**
@@ -50,6 +50,8 @@ export async function setup(): Promise<void> {
 export async function teardown(): Promise<void> {
   const stats = guard?.stats();
   await guard?.stop();
+  const requestLog = process.env[REQUEST_LOG_ENV];
+  if (requestLog) rmSync(dirname(requestLog), { recursive: true, force: true });
   await moto?.stop();
   if (!stats) return;
   console.log(
