@@ -3,17 +3,16 @@ import { PreflightError } from '../../errors.ts';
 import { copyObject, deleteInBatches, headObject, listCurrent, listPrefix, SOURCE_VERSION_META, type IoOptions } from '../s3/io.ts';
 import { compareKeys, contentChecksum, mapLimit, nameSome, s3Url } from '../s3/keys.ts';
 import { loadPointManifest, MANIFEST_FORMAT, type AnyManifest, type S3PrefixDetails } from '../s3/manifest.ts';
-import { prefixesOverlap } from '../s3/preflight.ts';
 import { DEFAULT_RETRY_POLICY } from '../s3/retry.ts';
 import type { Check } from '../types.ts';
-import { scratchRunPrefix, scratchUnitPrefix } from './names.ts';
+import { scratchUnitPrefix } from './names.ts';
 import type { DrillScratch, ScratchTarget } from './types.ts';
 
 /**
  * An s3-prefix unit rehearsed into `s3://<scratch bucket>/drills/<run>/<unit>/`: every object of the restore point is
  * copied there server-side (versioned mode: from its captured version in the unit's bucket, read only; copy mode: from
  * the restore point's copy in the state bucket), keys kept relative to the unit's prefix. The only writes go to the
- * scratch prefix; a scratch location that overlaps a unit's own prefix is refused before anything is copied.
+ * scratch prefix; a scratch bucket that is a unit's own bucket is refused before anything is copied.
  */
 
 const IO: IoOptions = { multipartThresholdBytes: 5 * 1024 ** 3, partSizeBytes: 512 * 1024 ** 2, copyConcurrency: 16, retry: DEFAULT_RETRY_POLICY };
@@ -37,13 +36,15 @@ function sources(unit: S3PrefixUnit, manifest: AnyManifest, stateBucket: string)
   return manifest.entries.map((e) => ({ relative: e.key.slice(unit.prefix.length), bucket: stateBucket, key: e.backupKey, etag: e.etag, copyEtag: e.backupEtag, size: e.size }));
 }
 
-/** Refuses a scratch prefix that overlaps the unit's own data: a drill must never write where production lives. */
+/**
+ * Refuses a scratch location in a unit's own bucket: a drill never writes where production data lives, not even beside
+ * it under another prefix (a bucket's lifecycle rules, notifications and replication would see the copies).
+ */
 export function assertScratchApart(unit: S3PrefixUnit, scratch: DrillScratch): void {
-  const prefix = scratchRunPrefix(scratch.runId);
-  if (scratch.s3Bucket === unit.bucket && (prefixesOverlap(prefix, unit.prefix) || prefixesOverlap(unit.prefix, prefix))) {
+  if (scratch.s3Bucket === unit.bucket) {
     throw new PreflightError(
-      `unit "${unit.id}": the drill's scratch prefix s3://${scratch.s3Bucket}/${prefix} overlaps the unit's own s3://${unit.bucket}/${unit.prefix}; ` +
-        'a drill never writes where production data lives. Name another "drill.scratchBucket" in the manifest.',
+      `unit "${unit.id}": the drill's scratch bucket s3://${scratch.s3Bucket} is the unit's own bucket (s3://${unit.bucket}/${unit.prefix}); ` +
+        'a drill never writes where production data lives. Name another bucket as "drill.scratchBucket" in the manifest.',
     );
   }
 }
