@@ -114,7 +114,7 @@ export async function planDrill(deps: WorkflowDeps, input: { request: unknown; e
     ...(manifest.rto ? { rto: manifest.rto } : {}),
     removed: [],
   };
-  // Refused before anything is written: a scratch prefix inside a unit's own data.
+  // Refused before anything is written: a scratch bucket that is a unit's own.
   for (const unit of manifest.units) if (unit.type === 's3-prefix') assertScratchApart(unit, scratchOf(record));
   await stateStore(deps).putJson(drillRecordKey(record.pipeline, runId), record);
   deps.log.info('drill planned', { runId, deploymentId: record.deploymentId, stages: plan.stages, scratchBucket: record.scratchBucket, rto: record.rto });

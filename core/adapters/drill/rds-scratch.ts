@@ -25,6 +25,9 @@ export function drillIdentifier(identifier: string, short: string): string {
 
 const pending = (status: string) => ({ waitSeconds: RDS_POLL_SECONDS, status });
 
+/** RDS statuses in which a delete is refused: the copy is still being made or changed. */
+const BUSY = new Set(['creating', 'modifying', 'backing-up', 'rebooting', 'renaming', 'starting', 'stopping', 'upgrading', 'configuring-enhanced-monitoring', 'resetting-master-credentials']);
+
 function rdsScratch<U extends RdsInstanceUnit | RdsClusterUnit, S extends RdsSettings & { deletionProtection?: boolean }>(
   kind: RdsKind<S>,
   adapter: UnitAdapter<U, RdsDetails<S>, never>,
@@ -76,6 +79,8 @@ function rdsScratch<U extends RdsInstanceUnit | RdsClusterUnit, S extends RdsSet
       if (!live) return { removed: [] };
       refuseForeign(id, live.tags, scratch);
       const what = `${kind.noun} ${id}`;
+      // A copy still being made (the drill stopped while it was restoring) cannot be deleted yet: wait until it settles.
+      if (BUSY.has(live.status)) return { removed: [], pending: pending(`${what} is ${live.status}; it is deleted once that is done`) };
       if (live.status !== 'deleting') {
         // Restored with deletion protection off; a copy that has it anyway (inherited from the snapshot) gets it removed: it is ours.
         if (live.deletionProtection) await kind.setDeletionProtection(ctx.rds, id, false);
