@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { CreateEventBusCommand, EventBridgeClient, PutRuleCommand, PutTargetsCommand } from '@aws-sdk/client-eventbridge';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { shadowTableName } from '../../core/adapters/postgres/names.ts';
@@ -36,9 +36,14 @@ interface DeliveredEvent {
   detail: { pipeline: string; deploymentId: string; runId: string; reason: string; status: string; measuredRtoSeconds?: number; targetRtoSeconds?: number; rto?: string; overRto: boolean };
 }
 
+/** The events in the queue, deleted once read (a message left there would come back after its visibility timeout). */
 async function drain(queueUrl: string): Promise<DeliveredEvent[]> {
   const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
-  return (out.Messages ?? []).map((m) => JSON.parse(m.Body!) as DeliveredEvent);
+  const messages = out.Messages ?? [];
+  if (messages.length > 0) {
+    await sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })) }));
+  }
+  return messages.map((m) => JSON.parse(m.Body!) as DeliveredEvent);
 }
 
 /** Metric names (with their dimensions) the handlers wrote as Embedded Metric Format while `run` ran. */
@@ -140,7 +145,7 @@ describe('a drill over its RTO, and a drill whose gate fails: Drill Failed deliv
     expect(out.report.drill?.cleanup.complete).toBe(true);
     expect(await s.rows('staging.orders')).toEqual(staging);
 
-    const [event] = await drain(queueUrl);
+    const event = (await drain(queueUrl)).find((e) => e.detail.runId === out.report.runId);
     expect(event!.detail).toMatchObject({ pipeline: s.pipeline, runId: out.report.runId, status: 'FAILED', overRto: false });
     expect(event!.detail.reason).toMatch(/^VerificationFailedError: drill stage 2 did not verify on its scratch copies/);
     expect(metrics).toContainEqual({ name: 'DrillFailed', value: 1, dimensions: { service: 'etl-rollback' } });
@@ -155,8 +160,8 @@ describe('a drill over its RTO, and a drill whose gate fails: Drill Failed deliv
       throw Object.assign(new Error('injected: the cleanup function timed out'), { name: 'Sandbox.Timedout' });
     };
     const { result: out } = await emittedMetrics(() => runLocal('drill', { pipeline: s.pipeline, deploymentId: deployment }, { name, handlers: { CleanupDrill: crash } }));
-    expect(out).toMatchObject({ status: 'FAILED', error: 'DrillCleanupIncomplete' });
-    const [event] = await drain(queueUrl);
+    expect(out, JSON.stringify(out)).toMatchObject({ status: 'FAILED', error: 'DrillCleanupIncomplete' });
+    const event = (await drain(queueUrl)).find((e) => e.detail.runId === name);
     expect(event!.detail.reason).toMatch(/^scratch targets were not all removed: injected: the cleanup function timed out/);
     const left = async () => (await s.sql.query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'etl_rollback_drill_%'")).rows.map((r) => r.nspname as string);
     expect(await left()).toHaveLength(1);
