@@ -7,6 +7,8 @@ import type { RunReport } from '../core/report/report.ts';
 export interface Engine {
   snapshot(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
   rollback(manifest: Manifest, args: RollbackArgs): Promise<ExecutionResult>;
+  /** A rollback drill into scratch targets (statemachines/drill.asl.json). */
+  drill(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
 }
 
 /** Where the engine finds the ledger, the state bucket and the deployed state machines. */
@@ -15,6 +17,7 @@ export interface EngineOptions {
   stateBucket?: string;
   snapshotArn?: string;
   rollbackArn?: string;
+  drillArn?: string;
   json: boolean;
 }
 
@@ -78,4 +81,9 @@ export function currentUser(): string {
   } catch {
     return 'unknown';
   }
+}
+
+/** The drill machine's input, as the drill schedule sends it too (with `deploymentId: "latest"`). */
+export function drillInput(manifest: Manifest, args: SnapshotArgs): Record<string, unknown> {
+  return { pipeline: manifest.pipeline, deploymentId: args.deploymentId, requestedBy: args.requestedBy, reason: args.reason, trigger: { kind: 'manual' } };
 }

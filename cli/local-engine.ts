@@ -1,10 +1,10 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { Ledger, ensureLedgerTable } from '../core/ledger/ledger.ts';
-import { StateStore, ensureStateBucket } from '../core/runtime/state-store.ts';
+import { StateStore, ensureStateBucket, stateKeys } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
-import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
+import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
 interface Io {
@@ -59,6 +59,12 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
       const out = await runLocal('rollback', rollbackInput(manifest, args), { name: args.name, onEvent });
       if (out.status === 'SUCCEEDED') return { ...out, name: args.name };
       return { ...out, name: args.name, report: await failedReport(args.name) };
+    },
+    async drill(manifest, args): Promise<ExecutionResult> {
+      const out = await runLocal('drill', drillInput(manifest, args), { name: args.name, onEvent });
+      if (out.status === 'SUCCEEDED') return { ...out, name: args.name };
+      // A drill is not a rollback run in the ledger: its report is found by its key.
+      return { ...out, name: args.name, report: await store.getJson<RunReport>(stateKeys.report(manifest.pipeline, args.name)) };
     },
   };
 }

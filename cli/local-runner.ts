@@ -23,13 +23,18 @@ import { handler as sealSnapshot } from '../lambdas/seal-snapshot.ts';
 import { handler as verifyStage } from '../lambdas/verify-stage.ts';
 import { handler as listExpiredDeployments } from '../lambdas/list-expired-deployments.ts';
 import { handler as releaseDeployment } from '../lambdas/release-deployment.ts';
+import { handler as planDrill } from '../lambdas/plan-drill.ts';
+import { handler as rehearseUnit } from '../lambdas/rehearse-unit.ts';
+import { handler as verifyDrillStage } from '../lambdas/verify-drill-stage.ts';
+import { handler as cleanupDrill } from '../lambdas/cleanup-drill.ts';
+import { handler as finishDrill } from '../lambdas/finish-drill.ts';
 
 /**
  * Runs the state machine definitions that CDK deploys, unchanged, in this process: aws-local-stepfunctions
  * interprets the ASL, and each Task is served by the same handler code that runs in Lambda.
  */
 /** `restore-shards` is the child of the rollback machine's Distributed Map (run by the runner once per batch). */
-export type MachineName = 'snapshot' | 'rollback' | 'release' | 'restore-shards';
+export type MachineName = 'snapshot' | 'rollback' | 'release' | 'restore-shards' | 'drill';
 
 /** One event of a local execution (state entered, map iteration, retry, ...). */
 export type EventLog = ReturnType<StateMachine['run']>['eventLogs'] extends AsyncGenerator<infer E> ? E : never;
@@ -57,6 +62,11 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   ResumeTriggers: resumeTriggers,
   ListExpiredDeployments: listExpiredDeployments,
   ReleaseDeployment: releaseDeployment,
+  PlanDrill: planDrill,
+  RehearseUnit: rehearseUnit,
+  VerifyDrillStage: verifyDrillStage,
+  CleanupDrill: cleanupDrill,
+  FinishDrill: finishDrill,
 };
 
 /** The Lambda service integration whose task waits for a callback with its task token (approval). */

@@ -192,6 +192,43 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     },
   );
 
+  engineOptions(
+    program
+      .command('drill')
+      .description('rehearse the staged rollback of a deployment into scratch targets, every gate checked, then remove them (production is only read)')
+      .argument('<manifest>', 'manifest YAML file (names the pipeline; the deployed manifest is what is rehearsed)')
+      .option('--deployment <id>', 'the deployment whose restore points to rehearse, or "latest"')
+      .option('--clean-up <run>', 'only remove what drill <run> left behind (its execution stopped before its cleanup finished), in this process')
+      .addOption(new Option('--state-machine-arn <arn>', 'deployed drill state machine').env('ETL_ROLLBACK_DRILL_STATE_MACHINE_ARN')),
+  ).action(async (file: string, opts: { deployment?: string; cleanUp?: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string }) => {
+    const manifest = await loadManifestFile(file);
+    if (opts.cleanUp !== undefined) {
+      // Runs the drill's own cleanup here (against AWS_ENDPOINT_URL, or AWS): the same code, wherever the drill ran.
+      await engineFor(true, opts, io);
+      const { cleanUpDrill } = await import('./drill-cleanup.ts');
+      const { removed } = await cleanUpDrill({ runId: opts.cleanUp, pipeline: manifest.pipeline }, io);
+      if (opts.json) io.out(JSON.stringify({ runId: opts.cleanUp, removed }));
+      else io.out(removed.length > 0 ? `removed what drill ${opts.cleanUp} left:\n${removed.map((r) => `  ${r}`).join('\n')}` : `drill ${opts.cleanUp} left nothing to remove`);
+      setExit(EXIT.ok);
+      return;
+    }
+    if (opts.deployment === undefined) throw new InputError('drill: give --deployment <id> (or "latest"), or --clean-up <run>');
+    const engine = await engineFor(opts.local, { ...opts, drillArn: opts.stateMachineArn }, io);
+    const result = await engine.drill(manifest, {
+      deploymentId: opts.deployment,
+      requestedBy: opts.requestedBy ?? currentUser(),
+      reason: opts.reason,
+      name: defaultRunName('drill', manifest.pipeline, opts.deployment),
+    });
+    const report = result.status === 'SUCCEEDED' ? (result.output as RunReport) : result.report;
+    if (opts.json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));
+    else {
+      if (report) io.out(renderReport(report));
+      if (result.status === 'FAILED') io.err(`drill ${result.error === 'DrillYieldedError' ? 'yielded' : 'failed'}: ${result.error}: ${result.cause}`);
+    }
+    setExit(exitForExecution(result));
+  });
+
   for (const decision of ['approve', 'reject'] as const) {
     const cmd = program
       .command(decision)

@@ -6,6 +6,7 @@ export function progressLine(stateName: string, input: unknown): string | undefi
     current?: { stage?: { index: number; units: string[] } };
     capture?: { status?: string; waitSeconds?: number };
     restore?: { status?: string; waitSeconds?: number };
+    rehearsal?: { status?: string; waitSeconds?: number };
   };
   switch (stateName) {
     case 'Register deployment':
@@ -47,6 +48,19 @@ export function progressLine(stateName: string, input: unknown): string | undefi
     case 'Release lock':
     case 'Release lock after failure':
       return '› releasing lock';
+    case 'Plan drill':
+      return '› planning the drill';
+    case 'Rehearse unit':
+      return `› stage ${typeof i.stage === 'number' ? i.stage + 1 : '?'}: rehearsing ${i.unitId} in a scratch target`;
+    case 'Wait for rehearsal':
+      return `› waiting ${i.rehearsal?.waitSeconds ?? '?'} s: ${i.rehearsal?.status ?? i.unitId}`;
+    case 'Verify scratch stage':
+      return i.current?.stage ? `› stage ${i.current.stage.index + 1}: verifying the scratch copies of ${i.current.stage.units.join(', ')}` : '› verifying the scratch copies';
+    case 'Clean up scratch targets':
+      return '› removing the scratch targets';
+    case 'Finish drill':
+    case 'Record drill not started':
+      return '› writing the drill report';
     default:
       return undefined;
   }

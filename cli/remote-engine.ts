@@ -3,10 +3,10 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { DescribeExecutionCommand, GetExecutionHistoryCommand, SFNClient, StartExecutionCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { InputError } from '../core/errors.ts';
 import { Ledger } from '../core/ledger/ledger.ts';
-import { StateStore } from '../core/runtime/state-store.ts';
+import { StateStore, stateKeys } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
-import { rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
+import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
 interface Io {
@@ -69,6 +69,13 @@ export async function remoteEngine(opts: EngineOptions, io: Io): Promise<Engine>
     async rollback(manifest, args) {
       const result = await start(opts.rollbackArn, 'rollback', args.name, rollbackInput(manifest, args));
       return result.status === 'FAILED' ? { ...result, report: await failedReport(args.name) } : result;
+    },
+    async drill(manifest, args) {
+      const result = await start(opts.drillArn, 'drill', args.name, drillInput(manifest, args));
+      if (result.status !== 'FAILED' || !opts.stateBucket) return result;
+      const config = readRuntimeConfig();
+      const store = new StateStore(new S3Client({ forcePathStyle: config.s3ForcePathStyle }), opts.stateBucket);
+      return { ...result, report: await store.getJson<RunReport>(stateKeys.report(manifest.pipeline, args.name)) };
     },
   };
 }

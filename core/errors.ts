@@ -87,6 +87,12 @@ export class TriggersNotResumedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/** A rollback drill stopped because a real rollback or snapshot of the pipeline holds its lock: an incident wins. */
+export class DrillYieldedError extends EtlRollbackError {
+  override readonly name = 'DrillYieldedError';
+  readonly exitCode = EXIT.refused;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -105,6 +111,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   ApprovalRejectedError: EXIT.refused,
   ApprovalTimedOutError: EXIT.refused,
   TriggersNotResumedError: EXIT.failed,
+  DrillYieldedError: EXIT.refused,
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
 };

@@ -1,6 +1,8 @@
 import { type App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { type PipelineCapture, parseChangeCapture } from './constructs/change-capture.ts';
+import { readFileSync } from 'node:fs';
+import { type DrillScheduleConfig, drillsFromManifests, parseDrillSchedules } from './constructs/drill-schedules.ts';
 import { type PipelineTriggerConfig, parsePipelineTriggers } from './constructs/triggers.ts';
 import { EtlRollbackStack, type EtlRollbackStackProps } from './stack.ts';
 
@@ -25,6 +27,10 @@ export interface EtlRollbackContext {
   readonly pipelines?: PipelineTriggerConfig[];
   /** Change capture per pipeline (context `changeCapture`: `[{"pipeline","locations":[{"bucket","prefixes":[…]}]}]`). */
   readonly changeCapture?: PipelineCapture[];
+  /** Scheduled drills per pipeline (context `drills`: a JSON array, `-c drills='[{"pipeline":"orders","schedule":"rate(7 days)"}]'`). */
+  readonly drills?: DrillScheduleConfig[];
+  /** Buckets manifests name as `drill.scratchBucket` (`-c drillScratchBuckets=orders-drill-scratch`). */
+  readonly drillScratchBuckets?: string[];
 }
 
 /**
@@ -48,6 +54,7 @@ export function readContext(app: App): EtlRollbackContext {
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
     ...changeCaptureContext(app),
+    ...drillsAndScratchBuckets(app),
   };
 }
 
@@ -72,6 +79,8 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
     ...(context.changeCapture ? { changeCapture: context.changeCapture } : {}),
+    ...(context.drills ? { drills: context.drills } : {}),
+    ...(context.drillScratchBuckets ? { drillScratchBuckets: context.drillScratchBuckets } : {}),
     ...overrides,
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
@@ -124,4 +133,41 @@ function changeCaptureContext(app: App): { changeCapture?: PipelineCapture[] } {
     }
   }
   return { changeCapture: parseChangeCapture(value, 'context changeCapture') };
+}
+
+/**
+ * Drill schedules: context `manifests` (manifest files, comma list or array: each one's `drill` field), and context
+ * `drills` (a JSON array, or its text: `-c drills='[…]'`) for pipelines whose manifests the stack is not given.
+ * Validated at synth.
+ */
+function drillsContext(app: App): { drills?: DrillScheduleConfig[]; drillScratchBuckets?: string[] } {
+  const files = listContext(app, 'manifests').map((path) => ({ path, text: readFileSync(path, 'utf8') }));
+  const fromManifests = drillsFromManifests(files);
+  const listed = listedDrills(app);
+  const drills = [...fromManifests.drills, ...(listed ?? [])];
+  return {
+    ...(drills.length > 0 || listed ? { drills: parseDrillSchedules(drills, 'context drills') } : {}),
+    ...(fromManifests.scratchBuckets.length > 0 ? { drillScratchBuckets: fromManifests.scratchBuckets } : {}),
+  };
+}
+
+/** The drills and the scratch buckets they may write: those the manifests name, and those given in context. */
+function drillsAndScratchBuckets(app: App): { drills?: DrillScheduleConfig[]; drillScratchBuckets?: string[] } {
+  const { drills, drillScratchBuckets = [] } = drillsContext(app);
+  const buckets = [...new Set([...drillScratchBuckets, ...listContext(app, 'drillScratchBuckets')])];
+  return { ...(drills ? { drills } : {}), ...optionalList('drillScratchBuckets', buckets) };
+}
+
+function listedDrills(app: App): unknown[] | undefined {
+  let value = app.node.tryGetContext('drills') as unknown;
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (error) {
+      throw new Error(`context drills: not valid JSON (${(error as Error).message}); expected e.g. [{"pipeline":"orders","schedule":"cron(0 3 ? * SUN *)"}]`, { cause: error });
+    }
+  }
+  if (!Array.isArray(value)) return parseDrillSchedules(value, 'context drills');
+  return value as unknown[];
 }

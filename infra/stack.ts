@@ -7,6 +7,8 @@ import { Observability } from './constructs/dashboard.ts';
 import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
 import { DataAccess } from './constructs/data-access.ts';
 import { GlueAccess } from './constructs/glue-access.ts';
+import { DrillAccess } from './constructs/drill-access.ts';
+import { type DrillScheduleInput, DrillSchedules } from './constructs/drill-schedules.ts';
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
 import { Notifications } from './constructs/notifications.ts';
@@ -77,12 +79,20 @@ export interface EtlRollbackStackProps extends StackProps {
   readonly auditRetention?: Duration;
   /** Object Lock mode of the audit bucket (see AuditObjectLockMode for the trade-off). @default 'GOVERNANCE' */
   readonly auditObjectLockMode?: AuditObjectLockMode;
+  /**
+   * Scheduled rollback drills, one per pipeline (the manifests' `drill: { schedule, deployment }`).
+   * @default []
+   */
+  readonly drills?: readonly DrillScheduleInput[];
+  /** Buckets manifests name as `drill.scratchBucket`: drills may write and delete under their `drills/` prefix. @default [] */
+  readonly drillScratchBuckets?: readonly string[];
 }
 
 export const STATE_MACHINE_FILES = {
   snapshot: join(PROJECT_ROOT, 'statemachines', 'snapshot.asl.json'),
   rollback: join(PROJECT_ROOT, 'statemachines', 'rollback.asl.json'),
   release: join(PROJECT_ROOT, 'statemachines', 'release.asl.json'),
+  drill: join(PROJECT_ROOT, 'statemachines', 'drill.asl.json'),
 } as const;
 
 export class EtlRollbackStack extends Stack {
@@ -103,6 +113,9 @@ export class EtlRollbackStack extends Stack {
   readonly observability: Observability;
   /** Change capture during deploys; undefined when no pipeline is configured for it. */
   readonly changeCapture?: ChangeCapture;
+  readonly drill: Workflow;
+  readonly drillAccess: DrillAccess;
+  readonly drillSchedules: DrillSchedules;
 
   constructor(scope: Construct, id: string, props: EtlRollbackStackProps = {}) {
     super(scope, id, props);
@@ -138,7 +151,7 @@ export class EtlRollbackStack extends Stack {
 
     const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);
     this.notifications = new Notifications(this, 'Notifications', {
-      publishers: (['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'] as const).map(handler),
+      publishers: (['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'] as const).map(handler),
       triggerControllers: (['pause-triggers', 'resume-triggers'] as const).map(handler),
       pausableRules: props.pausableRules ?? [],
       pausableSchedules: props.pausableSchedules ?? [],
@@ -183,7 +196,7 @@ export class EtlRollbackStack extends Stack {
       retention: props.auditRetention,
       mode: props.auditObjectLockMode,
       accessLogBucket: this.stateBucket.accessLogBucket,
-      writers: (['describe-changes', 'finish-run', 'record-failure', 'seal-snapshot', 'release-deployment'] as const).map((name) => this.handlers.byName(name).role),
+      writers: (['describe-changes', 'finish-run', 'record-failure', 'seal-snapshot', 'release-deployment', 'finish-drill'] as const).map((name) => this.handlers.byName(name).role),
       runRoles: this.handlers.all.map((h) => h.role),
     });
     for (const h of this.handlers.all) h.fn.addEnvironment('ETL_ROLLBACK_AUDIT_BUCKET', this.audit.bucket.bucketName);
@@ -202,7 +215,28 @@ export class EtlRollbackStack extends Stack {
       rdsResourceArns: this.rdsAccess.resourceArns,
     });
 
+    // Drills: their own definition, their own grants (read production, write scratch), a schedule per pipeline.
+    this.drill = new Workflow(this, 'Drill', {
+      name: 'drill',
+      definitionFile: STATE_MACHINE_FILES.drill,
+      resolveFunction,
+      logRetention: props.logRetention,
+    });
+    this.drillAccess = new DrillAccess(this, 'DrillAccess', {
+      protectedBucketArns: this.dataAccess.bucketArns,
+      databaseSecretArns: props.databaseSecretArns ?? [],
+      protectedDbInstances: (props.protectedDbInstances ?? []).map((i) => i.trim().toLowerCase()),
+      protectedDbClusters: (props.protectedDbClusters ?? []).map((c) => c.trim().toLowerCase()),
+      stateBucket: this.stateBucket.bucket,
+      scratchBuckets: props.drillScratchBuckets ?? [],
+      rehearseRole: handler('rehearse-unit').role,
+      verifyRole: handler('verify-drill-stage').role,
+      cleanupRole: handler('cleanup-drill').role,
+    });
+    this.drillSchedules = new DrillSchedules(this, 'DrillSchedules', { drillStateMachine: this.drill.stateMachine, drills: props.drills ?? [] });
+
     this.observability = new Observability(this, 'Observability', {
+      drill: this.drill.stateMachine,
       snapshot: this.snapshot.stateMachine,
       rollback: this.rollback.stateMachine,
       release: this.release.stateMachine,
@@ -227,5 +261,6 @@ export class EtlRollbackStack extends Stack {
     new CfnOutput(this, 'AuditBucketName', { description: 'Reports (JSON, Markdown), snapshot summaries, release records; Object Lock.', value: this.audit.bucket.bucketName });
     new CfnOutput(this, 'ReleaseStateMachineArn', { description: 'Runs daily: releases expired restore points.', value: this.release.stateMachine.stateMachineArn });
     new CfnOutput(this, 'DashboardName', { value: this.observability.dashboard.dashboardName });
+    new CfnOutput(this, 'DrillStateMachineArn', { description: 'Start to rehearse a rollback into scratch targets (etl-rollback drill).', value: this.drill.stateMachine.stateMachineArn });
   }
 }

@@ -42,3 +42,19 @@ export function publishRunMetrics(report: RunReport): void {
   if (gateFailures > 0) byPipeline('GateFailures', MetricUnit.Count, gateFailures);
   if (report.endedAt) byPipeline('RunDuration', MetricUnit.Milliseconds, Date.parse(report.endedAt) - Date.parse(report.startedAt));
 }
+
+/**
+ * Metrics of a finished drill: `DrillFailed` (a failed drill, or one over its RTO: what the stack's alarm watches) or
+ * `DrillsSucceeded`, and the recovery time it measured (`DrillRecoveryTime`, ms), each for the service and per pipeline.
+ * A drill that yielded to a rollback counts neither.
+ */
+export function publishDrillMetrics(report: RunReport, failed: boolean): void {
+  if (failed) countRun('DrillFailed', report.pipeline);
+  else if (report.status === 'SUCCEEDED') countRun('DrillsSucceeded', report.pipeline);
+  const recovery = report.drill?.recoveryMs;
+  if (recovery === undefined) return;
+  metrics.addMetric('DrillRecoveryTime', MetricUnit.Milliseconds, recovery);
+  const single = metrics.singleMetric();
+  single.addDimension('pipeline', report.pipeline);
+  single.addMetric('DrillRecoveryTime', MetricUnit.Milliseconds, recovery);
+}

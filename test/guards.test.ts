@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { versionDeletions } from './support/version-guard.ts';
+import { s3RequestOf, versionDeletions } from './support/version-guard.ts';
 
 describe('the version guard reads which versions a request removes for good', () => {
   it('DeleteObject with a version id (path style, encoded key); without one it removes nothing for good', () => {
@@ -21,6 +21,16 @@ describe('the version guard reads which versions a request removes for good', ()
   });
 });
 
+describe('the S3 request log reads which bucket and key a mutating request writes', () => {
+  const signed = (service: string) => ({ authorization: `AWS4-HMAC-SHA256 Credential=testing/20261129/us-east-1/${service}/aws4_request, SignedHeaders=host, Signature=x`, 'user-agent': 'ua' });
+  it('a copy names its target and, apart, its source; requests to other services are not S3 requests', () => {
+    const copy = s3RequestOf('PUT', new URL('http://x/state-1/drills/run-1/raw/a%20b.csv?x-id=CopyObject'), { ...signed('s3'), 'x-amz-copy-source': 'lake-1/raw/orders/a%20b.csv?versionId=v1' });
+    expect(copy).toEqual({ method: 'PUT', bucket: 'state-1', key: 'drills/run-1/raw/a b.csv', query: 'x-id=CopyObject', copySource: 'lake-1/raw/orders/a b.csv?versionId=v1', userAgent: 'ua' });
+    expect(s3RequestOf('POST', new URL('http://x/lake-1?delete'), signed('s3'))).toMatchObject({ bucket: 'lake-1', key: '', query: 'delete' });
+    expect(s3RequestOf('POST', new URL('http://x/'), signed('dynamodb'))).toBeUndefined();
+  });
+});
+
 describe('the drop guard of the test databases', () => {
   it('records tables dropped by etl-rollback sessions outside etl_rollback, and fails the database\'s drop()', async () => {
     const { createTestDatabase } = await import('./support/postgres.ts');
@@ -30,6 +40,8 @@ describe('the drop guard of the test databases', () => {
     await session.connect();
     await session.query('CREATE SCHEMA etl_rollback; CREATE TABLE etl_rollback.rp_x (id int); CREATE TABLE public.orders (id int)');
     await session.query('DROP TABLE etl_rollback.rp_x'); // its own table: allowed
+    await session.query('CREATE SCHEMA etl_rollback_drill_0a1b2c3d; CREATE TABLE etl_rollback_drill_0a1b2c3d.staging (id int)');
+    await session.query('DROP TABLE etl_rollback_drill_0a1b2c3d.staging'); // a drill's scratch copy: allowed
     await session.query('DROP TABLE public.orders'); // a table it protects: recorded
     await session.end();
     await expect(db.drop()).rejects.toThrow(/etl-rollback dropped table\(s\) of the database it protects: public\.orders \(DROP TABLE public\.orders\)/);

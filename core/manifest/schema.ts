@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { drillSchema, durationSchema } from './drill.ts';
 import { policySchema } from './policy.ts';
 
 /**
@@ -341,6 +342,10 @@ export const manifestSchema = z.strictObject({
   retention: z.strictObject({ days: z.number().int().min(1).max(3650).default(14) }).prefault({}),
   /** When a rollback may run, who must approve it, which pipeline triggers pause meanwhile (core/manifest/policy.ts). */
   policy: policySchema.optional(),
+  /** Recovery-time objective: a rollback drill slower than this fails (`90s`, `15m`, `1h`; core/manifest/drill.ts). */
+  rto: durationSchema.optional(),
+  /** A scheduled rollback drill into scratch targets (core/manifest/drill.ts, core/workflow/drill.ts). */
+  drill: drillSchema.optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;

@@ -62,6 +62,31 @@ export interface RunReport {
   estimate?: RunEstimate;
   /** Seconds from the first stage's start to the run's end (waits for approval or a window before it are not counted). */
   recoverySeconds?: number;
+  /** Set on the report of a rollback drill (core/workflow/drill.ts): restores went to scratch targets, never production. */
+  drill?: DrillFacts;
+}
+
+/** What a drill measured and left behind, beside the stages every run report has. */
+export interface DrillFacts {
+  /** The manifest's RTO as written (`15m`) and in seconds; absent when the manifest sets none. */
+  rto?: string;
+  rtoSeconds?: number;
+  /** Restores and gates, from the first unit's restore to the last stage's gate (cleanup not included). */
+  recoveryMs?: number;
+  overRto: boolean;
+  /** Where each unit was rehearsed. */
+  scratch: { unitId: string; target: string }[];
+  /** Scratch targets removed; `complete` false when some could not be (named in `error`). */
+  cleanup: { removed: string[]; complete: boolean; error?: string };
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** The drill's RTO line: `recovery 42.0 s of RTO 15m (900 s): within`. */
+export function describeRecovery(d: DrillFacts): string {
+  const measured = d.recoveryMs === undefined ? 'not measured (the drill stopped)' : seconds(d.recoveryMs);
+  const target = d.rto ? ` of RTO ${d.rto} (${d.rtoSeconds} s): ${d.overRto ? 'OVER' : 'within'}` : ' (no RTO set)';
+  return `recovery ${measured}${target}`;
 }
 
 export function addChanges(into: Changes, more: Changes): Changes {
@@ -187,12 +212,13 @@ const skippedText = (report: RunReport) =>
 /** The report as a person reads it in a terminal. */
 export function renderReport(report: RunReport): string {
   const lines: string[] = [];
-  const title = report.dryRun ? 'Dry run' : 'Rollback';
+  const title = report.drill ? 'Drill' : report.dryRun ? 'Dry run' : 'Rollback';
   lines.push(`${title} ${report.runId} of ${report.pipeline}/${report.deploymentId}: ${report.status}${report.partial ? ' — PARTIAL: some stages restored, others not (see below)' : ''}`);
   if (report.trigger) lines.push(`  trigger: ${describeTrigger(report.trigger)}`);
   if (report.resumedFrom) lines.push(`  resumed from run ${report.resumedFrom}; skipped (verified by it, re-verified now): ${skippedText(report)}`);
+  if (report.drill) lines.push(`  ${describeRecovery(report.drill)}; into scratch targets only, cleanup ${report.drill.cleanup.complete ? 'complete' : 'INCOMPLETE'}`);
   for (const stage of report.stages) {
-    lines.push(`  stage ${stage.index + 1}: ${stage.status}`);
+    lines.push(`  stage ${stage.index + 1}: ${stage.status}${stage.durationMs !== undefined ? ` (${seconds(stage.durationMs)})` : ''}`);
     for (const u of stage.units) {
       const checks = u.checks?.length ? `; checks ${u.checks.filter((c) => c.ok).length}/${u.checks.length} ok` : '';
       const failed = u.checks?.filter((c) => !c.ok).map((c) => `${c.name} expected ${c.expected}, got ${c.actual}${c.detail ? ` (${c.detail})` : ''}`) ?? [];
@@ -203,7 +229,8 @@ export function renderReport(report: RunReport): string {
     }
   }
   const total = report.totals.writes > 0 ? ` (${formatChanges(report.totals.changes, false)})` : '';
-  lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
+  if (report.drill) lines.push(`  total: ${report.totals.writes} writes to production; into scratch targets: ${formatChanges(report.totals.changes, false)}`);
+  else lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
   if (report.dryRun && report.estimate) lines.push(...renderEstimate(report.estimate));
   const compared = reportEstimateVsActual(report);
@@ -219,7 +246,7 @@ const mdEscape = (text: string) => text.replace(/[|\\`*_<>]/g, (c) => `\\${c}`);
  */
 export function renderMarkdown(report: RunReport): string {
   const out: string[] = [];
-  const kind = report.dryRun ? 'Dry run' : 'Rollback';
+  const kind = report.drill ? 'Drill' : report.dryRun ? 'Dry run' : 'Rollback';
   out.push(`# ${kind} of ${mdEscape(report.pipeline)} / ${mdEscape(report.deploymentId)}: ${report.status}`);
   out.push('');
   if (report.partial) {
@@ -238,9 +265,10 @@ export function renderMarkdown(report: RunReport): string {
   out.push(`| reason | ${report.reason ? mdEscape(report.reason) : '(none given)'} |`);
   out.push(`| started | ${report.startedAt} |`);
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
-  out.push(`| ${report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
+  out.push(`| ${report.drill ? 'writes to production' : report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
   if (report.recoverySeconds !== undefined) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
+  if (report.drill) out.push(...drillRows(report.drill));
   out.push('');
   for (const stage of report.stages) {
     out.push(`## Stage ${stage.index + 1}: ${stage.status}`, '');
@@ -272,4 +300,13 @@ export function renderMarkdown(report: RunReport): string {
     );
   }
   return out.join('\n');
+}
+
+/** The drill's rows of the Markdown summary table: RTO, scratch targets, cleanup. */
+function drillRows(d: DrillFacts): string[] {
+  return [
+    `| recovery time | ${mdEscape(describeRecovery(d))} |`,
+    `| scratch targets | ${d.scratch.map((t) => `${mdEscape(t.unitId)}: ${mdEscape(t.target)}`).join('<br>') || '(none)'} |`,
+    `| cleanup | ${d.cleanup.complete ? 'complete' : '**INCOMPLETE**'}${d.cleanup.removed.length ? `: ${d.cleanup.removed.map(mdEscape).join('<br>')}` : ''}${d.cleanup.error ? `<br>${mdEscape(d.cleanup.error)}` : ''} |`,
+  ];
 }

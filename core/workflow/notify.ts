@@ -10,7 +10,7 @@ import { describeTrigger, type RunReport } from '../report/report.ts';
  * happened, and a notification that cannot be sent is logged, never allowed to stop a rollback.
  */
 export const EVENT_SOURCE = 'etl.rollback';
-export type RollbackEventType = 'Rollback Started' | 'Approval Requested' | 'Stage Completed' | 'Rollback Succeeded' | 'Rollback Failed';
+export type RollbackEventType = 'Rollback Started' | 'Approval Requested' | 'Stage Completed' | 'Rollback Succeeded' | 'Rollback Failed' | 'Drill Failed';
 
 export interface Notification {
   detailType: RollbackEventType;

@@ -28,6 +28,8 @@ export interface ObservabilityProps {
   readonly triggersDeadLetterQueue?: IQueue;
   /** Where alarms go (the notifications topic); none: alarms without actions. */
   readonly alarmTopic?: ITopic;
+  /** The drill state machine: its DrillFailed metric gets an alarm. */
+  readonly drill?: StateMachine;
 }
 
 /** A handler metric (dimension service=etl-rollback), summed over 5 minutes unless said otherwise. */
@@ -155,6 +157,17 @@ export class Observability extends Construct {
         'The daily release of expired restore points failed; restore points are kept (and cost) until it succeeds.',
       ),
     };
+    if (props.drill) {
+      this.dashboard.addWidgets(
+        new GraphWidget({ title: 'Rollback drills', left: [handlerMetric('DrillsStarted'), handlerMetric('DrillsSucceeded'), handlerMetric('DrillFailed')], width: 12 }),
+        new GraphWidget({ title: 'Drill recovery time (ms), by pipeline: compare with each pipeline\'s RTO', left: [byPipeline('DrillRecoveryTime', 'Maximum', 'recovery', 86400)], width: 12 }),
+      );
+      this.alarms.drillFailed = atLeastOne(
+        'DrillFailed',
+        handlerMetric('DrillFailed'),
+        'A rollback drill failed (a gate on its scratch copies, an error, or recovery slower than the pipeline\'s RTO): a real rollback of that pipeline may fail the same way. Read the drill report (audit bucket, reports/<pipeline>/<drill run>.md).',
+      );
+    }
     if (props.triggersDeadLetterQueue) {
       this.alarms.triggersDeadLetters = atLeastOne(
         'TriggerEventsUndelivered',

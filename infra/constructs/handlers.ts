@@ -38,6 +38,12 @@ export const HANDLER_SPECS = [
   { name: 'resume-triggers', substitution: 'ResumeTriggersFunctionArn', long: false, dataAccess: false },
   { name: 'list-expired-deployments', substitution: 'ListExpiredDeploymentsFunctionArn', long: true, dataAccess: false },
   { name: 'release-deployment', substitution: 'ReleaseDeploymentFunctionArn', long: true, dataAccess: false },
+  // Drills: no DataAccess (which may write the protected data); their own read-only and scratch grants (DrillAccess).
+  { name: 'plan-drill', substitution: 'PlanDrillFunctionArn', long: false, dataAccess: false },
+  { name: 'rehearse-unit', substitution: 'RehearseUnitFunctionArn', long: true, dataAccess: false },
+  { name: 'verify-drill-stage', substitution: 'VerifyDrillStageFunctionArn', long: true, dataAccess: false },
+  { name: 'cleanup-drill', substitution: 'CleanupDrillFunctionArn', long: true, dataAccess: false },
+  { name: 'finish-drill', substitution: 'FinishDrillFunctionArn', long: false, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];

@@ -135,7 +135,7 @@ describe('audit, release and observability (template)', () => {
     it('writers may put reports and records and use the key to encrypt; no IAM policy allows anything else on the audit bucket', () => {
       const bucketId = logicalId(stack.audit.bucket);
       const onAudit = iamStatements(template).filter(({ statement }) => JSON.stringify(statement.Resource ?? '').includes(bucketId));
-      expect(onAudit.length).toBe(5);
+      expect(onAudit.length).toBe(6); // describe-changes, finish-run, record-failure, seal-snapshot, release-deployment, finish-drill
       for (const { statement } of onAudit) {
         expect(statement.Effect).toBe('Allow');
         expect(asArray(statement.Action)).toEqual(['s3:PutObject']);
@@ -183,9 +183,10 @@ describe('audit, release and observability (template)', () => {
       const rds = statements.find((st) => st.Sid === 'ReleaseRds')!;
       expect(asArray(rds.Action)).toEqual(expect.arrayContaining(RDS_RELEASE_ACTIONS));
       expect(JSON.stringify(rds.Resource)).toContain(':db:orders-db');
-      // No other statement in the stack deletes in S3 or RDS (the protected-data grants are the data handlers').
+      // No other statement in the stack deletes in S3 or RDS (the protected-data grants are the data handlers'; a drill's
+      // cleanup deletes only its scratch copies, test/infra/drill.test.ts).
       for (const { statement } of iamStatements(template)) {
-        if (['ReleaseRestorePointObjects', 'ReleaseRds', 'ProtectedObjects'].includes(statement.Sid ?? '')) continue;
+        if (['ReleaseRestorePointObjects', 'ReleaseRds', 'ProtectedObjects', 'DrillDeleteScratchObjects', 'DrillRdsRemove'].includes(statement.Sid ?? '')) continue;
         expect(asArray(statement.Action).filter((a) => /^(s3|rds):Delete/.test(a))).toEqual([]);
       }
     });
@@ -203,7 +204,7 @@ describe('audit, release and observability (template)', () => {
       expect(body).toContain('EtlRollback,pipeline,service');
     });
 
-    it('alarms on a failed rollback, a failed rollback execution, a deploy without restore point, trigger dead letters and a failed release, each to the notifications topic', () => {
+    it('alarms on a failed rollback, a failed rollback execution, a deploy without restore point, trigger dead letters, a failed release and a failed drill, each to the notifications topic', () => {
       const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as { Properties: Json }[];
       const byMetric = (name: string) => alarms.filter((a) => a.Properties.MetricName === name);
       const topic = [{ Ref: logicalId(stack.notifications.topic) }];
@@ -224,13 +225,14 @@ describe('audit, release and observability (template)', () => {
       expectAlarm('ExecutionsFailed', 'AWS/States', [{ Name: 'StateMachineArn', Value: { Ref: logicalId(stack.rollback.stateMachine) } }]);
       expectAlarm('ExecutionsFailed', 'AWS/States', [{ Name: 'StateMachineArn', Value: { Ref: logicalId(stack.release.stateMachine) } }]);
       expectAlarm('ApproximateNumberOfMessagesVisible', 'AWS/SQS', [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(stack.triggers!.deadLetterQueue), 'QueueName'] } }]);
-      expect(alarms).toHaveLength(5);
+      expectAlarm('DrillFailed', 'EtlRollback', [{ Name: 'service', Value: 'etl-rollback' }]);
+      expect(alarms).toHaveLength(6);
     });
 
     it('without triggers there is no dead-letter alarm', () => {
       const plain = Template.fromStack(buildEtlRollbackApp(testApp()));
       const names = Object.values(plain.findResources('AWS::CloudWatch::Alarm')).map((a) => (a as { Properties: Json }).Properties.MetricName);
-      expect(names.sort()).toEqual(['ExecutionsFailed', 'ExecutionsFailed', 'RollbacksFailed', 'TriggerWithoutRestorePoint']);
+      expect(names.sort()).toEqual(['DrillFailed', 'ExecutionsFailed', 'ExecutionsFailed', 'RollbacksFailed', 'TriggerWithoutRestorePoint']);
     });
   });
 });

@@ -77,15 +77,17 @@ describe('RDS access', () => {
   });
 
   it('restores and renames: only the restore handler; no handler but release may delete anything in RDS', () => {
-    // The release handler's ReleaseRds statement (delete snapshots and kept originals) is tested in test/infra/release.test.ts.
-    const writes = rdsStatements(template).filter((s) => s.statement.Sid !== 'ReleaseRds' && asArray(s.statement.Action).some((a) => /Restore|Modify|CreateDBInstance/.test(a)));
+    // The release handler's ReleaseRds statement (delete snapshots and kept originals) is tested in test/infra/release.test.ts;
+    // a drill's copies (restored, then deleted, by name <id>-drill-* and tag only) in test/infra/drill.test.ts.
+    const drill = (s: { statement: { Sid?: string } }) => /^DrillRds/.test(s.statement.Sid ?? '');
+    const writes = rdsStatements(template).filter((s) => s.statement.Sid !== 'ReleaseRds' && !drill(s) && asArray(s.statement.Action).some((a) => /Restore|Modify|CreateDBInstance/.test(a)));
     expect(new Set(writes.flatMap((w) => w.roles))).toEqual(new Set(roles(['restore-unit'])));
     const main = writes.find((w) => w.statement.Sid === 'RdsRestore')!;
     expect(asArray(main.statement.Action).sort()).toEqual([...RDS_RESTORE_ACTIONS].sort());
     expect(main.resources.some((r) => r.includes(':db:orders-db-*'))).toBe(true);
     const groups = writes.find((w) => w.statement.Sid === 'RdsRestoreGroups')!;
     expect(asArray(groups.statement.Action).every((a) => /Restore|CreateDBInstance/.test(a))).toBe(true);
-    for (const { statement, resources } of rdsStatements(template).filter((s) => s.statement.Sid !== 'ReleaseRds')) {
+    for (const { statement, resources } of rdsStatements(template).filter((s) => s.statement.Sid !== 'ReleaseRds' && !drill(s))) {
       expect(asArray(statement.Action).filter((a) => /Delete|\*/.test(a))).toEqual([]);
       expect(resources).not.toContain('*');
     }

@@ -28,8 +28,21 @@ interface Statement {
 }
 
 const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'restore-shard', 'verify-stage'];
-const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval'];
-const LONG_RUNNING: HandlerName[] = ['capture-unit', 'restore-unit', 'restore-shard', 'verify-stage', 'describe-changes', 'list-expired-deployments', 'release-deployment'];
+const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'];
+const LONG_RUNNING: HandlerName[] = [
+  'capture-unit',
+  'restore-unit',
+  'restore-shard',
+  'verify-stage',
+  'describe-changes',
+  'list-expired-deployments',
+  'release-deployment',
+  'rehearse-unit',
+  'verify-drill-stage',
+  'cleanup-drill',
+];
+/** The drill's handlers: a read-only grant on the protected buckets and the secrets of their own (test/infra/drill.test.ts). */
+const DRILL_READERS: HandlerName[] = ['rehearse-unit', 'verify-drill-stage', 'cleanup-drill'];
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/orders-db-AbCdEf';
 
 const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { app: string; context: Json };
@@ -260,15 +273,16 @@ describe('EtlRollbackStack', () => {
       // A bucket given by name becomes an ARN in the stack's partition; one given as an ARN is used as is.
       expect([partition('orders-raw'), 'arn:aws:s3:::orders-raw']).toContainEqual(rawArn);
 
-      // Statements naming a data bucket: exactly the two of the DataAccess policy, attached to the four data roles.
-      const grants = policyStatements(template).filter((s) => /orders-(raw|mart)/.test(JSON.stringify(s.statement.Resource)));
+      // Statements naming a data bucket: exactly the two of the DataAccess policy, attached to the four data roles (and the
+      // drill's read-only one, whose actions test/infra/drill.test.ts checks).
+      const grants = policyStatements(template).filter((s) => s.statement.Sid !== 'DrillReadProtectedObjects' && /orders-(raw|mart)/.test(JSON.stringify(s.statement.Resource)));
       expect(grants.map((g) => g.statement.Sid).sort()).toEqual(['ProtectedBuckets', 'ProtectedObjects']);
       for (const grant of grants) expect(grant.roles.sort()).toEqual(roleIds(stack, DATA_HANDLERS));
       // Actions only data handling needs appear nowhere else.
       const dataOnly = dataActions.filter((a) => /Delete|GetBucketVersioning|GetLifecycleConfiguration/.test(a));
       // (The release handler's delete of restore-point objects in the state bucket is tested in test/infra/release.test.ts.)
       for (const { statement } of policyStatements(template)) {
-        if (statement.Sid === 'ReleaseRestorePointObjects') continue;
+        if (statement.Sid === 'ReleaseRestorePointObjects' || statement.Sid === 'DrillDeleteScratchObjects') continue;
         if (asArray(statement.Action).some((a) => dataOnly.includes(a))) expect(statement.Sid).toMatch(/^Protected/);
       }
 
@@ -287,7 +301,12 @@ describe('EtlRollbackStack', () => {
 
     it('grants GetSecretValue on exactly the named secrets, to the data handlers only', () => {
       // (Release drops shadow tables with the same secrets: its ReleaseDatabaseSecrets grant is tested in test/infra/release.test.ts.)
-      const grants = policyStatements(template).filter((s) => s.statement.Sid !== 'ReleaseDatabaseSecrets' && asArray(s.statement.Action).some((a) => a.startsWith('secretsmanager:')));
+      const all = policyStatements(template).filter((s) => s.statement.Sid !== 'ReleaseDatabaseSecrets' && asArray(s.statement.Action).some((a) => a.startsWith('secretsmanager:')));
+      // The drill's handlers read the same secrets (their scratch schema is made through them): the same action, the same ARNs.
+      const drill = all.filter((g) => g.statement.Sid === 'DrillDatabaseSecrets');
+      expect(drill.flatMap((g) => g.roles).sort()).toEqual(roleIds(stack, DRILL_READERS));
+      for (const g of drill) expect([g.statement.Action, g.statement.Resource]).toEqual(['secretsmanager:GetSecretValue', SECRET_ARN]);
+      const grants = all.filter((g) => g.statement.Sid !== 'DrillDatabaseSecrets');
       expect(grants).toHaveLength(1);
       expect(asArray(grants[0]!.statement.Action)).toEqual(['secretsmanager:GetSecretValue']);
       expect(asArray(grants[0]!.statement.Resource)).toEqual([SECRET_ARN]);
@@ -399,8 +418,9 @@ describe('EtlRollbackStack without protected buckets or secrets', () => {
 
     expect(stack.dataAccess.policy).toBeUndefined();
     for (const { statement } of policyStatements(template)) {
-      // Only release deletes, and only restore-point objects of the state bucket (test/infra/release.test.ts).
-      if (statement.Sid === 'ReleaseRestorePointObjects') continue;
+      // Only release deletes, and only restore-point objects of the state bucket (test/infra/release.test.ts); and a
+      // drill's cleanup, only its scratch copies under drills/ (test/infra/drill.test.ts).
+      if (statement.Sid === 'ReleaseRestorePointObjects' || statement.Sid === 'DrillDeleteScratchObjects') continue;
       // No literal S3 ARN at all (the state bucket is referenced by GetAtt), no "*" S3 grant, no secret, no delete.
       expect(JSON.stringify(statement.Resource)).not.toContain(':s3:::');
       for (const action of asArray(statement.Action)) {

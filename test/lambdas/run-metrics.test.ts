@@ -12,6 +12,7 @@ process.env.POWERTOOLS_METRICS_DISABLED = 'false';
 type RunMetrics = typeof import('../../lambdas/run-metrics.ts');
 let countRun: RunMetrics['countRun'];
 let publishRunMetrics: RunMetrics['publishRunMetrics'];
+let publishDrillMetrics: RunMetrics['publishDrillMetrics'];
 let metrics: (typeof import('../../lambdas/task.ts'))['metrics'];
 
 /** One metric as CloudWatch files it from an EMF line: namespace, dimension names (sorted), metric name. */
@@ -76,7 +77,7 @@ const report: RunReport = {
 
 describe('handler metrics against the dashboard that reads them', () => {
   beforeAll(async () => {
-    ({ countRun, publishRunMetrics } = await import('../../lambdas/run-metrics.ts'));
+    ({ countRun, publishRunMetrics, publishDrillMetrics } = await import('../../lambdas/run-metrics.ts'));
     ({ metrics } = await import('../../lambdas/task.ts'));
   });
   afterEach(() => vi.restoreAllMocks());
@@ -109,6 +110,7 @@ describe('handler metrics against the dashboard that reads them', () => {
       ...captureEmf(() => {
         for (const name of ['RollbacksStarted', 'RollbacksSucceeded', 'RollbacksFailed']) countRun(name, 'orders');
         publishRunMetrics(report);
+        publishDrillMetrics({ ...report, drill: { recoveryMs: 61_000, overRto: false, scratch: [], cleanup: { removed: [], complete: true } } }, true);
       }),
     ];
     const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Record<string, unknown> };

@@ -43,6 +43,8 @@ describe('examples/orders.yaml', () => {
           schedules: [{ name: 'orders-hourly-refresh', group: 'etl' }],
         },
       },
+      rto: '15m',
+      drill: { schedule: 'cron(0 3 ? * SUN *)', deployment: 'latest' },
     });
   });
 

@@ -3,7 +3,10 @@ import pg from 'pg';
 import { startMoto, type MotoServer } from '../../scripts/local-services.ts';
 import { MYSQL_ADMIN_URL } from './mysql.ts';
 import { POSTGRES_ADMIN_URL } from './postgres.ts';
-import { startVersionGuard, type VersionGuard } from './version-guard.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { REQUEST_LOG_ENV, startVersionGuard, type VersionGuard } from './version-guard.ts';
 
 /**
  * One moto server for the whole test run. Its endpoint reaches the code under test the way it would in
@@ -30,7 +33,10 @@ export async function setup(): Promise<void> {
   }
   moto = await startMoto();
   // Every AWS request goes through the version guard, which checks at the server that none destroys a data version.
-  guard = await startVersionGuard(moto.endpoint);
+  // ...and every mutating S3 request is logged, so a test can prove at the wire what it never wrote (drills).
+  const requestLog = join(mkdtempSync(join(tmpdir(), 'etl-rollback-s3-log-')), 'requests.jsonl');
+  guard = await startVersionGuard(moto.endpoint, { requestLog });
+  process.env[REQUEST_LOG_ENV] = requestLog;
   process.env.AWS_ENDPOINT_URL = guard.endpoint;
   process.env.AWS_REGION = 'us-east-1';
   process.env.AWS_ACCESS_KEY_ID = 'testing';
@@ -44,6 +50,8 @@ export async function setup(): Promise<void> {
 export async function teardown(): Promise<void> {
   const stats = guard?.stats();
   await guard?.stop();
+  const requestLog = process.env[REQUEST_LOG_ENV];
+  if (requestLog) rmSync(dirname(requestLog), { recursive: true, force: true });
   await moto?.stop();
   if (!stats) return;
   console.log(

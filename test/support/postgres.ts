@@ -15,7 +15,8 @@ export interface TestDatabase {
  * "No table is dropped", checked by the server: every test database gets an event trigger on sql_drop that logs each
  * table dropped, by whom (application_name; etl-rollback's sessions say 'etl-rollback') and with what statement.
  * etl-rollback restores tables in place and drops only its own tables, in schema etl_rollback (released shadow
- * copies, undo logs, empty quarantines); drop() fails the test file if it dropped anything else.
+ * copies, undo logs, empty quarantines) and in a drill's scratch schemas etl_rollback_drill_<8 hex> (its scratch copies);
+ * drop() fails the test file if it dropped anything else.
  */
 const DROP_GUARD = `
   CREATE SCHEMA etl_guard;
@@ -63,7 +64,7 @@ export async function createTestDatabase(prefix = 'etlrb'): Promise<TestDatabase
       await check.connect();
       const dropped = await check
         .query<{ schema_name: string; object_name: string; statement: string }>(
-          `SELECT schema_name, object_name, statement FROM etl_guard.drops WHERE app = 'etl-rollback' AND schema_name <> 'etl_rollback'`,
+          `SELECT schema_name, object_name, statement FROM etl_guard.drops WHERE app = 'etl-rollback' AND schema_name <> 'etl_rollback' AND schema_name !~ '^etl_rollback_drill_[0-9a-f]{8}$'`,
         )
         .then((r) => r.rows)
         .finally(() => check.end());

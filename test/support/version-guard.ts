@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { Agent, createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -13,7 +13,8 @@ import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
  * is what a rollback does; removing a data version is a violation, recorded and reported at the end of the run,
  * unless it is
  * - an object under `restore-points/` (etl-rollback's own restore-point files, which release deletes on purpose when
- *   their retention ends), or
+ *   their retention ends), or under `drills/<run>/` (a drill's scratch copies, which its cleanup deletes: copies of
+ *   restore-point data, never the only one), or
  * - a request a test marks as a deliberate destruction (header `x-etl-rollback-test-intent: destroy-version`: a test
  *   that plays a hostile user, or that checks Object Lock refuses it). Product code never sends that header.
  * Not covered here: buckets without versioning (there a DELETE or an overwrite destroys data whatever its form;
@@ -37,6 +38,39 @@ export function operationOf(method: string, headers: IncomingHttpHeaders): strin
   const target = headers['x-amz-target'];
   if (typeof target === 'string' && target.length > 0) return target.slice(target.lastIndexOf('.') + 1);
   return `S3 ${method}`;
+}
+
+/**
+ * The request log: every mutating S3 request (PUT, POST, DELETE) that passed the guard, one JSON line each, in the file
+ * named by this variable (set by the global setup for the whole run). A test reads it back (`mutatingS3Requests`) to
+ * prove at the wire that nothing it ran wrote to a bucket or prefix, whoever sent the request.
+ */
+export const REQUEST_LOG_ENV = 'ETL_ROLLBACK_TEST_S3_REQUEST_LOG';
+
+export interface LoggedS3Request {
+  method: string;
+  bucket: string;
+  key: string;
+  /** The query string (`versionId=…`, `delete`, `uploads`, …). */
+  query: string;
+  /** x-amz-copy-source of a copy: what was read, not written. */
+  copySource?: string;
+  userAgent: string;
+}
+
+/** The S3 request a path-style URL and its signature describe, or undefined for another service (DynamoDB, SQS, …). */
+export function s3RequestOf(method: string, url: URL, headers: IncomingHttpHeaders): LoggedS3Request | undefined {
+  if (!/\/s3\/aws4_request/.test(String(headers.authorization ?? ''))) return undefined;
+  const [, bucket = '', ...rest] = url.pathname.split('/');
+  const copySource = headers['x-amz-copy-source'];
+  return {
+    method,
+    bucket: decodeURIComponent(bucket),
+    key: decodeURIComponent(rest.join('/')),
+    query: url.search.replace(/^\?/, ''),
+    ...(copySource ? { copySource: decodeURIComponent(String(copySource)) } : {}),
+    userAgent: String(headers['user-agent'] ?? ''),
+  };
 }
 
 export interface Violation {
@@ -98,7 +132,7 @@ export function countsOf(method: string, headers: IncomingHttpHeaders, body: Buf
   return out;
 }
 
-export async function startVersionGuard(target: string, options: { log?: string } = {}): Promise<VersionGuard> {
+export async function startVersionGuard(target: string, options: { log?: string; requestLog?: string } = {}): Promise<VersionGuard> {
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const stats = { checked: 0, markers: 0, allowed: 0, violations: [] as Violation[] };
@@ -136,6 +170,11 @@ export async function startVersionGuard(target: string, options: { log?: string 
         }
         const url = new URL(req.url ?? '/', upstream);
         const intended = req.headers[TEST_INTENT_HEADER] === 'destroy-version';
+        const method = req.method ?? 'GET';
+        if (options.requestLog && (method === 'PUT' || method === 'POST' || method === 'DELETE')) {
+          const logged = s3RequestOf(method, url, req.headers);
+          if (logged) appendFileSync(options.requestLog, `${JSON.stringify(logged)}\n`);
+        }
         // What each version is before the request: only data versions need a second look afterwards.
         const dataVersions: Target[] = [];
         for (const t of versionDeletions(req.method ?? 'GET', url, body)) {
@@ -164,7 +203,7 @@ export async function startVersionGuard(target: string, options: { log?: string 
               // Object Lock for instance, is still there).
               for (const t of dataVersions) {
                 if ((await head(t)).status === 200) continue;
-                if (intended || t.key.startsWith('restore-points/')) {
+                if (intended || t.key.startsWith('restore-points/') || t.key.startsWith('drills/')) {
                   stats.allowed += 1;
                   continue;
                 }
@@ -198,4 +237,18 @@ export async function startVersionGuard(target: string, options: { log?: string 
         server.closeAllConnections();
       }),
   };
+}
+
+/** Every mutating S3 request of the test run so far (from the request log), optionally only those to `bucket`. */
+export function mutatingS3Requests(bucket?: string): LoggedS3Request[] {
+  const file = process.env[REQUEST_LOG_ENV];
+  if (!file) throw new Error(`${REQUEST_LOG_ENV} is not set: the S3 request log is started by test/support/global-setup.ts`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const all = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LoggedS3Request);
+  return bucket === undefined ? all : all.filter((r) => r.bucket === bucket);
 }

@@ -70,7 +70,8 @@ import {
  * log_bin_trust_function_creators (or SUPER) to create triggers.
  */
 
-const KIND = 'etlrb_kind';
+/** The undo table's column saying what a row is: `p` a pre-image, `i` the key of a row inserted since the capture. */
+export const KIND = 'etlrb_kind';
 
 export type MysqlCowDetails = MysqlTableDetails & { capture: 'copy-on-write' };
 

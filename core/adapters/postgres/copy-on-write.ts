@@ -78,7 +78,8 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  */
 
 
-const KIND = 'etl_rollback$kind';
+/** The undo table's column saying what a row is: `p` a pre-image, `i` the key of a row inserted since the capture. */
+export const KIND = 'etl_rollback$kind';
 
 export type CowMeta = {
   tool: 'etl-rollback';
