@@ -16,6 +16,8 @@ export interface EngineOptions {
   snapshotArn?: string;
   rollbackArn?: string;
   json: boolean;
+  /** The manifest file: `custom` units' `module` handlers are found relative to it (local runs). */
+  manifestFile?: string;
 }
 
 export interface SnapshotArgs {
