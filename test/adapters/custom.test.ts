@@ -5,6 +5,7 @@ import type { AdapterContext } from '../../core/adapters/types.ts';
 import { CompensationFailedError, InputError, RestorePointMissingError } from '../../core/errors.ts';
 import { customUnitSchema, type CustomUnit } from '../../core/manifest/schema.ts';
 import { lambdaInvoker } from '../../core/runtime/custom-invoker.ts';
+import { unitRequests } from '../../core/plan/requests.ts';
 
 const ARN = 'arn:aws:lambda:eu-west-1:111122223333:function:orders-republish';
 const unit = (extra: Record<string, unknown> = {}): CustomUnit => customUnitSchema.parse({ id: 'republish', type: 'custom', handler: { lambdaArn: ARN }, ...extra });
@@ -101,5 +102,12 @@ describe('lambdaInvoker: custom handlers as Lambda functions (AWS SDK)', () => {
     const invoke = lambdaInvoker(client);
     const point = { unitId: 'republish', type: 'custom' as const, capturedAt: '', count: 0, checksum: customChecksum(null), details: { handler: { lambdaArn: ARN }, restorePoint: null, message: '' } };
     await expect(customAdapter.restore(unit(), point, ctx(invoke))).rejects.toThrow(`unit "republish": handler ${ARN} failed at restore: Error: 502 from partner API`);
+  });
+});
+
+describe('estimates count the handler\'s invocations', () => {
+  it('a custom unit: its task plus its handler at restore and at verify', () => {
+    expect(unitRequests('custom', { messagesSent: 5 })['Lambda invocations']).toBe(3);
+    expect(unitRequests('postgres-table', { rowsInserted: 5 })['Lambda invocations']).toBe(1);
   });
 });
