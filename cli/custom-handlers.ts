@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { CustomInvoker } from '../core/adapters/custom.ts';
 import { InputError } from '../core/errors.ts';
+import type { Manifest } from '../core/manifest/schema.ts';
 import type { HandlerInvoker } from '../core/runtime/custom-invoker.ts';
 
 /**
@@ -32,4 +33,15 @@ export function localCustomInvoker(manifestDir: string, lambda: HandlerInvoker):
     }
     return (fn as (request: unknown) => unknown)(request);
   };
+}
+
+/**
+ * A snapshot started in AWS (without --local) of a manifest whose `custom` units name `module` handlers would fail at
+ * capture: refused here, before anything starts, naming the units.
+ */
+export function refuseModuleHandlers(manifest: Manifest): void {
+  const local = manifest.units.flatMap((u) => (u.type === 'custom' && 'module' in u.handler ? [`${u.id} (${u.handler.module})`] : []));
+  if (local.length > 0) {
+    throw new InputError(`custom unit(s) ${local.join(', ')} name a module handler, which runs only with --local; in AWS give each "handler: { lambdaArn: … }"`);
+  }
 }

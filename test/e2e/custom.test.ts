@@ -254,6 +254,15 @@ describe('custom units: compensating actions through the local state machines (C
       expect(JSON.parse(r2.stdout).cause).toContain('handler module ./gone.ts not found');
     });
 
+    it('a snapshot in AWS (without --local) of module handlers is refused before it starts (exit 2)', async () => {
+      const pipeline = uniqueName('remote');
+      const path = manifestFile(pipeline, { pipeline, units: [{ id: 'hook', type: 'custom', handler: retract }] });
+      const r = await cli('snapshot', path, '--deployment', 'd-1', '--state-machine-arn', 'arn:aws:states:us-east-1:123456789012:stateMachine:not-there');
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('custom unit(s) hook (./retract.ts) name a module handler, which runs only with --local');
+      expect(r.stderr).not.toContain('started');
+    });
+
     it('the manifest refuses a handler with both or neither of lambdaArn and module, and a malformed ARN', async () => {
       const path = manifestFile('bad', {
         pipeline: 'bad',
