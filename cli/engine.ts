@@ -19,6 +19,8 @@ export interface EngineOptions {
   rollbackArn?: string;
   drillArn?: string;
   json: boolean;
+  /** The manifest file: `custom` units' `module` handlers are found relative to it (local runs). */
+  manifestFile?: string;
 }
 
 export interface SnapshotArgs {

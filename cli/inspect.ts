@@ -66,7 +66,7 @@ export function renderStatus(s: PipelineStatus): string {
   if (d) {
     lines.push(`  latest deployment: ${d.deploymentId} ${d.status} (registered ${d.createdAt}${d.requestedBy ? ` by ${d.requestedBy}` : ''}${d.reason ? `: ${d.reason}` : ''})`);
     if (d.restorePoints.length === 0) lines.push('    no restore points');
-    for (const p of d.restorePoints) lines.push(`    ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : p.type.endsWith('-table') ? 'rows' : 'items'}, captured ${p.capturedAt}`);
+    for (const p of d.restorePoints) lines.push(`    ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : p.type === 'custom' ? 'recorded by its handler' : p.type.endsWith('-table') ? 'rows' : 'items'}, captured ${p.capturedAt}`);
     if (d.release) lines.push(`    released ${d.release.releasedAt} by ${d.release.releasedBy}: ${d.release.units.flatMap((u) => u.deleted).join('; ')}`);
   } else lines.push('  latest deployment: none');
   const r = s.lastRun;

@@ -1,9 +1,13 @@
+import { dirname, resolve } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { Ledger, ensureLedgerTable } from '../core/ledger/ledger.ts';
 import { StateStore, ensureStateBucket, stateKeys } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
+import { lambdaInvoker } from '../core/runtime/custom-invoker.ts';
+import { localCustomInvoker } from './custom-handlers.ts';
 import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
@@ -36,6 +40,9 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
   const { runLocal } = await import('./local-runner.ts');
   const ledger = new Ledger(dynamo, config.ledgerTable);
   const store = new StateStore(s3, config.stateBucket);
+  // custom units: module handlers run in this process, found relative to the manifest file; Lambda ones by the SDK.
+  const manifestDir = opts.manifestFile ? dirname(resolve(opts.manifestFile)) : process.cwd();
+  const deps = { invokeCustom: localCustomInvoker(manifestDir, lambdaInvoker(new LambdaClient({ maxAttempts: 3 }))) };
 
   const onEvent = (event: { type: string; state?: { name: string; input: unknown } }) => {
     if (event.type === 'StateEntered' && event.state) {
@@ -52,11 +59,11 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
   return {
     async snapshot(manifest, args): Promise<ExecutionResult> {
       const input = { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason };
-      const out = await runLocal('snapshot', input, { name: args.name, onEvent });
+      const out = await runLocal('snapshot', input, { name: args.name, onEvent, deps });
       return out.status === 'SUCCEEDED' ? { ...out, name: args.name } : { ...out, name: args.name };
     },
     async rollback(manifest, args): Promise<ExecutionResult> {
-      const out = await runLocal('rollback', rollbackInput(manifest, args), { name: args.name, onEvent });
+      const out = await runLocal('rollback', rollbackInput(manifest, args), { name: args.name, onEvent, deps });
       if (out.status === 'SUCCEEDED') return { ...out, name: args.name };
       return { ...out, name: args.name, report: await failedReport(args.name) };
     },

@@ -48,7 +48,9 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
               ? `cluster:${u.clusterId}`
               : u.type === 'glue-table'
                 ? `glue:${u.catalogId ? `${u.catalogId}:` : ''}${u.database}.${u.table}`
-                : `${u.connection}:${u.table}`;
+                : u.type === 'custom'
+                  ? `handler:${'lambdaArn' in u.handler ? u.handler.lambdaArn : `${u.handler.module}#${u.handler.export}`}`
+                  : `${u.connection}:${u.table}`;
       lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
     }
   });
@@ -126,7 +128,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .addOption(new Option('--state-machine-arn <arn>', 'deployed snapshot state machine').env('ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN')),
   ).action(async (file: string, opts: { deployment: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string }) => {
     const manifest = await loadManifestFile(file);
-    const engine = await engineFor(opts.local, { ...opts, snapshotArn: opts.stateMachineArn }, io);
+    const engine = await engineFor(opts.local, { ...opts, snapshotArn: opts.stateMachineArn, manifestFile: file }, io);
     const result = await engine.snapshot(manifest, {
       deploymentId: opts.deployment,
       requestedBy: opts.requestedBy ?? currentUser(),
@@ -137,7 +139,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     else if (result.status === 'SUCCEEDED') {
       const sealed = result.output as { points: { unitId: string; type: string; count: number }[] };
       io.out(`restore point of ${manifest.pipeline}/${opts.deployment} sealed:`);
-      for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : 'rows'}`);
+      for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : p.type === 'custom' ? 'recorded by its handler' : 'rows'}`);
     } else io.err(`snapshot failed: ${result.error}: ${result.cause}`);
     setExit(exitForExecution(result));
   });
@@ -166,7 +168,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       }
       // Fail on unknown units here, before any AWS call.
       planRollback(manifest, { units, cascade: opts.cascade });
-      const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn }, io);
+      const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn, manifestFile: file }, io);
       const result = await engine.rollback(manifest, {
         deploymentId: opts.deployment,
         units,

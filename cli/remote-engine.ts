@@ -6,6 +6,7 @@ import { Ledger } from '../core/ledger/ledger.ts';
 import { StateStore, stateKeys } from '../core/runtime/state-store.ts';
 import type { RunReport } from '../core/report/report.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
+import { refuseModuleHandlers } from './custom-handlers.ts';
 import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
 
@@ -64,8 +65,10 @@ export async function remoteEngine(opts: EngineOptions, io: Io): Promise<Engine>
   }
 
   return {
-    snapshot: (manifest, args) =>
-      start(opts.snapshotArn, 'snapshot', args.name, { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason }),
+    snapshot: (manifest, args) => {
+      refuseModuleHandlers(manifest);
+      return start(opts.snapshotArn, 'snapshot', args.name, { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason });
+    },
     async rollback(manifest, args) {
       const result = await start(opts.rollbackArn, 'rollback', args.name, rollbackInput(manifest, args));
       return result.status === 'FAILED' ? { ...result, report: await failedReport(args.name) } : result;

@@ -93,6 +93,15 @@ export class DrillYieldedError extends EtlRollbackError {
   readonly exitCode = EXIT.refused;
 }
 
+/**
+ * A compensating-action handler (`custom` unit) failed, timed out, or gave an answer outside its contract. The message
+ * names the unit and the handler, and carries the handler's own message.
+ */
+export class CompensationFailedError extends EtlRollbackError {
+  override readonly name = 'CompensationFailedError';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -112,6 +121,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   ApprovalTimedOutError: EXIT.refused,
   TriggersNotResumedError: EXIT.failed,
   DrillYieldedError: EXIT.refused,
+  CompensationFailedError: EXIT.failed,
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
 };

@@ -16,6 +16,8 @@ export interface EtlRollbackContext {
   readonly protectedDbClusters?: string[];
   /** Glue tables of `glue-table` units (`-c protectedGlueTables=lake/orders,lake/items`). */
   readonly protectedGlueTables?: string[];
+  /** Lambda functions of `custom` units' handlers (`-c customHandlerArns=arn:aws:lambda:eu-west-1:111122223333:function:orders-republish`). */
+  readonly customHandlerArns?: string[];
   /** Pipelines' EventBridge rules a rollback may pause (`-c pausableRules=orders-load,etl/orders-late-files`). */
   readonly pausableRules?: string[];
   /** Pipelines' EventBridge Scheduler schedules a rollback may pause (`-c pausableSchedules=etl/orders-hourly`)… */
@@ -48,6 +50,7 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
     ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
     ...optionalList('protectedGlueTables', listContext(app, 'protectedGlueTables')),
+    ...optionalList('customHandlerArns', listContext(app, 'customHandlerArns')),
     ...optionalList('pausableRules', listContext(app, 'pausableRules')),
     ...optionalList('pausableSchedules', listContext(app, 'pausableSchedules')),
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
@@ -74,6 +77,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     protectedDbInstances: context.protectedDbInstances ?? [],
     protectedDbClusters: context.protectedDbClusters ?? [],
     protectedGlueTables: context.protectedGlueTables ?? [],
+    customHandlerArns: context.customHandlerArns ?? [],
     pausableRules: context.pausableRules ?? [],
     pausableSchedules: context.pausableSchedules ?? [],
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],

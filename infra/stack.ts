@@ -5,6 +5,7 @@ import type { Construct } from 'constructs';
 import { type AuditObjectLockMode, AuditStore } from './constructs/audit.ts';
 import { Observability } from './constructs/dashboard.ts';
 import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
+import { CustomHandlerAccess } from './constructs/custom-access.ts';
 import { DataAccess } from './constructs/data-access.ts';
 import { GlueAccess } from './constructs/glue-access.ts';
 import { DrillAccess } from './constructs/drill-access.ts';
@@ -44,6 +45,12 @@ export interface EtlRollbackStackProps extends StackProps {
    * @default []
    */
   readonly protectedGlueTables?: readonly string[];
+  /**
+   * Lambda function ARNs of the `custom` units' handlers (`handler.lambdaArn`): the capture, describe, restore and verify
+   * handlers may invoke exactly these. Empty: no invoke permission.
+   * @default []
+   */
+  readonly customHandlerArns?: readonly string[];
   /** Minimum life of a restore point's state objects. @default 30 days */
   readonly restorePointRetention?: Duration;
   /** Retention of the handler and state machine log groups. @default RetentionDays.THREE_MONTHS */
@@ -102,6 +109,7 @@ export class EtlRollbackStack extends Stack {
   readonly dataAccess: DataAccess;
   readonly rdsAccess: RdsAccess;
   readonly glueAccess: GlueAccess;
+  readonly customHandlerAccess: CustomHandlerAccess;
   readonly snapshot: Workflow;
   readonly rollback: Workflow;
   readonly notifications: Notifications;
@@ -147,6 +155,11 @@ export class EtlRollbackStack extends Stack {
       protectedGlueTables: props.protectedGlueTables ?? [],
       readRoles: this.handlers.dataHandlers.map((handler) => handler.role),
       restoreRole: this.handlers.byName('restore-unit').role,
+    });
+
+    this.customHandlerAccess = new CustomHandlerAccess(this, 'CustomHandlerAccess', {
+      functionArns: props.customHandlerArns ?? [],
+      invokerRoles: (['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage'] as const).map((name) => this.handlers.byName(name).role),
     });
 
     const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);

@@ -1,6 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { GlueClient } from '@aws-sdk/client-glue';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { SchedulerClient } from '@aws-sdk/client-scheduler';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { RDSClient } from '@aws-sdk/client-rds';
@@ -18,6 +19,7 @@ import { parseInput } from '../core/workflow/requests.ts';
 import type { WorkflowDeps } from '../core/workflow/deps.ts';
 import type { AuditDeps } from '../core/report/audit.ts';
 import { awsNotifier } from '../core/workflow/notify.ts';
+import { lambdaInvoker } from '../core/runtime/custom-invoker.ts';
 
 /**
  * Wiring shared by every task handler: configuration parsed once, SDK clients built once per container,
@@ -43,6 +45,8 @@ const glue = new GlueClient(retry);
 const events = new EventBridgeClient(retry);
 const scheduler = new SchedulerClient(retry);
 const sns = new SNSClient(retry);
+// custom units' handlers: throttling and service errors retried by the SDK (standard mode), never a function error.
+const lambda = new LambdaClient({ maxAttempts: 3 });
 
 export const deps: WorkflowDeps & AuditDeps = {
   ledger: new Ledger(dynamo, config.ledgerTable),
@@ -56,6 +60,7 @@ export const deps: WorkflowDeps & AuditDeps = {
   scheduler,
   // Messages only when a topic is configured (ETL_ROLLBACK_TOPIC_ARN); events on ETL_ROLLBACK_EVENT_BUS.
   notifier: awsNotifier({ sns, topicArn: config.topicArn, events, eventBus: config.eventBus }),
+  invokeCustom: lambdaInvoker(lambda),
   now: () => new Date(),
   log: {
     info: (message, extra) => (extra ? logger.info(message, extra) : logger.info(message)),

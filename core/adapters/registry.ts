@@ -1,4 +1,5 @@
 import type { Unit } from '../manifest/schema.ts';
+import { customAdapter } from './custom.ts';
 import { glueTableAdapter } from './glue-table.ts';
 import { mysqlTableAdapter } from './mysql-table.ts';
 import { postgresTableAdapter } from './postgres-table.ts';
@@ -15,6 +16,7 @@ export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: 
   'rds-cluster': rdsClusterAdapter as UnitAdapter<Extract<Unit, { type: 'rds-cluster' }>, never>,
   'mysql-table': mysqlTableAdapter as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
   'glue-table': glueTableAdapter as UnitAdapter<Extract<Unit, { type: 'glue-table' }>, never>,
+  custom: customAdapter as UnitAdapter<Extract<Unit, { type: 'custom' }>, never>,
 };
 
 export type AdapterRegistry = typeof adapters;

@@ -3,6 +3,7 @@ import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Unit } from '../manifest/schema.ts';
 import type { MysqlConnector, PostgresConnector } from '../runtime/connections.ts';
+import type { CustomInvoker } from './custom.ts';
 
 /** Minimal structured log sink; Powertools Logger satisfies it, so does a test spy. */
 export interface Log {
@@ -29,6 +30,8 @@ export interface AdapterContext {
   mysql: MysqlConnector;
   /** Days the restore point must stay restorable (the manifest's `retention.days`). */
   retentionDays: number;
+  /** Calls a `custom` unit's handler (Lambda in AWS, an in-process module for `--local`); absent: custom units fail. */
+  invokeCustom?: CustomInvoker;
   now(): Date;
   log: Log;
 }

@@ -316,7 +316,47 @@ export const glueTableUnitSchema = z.strictObject({
   catalogId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional(),
 });
 
-export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema, mysqlTableUnitSchema, rdsInstanceUnitSchema, rdsClusterUnitSchema, glueTableUnitSchema]);
+/** A Lambda function ARN, unqualified or with a version or alias; no wildcards (the IAM grant names it exactly). */
+export const LAMBDA_FUNCTION_ARN = /^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(?::(?:\$LATEST|[A-Za-z0-9_-]{1,128}))?$/;
+
+/**
+ * Where a `custom` unit's handler runs. Exactly one of: `lambdaArn`, a Lambda function (AWS, and local runs against
+ * AWS); `module`, a TypeScript/JavaScript file relative to the manifest file and its `export` (default `handler`), run
+ * in the CLI's process by `--local` runs. One object rather than a union, so a mistake gets one precise message.
+ */
+export const customHandlerSchema = z
+  .strictObject({
+    lambdaArn: z.string().regex(LAMBDA_FUNCTION_ARN, 'must be a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>[:<version or alias>])').optional(),
+    module: z
+      .string()
+      .max(1024)
+      .regex(/^\.{1,2}\/[^\0]*[^/]$/, 'must be a file path relative to the manifest file, starting with "./" or "../" (e.g. "./compensations/republish.ts")')
+      .optional(),
+    export: z.string().regex(/^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/, 'must be the name of an exported function').optional(),
+  })
+  .superRefine((h, ctx) => {
+    if (h.lambdaArn !== undefined && h.module !== undefined) ctx.addIssue({ code: 'custom', path: ['module'], message: 'give either "lambdaArn" or "module", not both' });
+    else if (h.lambdaArn === undefined && h.module === undefined) ctx.addIssue({ code: 'custom', path: [], message: 'needs "lambdaArn" (a Lambda function) or "module" (a file run by --local runs)' });
+    if (h.export !== undefined && h.module === undefined) ctx.addIssue({ code: 'custom', path: ['export'], message: '"export" goes with "module" only (a Lambda function has one handler)' });
+  })
+  .transform((h): { lambdaArn: string } | { module: string; export: string } =>
+    h.lambdaArn !== undefined ? { lambdaArn: h.lambdaArn } : { module: h.module!, export: h.export ?? 'handler' },
+  );
+
+/**
+ * A change no adapter can undo (messages already published, an API already called, an external system loaded), undone
+ * by a compensating action: a handler the manifest names, called with `capture`, `restore` and `verify` (the contract
+ * is in core/adapters/custom.ts). The handler's restore point is kept in the ledger and handed back to it.
+ */
+export const customUnitSchema = z.strictObject({
+  ...unitBase,
+  type: z.literal('custom'),
+  handler: customHandlerSchema,
+  /** How long one call of the handler may take (default 300 s; see core/adapters/custom.ts for the limit in AWS). */
+  timeoutSeconds: z.number().int().min(1).max(900).default(300),
+});
+
+export const unitSchema = z.discriminatedUnion('type', [s3PrefixUnitSchema, postgresTableUnitSchema, mysqlTableUnitSchema, rdsInstanceUnitSchema, rdsClusterUnitSchema, glueTableUnitSchema, customUnitSchema]);
 
 /** Each unit type's schema, by its `type` value: the list of types a message can offer, and each type's fields. */
 export const unitSchemasByType = {
@@ -326,6 +366,7 @@ export const unitSchemasByType = {
   'rds-instance': rdsInstanceUnitSchema,
   'rds-cluster': rdsClusterUnitSchema,
   'glue-table': glueTableUnitSchema,
+  custom: customUnitSchema,
 } as const satisfies Record<z.infer<typeof unitSchema>['type'], z.ZodObject>;
 
 export const manifestSchema = z.strictObject({
@@ -357,4 +398,6 @@ export type MysqlTableUnit = z.infer<typeof mysqlTableUnitSchema>;
 export type RdsInstanceUnit = z.infer<typeof rdsInstanceUnitSchema>;
 export type RdsClusterUnit = z.infer<typeof rdsClusterUnitSchema>;
 export type GlueTableUnit = z.infer<typeof glueTableUnitSchema>;
+export type CustomUnit = z.infer<typeof customUnitSchema>;
+export type CustomHandlerRef = CustomUnit['handler'];
 export type Connection = z.infer<typeof connectionSchema>;

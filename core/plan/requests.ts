@@ -11,6 +11,8 @@
  *   s3-prefix unit, copy mode: as above, but each live object overwritten or deleted is first copied to the quarantine
  *     (one more CopyObject), and no heads are needed.
  *   table and RDS units: no S3 requests (their work is rows written, or the RDS control plane, which is not priced).
+ *   custom units: two more Lambda invocations, their handler's function at restore and at verify (its running time is
+ *     the handler owner's, not counted).
  *   every unit: one Lambda invocation (restore), its step written twice (restore, verify), three state transitions
  *     (Restore unit, Unit restored?, Unit restored), and one read of the deployed manifest.
  *   every stage: two Lambda invocations (Collect shards, Verify stage), seven state transitions, two manifest reads.
@@ -102,7 +104,7 @@ export function unitS3Requests(type: string, changes: Counters): Requests {
 export function unitRequests(type: string, changes: Counters): Requests {
   const r = unitS3Requests(type, changes);
   r['S3 GetObject'] += 1;
-  r['Lambda invocations'] += 1;
+  r['Lambda invocations'] += type === 'custom' ? 3 : 1;
   r['DynamoDB writes'] += 2;
   r['Step Functions transitions'] += 3;
   return r;

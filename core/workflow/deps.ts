@@ -5,6 +5,7 @@ import type { SchedulerClient } from '@aws-sdk/client-scheduler';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { AdapterContext, Log } from '../adapters/types.ts';
+import type { CustomInvoker } from '../adapters/custom.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { StateStore, stateKeys } from '../runtime/state-store.ts';
 import { validateManifest } from '../manifest/load.ts';
@@ -35,6 +36,8 @@ export interface WorkflowDeps {
     postgres: typeof postgresConnector;
     mysql: typeof mysqlConnector;
   };
+  /** Calls `custom` units' handlers (core/adapters/custom.ts): a Lambda invoker in AWS, the CLI's module invoker locally. */
+  invokeCustom?: CustomInvoker;
   now(): Date;
   log: Log;
 }
@@ -76,6 +79,7 @@ export function adapterContext(
     postgres: (deps.connectors?.postgres ?? postgresConnector)(manifest.connections, deps.secrets),
     mysql: (deps.connectors?.mysql ?? mysqlConnector)(manifest.connections, deps.secrets),
     retentionDays: manifest.retention.days,
+    ...(deps.invokeCustom ? { invokeCustom: deps.invokeCustom } : {}),
     now: deps.now,
     log: deps.log,
   };

@@ -235,13 +235,16 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
   const startedAt = deps.now().toISOString();
-  const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids));
+  const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids)).catch(async (error: unknown) => {
+    await recordRestoreError(deps, ids, unit.type, startedAt, error);
+    throw error;
+  });
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
   const writes = (previous?.writes ?? 0) + outcome.writes;
   const polls = ids.polls ?? 0;
   const status = outcome.pending ? `${unit.type} unit "${unit.id}": ${outcome.pending.status} (poll ${polls} of ${maxPolls})` : undefined;
-  const notes = [...new Set([...(previous?.notes ?? []), ...outcome.notes])].filter((n) => !n.startsWith(IN_PROGRESS));
+  const notes = [...new Set([...(previous?.notes ?? []), ...outcome.notes])].filter((n) => !n.startsWith(IN_PROGRESS) && !n.startsWith(RESTORE_FAILED));
   if (outcome.pending) notes.push(`${IN_PROGRESS}${outcome.pending.status}`);
   const sharded = (outcome.shards?.length ?? 0) > 0;
   if (sharded) notes.push(`${IN_PROGRESS}${outcome.shards!.length} shard(s) to restore`);
@@ -268,6 +271,36 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
     return { unitId: ids.unitId, stage: ids.stage, writes, done: true, waitSeconds: 0, maxPolls, shards: outcome.shards!.map((shard) => ({ unitId: ids.unitId, shard })) };
   }
   return { unitId: ids.unitId, stage: ids.stage, writes, done: true, waitSeconds: 0, maxPolls };
+}
+
+/** Notes that say why a unit's restore stopped; replaced on every call, dropped once a call succeeds. */
+export const RESTORE_FAILED = 'restore failed: ';
+
+/**
+ * The adapter's restore threw: its step is recorded FAILED with the error's message (a compensating action's handler
+ * names what went wrong), keeping what earlier calls of this run wrote, so the report names the unit and why. Best
+ * effort: a ledger that cannot be written does not hide the original error.
+ */
+async function recordRestoreError(deps: WorkflowDeps, ids: RunIds & { stage: number; unitId: string }, type: string, startedAt: string, error: unknown): Promise<void> {
+  try {
+    const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
+    const message = `${RESTORE_FAILED}${(error as { name?: string }).name ?? 'Error'}: ${(error as { message?: string }).message ?? String(error)}`;
+    await deps.ledger.putStep({
+      runId: ids.runId,
+      stage: ids.stage,
+      unitId: ids.unitId,
+      type,
+      status: 'FAILED',
+      changes: previous?.changes ?? {},
+      writes: previous?.writes ?? 0,
+      notes: [...(previous?.notes ?? []).filter((n) => !n.startsWith(RESTORE_FAILED) && !n.startsWith(IN_PROGRESS)), message],
+      keptAt: previous?.keptAt,
+      startedAt: previous?.startedAt ?? startedAt,
+      restoredAt: deps.now().toISOString(),
+    });
+  } catch (recordError) {
+    deps.log.warn('could not record the failed restore', { runId: ids.runId, unitId: ids.unitId, error: String(recordError) });
+  }
 }
 
 /**
@@ -332,7 +365,7 @@ export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: Pla
       checks,
       verifiedAt: deps.now().toISOString(),
     });
-    if (!ok) failures.push(`${unitId}: ${checks.filter((c) => !c.ok).map((c) => `${c.name} expected ${c.expected}, got ${c.actual}`).join('; ')}`);
+    if (!ok) failures.push(`${unitId}: ${checks.filter((c) => !c.ok).map((c) => `${c.name} expected ${c.expected}, got ${c.actual}${c.detail ? ` (${c.detail})` : ''}`).join('; ')}`);
   }
   if (failures.length > 0) {
     throw new VerificationFailedError(`stage ${ids.stage.index + 1} did not verify; later stages were not started:\n  ${failures.join('\n  ')}`);

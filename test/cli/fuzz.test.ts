@@ -72,6 +72,8 @@ function validManifest(): Record<string, unknown> {
       { id: 'db', type: 'rds-instance', instanceId: 'orders-db' },
       { id: 'aurora', type: 'rds-cluster', clusterId: 'orders-aurora' },
       { id: 'catalog', type: 'glue-table', database: 'lake', table: 'raw_orders', partitions: "dt >= '2024-01-01'", catalogId: '123456789012', dependsOn: ['raw'] },
+      { id: 'republish', type: 'custom', handler: { module: './compensations/republish.ts', export: 'handler' }, timeoutSeconds: 60, dependsOn: ['mart'] },
+      { id: 'notify', type: 'custom', handler: { lambdaArn: 'arn:aws:lambda:eu-west-1:123456789012:function:orders-notify' } },
     ],
     retention: { days: 14 },
     policy: { windows: ['Sat 00:00-06:00 UTC'], approval: { required: true, timeoutMinutes: 60 }, pause: { rules: [{ name: 'orders-load' }], schedules: [{ name: 'hourly', group: 'etl' }] } },
