@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { policySchema } from './policy.ts';
+import { replaySchema } from './replay.ts';
 
 /**
  * The manifest: one pipeline, its units and how they depend on each other.
@@ -341,6 +342,8 @@ export const manifestSchema = z.strictObject({
   retention: z.strictObject({ days: z.number().int().min(1).max(3650).default(14) }).prefault({}),
   /** When a rollback may run, who must approve it, which pipeline triggers pause meanwhile (core/manifest/policy.ts). */
   policy: policySchema.optional(),
+  /** Start the pipeline's own ETL state machine once every stage is restored and verified (core/manifest/replay.ts). */
+  replay: replaySchema.optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;

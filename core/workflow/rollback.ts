@@ -11,6 +11,7 @@ import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts
 import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
 import { estimateDryRun, latestDryRunEstimate, recordThroughput } from './estimates.ts';
+import { replayState, type ReplayState } from './replay.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -32,6 +33,8 @@ export interface PlannedRun {
   deploymentStatus: string;
   /** The manifest's policy, as the Choice states read it. */
   policy: PolicyState;
+  /** The manifest's replay, as the Choice states after the last stage read it. */
+  replay: ReplayState;
 }
 
 interface RunIds {
@@ -107,6 +110,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     urgent: request.urgent,
     deploymentStatus: deployment.status,
     policy,
+    replay: replayState(manifest),
   };
 }
 
@@ -377,7 +381,10 @@ export async function recordRollbackFailure(
   const refused = error.name === 'LockHeldError';
   const endedAt = deps.now().toISOString();
   await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
-  if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
+  const replayFailed = error.name === 'ReplayFailedError';
+  if (replayFailed) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLED_BACK');
+  else if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
   else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));

@@ -1,0 +1,126 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateStateMachineCommand, DescribeExecutionCommand, SFNClient } from '@aws-sdk/client-sfn';
+import { stringify } from 'yaml';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../cli/main.ts';
+import { renderMarkdown, renderReport, type RunReport } from '../../core/report/report.ts';
+import { newBucket, put, s3 } from '../adapters/s3/helpers.ts';
+import { liveEtags, uniqueName } from '../support/aws.ts';
+
+// This file's own ledger table and state bucket (the handlers read them at first import).
+process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
+process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
+
+async function cli(...args: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(args, { out: (t) => (stdout += `${t}\n`), err: (t) => (stderr += `${t}\n`) });
+  return { code, stdout, stderr };
+}
+
+/**
+ * The pipeline's "small ETL definition" in moto (which runs Pass, Wait, Choice and Fail states, not Lambda tasks): a
+ * replay of deployment d-bad fails as a broken load would; any other succeeds and echoes what it was given.
+ */
+const ETL_DEFINITION = {
+  StartAt: 'Load',
+  States: {
+    Load: { Type: 'Wait', Seconds: 1, Next: 'Broken?' },
+    'Broken?': { Type: 'Choice', Choices: [{ Variable: '$.deployment', StringEquals: 'd-bad', Next: 'Load failed' }], Default: 'Loaded' },
+    'Load failed': { Type: 'Fail', Error: 'OrdersLoadFailed', Cause: 'the nightly load refused the replayed files' },
+    Loaded: { Type: 'Pass', Parameters: { 'replayed.$': '$.units', 'deployment.$': '$.deployment' }, End: true },
+  },
+};
+
+describe('replay after restore: the pipeline\'s own ETL runs on the restored data (real definitions, local runner, moto Step Functions)', () => {
+  const sfn = new SFNClient({});
+  const pipeline = uniqueName('orders');
+  let bucket: string;
+  let manifestPath: string;
+  let etlArn: string;
+
+  beforeAll(async () => {
+    const res = await fetch(`${process.env.AWS_ENDPOINT_URL}/moto-api/config`, { method: 'POST', body: JSON.stringify({ stepfunctions: { execute_state_machine: true } }) });
+    expect(res.ok).toBe(true);
+    const created = await sfn.send(
+      new CreateStateMachineCommand({ name: uniqueName('orders-etl'), definition: JSON.stringify(ETL_DEFINITION), roleArn: 'arn:aws:iam::123456789012:role/orders-etl' }),
+    );
+    etlArn = created.stateMachineArn!;
+    bucket = await newBucket('lake', true);
+    const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-replay-'));
+    manifestPath = join(dir, 'orders.yaml');
+    writeFileSync(
+      manifestPath,
+      stringify({
+        pipeline,
+        units: [{ id: 'raw', type: 's3-prefix', bucket, prefix: 'raw/' }],
+        replay: {
+          stateMachineArn: etlArn,
+          input: { deployment: '{{deploymentId}}', run: '{{runId}}', units: '{{units}}', partitions: '{{partitions}}', note: 'replay of {{pipeline}}' },
+          timeoutMinutes: 5,
+        },
+      }),
+    );
+  });
+
+  /** A deployment: snapshot, then the bad deploy's damage. Returns the prefix as captured. */
+  async function deployBadly(deployment: string): Promise<Record<string, string>> {
+    await put(bucket, 'raw/orders-1.csv', `good 1 of ${deployment}`);
+    await put(bucket, 'raw/orders-2.csv', `good 2 of ${deployment}`);
+    const snap = await cli('snapshot', manifestPath, '--deployment', deployment, '--local', '--json');
+    expect(snap.code, snap.stderr + snap.stdout).toBe(0);
+    const captured = await liveEtags(s3, bucket, 'raw/');
+    await put(bucket, 'raw/orders-1.csv', 'bad');
+    await put(bucket, 'raw/orders-3.csv', 'added by the bad deploy');
+    return captured;
+  }
+
+  async function described(executionArn: string) {
+    return sfn.send(new DescribeExecutionCommand({ executionArn }));
+  }
+
+  it('a failed replay fails the run (exit 1) with the data restored and verified, and the report says why', async () => {
+    const captured = await deployBadly('d-bad');
+    const r = await cli('rollback', manifestPath, '--deployment', 'd-bad', '--local', '--json');
+    expect(r.code, r.stderr + r.stdout).toBe(1);
+    const out = JSON.parse(r.stdout) as { status: string; report: RunReport };
+    const report = out.report;
+    expect(report.status).toBe('FAILED');
+    expect(report.partial).toBe(false);
+    expect(report.stages.map((s) => s.status)).toEqual(['VERIFIED']);
+    expect(report.error?.name).toBe('ReplayFailedError');
+    expect(report.error?.message).toContain('data restored and verified; replay failed');
+    expect(report.error?.message).toContain('OrdersLoadFailed: the nightly load refused the replayed files');
+    expect(report.replay).toMatchObject({ stateMachineArn: etlArn, status: 'FAILED', error: { name: 'OrdersLoadFailed' } });
+    expect(report.replay?.startDate).toBeDefined();
+    expect(report.replay?.stopDate).toBeDefined();
+    // The data is what the restore point holds, whatever the replay did.
+    expect(await liveEtags(s3, bucket, 'raw/')).toEqual(captured);
+    // The replay was started with the restored scope: read its input back from Step Functions.
+    const execution = await described(report.replay!.executionArn!);
+    expect(execution.status).toBe('FAILED');
+    expect(JSON.parse(execution.input!)).toEqual({ deployment: 'd-bad', run: report.runId, units: ['raw'], partitions: {}, note: `replay of ${pipeline}` });
+    // The terminal report says it in words.
+    expect(renderReport(report)).toContain(`data restored and verified; replay failed: execution ${report.replay!.executionArn} FAILED`);
+    expect(renderMarkdown(report)).toContain('| replay | data restored and verified; replay failed');
+  });
+
+  it('a replay that succeeds completes the run (exit 0); the report has the execution, its status, start and stop', async () => {
+    const captured = await deployBadly('d-good');
+    const r = await cli('rollback', manifestPath, '--deployment', 'd-good', '--local', '--json');
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const report = (JSON.parse(r.stdout) as { report: RunReport }).report;
+    expect(report.status).toBe('SUCCEEDED');
+    expect(report.error).toBeUndefined();
+    expect(report.replay).toMatchObject({ stateMachineArn: etlArn, status: 'SUCCEEDED' });
+    expect(report.replay!.executionArn).toMatch(/:execution:/);
+    expect(Date.parse(report.replay!.stopDate!)).toBeGreaterThanOrEqual(Date.parse(report.replay!.startDate!));
+    expect(await liveEtags(s3, bucket, 'raw/')).toEqual(captured);
+    const execution = await described(report.replay!.executionArn!);
+    expect(execution.status).toBe('SUCCEEDED');
+    expect(JSON.parse(execution.input!)).toMatchObject({ deployment: 'd-good', run: report.runId, units: ['raw'] });
+    expect(JSON.parse(execution.output!)).toEqual({ replayed: ['raw'], deployment: 'd-good' });
+  });
+});
