@@ -38,6 +38,8 @@ export const HANDLER_SPECS = [
   { name: 'resume-triggers', substitution: 'ResumeTriggersFunctionArn', long: false, dataAccess: false },
   { name: 'list-expired-deployments', substitution: 'ListExpiredDeploymentsFunctionArn', long: true, dataAccess: false },
   { name: 'release-deployment', substitution: 'ReleaseDeploymentFunctionArn', long: true, dataAccess: false },
+  { name: 'prepare-replay', substitution: 'PrepareReplayFunctionArn', long: false, dataAccess: false },
+  { name: 'record-replay', substitution: 'RecordReplayFunctionArn', long: false, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];
