@@ -94,7 +94,12 @@ export interface PolicyFacts {
   pausedTriggers: string[];
 }
 
-export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent: boolean; trigger?: RunTrigger; resumedFrom?: string }, policy: PolicyFacts): Notification {
+export function rollbackStarted(
+  run: RunFacts & { stages: PlannedStage[]; urgent: boolean; trigger?: RunTrigger; resumedFrom?: string },
+  policy: PolicyFacts,
+  /** Where the run's runbook is (s3:// URL): each stage and unit, how by hand, what to check, what if it fails. */
+  runbook?: string,
+): Notification {
   const lines = [
     `Rollback of ${title(run)} started (run ${run.runId}).`,
     `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}${run.urgent ? ' (URGENT: maintenance windows do not apply)' : ''}.`,
@@ -108,6 +113,7 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
   if (policy.approvalRequired) rules.push(`waits for approval (at most ${policy.approvalTimeoutMinutes} min)`);
   if (policy.pausedTriggers.length > 0) rules.push(`pauses the pipeline's triggers while restoring: ${policy.pausedTriggers.join(', ')}`);
   if (rules.length > 0) lines.push(`Policy: ${rules.join('; ')}.`);
+  if (runbook) lines.push(`Runbook: ${runbook}`);
   lines.push(followUp(run));
   return {
     detailType: 'Rollback Started',
@@ -123,6 +129,7 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
       trigger: run.trigger ?? { kind: 'manual' },
       ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
       stages: run.stages.map((s) => s.units),
+      ...(runbook ? { runbook } : {}),
     },
   };
 }

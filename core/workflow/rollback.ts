@@ -12,6 +12,10 @@ import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageComp
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
 import { estimateDryRun, latestDryRunEstimate, recordThroughput } from './estimates.ts';
 import { replayState, type ReplayState } from './replay.ts';
+import { renderRunbook } from '../report/runbook.ts';
+import { throughputFrom } from '../plan/throughput.ts';
+import type { Manifest } from '../manifest/schema.ts';
+import type { RestorePoint } from '../adapters/types.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -98,7 +102,10 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
   }
   deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun, resumedFrom: run.resumedFrom });
   const policy = policyState(manifest);
-  if (!run.dryRun) await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy)));
+  if (!run.dryRun) {
+    const runbook = await writeRunbook(deps, manifest, run, points);
+    await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy), runbook));
+  }
   return {
     runId: run.runId,
     pipeline: run.pipeline,
@@ -112,6 +119,28 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     policy,
     replay: replayState(manifest),
   };
+}
+
+/**
+ * The run's runbook (core/report/runbook.ts) in the state bucket, `runbooks/<pipeline>/<run>.md`: its s3:// URL for the
+ * start notification, or undefined when it could not be written (a runbook never stops a rollback).
+ */
+async function writeRunbook(deps: WorkflowDeps, manifest: Manifest, run: Run, points: RestorePoint[]): Promise<string | undefined> {
+  return auditSafely(deps.log, `runbook of run ${run.runId}`, async () => {
+    const samples = await deps.ledger.listThroughputSamples(run.pipeline);
+    const text = renderRunbook({
+      manifest,
+      plan: { pipeline: run.pipeline, requested: run.requested, scope: run.scope, stages: run.stages.map((s) => s.units), reasons: run.reasons },
+      manifestPath: '<manifest>',
+      deploymentId: run.deploymentId,
+      restorePoints: points,
+      throughput: throughputFrom(samples),
+      lockTtlSeconds: LOCK_TTL_SECONDS,
+      runId: run.runId,
+      madeAt: deps.now().toISOString(),
+    });
+    return stateStore(deps).putText(stateKeys.runbook(run.pipeline, run.runId), text, 'text/markdown; charset=utf-8');
+  });
 }
 
 /** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */

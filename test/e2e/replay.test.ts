@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateStateMachineCommand, DescribeExecutionCommand, SFNClient } from '@aws-sdk/client-sfn';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../cli/main.ts';
@@ -122,5 +123,17 @@ describe('replay after restore: the pipeline\'s own ETL runs on the restored dat
     expect(execution.status).toBe('SUCCEEDED');
     expect(JSON.parse(execution.input!)).toMatchObject({ deployment: 'd-good', run: report.runId, units: ['raw'] });
     expect(JSON.parse(execution.output!)).toEqual({ replayed: ['raw'], deployment: 'd-good' });
+
+    // The runbook written when the run was planned (the start notification links it), and the CLI's with --deployment.
+    const stored = await s3.send(new GetObjectCommand({ Bucket: process.env.ETL_ROLLBACK_STATE_BUCKET, Key: `runbooks/${pipeline}/${report.runId}.md` }));
+    const runbook = await stored.Body!.transformToString();
+    expect(runbook).toContain(`# Runbook: rollback of ${pipeline} / d-good`);
+    expect(runbook).toContain('## Stage 1 of 1: raw');
+    expect(runbook).toMatch(/\*\*Restore point:\*\* 2 objects, captured at \d{4}-\d\d-\d\dT/);
+    expect(runbook).toContain(`## Replay`);
+    const printed = await cli('runbook', manifestPath, '--deployment', 'd-good', '--local');
+    expect(printed.code, printed.stderr).toBe(0);
+    expect(printed.stdout).toMatch(/\*\*Restore point:\*\* 2 objects, captured at \d{4}-/);
+    expect(printed.stdout).toContain(`etl-rollback rollback ${manifestPath} --deployment d-good --units raw --no-cascade`);
   });
 });

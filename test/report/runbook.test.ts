@@ -131,3 +131,16 @@ describe('runbook', () => {
     expect(none).toContain('none in the ledger for deployment `d-1`');
   });
 });
+
+describe('the start notification links the runbook', () => {
+  it('names its s3:// URL in the message and the event detail', async () => {
+    const { rollbackStarted } = await import('../../core/workflow/notify.ts');
+    const n = rollbackStarted(
+      { runId: 'r-1', pipeline: 'orders', deploymentId: 'd-1', requestedBy: 'ana', reason: 'bad load', stages: [{ index: 0, units: ['mart'] }], urgent: false },
+      { windows: [], approvalRequired: false, pausedTriggers: [] },
+      's3://state/runbooks/orders/r-1.md',
+    );
+    expect(n.message).toContain('Runbook: s3://state/runbooks/orders/r-1.md');
+    expect(n.detail).toMatchObject({ runbook: 's3://state/runbooks/orders/r-1.md' });
+  });
+});
