@@ -352,7 +352,7 @@ function syncOutput(d: DescribeExecutionCommandOutput): Record<string, unknown> 
  * the description as JSON. Past the state's timeout: the execution is stopped and the task fails with `States.Timeout`.
  * API errors keep their name under `StepFunctions.` (`StepFunctions.ExecutionAlreadyExistsException`).
  */
-async function startExecutionSync(state: string, input: unknown, signal?: AbortSignal): Promise<unknown> {
+export async function startExecutionSync(state: string, input: unknown, signal?: AbortSignal): Promise<unknown> {
   const parsed = syncTaskInput.safeParse(input);
   if (!parsed.success) throw namedError('States.Runtime', `Task state "${state}": ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   const task = parsed.data;

@@ -5,7 +5,9 @@ import { CreateStateMachineCommand, DescribeExecutionCommand, SFNClient } from '
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { stringify } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { main } from '../../cli/main.ts';
+import { Ledger } from '../../core/ledger/ledger.ts';
 import { renderMarkdown, renderReport, type RunReport } from '../../core/report/report.ts';
 import { newBucket, put, s3 } from '../adapters/s3/helpers.ts';
 import { liveEtags, uniqueName } from '../support/aws.ts';
@@ -135,5 +137,53 @@ describe('replay after restore: the pipeline\'s own ETL runs on the restored dat
     expect(printed.code, printed.stderr).toBe(0);
     expect(printed.stdout).toMatch(/\*\*Restore point:\*\* 2 objects, captured at \d{4}-/);
     expect(printed.stdout).toContain(`etl-rollback rollback ${manifestPath} --deployment d-good --units raw --no-cascade`);
+  });
+  it('with replay approval: the run asks under <run>-replay after the last gate, and goes on once approved', async () => {
+    const approvalPipeline = uniqueName('orders-approved');
+    const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-replay-approval-'));
+    const path = join(dir, 'orders.yaml');
+    writeFileSync(path, stringify({ pipeline: approvalPipeline, units: [{ id: 'raw', type: 's3-prefix', bucket, prefix: 'approved/' }], replay: { stateMachineArn: etlArn, input: { deployment: '{{deploymentId}}', units: '{{units}}' }, approval: true } }));
+    await put(bucket, 'approved/a.csv', 'good');
+    expect((await cli('snapshot', path, '--deployment', 'd-ok', '--local')).code).toBe(0);
+    await put(bucket, 'approved/a.csv', 'bad');
+    const ledger = new Ledger(new DynamoDBClient({}), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
+    const name = uniqueName('run-replay-approval');
+    // The runner (and the handlers it imports) only after this file's environment is set.
+    const { runLocal } = await import('../../cli/local-runner.ts');
+    const run = runLocal('rollback', { pipeline: approvalPipeline, deploymentId: 'd-ok', requestedBy: 'sam', reason: 'bad load' }, { name });
+    const end = Date.now() + 30_000;
+    while ((await ledger.getApproval(`${name}-replay`))?.status !== 'PENDING') {
+      if (Date.now() > end) throw new Error('no replay approval was asked for');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Asked after every stage verified, before any replay started.
+    expect((await ledger.listSteps(name)).map((st) => st.status)).toEqual(['VERIFIED']);
+    expect((await ledger.getRun(name))?.replay).toBeUndefined();
+    const approved = await cli('approve', `${name}-replay`, '--local', '--by', 'jane', '--reason', 'replay it');
+    expect(approved.code, approved.stderr).toBe(0);
+    const outcome = await run;
+    expect(outcome.status).toBe('SUCCEEDED');
+    const report = (outcome as { output: RunReport }).output;
+    expect(report.replay).toMatchObject({ status: 'SUCCEEDED' });
+    expect(JSON.parse((await described(report.replay!.executionArn!)).input!)).toEqual({ deployment: 'd-ok', units: ['raw'] });
+  });
+
+  it('the local runner stops an execution that outlives the task\'s timeout and fails the task with States.Timeout', async () => {
+    const slow = await sfn.send(
+      new CreateStateMachineCommand({
+        name: uniqueName('slow-etl'),
+        definition: JSON.stringify({ StartAt: 'Load', States: { Load: { Type: 'Wait', Seconds: 60, End: true } } }),
+        roleArn: 'arn:aws:iam::123456789012:role/orders-etl',
+      }),
+    );
+    const name = uniqueName('slow');
+    const { startExecutionSync } = await import('../../cli/local-runner.ts');
+    const error = await startExecutionSync('Replay pipeline', { StateMachineArn: slow.stateMachineArn, Name: name, Input: { a: 1 }, LocalTimeoutSeconds: 2 }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(error?.name).toBe('States.Timeout');
+    const arn = `${slow.stateMachineArn!.replace(':stateMachine:', ':execution:')}:${name}`;
+    expect((await described(arn)).status).toBe('ABORTED');
   });
 });
