@@ -134,18 +134,22 @@ export function rollbackStarted(
   };
 }
 
-export function approvalRequested(run: RunFacts, deadline: string, allowSelfApproval = false): Notification {
+export function approvalRequested(run: RunFacts, deadline: string, allowSelfApproval = false, what: 'rollback' | 'replay' = 'rollback'): Notification {
   return {
     detailType: 'Approval Requested',
-    subject: `etl-rollback: ${title(run)} rollback waits for approval`,
+    subject: `etl-rollback: ${title(run)} ${what} waits for approval`,
     message: [
-      `The rollback of ${title(run)} (run ${run.runId}) needs an approval before anything is restored.`,
+      what === 'replay'
+        ? `The rollback of ${title(run)} restored and verified every stage; its replay (the pipeline's own ETL, run again) needs an approval (${run.runId}).`
+        : `The rollback of ${title(run)} (run ${run.runId}) needs an approval before anything is restored.`,
       `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}.`,
       `Approve: etl-rollback approve ${run.runId} --reason "…"${allowSelfApproval ? '' : ` (by someone other than ${run.requestedBy})`}`,
       `Reject:  etl-rollback reject ${run.runId} --reason "…"`,
-      `Without a decision by ${deadline} the run stops and nothing is touched.`,
+      what === 'replay'
+        ? `Without a decision by ${deadline} the run fails with its data restored and verified, and no replay started.`
+        : `Without a decision by ${deadline} the run stops and nothing is touched.`,
     ].join('\n'),
-    detail: { pipeline: run.pipeline, deploymentId: run.deploymentId, runId: run.runId, deadline, requestedBy: run.requestedBy, reason: run.reason },
+    detail: { pipeline: run.pipeline, deploymentId: run.deploymentId, runId: run.runId, deadline, requestedBy: run.requestedBy, reason: run.reason, ...(what === 'replay' ? { approvalFor: 'replay' } : {}) },
   };
 }
 

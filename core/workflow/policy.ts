@@ -105,7 +105,7 @@ export async function requestApproval(
     allowSelfApproval: policyOf(manifest).approval?.allowSelfApproval ?? false,
   });
   deps.log.info('approval requested', { runId: input.runId, approvalId, deadline: record.deadline, status: record.status });
-  if (record.status === 'PENDING') await announce(deps, approvalRequested({ ...run, runId: approvalId }, record.deadline, record.allowSelfApproval));
+  if (record.status === 'PENDING') await announce(deps, approvalRequested({ ...run, runId: approvalId }, record.deadline, record.allowSelfApproval, approvalId === input.runId ? 'rollback' : 'replay'));
   return { deadline: record.deadline };
 }
 
