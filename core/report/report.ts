@@ -221,7 +221,7 @@ export function replayText(report: RunReport): string {
   const when = [r.startDate ? `started ${r.startDate}` : '', r.stopDate ? `stopped ${r.stopDate}` : ''].filter(Boolean).join(', ');
   const failed = r.status !== 'SUCCEEDED' && r.status !== 'RUNNING';
   const verified = report.stages.length > 0 && report.stages.every((s) => s.status === 'VERIFIED');
-  const head = failed && verified ? 'data restored and verified; replay failed' : `replay ${r.status}`;
+  const head = failed && verified ? `data restored and verified; replay ${r.status === 'NOT_APPROVED' ? 'not approved' : 'failed'}` : `replay ${r.status}`;
   return `${head}: execution ${r.executionArn ?? '(not started)'} ${r.status}${when ? ` (${when})` : ''}${r.error ? ` — ${r.error.name}${r.error.message ? `: ${r.error.message}` : ''}` : ''}`;
 }
 

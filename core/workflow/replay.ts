@@ -138,14 +138,25 @@ export async function recordReplay(
     /* a text cause */
   }
   const timedOut = caught.Error === 'States.Timeout' || caught.Error === 'States.HeartbeatTimeout';
+  // No replay prepared yet: the failure is that of "Request replay approval" (rejected, or no decision in time).
+  if (!before) {
+    const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
+    const status = 'NOT_APPROVED';
+    const why = timedOut ? 'no approval decision in time' : `${caught.Error ?? 'Error'}${caught.Cause ? `: ${caught.Cause}` : ''}`;
+    await deps.ledger.updateRun(input.runId, {
+      replay: { stateMachineArn: manifest.replay?.stateMachineArn ?? '', status, stopDate: deps.now().toISOString(), error: { name: caught.Error ?? 'Error', message: caught.Cause ?? '' } },
+    });
+    deps.log.warn('replay not approved', { runId: input.runId, error: caught.Error });
+    return { Error: 'ReplayFailedError', Cause: `data restored and verified; replay not approved (${why}): no execution started` };
+  }
   const status = described?.Status ?? (timedOut ? 'TIMED_OUT' : 'FAILED');
   const why = described?.Error ? `${described.Error}${described.Cause ? `: ${described.Cause}` : ''}` : timedOut ? `no result within the replay's timeout (${caught.Error})` : `${caught.Error ?? 'Error'}${caught.Cause ? `: ${caught.Cause}` : ''}`;
-  const executionArn = described?.ExecutionArn ?? before?.executionArn;
+  const executionArn = described?.ExecutionArn ?? before.executionArn;
   const replay: ReplayRecord = {
-    stateMachineArn: before?.stateMachineArn ?? '',
+    stateMachineArn: before.stateMachineArn,
     ...(executionArn ? { executionArn } : {}),
     status,
-    ...(described?.StartDate ?? before?.startDate ? { startDate: described?.StartDate ?? before?.startDate } : {}),
+    ...(described?.StartDate ?? before.startDate ? { startDate: described?.StartDate ?? before.startDate } : {}),
     stopDate: described?.StopDate ?? deps.now().toISOString(),
     error: { name: described?.Error ?? caught.Error ?? 'Error', message: described?.Cause ?? caught.Cause ?? '' },
   };

@@ -107,3 +107,23 @@ describe('recording how a replay ended', () => {
     expect(updates[0]).toMatchObject({ replay: { status: 'TIMED_OUT', startDate: '2026-11-29T00:00:00.000Z', stopDate: '2026-11-29T01:00:00.000Z' } });
   });
 });
+
+describe('a replay that was not approved', () => {
+  it('rejected before any replay was prepared: NOT_APPROVED, no execution, ReplayFailedError with the data restored and verified', async () => {
+    const { StateStore } = await import('../../core/runtime/state-store.ts');
+    const updates: unknown[] = [];
+    const m = manifest({ stateMachineArn: ARN, approval: true });
+    vi.spyOn(StateStore.prototype, 'getJson').mockResolvedValue(m as never);
+    const deps = {
+      ledger: { requireRun: vi.fn(async () => ({ runId: 'r-1' })), updateRun: vi.fn(async (_id: string, patch: unknown) => void updates.push(patch)) },
+      s3: {},
+      stateBucket: 'state',
+      now: () => new Date('2026-11-29T01:00:00Z'),
+      log: { info: () => undefined, warn: () => undefined },
+    } as unknown as WorkflowDeps;
+    const out = await recordReplay(deps, { runId: 'r-1', pipeline: 'orders', deploymentId: 'd-1', error: { Error: 'ApprovalRejectedError', Cause: 'rejected by jane: not tonight' } });
+    expect(out).toEqual({ Error: 'ReplayFailedError', Cause: 'data restored and verified; replay not approved (ApprovalRejectedError: rejected by jane: not tonight): no execution started' });
+    expect(updates[0]).toMatchObject({ replay: { stateMachineArn: ARN, status: 'NOT_APPROVED' } });
+    vi.restoreAllMocks();
+  });
+});
