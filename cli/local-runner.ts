@@ -107,6 +107,7 @@ interface AslState {
 /**
  * Every Task state (at any depth) with the substitution its function ARN names: the Resource itself, or, for a
  * `lambda:invoke.waitForTaskToken` task, its FunctionName (`callback: true`: the task ends when a callback answers).
+ * A `states:startExecution.sync:2` task names no function: the runner serves it (top-level states only).
  */
 export function taskStates(definition: { States: Record<string, AslState> }): { state: string; substitution: string; callback: boolean }[] {
   const found: { state: string; substitution: string; callback: boolean }[] = [];
