@@ -111,10 +111,11 @@ interface AslState {
  */
 export function taskStates(definition: { States: Record<string, AslState> }): { state: string; substitution: string; callback: boolean }[] {
   const found: { state: string; substitution: string; callback: boolean }[] = [];
-  const walk = (states: Record<string, AslState>) => {
+  const walk = (states: Record<string, AslState>, nested: boolean) => {
     for (const [name, state] of Object.entries(states)) {
       if (state.Type === 'Task' && state.Resource === START_EXECUTION_SYNC) {
         // Served by the runner itself (startExecutionSync), not by a handler.
+        if (nested) throw new Error(`Task state "${name}" (${START_EXECUTION_SYNC}) runs locally only at the top level of a definition`);
       } else if (state.Type === 'Task') {
         const callback = state.Resource === WAIT_FOR_TASK_TOKEN;
         const arn = callback ? state.Parameters?.FunctionName : state.Resource;
@@ -123,11 +124,11 @@ export function taskStates(definition: { States: Record<string, AslState> }): { 
         found.push({ state: name, substitution: m[1]!, callback });
       }
       const inner = processorStates(state);
-      if (inner) walk(inner);
-      for (const b of state.Branches ?? []) walk(b.States);
+      if (inner) walk(inner, true);
+      for (const b of state.Branches ?? []) walk(b.States, true);
     }
   };
-  walk(definition.States);
+  walk(definition.States, false);
   return found;
 }
 
