@@ -45,7 +45,7 @@ export function registerRunbookCommand(program: Command, io: Io, setExit: (code:
         const [restorePoints, samples] = await Promise.all([ledger.listRestorePoints(manifest.pipeline, opts.deployment), ledger.listThroughputSamples(manifest.pipeline)]);
         ledgerFacts = { deploymentId: opts.deployment, restorePoints, throughput: throughputFrom(samples) };
       }
-      io.out(renderRunbook({ manifest, plan, manifestPath: file, lockTtlSeconds: LOCK_TTL_SECONDS, madeAt: new Date().toISOString(), ...ledgerFacts }));
+      io.out(renderRunbook({ manifest, plan, manifestPath: file, cascade: opts.cascade, lockTtlSeconds: LOCK_TTL_SECONDS, madeAt: new Date().toISOString(), ...ledgerFacts }));
       setExit(EXIT.ok);
     });
 }

@@ -21,6 +21,8 @@ export interface RunbookInput {
   plan: Plan;
   /** The manifest file as the operator passes it to the CLI. */
   manifestPath: string;
+  /** Whether the consumers of the units asked for were added (`--no-cascade`: false). Default true. */
+  cascade?: boolean;
   /** The deployment to roll back; absent: the commands say `<deployment>`. */
   deploymentId?: string;
   /** The deployment's restore points (from the ledger), by unit. */
@@ -165,7 +167,8 @@ export function renderRunbook(input: RunbookInput): string {
   const approvalRequired = approval?.required ?? false;
   const estimate = runbookEstimate(input);
   const everything = plan.requested.length === manifest.units.length;
-  const unitsFlag = everything ? '' : ` --units ${plan.requested.join(',')}`;
+  const noCascade = input.cascade === false && !everything;
+  const unitsFlag = everything ? '' : ` --units ${plan.requested.join(',')}${noCascade ? ' --no-cascade' : ''}`;
   const rollbackCmd = `etl-rollback rollback ${input.manifestPath} --deployment ${deployment}${unitsFlag} --reason "…"`;
   const lockHours = (input.lockTtlSeconds ?? 6 * 3600) / 3600;
   const out: string[] = [];
@@ -192,7 +195,7 @@ export function renderRunbook(input: RunbookInput): string {
   out.push('Look first (changes nothing, prints what each unit would write and the estimate):', '', '```sh', `${rollbackCmd.replace(' --reason "…"', '')} --dry-run`, '```', '');
   out.push('Then roll back:', '', '```sh', rollbackCmd, '```', '');
   out.push('Or in the Step Functions console: the rollback state machine (stack output `RollbackStateMachineArn`) → Start execution, with the input:', '');
-  out.push(...json({ pipeline: manifest.pipeline, deploymentId: deployment, ...(everything ? {} : { units: plan.requested }), requestedBy: '<you>', reason: '<why>' }), '');
+  out.push(...json({ pipeline: manifest.pipeline, deploymentId: deployment, ...(everything ? {} : { units: plan.requested }), ...(noCascade ? { cascade: false } : {}), requestedBy: '<you>', reason: '<why>' }), '');
   const before: string[] = [];
   if (policy?.windows.length) before.push(`Maintenance window: the run waits (holding nothing) until one of ${policy.windows.join('; ')} opens; \`--urgent\` (console: \`"urgent": true\`) starts now.`);
   before.push(

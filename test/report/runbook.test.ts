@@ -72,6 +72,15 @@ describe('runbook', () => {
     );
   });
 
+  it('units asked for without their consumers: the commands and the console input say so', () => {
+    const manifest = toManifest({ ids: ['raw', 'mart'], dependsOn: new Map([['raw', []], ['mart', ['raw']]]), order: ['raw', 'mart'] });
+    const plan = planRollback(manifest, { units: ['raw'], cascade: false });
+    const text = renderRunbook({ manifest, plan, manifestPath: 'm.yaml', deploymentId: 'd-1', cascade: false });
+    expect(text).toContain('etl-rollback rollback m.yaml --deployment d-1 --units raw --no-cascade --reason "…"');
+    expect(text).toContain('"cascade": false');
+    expect(text).not.toContain('`mart`');
+  });
+
   it('a unit type the runbook does not know is described generically, never left out', () => {
     expect(unitAction({ id: 'x', type: 'custom-thing' })).toContain('adapter of its type (`custom-thing`)');
   });
