@@ -108,6 +108,15 @@ describe('replay after restore: the pipeline\'s own ETL runs on the restored dat
     // The terminal report says it in words.
     expect(renderReport(report)).toContain(`data restored and verified; replay failed: execution ${report.replay!.executionArn} FAILED`);
     expect(renderMarkdown(report)).toContain('| replay | data restored and verified; replay failed');
+
+    // Resuming the run replays again: every unit skipped (re-verified by its gate), a new replay execution.
+    const resumed = await cli('rollback', manifestPath, '--deployment', 'd-bad', '--local', '--json', '--resume', report.runId);
+    expect(resumed.code, resumed.stderr).toBe(1);
+    const again = (JSON.parse(resumed.stdout) as { report: RunReport }).report;
+    expect(again.skipped).toEqual([{ stage: 0, unitId: 'raw' }]);
+    expect(again.totals.writes).toBe(0);
+    expect(again.replay?.status).toBe('FAILED');
+    expect(again.replay?.executionArn).not.toBe(report.replay?.executionArn);
   });
 
   it('a replay that succeeds completes the run (exit 0); the report has the execution, its status, start and stop', async () => {
