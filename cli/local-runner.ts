@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StateMachine } from 'aws-local-stepfunctions';
 import type { Context } from 'aws-lambda';
+import { z } from 'zod';
 import { handler as acquireLock } from '../lambdas/acquire-lock.ts';
 import { handler as beginSnapshot } from '../lambdas/begin-snapshot.ts';
 import { handler as captureUnit } from '../lambdas/capture-unit.ts';
@@ -28,6 +29,9 @@ import { handler as rehearseUnit } from '../lambdas/rehearse-unit.ts';
 import { handler as verifyDrillStage } from '../lambdas/verify-drill-stage.ts';
 import { handler as cleanupDrill } from '../lambdas/cleanup-drill.ts';
 import { handler as finishDrill } from '../lambdas/finish-drill.ts';
+import { handler as prepareReplay } from '../lambdas/prepare-replay.ts';
+import { handler as recordReplay } from '../lambdas/record-replay.ts';
+import { DescribeExecutionCommand, SFNClient, StartExecutionCommand, StopExecutionCommand, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
 
 /**
  * Runs the state machine definitions that CDK deploys, unchanged, in this process: aws-local-stepfunctions
@@ -67,10 +71,19 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   VerifyDrillStage: verifyDrillStage,
   CleanupDrill: cleanupDrill,
   FinishDrill: finishDrill,
+  PrepareReplay: prepareReplay,
+  RecordReplay: recordReplay,
 };
 
 /** The Lambda service integration whose task waits for a callback with its task token (approval). */
 export const WAIT_FOR_TASK_TOKEN = 'arn:aws:states:::lambda:invoke.waitForTaskToken';
+
+/**
+ * The Step Functions integration that starts another state machine's execution and waits for it to end (replay). There
+ * is no Step Functions service behind aws-local-stepfunctions: the runner serves these tasks itself, against the Step
+ * Functions API the SDK reaches (AWS_ENDPOINT_URL), see startExecutionSync.
+ */
+export const START_EXECUTION_SYNC = 'arn:aws:states:::states:startExecution.sync:2';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const STATE_MACHINE_DIR = resolve(here, '..', 'statemachines');
@@ -104,12 +117,16 @@ interface AslState {
 /**
  * Every Task state (at any depth) with the substitution its function ARN names: the Resource itself, or, for a
  * `lambda:invoke.waitForTaskToken` task, its FunctionName (`callback: true`: the task ends when a callback answers).
+ * A `states:startExecution.sync:2` task names no function: the runner serves it (top-level states only).
  */
 export function taskStates(definition: { States: Record<string, AslState> }): { state: string; substitution: string; callback: boolean }[] {
   const found: { state: string; substitution: string; callback: boolean }[] = [];
-  const walk = (states: Record<string, AslState>) => {
+  const walk = (states: Record<string, AslState>, nested: boolean) => {
     for (const [name, state] of Object.entries(states)) {
-      if (state.Type === 'Task') {
+      if (state.Type === 'Task' && state.Resource === START_EXECUTION_SYNC) {
+        // Served by the runner itself (startExecutionSync), not by a handler.
+        if (nested) throw new Error(`Task state "${name}" (${START_EXECUTION_SYNC}) runs locally only at the top level of a definition`);
+      } else if (state.Type === 'Task') {
         const callback = state.Resource === WAIT_FOR_TASK_TOKEN;
         const arn = callback ? state.Parameters?.FunctionName : state.Resource;
         const m = /^\$\{(\w+)FunctionArn\}$/.exec(typeof arn === 'string' ? arn : '');
@@ -117,11 +134,11 @@ export function taskStates(definition: { States: Record<string, AslState> }): { 
         found.push({ state: name, substitution: m[1]!, callback });
       }
       const inner = processorStates(state);
-      if (inner) walk(inner);
-      for (const b of state.Branches ?? []) walk(b.States);
+      if (inner) walk(inner, true);
+      for (const b of state.Branches ?? []) walk(b.States, true);
     }
   };
-  walk(definition.States);
+  walk(definition.States, false);
   return found;
 }
 
@@ -229,7 +246,8 @@ function namedError(name: string, message: string): Error {
 export function ledgerApprovals(ledger: WorkflowDeps['ledger'] = handlerDeps.ledger): CallbackDriver {
   return {
     async wait({ payload, clock, signal }) {
-      const runId = String(payload.runId);
+      // The run's approval, or another approval of the same run (`<run>-replay`, the replay's).
+      const runId = String(payload.approvalId ?? payload.runId);
       for (;;) {
         if (signal.aborted) return undefined; // the execution ended without us (nobody reads this result)
         const approval = await ledger.getApproval(runId);
@@ -283,8 +301,107 @@ export function loadLocalMachine(
       st.TimeoutSeconds = CALLBACK_CEILING_SECONDS;
     }
   }
+  // `.sync:2` tasks: served by the runner (startExecutionSync). Step Functions resolves TimeoutSecondsPath against the
+  // state's input; so that the runner can enforce the same deadline, the timeout travels in the task's Parameters
+  // (resolved against the state's input, as Parameters are), and the library only gets a ceiling.
+  for (const [state, st] of Object.entries(definition.States)) {
+    if (st.Type !== 'Task' || st.Resource !== START_EXECUTION_SYNC) continue;
+    const parameters: Record<string, unknown> = { ...((st.Parameters as Record<string, unknown> | undefined) ?? {}) };
+    if (st.TimeoutSecondsPath) parameters[`${LOCAL_TIMEOUT_KEY}.$`] = st.TimeoutSecondsPath;
+    else if (st.TimeoutSeconds !== undefined) parameters[LOCAL_TIMEOUT_KEY] = st.TimeoutSeconds;
+    st.Parameters = parameters as AslState['Parameters'];
+    delete st.TimeoutSecondsPath;
+    st.TimeoutSeconds = CALLBACK_CEILING_SECONDS;
+    overrides[state] = (input) => startExecutionSync(state, input, callback?.signal);
+  }
   replaceDistributedMaps(definition.States, overrides, handlers, callback);
   return { definition: definition as object, overrides, waitStates: waitStates(raw.States) };
+}
+
+/** The Parameters key that carries a `.sync:2` task's timeout to the runner (local definitions only). */
+const LOCAL_TIMEOUT_KEY = 'LocalTimeoutSeconds';
+/** How often the runner asks Step Functions whether a started execution has ended. */
+const SYNC_POLL_MS = 250;
+
+const syncTaskInput = z.object({
+  StateMachineArn: z.string().min(1),
+  Name: z.string().min(1).optional(),
+  Input: z.unknown().optional(),
+  [LOCAL_TIMEOUT_KEY]: z.number().int().min(1).optional(),
+});
+
+const epochMs = (d: Date | undefined) => (d ? d.getTime() : undefined);
+const parseJson = (text: string | undefined): unknown => {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+};
+
+/** DescribeExecution's answer as `.sync:2` hands it over: dates in epoch milliseconds, Input and Output as JSON. */
+function syncOutput(d: DescribeExecutionCommandOutput): Record<string, unknown> {
+  return {
+    ExecutionArn: d.executionArn,
+    StateMachineArn: d.stateMachineArn,
+    Name: d.name,
+    Status: d.status,
+    StartDate: epochMs(d.startDate),
+    ...(d.stopDate ? { StopDate: epochMs(d.stopDate) } : {}),
+    Input: parseJson(d.input),
+    InputDetails: { Included: true },
+    ...(d.output !== undefined ? { Output: parseJson(d.output), OutputDetails: { Included: true } } : {}),
+    ...(d.error !== undefined ? { Error: d.error } : {}),
+    ...(d.cause !== undefined ? { Cause: d.cause } : {}),
+  };
+}
+
+/**
+ * `arn:aws:states:::states:startExecution.sync:2`, served as Step Functions serves it: StartExecution with the task's
+ * StateMachineArn, Name and Input (an object is sent as its JSON), then DescribeExecution until the execution ends.
+ * SUCCEEDED: the description is the task's output. FAILED, TIMED_OUT or ABORTED: `States.TaskFailed` whose Cause is
+ * the description as JSON. Past the state's timeout: the execution is stopped and the task fails with `States.Timeout`.
+ * API errors keep their name under `StepFunctions.` (`StepFunctions.ExecutionAlreadyExistsException`).
+ */
+export async function startExecutionSync(state: string, input: unknown, signal?: AbortSignal): Promise<unknown> {
+  const parsed = syncTaskInput.safeParse(input);
+  if (!parsed.success) throw namedError('States.Runtime', `Task state "${state}": ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const task = parsed.data;
+  const timeoutSeconds = task[LOCAL_TIMEOUT_KEY] ?? CALLBACK_CEILING_SECONDS;
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  const sfn = new SFNClient({});
+  const api = async <T>(send: () => Promise<T>): Promise<T> => {
+    try {
+      return await send();
+    } catch (error) {
+      throw namedError(`StepFunctions.${(error as Error).name}`, (error as Error).message);
+    }
+  };
+  const started = await api(() =>
+    sfn.send(
+      new StartExecutionCommand({
+        stateMachineArn: task.StateMachineArn,
+        ...(task.Name ? { name: task.Name } : {}),
+        ...(task.Input !== undefined ? { input: typeof task.Input === 'string' ? task.Input : JSON.stringify(task.Input) } : {}),
+      }),
+    ),
+  );
+  const executionArn = started.executionArn!;
+  for (;;) {
+    const described = await api(() => sfn.send(new DescribeExecutionCommand({ executionArn })));
+    if (described.status !== 'RUNNING' && described.status !== 'PENDING_REDRIVE') {
+      const output = syncOutput(described);
+      if (described.status === 'SUCCEEDED') return output;
+      throw namedError('States.TaskFailed', JSON.stringify(output));
+    }
+    if (signal?.aborted || Date.now() >= deadline) {
+      await sfn.send(new StopExecutionCommand({ executionArn, error: 'States.Timeout', cause: `stopped by the task "${state}" that started it` })).catch(() => undefined);
+      if (signal?.aborted) return undefined; // the run ended without us (nobody reads this result)
+      throw namedError('States.Timeout', `Task state "${state}": execution ${executionArn} did not end within ${timeoutSeconds} s`);
+    }
+    await new Promise((r) => setTimeout(r, Math.min(SYNC_POLL_MS, Math.max(1, deadline - Date.now()))));
+  }
 }
 
 /**
@@ -411,7 +528,8 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
     overrides: { taskResourceLocalHandlers: overrides as never, ...(Object.keys(waitTimeOverrides).length > 0 ? { waitTimeOverrides } : {}) },
     context: {
       Execution: { Name: options.name, Id: `arn:aws:states:local:000000000000:execution:${name}:${options.name}`, Input: input, StartTime: now().toISOString() },
-      // One token per execution: the only .waitForTaskToken task (approval) runs once per run.
+      // One token per execution: each .waitForTaskToken task (the approvals) runs at most once per run, and the local
+      // driver answers it by its approval id in the ledger, not by its token.
       Task: { Token: token },
     } as never,
   });

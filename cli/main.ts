@@ -8,6 +8,7 @@ import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
 import { currentUser, defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { registerInspectCommands } from './inspect.ts';
+import { registerRunbookCommand } from './runbook.ts';
 
 /**
  * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
@@ -253,6 +254,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
   }
 
   registerInspectCommands(program, io, setExit);
+  registerRunbookCommand(program, io, setExit);
 
   return program;
 }

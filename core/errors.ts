@@ -102,6 +102,12 @@ export class CompensationFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/** Every stage was restored and verified, then the pipeline's replay (its own ETL run) failed or timed out. */
+export class ReplayFailedError extends EtlRollbackError {
+  override readonly name = 'ReplayFailedError';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -124,4 +130,5 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   CompensationFailedError: EXIT.failed,
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
+  ReplayFailedError: EXIT.failed,
 };

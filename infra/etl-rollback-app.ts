@@ -24,6 +24,8 @@ export interface EtlRollbackContext {
   readonly pausableSchedules?: string[];
   /** …and the roles those schedules run as (`-c scheduleTargetRoleArns=arn:aws:iam::111122223333:role/orders-scheduler`). */
   readonly scheduleTargetRoleArns?: string[];
+  /** Pipelines' ETL state machines a rollback may replay (`-c replayStateMachines=arn:aws:states:…:stateMachine:orders-etl`). */
+  readonly replayStateMachines?: string[];
   readonly stackName?: string;
   /** EventBridge triggers per pipeline (context `pipelines`: a JSON array, in cdk.json or `-c pipelines='[…]'`). */
   readonly pipelines?: PipelineTriggerConfig[];
@@ -54,6 +56,7 @@ export function readContext(app: App): EtlRollbackContext {
     ...optionalList('pausableRules', listContext(app, 'pausableRules')),
     ...optionalList('pausableSchedules', listContext(app, 'pausableSchedules')),
     ...optionalList('scheduleTargetRoleArns', listContext(app, 'scheduleTargetRoleArns')),
+    ...optionalList('replayStateMachines', listContext(app, 'replayStateMachines')),
     ...(typeof stackName === 'string' ? { stackName: stackName.trim() } : {}),
     ...pipelinesContext(app),
     ...changeCaptureContext(app),
@@ -81,6 +84,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     pausableRules: context.pausableRules ?? [],
     pausableSchedules: context.pausableSchedules ?? [],
     scheduleTargetRoleArns: context.scheduleTargetRoleArns ?? [],
+    replayStateMachines: context.replayStateMachines ?? [],
     ...(context.pipelines ? { pipelines: context.pipelines } : {}),
     ...(context.changeCapture ? { changeCapture: context.changeCapture } : {}),
     ...(context.drills ? { drills: context.drills } : {}),

@@ -13,6 +13,7 @@ import { type DrillScheduleInput, DrillSchedules } from './constructs/drill-sche
 import { Handlers, PROJECT_ROOT } from './constructs/handlers.ts';
 import { Ledger } from './constructs/ledger.ts';
 import { Notifications } from './constructs/notifications.ts';
+import { ReplayAccess } from './constructs/replay-access.ts';
 import { RdsAccess } from './constructs/rds-access.ts';
 import { ReleaseSchedule } from './constructs/release.ts';
 import { StateBucket } from './constructs/state-bucket.ts';
@@ -75,6 +76,12 @@ export interface EtlRollbackStackProps extends StackProps {
   readonly pausableSchedules?: readonly string[];
   readonly scheduleTargetRoleArns?: readonly string[];
   /**
+   * The pipelines' ETL state machines a rollback may replay after restoring (manifest `replay.stateMachineArn`): full
+   * ARNs. Only these may be started (and followed, and stopped) by the rollback state machine.
+   * @default []
+   */
+  readonly replayStateMachines?: readonly string[];
+  /**
    * Pipelines whose deploys are change-captured (s3-prefix units with `capture: change-log`): their buckets and the
    * captured prefixes in each. Empty: no change capture.
    * @default []
@@ -124,6 +131,7 @@ export class EtlRollbackStack extends Stack {
   readonly drill: Workflow;
   readonly drillAccess: DrillAccess;
   readonly drillSchedules: DrillSchedules;
+  readonly replayAccess: ReplayAccess;
 
   constructor(scope: Construct, id: string, props: EtlRollbackStackProps = {}) {
     super(scope, id, props);
@@ -185,6 +193,8 @@ export class EtlRollbackStack extends Stack {
       resolveFunction,
       logRetention: props.logRetention,
     });
+
+    this.replayAccess = new ReplayAccess(this, 'ReplayAccess', { rollback: this.rollback.stateMachine, replayStateMachines: props.replayStateMachines ?? [] });
 
     if ((props.pipelines ?? []).length > 0) {
       this.triggers = new Triggers(this, 'Triggers', {

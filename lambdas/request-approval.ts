@@ -8,6 +8,6 @@ import { runIds, taskHandler } from './task.ts';
  */
 export const handler = taskHandler(
   'request-approval',
-  runIds.extend({ taskToken: z.string().min(1), timeoutSeconds: z.number().int().min(1) }),
+  runIds.extend({ taskToken: z.string().min(1), timeoutSeconds: z.number().int().min(1), approvalId: z.string().min(1).max(128).optional() }),
   (deps, input) => requestApproval(deps, input),
 );

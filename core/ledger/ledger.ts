@@ -87,6 +87,19 @@ export interface Run {
    * estimate of the latest dry run of the same deployment and scope (absent when there was none).
    */
   estimate?: RunEstimate;
+  /** The pipeline's replay after every stage verified (manifest `replay`): its execution and how it ended. */
+  replay?: ReplayRecord;
+}
+
+/** A replay execution as the run records it (dates ISO-8601 UTC). */
+export interface ReplayRecord {
+  stateMachineArn: string;
+  executionArn?: string;
+  /** RUNNING while the rollback waits for it; then SUCCEEDED, FAILED, TIMED_OUT or ABORTED (Step Functions' statuses). */
+  status: string;
+  startDate?: string;
+  stopDate?: string;
+  error?: ErrorSummary;
 }
 
 export type StepStatus = 'RESTORED' | 'VERIFIED' | 'VERIFY_FAILED' | 'FAILED';
@@ -403,7 +416,7 @@ export class Ledger {
     return run;
   }
 
-  async updateRun(runId: string, patch: Partial<Pick<Run, 'status' | 'endedAt' | 'error' | 'reportKey' | 'estimate'>>): Promise<void> {
+  async updateRun(runId: string, patch: Partial<Pick<Run, 'status' | 'endedAt' | 'error' | 'reportKey' | 'estimate' | 'replay'>>): Promise<void> {
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = {};
     const sets: string[] = [];

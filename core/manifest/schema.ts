@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { drillSchema, durationSchema } from './drill.ts';
 import { policySchema } from './policy.ts';
+import { replaySchema } from './replay.ts';
 
 /**
  * The manifest: one pipeline, its units and how they depend on each other.
@@ -387,6 +388,8 @@ export const manifestSchema = z.strictObject({
   rto: durationSchema.optional(),
   /** A scheduled rollback drill into scratch targets (core/manifest/drill.ts, core/workflow/drill.ts). */
   drill: drillSchema.optional(),
+  /** Start the pipeline's own ETL state machine once every stage is restored and verified (core/manifest/replay.ts). */
+  replay: replaySchema.optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;

@@ -1,5 +1,5 @@
 import type { Changes, Check } from '../adapters/types.ts';
-import type { Run, RunTrigger, Step } from '../ledger/ledger.ts';
+import type { ReplayRecord, Run, RunTrigger, Step } from '../ledger/ledger.ts';
 import type { RunEstimate } from '../plan/estimate.ts';
 import { workOf } from '../plan/requests.ts';
 import { estimateBasis, estimateVsActual, estimateVsActualMarkdown, formatSeconds, renderEstimate, renderEstimateVsActual, type EstimateVsActualRow } from './estimate-text.ts';
@@ -62,6 +62,8 @@ export interface RunReport {
   estimate?: RunEstimate;
   /** Seconds from the first stage's start to the run's end (waits for approval or a window before it are not counted). */
   recoverySeconds?: number;
+  /** The pipeline's replay after every stage verified (manifest `replay`): execution, status, start and stop. */
+  replay?: ReplayRecord;
   /** Set on the report of a rollback drill (core/workflow/drill.ts): restores went to scratch targets, never production. */
   drill?: DrillFacts;
 }
@@ -172,6 +174,7 @@ export function buildReport(run: Run, steps: Step[], types: Record<string, strin
     error: run.error,
     ...(run.estimate ? { estimate: run.estimate } : {}),
     ...(recovery !== undefined ? { recoverySeconds: recovery } : {}),
+    ...(run.replay ? { replay: run.replay } : {}),
   };
 }
 
@@ -231,11 +234,22 @@ export function renderReport(report: RunReport): string {
   const total = report.totals.writes > 0 ? ` (${formatChanges(report.totals.changes, false)})` : '';
   if (report.drill) lines.push(`  total: ${report.totals.writes} writes to production; into scratch targets: ${formatChanges(report.totals.changes, false)}`);
   else lines.push(report.dryRun ? `  total: a rollback would make ${report.totals.writes} writes${total}` : `  total: ${report.totals.writes} writes${total}`);
+  if (report.replay) lines.push(`  ${replayText(report)}`);
   if (report.error) lines.push(`  error: ${report.error.name}: ${report.error.message}`);
   if (report.dryRun && report.estimate) lines.push(...renderEstimate(report.estimate));
   const compared = reportEstimateVsActual(report);
   if (compared) lines.push(`  estimate against actual (${estimateBasis(report.estimate!)}):`, ...renderEstimateVsActual(compared, '    '));
   return lines.join('\n');
+}
+
+/** The replay in one line; for a failed one, that the data is nonetheless restored and verified. */
+export function replayText(report: RunReport): string {
+  const r = report.replay!;
+  const when = [r.startDate ? `started ${r.startDate}` : '', r.stopDate ? `stopped ${r.stopDate}` : ''].filter(Boolean).join(', ');
+  const failed = r.status !== 'SUCCEEDED' && r.status !== 'RUNNING';
+  const verified = report.stages.length > 0 && report.stages.every((s) => s.status === 'VERIFIED');
+  const head = failed && verified ? `data restored and verified; replay ${r.status === 'NOT_APPROVED' ? 'not approved' : 'failed'}` : `replay ${r.status}`;
+  return `${head}: execution ${r.executionArn ?? '(not started)'} ${r.status}${when ? ` (${when})` : ''}${r.error ? ` — ${r.error.name}${r.error.message ? `: ${r.error.message}` : ''}` : ''}`;
 }
 
 const mdEscape = (text: string) => text.replace(/[|\\`*_<>]/g, (c) => `\\${c}`);
@@ -267,6 +281,7 @@ export function renderMarkdown(report: RunReport): string {
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
   out.push(`| ${report.drill ? 'writes to production' : report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
   if (report.recoverySeconds !== undefined) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
+  if (report.replay) out.push(`| replay | ${mdEscape(replayText(report))} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
   if (report.drill) out.push(...drillRows(report.drill));
   out.push('');

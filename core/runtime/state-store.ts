@@ -20,6 +20,8 @@ export const stateKeys = {
   manifest: (pipeline: string, deploymentId: string) => `deployments/${pipeline}/${deploymentId}/manifest.json`,
   report: (pipeline: string, runId: string) => `reports/${pipeline}/${runId}.json`,
   upload: (pipeline: string, sha: string) => `manifests/${pipeline}/${sha}.json`,
+  /** The runbook of a run, written when it is planned (the start notification links it). */
+  runbook: (pipeline: string, runId: string) => `runbooks/${pipeline}/${runId}.md`,
 };
 
 export function sha256(text: string): string {
@@ -50,6 +52,11 @@ export class StateStore {
     await this.s3.send(
       new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
     );
+  }
+
+  async putText(key: string, body: string, contentType: string): Promise<string> {
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }));
+    return `s3://${this.bucket}/${key}`;
   }
 
   /**

@@ -94,7 +94,12 @@ export interface PolicyFacts {
   pausedTriggers: string[];
 }
 
-export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent: boolean; trigger?: RunTrigger; resumedFrom?: string }, policy: PolicyFacts): Notification {
+export function rollbackStarted(
+  run: RunFacts & { stages: PlannedStage[]; urgent: boolean; trigger?: RunTrigger; resumedFrom?: string },
+  policy: PolicyFacts,
+  /** Where the run's runbook is (s3:// URL): each stage and unit, how by hand, what to check, what if it fails. */
+  runbook?: string,
+): Notification {
   const lines = [
     `Rollback of ${title(run)} started (run ${run.runId}).`,
     `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}${run.urgent ? ' (URGENT: maintenance windows do not apply)' : ''}.`,
@@ -108,6 +113,7 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
   if (policy.approvalRequired) rules.push(`waits for approval (at most ${policy.approvalTimeoutMinutes} min)`);
   if (policy.pausedTriggers.length > 0) rules.push(`pauses the pipeline's triggers while restoring: ${policy.pausedTriggers.join(', ')}`);
   if (rules.length > 0) lines.push(`Policy: ${rules.join('; ')}.`);
+  if (runbook) lines.push(`Runbook: ${runbook}`);
   lines.push(followUp(run));
   return {
     detailType: 'Rollback Started',
@@ -123,22 +129,27 @@ export function rollbackStarted(run: RunFacts & { stages: PlannedStage[]; urgent
       trigger: run.trigger ?? { kind: 'manual' },
       ...(run.resumedFrom ? { resumedFrom: run.resumedFrom } : {}),
       stages: run.stages.map((s) => s.units),
+      ...(runbook ? { runbook } : {}),
     },
   };
 }
 
-export function approvalRequested(run: RunFacts, deadline: string, allowSelfApproval = false): Notification {
+export function approvalRequested(run: RunFacts, deadline: string, allowSelfApproval = false, what: 'rollback' | 'replay' = 'rollback'): Notification {
   return {
     detailType: 'Approval Requested',
-    subject: `etl-rollback: ${title(run)} rollback waits for approval`,
+    subject: `etl-rollback: ${title(run)} ${what} waits for approval`,
     message: [
-      `The rollback of ${title(run)} (run ${run.runId}) needs an approval before anything is restored.`,
+      what === 'replay'
+        ? `The rollback of ${title(run)} restored and verified every stage; its replay (the pipeline's own ETL, run again) needs an approval (${run.runId}).`
+        : `The rollback of ${title(run)} (run ${run.runId}) needs an approval before anything is restored.`,
       `Why: ${run.reason || 'no reason given'} — requested by ${run.requestedBy}.`,
       `Approve: etl-rollback approve ${run.runId} --reason "…"${allowSelfApproval ? '' : ` (by someone other than ${run.requestedBy})`}`,
       `Reject:  etl-rollback reject ${run.runId} --reason "…"`,
-      `Without a decision by ${deadline} the run stops and nothing is touched.`,
+      what === 'replay'
+        ? `Without a decision by ${deadline} the run fails with its data restored and verified, and no replay started.`
+        : `Without a decision by ${deadline} the run stops and nothing is touched.`,
     ].join('\n'),
-    detail: { pipeline: run.pipeline, deploymentId: run.deploymentId, runId: run.runId, deadline, requestedBy: run.requestedBy, reason: run.reason },
+    detail: { pipeline: run.pipeline, deploymentId: run.deploymentId, runId: run.runId, deadline, requestedBy: run.requestedBy, reason: run.reason, ...(what === 'replay' ? { approvalFor: 'replay' } : {}) },
   };
 }
 

@@ -84,13 +84,17 @@ export async function checkMaintenanceWindow(deps: WorkflowDeps, input: RunIds &
  * "Request approval": records the task token under the run (the CLI answers with it) and tells people. Returns at
  * once; the state waits until SendTaskSuccess / SendTaskFailure, or its timeout.
  */
-export async function requestApproval(deps: WorkflowDeps, input: RunIds & { taskToken: string; timeoutSeconds: number }): Promise<{ deadline: string }> {
+export async function requestApproval(
+  deps: WorkflowDeps,
+  input: RunIds & { taskToken: string; timeoutSeconds: number; /** Another approval of the same run (`<run>-replay`); default the run id. */ approvalId?: string },
+): Promise<{ deadline: string }> {
   const run = await deps.ledger.requireRun(input.runId);
   const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
   const now = deps.now();
   const deadline = timestamp(new Date(now.getTime() + input.timeoutSeconds * 1000));
+  const approvalId = input.approvalId ?? input.runId;
   const record = await deps.ledger.putApprovalRequest({
-    runId: input.runId,
+    runId: approvalId,
     pipeline: input.pipeline,
     deploymentId: input.deploymentId,
     taskToken: input.taskToken,
@@ -100,8 +104,8 @@ export async function requestApproval(deps: WorkflowDeps, input: RunIds & { task
     requestedBy: run.requestedBy,
     allowSelfApproval: policyOf(manifest).approval?.allowSelfApproval ?? false,
   });
-  deps.log.info('approval requested', { runId: input.runId, deadline: record.deadline, status: record.status });
-  if (record.status === 'PENDING') await announce(deps, approvalRequested(run, record.deadline, record.allowSelfApproval));
+  deps.log.info('approval requested', { runId: input.runId, approvalId, deadline: record.deadline, status: record.status });
+  if (record.status === 'PENDING') await announce(deps, approvalRequested({ ...run, runId: approvalId }, record.deadline, record.allowSelfApproval, approvalId === input.runId ? 'rollback' : 'replay'));
   return { deadline: record.deadline };
 }
 

@@ -11,6 +11,11 @@ import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts
 import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
 import { estimateDryRun, latestDryRunEstimate, recordThroughput } from './estimates.ts';
+import { replayState, type ReplayState } from './replay.ts';
+import { renderRunbook } from '../report/runbook.ts';
+import { throughputFrom } from '../plan/throughput.ts';
+import type { Manifest } from '../manifest/schema.ts';
+import type { RestorePoint } from '../adapters/types.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -32,6 +37,8 @@ export interface PlannedRun {
   deploymentStatus: string;
   /** The manifest's policy, as the Choice states read it. */
   policy: PolicyState;
+  /** The manifest's replay, as the Choice states after the last stage read it. */
+  replay: ReplayState;
 }
 
 interface RunIds {
@@ -95,7 +102,10 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
   }
   deps.log.info('rollback planned', { runId: run.runId, stages: run.stages.map((s) => s.units), dryRun: run.dryRun, resumedFrom: run.resumedFrom });
   const policy = policyState(manifest);
-  if (!run.dryRun) await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy)));
+  if (!run.dryRun) {
+    const runbook = await writeRunbook(deps, manifest, run, points);
+    await announce(deps, rollbackStarted({ ...run, urgent: request.urgent }, policyFacts(policy), runbook));
+  }
   return {
     runId: run.runId,
     pipeline: run.pipeline,
@@ -107,7 +117,30 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     urgent: request.urgent,
     deploymentStatus: deployment.status,
     policy,
+    replay: replayState(manifest),
   };
+}
+
+/**
+ * The run's runbook (core/report/runbook.ts) in the state bucket, `runbooks/<pipeline>/<run>.md`: its s3:// URL for the
+ * start notification, or undefined when it could not be written (a runbook never stops a rollback).
+ */
+async function writeRunbook(deps: WorkflowDeps, manifest: Manifest, run: Run, points: RestorePoint[]): Promise<string | undefined> {
+  return auditSafely(deps.log, `runbook of run ${run.runId}`, async () => {
+    const samples = await deps.ledger.listThroughputSamples(run.pipeline);
+    const text = renderRunbook({
+      manifest,
+      plan: { pipeline: run.pipeline, requested: run.requested, scope: run.scope, stages: run.stages.map((s) => s.units), reasons: run.reasons },
+      manifestPath: '<manifest>',
+      deploymentId: run.deploymentId,
+      restorePoints: points,
+      throughput: throughputFrom(samples),
+      lockTtlSeconds: LOCK_TTL_SECONDS,
+      runId: run.runId,
+      madeAt: deps.now().toISOString(),
+    });
+    return stateStore(deps).putText(stateKeys.runbook(run.pipeline, run.runId), text, 'text/markdown; charset=utf-8');
+  });
 }
 
 /** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */
@@ -410,7 +443,10 @@ export async function recordRollbackFailure(
   const refused = error.name === 'LockHeldError';
   const endedAt = deps.now().toISOString();
   await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
-  if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
+  const replayFailed = error.name === 'ReplayFailedError';
+  if (replayFailed) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLED_BACK');
+  else if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
   else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));

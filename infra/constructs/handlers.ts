@@ -44,6 +44,8 @@ export const HANDLER_SPECS = [
   { name: 'verify-drill-stage', substitution: 'VerifyDrillStageFunctionArn', long: true, dataAccess: false },
   { name: 'cleanup-drill', substitution: 'CleanupDrillFunctionArn', long: true, dataAccess: false },
   { name: 'finish-drill', substitution: 'FinishDrillFunctionArn', long: false, dataAccess: false },
+  { name: 'prepare-replay', substitution: 'PrepareReplayFunctionArn', long: false, dataAccess: false },
+  { name: 'record-replay', substitution: 'RecordReplayFunctionArn', long: false, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];

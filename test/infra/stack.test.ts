@@ -146,6 +146,8 @@ describe('EtlRollbackStack', () => {
           'restore-unit',
           'restore-shard',
           'verify-stage',
+          'prepare-replay',
+          'record-replay',
           'resume-triggers',
           'finish-run',
           'release-lock',
@@ -505,7 +507,9 @@ function collectTaskResources(node: unknown): string[] {
   const record = node as Json;
   const callback = record.Resource === 'arn:aws:states:::lambda:invoke.waitForTaskToken';
   const fn = callback ? (record.Parameters as Json | undefined)?.FunctionName : record.Resource;
-  const own = record.Type === 'Task' && typeof fn === 'string' ? [fn] : [];
+  // "Replay pipeline" starts another state machine (granted by ReplayAccess, see replay-access.test.ts), not a function.
+  const startsExecution = record.Resource === 'arn:aws:states:::states:startExecution.sync:2';
+  const own = record.Type === 'Task' && typeof fn === 'string' && !startsExecution ? [fn] : [];
   return [...own, ...Object.values(record).flatMap(collectTaskResources)];
 }
 
