@@ -51,7 +51,8 @@ async function main(): Promise<number> {
   const dir = join(root, '.etl-rollback', 'demo');
   mkdirSync(dir, { recursive: true });
   const manifestPath = join(dir, 'orders.yaml');
-  writeFileSync(manifestPath, stringify(ordersManifest({ pipeline: 'orders', bucket, databaseUrl })));
+  // With a recovery-time objective: the drill below is measured against it.
+  writeFileSync(manifestPath, stringify({ ...ordersManifest({ pipeline: 'orders', bucket, databaseUrl }), rto: '15m' }));
   const manifest = relative(process.cwd(), manifestPath);
 
   const cli = (...args: string[]): number => {
@@ -108,6 +109,18 @@ async function main(): Promise<number> {
     const markdown = await (await s3.send(new GetObjectCommand({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Key: markdownKey }))).Body!.transformToString();
     console.log(`\n  s3://${env.ETL_ROLLBACK_STATE_BUCKET}/${markdownKey} (in AWS: the audit bucket, under Object Lock)\n`);
     console.log(markdown.replace(/^/gm, '  | '));
+
+    say('a rollback drill: the same staged rollback into scratch targets, every gate run on them, production untouched');
+    if (cli('drill', manifest, '--deployment', 'd-42', '--local', '--reason', 'weekly drill') !== 0) return 1;
+    const drills = await s3.send(new ListObjectsV2Command({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Prefix: 'reports/orders/' }));
+    const drillKey = drills.Contents?.map((o) => o.Key!).filter((k) => k.endsWith('.md') && k.includes('/drill-')).sort().at(-1);
+    if (drillKey) {
+      const drillMarkdown = await (await s3.send(new GetObjectCommand({ Bucket: env.ETL_ROLLBACK_STATE_BUCKET, Key: drillKey }))).Body!.transformToString();
+      console.log(`\n  s3://${env.ETL_ROLLBACK_STATE_BUCKET}/${drillKey}\n`);
+      console.log(drillMarkdown.replace(/^/gm, '  | '));
+    }
+    const after2 = await snapshotOf();
+    say(`independent check with SQL after the drill: staging and mart ${after2.staging === before.staging && after2.mart === before.mart ? 'unchanged ✓' : 'CHANGED ✗'}`);
 
     say('rolling back again changes nothing (idempotent)');
     if (cli('rollback', manifest, '--deployment', 'd-42', '--local') !== 0) return 1;

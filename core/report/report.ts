@@ -305,7 +305,14 @@ export function renderMarkdown(report: RunReport): string {
   const compared = reportEstimateVsActual(report);
   if (compared) out.push('## Estimate against actual', '', mdEscape(estimateBasis(report.estimate!)), '', ...estimateVsActualMarkdown(compared), '');
   else if (report.estimate) out.push('## Estimate', '', mdEscape(estimateBasis(report.estimate)), '', '```text', ...renderEstimate(report.estimate, ''), '```', '');
-  else if (!report.dryRun && gantt) {
+  else if (report.drill && gantt) {
+    out.push(
+      '## Estimate against actual',
+      '',
+      "No estimate: a drill copies each unit's whole restore point into its scratch target, not only what a rollback would write; its recovery time is set against the RTO above.",
+      '',
+    );
+  } else if (!report.dryRun && gantt) {
     out.push(
       '## Estimate against actual',
       '',
