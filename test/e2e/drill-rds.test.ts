@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateDBClusterCommand, CreateDBInstanceCommand, DescribeDBClustersCommand, DescribeDBInstancesCommand, RDSClient, type DBInstance } from '@aws-sdk/client-rds';
+import { CreateDBClusterCommand, CreateDBInstanceCommand, DescribeDBClustersCommand, RDSClient, type DBInstance } from '@aws-sdk/client-rds';
 import { drillShort } from '../../core/adapters/drill/names.ts';
 import { DRILL_TAG, drillIdentifier } from '../../core/adapters/drill/rds-scratch.ts';
 import { tagMap } from '../../core/adapters/rds/names.ts';
 import { ensureLedgerTable } from '../../core/ledger/ledger.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
-import { testS3, uniqueName } from '../support/aws.ts';
+import { allDbClusters, allDbInstances, testS3, uniqueName } from '../support/aws.ts';
 
 // This file's own ledger table and state bucket (the handlers read them at first import).
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
@@ -19,7 +19,7 @@ const NO_WAITS = { 'Wait for capture': 0, 'Wait for rehearsal': 0, 'Wait for cle
 const rds = new RDSClient({});
 
 async function instances(): Promise<DBInstance[]> {
-  return (await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? [];
+  return allDbInstances(rds);
 }
 
 describe('RDS drill: a temporary instance (and cluster) restored from the snapshot, verified, then deleted (moto)', () => {
@@ -109,7 +109,7 @@ describe('RDS drill: a temporary instance (and cluster) restored from the snapsh
     // The copies are gone; the originals are as they were.
     const after = await instances();
     expect(after.filter((i) => i.DBInstanceIdentifier!.includes('-drill-'))).toEqual([]);
-    const clustersAfter = (await rds.send(new DescribeDBClustersCommand({}))).DBClusters ?? [];
+    const clustersAfter = await allDbClusters(rds);
     expect(clustersAfter.filter((c) => c.DBClusterIdentifier!.includes('-drill-'))).toEqual([]);
     const same = after.find((i) => i.DBInstanceIdentifier === instanceId)!;
     expect([same.DBInstanceArn, same.DBInstanceStatus, same.InstanceCreateTime, same.DeletionProtection]).toEqual([original.DBInstanceArn, 'available', original.InstanceCreateTime, true]);

@@ -17,7 +17,7 @@ import { runShort, TAG, tagMap } from '../../core/adapters/rds/names.ts';
 import { ensureLedgerTable } from '../../core/ledger/ledger.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import type { RunReport } from '../../core/report/report.ts';
-import { testS3, uniqueName } from '../support/aws.ts';
+import { allDbClusters, allDbInstances, testS3, uniqueName } from '../support/aws.ts';
 
 // This file's own ledger table and state bucket (the handlers read them at first import).
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
@@ -47,12 +47,12 @@ async function cluster(id: string): Promise<DBCluster | undefined> {
 }
 
 async function instanceIds(prefix: string): Promise<string[]> {
-  const all = (await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? [];
+  const all = await allDbInstances(rds);
   return all.map((i) => i.DBInstanceIdentifier!).filter((id) => id.startsWith(prefix)).sort();
 }
 
 async function clusterIds(prefix: string): Promise<string[]> {
-  const all = (await rds.send(new DescribeDBClustersCommand({}))).DBClusters ?? [];
+  const all = await allDbClusters(rds);
   return all.map((c) => c.DBClusterIdentifier!).filter((id) => id.startsWith(prefix)).sort();
 }
 

@@ -1,3 +1,4 @@
+import { DescribeDBClustersCommand, DescribeDBInstancesCommand, type DBCluster, type DBInstance, type RDSClient } from '@aws-sdk/client-rds';
 import type { GlueClient } from '@aws-sdk/client-glue';
 import { ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -71,4 +72,30 @@ export async function requestCounts(tag: string): Promise<Record<string, number>
   if (!endpoint) throw new Error('AWS_ENDPOINT_URL is not set: the tests run behind the version-guard proxy');
   const res = await fetch(`${endpoint}${COUNTS_PATH}${encodeURIComponent(tag)}`);
   return (await res.json()) as Record<string, number>;
+}
+
+/**
+ * Every DB instance / cluster moto holds, page by page (DescribeDB* answer 100 at a time, and the test run's other
+ * files create many): a test that looks for its own by name must not stop at the first page.
+ */
+export async function allDbInstances(rds: RDSClient): Promise<DBInstance[]> {
+  const out: DBInstance[] = [];
+  let Marker: string | undefined;
+  do {
+    const page = await rds.send(new DescribeDBInstancesCommand({ Marker }));
+    out.push(...(page.DBInstances ?? []));
+    Marker = page.Marker;
+  } while (Marker);
+  return out;
+}
+
+export async function allDbClusters(rds: RDSClient): Promise<DBCluster[]> {
+  const out: DBCluster[] = [];
+  let Marker: string | undefined;
+  do {
+    const page = await rds.send(new DescribeDBClustersCommand({ Marker }));
+    out.push(...(page.DBClusters ?? []));
+    Marker = page.Marker;
+  } while (Marker);
+  return out;
 }
