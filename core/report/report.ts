@@ -280,7 +280,7 @@ export function renderMarkdown(report: RunReport): string {
   out.push(`| started | ${report.startedAt} |`);
   if (report.endedAt) out.push(`| ended | ${report.endedAt} |`);
   out.push(`| ${report.drill ? 'writes to production' : report.dryRun ? 'writes a rollback would make' : 'writes'} | ${report.totals.writes} |`);
-  if (report.recoverySeconds !== undefined) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
+  if (report.recoverySeconds !== undefined && !report.drill) out.push(`| recovery time (first stage start to end) | ${formatSeconds(report.recoverySeconds)} |`);
   if (report.replay) out.push(`| replay | ${mdEscape(replayText(report))} |`);
   if (report.error) out.push(`| error | ${mdEscape(report.error.name)}: ${mdEscape(report.error.message).replace(/\n/g, '<br>')} |`);
   if (report.drill) out.push(...drillRows(report.drill));
