@@ -14,6 +14,7 @@ import { buildReport, type DrillFacts, type RunReport } from '../report/report.t
 import { stateKeys } from '../runtime/state-store.ts';
 import { drillFailed } from './drill-notify.ts';
 import { drillRequestSchema } from './drill-request.ts';
+import { estimateDrill } from './estimates.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { announce } from './notify.ts';
 import { parseInput } from './requests.ts';
@@ -307,7 +308,18 @@ export async function finishDrill(
     ...(record ? { trigger: record.trigger } : {}),
     ...(error ? { error } : {}),
   };
-  const report: RunReport = { ...buildReport(run, steps, Object.fromEntries((manifest?.units ?? []).map((u: Manifest['units'][number]) => [u.id, u.type]))), drill };
+  // Set against what the drill measured (the Markdown's estimate-against-actual table); best effort.
+  const estimate = record
+    ? await estimateDrill(deps, record, await deps.ledger.listRestorePoints(record.pipeline, record.deploymentId)).catch((e: unknown) => {
+        deps.log.warn('drill estimate not made', { runId, error: (e as Error).message });
+        return undefined;
+      })
+    : undefined;
+  const report: RunReport = {
+    ...buildReport(run, steps, Object.fromEntries((manifest?.units ?? []).map((u: Manifest['units'][number]) => [u.id, u.type]))),
+    drill,
+    ...(estimate ? { estimate } : {}),
+  };
   // A drill changes no production data: a stage that stopped is not "partial" data, only an unfinished rehearsal.
   report.partial = false;
   if (pipeline !== 'unknown') {

@@ -1,5 +1,6 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { Run, Step } from '../ledger/ledger.ts';
+import type { RestorePoint } from '../adapters/types.ts';
+import type { PlannedStage, Run, Step } from '../ledger/ledger.ts';
 import { estimateRollback, type RunEstimate } from '../plan/estimate.ts';
 import { pricesFor } from '../plan/prices.ts';
 import { throughputFrom } from '../plan/throughput.ts';
@@ -70,4 +71,36 @@ export async function recordThroughput(deps: WorkflowDeps, run: Run, steps: read
   } catch (error) {
     deps.log.warn('throughput of the run not recorded; later estimates will not learn from it', { runId: run.runId, error: (error as Error).message });
   }
+}
+
+/**
+ * What a drill is expected to take: it copies each unit's whole restore point into its scratch target (every captured
+ * object or row, not only what a rollback would write), at the pipeline's measured throughput. RDS units are their
+ * restore from the snapshot (the type's fixed time).
+ */
+export async function estimateDrill(
+  deps: WorkflowDeps,
+  drill: { pipeline: string; runId: string; stages: readonly PlannedStage[] },
+  points: readonly RestorePoint[],
+): Promise<RunEstimate> {
+  const samples = await deps.ledger.listThroughputSamples(drill.pipeline);
+  const byUnit = new Map(points.map((p) => [p.unitId, p]));
+  return estimateRollback({
+    stages: drill.stages.map((st) => ({
+      index: st.index,
+      units: st.units.map((unitId) => {
+        const point = byUnit.get(unitId);
+        return { unitId, type: point?.type ?? 'unknown', changes: point ? drillWork(point) : {} };
+      }),
+    })),
+    throughput: throughputFrom(samples),
+    prices: pricesFor(await regionOf(deps.s3)),
+    madeAt: deps.now().toISOString(),
+  });
+}
+
+function drillWork(point: RestorePoint): Record<string, number> {
+  if (point.type === 's3-prefix') return { objectsCopied: point.count, bytesCopied: Number((point.details as { totalBytes?: unknown }).totalBytes ?? 0) || 0 };
+  if (point.type === 'postgres-table' || point.type === 'mysql-table') return { rowsCopied: point.count };
+  return {};
 }

@@ -177,6 +177,10 @@ describe('rollback drill of an S3 prefix, two PostgreSQL tables (copy and copy-o
     expect(text).toMatch(new RegExp(`^# Drill of ${s.pipeline} / ${deployment}: SUCCEEDED`));
     expect(text).toContain('| recovery time | recovery ');
     expect(text).toMatch(/## Stage 1: VERIFIED\n\n\S+ → \S+ \(\d+\.\d s\)/);
+    // Like every Markdown report: a Gantt of the stages as they ran, and the estimate set against them.
+    expect(text).toContain('```mermaid\ngantt');
+    expect(text).toMatch(/## Estimate against actual[\s\S]*\| total \(recovery time\) \|/);
+    expect(report.estimate?.stages.map((st) => st.index)).toEqual(report.stages.map((st) => st.index));
   });
 
   it('every step answers the same when its answer is lost and the state machine retries it: the drill converges', async () => {
