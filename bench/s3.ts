@@ -29,7 +29,7 @@ import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesComman
 import { planChangeLogRestore } from '../core/adapters/s3/change-log-restore.ts';
 import { changeLogFolder } from '../core/adapters/s3/change-log.ts';
 import type { IoOptions } from '../core/adapters/s3/io.ts';
-import { COPY_MANIFEST_FORMAT, loadPointStored } from '../core/adapters/s3/manifest.ts';
+import { COPY_MANIFEST_FORMAT, loadPointStored, readManifest } from '../core/adapters/s3/manifest.ts';
 import { executeVersioned } from '../core/adapters/s3/versioned.ts';
 import { ensureLedgerTable, Ledger } from '../core/ledger/ledger.ts';
 import { recordChanges } from '../core/workflow/change-capture.ts';
@@ -317,7 +317,9 @@ export async function s3Section(s3: S3Client, sdk: SdkCounter, recorder: MotoRec
   const captureSeconds = (performance.now() - captureStart) / 1000;
   const point: RestorePoint<S3PrefixDetails> = captured.result;
   const manifestObject = await s3.send(new GetObjectCommand({ Bucket: stateBucket, Key: point.details.manifestKey }));
-  const manifest = versionManifestSchema.parse(JSON.parse((await manifestObject.Body?.transformToString('utf-8')) ?? '{}'));
+  // A prefix above one shard (10,000 keys) is captured as an index and gzip shards: read it expanded, as restores do.
+  const stored = await readManifest(s3, DEFAULT_RETRY_POLICY, stateBucket, point.details.manifestKey);
+  const manifest = versionManifestSchema.parse(stored);
   const manifestBytes = Number(manifestObject.ContentLength ?? 0);
   // The restore point's time for s3-pit-restore: after every seeded write, before every deploy write. Listings give
   // LastModified to the second, so the deploy starts more than a second later.

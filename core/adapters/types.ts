@@ -3,7 +3,7 @@ import type { RDSClient } from '@aws-sdk/client-rds';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Unit } from '../manifest/schema.ts';
 import type { MysqlConnector, PostgresConnector } from '../runtime/connections.ts';
-import type { CustomInvoker } from './custom.ts';
+import type { CustomInvoker } from './custom-contract.ts';
 
 /** Minimal structured log sink; Powertools Logger satisfies it, so does a test spy. */
 export interface Log {
