@@ -3,7 +3,7 @@ import { PreflightError, RestorePointMissingError } from '../../errors.ts';
 import type { S3PrefixUnit } from '../../manifest/schema.ts';
 import type { AdapterContext } from '../types.ts';
 import { readChangeLog, type ChangeLog, type LoggedChange } from './change-log.ts';
-import { SOURCE_VERSION_META, headObject, headerDifferences, type IoOptions, type ObjectHead } from './io.ts';
+import { SOURCE_VERSION_META, headObject, headerDifferences, objectHeadOf, type IoOptions, type ObjectHead } from './io.ts';
 import { compareKeys, mapLimit, nameSome } from './keys.ts';
 import { isShardIndex, readShard, type ManifestEntry, type StoredManifest } from './manifest.ts';
 import { ARCHIVE_CLASSES } from './preflight.ts';
@@ -65,13 +65,12 @@ const isLive = (now: CurrentState): now is ObjectHead => now !== undefined && !(
  */
 export async function headCurrent(s3: S3Client, policy: RetryPolicy, bucket: string, key: string): Promise<CurrentState> {
   try {
-    await sendOnce(policy, () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })));
+    return objectHeadOf(await sendOnce(policy, () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))));
   } catch (error) {
     if (httpStatus(error) !== 404 && errorName(error) !== 'NotFound') throw error;
     const headers = ((error as { $response?: { headers?: Record<string, string> } }).$response?.headers ?? {}) as Record<string, string>;
     return headers['x-amz-delete-marker'] === 'true' && headers['x-amz-version-id'] ? { deleteMarker: headers['x-amz-version-id'] } : undefined;
   }
-  return headObject(s3, policy, bucket, key);
 }
 
 /** Does the live head hold the captured entry: the version itself, our marked copy of it, or the same bytes and headers? */

@@ -6,6 +6,7 @@ import {
   DeleteObjectsCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  type HeadObjectCommandOutput,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
   UploadPartCopyCommand,
@@ -192,6 +193,11 @@ export async function headObject(s3: S3Client, policy: RetryPolicy, bucket: stri
     if (httpStatus(error) === 404 || errorName(error) === 'NotFound' || errorName(error) === 'NoSuchVersion') return undefined;
     throw error;
   }
+  return objectHeadOf(out);
+}
+
+/** The head of a HeadObject answer. */
+export function objectHeadOf(out: HeadObjectCommandOutput): ObjectHead {
   return {
     ...(out.VersionId !== undefined ? { versionId: out.VersionId } : {}),
     etag: normalizeEtag(out.ETag),
