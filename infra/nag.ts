@@ -12,6 +12,25 @@ export function acknowledge(scope: IConstruct, id: string, reason: string): void
 }
 
 /**
+ * What every function of this project is acknowledged for: X-Ray tracing's grant on "*" (on its role) and the Node.js
+ * 22 runtime (on the function).
+ */
+export function acknowledgeTracedNode22Function(role: IConstruct, fn: IConstruct): void {
+  acknowledge(
+    role,
+    'AwsSolutions-IAM5[Resource::*]',
+    'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level ' +
+      'permissions, so CDK grants them on "*". No other statement of this role uses "*".',
+  );
+  acknowledge(
+    fn,
+    'AwsSolutions-L1',
+    'Node.js 22 is the runtime this project pins (package.json devDependency "node": 22, engines >=22) and tests on; ' +
+      'the Lambda runtime moves to a newer major together with that pin, not on its own. nodejs22.x is supported.',
+  );
+}
+
+/**
  * The AwsSolutions-IAM5 finding id for one wildcard resource, spelled the way cdk-nag spells it: the resource is
  * resolved in its stack and CloudFormation references are flattened (`<Logical.Arn>/*`, `arn:<AWS::Partition>:…`).
  * Acknowledging this exact finding, rather than IAM5 as a whole, keeps any other wildcard in the same policy reported.

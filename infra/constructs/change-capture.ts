@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Duration, Stack } from 'aws-cdk-lib';
 import type { ITable } from 'aws-cdk-lib/aws-dynamodb';
-import { type CfnRule, Rule, RuleTargetInput, type IRule, type RuleTargetInputProperties } from 'aws-cdk-lib/aws-events';
+import { type CfnRule, Rule } from 'aws-cdk-lib/aws-events';
 import { SqsQueue } from 'aws-cdk-lib/aws-events-targets';
 import { Effect, PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
@@ -12,9 +12,10 @@ import { Bucket, type IBucket } from 'aws-cdk-lib/aws-s3';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { z } from 'zod';
-import { acknowledge, iam5ResourceFinding } from '../nag.ts';
+import { acknowledge, acknowledgeTracedNode22Function, iam5ResourceFinding } from '../nag.ts';
 import { HANDLER_BUNDLING, PROJECT_ROOT } from './handlers.ts';
-import { changeCapturePattern, deploymentCompletedPattern, triggerInputTemplate, type CaptureLocation } from './trigger-patterns.ts';
+import { PipelineEventInput } from './triggers.ts';
+import { changeCapturePattern, deploymentCompletedPattern, type CaptureLocation } from './trigger-patterns.ts';
 
 /** The "Record changes" function's entry file (an SQS consumer, not a state machine task). */
 export const RECORD_CHANGES_ENTRY = join(PROJECT_ROOT, 'lambdas', 'record-changes.ts');
@@ -155,18 +156,7 @@ export class ChangeCapture extends Construct {
       'PutObject on the change-log objects of the state bucket only (restore-points/<pipeline>/<deployment>/<unit>/changes/*); ' +
         'deployments and units are named at run time, so the key segments cannot be listed in advance.',
     );
-    acknowledge(
-      this.role,
-      'AwsSolutions-IAM5[Resource::*]',
-      'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level ' +
-        'permissions, so CDK grants them on "*". No other statement of this role uses "*".',
-    );
-    acknowledge(
-      this.fn,
-      'AwsSolutions-L1',
-      'Node.js 22 is the runtime this project pins (package.json devDependency "node": 22) and tests on, as for the ' +
-        'task handlers; the Lambda runtime moves to a newer major together with that pin. nodejs22.x is supported.',
-    );
+    acknowledgeTracedNode22Function(this.role, this.fn);
 
     // Every captured bucket sends its events to EventBridge (merged into its notification configuration).
     const buckets = [...new Set(this.pipelines.flatMap((p) => p.locations.map((l) => l.bucket)))].sort();
@@ -212,16 +202,5 @@ export class ChangeCapture extends Construct {
       );
       acknowledge(child, 'AwsSolutions-L1', "CDK's bucket-notifications custom resource: its runtime is chosen and updated by the CDK release, not by this project.");
     }
-  }
-}
-
-/** `{"pipeline": <the rule's pipeline>, "event": <the event as received>}` (see triggerInputTemplate). */
-class PipelineEventInput extends RuleTargetInput {
-  constructor(private readonly pipeline: string) {
-    super();
-  }
-
-  bind(_rule: IRule): RuleTargetInputProperties {
-    return { inputTemplate: triggerInputTemplate(this.pipeline) };
   }
 }

@@ -9,7 +9,7 @@ import { type BundlingOptions, NodejsFunction, OutputFormat } from 'aws-cdk-lib/
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IBucket } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { acknowledge, iam5ResourceFinding } from '../nag.ts';
+import { acknowledge, acknowledgeTracedNode22Function, iam5ResourceFinding } from '../nag.ts';
 
 /** Repository root: entry files, the lock file and tsconfig.json are found from here. */
 export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -191,18 +191,7 @@ export class Handlers extends Construct {
       'Object-level actions on the objects of the one state bucket of this stack (`<bucket ARN>/*`); object keys are ' +
         'made at run time (pipeline/deployment/unit), so they cannot be listed in advance.',
     );
-    acknowledge(
-      role,
-      'AwsSolutions-IAM5[Resource::*]',
-      'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level ' +
-        'permissions, so CDK grants them on "*". No other statement of this role uses "*".',
-    );
-    acknowledge(
-      fn,
-      'AwsSolutions-L1',
-      'Node.js 22 is the runtime this project pins (package.json devDependency "node": 22, engines >=22) and tests on; ' +
-        'the Lambda runtime moves to a newer major together with that pin, not on its own. nodejs22.x is supported.',
-    );
+    acknowledgeTracedNode22Function(role, fn);
 
     return { spec, fn, role };
   }

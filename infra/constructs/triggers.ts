@@ -11,7 +11,7 @@ import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import type { IStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { z } from 'zod';
-import { acknowledge } from '../nag.ts';
+import { acknowledge, acknowledgeTracedNode22Function } from '../nag.ts';
 import { HANDLER_BUNDLING, PROJECT_ROOT } from './handlers.ts';
 import { alarmPattern, deploymentFailedPattern, etlExecutionFailedPattern, type EventPatternJson, triggerInputTemplate } from './trigger-patterns.ts';
 
@@ -165,18 +165,7 @@ export class Triggers extends Construct {
       }),
     );
 
-    acknowledge(
-      this.role,
-      'AwsSolutions-IAM5[Resource::*]',
-      'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level ' +
-        'permissions, so CDK grants them on "*". No other statement of this role uses "*".',
-    );
-    acknowledge(
-      this.fn,
-      'AwsSolutions-L1',
-      'Node.js 22 is the runtime this project pins (package.json devDependency "node": 22) and tests on, as for the ' +
-        'task handlers; the Lambda runtime moves to a newer major together with that pin. nodejs22.x is supported.',
-    );
+    acknowledgeTracedNode22Function(this.role, this.fn);
 
     const rules: TriggerRule[] = [];
     for (const config of this.pipelines) {
@@ -207,7 +196,7 @@ export class Triggers extends Construct {
 }
 
 /** `{"pipeline": <the rule's pipeline>, "event": <the event as received>}` (see triggerInputTemplate). */
-class PipelineEventInput extends RuleTargetInput {
+export class PipelineEventInput extends RuleTargetInput {
   constructor(private readonly pipeline: string) {
     super();
   }
