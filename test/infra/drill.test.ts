@@ -1,17 +1,15 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import type { IConstruct } from 'constructs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DRILL_RDS_REMOVE_ACTIONS, DRILL_SOURCE_OBJECT_ACTIONS, DRILL_TAG } from '../../infra/constructs/drill-access.ts';
-import { PROJECT_ROOT, type HandlerName } from '../../infra/constructs/handlers.ts';
+import { type HandlerName } from '../../infra/constructs/handlers.ts';
 import { buildEtlRollbackApp } from '../../infra/etl-rollback-app.ts';
 import { type EtlRollbackStack, STATE_MACHINE_FILES } from '../../infra/stack.ts';
+import { asArray, logicalId, testApp, type Json } from '../support/template.ts';
 
-type Json = Record<string, unknown>;
 interface Statement {
   Sid?: string;
   Effect: string;
@@ -21,14 +19,6 @@ interface Statement {
 }
 
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/orders-db-AbCdEf';
-const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Json };
-const testApp = (context: Json = {}) => new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [], ...context } });
-const asArray = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-
-function logicalId(construct: IConstruct): string {
-  const child = construct.node.defaultChild ?? construct;
-  return Stack.of(construct).resolve((child as unknown as { logicalId: string }).logicalId) as string;
-}
 
 /** Every statement of every AWS::IAM::Policy, with the roles it is attached to. */
 function statementsOf(template: Template): { roles: string[]; statement: Statement }[] {

@@ -1,16 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { App, Duration, Stack } from 'aws-cdk-lib';
+import { Duration } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import type { IConstruct } from 'constructs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AUDIT_DENIED_ACTIONS } from '../../infra/constructs/audit.ts';
-import { PROJECT_ROOT } from '../../infra/constructs/handlers.ts';
 import { RDS_RELEASE_ACTIONS } from '../../infra/constructs/release.ts';
 import { buildEtlRollbackApp } from '../../infra/etl-rollback-app.ts';
 import { type EtlRollbackStack, STATE_MACHINE_FILES } from '../../infra/stack.ts';
+import { asArray, logicalId, testApp, type Json } from '../support/template.ts';
 
-type Json = Record<string, unknown>;
 interface Statement {
   Sid?: string;
   Effect: string;
@@ -20,14 +17,6 @@ interface Statement {
 }
 
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:etl/orders-db-AbCdEf';
-const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Json };
-const testApp = (context: Json = {}) => new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [], ...context } });
-const asArray = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-
-function logicalId(construct: IConstruct): string {
-  const child = construct.node.defaultChild ?? construct;
-  return Stack.of(construct).resolve((child as unknown as { logicalId: string }).logicalId) as string;
-}
 
 /**
  * Actions AWS authorizes only on Resource "*" (no resource-level permissions), each with the reason. Any other action on

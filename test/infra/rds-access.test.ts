@@ -1,30 +1,19 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { App, Stack, Validations } from 'aws-cdk-lib';
+import { Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import type { IConstruct } from 'constructs';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { PROJECT_ROOT, type HandlerName } from '../../infra/constructs/handlers.ts';
+import { type HandlerName } from '../../infra/constructs/handlers.ts';
 import { RDS_CAPTURE_ACTIONS, RDS_READ_ACTIONS, RDS_RESTORE_ACTIONS } from '../../infra/constructs/rds-access.ts';
 import { buildEtlRollbackApp, readContext } from '../../infra/etl-rollback-app.ts';
 import type { EtlRollbackStack } from '../../infra/stack.ts';
+import { asArray, logicalId, testApp, type Json } from '../support/template.ts';
 
-type Json = Record<string, unknown>;
 interface Statement {
   Sid?: string;
   Action: string | string[];
   Resource: unknown;
 }
 
-const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Json };
-const testApp = (context: Json = {}) => new App({ context: { ...cdkJson.context, 'aws:cdk:bundling-stacks': [], ...context } });
-const asArray = <T>(v: T | T[]): T[] => (Array.isArray(v) ? v : [v]);
-
-function logicalId(construct: IConstruct): string {
-  const child = construct.node.defaultChild ?? construct;
-  return Stack.of(construct).resolve((child as unknown as { logicalId: string }).logicalId) as string;
-}
 
 /** Every statement of every IAM policy, with the roles it is attached to; resources flattened to strings. */
 function statements(template: Template) {
