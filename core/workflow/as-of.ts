@@ -68,7 +68,7 @@ async function manifestFor(deps: WorkflowDeps, pipeline: string, carried: unknow
     if (manifest.pipeline !== pipeline) throw new InputError(`manifest: the request names pipeline "${pipeline}" but the manifest is for "${manifest.pipeline}"`);
     return manifest;
   }
-  const latest = (await deps.ledger.listDeployments(pipeline))[0];
+  const latest = await deps.ledger.latestDeployment(pipeline);
   if (!latest) {
     throw new InputError(`pipeline "${pipeline}" has no deployment to take its manifest from: send the manifest with the request (the CLI does: etl-rollback rollback <manifest> --to <time>)`);
   }

@@ -96,6 +96,17 @@ describe('rollback --to a time, no restore point taken (state machine, handlers,
     expect(d.origin).toEqual({ kind: 'time', at: `${at.slice(0, 19)}.000Z` });
     expect(d.status).toBe('READY');
     expect((await ledger.listRestorePoints(s.pipeline, derived)).map((p) => [p.unitId, p.count])).toEqual([['raw', 4]]);
+    // Not a deploy: an automatic trigger or a `latest` drill never takes it for the pipeline's latest deployment.
+    expect(await ledger.latestDeployment(s.pipeline)).toBeUndefined();
+  });
+
+  it('a console input carries no manifest: it takes the latest deployment\'s, and with none (derived ones do not count) it is refused, naming the fix', async () => {
+    const { runLocal } = await import('../../cli/local-runner.ts');
+    const out = await runLocal('rollback', { pipeline: s.pipeline, toTime: at, units: ['raw'], cascade: false, dryRun: true }, { name: uniqueName('console') });
+    expect(out.status).toBe('FAILED');
+    if (out.status !== 'FAILED') return;
+    expect(out.error).toBe('InputError');
+    expect(out.cause).toContain(`pipeline "${s.pipeline}" has no deployment to take its manifest from: send the manifest with the request`);
   });
 
   it('rolls the prefix back to its state at the time, verified, with the replaced versions kept; a second run writes nothing', async () => {

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PutBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
-import { DEFAULT_RETRY_POLICY, s3PrefixAdapter } from '../../../core/adapters/s3-prefix.ts';
-import { loadPointManifest } from '../../../core/adapters/s3/manifest.ts';
+import { DEFAULT_RETRY_POLICY, SHARDED_MANIFEST_FORMAT, createS3PrefixAdapter, s3PrefixAdapter } from '../../../core/adapters/s3-prefix.ts';
+import { isShardIndex, loadPointManifest, loadPointStored } from '../../../core/adapters/s3/manifest.ts';
 import { entriesAt, windowFromRules } from '../../../core/adapters/s3/as-of.ts';
 import type { Listing } from '../../../core/adapters/s3/io.ts';
 import { OutsideRestorableWindowError, PreflightError } from '../../../core/errors.ts';
@@ -153,6 +153,30 @@ describe('s3-prefix as of a time (moto)', () => {
     expect(second.point).toEqual(first.point);
     expect(first.shows[0]).toMatch(new RegExp(`^s3://${bucket}/p/ as of ${at.toISOString().slice(0, 19)}\\.\\d{3}Z: 1 keys, 0 differ from now$`));
     expect(second.shows[0]).toContain('1 keys, 2 differ from now (1 back to an older version, 0 deleted since, 1 added since)');
+  });
+
+  it('above the shard size, writes the sharded manifest a capture writes: the Distributed Map path restores it shard by shard', async () => {
+    const sharded = createS3PrefixAdapter({ shardSize: 2, distributedThreshold: 1 });
+    const bucket = await newBucket('asof', true);
+    const state = await newBucket('state', false);
+    for (const k of ['a', 'b', 'c', 'd', 'e']) await put(bucket, `p/${k}.csv`, `good ${k}`);
+    const at = new Date();
+    const good = await liveContent(bucket, 'p/');
+    await nextSecond(at.getTime());
+    await put(bucket, 'p/b.csv', 'bad');
+    await del(bucket, 'p/d.csv');
+    await put(bucket, 'p/f.csv', 'new');
+    const unit = unitFor(bucket, 'p/');
+    const ctx = contextFor(state, 'at-s');
+    const { point } = await sharded.asOf(unit, at, ctx);
+    const stored = await loadPointStored(unit, point, ctx, DEFAULT_RETRY_POLICY);
+    expect(stored.format).toBe(SHARDED_MANIFEST_FORMAT);
+    expect(isShardIndex(stored) && stored.shards.map((sh) => sh.count)).toEqual([2, 2, 1]);
+    const outcome = await sharded.restore(unit, point, ctx);
+    expect(outcome.shards).toEqual([0, 1, 2]);
+    await sharded.restoreShards(unit, point, outcome.shards!, ctx);
+    expect(await liveContent(bucket, 'p/')).toEqual(good);
+    expect((await sharded.verify(unit, point, ctx)).every((c) => c.ok)).toBe(true);
   });
 
   it('refuses an unversioned bucket (naming it), a time before the lifecycle window (naming the window) and a time after now', async () => {
