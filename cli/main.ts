@@ -21,11 +21,14 @@ import { registerRunbookCommand } from './runbook.ts';
 interface Io {
   out(text: string): void;
   err(text: string): void;
+  /** Asks a person a yes/no question; absent when nobody can answer (no terminal): what needs it then needs `--yes`. */
+  confirm?(question: string): Promise<boolean>;
 }
 
 const stdio: Io = {
   out: (t) => process.stdout.write(`${t}\n`),
   err: (t) => process.stderr.write(`${t}\n`),
+  ...(process.stdin.isTTY ? { confirm: askYes } : {}),
 };
 
 function parseUnits(value: string | undefined): string[] | undefined {
@@ -181,7 +184,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       // Fail on unknown units here, before any AWS call.
       planRollback(manifest, { units, cascade: opts.cascade });
       const confirmFirst = at !== undefined && !opts.dryRun && !opts.yes;
-      if (confirmFirst && !process.stdin.isTTY) {
+      if (confirmFirst && !io.confirm) {
         throw new InputError(`--to ${opts.to}: without a terminal to confirm what each unit resolved to, give --yes (see it first with --dry-run)`);
       }
       const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn, manifestFile: file }, io);
@@ -204,7 +207,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
           return;
         }
         io.out(renderReport(preview.output as RunReport));
-        if (!(await askYes(`roll back ${manifest.pipeline} to ${at!.toISOString()} as shown above? [y/N] `))) {
+        if (!(await io.confirm!(`roll back ${manifest.pipeline} to ${at!.toISOString()} as shown above? [y/N] `))) {
           io.err('not confirmed: nothing was changed');
           setExit(EXIT.refused);
           return;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
+import { main } from '../../cli/main.ts';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { rollbackRequestSchema } from '../../core/workflow/requests.ts';
@@ -107,6 +108,26 @@ describe('rollback --to a time, no restore point taken (state machine, handlers,
     if (out.status !== 'FAILED') return;
     expect(out.error).toBe('InputError');
     expect(out.cause).toContain(`pipeline "${s.pipeline}" has no deployment to take its manifest from: send the manifest with the request`);
+  });
+
+  it('on a terminal, --to shows what each unit resolved to and asks first; declined, nothing changes (exit 3)', async () => {
+    const versions = await s.versionCounts();
+    let out = '';
+    let err = '';
+    const asked: string[] = [];
+    const code = await main(['rollback', s.manifestPath, '--to', at, '--units', 'raw', '--no-cascade', '--local'], {
+      out: (t) => (out += `${t}\n`),
+      err: (t) => (err += `${t}\n`),
+      confirm: async (question) => {
+        asked.push(question);
+        return false;
+      },
+    });
+    expect(code, err).toBe(3);
+    expect(asked).toEqual([`roll back ${s.pipeline} to ${at.slice(0, 19)}.000Z as shown above? [y/N] `]);
+    expect(out).toContain(`s3://${s.bucket}/raw/orders/ as of ${at.slice(0, 19)}.000Z: 4 keys, 4 differ from now`);
+    expect(err).toContain('not confirmed: nothing was changed');
+    expect(await s.versionCounts()).toEqual(versions);
   });
 
   it('rolls the prefix back to its state at the time, verified, with the replaced versions kept; a second run writes nothing', async () => {
