@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
+import { GlueClient } from '@aws-sdk/client-glue';
+import { RDSClient } from '@aws-sdk/client-rds';
 import { main } from '../../cli/main.ts';
+import { loadManifestFile } from '../../core/manifest/load.ts';
+import { deriveDeploymentAt } from '../../core/workflow/as-of.ts';
+import type { WorkflowDeps } from '../../core/workflow/deps.ts';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { rollbackRequestSchema } from '../../core/workflow/requests.ts';
@@ -149,6 +154,41 @@ describe('rollback --to a time, no restore point taken (state machine, handlers,
     expect(again.code).toBe(0);
     expect((JSON.parse(again.stdout) as RollbackJson).report.totals.writes).toBe(0);
     expect(await s.versionCounts()).toEqual(after);
+  });
+
+  it('a derivation that crashed part-way (manifest written, point not stored) converges when run again: same point, READY', async () => {
+    class CrashingLedger extends Ledger {
+      crashes = 1;
+      override async putRestorePoint(...args: Parameters<Ledger['putRestorePoint']>) {
+        if (this.crashes-- > 0) throw new Error('crashed before the point was stored');
+        return super.putRestorePoint(...args);
+      }
+    }
+    const ledger = new CrashingLedger(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
+    const deps: WorkflowDeps = {
+      ledger,
+      s3: s.s3,
+      rds: new RDSClient({}),
+      glue: new GlueClient({}),
+      stateBucket: process.env.ETL_ROLLBACK_STATE_BUCKET!,
+      now: () => new Date(),
+      log: { info: () => undefined, warn: () => undefined },
+    };
+    const earlier = new Date(Date.parse(at) - 1000).toISOString();
+    const request = { pipeline: s.pipeline, toTime: earlier, manifest: await loadManifestFile(s.manifestPath), units: ['raw'], cascade: false, requestedBy: 'test', reason: '' };
+    await expect(deriveDeploymentAt(deps, request)).rejects.toThrow('crashed before the point was stored');
+    const id = `at-${earlier.slice(0, 19).replace(/[-:]/g, '')}Z`;
+    expect((await ledger.requireDeployment(s.pipeline, id)).status).toBe('SNAPSHOTTING');
+    expect(await ledger.listRestorePoints(s.pipeline, id)).toEqual([]);
+    const again = await deriveDeploymentAt(deps, request);
+    const third = await deriveDeploymentAt(deps, request);
+    expect(again.deploymentId).toBe(id);
+    expect((await ledger.requireDeployment(s.pipeline, id)).status).toBe('READY');
+    const points = await ledger.listRestorePoints(s.pipeline, id);
+    expect(points).toHaveLength(1);
+    // The same resolution (the window's end, "now", moves on; what the prefix held at the time does not).
+    expect(third.resolutions[0]!.shows[0]).toBe(again.resolutions[0]!.shows[0]);
+    expect(points[0]!.capturedAt).toBe(`${earlier.slice(0, 19)}.000Z`);
   });
 
   it('refuses a time before the lifecycle window, naming the window, and changes nothing', async () => {
