@@ -101,7 +101,9 @@ async function nextSecond(t: number): Promise<void> {
 describe('s3-prefix as of a time (moto)', () => {
   it('over random histories, the as-of manifest names exactly the versions live at each time, and a restore from it brings the bytes back', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.array(fc.record({ key: fc.nat({ max: 2 }), kind: fc.constantFrom<'put' | 'delete'>('put', 'put', 'delete') }), { minLength: 1, maxLength: 4 }), { minLength: 2, maxLength: 2 }), async (generations) => {
+      // A key is written at most once a generation: a version and a delete marker of one key in the same second cannot
+      // be ordered from a listing (see entriesAt), so such histories are not ones the rule can be held to.
+      fc.asyncProperty(fc.array(fc.uniqueArray(fc.record({ key: fc.nat({ max: 2 }), kind: fc.constantFrom<'put' | 'delete'>('put', 'put', 'delete') }), { minLength: 1, maxLength: 3, selector: (o) => o.key }), { minLength: 2, maxLength: 2 }), async (generations) => {
         const bucket = await newBucket('asof', true);
         const state = await newBucket('state', false);
         const times: { at: Date; live: Record<string, string> }[] = [];
@@ -131,11 +133,14 @@ describe('s3-prefix as of a time (moto)', () => {
         await s3PrefixAdapter.restore(unit, point, ctx);
         expect(await liveContent(bucket, 'p/')).toEqual(times[0]!.live);
         expect((await s3PrefixAdapter.verify(unit, point, ctx)).every((c) => c.ok)).toBe(true);
-        // Nothing lost: every version and marker there before the restore is still there.
+        // Nothing lost: every data version there before the restore is still there (a delete marker holds no data: the
+        // restore removes the one over a key deleted since, uncovering its version).
         const after = new Set(await versionFingerprint(bucket, 'p/'));
-        expect(versionsBefore.filter((v) => !after.has(v))).toEqual([]);
+        expect(versionsBefore.filter((v) => v.includes(' v ') && !after.has(v))).toEqual([]);
       }),
-      { numRuns: 2 },
+      // One random history, and always the one that found a wrong check once: a key put, then deleted (its restore
+      // removes the marker).
+      { numRuns: 1, examples: [[[[{ key: 0, kind: 'put' }], [{ key: 0, kind: 'delete' }]]]] },
     );
   });
 
