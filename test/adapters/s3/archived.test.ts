@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { HeadObjectCommand, PutObjectCommand, RestoreObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { s3PrefixAdapter } from '../../../core/adapters/s3-prefix.ts';
+import { createS3PrefixAdapter, s3PrefixAdapter } from '../../../core/adapters/s3-prefix.ts';
 import {
   archiveStateOf,
   effectiveTier,
@@ -39,12 +39,18 @@ interface RestoreStub {
  * current version, or refuse with InvalidObjectState when that one is not archived: the request for a noncurrent
  * version can only be checked here. Every other command goes to moto.
  */
-function restoreStub(answer: (input: Record<string, unknown>) => Error | undefined = () => undefined): RestoreStub {
+function restoreStub(answer: (input: Record<string, unknown>) => Error | undefined = () => undefined, ongoing: ReadonlySet<string> = new Set()): RestoreStub {
   const client = testS3();
   const requests: Record<string, unknown>[] = [];
   client.middlewareStack.add(
     (next, context) => async (args) => {
-      if ((context as { commandName?: string }).commandName !== 'RestoreObjectCommand') return next(args);
+      const command = (context as { commandName?: string }).commandName;
+      if (command === 'HeadObjectCommand' && ongoing.has(String((args.input as { VersionId?: string }).VersionId))) {
+        // moto never shows a retrieval under way (its restores complete at once): the header S3 sends meanwhile.
+        const out = await next(args);
+        return { ...out, output: { ...out.output, Restore: 'ongoing-request="true"' } } as never;
+      }
+      if (command !== 'RestoreObjectCommand') return next(args);
       const input = args.input as Record<string, unknown>;
       requests.push(input);
       const error = answer(input);
@@ -220,5 +226,51 @@ describe('archived restore-point versions against moto', () => {
     expect(out).toMatchObject({ writes: 1, changes: { objectsCopied: 1 } });
     expect(out.pending).toBeUndefined();
     expect((await bytes(bucket, 'orders/cold.csv')).toString()).toBe('cold v1');
+  });
+
+  it('a retrieval already under way (HeadObject: ongoing-request="true") is polled, not requested again', async () => {
+    const bucket = await newBucket('data', true);
+    const stateBucket = await newBucket('state', false);
+    const deploymentId = uniqueName('d');
+    const unit = unitOf(bucket);
+    const cold = await put(bucket, 'orders/cold.csv', 'cold v1', { StorageClass: 'DEEP_ARCHIVE' });
+    const point = await s3PrefixAdapter.capture(unit, contextFor(stateBucket, deploymentId));
+    await put(bucket, 'orders/cold.csv', 'cold v2');
+    const stub = restoreStub(undefined, new Set([cold!]));
+    const out = await s3PrefixAdapter.restore(unit, point, contextFor(stateBucket, deploymentId, stub.client));
+    expect(stub.requests).toEqual([]);
+    expect(out.pending!.status).toMatch(/^waiting for 1 archived version\(s\) to be readable \(Standard retrieval, expected within 12 hours\)/);
+    expect(out).toMatchObject({ writes: 0, changes: { archiveRetrievalsRequested: 0 } });
+    expect((await bytes(bucket, 'orders/cold.csv')).toString()).toBe('cold v2');
+  });
+
+  it('a sharded restore pends in the unit step until no archived version waits, and only then hands out its shards', async () => {
+    const bucket = await newBucket('data', true);
+    const stateBucket = await newBucket('state', false);
+    const deploymentId = uniqueName('d');
+    const unit = unitOf(bucket);
+    const adapter = createS3PrefixAdapter({ shardSize: 2, distributedThreshold: 3 });
+    const keys = ['a', 'b', 'c', 'd', 'e'].map((k) => `orders/${k}.csv`);
+    const versions: Record<string, string> = {};
+    for (const k of keys) versions[k] = (await put(bucket, k, `${k} v1`, k === 'orders/d.csv' ? { StorageClass: 'GLACIER' } : {}))!;
+    const point = await adapter.capture(unit, contextFor(stateBucket, deploymentId));
+    for (const k of ['orders/a.csv', 'orders/d.csv']) await put(bucket, k, `${k} BAD`);
+
+    const stub = restoreStub();
+    const first = await adapter.restore(unit, point, contextFor(stateBucket, deploymentId, stub.client));
+    expect(first.shards).toBeUndefined();
+    expect(first).toMatchObject({ writes: 0, changes: { archiveRetrievalsRequested: 1 } });
+    expect(first.pending!.status).toContain('"orders/d.csv"');
+    expect(stub.requests).toEqual([{ Bucket: bucket, Key: 'orders/d.csv', VersionId: versions['orders/d.csv'], RestoreRequest: { Days: 1, GlacierJobParameters: { Tier: 'Standard' } } }]);
+    expect((await bytes(bucket, 'orders/a.csv')).toString()).toBe('orders/a.csv BAD');
+
+    await completeRetrievalInMoto(bucket, 'orders/d.csv', versions['orders/d.csv']!);
+    const second = await adapter.restore(unit, point, contextFor(stateBucket, deploymentId));
+    expect(second.pending).toBeUndefined();
+    expect(second.shards).toEqual([0, 1, 2]);
+    const shards = await adapter.restoreShards(unit, point, second.shards!, contextFor(stateBucket, deploymentId));
+    expect(shards).toMatchObject({ writes: 2, changes: { objectsCopied: 2 } });
+    for (const k of keys) expect((await bytes(bucket, k)).toString()).toBe(`${k} v1`);
+    expect((await adapter.verify(unit, point, contextFor(stateBucket, deploymentId))).filter((c) => !c.ok)).toEqual([]);
   });
 });
