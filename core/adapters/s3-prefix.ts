@@ -39,6 +39,7 @@ import {
   verifyVersioned,
   type RestorePlan,
 } from './s3/versioned.ts';
+import { archiveRetrievalPricesFor } from '../plan/prices.ts';
 import { MAYBE_ARCHIVED_CLASSES, archiveNotes, archivePending, findWaiting, requestRetrievals, type WaitingVersion } from './s3/archive.ts';
 
 /**
@@ -289,7 +290,8 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         return { changes: copyPlanChanges(plan), writes: copyPlanWrites(plan), notes: copyPlanNotes(plan) };
       }
       const { plan, waiting } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
-      const notes = [...archiveNotes(unit, waiting), ...planNotes(plan, opts)];
+      const pricing = waiting.length > 0 ? archiveRetrievalPricesFor(await ctx.s3.config.region()) : undefined;
+      const notes = [...archiveNotes(unit, waiting, pricing), ...planNotes(plan, opts)];
       if (point.details.changeLog) {
         // The dry run lists the prefix (exact figures) and says how the restore will go: from the log, then the check.
         const stored = await loadPointStored(unit, point, ctx, opts.retry);

@@ -9,6 +9,7 @@ import type { EventLog } from '../../cli/local-runner.ts';
 import { main } from '../../cli/main.ts';
 import { ensureLedgerTable } from '../../core/ledger/ledger.ts';
 import type { RunReport } from '../../core/report/report.ts';
+import { PRICES } from '../../core/plan/prices.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import { bytes, completeRetrievalInMoto, newBucket, put, s3 } from '../adapters/s3/helpers.ts';
 import { uniqueName } from '../support/aws.ts';
@@ -60,7 +61,7 @@ describe('an archived restore-point version, end to end: dry run, then Restore u
     const unit = report.stages[0]!.units[0]!;
     expect(unit.notes).toContain(
       `archived: 1 captured version(s), ${'october, good'.length} bytes, in Glacier Flexible Retrieval: RestoreObject with the Bulk tier, ` +
-        'temporary copy kept 2 day(s); expected delay 5–12 hours; each is copied as soon as it is readable',
+        `temporary copy kept 2 day(s); expected delay 5–12 hours; retrieval $0 (free) (us-east-1 list prices of ${PRICES.asOf}); each is copied as soon as it is readable`,
     );
     expect((await bytes(bucket, 'events/2026-10.csv')).toString()).toBe('october, BAD');
   });

@@ -1,5 +1,6 @@
 import { RestoreObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3PrefixUnit } from '../../manifest/schema.ts';
+import type { ArchiveRetrievalPrices } from '../../plan/prices.ts';
 import type { AdapterContext, Pending } from '../types.ts';
 import { compareKeys, headKey, mapLimit, nameSome } from './keys.ts';
 import { headObject, type IoOptions, type ObjectHead } from './io.ts';
@@ -208,11 +209,32 @@ export function slowestDelay(versions: readonly { kind: ArchiveKind }[], asked: 
   return versions.map((v) => retrievalDelay(v.kind, asked)).reduce((a, b) => (b.maxSeconds > a.maxSeconds ? b : a));
 }
 
+/** Retrieval prices as the plan uses them: which region's list prices, and of when. */
+export interface RetrievalPricing {
+  pricedRegion: string;
+  asOf: string;
+  prices: ArchiveRetrievalPrices;
+}
+
+/**
+ * What retrieving `count` versions of `bytes` costs at list prices: per GB and per request of the tier. Intelligent-
+ * Tiering's Standard and Bulk retrievals are free; its Expedited retrieval is not priced here (undefined).
+ */
+export function retrievalCostUsd(kind: ArchiveKind, tier: RetrievalTier, count: number, bytes: number, prices: ArchiveRetrievalPrices): number | undefined {
+  const used = effectiveTier(kind, tier);
+  if (kind === 'ARCHIVE_ACCESS' || kind === 'DEEP_ARCHIVE_ACCESS') return used === 'Expedited' ? undefined : 0;
+  const p = kind === 'GLACIER' ? prices.glacierFlexible[used] : prices.deepArchive[used as 'Standard' | 'Bulk'];
+  return (bytes / 1024 ** 3) * p.perGb + (count / 1000) * p.perThousandRequests;
+}
+
+const usd = (n: number): string => (n === 0 ? '$0 (free)' : n >= 0.01 ? `$${n.toFixed(2)}` : `$${n.toPrecision(2)}`);
+
 /**
  * The plan's lines about archived versions: per archive kind, how many, how many bytes, the retrieval tier used (and
- * why, when it is not the one asked for) and the documented delay. Empty when nothing is archived.
+ * why, when it is not the one asked for), the documented delay and, with `pricing`, the retrieval's list price. Empty
+ * when nothing is archived.
  */
-export function archiveNotes(unit: S3PrefixUnit, waiting: readonly WaitingVersion[]): string[] {
+export function archiveNotes(unit: S3PrefixUnit, waiting: readonly WaitingVersion[], pricing?: RetrievalPricing): string[] {
   const { tier, days } = retrievalOf(unit);
   const notes: string[] = [];
   for (const [kind, { count, bytes }] of byKind(waiting)) {
@@ -220,9 +242,11 @@ export function archiveNotes(unit: S3PrefixUnit, waiting: readonly WaitingVersio
     const fallback = delay.tier !== tier ? ` (${tier} does not exist for ${KIND_NAMES[kind]})` : '';
     const keep = kind === 'GLACIER' || kind === 'DEEP_ARCHIVE' ? `, temporary copy kept ${days} day(s)` : ', moved back to Frequent Access';
     const started = waiting.filter((w) => w.kind === kind && w.state === 'restoring').length;
+    const cost = pricing ? retrievalCostUsd(kind, tier, count, bytes, pricing.prices) : undefined;
+    const priced = pricing ? `; retrieval ${cost === undefined ? 'not priced' : usd(cost)} (${pricing.pricedRegion} list prices of ${pricing.asOf})` : '';
     notes.push(
       `archived: ${count} captured version(s), ${bytes} bytes, in ${KIND_NAMES[kind]}: RestoreObject with the ${delay.tier} tier${fallback}${keep}; ` +
-        `expected delay ${delay.text}${started > 0 ? ` (${started} retrieval(s) already under way)` : ''}; each is copied as soon as it is readable`,
+        `expected delay ${delay.text}${started > 0 ? ` (${started} retrieval(s) already under way)` : ''}${priced}; each is copied as soon as it is readable`,
     );
   }
   return notes;

@@ -6,11 +6,13 @@ import {
   archiveStateOf,
   effectiveTier,
   pollBudget,
+  retrievalCostUsd,
   retrievalDelay,
   type ArchiveKind,
   type RetrievalTier,
 } from '../../../core/adapters/s3/archive.ts';
 import { s3PrefixUnitSchema, type S3PrefixUnit } from '../../../core/manifest/schema.ts';
+import { PRICES, archiveRetrievalPricesFor } from '../../../core/plan/prices.ts';
 import { testS3, uniqueName } from '../../support/aws.ts';
 import { bytes, completeRetrievalInMoto, contextFor, newBucket, put, s3, versionFingerprint } from './helpers.ts';
 
@@ -86,6 +88,19 @@ describe('archive tiers: delays, budgets and states (pure)', () => {
     expect(retrievalDelay('ARCHIVE_ACCESS', 'Expedited')).toMatchObject({ text: '1–5 minutes' });
   });
 
+  it('prices a retrieval per GB and per request of the tier used; Intelligent-Tiering Standard and Bulk are free', () => {
+    const prices = archiveRetrievalPricesFor('us-east-1')!.prices;
+    const GiB = 1024 ** 3;
+    expect(retrievalCostUsd('GLACIER', 'Standard', 1000, 1000 * GiB, prices)).toBeCloseTo(1000 * 0.01 + 0.05, 10);
+    expect(retrievalCostUsd('GLACIER', 'Bulk', 1000, 1000 * GiB, prices)).toBe(0);
+    // Expedited asked, Deep Archive has none: priced as the Standard retrieval it gets.
+    expect(retrievalCostUsd('DEEP_ARCHIVE', 'Expedited', 2000, 10 * GiB, prices)).toBeCloseTo(10 * 0.02 + 2 * 0.1, 10);
+    expect(retrievalCostUsd('DEEP_ARCHIVE_ACCESS', 'Bulk', 5, GiB, prices)).toBe(0);
+    expect(retrievalCostUsd('ARCHIVE_ACCESS', 'Expedited', 5, GiB, prices)).toBeUndefined();
+    // A region without retrieval prices in the table is priced with the fallback region's.
+    expect(archiveRetrievalPricesFor('eu-west-1')).toMatchObject({ pricedRegion: 'us-east-1' });
+  });
+
   it('reads the state from the listing class and HeadObject: Restore header, Intelligent-Tiering ArchiveStatus', () => {
     const head = (extra: object) => ({ etag: 'e', size: 1, metadata: {}, ...extra });
     expect(archiveStateOf('GLACIER', head({}))).toEqual({ kind: 'GLACIER', state: 'archived' });
@@ -126,9 +141,10 @@ describe('archived restore-point versions against moto', () => {
     const archived = diff.notes.filter((n) => n.startsWith('archived: '));
     expect(archived).toEqual([
       `archived: 2 captured version(s), ${'a v1 (flexible)'.length * 2} bytes, in Glacier Flexible Retrieval: RestoreObject with the Expedited tier, ` +
-        'temporary copy kept 2 day(s); expected delay 1–5 minutes; each is copied as soon as it is readable',
+        `temporary copy kept 2 day(s); expected delay 1–5 minutes; retrieval $0.02 (us-east-1 list prices of ${PRICES.asOf}); each is copied as soon as it is readable`,
       `archived: 1 captured version(s), ${'c v1 (deep)'.length} bytes, in Glacier Deep Archive: RestoreObject with the Standard tier ` +
-        '(Expedited does not exist for Glacier Deep Archive), temporary copy kept 2 day(s); expected delay within 12 hours; each is copied as soon as it is readable',
+        '(Expedited does not exist for Glacier Deep Archive), temporary copy kept 2 day(s); expected delay within 12 hours; ' +
+        `retrieval $0.00010 (us-east-1 list prices of ${PRICES.asOf}); each is copied as soon as it is readable`,
     ]);
     // d.csv is archived but unchanged: the restore does not copy it, so nothing to retrieve.
     expect(diff.changes).toMatchObject({ objectsCopied: 4 });
