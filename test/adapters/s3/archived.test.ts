@@ -2,9 +2,14 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { HeadObjectCommand, PutObjectCommand, RestoreObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3PrefixAdapter, s3PrefixAdapter } from '../../../core/adapters/s3-prefix.ts';
+import { planFromLog } from '../../../core/adapters/s3/change-log-restore.ts';
+import type { LoggedChange } from '../../../core/adapters/s3/change-log.ts';
+import type { ObjectHead } from '../../../core/adapters/s3/io.ts';
+import { headKey } from '../../../core/adapters/s3/keys.ts';
 import {
   archiveStateOf,
   effectiveTier,
+  waitingFrom,
   pollBudget,
   retrievalCostUsd,
   retrievalDelay,
@@ -110,6 +115,26 @@ describe('archive tiers: delays, budgets and states (pure)', () => {
     expect(archiveStateOf('INTELLIGENT_TIERING', head({ archiveStatus: 'DEEP_ARCHIVE_ACCESS' }))).toEqual({ kind: 'DEEP_ARCHIVE_ACCESS', state: 'archived' });
     expect(archiveStateOf('INTELLIGENT_TIERING', head({ archiveStatus: 'ARCHIVE_ACCESS', restore: 'ongoing-request="true"' }))).toEqual({ kind: 'ARCHIVE_ACCESS', state: 'restoring' });
     expect(archiveStateOf('STANDARD', undefined)).toEqual({ state: 'readable' });
+  });
+
+  it('a change-log restore finds archived versions from the heads it already has (no extra request)', () => {
+    const entry = (key: string) => ({ key, versionId: `${key}-v1`, etag: 'e1', size: 10 });
+    const captured = new Map(['p/flex', 'p/ready', 'p/it', 'p/warm'].map((k) => [k, entry(k)]));
+    const now: ObjectHead = { versionId: 'v2', etag: 'e2', size: 12, metadata: {} };
+    const head = (key: string, extra: Partial<ObjectHead>): [string, ObjectHead] => [headKey(key, `${key}-v1`), { versionId: `${key}-v1`, etag: 'e1', size: 10, metadata: {}, ...extra }];
+    const heads = new Map([
+      head('p/flex', { storageClass: 'GLACIER' }),
+      head('p/ready', { storageClass: 'GLACIER', restore: 'ongoing-request="false", expiry-date="Sun, 29 Nov 2026 00:00:00 GMT"' }),
+      head('p/it', { storageClass: 'INTELLIGENT_TIERING', archiveStatus: 'DEEP_ARCHIVE_ACCESS' }),
+      head('p/warm', {}),
+    ]);
+    const logged = (key: string): LoggedChange[] => [{ key, kind: 'created', versionId: 'v2', sequencer: '01', time: 't' }];
+    const plan = planFromLog({ byKey: new Map([...captured.keys()].map((k) => [k, logged(k)])) }, captured, new Map([...captured.keys()].map((k) => [k, now])), heads);
+    expect(plan.copies.map((c) => c.entry.key).sort()).toEqual(['p/flex', 'p/it', 'p/ready', 'p/warm']);
+    expect(waitingFrom(plan.archived, heads).map((w) => [w.entry.key, w.kind, w.state])).toEqual([
+      ['p/flex', 'GLACIER', 'archived'],
+      ['p/it', 'DEEP_ARCHIVE_ACCESS', 'archived'],
+    ]);
   });
 
   it('the manifest option: defaults, and bad values refused with the field named', () => {
