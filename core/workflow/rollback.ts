@@ -16,6 +16,7 @@ import { renderRunbook } from '../report/runbook.ts';
 import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
+import { checkCancel } from './cancel-request.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -90,6 +91,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     trigger,
     ...(request.resume ? { resumedFrom: request.resume } : {}),
     ...(estimate ? { estimate } : {}),
+    deploymentStatusBefore: deployment.status,
   });
   await deps.ledger.indexRun(run);
   if (
@@ -143,8 +145,8 @@ async function writeRunbook(deps: WorkflowDeps, manifest: Manifest, run: Run, po
   });
 }
 
-/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */
-const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED']);
+/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback (a cancelled run too). */
+const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED', 'CANCELLED']);
 
 /**
  * The plan of the run `previousRunId`, for a run that resumes it: refused (InputError, exit 2) if that run is not of this
@@ -429,8 +431,23 @@ export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipe
 }
 
 /**
- * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Otherwise the
- * run FAILED, the deployment is ROLLBACK_FAILED, and the report flags which stages were restored.
+ * "Check for cancel", before each stage (after the previous stage's gate): a cancel request recorded for the run
+ * (core/workflow/cancel-request.ts) stops it here, with RunCancelledError, which the state machine's failure path
+ * turns into a CANCELLED run (triggers resumed, lock released, report written). Touches nothing.
+ */
+export async function checkCancelBeforeStage(deps: WorkflowDeps, ids: { runId: string; stage: number }): Promise<{ cancelled: false }> {
+  return checkCancel(deps, { runId: ids.runId, at: ids.stage === 0 ? 'before stage 1 (nothing restored)' : `before stage ${ids.stage + 1} (stages 1-${ids.stage} restored and verified)` });
+}
+
+/** The error name a cancelled run ends with (RunCancelledError's): the failure path records such a run CANCELLED. */
+export const RUN_CANCELLED = 'RunCancelled';
+
+/**
+ * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Cancelled (RunCancelled:
+ * a cancel request found at a safe point, or a stopped execution's cleanup): the run is CANCELLED, and the deployment
+ * gets back the status it had if the run restored nothing, else ROLLBACK_FAILED with the cancel as its error (the data
+ * may be part-way; `--resume` finishes it). Otherwise the run FAILED, the deployment is ROLLBACK_FAILED, and the report
+ * flags which stages were restored.
  */
 export async function recordRollbackFailure(
   deps: WorkflowDeps,
@@ -441,16 +458,30 @@ export async function recordRollbackFailure(
   const error = rejected ? rejectionError(input.error, await deps.ledger.getApproval(input.runId)) : summarizeCaught(input.error);
   if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
+  const cancelled = !rejected && error.name === RUN_CANCELLED;
   const endedAt = deps.now().toISOString();
-  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
+  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : cancelled ? 'CANCELLED' : 'FAILED', endedAt, error });
   // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
   const replayFailed = error.name === 'ReplayFailedError';
   if (replayFailed) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLED_BACK');
   else if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  else if (cancelled) await recordCancelledDeployment(deps, input, error);
   else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
-  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : cancelled ? 'rollback cancelled' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
   await announce(deps, rollbackFailed(report, await deps.ledger.listPausedTriggers(input.runId)));
   return report;
+}
+
+/**
+ * The deployment of a cancelled run: untouched by it (no step recorded), it gets back the status it had when the run
+ * was planned; otherwise ROLLBACK_FAILED, carrying the cancel, so nobody mistakes part-restored data for either state
+ * (and the release schedule keeps its restore points).
+ */
+async function recordCancelledDeployment(deps: WorkflowDeps, ids: RunIds & { deploymentStatus?: string }, error: { name: string; message: string }): Promise<void> {
+  const touched = (await deps.ledger.listSteps(ids.runId)).length > 0;
+  const before = (await deps.ledger.getRun(ids.runId))?.deploymentStatusBefore ?? (ids.deploymentStatus as DeploymentStatus | undefined);
+  if (!touched && before) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, before);
+  else await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLBACK_FAILED', error);
 }
