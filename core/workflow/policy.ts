@@ -65,7 +65,7 @@ export interface WindowCheck {
 /** "Check maintenance window": whether the run may start now, by the clock it is given. */
 export async function checkMaintenanceWindow(deps: WorkflowDeps, input: RunIds & { urgent?: boolean }): Promise<WindowCheck> {
   // The window loop is a safe point: a run cancelled while it waits stops here, before it locks or touches anything.
-  await checkCancel(deps, { runId: input.runId, at: 'while waiting for its maintenance window (nothing locked or restored)' });
+  await checkCancel(deps, { runId: input.runId, at: 'before it locked or restored anything' });
   const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
   const now = deps.now();
   const checkedAt = timestamp(now);
