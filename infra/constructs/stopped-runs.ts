@@ -52,12 +52,6 @@ export class StoppedRuns extends Construct {
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
-    acknowledge(
-      this.deadLetterQueue,
-      'AwsSolutions-SQS3',
-      'This queue is itself the dead-letter queue of the stopped-run rule target and of the cleanup function; a DLQ of ' +
-        'a DLQ would only move the same undeliverable events one queue further.',
-    );
 
     const logGroup = new LogGroup(this, 'Logs', { retention: props.logRetention ?? RetentionDays.THREE_MONTHS });
     this.role = new Role(this, 'Role', {
