@@ -10,7 +10,7 @@ import { lambdaInvoker } from '../core/runtime/custom-invoker.ts';
 import { localCustomInvoker } from './custom-handlers.ts';
 import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
-import { utc } from '../core/workflow/cancel-request.ts';
+import { formatUtc } from '../core/manifest/time.ts';
 
 interface Io {
   err(text: string): void;
@@ -68,7 +68,7 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
       const release = trapSignals(io, {
         // First Ctrl-C: a cancel request, as `etl-rollback cancel` records it; the run stops at its next safe point.
         cancel: async (signal) => {
-          await ledger.requestCancel({ runId: args.name, requestedBy: args.requestedBy, reason: `${signal} in the terminal of the local run`, requestedAt: utc(new Date()) });
+          await ledger.requestCancel({ runId: args.name, requestedBy: args.requestedBy, reason: `${signal} in the terminal of the local run`, requestedAt: formatUtc(new Date()) });
         },
         stopNow: () => stopNow.abort(),
       });

@@ -1,5 +1,6 @@
 import { InputError, RunCancelledError } from '../errors.ts';
 import type { CancelRequest, Ledger, Run } from '../ledger/ledger.ts';
+import { formatUtc } from '../manifest/time.ts';
 
 /**
  * Cancelling a run is two halves that never meet directly. Whoever wants the run to stop (`etl-rollback cancel`, the
@@ -38,7 +39,7 @@ export async function requestCancel(deps: { ledger: Ledger; now(): Date }, args:
   const run = await deps.ledger.getRun(args.runId);
   if (!run) throw new InputError(`cannot cancel run "${args.runId}": there is no such run in ledger ${deps.ledger.tableName} (check the run id, or --ledger-table)`);
   if (ENDED.has(run.status)) return { runId: run.runId, outcome: 'finished', status: run.status };
-  const { record, already } = await deps.ledger.requestCancel({ runId: run.runId, requestedBy: args.by, reason: args.reason, requestedAt: utc(deps.now()) });
+  const { record, already } = await deps.ledger.requestCancel({ runId: run.runId, requestedBy: args.by, reason: args.reason, requestedAt: formatUtc(deps.now()) });
   return { runId: run.runId, outcome: already ? 'already' : 'recorded', status: run.status, request: record };
 }
 
@@ -56,9 +57,4 @@ export function cancelledError(request: CancelRequest, where: string): RunCancel
   return new RunCancelledError(
     `cancelled by ${request.requestedBy} at ${request.requestedAt}${request.reason ? ` (${request.reason})` : ''}; stopped ${where}: resume it with rollback --resume ${request.runId}`,
   );
-}
-
-/** ISO-8601 UTC to the second (`2026-11-29T09:30:00Z`), the form every time the CLI prints is in. */
-export function utc(at: Date): string {
-  return at.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }

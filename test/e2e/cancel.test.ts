@@ -6,10 +6,11 @@ import { DescribeRuleCommand, EventBridgeClient, PutRuleCommand } from '@aws-sdk
 import type { Context } from 'aws-lambda';
 import { parse, stringify } from 'yaml';
 import { Ledger } from '../../core/ledger/ledger.ts';
-import type { RunReport } from '../../core/report/report.ts';
+import { renderMarkdown, renderReport, type RunReport } from '../../core/report/report.ts';
 import { StateStore } from '../../core/runtime/state-store.ts';
 import { testDynamo, testS3, uniqueName } from '../support/aws.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
+import { nonUtcTimes } from '../support/times.ts';
 
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
@@ -199,4 +200,26 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
     expect((await ledger.getDeployment(s.pipeline, 'd-gated'))?.status).toBe('READY');
     await expectCleanedUp();
   }, 30_000);
+
+  it('every time the CLI prints about these runs is ISO-8601 UTC with Z: status, history, reports (text, Markdown, JSON), cancel', async () => {
+    const outputs: Record<string, string> = {};
+    for (const json of [[], ['--json']]) {
+      for (const cmd of ['status', 'history']) {
+        const r = await s.cli(cmd, s.pipeline, '--local', ...json);
+        expect(r.code, r.stderr).toBe(0);
+        outputs[`${cmd} ${json.join('')}`] = r.stdout;
+      }
+    }
+    const runs = (await ledger.listRunIndex(s.pipeline, 20)).map((r) => r.runId);
+    expect(runs.length).toBeGreaterThanOrEqual(6);
+    for (const runId of runs) {
+      const report = await reportOf(runId);
+      outputs[`report ${runId}`] = `${renderReport(report)}\n${renderMarkdown(report)}\n${JSON.stringify(report)}`;
+      outputs[`cancel ${runId}`] = (await s.cli('cancel', runId, '--local', '--json')).stdout;
+    }
+    expect(outputs['history ']).toContain('CANCELLED');
+    const times = Object.values(outputs).join('\n').match(/\d{4}-\d{2}-\d{2}T[\d:.]+Z/g) ?? [];
+    expect(times.length).toBeGreaterThan(20);
+    for (const [what, text] of Object.entries(outputs)) expect(nonUtcTimes(text), what).toEqual([]);
+  });
 });
