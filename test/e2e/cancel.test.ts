@@ -174,7 +174,11 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
     await expectCleanedUp();
   });
 
-  it('SIGINT to a real `rollback --local` waiting for approval: "cancelling at the next safe point", exit 1, CANCELLED, lock released', async () => {
+  /**
+   * A real `etl-rollback rollback --local` of the gated deployment, sent `signals` once it waits for approval. Two
+   * signals are SIGINT and SIGTERM (the CLI treats both alike): two SIGINTs sent at once may reach the process as one.
+   */
+  async function interruptedRollback(signals: NodeJS.Signals[]): Promise<{ code: number | null; stderr: string; result: { status: string; error: string; report: RunReport } }> {
     await damage();
     const child = spawn(process.execPath, [CLI, 'rollback', gatedManifest, '--deployment', 'd-gated', '--local', '--json'], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -189,15 +193,33 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     await Promise.race([waiting, exited]);
     expect(stderr).toContain('waiting for approval');
-    child.kill('SIGINT');
+    for (const signal of signals) child.kill(signal);
     const code = await exited;
+    return { code, stderr, result: JSON.parse(stdout) as { status: string; error: string; report: RunReport } };
+  }
+
+  it('SIGINT to a real `rollback --local` waiting for approval: "cancelling at the next safe point", exit 1, CANCELLED, lock released', async () => {
+    const { code, stderr, result } = await interruptedRollback(['SIGINT']);
     expect(stderr).toContain('cancelling at the next safe point (Ctrl-C again to stop now)');
     expect(code, stderr).toBe(1);
-    const result = JSON.parse(stdout) as { status: string; error: string; report: RunReport };
     expect(result).toMatchObject({ status: 'FAILED', error: 'RunCancelled' });
     expect(result.report.status).toBe('CANCELLED');
-    expect((await ledger.requireRun(result.report.runId)).status).toBe('CANCELLED');
+    const run = await ledger.requireRun(result.report.runId);
+    expect(run.status).toBe('CANCELLED');
+    expect(run.error?.message).toContain('stopped while waiting for approval (nothing restored)');
     expect((await ledger.getDeployment(s.pipeline, 'd-gated'))?.status).toBe('READY');
+    await expectCleanedUp();
+  }, 30_000);
+
+  it('a second signal stops it at once; the cleanup still runs: CANCELLED "stopped mid-stage", exit 1, triggers resumed, lock released', async () => {
+    const { code, stderr, result } = await interruptedRollback(['SIGINT', 'SIGTERM']);
+    expect(stderr).toContain('stopping now (the cleanup still runs)');
+    expect(code, stderr).toBe(1);
+    expect(result).toMatchObject({ status: 'FAILED', error: 'RunCancelled' });
+    expect(result.report.status).toBe('CANCELLED');
+    const run = await ledger.requireRun(result.report.runId);
+    expect(run.status).toBe('CANCELLED');
+    expect(run.error?.message).toContain('stopped mid-stage: resume it');
     await expectCleanedUp();
   }, 30_000);
 
@@ -211,7 +233,7 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
       }
     }
     const runs = (await ledger.listRunIndex(s.pipeline, 20)).map((r) => r.runId);
-    expect(runs.length).toBeGreaterThanOrEqual(6);
+    expect(runs.length).toBeGreaterThanOrEqual(7);
     for (const runId of runs) {
       const report = await reportOf(runId);
       outputs[`report ${runId}`] = `${renderReport(report)}\n${renderMarkdown(report)}\n${JSON.stringify(report)}`;
