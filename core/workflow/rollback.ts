@@ -480,8 +480,12 @@ export async function recordRollbackFailure(
  * (and the release schedule keeps its restore points).
  */
 async function recordCancelledDeployment(deps: WorkflowDeps, ids: RunIds & { deploymentStatus?: string }, error: { name: string; message: string }): Promise<void> {
-  const touched = (await deps.ledger.listSteps(ids.runId)).length > 0;
-  const before = (await deps.ledger.getRun(ids.runId))?.deploymentStatusBefore ?? (ids.deploymentStatus as DeploymentStatus | undefined);
-  if (!touched && before) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, before);
+  const steps = await deps.ledger.listSteps(ids.runId);
+  const run = await deps.ledger.getRun(ids.runId);
+  const before = run?.deploymentStatusBefore ?? (ids.deploymentStatus as DeploymentStatus | undefined);
+  const verified = new Set(steps.filter((st) => st.status === 'VERIFIED').map((st) => st.unitId));
+  if (steps.length === 0 && before) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, before);
+  // Cancelled after every stage verified (waiting for the replay's approval): the data is rolled back.
+  else if (run && run.scope.length > 0 && run.scope.every((u) => verified.has(u))) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLED_BACK');
   else await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLBACK_FAILED', error);
 }
