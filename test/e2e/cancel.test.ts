@@ -97,6 +97,34 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
     expect(ended.stdout).toContain(`run ${runId} has already ended (CANCELLED): nothing to cancel`);
   });
 
+  it('a run in AWS waiting for approval: `cancel` records the request and answers the waiting task with SendTaskFailure (moto takes any token)', async () => {
+    const runId = uniqueName('run-remote');
+    await ledger.createRun({
+      runId,
+      pipeline: s.pipeline,
+      deploymentId: 'd-gated',
+      status: 'RUNNING',
+      dryRun: false,
+      requested: ['raw'],
+      scope: ['mart', 'staging', 'raw'],
+      stages: [{ index: 0, units: ['mart'] }],
+      reasons: {},
+      requestedBy: 'ci',
+      reason: '',
+      startedAt: '2026-11-29T09:00:00.000Z',
+    });
+    await ledger.putApprovalRequest({ runId, pipeline: s.pipeline, deploymentId: 'd-gated', taskToken: 'AAAA-not-a-live-token', requestedAt: '2026-11-29T09:00:00.000Z', deadline: '2026-11-29T10:00:00Z', timeoutSeconds: 3600, requestedBy: 'ci', allowSelfApproval: false });
+    const r = await s.cli('cancel', runId, '--json', '--by', 'oncall');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ runId, outcome: 'recorded', status: 'RUNNING', answeredApproval: true, request: { requestedBy: 'oncall' } });
+    expect(await ledger.getCancelRequest(runId)).toMatchObject({ requestedBy: 'oncall' });
+    // A second request keeps the first.
+    const again = await s.cli('cancel', runId, '--local', '--by', 'someone-else');
+    expect(again.stdout).toContain(`run ${runId}: cancel already requested by oncall at`);
+    // With --local only the ledger is written: no answer is sent.
+    expect(JSON.parse((await s.cli('cancel', runId, '--local', '--json')).stdout)).toMatchObject({ outcome: 'already', answeredApproval: false });
+  });
+
   it('a cancel requested during stage 1 lets stage 1 finish and verify, then stops: CANCELLED, stage 2 untouched; --resume completes it', async () => {
     const runId = uniqueName('run-between');
     // The request arrives while stage 1 (mart) is being restored, through the CLI as an operator would send it.
