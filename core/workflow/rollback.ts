@@ -436,7 +436,8 @@ export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipe
  * turns into a CANCELLED run (triggers resumed, lock released, report written). Touches nothing.
  */
 export async function checkCancelBeforeStage(deps: WorkflowDeps, ids: { runId: string; stage: number }): Promise<{ cancelled: false }> {
-  return checkCancel(deps, { runId: ids.runId, at: ids.stage === 0 ? 'before stage 1 (nothing restored)' : `before stage ${ids.stage + 1} (stages 1-${ids.stage} restored and verified)` });
+  const done = ids.stage === 0 ? 'nothing restored' : ids.stage === 1 ? 'stage 1 restored and verified' : `stages 1-${ids.stage} restored and verified`;
+  return checkCancel(deps, { runId: ids.runId, at: `before stage ${ids.stage + 1} (${done})` });
 }
 
 /** The error name a cancelled run ends with (RunCancelledError's): the failure path records such a run CANCELLED. */

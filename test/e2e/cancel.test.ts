@@ -138,7 +138,7 @@ describe('cancel a rollback at the next safe point, or stop it at once; --resume
     };
     const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: deployment }, { name: runId, handlers: { RestoreUnit: cancelDuringStage1 } });
     expect(out).toMatchObject({ status: 'FAILED', error: 'RunCancelled' });
-    expect((out as { cause: string }).cause).toContain('stopped before stage 2 (stages 1-1 restored and verified)');
+    expect((out as { cause: string }).cause).toContain('stopped before stage 2 (stage 1 restored and verified)');
 
     const report = await reportOf(runId);
     expect(report.status).toBe('CANCELLED');
