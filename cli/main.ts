@@ -15,7 +15,7 @@ import { registerRunbookCommand } from './runbook.ts';
 /**
  * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
  * definitions and handlers as in AWS, against the endpoint in AWS_ENDPOINT_URL) or through the deployed
- * state machines. Exit codes: 0 done, 1 the run failed, 2 bad input, 3 refused.
+ * state machines. Exit codes: 0 done, 1 the run failed or was cancelled (it did not finish), 2 bad input, 3 refused.
  */
 
 interface Io {
@@ -162,7 +162,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .option('--no-cascade', 'do not add the consumers of the units asked for')
       .option('--dry-run', 'print what would change; change nothing', false)
       .option('--urgent', 'start now even outside the manifest\'s maintenance windows (approval is still asked for)', false)
-      .option('--resume <run>', 'resume a failed run of this deployment: its stages again, the units it verified skipped (not with --units / --no-cascade)')
+      .option('--resume <run>', 'resume a failed or cancelled run of this deployment: its stages again, the units it verified skipped (not with --units / --no-cascade)')
       .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
   ).action(
     async (
@@ -224,7 +224,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       else {
         if (report) io.out(renderReport(report));
         if (result.status === 'FAILED') {
-          const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : 'failed';
+          const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : result.error === 'RunCancelled' ? 'cancelled' : 'failed';
           io.err(`rollback ${what}: ${result.error}: ${result.cause}`);
         }
       }
@@ -289,6 +289,22 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       setExit(EXIT.ok);
     });
   }
+
+  program
+    .command('cancel')
+    .description('ask a rollback run to stop at its next safe point (between stages, or while it waits); --resume continues it')
+    .argument('<run>', 'the run id (the execution name)')
+    .option('--local', 'the run is a local one (rollback --local): only record the request in the ledger, where it looks', false)
+    .option('--json', 'print the result as JSON on stdout', false)
+    .addOption(new Option('--ledger-table <name>', 'ledger DynamoDB table').env('ETL_ROLLBACK_LEDGER_TABLE'))
+    .addOption(new Option('--by <who>', 'who asks (recorded in the audit trail)').env('USER'))
+    .option('--reason <text>', 'why (recorded in the audit trail)', '')
+    .action(async (runId: string, opts: { local: boolean; json: boolean; ledgerTable?: string; by?: string; reason: string }) => {
+      const { cancelRun, cancelText } = await import('./cancel.ts');
+      const result = await cancelRun({ runId, by: opts.by ?? currentUser(), reason: opts.reason, local: opts.local, ledgerTable: opts.ledgerTable });
+      io.out(opts.json ? JSON.stringify(result) : cancelText(result));
+      setExit(EXIT.ok);
+    });
 
   registerInspectCommands(program, io, setExit);
   registerRunbookCommand(program, io, setExit);

@@ -118,6 +118,17 @@ export class ReplayFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/**
+ * The run was cancelled (`etl-rollback cancel`, Ctrl-C in a local run, StopExecution in AWS) and stopped at a safe point:
+ * between stages, or while it waited for its window or its approval. Exit 1, as for any run that did not finish: the
+ * data may be part-way (the report says which stages were restored); `rollback --resume <run>` finishes it. The name
+ * has no `Error` suffix: a cancel is asked for, not a fault.
+ */
+export class RunCancelledError extends EtlRollbackError {
+  override readonly name = 'RunCancelled';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -142,4 +153,6 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
   ReplayFailedError: EXIT.failed,
+  /** Cancelled at a safe point (or stopped): the run did not finish; `--resume` continues it. */
+  RunCancelled: EXIT.failed,
 };

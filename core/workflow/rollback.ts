@@ -17,6 +17,7 @@ import { renderRunbook } from '../report/runbook.ts';
 import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
+import { checkCancel } from './cancel-request.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -95,6 +96,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     trigger,
     ...(request.resume ? { resumedFrom: request.resume } : {}),
     ...(estimate ? { estimate } : {}),
+    deploymentStatusBefore: deployment.status,
   });
   await deps.ledger.indexRun(run);
   if (
@@ -148,8 +150,8 @@ async function writeRunbook(deps: WorkflowDeps, manifest: Manifest, run: Run, po
   });
 }
 
-/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */
-const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED']);
+/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback (a cancelled run too). */
+const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED', 'CANCELLED']);
 
 /**
  * The plan of the run `previousRunId`, for a run that resumes it: refused (InputError, exit 2) if that run is not of this
@@ -436,8 +438,24 @@ export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipe
 }
 
 /**
- * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Otherwise the
- * run FAILED, the deployment is ROLLBACK_FAILED, and the report flags which stages were restored.
+ * "Check for cancel", before each stage (after the previous stage's gate): a cancel request recorded for the run
+ * (core/workflow/cancel-request.ts) stops it here, with RunCancelledError, which the state machine's failure path
+ * turns into a CANCELLED run (triggers resumed, lock released, report written). Touches nothing.
+ */
+export async function checkCancelBeforeStage(deps: WorkflowDeps, ids: { runId: string; stage: number }): Promise<{ cancelled: false }> {
+  const done = ids.stage === 0 ? 'nothing restored' : ids.stage === 1 ? 'stage 1 restored and verified' : `stages 1-${ids.stage} restored and verified`;
+  return checkCancel(deps, { runId: ids.runId, at: `before stage ${ids.stage + 1} (${done})` });
+}
+
+/** The error name a cancelled run ends with (RunCancelledError's): the failure path records such a run CANCELLED. */
+export const RUN_CANCELLED = 'RunCancelled';
+
+/**
+ * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Cancelled (RunCancelled:
+ * a cancel request found at a safe point, or a stopped execution's cleanup): the run is CANCELLED, and the deployment
+ * gets back the status it had if the run restored nothing, else ROLLBACK_FAILED with the cancel as its error (the data
+ * may be part-way; `--resume` finishes it). Otherwise the run FAILED, the deployment is ROLLBACK_FAILED, and the report
+ * flags which stages were restored.
  */
 export async function recordRollbackFailure(
   deps: WorkflowDeps,
@@ -448,16 +466,34 @@ export async function recordRollbackFailure(
   const error = rejected ? rejectionError(input.error, await deps.ledger.getApproval(input.runId)) : summarizeCaught(input.error);
   if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
+  const cancelled = !rejected && error.name === RUN_CANCELLED;
   const endedAt = deps.now().toISOString();
-  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
+  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : cancelled ? 'CANCELLED' : 'FAILED', endedAt, error });
   // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
   const replayFailed = error.name === 'ReplayFailedError';
   if (replayFailed) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLED_BACK');
   else if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  else if (cancelled) await recordCancelledDeployment(deps, input, error);
   else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
-  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : cancelled ? 'rollback cancelled' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
   await announce(deps, rollbackFailed(report, await deps.ledger.listPausedTriggers(input.runId)));
   return report;
+}
+
+/**
+ * The deployment of a cancelled run: untouched by it (no step recorded), it gets back the status it had when the run
+ * was planned; otherwise ROLLBACK_FAILED, carrying the cancel, so nobody mistakes part-restored data for either state
+ * (and the release schedule keeps its restore points).
+ */
+async function recordCancelledDeployment(deps: WorkflowDeps, ids: RunIds & { deploymentStatus?: string }, error: { name: string; message: string }): Promise<void> {
+  const steps = await deps.ledger.listSteps(ids.runId);
+  const run = await deps.ledger.getRun(ids.runId);
+  const before = run?.deploymentStatusBefore ?? (ids.deploymentStatus as DeploymentStatus | undefined);
+  const verified = new Set(steps.filter((st) => st.status === 'VERIFIED').map((st) => st.unitId));
+  if (steps.length === 0 && before) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, before);
+  // Cancelled after every stage verified (waiting for the replay's approval): the data is rolled back.
+  else if (run && run.scope.length > 0 && run.scope.every((u) => verified.has(u))) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLED_BACK');
+  else await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLBACK_FAILED', error);
 }

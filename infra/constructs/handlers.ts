@@ -35,6 +35,7 @@ export const HANDLER_SPECS = [
   { name: 'finish-run', substitution: 'FinishRunFunctionArn', long: false, dataAccess: false },
   { name: 'release-lock', substitution: 'ReleaseLockFunctionArn', long: false, dataAccess: false },
   { name: 'check-window', substitution: 'CheckWindowFunctionArn', long: false, dataAccess: false },
+  { name: 'check-cancel', substitution: 'CheckCancelFunctionArn', long: false, dataAccess: false },
   { name: 'request-approval', substitution: 'RequestApprovalFunctionArn', long: false, dataAccess: false },
   { name: 'pause-triggers', substitution: 'PauseTriggersFunctionArn', long: false, dataAccess: false },
   { name: 'resume-triggers', substitution: 'ResumeTriggersFunctionArn', long: false, dataAccess: false },
