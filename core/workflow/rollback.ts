@@ -16,6 +16,8 @@ import { renderRunbook } from '../report/runbook.ts';
 import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
+import { describeFreeze } from '../adapters/freeze/unit-freeze.ts';
+import { freezesInPlace } from './freeze.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -209,7 +211,8 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
         const unit = unitOf(manifest, unitId);
         const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
         const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
-        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: diff.notes } satisfies Step;
+        const freeze = describeFreeze(unit);
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: freeze ? [freeze, ...diff.notes] : diff.notes } satisfies Step;
       }),
     );
     steps.push(...diffs);
@@ -441,6 +444,9 @@ export async function recordRollbackFailure(
   const error = rejected ? rejectionError(input.error, await deps.ledger.getApproval(input.runId)) : summarizeCaught(input.error);
   if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
+  // A write freeze the failure path could not lift is named with the run's own error, which it never replaces.
+  const frozen = await freezesInPlace(deps, input).catch(() => []);
+  if (frozen.length > 0) error.message = `${error.message}\nwrite freeze still in place (rerun the lift, or remove it by hand): ${frozen.join('; ')}`;
   const endedAt = deps.now().toISOString();
   await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
   // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
