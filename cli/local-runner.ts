@@ -32,7 +32,6 @@ import { handler as finishDrill } from '../lambdas/finish-drill.ts';
 import { handler as prepareReplay } from '../lambdas/prepare-replay.ts';
 import { handler as recordReplay } from '../lambdas/record-replay.ts';
 import { handler as freezeStage } from '../lambdas/freeze-stage.ts';
-import { handler as checkFrozenStage } from '../lambdas/check-frozen-stage.ts';
 import { handler as liftFreezes } from '../lambdas/lift-freezes.ts';
 import { DescribeExecutionCommand, SFNClient, StartExecutionCommand, StopExecutionCommand, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
 
@@ -77,7 +76,6 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   PrepareReplay: prepareReplay,
   RecordReplay: recordReplay,
   FreezeStage: freezeStage,
-  CheckFrozenStage: checkFrozenStage,
   LiftFreezes: liftFreezes,
 };
 

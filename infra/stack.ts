@@ -7,6 +7,7 @@ import { Observability } from './constructs/dashboard.ts';
 import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
 import { CustomHandlerAccess } from './constructs/custom-access.ts';
 import { DataAccess } from './constructs/data-access.ts';
+import { FreezeAccess } from './constructs/freeze-access.ts';
 import { GlueAccess } from './constructs/glue-access.ts';
 import { DrillAccess } from './constructs/drill-access.ts';
 import { type DrillScheduleInput, DrillSchedules } from './constructs/drill-schedules.ts';
@@ -27,6 +28,12 @@ export interface EtlRollbackStackProps extends StackProps {
    * @default []
    */
   readonly protectedBuckets?: readonly string[];
+  /**
+   * The buckets of s3-prefix units with `freeze: true` (each also in protectedBuckets): the freeze handlers may edit
+   * their bucket policies, and only theirs. Empty: an s3-prefix freeze fails with AccessDenied, naming the bucket.
+   * @default []
+   */
+  readonly frozenBuckets?: readonly string[];
   /**
    * Secrets Manager secret ARNs with database credentials, readable by the same four handlers only.
    * @default []
@@ -114,6 +121,7 @@ export class EtlRollbackStack extends Stack {
   readonly stateBucket: StateBucket;
   readonly handlers: Handlers;
   readonly dataAccess: DataAccess;
+  readonly freezeAccess: FreezeAccess;
   readonly rdsAccess: RdsAccess;
   readonly glueAccess: GlueAccess;
   readonly customHandlerAccess: CustomHandlerAccess;
@@ -149,6 +157,15 @@ export class EtlRollbackStack extends Stack {
       protectedBuckets: props.protectedBuckets ?? [],
       databaseSecretArns: props.databaseSecretArns ?? [],
       roles: this.handlers.dataHandlers.map((handler) => handler.role),
+    });
+
+    this.freezeAccess = new FreezeAccess(this, 'FreezeAccess', {
+      frozenBuckets: props.frozenBuckets ?? [],
+      protectedBuckets: props.protectedBuckets ?? [],
+      databaseSecretArns: props.databaseSecretArns ?? [],
+      policyRoles: (['freeze-stage', 'lift-freezes'] as const).map((name) => this.handlers.byName(name).role),
+      freezeFunction: this.handlers.byName('freeze-stage').fn,
+      restoreRoles: (['restore-unit', 'restore-shard', 'verify-stage'] as const).map((name) => this.handlers.byName(name).role),
     });
 
     this.rdsAccess = new RdsAccess(this, 'RdsAccess', {

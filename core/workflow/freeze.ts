@@ -7,8 +7,8 @@ import { adapterContext, deployedManifest, unitOf, type WorkflowDeps } from './d
 
 /**
  * Write freezes in a rollback (the manifest's `freeze`, core/adapters/freeze/): every frozen unit of a stage is frozen
- * before the stage restores ("Freeze stage writes"); at the end of the stage, before the gate, each frozen unit is
- * compared with its restore point again ("Check frozen units unchanged"): what slipped in anyway (a writer the freeze
+ * before the stage restores ("Freeze stage writes"); at the end of the stage, as the gate starts ("Verify stage"), each
+ * frozen unit is compared with its restore point again: what slipped in anyway (a writer the freeze
  * does not cover) is named in the unit's step and restored by a second pass, then the gate verifies as usual. Every
  * freeze of the run is lifted when the run ends — before the replay on success ("Lift write freezes"), first thing on
  * every failure path ("Lift write freezes after failure"), and by cancellation — by one function, liftFreezes.
@@ -59,6 +59,9 @@ export async function checkFrozenStage(
   for (const unitId of ids.stage.units) {
     const unit = unitOf(manifest, unitId);
     if (!describeFreeze(unit)) continue;
+    // A unit a resumed run skipped as verified is re-verified by the gate, never re-restored (see skipVerifiedUnit).
+    const step = await deps.ledger.getStep(ids.runId, ids.stage.index, unitId);
+    if (step?.skippedFrom) continue;
     const point = (await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, unitId))!;
     const ctx = adapterContext(deps, manifest, { ...ids, unitId });
     const adapter = adapterFor(unit);
@@ -66,7 +69,6 @@ export async function checkFrozenStage(
     if (failed.length === 0) continue;
     const changes = failed.map((c) => `${c.name}: expected ${c.expected}, got ${c.actual}${c.detail ? ` (${c.detail})` : ''}`);
     const outcome = await adapter.restore(unit, point, ctx);
-    const step = await deps.ledger.getStep(ids.runId, ids.stage.index, unitId);
     const pass = outcome.pending || outcome.shards?.length ? 'a second pass is under way; the gate decides' : `restored again by a second pass (${outcome.writes} write(s))`;
     await deps.ledger.putStep({
       runId: ids.runId,
@@ -80,7 +82,6 @@ export async function checkFrozenStage(
       keptAt: step?.keptAt ?? outcome.keptAt,
       startedAt: step?.startedAt,
       restoredAt: deps.now().toISOString(),
-      skippedFrom: step?.skippedFrom,
     });
     deps.log.warn('changes slipped in during the write freeze', { runId: ids.runId, unitId, changes, writes: outcome.writes });
     slipped.push({ unitId, changes, writes: outcome.writes });

@@ -17,7 +17,7 @@ import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
 import { describeFreeze } from '../adapters/freeze/unit-freeze.ts';
-import { freezesInPlace } from './freeze.ts';
+import { checkFrozenStage, freezesInPlace } from './freeze.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -377,6 +377,8 @@ async function skipVerifiedUnit(deps: WorkflowDeps, ids: RunIds & { stage: numbe
  * throws VerificationFailedError (naming units and checks) if any fails, so the next stage never starts.
  */
 export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: PlannedStage }): Promise<{ stage: number; verified: string[] }> {
+  // Units under a write freeze: what slipped in since their restore is named and restored by a second pass first.
+  await checkFrozenStage(deps, ids);
   const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
   const failures: string[] = [];
   for (const unitId of ids.stage.units) {

@@ -46,11 +46,9 @@ export const HANDLER_SPECS = [
   { name: 'finish-drill', substitution: 'FinishDrillFunctionArn', long: false, dataAccess: false },
   { name: 'prepare-replay', substitution: 'PrepareReplayFunctionArn', long: false, dataAccess: false },
   { name: 'record-replay', substitution: 'RecordReplayFunctionArn', long: false, dataAccess: false },
-  // Write freezes: the table grants are revoked and put back over the data connections (DataAccess); the bucket policy
-  // actions are granted on the frozen units' buckets only (DataAccess.grantFreeze).
-  { name: 'freeze-stage', substitution: 'FreezeStageFunctionArn', long: false, dataAccess: true },
-  { name: 'check-frozen-stage', substitution: 'CheckFrozenStageFunctionArn', long: true, dataAccess: true },
-  { name: 'lift-freezes', substitution: 'LiftFreezesFunctionArn', long: false, dataAccess: true },
+  // Write freezes: no object access (FreezeAccess: the frozen buckets' policies, and the database secrets for the grants).
+  { name: 'freeze-stage', substitution: 'FreezeStageFunctionArn', long: false, dataAccess: false },
+  { name: 'lift-freezes', substitution: 'LiftFreezesFunctionArn', long: false, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];
