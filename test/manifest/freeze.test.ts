@@ -1,4 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { main } from '../../cli/main.ts';
 import { describeFreeze } from '../../core/adapters/freeze/unit-freeze.ts';
 import { ManifestError } from '../../core/errors.ts';
 import { validateManifest } from '../../core/manifest/load.ts';
@@ -45,5 +50,22 @@ describe('manifest: freeze', () => {
     expect(issues([{ id: 't', type: 'mysql-table', connection: 'shop', table: 't', freeze: { revokeFrom: ["x'; DROP"] } }])).toMatch(/units\[0\]\.freeze\.revokeFrom\[0\]: must be a role name/);
     expect(issues([{ id: 't', type: 'postgres-table', connection: 'warehouse', table: 't', freeze: true }])).toMatch(/units\[0\]\.freeze/);
     expect(issues([{ id: 'db', type: 'rds-instance', instanceId: 'orders-db', freeze: true }])).toMatch(/units\[0\]/);
+  });
+
+  it('the plan names the freeze under each frozen unit', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'etl-rollback-')), 'orders.yaml');
+    writeFileSync(
+      file,
+      stringify(
+        base([
+          { id: 'raw', type: 's3-prefix', bucket: 'orders-lake', prefix: 'raw/', freeze: true },
+          { id: 'staging', type: 'postgres-table', connection: 'warehouse', table: 'staging.orders', dependsOn: ['raw'] },
+        ]),
+      ),
+    );
+    let out = '';
+    expect(await main(['plan', file], { out: (t) => (out += `${t}\n`), err: () => undefined })).toBe(0);
+    expect(out).toContain('    raw (s3-prefix s3://orders-lake/raw/)\n      write freeze: a bucket policy statement denies writes to s3://orders-lake/raw/*');
+    expect(out).toMatch(/staging \(postgres-table warehouse:staging\.orders\)[^\n]*\n(?! {6}write freeze)/);
   });
 });
