@@ -59,6 +59,8 @@ export async function freezeUnit(unit: Unit, ctx: FreezeContext, run: { runId: s
   const base: RecordBase = { unitId: unit.id, runId: run.runId, pipeline: ctx.pipeline, frozenAt: ctx.now().toISOString() };
   if (unit.type === 's3-prefix') {
     const sid = freezeSid(run.runId, unit.id);
+    // Refused before anything is recorded or written (applyS3Freeze says why).
+    if (run.principals.length === 0) await applyS3Freeze(ctx.s3, { bucket: unit.bucket, prefix: unit.prefix, sid, principals: [] });
     let record = recorded;
     if (!record) {
       const before = await readBucketPolicy(ctx.s3, unit.bucket);
