@@ -66,6 +66,27 @@ export function freezeStatement(input: { bucket: string; prefix: string; sid: st
   };
 }
 
+/**
+ * The policy with the freeze statement in it (replacing an earlier copy of itself, every other statement kept in its
+ * order), or undefined when it is already there as wanted.
+ */
+export function withFreeze(current: BucketPolicy | undefined, statement: PolicyStatement): BucketPolicy | undefined {
+  const existing = current?.Statement.find((st) => st.Sid === statement.Sid);
+  if (existing && JSON.stringify(existing) === JSON.stringify(statement)) return undefined;
+  const others = (current?.Statement ?? []).filter((st) => st.Sid !== statement.Sid);
+  return { ...(current ?? {}), Version: current?.Version ?? '2012-10-17', Statement: [...others, statement] };
+}
+
+/**
+ * The policy without the freeze statement `sid`: 'unchanged' when it holds none, 'empty' when nothing else is left
+ * (a policy without statements cannot be put: it is deleted).
+ */
+export function withoutFreeze(current: BucketPolicy | undefined, sid: string): BucketPolicy | 'unchanged' | 'empty' {
+  if (!current || !current.Statement.some((st) => st.Sid === sid)) return 'unchanged';
+  const others = current.Statement.filter((st) => st.Sid !== sid);
+  return others.length === 0 ? 'empty' : { ...current, Statement: others };
+}
+
 /** The bucket's policy, parsed; undefined when it has none. */
 export async function readBucketPolicy(s3: S3Client, bucket: string): Promise<{ text: string; policy: BucketPolicy } | undefined> {
   let text: string | undefined;
@@ -95,11 +116,8 @@ export async function applyS3Freeze(
     );
   }
   const current = await readBucketPolicy(s3, input.bucket);
-  const wanted = freezeStatement(input);
-  const others = (current?.policy.Statement ?? []).filter((st) => st.Sid !== input.sid);
-  const existing = current?.policy.Statement.find((st) => st.Sid === input.sid);
-  if (existing && JSON.stringify(existing) === JSON.stringify(wanted)) return { changed: false };
-  const policy: BucketPolicy = { ...(current?.policy ?? {}), Version: current?.policy.Version ?? '2012-10-17', Statement: [...others, wanted] };
+  const policy = withFreeze(current?.policy, freezeStatement(input));
+  if (!policy) return { changed: false };
   await s3.send(new PutBucketPolicyCommand({ Bucket: input.bucket, Policy: JSON.stringify(policy) }));
   return { changed: true };
 }
@@ -110,9 +128,9 @@ export async function applyS3Freeze(
  */
 export async function liftS3Freeze(s3: S3Client, input: { bucket: string; sid: string }): Promise<{ changed: boolean }> {
   const current = await readBucketPolicy(s3, input.bucket);
-  if (!current || !current.policy.Statement.some((st) => st.Sid === input.sid)) return { changed: false };
-  const others = current.policy.Statement.filter((st) => st.Sid !== input.sid);
-  if (others.length === 0) await s3.send(new DeleteBucketPolicyCommand({ Bucket: input.bucket }));
-  else await s3.send(new PutBucketPolicyCommand({ Bucket: input.bucket, Policy: JSON.stringify({ ...current.policy, Statement: others }) }));
+  const lifted = withoutFreeze(current?.policy, input.sid);
+  if (lifted === 'unchanged') return { changed: false };
+  if (lifted === 'empty') await s3.send(new DeleteBucketPolicyCommand({ Bucket: input.bucket }));
+  else await s3.send(new PutBucketPolicyCommand({ Bucket: input.bucket, Policy: JSON.stringify(lifted) }));
   return { changed: true };
 }
