@@ -101,6 +101,18 @@ describe('a writer that keeps writing during a frozen rollback', () => {
     await db.drop();
   });
 
+  it('the dry run names each unit\'s freeze and freezes nothing', async () => {
+    const { runLocal } = await import('../../cli/local-runner.ts');
+    const out = await runLocal('rollback', { pipeline, deploymentId: deployment, dryRun: true }, { name: uniqueName('run-dry') });
+    expect(out.status).toBe('SUCCEEDED');
+    const report = (out as { output: { stages: { units: { unitId: string; notes: string[] }[] }[] } }).output;
+    const notes = Object.fromEntries(report.stages.flatMap((st) => st.units).map((u) => [u.unitId, u.notes[0]]));
+    expect(notes.raw).toMatch(/^write freeze: a bucket policy statement denies writes to s3:\/\/.*\/in\/\*/);
+    expect(notes.orders).toBe(`write freeze: INSERT, UPDATE, DELETE, TRUNCATE on orders revoked from ${role} until the run ends (their grants recorded first and put back as they were)`);
+    expect(await policy()).toEqual(ownPolicy());
+    expect(await acl()).toEqual(before.acl);
+  });
+
   it('refuses the writer during the restore, restores what slipped in by a second pass, and lifts every freeze on success', async () => {
     await badDeploy();
     const { runLocal } = await import('../../cli/local-runner.ts');
