@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import { testS3, uniqueName } from '../support/aws.ts';
+import { createIamUser } from '../support/iam.ts';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
 import { liveContent, newBucket } from '../adapters/s3/helpers.ts';
 
@@ -20,7 +21,7 @@ import { liveContent, newBucket } from '../adapters/s3/helpers.ts';
  * is named and put back by the second pass; the result is exactly the restore point; and every freeze is lifted at the
  * end — the bucket policy as it was, the writer's grants as they were — on success and on a failing run.
  *
- * moto evaluates a bucket policy's Deny without the caller's identity (test/adapters/freeze/s3-freeze.test.ts): the
+ * The writer is an IAM user of its own in moto. moto evaluates a bucket policy's Deny without the caller's identity (test/adapters/freeze/s3-freeze.test.ts): the
  * statement denies the rollback's own writes there too, so the deploy here leaves the frozen prefix unchanged and its
  * restore writes nothing; the table unit is where the restore writes under a freeze.
  */
@@ -29,7 +30,7 @@ process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
 process.env.ETL_ROLLBACK_FREEZE_PRINCIPAL_ARNS = 'arn:aws:iam::123456789012:role/etl-rollback-restore';
 
 const s3 = testS3();
-const writerS3 = new S3Client({ forcePathStyle: true, credentials: { accessKeyId: 'pipelinewriter', secretAccessKey: 'pipelinewriter' } });
+let writerS3: S3Client;
 const role = `wf_pipeline_${randomBytes(4).toString('hex')}`;
 
 describe('a writer that keeps writing during a frozen rollback', () => {
@@ -73,6 +74,7 @@ describe('a writer that keeps writing during a frozen rollback', () => {
   };
 
   beforeAll(async () => {
+    writerS3 = new S3Client({ forcePathStyle: true, credentials: (await createIamUser(uniqueName('pipeline-writer'))).credentials });
     db = await createTestDatabase('freeze_e2e');
     admin = await db.client();
     await admin.query(`CREATE TABLE orders (id int PRIMARY KEY, amount int NOT NULL);

@@ -1,21 +1,28 @@
 import { GetBucketPolicyCommand, PutBucketPolicyCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { freezeSid, FROZEN_S3_ACTIONS } from '../../../core/adapters/freeze/s3.ts';
 import { freezeUnit, liftRunFreezes, listRunFreezes } from '../../../core/adapters/freeze/unit-freeze.ts';
 import { s3PrefixUnitSchema } from '../../../core/manifest/schema.ts';
 import { stateKeys } from '../../../core/runtime/state-store.ts';
 import { uniqueName } from '../../support/aws.ts';
+import { createIamUser } from '../../support/iam.ts';
 import { contextFor, newBucket, s3 } from '../s3/helpers.ts';
 
 /**
- * The writer is a second client with access keys of its own. moto 5.2.5 evaluates a bucket policy's Deny statements
+ * The writer is a second IAM user (CreateUser, CreateAccessKey) with its own S3 client. moto 5.2.5 evaluates a bucket policy's Deny statements
  * without the caller's identity (no principal, no condition keys): our statement denies every caller there, the
  * rollback's own role included. So these tests prove against moto what it does evaluate — the writer refused inside the
  * prefix and not outside it, and writes back once the freeze is lifted — and read the statement's exception for the
  * rollback's principal back from the policy as written; that AWS honours `ArnNotEquals aws:PrincipalArn` is AWS's part.
  */
-const writer = new S3Client({ forcePathStyle: true, credentials: { accessKeyId: 'writerkey', secretAccessKey: 'writersecret' } });
 const ROLLBACK_ROLE = 'arn:aws:iam::123456789012:role/etl-rollback-restore';
+let writer: S3Client;
+
+beforeAll(async () => {
+  const user = await createIamUser(uniqueName('pipeline-writer'));
+  expect(user.arn).toMatch(/^arn:aws:iam::\d{12}:user\/pipeline-writer-/);
+  writer = new S3Client({ forcePathStyle: true, credentials: user.credentials });
+});
 
 async function policyOf(bucket: string): Promise<{ Statement: { Sid?: string }[] } | undefined> {
   try {
@@ -113,6 +120,22 @@ describe('s3-prefix write freeze', () => {
     expect(await listRunFreezes(ctx, runId)).toEqual([]);
     expect(await liftRunFreezes(ctx, runId)).toEqual({ lifted: [] });
     expect(stateKeys.freeze('orders', runId, 'raw')).toBe(`freeze/orders/${runId}/raw.json`);
+  });
+
+  it('moto, checked: it denies even a principal the statement excepts (it evaluates no principal condition)', async () => {
+    const state = await newBucket('state', false);
+    const bucket = await newBucket('data', true);
+    const excepted = await createIamUser(uniqueName('excepted'));
+    const client = new S3Client({ forcePathStyle: true, credentials: excepted.credentials });
+    const unit = s3PrefixUnitSchema.parse({ id: 'raw', type: 's3-prefix', bucket, prefix: 'in/', freeze: true });
+    const ctx = contextFor(state);
+    const runId = uniqueName('run');
+    await freezeUnit(unit, ctx, { runId, principals: [excepted.arn] });
+    // In AWS this write goes through (ArnNotEquals aws:PrincipalArn); moto refuses it. If this starts to pass, moto
+    // has learnt principal conditions and the end-to-end test can restore a frozen prefix against it.
+    await expect(client.send(new PutObjectCommand({ Bucket: bucket, Key: 'in/x', Body: 'x' }))).rejects.toMatchObject({ $metadata: { httpStatusCode: 403 } });
+    await liftRunFreezes(ctx, runId);
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'in/x', Body: 'x' }));
   });
 
   it('a unit without freeze is not frozen', async () => {
