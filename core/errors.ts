@@ -51,6 +51,16 @@ export class PreflightError extends EtlRollbackError {
   readonly exitCode = EXIT.badInput;
 }
 
+/**
+ * A rollback to a time (`--to`) asked for a time outside a resource's restorable window: before the oldest state its
+ * history still holds (noncurrent versions expired, PITR retention), or after now. The message names the resource, the
+ * time asked for and the window `[earliest, latest]` in ISO-8601 UTC. Nothing was touched.
+ */
+export class OutsideRestorableWindowError extends EtlRollbackError {
+  override readonly name = 'OutsideRestorableWindowError';
+  readonly exitCode = EXIT.badInput;
+}
+
 /** Another rollback of the same pipeline holds the lock. */
 export class LockHeldError extends EtlRollbackError {
   override readonly name = 'LockHeldError';
@@ -130,6 +140,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   InputError: EXIT.badInput,
   RestorePointMissingError: EXIT.badInput,
   PreflightError: EXIT.badInput,
+  OutsideRestorableWindowError: EXIT.badInput,
   LockHeldError: EXIT.refused,
   VerificationFailedError: EXIT.failed,
   ApprovalRejectedError: EXIT.refused,

@@ -1,6 +1,7 @@
 import type { S3PrefixUnit } from '../manifest/schema.ts';
 import { InputError, PreflightError } from '../errors.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import { describeAsOf, differencesFromNow, resolveVersionedAt } from './s3/as-of.ts';
 import { planChangeLogRestore, type ChangeLogPlan } from './s3/change-log-restore.ts';
 import { changeLogFolder } from './s3/change-log.ts';
 import { captureCopy, copyPlanChanges, copyPlanNotes, copyPlanWrites, executeCopy, planCopy, quarantineFolder, verifyCopy } from './s3/copy-mode.ts';
@@ -103,8 +104,14 @@ function describeLog(fast: ChangeLogPlan): string {
 }
 
 /** The s3-prefix adapter: never pending, so its capture answers the restore point itself. */
-export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture'> & {
+export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture' | 'asOf'> & {
   capture(unit: S3PrefixUnit, ctx: AdapterContext): Promise<RestorePoint<S3PrefixDetails>>;
+  /**
+   * The prefix as of `at`, from the bucket's version history (s3/as-of.ts), written as the version manifest a capture
+   * writes (sharded above the shard size) under the derived deployment's folder. Idempotent: a manifest already written
+   * for this deployment and unit is the point (the history at a past time does not change).
+   */
+  asOf(unit: S3PrefixUnit, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<S3PrefixDetails>; shows: string[] }>;
   /**
    * Restores only the keys the given shards of a sharded restore point answer for (see SHARDED_MANIFEST_FORMAT): per
    * shard, lists the live versions within its key range, plans and writes exactly as `restore` does. Idempotent.
@@ -212,6 +219,28 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         manifest: s3Url(ctx.stateBucket, manifestKey),
       });
       return withLog(pointFrom(kept, manifestKey));
+    },
+
+    async asOf(unit, at, ctx) {
+      const folder = restorePointFolder(ctx.pipeline, ctx.deploymentId, unit.id);
+      const manifestKey = manifestKeyFor(ctx.pipeline, ctx.deploymentId, unit.id);
+      const where = `s3://${unit.bucket}/${unit.prefix}`;
+      const resolved = await resolveVersionedAt(unit, at, ctx, opts);
+      const existing = await readStoredManifest(ctx.s3, opts.retry, ctx.stateBucket, manifestKey);
+      if (existing) assertSameTarget(unit, existing.bucket, existing.prefix, `the restore point at ${s3Url(ctx.stateBucket, manifestKey)}`);
+      const kept = existing
+        ? isShardIndex(existing)
+          ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, existing, manifestKey)
+          : existing
+        : await writeShardedManifestOnce(ctx.s3, opts.retry, ctx.stateBucket, manifestKey, folder, resolved.manifest, shardSize());
+      const shows = [describeAsOf(where, at, kept.count, differencesFromNow(kept.entries as typeof resolved.manifest.entries, resolved.listing))];
+      shows.push(`restorable window of ${where}: [${resolved.window.earliest?.toISOString() ?? 'since versioning was enabled'}, ${resolved.window.latest.toISOString()}]`);
+      shows.push(...resolved.window.notes);
+      if (resolved.ambiguous.length > 0) {
+        shows.push(`${resolved.ambiguous.length} key(s) have a version and a delete marker in the same second at or before the time: resolved to the one listed latest, else the version: ${nameSome(resolved.ambiguous)}`);
+      }
+      ctx.log.info('s3-prefix resolved as of a time', { unit: unit.id, at: where, asOf: at.toISOString(), objects: kept.count, manifest: s3Url(ctx.stateBucket, manifestKey), reused: existing !== undefined });
+      return { point: pointFrom(kept, manifestKey), shows };
     },
 
     async diff(unit, point, ctx): Promise<Diff> {

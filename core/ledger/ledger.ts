@@ -39,6 +39,7 @@ export interface Deployment {
   requestedBy?: string;
   reason?: string;
   error?: ErrorSummary;
+  origin?: { kind: 'time'; at: string } | { kind: 'undo'; runId: string };
 }
 
 export interface ErrorSummary {
@@ -344,10 +345,11 @@ export class Ledger {
 
   /**
    * The pipeline's most recent deployment, or, given statuses, its most recent deployment in one of them; undefined if
-   * there is none.
+   * there is none. Derived deployments (`origin`: a rollback to a time, an undo) are not deploys: never the latest, so
+   * an automatic trigger or a `latest` drill never picks one.
    */
   async latestDeployment(pipeline: string, statuses?: readonly DeploymentStatus[]): Promise<Deployment | undefined> {
-    const all = await this.listDeployments(pipeline);
+    const all = (await this.listDeployments(pipeline)).filter((d) => d.origin === undefined);
     return statuses ? all.find((d) => statuses.includes(d.status)) : all[0];
   }
 

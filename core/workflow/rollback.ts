@@ -7,6 +7,7 @@ import { planRollback } from '../plan/plan.ts';
 import { addChanges, buildReport, type RunReport } from '../report/report.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { parseInput, rollbackRequestSchema } from './requests.ts';
+import { deriveDeploymentAt, resolutionOf } from './as-of.ts';
 import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts';
 import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
@@ -54,7 +55,11 @@ interface RunIds {
  * stages and records the run. Touches no data. The run id is the execution name, so a retry finds its run.
  */
 export async function planRun(deps: WorkflowDeps, input: { request: unknown; executionName: string }): Promise<PlannedRun> {
-  const request = parseInput(rollbackRequestSchema, input.request, 'rollback request');
+  const parsed = parseInput(rollbackRequestSchema, input.request, 'rollback request');
+  // A time (`toTime`): the derived deployment `at-…` is made (or found) here, its points resolved from the services'
+  // history (core/workflow/as-of.ts); from here on the run is an ordinary rollback of that deployment.
+  const deploymentId = parsed.toTime !== undefined ? (await deriveDeploymentAt(deps, { ...parsed, toTime: parsed.toTime }, input.executionName)).deploymentId : parsed.deploymentId!;
+  const request = { ...parsed, deploymentId };
   const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
   if (!ROLLBACKABLE.has(deployment.status)) {
     throw new RestorePointMissingError(
@@ -204,6 +209,8 @@ async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise
 export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
   const run = await deps.ledger.requireRun(ids.runId);
   const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
+  // A rollback to a time: each unit's changes come after what it was resolved to, for confirmation.
+  const resolved = await resolutionOf(deps, await deps.ledger.requireDeployment(run.pipeline, run.deploymentId), run.runId);
   const steps: Step[] = [];
   for (const stage of run.stages) {
     const diffs = await Promise.all(
@@ -212,7 +219,7 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
         const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
         const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
         const freeze = describeFreeze(unit);
-        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: freeze ? [freeze, ...diff.notes] : diff.notes } satisfies Step;
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...(freeze ? [freeze] : []), ...(resolved.get(unitId) ?? []), ...diff.notes] } satisfies Step;
       }),
     );
     steps.push(...diffs);

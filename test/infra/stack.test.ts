@@ -27,9 +27,10 @@ interface Statement {
   Resource: unknown;
 }
 
-const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'restore-shard', 'verify-stage'];
+const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'plan-rollback', 'restore-unit', 'restore-shard', 'verify-stage'];
 const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'];
 const LONG_RUNNING: HandlerName[] = [
+  'plan-rollback',
   'capture-unit',
   'restore-unit',
   'restore-shard',
