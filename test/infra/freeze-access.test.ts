@@ -1,7 +1,10 @@
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { FREEZE_POLICY_ACTIONS } from '../../infra/constructs/freeze-access.ts';
+import { Stack } from 'aws-cdk-lib';
+import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import { Code, Function as LambdaFunction, Runtime } from 'aws-cdk-lib/aws-lambda';
+import { FreezeAccess, FREEZE_POLICY_ACTIONS } from '../../infra/constructs/freeze-access.ts';
 import { type HandlerName } from '../../infra/constructs/handlers.ts';
 import { buildEtlRollbackApp, readContext } from '../../infra/etl-rollback-app.ts';
 import type { EtlRollbackStack } from '../../infra/stack.ts';
@@ -67,6 +70,12 @@ describe('write freeze access', () => {
   });
 
   it('refuses a frozen bucket that is not protected', () => {
-    expect(() => buildEtlRollbackApp(testApp({ protectedBuckets: 'orders-raw', frozenBuckets: 'orders-mart' }))).toThrow(/frozenBuckets\[0\]: "orders-mart" is not in protectedBuckets/);
+    // The construct alone, in a bare stack: the refusal needs no synth of the whole app.
+    const bare = new Stack(testApp(), 'Bare');
+    const role = new Role(bare, 'Role', { assumedBy: new ServicePrincipal('lambda.amazonaws.com') });
+    const fn = new LambdaFunction(bare, 'Fn', { runtime: Runtime.NODEJS_22_X, handler: 'index.handler', code: Code.fromInline('export const handler = () => 0;') });
+    const props = { protectedBuckets: ['orders-raw'], databaseSecretArns: [], policyRoles: [role], freezeFunction: fn, restoreRoles: [role] };
+    expect(() => new FreezeAccess(bare, 'NotProtected', { ...props, frozenBuckets: ['orders-mart'] })).toThrow(/frozenBuckets\[0\]: "orders-mart" is not in protectedBuckets/);
+    expect(() => new FreezeAccess(bare, 'Wildcard', { ...props, frozenBuckets: ['orders-*'] })).toThrow(/frozenBuckets\[0\]: "orders-\*" is neither/);
   });
 });
