@@ -140,6 +140,8 @@ const unitBase = {
  * recorded first, so a role that had only INSERT gets only INSERT back (a grant option included). Only privileges
  * granted on the table itself are revoked: a role that can still write through a schema- or database-wide grant, a
  * role it is a member of, ownership or superuser is refused at freeze time, naming the role, and its grants are put back.
+ * The connection's own user must be able to revoke and grant them back: in PostgreSQL the table's owner (or a
+ * superuser); in MySQL a user with GRANT OPTION on the table who can read mysql.user and the grant tables.
  *
  * `lock` is refused: a table lock lives as long as the session that took it, and each state of the rollback is a
  * separate Lambda call with its own connection, so no lock can be held from one stage's restore to its check. Revoking
