@@ -275,13 +275,13 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const point = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
   if (!point) throw new RestorePointMissingError(`unit "${ids.unitId}" has no restore point in deployment "${ids.deploymentId}"`);
   const adapter = adapterFor(unit);
-  const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
   const startedAt = deps.now().toISOString();
   const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids)).catch(async (error: unknown) => {
     await recordRestoreError(deps, ids, unit.type, startedAt, error);
     throw error;
   });
+  const maxPolls = outcome.pending?.maxPolls ?? adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
   const writes = (previous?.writes ?? 0) + outcome.writes;
