@@ -108,6 +108,12 @@ export class ReplayFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/** A time asked for (`--to`) is outside a resource's restorable window; the message names the resource, the time and the window. */
+export class OutsideRestorableWindowError extends EtlRollbackError {
+  override readonly name = 'OutsideRestorableWindowError';
+  readonly exitCode = EXIT.badInput;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -131,4 +137,5 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
   ReplayFailedError: EXIT.failed,
+  OutsideRestorableWindowError: EXIT.badInput,
 };

@@ -140,6 +140,8 @@ export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>,
   verify(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Check[]>;
   /** Retention ended: drop what only the restore point needed (shadow copies, manifests). */
   release(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<void>;
+  /** Resolve the unit's state at `at` (from the service's own history) into a restore point the ordinary restore consumes. Throws OutsideRestorableWindowError (naming the resource and its window) when `at` is outside it. */
+  asOf?(unit: U, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<D>; shows: string[] }>;
 }
 
 /** Poll budget of an adapter that does not set `maxPolls`. */

@@ -39,6 +39,7 @@ export interface Deployment {
   requestedBy?: string;
   reason?: string;
   error?: ErrorSummary;
+  origin?: { kind: 'time'; at: string } | { kind: 'undo'; runId: string };
 }
 
 export interface ErrorSummary {
