@@ -48,7 +48,7 @@ function ctx(deploymentId: string, runId?: string): AdapterContext {
   };
 }
 
-async function restoreToEnd<U extends Unit, D>(adapter: UnitAdapter<U, D, never>, u: U, point: RestorePoint<D>, c: AdapterContext): Promise<Outcome[]> {
+async function restoreToEnd<U extends Unit, D>(adapter: Pick<UnitAdapter<U, D>, 'restore'>, u: U, point: RestorePoint<D>, c: AdapterContext): Promise<Outcome[]> {
   const outcomes: Outcome[] = [];
   for (let calls = 1; calls <= 20; calls++) {
     const outcome = await adapter.restore(u, point, c);
