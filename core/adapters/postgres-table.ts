@@ -3,8 +3,15 @@ import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError,
 import type { PostgresTableUnit } from '../manifest/schema.ts';
 import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import type { Endpoint } from '../runtime/connections.ts';
-import { pointKey } from './rds/names.ts';
-import { checkSourceWindow, describeRds, ensureTemporaryCopy, removeTemporaryCopy, temporaryIdentifier, type PointInTimeSource } from './rds/temporary-copy.ts';
+import {
+  checkSourceWindow,
+  describeRds,
+  diffAtTime as plannedAtTime,
+  removeTemporaryCopy,
+  restoreAtTime as runAtTime,
+  temporaryIds,
+  type PointInTimeSource,
+} from './rds/temporary-copy.ts';
 import { isoUtc } from './rds/window.ts';
 import { runAssertions } from './postgres/assertions.ts';
 import {
@@ -865,56 +872,28 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
   }
 
-  function temporaryIds(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, runId: string) {
-    const source = point.details.pointInTime;
-    if (!source) throw new RestorePointMissingError(`unit "${unit.id}": this point-in-time point names no RDS source`);
-    return { source, ids: { id: temporaryIdentifier(source.rds, runId, unit.id), point: pointKey({ pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id }), runId, unitId: unit.id } };
-  }
-
   async function restoreAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-    const { source, ids } = temporaryIds(unit, point, ctx, ctx.runId!);
-    const changes: Changes = {};
-    let copy = await sealedCopyOf(unit, point, ctx);
-    let extracted = 0;
-    if (!copy) {
-      const step = await ensureTemporaryCopy(ctx, source, ids);
-      Object.assign(changes, step.changes);
-      if ('pending' in step) return { changes, writes: Object.values(changes).reduce((a, b) => a + b, 0), notes: [], pending: step.pending };
-      ({ copy, rows: extracted } = await extractAtTime(unit, point, ctx, step.endpoint));
-    }
-    const merged = await mergeAndVerify(unit, copy, ctx);
-    const removed = await removeTemporaryCopy(ctx, source.rds, ids);
-    const all: Changes = { ...changes, ...merged.changes, ...(extracted > 0 ? { rowsExtracted: extracted } : {}), ...(removed > 0 ? { temporaryCopiesDeleted: removed } : {}) };
-    const notes = [`rows as of ${source.time} read from a point-in-time copy of ${describeRds(source.rds)} into ${copy.details.shadowTable}`, ...merged.notes];
-    if (removed > 0) notes.push(`temporary copy ${ids.id} deleted after the merge was verified`);
-    return { ...merged, changes: all, writes: merged.writes + (removed > 0 ? removed : 0), notes };
+    const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
+    return runAtTime(ctx, source, ids, {
+      sealed: () => sealedCopyOf(unit, point, ctx),
+      extract: (endpoint) => extractAtTime(unit, point, ctx, endpoint),
+      merge: (copy) => mergeAndVerify(unit, copy, ctx),
+    });
   }
 
   async function diffAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
     const copy = await sealedCopyOf(unit, point, ctx);
     const time = point.details.pointInTime?.time ?? point.capturedAt;
-    if (copy) {
-      const out = await diff(unit, copy, ctx);
-      return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
-    }
-    const source = point.details.pointInTime;
-    const changes: Changes = { [source && 'clusterId' in source.rds ? 'dbClustersRestoredToPointInTime' : 'dbInstancesRestoredToPointInTime']: 1, temporaryCopiesDeleted: 1 };
-    return {
-      changes,
-      writes: 2,
-      notes: [
-        `point-in-time restore of ${source ? describeRds(source.rds) : 'the source'} to ${time} into a temporary copy; the rows of ${point.details.table} in scope read from it, ` +
-          'merged writing only the rows that differ (each replaced row kept in quarantine), verified, then the copy deleted',
-        `rows in scope now: ${point.count}; how many differ is known once the copy is read`,
-      ],
-    };
+    if (!copy) return plannedAtTime(point.details.pointInTime, point.details.table, point.count, time);
+    const out = await diff(unit, copy, ctx);
+    return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
   }
 
   async function releaseAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
     const copy = await sealedCopyOf(unit, point, ctx);
     if (copy) await release(unit, copy, ctx);
     if (ctx.runId) {
-      const { source, ids } = temporaryIds(unit, point, ctx, ctx.runId);
+      const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
       await removeTemporaryCopy(ctx, source.rds, ids);
     }
   }

@@ -1,12 +1,12 @@
 import { DeleteDBInstanceCommand, DescribeDBClustersCommand, DescribeDBInstancesCommand, ModifyDBInstanceCommand, ModifyDBClusterCommand } from '@aws-sdk/client-rds';
-import { PreflightError } from '../../errors.ts';
+import { PreflightError, RestorePointMissingError } from '../../errors.ts';
 import type { ConnectionRds } from '../../manifest/schema.ts';
 import type { Endpoint } from '../../runtime/connections.ts';
 import { rdsClusterKind } from '../rds-cluster.ts';
 import { rdsInstanceKind } from '../rds-instance.ts';
-import type { AdapterContext, Changes, Pending } from '../types.ts';
+import type { AdapterContext, Changes, Diff, Outcome, Pending } from '../types.ts';
 import { orUndefined, RDS_POLL_SECONDS } from './engine.ts';
-import { derivedIdentifier, shortHash, TAG, tagMap, type Tags } from './names.ts';
+import { derivedIdentifier, pointKey, shortHash, TAG, tagMap, type Tags } from './names.ts';
 import { checkInWindow, clusterWindow, instanceWindow, type RestorableWindow } from './window.ts';
 
 /**
@@ -146,3 +146,67 @@ export async function removeTemporaryCopy(ctx: AdapterContext, rds: ConnectionRd
   return 1;
 }
 
+
+/** What a table adapter brings to a point-in-time restore: its own data path, around the shared control path. */
+export interface AtTimeSteps<P> {
+  /** The rows at T, once read and sealed (the point as an ordinary `copy` point); undefined before. */
+  sealed(): Promise<P | undefined>;
+  /** Reads the unit's rows at T from the copy at `endpoint` and seals them; a rerun finds them sealed. */
+  extract(endpoint: Endpoint): Promise<{ copy: P; rows: number }>;
+  /** The ordinary copy restore from the sealed rows, then their count and checksum checked against the scope. */
+  merge(copy: P): Promise<Outcome>;
+}
+
+const sum = (changes: Changes): number => Object.values(changes).reduce((a, b) => a + b, 0);
+
+/**
+ * The restore of a table unit's point-in-time point, one step per call: (a) the copy, pending until available;
+ * (b) the rows at T read from it and sealed; (c) merged and verified; (d) only then the copy deleted. Each step is
+ * found done on a rerun: sealed rows skip (a) and (b), a merged table writes nothing, a deleted copy stays deleted.
+ */
+export async function restoreAtTime<P extends { details: { shadowTable: string } }>(
+  ctx: AdapterContext,
+  source: PointInTimeSource,
+  ids: { id: string; point: string; runId: string; unitId: string },
+  steps: AtTimeSteps<P>,
+): Promise<Outcome> {
+  const changes: Changes = {};
+  let copy = await steps.sealed();
+  let extracted = 0;
+  if (!copy) {
+    const step = await ensureTemporaryCopy(ctx, source, ids);
+    Object.assign(changes, step.changes);
+    if ('pending' in step) return { changes, writes: sum(changes), notes: [], pending: step.pending };
+    ({ copy, rows: extracted } = await steps.extract(step.endpoint));
+  }
+  const merged = await steps.merge(copy);
+  const removed = await removeTemporaryCopy(ctx, source.rds, ids);
+  const notes = [`rows as of ${source.time} read from a point-in-time copy of ${describeRds(source.rds)} into ${copy.details.shadowTable}`, ...merged.notes];
+  if (removed > 0) notes.push(`temporary copy ${ids.id} deleted after the merge was verified`);
+  return {
+    ...merged,
+    changes: { ...changes, ...merged.changes, ...(extracted > 0 ? { rowsExtracted: extracted } : {}), ...(removed > 0 ? { temporaryCopiesDeleted: removed } : {}) },
+    writes: merged.writes + sum(changes) + removed,
+    notes,
+  };
+}
+
+/** The dry run of a point-in-time point whose rows were not read yet: what the restore will do. */
+export function diffAtTime(source: PointInTimeSource | undefined, table: string, rowsNow: number, time: string): Diff {
+  const changes: Changes = { [source && 'clusterId' in source.rds ? 'dbClustersRestoredToPointInTime' : 'dbInstancesRestoredToPointInTime']: 1, temporaryCopiesDeleted: 1 };
+  return {
+    changes,
+    writes: sum(changes),
+    notes: [
+      `point-in-time restore of ${source ? describeRds(source.rds) : 'the source'} to ${time} into a temporary copy; the rows of ${table} in scope read from it, ` +
+        'merged writing only the rows that differ (each replaced row kept in quarantine), verified, then the copy deleted',
+      `rows in scope now: ${rowsNow}; how many differ is known once the copy is read`,
+    ],
+  };
+}
+
+/** The temporary copy's names for one run of one unit's point. */
+export function temporaryIds(source: PointInTimeSource | undefined, unitId: string, ctx: AdapterContext, runId: string) {
+  if (!source) throw new RestorePointMissingError(`unit "${unitId}": this point-in-time point names no RDS source`);
+  return { source, ids: { id: temporaryIdentifier(source.rds, runId, unitId), point: pointKey({ pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId }), runId, unitId } };
+}
