@@ -14,7 +14,7 @@ export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: 
   'postgres-table': postgresTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
   'rds-instance': rdsInstanceAdapter as UnitAdapter<Extract<Unit, { type: 'rds-instance' }>, never>,
   'rds-cluster': rdsClusterAdapter as UnitAdapter<Extract<Unit, { type: 'rds-cluster' }>, never>,
-  'mysql-table': mysqlTableAdapter as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
+  'mysql-table': mysqlTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
   'glue-table': glueTableAdapter as UnitAdapter<Extract<Unit, { type: 'glue-table' }>, never>,
   custom: customAdapter as UnitAdapter<Extract<Unit, { type: 'custom' }>, never>,
 };
