@@ -11,7 +11,9 @@ import {
 } from '@aws-sdk/client-rds';
 import { rdsClusterAdapter } from '../../core/adapters/rds-cluster.ts';
 import { rdsInstanceAdapter } from '../../core/adapters/rds-instance.ts';
-import { runShort, TAG, tagMap } from '../../core/adapters/rds/names.ts';
+import { runShort, shortHash, TAG, tagMap } from '../../core/adapters/rds/names.ts';
+import { writerIdentifier } from '../../core/adapters/rds-cluster.ts';
+import { ensureTemporaryCopy, removeTemporaryCopy, temporaryIdentifier, type CopyStep } from '../../core/adapters/rds/temporary-copy.ts';
 import { isoUtc } from '../../core/adapters/rds/window.ts';
 import type { AdapterContext, Outcome, RestorePoint, UnitAdapter } from '../../core/adapters/types.ts';
 import { exitCodeOf, OutsideRestorableWindowError } from '../../core/errors.ts';
@@ -186,5 +188,39 @@ describe('rds-cluster --to (point-in-time restore)', () => {
     await expect(rdsClusterAdapter.asOf!(u, new Date('2021-06-01T00:00:00Z'), ctx('at-c'))).rejects.toThrow(
       /DB cluster \S+ cannot be restored to 2021-06-01T00:00:00Z: that is before the earliest restorable time; its restorable window is \[/,
     );
+  });
+});
+
+describe('temporary point-in-time copy (the control path of a table unit\'s --to)', () => {
+  it('of a cluster: made with its writer, answers the endpoint once available, deleted only when its tags say this run made it', async () => {
+    const id = uniqueName('pitrtmp');
+    await rds.send(
+      new CreateDBClusterCommand({ DBClusterIdentifier: id, Engine: 'aurora-mysql', MasterUsername: 'etl', MasterUserPassword: 'not-a-secret-1', Port: 3306 }),
+    );
+    await rds.send(new CreateDBInstanceCommand({ DBInstanceIdentifier: `${id}-1`, DBClusterIdentifier: id, Engine: 'aurora-mysql', DBInstanceClass: 'db.r6g.large' }));
+    const at = await momentAfterCreation();
+    const source = { rds: { clusterId: id }, time: isoUtc(at) };
+    const c = ctx('at-t', 'run-t');
+    const ids = { id: temporaryIdentifier(source.rds, 'run-t', 'carts'), point: `billing/at-t/carts`, runId: 'run-t', unitId: 'carts' };
+    expect(ids.id).toMatch(new RegExp(`^${id}-pitr-[0-9a-f]{8}$`));
+    const steps: CopyStep[] = [];
+    for (let i = 0; i < 10 && !steps.some((s) => 'endpoint' in s); i++) steps.push(await ensureTemporaryCopy(c, source, ids));
+    expect(steps[0]!.changes).toEqual({ dbClustersRestoredToPointInTime: 1 });
+    expect(steps.flatMap((s) => Object.keys(s.changes))).toContain('dbInstancesCreated');
+    const made = (await cluster(ids.id))!;
+    expect(steps.at(-1)).toEqual({ endpoint: { host: made.Endpoint, port: made.Port }, changes: {} });
+    expect(tagMap(made.TagList)).toMatchObject({ 'etl-rollback:temporary': 'pitr', [TAG.run]: 'run-t', [TAG.restoredFrom]: `pitr:${isoUtc(at)}` });
+    expect(await instance(writerIdentifier(ids.id, shortHash('run-t')))).toBeDefined();
+
+    // Another run's names do not prove it ours: nothing is deleted, and making it again is refused.
+    expect(await removeTemporaryCopy(c, source.rds, { ...ids, runId: 'run-other' })).toBe(0);
+    await expect(ensureTemporaryCopy(c, source, { ...ids, runId: 'run-other' })).rejects.toThrow(/is not this run's point-in-time copy/);
+    expect(await cluster(ids.id)).toBeDefined();
+
+    expect(await removeTemporaryCopy(c, source.rds, ids)).toBe(1);
+    const left = await cluster(ids.id);
+    expect(left === undefined || left.Status === 'deleting').toBe(true);
+    expect(await instance(writerIdentifier(ids.id, shortHash('run-t')))).toBeUndefined();
+    expect((await cluster(id))!.Status).toBe('available');
   });
 });
