@@ -169,6 +169,35 @@ describe('postgres-table --to (point-in-time restore and merge)', () => {
     expect(await rows(h.sql, `SELECT * FROM events_feb`)).toEqual(febBefore);
   });
 
+  it('a crash between reading the rows at T and the merge: nothing written, the copy kept; the rerun merges without reading again, then deletes the copy', async () => {
+    for (const c of [h.sql, atTSql]) {
+      await c.query(`CREATE TABLE crash (id int PRIMARY KEY, v text)`);
+      await c.query(`INSERT INTO crash SELECT g, 'v' || g FROM generate_series(1, 50) g`);
+    }
+    await h.sql.query(`UPDATE crash SET v = 'deploy' WHERE id <= 5`);
+    const before = await rows(h.sql, `SELECT * FROM crash`);
+    const u = h.unit({ id: 'orders-eu', table: 'crash' });
+    const deployment = 'at-20261129T093002Z';
+    const { point } = await adapter.asOf!(u, at, ctx(deployment, 'plan'));
+    const base = ctx(deployment, 'run-crash');
+    expect((await adapter.restore(u, point, base)).pending).toBeDefined();
+    // The session of the merge (the 3rd connection this call opens: sealed check, extraction, merge) is lost.
+    let opened = 0;
+    const crashing: AdapterContext = {
+      ...base,
+      postgres: { ...base.postgres, connect: async (name) => (++opened === 3 ? Promise.reject(new Error('connection lost')) : base.postgres.connect(name)) },
+    };
+    await expect(adapter.restore(u, point, crashing)).rejects.toThrow('connection lost');
+    expect(await rows(h.sql, `SELECT * FROM crash`)).toEqual(before);
+    expect(await instanceExists(temporaryIdentifier({ instanceId: sourceId }, 'run-crash', 'orders-eu'))).toBe(true);
+
+    const done = (await restoreToEnd(u, point, base)).at(-1)!;
+    expect(done.changes).toMatchObject({ rowsUpdated: 5, temporaryCopiesDeleted: 1 });
+    expect(done.changes.rowsExtracted).toBeUndefined();
+    expect(await rows(h.sql, `SELECT * FROM crash`)).toEqual(await rows(atTSql, `SELECT * FROM crash`));
+    expect(await instanceExists(temporaryIdentifier({ instanceId: sourceId }, 'run-crash', 'orders-eu'))).toBe(false);
+  });
+
   it('refuses a connection that names no RDS instance, and a time outside the window (naming it), touching nothing', async () => {
     const u = h.unit({ id: 'orders-eu', table: 'orders', where: `region = 'eu'` });
     const noRds = await adapter.asOf!(u, at, ctx('at-x', 'plan', null)).catch((e: unknown) => e);
