@@ -695,11 +695,11 @@ async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: Schema
 }
 
 async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+  if (isCow(point)) return mysqlCopyOnWrite.restore(unit, point, ctx);
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   }
   if (isPitr(point)) return restoreAtTime(unit, point, ctx);
-  if (isCow(point)) return mysqlCopyOnWrite.restore(unit, point, ctx);
   const runId = ctx.runId;
   const d = point.details;
   const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
