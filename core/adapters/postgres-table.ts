@@ -794,16 +794,15 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             const names = liveCols.map((c) => c.name);
             const staging = `${ident(ROLLBACK_SCHEMA)}.${ident(shadowName)}`;
             await prod.query(`CREATE TABLE ${staging} (LIKE ${live.sql})`);
-            // One value per row as JSON (arrays, composites, bytea, timestamps keep their text forms), put back into
-            // the columns' own types by jsonb_populate_recordset; the checksums below prove nothing changed on the way.
-            await source.query(`DECLARE etlrb_at_time NO SCROLL CURSOR FOR SELECT to_jsonb(t)::text AS r FROM (${scope.select(names)}) AS t`);
+            // Each row travels as its record text (the form the checksum hashes, read with the same session settings
+            // on both sides), put back as a row of the copy's own type: an array of them, unnested. The staging table
+            // has the live columns in order, which the copy's columns were just checked to equal.
+            await source.query(`DECLARE etlrb_at_time NO SCROLL CURSOR FOR SELECT t::text AS r FROM (${scope.select(names)}) AS t`);
             let rows = 0;
             for (;;) {
               const { rows: batch } = await source.query<{ r: string }>(`FETCH ${EXTRACT_BATCH_ROWS} FROM etlrb_at_time`);
               if (batch.length === 0) break;
-              await prod.query(`INSERT INTO ${staging} (${cols(names)}) SELECT ${cols(names)} FROM jsonb_populate_recordset(NULL::${staging}, $1::jsonb)`, [
-                `[${batch.map((b) => b.r).join(',')}]`,
-              ]);
+              await prod.query(`INSERT INTO ${staging} SELECT * FROM unnest($1::${staging}[])`, [batch.map((b) => b.r)]);
               rows += batch.length;
             }
             await source.query('CLOSE etlrb_at_time');
