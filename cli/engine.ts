@@ -31,7 +31,11 @@ export interface SnapshotArgs {
   name: string;
 }
 
-export interface RollbackArgs extends SnapshotArgs {
+export interface RollbackArgs extends Omit<SnapshotArgs, 'deploymentId'> {
+  /** The deployment whose restore points to go back to; exactly one of this and `toTime`. */
+  deploymentId?: string;
+  /** Roll back to the state at this ISO-8601 UTC time (a derived deployment `at-…`); the manifest is sent with it. */
+  toTime?: string;
   units?: string[];
   cascade: boolean;
   dryRun: boolean;
@@ -61,7 +65,7 @@ export function defaultRunName(kind: string, pipeline: string, deploymentId: str
 export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<string, unknown> {
   return {
     pipeline: manifest.pipeline,
-    deploymentId: args.deploymentId,
+    ...(args.toTime !== undefined ? { toTime: args.toTime, manifest } : { deploymentId: args.deploymentId }),
     ...(args.resume ? { resume: args.resume } : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
     dryRun: args.dryRun,
     reason: args.reason,

@@ -51,6 +51,16 @@ export class PreflightError extends EtlRollbackError {
   readonly exitCode = EXIT.badInput;
 }
 
+/**
+ * A rollback to a time (`--to`) asked for a time outside a resource's restorable window: before the oldest state its
+ * history still holds (noncurrent versions expired, PITR retention), or after now. The message names the resource, the
+ * time asked for and the window `[earliest, latest]` in ISO-8601 UTC. Nothing was touched.
+ */
+export class OutsideRestorableWindowError extends EtlRollbackError {
+  override readonly name = 'OutsideRestorableWindowError';
+  readonly exitCode = EXIT.badInput;
+}
+
 /** Another rollback of the same pipeline holds the lock. */
 export class LockHeldError extends EtlRollbackError {
   override readonly name = 'LockHeldError';
@@ -108,10 +118,15 @@ export class ReplayFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
-/** A time asked for (`--to`) is outside a resource's restorable window; the message names the resource, the time and the window. */
-export class OutsideRestorableWindowError extends EtlRollbackError {
-  override readonly name = 'OutsideRestorableWindowError';
-  readonly exitCode = EXIT.badInput;
+/**
+ * The run was cancelled (`etl-rollback cancel`, Ctrl-C in a local run, StopExecution in AWS) and stopped at a safe point:
+ * between stages, or while it waited for its window or its approval. Exit 1, as for any run that did not finish: the
+ * data may be part-way (the report says which stages were restored); `rollback --resume <run>` finishes it. The name
+ * has no `Error` suffix: a cancel is asked for, not a fault.
+ */
+export class RunCancelledError extends EtlRollbackError {
+  override readonly name = 'RunCancelled';
+  readonly exitCode = EXIT.failed;
 }
 
 /** Exit code for any error: ours carry one; anything else is a failed run. */
@@ -127,6 +142,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   InputError: EXIT.badInput,
   RestorePointMissingError: EXIT.badInput,
   PreflightError: EXIT.badInput,
+  OutsideRestorableWindowError: EXIT.badInput,
   LockHeldError: EXIT.refused,
   VerificationFailedError: EXIT.failed,
   ApprovalRejectedError: EXIT.refused,
@@ -137,5 +153,6 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
   ReplayFailedError: EXIT.failed,
-  OutsideRestorableWindowError: EXIT.badInput,
+  /** Cancelled at a safe point (or stopped): the run did not finish; `--resume` continues it. */
+  RunCancelled: EXIT.failed,
 };

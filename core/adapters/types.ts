@@ -74,6 +74,11 @@ export interface Pending {
   waitSeconds: number;
   /** What is being waited for, as a sentence for people ("snapshot etlrb-… is creating (40%)"). */
   status: string;
+  /**
+   * The poll budget for this wait, when it depends on what is waited for (an archive retrieval: minutes to two days,
+   * with the wait between polls sized to match). Absent: the adapter's `maxPolls`.
+   */
+  maxPolls?: number;
 }
 
 /** What `capture` answers when the restore point is not ready yet. */

@@ -30,10 +30,27 @@ export const runTriggerSchema = z.strictObject({
   summary: z.string().max(2000).optional(),
 });
 
+/**
+ * A time to roll back to: ISO-8601 with an explicit UTC offset (`Z` or `+00:00`), not in the future. Other offsets and
+ * offset-less times are refused: an operator in an incident must never have a time read in a zone they did not mean.
+ */
+export const utcTime = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|\+00:00)$/, 'must be an ISO-8601 UTC time with an explicit "Z" (or "+00:00"), e.g. 2026-11-29T09:30:00Z')
+  .refine((t) => !Number.isNaN(Date.parse(t)) && new Date(Date.parse(t)).toISOString().slice(0, 10) === t.slice(0, 10), 'is not a valid date and time');
+
 export const rollbackRequestSchema = z
   .strictObject({
     pipeline,
-    deploymentId: id,
+    /** The deployment whose restore points to go back to. Exactly one of `deploymentId` and `toTime`. */
+    deploymentId: id.optional(),
+    /**
+     * Roll back to the state at this time (ISO-8601 UTC), from the services' own history, when no restore point was
+     * taken: a derived deployment `at-<YYYYMMDDTHHMMSSZ>` is resolved at plan time (core/workflow/as-of.ts).
+     */
+    toTime: utcTime.optional(),
+    /** With `toTime` only: the manifest the pipeline runs with (default: that of its latest deployment). */
+    manifest: z.unknown().optional(),
     /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
     units: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a unit id as in the manifest')).min(1).max(1000).optional(),
     /** Default true; not with `resume` (the resumed run's plan is taken as it was). */
@@ -48,6 +65,19 @@ export const rollbackRequestSchema = z
     trigger: runTriggerSchema.optional(),
   })
   .superRefine((r, ctx) => {
+    if ((r.deploymentId === undefined) === (r.toTime === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: r.deploymentId === undefined ? [] : ['toTime'],
+        message: 'give exactly one of "deploymentId" (roll back to its restore points) or "toTime" (roll back to the state at that time)',
+      });
+    }
+    if (r.manifest !== undefined && r.toTime === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['manifest'], message: 'only with "toTime": a deployment is rolled back with the manifest it was deployed with' });
+    }
+    if (r.resume !== undefined && r.toTime !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['toTime'], message: `cannot be given with "resume": resume run "${r.resume}" with the deployment it rolled back to` });
+    }
     if (r.resume === undefined) return;
     for (const field of ['units', 'cascade'] as const) {
       if (r[field] !== undefined) {
