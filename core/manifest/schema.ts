@@ -67,6 +67,13 @@ const schemesByEngine: Record<ConnectionEngine, readonly string[]> = {
   mysql: ['mysql', 'mariadb'],
 };
 
+const rdsIdentifier = z
+  .string()
+  // 41, not RDS's 63: a restore names the copies `<id>-restored-<run>` / `<id>-pre-rollback-<run>` (22 more
+  // characters), and the IAM grants match them by the `<id>-` prefix.
+  .max(41, 'must be at most 41 characters (RDS allows 63; a rollback adds "-pre-rollback-<run>" to it)')
+  .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
+
 /**
  * A connection as written: an engine plus exactly one of `url` (local runs) or `secretArn` (AWS).
  * One object rather than a union of two, so a mistake gets one precise message instead of "matches no option".
@@ -75,10 +82,20 @@ export const connectionFieldsSchema = z.strictObject({
   engine: z.enum(connectionEngines),
   url: z.string().regex(/^(postgres|postgresql|mysql|mariadb):\/\//, 'must be a postgres://, postgresql://, mysql:// or mariadb:// URL').optional(),
   secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…)').optional(),
+  /**
+   * The RDS instance or Aurora cluster that holds this database. Only a rollback to a time (`--to`) needs it: a table
+   * unit on this connection is then restored by a point-in-time restore of that instance or cluster into a temporary
+   * copy, from which just the unit's rows are merged back.
+   */
+  rds: z.union([z.strictObject({ instanceId: rdsIdentifier }), z.strictObject({ clusterId: rdsIdentifier })], {
+    error: 'must be { "instanceId": "<RDS instance>" } or { "clusterId": "<Aurora cluster>" }',
+  }).optional(),
 });
 
-type UrlConnection = { engine: ConnectionEngine; url: string };
-type SecretConnection = { engine: ConnectionEngine; secretArn: string };
+/** Where a connection's database lives in RDS (for a point-in-time restore of its tables). */
+export type ConnectionRds = { instanceId: string } | { clusterId: string };
+type UrlConnection = { engine: ConnectionEngine; url: string; rds?: ConnectionRds };
+type SecretConnection = { engine: ConnectionEngine; secretArn: string; rds?: ConnectionRds };
 
 export const connectionSchema = connectionFieldsSchema
   .superRefine((c, ctx) => {
@@ -101,8 +118,9 @@ export const connectionSchema = connectionFieldsSchema
   })
   // Runs only once the refinement passed, so exactly one of url/secretArn is set; the type says so too.
   .transform((c, ctx): UrlConnection | SecretConnection => {
-    if (c.url !== undefined) return { engine: c.engine, url: c.url };
-    if (c.secretArn !== undefined) return { engine: c.engine, secretArn: c.secretArn };
+    const rds = c.rds === undefined ? {} : { rds: c.rds };
+    if (c.url !== undefined) return { engine: c.engine, url: c.url, ...rds };
+    if (c.secretArn !== undefined) return { engine: c.engine, secretArn: c.secretArn, ...rds };
     ctx.addIssue({ code: 'custom', message: 'needs "url" (local runs) or "secretArn" (AWS)' });
     return z.NEVER;
   });
@@ -325,12 +343,6 @@ export const mysqlTableUnitSchema = z.strictObject({
 });
 
 /** An RDS DB instance or cluster identifier: 1-63 letters, digits or hyphens, a letter first, no "--", no hyphen last. */
-const rdsIdentifier = z
-  .string()
-  // 41, not RDS's 63: a restore names the copies `<id>-restored-<run>` / `<id>-pre-rollback-<run>` (22 more
-  // characters), and the IAM grants match them by the `<id>-` prefix.
-  .max(41, 'must be at most 41 characters (RDS allows 63; a rollback adds "-pre-rollback-<run>" to it)')
-  .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
 
 /** An RDS DB instance: restored from a snapshot taken before the deploy, then swapped in under the same identifier. */
 export const rdsInstanceUnitSchema = z.strictObject({
