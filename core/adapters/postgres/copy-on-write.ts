@@ -677,28 +677,34 @@ export function copyOnWrite(parts: CowAdapterParts) {
             `WITH gone AS (DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove} RETURNING ${cols(all, 'l')})
              INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM gone`,
           );
-          // Each row written is compared, as written (after any trigger or generated column), with its pre-image in the
-          // text the checksum hashes: the UPDATE's RETURNING sees the new row beside the undo row, the INSERT's is
-          // joined back to the log. See the end-to-end check below.
+          // Each row written is the undo row's values, verbatim, unless something on the table can rewrite it on the
+          // way in: a user trigger left firing (triggers: 'fire'), a rule, a generated column. Then each row written is
+          // compared, as written, with its pre-image in the text the checksum hashes: the UPDATE's RETURNING sees the
+          // new row beside the undo row, the INSERT's is joined back to the log. See the end-to-end check below.
+          const { rows: rw } = await client.query<{ rules: boolean }>('SELECT c.relhasrules AS rules FROM pg_catalog.pg_class c WHERE c.oid = $1', [p.live.oid]);
+          const verbatim = parts.triggerMode === 'disable' && rw[0]?.rules !== true && !p.meta.columns.some((c) => c.generated);
           const same = ident('etl_rollback$same');
           const counted = async (sql: string) => {
             const { rows: r } = await client.query<{ n: string; same: string }>(sql);
             return { n: Number(r[0]?.n ?? 0), same: Number(r[0]?.same ?? 0) };
           };
+          const readBack = verbatim ? 'true' : `${rowText(names, 'l')} = ${rowText(names, 'u')}`;
           const updated =
             p.update.length === 0
               ? { n: 0, same: 0 }
               : await counted(
                   `WITH changed AS (UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS o ON ${keyMatch(p.meta.primaryKey, 'o', 'u')}
-                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')}, ${rowText(names, 'l')} = ${rowText(names, 'u')} AS ${same}),
+                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')}, ${readBack} AS ${same}),
                         kept AS (INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM changed)
                    SELECT count(*)::text AS n, count(*) FILTER (WHERE ${same})::text AS same FROM changed`,
                 );
-          const inserted = await counted(
-            `WITH ins AS (${insertMissing(ws)} RETURNING ${cols(names)})
-             SELECT count(*)::text AS n, count(*) FILTER (WHERE ${rowText(names, 'ins')} = ${rowText(names, 'u')})::text AS same
-               FROM ins JOIN ${p.undo.sql} AS u ON ${keyMatch(p.meta.primaryKey, 'ins', 'u')}`,
-          );
+          const inserted = verbatim
+            ? await rowCount(insertMissing(ws)).then((n) => ({ n, same: n }))
+            : await counted(
+                `WITH ins AS (${insertMissing(ws)} RETURNING ${cols(names)})
+                 SELECT count(*)::text AS n, count(*) FILTER (WHERE ${rowText(names, 'ins')} = ${rowText(names, 'u')})::text AS same
+                   FROM ins JOIN ${p.undo.sql} AS u ON ${keyMatch(p.meta.primaryKey, 'ins', 'u')}`,
+              );
           written = { updated, inserted };
           await resumeUserTriggers(client, saved);
           await resetSequences(client, sequences);
@@ -741,9 +747,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
         // statements make that so by construction, within one statement each and under the lock: the DELETE removes
         // every row at a logged key that must go; the UPDATE overwrites every row whose text differs from its
         // pre-image (so the rows it leaves are equal, compared in that same statement); the INSERT adds every missing
-        // one. What remains to prove is that each row written reads back as its pre-image — a BEFORE trigger left
-        // firing, a generated column, a type whose text does not survive the round trip would show here — and that is
-        // compared for every row as it is written, at the cost of the rows restored. Otherwise (no proof, or a schema
+        // one. What remains is that each row written reads back as its pre-image: with nothing on the table that can
+        // rewrite a row on its way in, the written values are the undo row's; otherwise (a BEFORE trigger left firing,
+        // a rule, a generated column) every row is compared as it is written. Otherwise (no proof, or a schema
         // restore) the whole scope is counted and summed. Either way the stage's gate then counts and sums the whole
         // scope again, as for every unit.
         let now: { count: number; checksum: string };
