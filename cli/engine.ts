@@ -6,7 +6,8 @@ import type { RunReport } from '../core/report/report.ts';
 /** Where executions run: in this process (local) or in AWS Step Functions (remote). Same inputs, same outputs. */
 export interface Engine {
   snapshot(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
-  rollback(manifest: Manifest, args: RollbackArgs): Promise<ExecutionResult>;
+  /** A rollback; an undo (`args.undo`) names only the pipeline, not a manifest file. */
+  rollback(manifest: Pick<Manifest, 'pipeline'>, args: RollbackArgs): Promise<ExecutionResult>;
   /** A rollback drill into scratch targets (statemachines/drill.asl.json). */
   drill(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
 }
@@ -31,7 +32,11 @@ export interface SnapshotArgs {
   name: string;
 }
 
-export interface RollbackArgs extends SnapshotArgs {
+export interface RollbackArgs extends Omit<SnapshotArgs, 'deploymentId'> {
+  /** The deployment to roll back to; exactly one of it and `undo`. */
+  deploymentId?: string;
+  /** The run to undo (`etl-rollback undo <run>`): the machine rolls back to the derived deployment `undo-<run>`. */
+  undo?: string;
   units?: string[];
   cascade: boolean;
   dryRun: boolean;
@@ -58,11 +63,11 @@ export function defaultRunName(kind: string, pipeline: string, deploymentId: str
 }
 
 /** The rollback machine's input, exactly as a console user would type it; the CLI's runs are `manual`. */
-export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<string, unknown> {
+export function rollbackInput(manifest: Pick<Manifest, 'pipeline'>, args: RollbackArgs): Record<string, unknown> {
   return {
     pipeline: manifest.pipeline,
-    deploymentId: args.deploymentId,
-    ...(args.resume ? { resume: args.resume } : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
+    ...(args.undo !== undefined ? { undo: args.undo } : { deploymentId: args.deploymentId }),
+    ...(args.resume ? { resume: args.resume } : args.undo !== undefined ? {} : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
     dryRun: args.dryRun,
     reason: args.reason,
     requestedBy: args.requestedBy,

@@ -39,6 +39,11 @@ export interface Deployment {
   requestedBy?: string;
   reason?: string;
   error?: ErrorSummary;
+  /**
+   * Set on a derived deployment: one made at plan time, without a capture before a deploy, from a point in time
+   * (`at-<time>`) or from what a run replaced (`undo-<runId>`, core/workflow/undo.ts). Absent on deploys.
+   */
+  origin?: { kind: 'time'; at: string } | { kind: 'undo'; runId: string };
 }
 
 export interface ErrorSummary {
@@ -344,10 +349,10 @@ export class Ledger {
 
   /**
    * The pipeline's most recent deployment, or, given statuses, its most recent deployment in one of them; undefined if
-   * there is none.
+   * there is none. Derived deployments (`origin`: a time, an undo) are not deploys of the pipeline: never "the latest".
    */
   async latestDeployment(pipeline: string, statuses?: readonly DeploymentStatus[]): Promise<Deployment | undefined> {
-    const all = await this.listDeployments(pipeline);
+    const all = (await this.listDeployments(pipeline)).filter((d) => d.origin === undefined);
     return statuses ? all.find((d) => statuses.includes(d.status)) : all[0];
   }
 

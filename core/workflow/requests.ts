@@ -33,7 +33,14 @@ export const runTriggerSchema = z.strictObject({
 export const rollbackRequestSchema = z
   .strictObject({
     pipeline,
-    deploymentId: id,
+    /** The deployment whose restore points to go back to. Exactly one of `deploymentId` and `undo`. */
+    deploymentId: id.optional(),
+    /**
+     * Undo that run: put back what it replaced (core/workflow/undo.ts), through the same staged rollback of the derived
+     * deployment `undo-<run>`. Exactly one of `deploymentId` and `undo`; not with `units` or `cascade` (the units are those
+     * the run changed).
+     */
+    undo: id.optional(),
     /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
     units: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a unit id as in the manifest')).min(1).max(1000).optional(),
     /** Default true; not with `resume` (the resumed run's plan is taken as it was). */
@@ -48,6 +55,20 @@ export const rollbackRequestSchema = z
     trigger: runTriggerSchema.optional(),
   })
   .superRefine((r, ctx) => {
+    if ((r.deploymentId === undefined) === (r.undo === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['deploymentId'],
+        message: 'give exactly one of "deploymentId" (roll back to that deployment\'s restore points) or "undo" (put back what that run replaced)',
+      });
+    }
+    if (r.undo !== undefined) {
+      for (const field of ['units', 'cascade'] as const) {
+        if (r[field] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [field], message: `cannot be given with "undo": an undo puts back every unit run "${r.undo}" changed` });
+        }
+      }
+    }
     if (r.resume === undefined) return;
     for (const field of ['units', 'cascade'] as const) {
       if (r[field] !== undefined) {

@@ -16,6 +16,7 @@ import { renderRunbook } from '../report/runbook.ts';
 import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
+import { prepareUndo, recordUndoPoint } from './undo.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -52,7 +53,14 @@ interface RunIds {
  * stages and records the run. Touches no data. The run id is the execution name, so a retry finds its run.
  */
 export async function planRun(deps: WorkflowDeps, input: { request: unknown; executionName: string }): Promise<PlannedRun> {
-  const request = parseInput(rollbackRequestSchema, input.request, 'rollback request');
+  const parsed = parseInput(rollbackRequestSchema, input.request, 'rollback request');
+  // An undo rolls back to the derived deployment `undo-<run>`: the units that run changed, as they were before it.
+  const undo = parsed.undo !== undefined ? await prepareUndo(deps, { ...parsed, undo: parsed.undo }, input.executionName) : undefined;
+  const request = {
+    ...parsed,
+    deploymentId: undo?.deploymentId ?? parsed.deploymentId!,
+    ...(undo && parsed.resume === undefined ? { units: undo.units, cascade: false } : {}),
+  };
   const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
   if (!ROLLBACKABLE.has(deployment.status)) {
     throw new RestorePointMissingError(
@@ -83,7 +91,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     requested: plan.requested,
     scope: plan.scope,
     stages,
-    reasons: plan.reasons,
+    reasons: undo ? { ...plan.reasons, ...undo.reasons } : plan.reasons,
     requestedBy: request.requestedBy,
     reason: request.reason,
     startedAt: deps.now().toISOString(),
@@ -268,10 +276,13 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
   const startedAt = deps.now().toISOString();
-  const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids)).catch(async (error: unknown) => {
-    await recordRestoreError(deps, ids, unit.type, startedAt, error);
-    throw error;
-  });
+  // What the restore is about to replace is recorded first (core/workflow/undo.ts): no undo record, no write.
+  const outcome = await recordUndoPoint(deps, manifest, ids)
+    .then(() => adapter.restore(unit, point, adapterContext(deps, manifest, ids)))
+    .catch(async (error: unknown) => {
+      await recordRestoreError(deps, ids, unit.type, startedAt, error);
+      throw error;
+    });
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
   const writes = (previous?.writes ?? 0) + outcome.writes;
