@@ -210,6 +210,9 @@ async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise
 export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
   const run = await deps.ledger.requireRun(ids.runId);
   const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
+  // A derived deployment (an undo, a time) was resolved at plan time: the dry run says per unit what it was resolved to.
+  const derived = (await deps.ledger.getDeployment(run.pipeline, run.deploymentId))?.origin !== undefined;
+  const resolved = (unitId: string) => (derived && run.reasons[unitId] ? [run.reasons[unitId]] : []);
   const steps: Step[] = [];
   for (const stage of run.stages) {
     const diffs = await Promise.all(
@@ -217,7 +220,7 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
         const unit = unitOf(manifest, unitId);
         const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
         const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
-        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: diff.notes } satisfies Step;
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...resolved(unitId), ...diff.notes] } satisfies Step;
       }),
     );
     steps.push(...diffs);
