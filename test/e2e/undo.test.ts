@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type mysql from 'mysql2/promise';
+import type { Context } from 'aws-lambda';
 import { stringify } from 'yaml';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import { undoDeploymentId } from '../../core/workflow/undo.ts';
@@ -35,12 +36,14 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     staging: unknown[];
     mart: unknown[];
     accounts: string[];
+    events: unknown[];
   }
   const state = async (): Promise<State> => ({
     objects: await s.objects(),
     staging: await s.rows('staging.orders'),
     mart: await s.rows('mart.daily_orders'),
     accounts: await mysqlRows(conn, my.name, 'accounts'),
+    events: (await s.sql.query('SELECT * FROM staging.events ORDER BY id')).rows,
   });
   const json = async (...args: string[]) => {
     const r = await s.cli(...args, '--local', '--json');
@@ -53,17 +56,27 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
   let rollbackRun: string;
   let undoRun: string;
 
+  const damageEvents = () => s.sql.query("UPDATE staging.events SET kind = 'bad' WHERE id % 3 = 0; DELETE FROM staging.events WHERE id IN (4, 5); INSERT INTO staging.events VALUES (100, 'new')");
+  const ALL = ['accounts', 'events', 'mart', 'raw', 'staging'];
+
   beforeAll(async () => {
     s = await createScenario();
     my = await createTestMysqlDatabase('undo');
     conn = await my.connection();
     await conn.query('CREATE TABLE accounts (id INT PRIMARY KEY, owner VARCHAR(40) NOT NULL, balance DECIMAL(12,2) NOT NULL)');
     await conn.query("INSERT INTO accounts VALUES (1, 'ada', 10.00), (2, 'bob', 20.00), (3, 'cy', 30.00), (4, 'di', 40.00)");
+    // A copy-on-write table too: its rollback restores from the trigger-kept undo table; what the rollback replaced is
+    // recorded as a plain shadow copy all the same.
+    await s.sql.query("CREATE TABLE staging.events (id int PRIMARY KEY, kind text NOT NULL); INSERT INTO staging.events SELECT g, 'k' || g FROM generate_series(1, 20) g");
     const manifest = ordersManifest({ pipeline: s.pipeline, bucket: s.bucket, databaseUrl: s.db.url });
     const withMysql = {
       ...manifest,
       connections: { ...manifest.connections, ledgerdb: { engine: 'mysql' as const, url: my.url } },
-      units: [...manifest.units, { id: 'accounts', type: 'mysql-table' as const, connection: 'ledgerdb', table: `${my.name}.accounts`, dependsOn: ['staging'] }],
+      units: [
+        ...manifest.units,
+        { id: 'accounts', type: 'mysql-table' as const, connection: 'ledgerdb', table: `${my.name}.accounts`, dependsOn: ['staging'] },
+        { id: 'events', type: 'postgres-table' as const, connection: 'warehouse', table: 'staging.events', capture: 'copy-on-write' as const },
+      ],
     };
     manifestPath = join(mkdtempSync(join(tmpdir(), 'etl-rollback-undo-')), 'orders.yaml');
     writeFileSync(manifestPath, stringify(withMysql));
@@ -77,6 +90,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     await conn.query('UPDATE accounts SET balance = 999.99 WHERE id = 2');
     await conn.query('DELETE FROM accounts WHERE id = 3');
     await conn.query("INSERT INTO accounts VALUES (9, 'eve', 1.00)");
+    await damageEvents();
     damaged = await state();
     expect(damaged).not.toEqual(original);
 
@@ -93,7 +107,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
 
   it('the rollback recorded, before it wrote, the state it replaced: the derived deployment undo-<run>', async () => {
     const points = await ledger.listRestorePoints(s.pipeline, undoDeploymentId(rollbackRun));
-    expect(points.map((p) => p.unitId).sort()).toEqual(['accounts', 'mart', 'raw', 'staging']);
+    expect(points.map((p) => p.unitId).sort()).toEqual(ALL);
     // Counts of the damaged state: 5 objects under raw/ (one added), 9 + 2 - 2 staging rows, 4 - 1 + 1 accounts.
     const byUnit = Object.fromEntries(points.map((p) => [p.unitId, p.count]));
     expect(byUnit.accounts).toBe(4);
@@ -105,7 +119,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     const dry = await json('undo', rollbackRun, '--dry-run');
     expect(dry.code, dry.stderr).toBe(0);
     const units = dry.out!.report!.stages.flatMap((st) => st.units);
-    expect(units.map((u) => u.unitId).sort()).toEqual(['accounts', 'mart', 'raw', 'staging']);
+    expect(units.map((u) => u.unitId).sort()).toEqual(ALL);
     for (const u of units) expect(u.notes[0]).toMatch(new RegExp(`^undo of run ${rollbackRun}: put back \\d+ `));
     expect(units.find((u) => u.unitId === 'accounts')!.writes).toBe(3);
     expect(await state()).toEqual(rolledBack);
@@ -118,14 +132,14 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     undoRun = report.runId;
     expect(report.deploymentId).toBe(undoDeploymentId(rollbackRun));
     // Consumers first, as the ordinary planner orders them.
-    expect(report.stages.map((st) => st.units.map((u) => u.unitId).sort())).toEqual([['accounts', 'mart'], ['staging'], ['raw']]);
+    expect(report.stages.map((st) => st.units.map((u) => u.unitId).sort())).toEqual([['accounts', 'events', 'mart'], ['staging'], ['raw']]);
     expect(report.stages.every((st) => st.status === 'VERIFIED')).toBe(true);
     expect(await state()).toEqual(damaged);
 
     const deployment = await ledger.requireDeployment(s.pipeline, undoDeploymentId(rollbackRun));
     expect(deployment.origin).toEqual({ kind: 'undo', runId: rollbackRun });
     const kept = await ledger.listRestorePoints(s.pipeline, undoDeploymentId(undoRun));
-    expect(kept.map((p) => p.unitId).sort()).toEqual(['accounts', 'mart', 'raw', 'staging']);
+    expect(kept.map((p) => p.unitId).sort()).toEqual(ALL);
     // A derived deployment is never "the latest deploy" (triggers and drills pick deploys only).
     expect((await ledger.latestDeployment(s.pipeline))?.deploymentId).toBe('d-1');
   });
@@ -135,6 +149,33 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     expect(again.code, `${again.stderr}${JSON.stringify(again.out)}`).toBe(0);
     expect(again.out!.report!.deploymentId).toBe(undoDeploymentId(undoRun));
     expect(await state()).toEqual(rolledBack);
+  });
+
+  it('undo of a failed, partial run puts back the units it changed, the one it changed before it stopped included', async () => {
+    // Damage again, then a rollback that stops in stage 2: staging is written, then its restore "crashes" before the
+    // step is reported (a lost connection, a timeout); raw (stage 3) is never started.
+    await badDeploy(s);
+    await conn.query('UPDATE accounts SET balance = 1.23 WHERE id = 1');
+    await damageEvents();
+    const damagedAgain = await state();
+    const { runLocal } = await import('../../cli/local-runner.ts');
+    const { handler: realRestore } = await import('../../lambdas/restore-unit.ts');
+    const crashAfterWriting = async (event: unknown, context: Context) => {
+      const out = await realRestore(event, context);
+      if ((event as { unitId: string }).unitId === 'staging') throw new Error('connection lost after the restore wrote');
+      return out;
+    };
+    const failedRun = uniqueName('run-partial');
+    const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-1' }, { name: failedRun, handlers: { RestoreUnit: crashAfterWriting } });
+    expect(out.status).toBe('FAILED');
+    const partial = await state();
+    expect(partial.objects).toEqual(damagedAgain.objects);
+    expect(partial.staging).toEqual(original.staging);
+
+    const undo = await json('undo', failedRun);
+    expect(undo.code, `${undo.stderr}${JSON.stringify(undo.out)}`).toBe(0);
+    expect(undo.out!.report!.stages.flatMap((st) => st.units.map((u) => u.unitId)).sort()).toEqual(['accounts', 'events', 'mart', 'staging']);
+    expect(await state()).toEqual(damagedAgain);
   });
 
   it('refuses what it cannot do, before anything is touched: unknown run 2, not undoable 2, under way 3', async () => {
