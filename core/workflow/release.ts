@@ -94,7 +94,8 @@ export async function listExpiredDeployments(deps: WorkflowDeps, input: { now?: 
   const pipelines: PipelineFreshness[] = [];
   let kept = 0;
   for (const [pipeline, deployments] of [...byPipeline].sort(([a], [b]) => a.localeCompare(b))) {
-    const sealed = deployments.filter((d) => SEALED.includes(d.status)).map((d) => d.createdAt).sort();
+    // Freshness is about deploys: a derived deployment (an undo's record) is no restore point taken before a deploy.
+    const sealed = deployments.filter((d) => SEALED.includes(d.status) && d.origin === undefined).map((d) => d.createdAt).sort();
     const last = sealed[sealed.length - 1];
     pipelines.push({ pipeline, ...(last ? { lastRestorePointAt: last, secondsSinceLastRestorePoint: Math.max(0, Math.round((now.getTime() - Date.parse(last)) / 1000)) } : {}) });
     const runs = await deps.ledger.listRunIndex(pipeline);

@@ -28,8 +28,10 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  * taken only when the ledger has no point for the unit yet: a rerun after a crash, or a second call of a pending restore,
  * never records the half-restored state over the state the run found.
  *
- * At undo time (`prepareUndo`, in the first state of the rollback machine) the derived deployment is registered with
- * `origin: { kind: 'undo', runId }` and the manifest the run restored with; its scope is the units the run changed
+ * The derived deployment is registered READY at the first record, with `origin: { kind: 'undo', runId }` and the
+ * manifest the run restored with, so the daily release drops the record when its retention ends (undone or not; a
+ * derived deployment is never a pipeline's "latest deploy"). At undo time (`prepareUndo`, in the first state of the
+ * rollback machine) its scope is the units the run changed
  * (a step that wrote, or one that failed: a failed restore may have written part of a unit before it stopped), and the
  * stages are the ordinary planner's for them. The undo run records what it replaces in turn (`undo-<undo run>`): undo
  * the undo to get the rolled-back state back.
@@ -77,10 +79,23 @@ export async function recordUndoPoint(
   const undoId = undoDeploymentId(ids.runId);
   const existing = await deps.ledger.getRestorePoint(ids.pipeline, undoId, unit.id);
   if (existing) return existing;
-  // The manifest the run restores with, under the derived deployment's own key (as a deploy's is): written once.
+  // The manifest the run restores with, under the derived deployment's own key (as a deploy's is): written once. The
+  // deployment is registered READY with it, so that the daily release drops the record once its retention has ended,
+  // whether or not the run is ever undone.
   const store = stateStore(deps);
   const raw = await store.getJson<unknown>(stateKeys.manifest(ids.pipeline, ids.deploymentId));
   await store.putJsonOnce(stateKeys.manifest(ids.pipeline, undoId), raw, `the manifest of deployment "${undoId}"`);
+  const run = await deps.ledger.requireRun(ids.runId);
+  const { deployment } = await deps.ledger.registerDeployment({
+    pipeline: ids.pipeline,
+    deploymentId: undoId,
+    manifestKey: stateKeys.manifest(ids.pipeline, undoId),
+    units: run.scope,
+    requestedBy: run.requestedBy,
+    reason: `what run ${ids.runId} replaced, recorded before it wrote (etl-rollback undo ${ids.runId})`,
+    origin: { kind: 'undo', runId: ids.runId },
+  });
+  if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(ids.pipeline, undoId, 'READY');
   const recording = recordingUnit(unit);
   const captured = await adapterFor(recording).capture(recording, adapterContext(deps, manifest, { deploymentId: undoId, runId: ids.runId, unitId: unit.id }));
   if (isPendingCapture(captured)) throw new InputError(`unit "${unit.id}" (${unit.type}): its state before the restore cannot be recorded at once, so the restore would not be undoable`);
@@ -107,12 +122,12 @@ function pointText(point: RestorePoint): string {
 
 /**
  * First state of an undo: checks run `request.undo` (exit 2: unknown, another pipeline's, a dry run, nothing changed, a
- * unit that cannot be undone; exit 3: still under way or holding the lock), registers the derived deployment
- * `undo-<run>` (READY; idempotent: a retry finds it with the same points) and answers what planRun rolls back.
+ * unit that cannot be undone, a record already released; exit 3: still under way or holding the lock) and answers what
+ * planRun rolls back: the derived deployment `undo-<run>` and the units to put back. Reads only: a retry answers the same.
  */
 export async function prepareUndo(
   deps: WorkflowDeps,
-  request: { pipeline: string; undo: string; requestedBy: string; reason: string },
+  request: { pipeline: string; undo: string },
   runId: string,
 ): Promise<PreparedUndo> {
   const what = `cannot undo run "${request.undo}"`;
@@ -149,16 +164,9 @@ export async function prepareUndo(
   const units = manifest.units.map((u) => u.id).filter((u) => points.has(u) && !untouched.has(u));
   if (units.length === 0) throw new InputError(`${what}: it changed nothing (every unit it restored already equalled its restore point)`);
 
-  const { deployment } = await deps.ledger.registerDeployment({
-    pipeline: source.pipeline,
-    deploymentId: undoId,
-    manifestKey: stateKeys.manifest(source.pipeline, undoId),
-    units,
-    requestedBy: request.requestedBy,
-    reason: request.reason || `undo of run ${source.runId}`,
-    origin: { kind: 'undo', runId: source.runId },
-  });
-  if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(source.pipeline, undoId, 'READY');
+  // Registered READY by the run's first restore (recordUndoPoint); a released one has nothing left to put back.
+  const deployment = await deps.ledger.requireDeployment(source.pipeline, undoId);
+  if (deployment.status === 'RELEASED') throw new InputError(`${what}: its record (deployment "${undoId}") was released when its retention ended`);
   const reasons = Object.fromEntries(units.map((u) => [u, `undo of run ${source.runId}: put back ${pointText(points.get(u)!)}`]));
   deps.log.info('undo prepared', { runId, undoes: source.runId, deploymentId: undoId, units });
   return { deploymentId: undoId, units, reasons };

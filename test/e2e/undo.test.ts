@@ -8,6 +8,7 @@ import type { Context } from 'aws-lambda';
 import { stringify } from 'yaml';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import { undoDeploymentId } from '../../core/workflow/undo.ts';
+import { ROLLBACK_SCHEMA, shadowTableName } from '../../core/adapters/postgres/names.ts';
 import type { RunReport } from '../../core/report/report.ts';
 import { ordersManifest } from '../../scripts/demo-data.ts';
 import { uniqueName } from '../support/aws.ts';
@@ -55,6 +56,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
   let rolledBack: State;
   let rollbackRun: string;
   let undoRun: string;
+  let partialUndoRun: string;
 
   const damageEvents = () => s.sql.query("UPDATE staging.events SET kind = 'bad' WHERE id % 3 = 0; DELETE FROM staging.events WHERE id IN (4, 5); INSERT INTO staging.events VALUES (100, 'new')");
   const ALL = ['accounts', 'events', 'mart', 'raw', 'staging'];
@@ -137,7 +139,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     expect(await state()).toEqual(damaged);
 
     const deployment = await ledger.requireDeployment(s.pipeline, undoDeploymentId(rollbackRun));
-    expect(deployment.origin).toEqual({ kind: 'undo', runId: rollbackRun });
+    expect(deployment).toMatchObject({ origin: { kind: 'undo', runId: rollbackRun }, status: 'ROLLED_BACK' });
     const kept = await ledger.listRestorePoints(s.pipeline, undoDeploymentId(undoRun));
     expect(kept.map((p) => p.unitId).sort()).toEqual(ALL);
     // A derived deployment is never "the latest deploy" (triggers and drills pick deploys only).
@@ -175,6 +177,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     const undo = await json('undo', failedRun);
     expect(undo.code, `${undo.stderr}${JSON.stringify(undo.out)}`).toBe(0);
     expect(undo.out!.report!.stages.flatMap((st) => st.units.map((u) => u.unitId)).sort()).toEqual(['accounts', 'events', 'mart', 'staging']);
+    partialUndoRun = undo.out!.report!.runId;
     expect(await state()).toEqual(damagedAgain);
   });
 
@@ -202,5 +205,29 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     await ledger.createRun({ ...base, runId: 'run-dry', status: 'DRY_RUN', dryRun: true });
     expect((await json('undo', 'run-dry')).code).toBe(2);
     expect(await state()).toEqual(before);
+  });
+
+  it('a record is released with its retention like any restore point, undone or not; it is no deploy for freshness', async () => {
+    const { deps } = await import('../../lambdas/task.ts');
+    const { listExpiredDeployments, releaseDeployment } = await import('../../core/workflow/release.ts');
+    const later = new Date(Date.now() + 60 * 86_400_000).toISOString();
+    const expired = await listExpiredDeployments(deps, { now: later });
+    const candidates = expired.candidates.filter((c) => c.pipeline === s.pipeline).map((c) => c.deploymentId);
+    // undo-<rollback> was undone; undo-<undo of the partial run> never was
+    expect(candidates).toEqual(expect.arrayContaining([undoDeploymentId(rollbackRun), undoDeploymentId(partialUndoRun)]));
+    const d1 = await ledger.requireDeployment(s.pipeline, 'd-1');
+    expect(expired.pipelines.find((p) => p.pipeline === s.pipeline)?.lastRestorePointAt).toBe(d1.createdAt);
+
+    for (const id of [undoDeploymentId(rollbackRun), undoDeploymentId(partialUndoRun)]) {
+      const out = await releaseDeployment(deps, { pipeline: s.pipeline, deploymentId: id, now: later, releasedBy: 'test' });
+      expect(out.released, JSON.stringify(out)).toBe(true);
+      expect((await ledger.requireDeployment(s.pipeline, id)).status).toBe('RELEASED');
+      const shadow = shadowTableName(s.pipeline, id, 'staging');
+      expect((await s.sql.query('SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2', [ROLLBACK_SCHEMA, shadow])).rowCount).toBe(0);
+    }
+    // A released record is refused, exit 2: nothing is left to put back.
+    const gone = await json('undo', rollbackRun);
+    expect(gone.code).toBe(2);
+    expect(gone.out!.cause).toContain('was released');
   });
 });
