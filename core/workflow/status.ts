@@ -143,7 +143,8 @@ export async function pipelineStatus(deps: InspectDeps, pipeline: string): Promi
 export async function pipelineHistory(deps: InspectDeps, pipeline: string, limit = 20): Promise<HistoryEntry[]> {
   const [deployments, runs] = await Promise.all([deps.ledger.listDeployments(pipeline), deps.ledger.listRunIndex(pipeline, limit)]);
   if (deployments.length === 0 && runs.length === 0) throw unknownPipeline(deps.ledger, pipeline);
-  const entries: HistoryEntry[] = deployments.map((d) => ({
+  // Deploys only: a derived deployment (an undo's record) is bookkeeping of a run, which is listed itself.
+  const entries: HistoryEntry[] = deployments.filter((d) => d.origin === undefined).map((d) => ({
     kind: 'deployment',
     at: d.createdAt,
     deploymentId: d.deploymentId,

@@ -57,6 +57,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
   let rollbackRun: string;
   let undoRun: string;
   let partialUndoRun: string;
+  let failedRun: string;
 
   const damageEvents = () => s.sql.query("UPDATE staging.events SET kind = 'bad' WHERE id % 3 = 0; DELETE FROM staging.events WHERE id IN (4, 5); INSERT INTO staging.events VALUES (100, 'new')");
   const ALL = ['accounts', 'events', 'mart', 'raw', 'staging'];
@@ -167,7 +168,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
       if ((event as { unitId: string }).unitId === 'staging') throw new Error('connection lost after the restore wrote');
       return out;
     };
-    const failedRun = uniqueName('run-partial');
+    failedRun = uniqueName('run-partial');
     const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-1' }, { name: failedRun, handlers: { RestoreUnit: crashAfterWriting } });
     expect(out.status).toBe('FAILED');
     const partial = await state();
@@ -215,6 +216,8 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     const candidates = expired.candidates.filter((c) => c.pipeline === s.pipeline).map((c) => c.deploymentId);
     // undo-<rollback> was undone; undo-<undo of the partial run> never was
     expect(candidates).toEqual(expect.arrayContaining([undoDeploymentId(rollbackRun), undoDeploymentId(partialUndoRun)]));
+    // the record of the run that failed part-way is the way back from it: kept, as a failed rollback's restore point is
+    expect(expired.skipped.find((k) => k.deploymentId === undoDeploymentId(failedRun))?.code).toBe('LAST_RUN_FAILED');
     const d1 = await ledger.requireDeployment(s.pipeline, 'd-1');
     expect(expired.pipelines.find((p) => p.pipeline === s.pipeline)?.lastRestorePointAt).toBe(d1.createdAt);
 
