@@ -82,20 +82,24 @@ export async function recordUndoPoint(
   // The manifest the run restores with, under the derived deployment's own key (as a deploy's is): written once. The
   // deployment is registered READY with it, so that the daily release drops the record once its retention has ended,
   // whether or not the run is ever undone.
-  const store = stateStore(deps);
-  const raw = await store.getJson<unknown>(stateKeys.manifest(ids.pipeline, ids.deploymentId));
-  await store.putJsonOnce(stateKeys.manifest(ids.pipeline, undoId), raw, `the manifest of deployment "${undoId}"`);
-  const run = await deps.ledger.requireRun(ids.runId);
-  const { deployment } = await deps.ledger.registerDeployment({
-    pipeline: ids.pipeline,
-    deploymentId: undoId,
-    manifestKey: stateKeys.manifest(ids.pipeline, undoId),
-    units: run.scope,
-    requestedBy: run.requestedBy,
-    reason: `what run ${ids.runId} replaced, recorded before it wrote (etl-rollback undo ${ids.runId})`,
-    origin: { kind: 'undo', runId: ids.runId },
-  });
-  if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(ids.pipeline, undoId, 'READY');
+  // Once per run (the first unit's record); a later unit finds the deployment READY and writes nothing here.
+  const registered = await deps.ledger.getDeployment(ids.pipeline, undoId);
+  if (registered?.status !== 'READY') {
+    const store = stateStore(deps);
+    const raw = await store.getJson<unknown>(stateKeys.manifest(ids.pipeline, ids.deploymentId));
+    await store.putJsonOnce(stateKeys.manifest(ids.pipeline, undoId), raw, `the manifest of deployment "${undoId}"`);
+    const run = await deps.ledger.requireRun(ids.runId);
+    const { deployment } = await deps.ledger.registerDeployment({
+      pipeline: ids.pipeline,
+      deploymentId: undoId,
+      manifestKey: stateKeys.manifest(ids.pipeline, undoId),
+      units: run.scope,
+      requestedBy: run.requestedBy,
+      reason: `what run ${ids.runId} replaced, recorded before it wrote (etl-rollback undo ${ids.runId})`,
+      origin: { kind: 'undo', runId: ids.runId },
+    });
+    if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(ids.pipeline, undoId, 'READY');
+  }
   const recording = recordingUnit(unit);
   const captured = await adapterFor(recording).capture(recording, adapterContext(deps, manifest, { deploymentId: undoId, runId: ids.runId, unitId: unit.id }));
   if (isPendingCapture(captured)) throw new InputError(`unit "${unit.id}" (${unit.type}): its state before the restore cannot be recorded at once, so the restore would not be undoable`);
