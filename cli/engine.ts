@@ -33,8 +33,10 @@ export interface SnapshotArgs {
 }
 
 export interface RollbackArgs extends Omit<SnapshotArgs, 'deploymentId'> {
-  /** The deployment to roll back to; exactly one of it and `undo`. */
+  /** The deployment whose restore points to go back to; exactly one of this, `toTime` and `undo`. */
   deploymentId?: string;
+  /** Roll back to the state at this ISO-8601 UTC time (a derived deployment `at-…`); the manifest is sent with it. */
+  toTime?: string;
   /** The run to undo (`etl-rollback undo <run>`): the machine rolls back to the derived deployment `undo-<run>`. */
   undo?: string;
   units?: string[];
@@ -66,7 +68,7 @@ export function defaultRunName(kind: string, pipeline: string, deploymentId: str
 export function rollbackInput(manifest: Pick<Manifest, 'pipeline'>, args: RollbackArgs): Record<string, unknown> {
   return {
     pipeline: manifest.pipeline,
-    ...(args.undo !== undefined ? { undo: args.undo } : { deploymentId: args.deploymentId }),
+    ...(args.undo !== undefined ? { undo: args.undo } : args.toTime !== undefined ? { toTime: args.toTime, manifest } : { deploymentId: args.deploymentId }),
     ...(args.resume ? { resume: args.resume } : args.undo !== undefined ? {} : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
     dryRun: args.dryRun,
     reason: args.reason,

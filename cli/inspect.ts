@@ -8,6 +8,7 @@ import { completeDeployment } from '../core/workflow/change-capture.ts';
 import { ensureAuditBucket, type ObjectLockMode } from '../core/report/audit.ts';
 import { currentUser } from './engine.ts';
 import { readRuntimeConfig } from '../core/runtime/config.ts';
+import { parseUtcTime } from '../core/manifest/time.ts';
 import type { ExpiredListing, ReleaseOutcome } from '../core/workflow/release.ts';
 import { pipelineHistory, pipelineStatus, type HistoryEntry, type PipelineStatus } from '../core/workflow/status.ts';
 
@@ -193,16 +194,16 @@ export function registerInspectCommands(program: Command, io: Io, setExit: (code
     .command('release')
     .description('release the restore points whose retention has ended (what the daily job does), in this process')
     .requiredOption('--local', 'run the release definition in this process (AWS APIs at AWS_ENDPOINT_URL)')
-    .option('--now <iso>', 'release as of this time instead of now (e.g. 2026-12-31T00:00:00Z)')
+    .option('--now <iso>', 'release as of this time instead of now: ISO-8601 UTC with Z (e.g. 2026-12-31T00:00:00Z); other offsets are refused')
     .option('--json', 'print the summary as JSON on stdout', false)
     .addOption(tableOption())
     .addOption(new Option('--state-bucket <name>', 'state S3 bucket').env('ETL_ROLLBACK_STATE_BUCKET'))
     .action(async (opts: { now?: string; json: boolean; ledgerTable?: string; stateBucket?: string }) => {
-      if (opts.now !== undefined && Number.isNaN(Date.parse(opts.now))) throw new InputError(`--now: "${opts.now}" is not an ISO 8601 time (e.g. 2026-12-31T00:00:00Z)`);
+      const now = opts.now !== undefined ? parseUtcTime(opts.now, '--now') : undefined;
       localEnvironment(opts);
       const { runLocal } = await import('./local-runner.ts');
       const name = `release-${new Date().toISOString().replace(/[-:.]/g, '')}`;
-      const out = await runLocal('release', opts.now ? { now: new Date(opts.now).toISOString() } : {}, { name });
+      const out = await runLocal('release', now ? { now: now.toISOString() } : {}, { name });
       if (out.status !== 'SUCCEEDED') {
         io.err(`release failed: ${out.error}: ${out.cause}`);
         setExit(EXIT.failed);

@@ -10,6 +10,7 @@ import { lambdaInvoker } from '../core/runtime/custom-invoker.ts';
 import { localCustomInvoker } from './custom-handlers.ts';
 import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { progressLine } from './progress.ts';
+import { formatUtc } from '../core/manifest/time.ts';
 
 interface Io {
   err(text: string): void;
@@ -63,9 +64,29 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
       return out.status === 'SUCCEEDED' ? { ...out, name: args.name } : { ...out, name: args.name };
     },
     async rollback(manifest, args): Promise<ExecutionResult> {
-      const out = await runLocal('rollback', rollbackInput(manifest, args), { name: args.name, onEvent, deps });
-      if (out.status === 'SUCCEEDED') return { ...out, name: args.name };
-      return { ...out, name: args.name, report: await failedReport(args.name) };
+      const stopNow = new AbortController();
+      const release = trapSignals(io, {
+        // First Ctrl-C: a cancel request, as `etl-rollback cancel` records it; the run stops at its next safe point.
+        cancel: async (signal) => {
+          await ledger.requestCancel({ runId: args.name, requestedBy: args.requestedBy, reason: `${signal} in the terminal of the local run`, requestedAt: formatUtc(new Date()) });
+        },
+        stopNow: () => stopNow.abort(),
+      });
+      try {
+        const out = await runLocal('rollback', rollbackInput(manifest, args), { name: args.name, onEvent, deps, signal: stopNow.signal });
+        if (stopNow.signal.aborted) {
+          // Stopped at once: the definition's failure path did not run; the cleanup StopExecution gets in AWS does its part.
+          io.err('› stopped: resuming the pipeline\'s triggers, recording the run, releasing the lock');
+          const [{ cleanUpStoppedRun }, { deps: handlerDeps }] = await Promise.all([import('../core/workflow/cancel.ts'), import('../lambdas/task.ts')]);
+          const cleanup = await cleanUpStoppedRun({ ...handlerDeps, ...deps }, { runId: args.name, status: 'ABORTED', by: 'a second Ctrl-C' });
+          const run = await ledger.getRun(args.name);
+          return { status: 'FAILED', name: args.name, error: run?.error?.name ?? 'RunCancelled', cause: run?.error?.message ?? 'stopped before the run was recorded', report: cleanup.report ?? (await failedReport(args.name)) };
+        }
+        if (out.status === 'SUCCEEDED') return { ...out, name: args.name };
+        return { ...out, name: args.name, report: await failedReport(args.name) };
+      } finally {
+        release();
+      }
     },
     async drill(manifest, args): Promise<ExecutionResult> {
       const out = await runLocal('drill', drillInput(manifest, args), { name: args.name, onEvent });
@@ -73,5 +94,32 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
       // A drill is not a rollback run in the ledger: its report is found by its key.
       return { ...out, name: args.name, report: await store.getJson<RunReport>(stateKeys.report(manifest.pipeline, args.name)) };
     },
+  };
+}
+
+/**
+ * Ctrl-C (SIGINT) and SIGTERM during a local rollback. The first one asks the run to stop at its next safe point (a
+ * cancel request in the ledger: the run then ends through its own failure path, CANCELLED, exit 1); the second stops
+ * the execution at once, and the engine runs the cleanup StopExecution gets in AWS (triggers resumed, run recorded
+ * CANCELLED "stopped mid-stage", lock released). Later signals are ignored while that cleanup runs: a third Ctrl-C must
+ * not leave the pipeline paused and locked. Returns the function that removes the handlers.
+ */
+function trapSignals(io: Io, on: { cancel(signal: string): Promise<void>; stopNow(): void }): () => void {
+  let count = 0;
+  const handle = (signal: NodeJS.Signals) => {
+    count += 1;
+    if (count === 1) {
+      io.err('cancelling at the next safe point (Ctrl-C again to stop now)');
+      on.cancel(signal).catch((error: unknown) => io.err(`could not record the cancel request: ${(error as Error).message}; Ctrl-C again to stop now`));
+    } else if (count === 2) {
+      io.err('stopping now (the cleanup still runs)');
+      on.stopNow();
+    }
+  };
+  process.on('SIGINT', handle);
+  process.on('SIGTERM', handle);
+  return () => {
+    process.off('SIGINT', handle);
+    process.off('SIGTERM', handle);
   };
 }

@@ -8,11 +8,13 @@ import { handler as acquireLock } from '../lambdas/acquire-lock.ts';
 import { handler as beginSnapshot } from '../lambdas/begin-snapshot.ts';
 import { handler as captureUnit } from '../lambdas/capture-unit.ts';
 import { handler as checkWindow } from '../lambdas/check-window.ts';
+import { handler as checkCancel } from '../lambdas/check-cancel.ts';
 import { handler as pauseTriggers } from '../lambdas/pause-triggers.ts';
 import { handler as requestApproval } from '../lambdas/request-approval.ts';
 import { handler as resumeTriggers } from '../lambdas/resume-triggers.ts';
 import { deps as handlerDeps } from '../lambdas/task.ts';
 import type { WorkflowDeps } from '../core/workflow/deps.ts';
+import { cancelledError } from '../core/workflow/cancel-request.ts';
 import { handler as describeChanges } from '../lambdas/describe-changes.ts';
 import { handler as finishRun } from '../lambdas/finish-run.ts';
 import { handler as planRollback } from '../lambdas/plan-rollback.ts';
@@ -61,6 +63,7 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   FinishRun: finishRun,
   ReleaseLock: releaseLock,
   CheckWindow: checkWindow,
+  CheckCancel: checkCancel,
   RequestApproval: requestApproval,
   PauseTriggers: pauseTriggers,
   ResumeTriggers: resumeTriggers,
@@ -198,6 +201,12 @@ export interface RunOptions {
    * another table, database connectors. Tests put faults into them; the handlers do not know.
    */
   deps?: Partial<WorkflowDeps>;
+  /**
+   * Stops the execution at once when aborted, wherever it is (Step Functions' StopExecution): the outcome is FAILED
+   * with error `ExecutionAborted`. Nothing of the definition's own failure path runs; the caller cleans up
+   * (core/workflow/cancel.ts), as the EventBridge rule on ABORTED does in AWS.
+   */
+  signal?: AbortSignal;
 }
 
 export interface LocalClock {
@@ -250,6 +259,9 @@ export function ledgerApprovals(ledger: WorkflowDeps['ledger'] = handlerDeps.led
       const runId = String(payload.approvalId ?? payload.runId);
       for (;;) {
         if (signal.aborted) return undefined; // the execution ended without us (nobody reads this result)
+        // Waiting for approval is a safe point: a run cancelled meanwhile stops here (its failure path cleans up).
+        const cancel = await ledger.getCancelRequest(String(payload.runId));
+        if (cancel) throw cancelledError(cancel, 'while waiting for approval (nothing restored)');
         const approval = await ledger.getApproval(runId);
         if (approval?.status === 'APPROVED') return { approved: true, by: approval.decidedBy, reason: approval.reason, at: approval.decidedAt };
         if (approval?.status === 'REJECTED') throw namedError('ApprovalRejectedError', `rejected by ${approval.decidedBy}${approval.reason ? `: ${approval.reason}` : ''}`);
@@ -533,6 +545,9 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
       Task: { Token: token },
     } as never,
   });
+  const stop = () => execution.abort();
+  if (options.signal?.aborted) stop();
+  options.signal?.addEventListener('abort', stop, { once: true });
   const pump = (async () => {
     if (!options.onEvent && !travel) return;
     for await (const event of execution.eventLogs) {
@@ -551,9 +566,11 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
     return { status: 'SUCCEEDED', output };
   } catch (error) {
     await pump.catch(() => undefined);
+    if (options.signal?.aborted) return { status: 'FAILED', error: 'ExecutionAborted', cause: 'the execution was stopped at once' };
     const inner = (error as { cause?: { name?: string; message?: string } }).cause;
     return { status: 'FAILED', error: inner?.name ?? (error as Error).name, cause: inner?.message ?? (error as Error).message };
   } finally {
+    options.signal?.removeEventListener('abort', stop);
     ended.abort();
   }
 }

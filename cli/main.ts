@@ -6,6 +6,8 @@ import type { Manifest } from '../core/manifest/schema.ts';
 import { planFlowchart } from '../core/plan/mermaid.ts';
 import { planRollback } from '../core/plan/plan.ts';
 import { renderReport, type RunReport } from '../core/report/report.ts';
+import { deploymentIdForTime, parseToTime } from '../core/workflow/as-of.ts';
+import { utcTime } from '../core/workflow/requests.ts';
 import { currentUser, defaultRunName, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
 import { registerInspectCommands } from './inspect.ts';
 import { registerRunbookCommand } from './runbook.ts';
@@ -13,17 +15,20 @@ import { registerRunbookCommand } from './runbook.ts';
 /**
  * etl-rollback: validate and plan offline; snapshot and roll back either in this process (--local: the same
  * definitions and handlers as in AWS, against the endpoint in AWS_ENDPOINT_URL) or through the deployed
- * state machines. Exit codes: 0 done, 1 the run failed, 2 bad input, 3 refused.
+ * state machines. Exit codes: 0 done, 1 the run failed or was cancelled (it did not finish), 2 bad input, 3 refused.
  */
 
 interface Io {
   out(text: string): void;
   err(text: string): void;
+  /** Asks a person a yes/no question; absent when nobody can answer (no terminal): what needs it then needs `--yes`. */
+  confirm?(question: string): Promise<boolean>;
 }
 
 const stdio: Io = {
   out: (t) => process.stdout.write(`${t}\n`),
   err: (t) => process.stderr.write(`${t}\n`),
+  ...(process.stdin.isTTY ? { confirm: askYes } : {}),
 };
 
 function parseUnits(value: string | undefined): string[] | undefined {
@@ -112,7 +117,7 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     else {
       if (report) io.out(renderReport(report));
       if (result.status === 'FAILED') {
-        const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : 'failed';
+        const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : result.error === 'RunCancelled' ? 'cancelled' : 'failed';
         io.err(`${kind} ${what}: ${result.error}: ${result.cause}`);
       }
     }
@@ -177,37 +182,69 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .command('rollback')
       .description('roll back units of a deployment, stage by stage, each stage verified')
       .argument('<manifest>', 'manifest YAML file (names the pipeline; the deployed manifest is what is restored)')
-      .requiredOption('--deployment <id>', 'the deployment whose restore points to go back to')
+      .option('--deployment <id>', 'the deployment whose restore points to go back to (or --to)')
+      .option('--to <time>', 'roll back to the state at this ISO-8601 UTC time (e.g. 2026-11-29T09:30:00Z), from the services\' own history, when no restore point was taken')
+      .option('--yes', 'with --to: start without asking for confirmation of what each unit resolved to (needed without a terminal)', false)
       .option('--units <ids>', 'comma-separated unit ids (default: all)')
       .option('--no-cascade', 'do not add the consumers of the units asked for')
       .option('--dry-run', 'print what would change; change nothing', false)
       .option('--urgent', 'start now even outside the manifest\'s maintenance windows (approval is still asked for)', false)
-      .option('--resume <run>', 'resume a failed run of this deployment: its stages again, the units it verified skipped (not with --units / --no-cascade)')
+      .option('--resume <run>', 'resume a failed or cancelled run of this deployment: its stages again, the units it verified skipped (not with --units / --no-cascade)')
       .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
   ).action(
     async (
       file: string,
-      opts: { deployment: string; units?: string; cascade: boolean; dryRun: boolean; urgent: boolean; resume?: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
+      opts: { deployment?: string; to?: string; yes: boolean; units?: string; cascade: boolean; dryRun: boolean; urgent: boolean; resume?: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
     ) => {
       const manifest = await loadManifestFile(file);
       const units = parseUnits(opts.units);
+      if ((opts.deployment === undefined) === (opts.to === undefined)) {
+        throw new InputError('rollback: give exactly one of --deployment <id> (its restore points) or --to <ISO-8601 UTC time> (the state at that time)');
+      }
+      if (opts.resume !== undefined && opts.to !== undefined) {
+        throw new InputError(`--resume ${opts.resume}: do not give --to with it; resume a rollback to a time with the deployment it made (--deployment at-…, printed in its report)`);
+      }
       if (opts.resume !== undefined && (units !== undefined || !opts.cascade)) {
         throw new InputError(`--resume ${opts.resume}: do not give --units or --no-cascade with it; a resumed run takes the plan of the run it resumes, as it was`);
       }
+      const at = opts.to !== undefined ? checkToTime(opts.to) : undefined;
       // Fail on unknown units here, before any AWS call.
       planRollback(manifest, { units, cascade: opts.cascade });
+      const confirmFirst = at !== undefined && !opts.dryRun && !opts.yes;
+      if (confirmFirst && !io.confirm) {
+        throw new InputError(`--to ${opts.to}: without a terminal to confirm what each unit resolved to, give --yes (see it first with --dry-run)`);
+      }
       const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn, manifestFile: file }, io);
-      const result = await engine.rollback(manifest, {
-        deploymentId: opts.deployment,
+      const target = at !== undefined ? deploymentIdForTime(at) : opts.deployment!;
+      const args = {
+        ...(at !== undefined ? { toTime: at.toISOString() } : { deploymentId: opts.deployment! }),
         units,
         cascade: opts.cascade,
-        dryRun: opts.dryRun,
         urgent: opts.urgent,
         ...(opts.resume !== undefined ? { resume: opts.resume } : {}),
         requestedBy: opts.requestedBy ?? currentUser(),
         reason: opts.reason,
+      };
+      if (confirmFirst) {
+        // What each unit resolves to (and would change) first, from a dry run; then the person decides.
+        const preview = await engine.rollback(manifest, { ...args, dryRun: true, name: defaultRunName('dryrun', manifest.pipeline, target) });
+        if (preview.status !== 'SUCCEEDED') {
+          io.err(`rollback to ${at!.toISOString()} cannot be planned: ${preview.error}: ${preview.cause}`);
+          setExit(exitForExecution(preview));
+          return;
+        }
+        io.out(renderReport(preview.output as RunReport));
+        if (!(await io.confirm!(`roll back ${manifest.pipeline} to ${at!.toISOString()} as shown above? [y/N] `))) {
+          io.err('not confirmed: nothing was changed');
+          setExit(EXIT.refused);
+          return;
+        }
+      }
+      const result = await engine.rollback(manifest, {
+        ...args,
+        dryRun: opts.dryRun,
         // A resumed run is a new run: a new execution name, its run records the one it resumes.
-        name: defaultRunName(opts.dryRun ? 'dryrun' : opts.resume !== undefined ? 'resume' : 'rollback', manifest.pipeline, opts.deployment),
+        name: defaultRunName(opts.dryRun ? 'dryrun' : opts.resume !== undefined ? 'resume' : 'rollback', manifest.pipeline, target),
       });
       printRun(result, opts.json, 'rollback');
     },
@@ -305,10 +342,44 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
     });
   }
 
+  program
+    .command('cancel')
+    .description('ask a rollback run to stop at its next safe point (between stages, or while it waits); --resume continues it')
+    .argument('<run>', 'the run id (the execution name)')
+    .option('--local', 'the run is a local one (rollback --local): only record the request in the ledger, where it looks', false)
+    .option('--json', 'print the result as JSON on stdout', false)
+    .addOption(new Option('--ledger-table <name>', 'ledger DynamoDB table').env('ETL_ROLLBACK_LEDGER_TABLE'))
+    .addOption(new Option('--by <who>', 'who asks (recorded in the audit trail)').env('USER'))
+    .option('--reason <text>', 'why (recorded in the audit trail)', '')
+    .action(async (runId: string, opts: { local: boolean; json: boolean; ledgerTable?: string; by?: string; reason: string }) => {
+      const { cancelRun, cancelText } = await import('./cancel.ts');
+      const result = await cancelRun({ runId, by: opts.by ?? currentUser(), reason: opts.reason, local: opts.local, ledgerTable: opts.ledgerTable });
+      io.out(opts.json ? JSON.stringify(result) : cancelText(result));
+      setExit(EXIT.ok);
+    });
+
   registerInspectCommands(program, io, setExit);
   registerRunbookCommand(program, io, setExit);
 
   return program;
+}
+
+/** `--to`: an ISO-8601 time with an explicit UTC offset, not in the future (the same rule as the request's `toTime`). */
+function checkToTime(value: string): Date {
+  const parsed = utcTime.safeParse(value);
+  if (!parsed.success) throw new InputError(`--to ${JSON.stringify(value)}: ${parsed.error.issues[0]?.message ?? 'not an ISO-8601 UTC time'}`);
+  return parseToTime(value, new Date(), '--to');
+}
+
+/** Asks on the terminal; true only for "y" or "yes". */
+async function askYes(question: string): Promise<boolean> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
 }
 
 /** Runs the CLI; returns the exit code (never throws). */

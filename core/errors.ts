@@ -51,6 +51,16 @@ export class PreflightError extends EtlRollbackError {
   readonly exitCode = EXIT.badInput;
 }
 
+/**
+ * A rollback to a time (`--to`) asked for a time outside a resource's restorable window: before the oldest state its
+ * history still holds (noncurrent versions expired, PITR retention), or after now. The message names the resource, the
+ * time asked for and the window `[earliest, latest]` in ISO-8601 UTC. Nothing was touched.
+ */
+export class OutsideRestorableWindowError extends EtlRollbackError {
+  override readonly name = 'OutsideRestorableWindowError';
+  readonly exitCode = EXIT.badInput;
+}
+
 /** Another rollback of the same pipeline holds the lock. */
 export class LockHeldError extends EtlRollbackError {
   override readonly name = 'LockHeldError';
@@ -108,6 +118,17 @@ export class ReplayFailedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/**
+ * The run was cancelled (`etl-rollback cancel`, Ctrl-C in a local run, StopExecution in AWS) and stopped at a safe point:
+ * between stages, or while it waited for its window or its approval. Exit 1, as for any run that did not finish: the
+ * data may be part-way (the report says which stages were restored); `rollback --resume <run>` finishes it. The name
+ * has no `Error` suffix: a cancel is asked for, not a fault.
+ */
+export class RunCancelledError extends EtlRollbackError {
+  override readonly name = 'RunCancelled';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -121,6 +142,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   InputError: EXIT.badInput,
   RestorePointMissingError: EXIT.badInput,
   PreflightError: EXIT.badInput,
+  OutsideRestorableWindowError: EXIT.badInput,
   LockHeldError: EXIT.refused,
   VerificationFailedError: EXIT.failed,
   ApprovalRejectedError: EXIT.refused,
@@ -131,4 +153,6 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   /** A unit's wait loop (an RDS restore, a snapshot) ran out of polls: the run failed. */
   UnitTimedOut: EXIT.failed,
   ReplayFailedError: EXIT.failed,
+  /** Cancelled at a safe point (or stopped): the run did not finish; `--resume` continues it. */
+  RunCancelled: EXIT.failed,
 };

@@ -18,6 +18,7 @@ import { RdsAccess } from './constructs/rds-access.ts';
 import { ReleaseSchedule } from './constructs/release.ts';
 import { StateBucket } from './constructs/state-bucket.ts';
 import { type PipelineTriggerInput, Triggers } from './constructs/triggers.ts';
+import { StoppedRuns } from './constructs/stopped-runs.ts';
 import { Workflow } from './constructs/workflow.ts';
 
 export interface EtlRollbackStackProps extends StackProps {
@@ -132,6 +133,8 @@ export class EtlRollbackStack extends Stack {
   readonly drillAccess: DrillAccess;
   readonly drillSchedules: DrillSchedules;
   readonly replayAccess: ReplayAccess;
+  /** Cleans up rollback executions stopped by StopExecution (or timed out): their failure path never ran. */
+  readonly stoppedRuns: StoppedRuns;
 
   constructor(scope: Construct, id: string, props: EtlRollbackStackProps = {}) {
     super(scope, id, props);
@@ -170,10 +173,17 @@ export class EtlRollbackStack extends Stack {
       invokerRoles: (['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage'] as const).map((name) => this.handlers.byName(name).role),
     });
 
+    this.stoppedRuns = new StoppedRuns(this, 'StoppedRuns', {
+      ledgerTable: this.ledger.table,
+      stateBucket: this.stateBucket.bucket,
+      logRetention: props.logRetention,
+    });
+
     const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);
     this.notifications = new Notifications(this, 'Notifications', {
-      publishers: (['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'] as const).map(handler),
-      triggerControllers: (['pause-triggers', 'resume-triggers'] as const).map(handler),
+      // The stopped-run cleanup notifies and resumes triggers as the failure path's own handlers do.
+      publishers: [...(['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'] as const).map(handler), this.stoppedRuns],
+      triggerControllers: [...(['pause-triggers', 'resume-triggers'] as const).map(handler), this.stoppedRuns],
       pausableRules: props.pausableRules ?? [],
       pausableSchedules: props.pausableSchedules ?? [],
       scheduleTargetRoleArns: props.scheduleTargetRoleArns ?? [],
@@ -193,6 +203,8 @@ export class EtlRollbackStack extends Stack {
       resolveFunction,
       logRetention: props.logRetention,
     });
+
+    this.stoppedRuns.addRule(this.rollback.stateMachine);
 
     this.replayAccess = new ReplayAccess(this, 'ReplayAccess', { rollback: this.rollback.stateMachine, replayStateMachines: props.replayStateMachines ?? [] });
 
@@ -219,10 +231,11 @@ export class EtlRollbackStack extends Stack {
       retention: props.auditRetention,
       mode: props.auditObjectLockMode,
       accessLogBucket: this.stateBucket.accessLogBucket,
-      writers: (['describe-changes', 'finish-run', 'record-failure', 'seal-snapshot', 'release-deployment', 'finish-drill'] as const).map((name) => this.handlers.byName(name).role),
-      runRoles: this.handlers.all.map((h) => h.role),
+      writers: [...(['describe-changes', 'finish-run', 'record-failure', 'seal-snapshot', 'release-deployment', 'finish-drill'] as const).map((name) => this.handlers.byName(name).role), this.stoppedRuns.role],
+      runRoles: [...this.handlers.all.map((h) => h.role), this.stoppedRuns.role],
     });
     for (const h of this.handlers.all) h.fn.addEnvironment('ETL_ROLLBACK_AUDIT_BUCKET', this.audit.bucket.bucketName);
+    this.stoppedRuns.fn.addEnvironment('ETL_ROLLBACK_AUDIT_BUCKET', this.audit.bucket.bucketName);
 
     this.release = new Workflow(this, 'Release', {
       name: 'release',

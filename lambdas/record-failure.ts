@@ -26,7 +26,9 @@ export const handler = taskHandler('record-failure', input, async (deps, event) 
     return { recorded: true };
   }
   const report = await recordRollbackFailure(deps, event);
-  countRun(report.status === 'REFUSED' ? 'RollbacksRefused' : report.status === 'REJECTED' ? 'RollbacksRejected' : 'RollbacksFailed', report.pipeline);
+  // A cancelled run is asked for, not a fault: counted apart, so the failed-rollback alarm does not fire for it.
+  const outcome = { REFUSED: 'RollbacksRefused', REJECTED: 'RollbacksRejected', CANCELLED: 'RollbacksCancelled' }[report.status as string] ?? 'RollbacksFailed';
+  countRun(outcome, report.pipeline);
   publishRunMetrics(report);
   return report;
 });

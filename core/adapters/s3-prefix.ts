@@ -1,10 +1,11 @@
 import type { S3PrefixUnit } from '../manifest/schema.ts';
 import { InputError, PreflightError } from '../errors.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import { describeAsOf, differencesFromNow, resolveVersionedAt } from './s3/as-of.ts';
 import { planChangeLogRestore, type ChangeLogPlan } from './s3/change-log-restore.ts';
 import { changeLogFolder } from './s3/change-log.ts';
 import { captureCopy, copyPlanChanges, copyPlanNotes, copyPlanWrites, executeCopy, planCopy, quarantineFolder, verifyCopy } from './s3/copy-mode.ts';
-import { deleteInBatches, listPrefix, type IoOptions } from './s3/io.ts';
+import { deleteInBatches, listPrefix, type IoOptions, type Listing } from './s3/io.ts';
 import { compareKeys, manifestKeyFor, nameSome, restorePointFolder, s3Url } from './s3/keys.ts';
 import {
   DEFAULT_SHARD_SIZE,
@@ -26,7 +27,21 @@ import {
 } from './s3/manifest.ts';
 import { prefixesOverlap } from './s3/preflight.ts';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './s3/retry.ts';
-import { captureVersioned, executeVersioned, planChanges, planNotes, planVersioned, planWrites, verifyVersioned, type RestorePlan } from './s3/versioned.ts';
+import {
+  captureVersioned,
+  executeVersioned,
+  holdBack,
+  planChanges,
+  planNotes,
+  planRestore,
+  planVersioned,
+  planWrites,
+  resolveHeads,
+  verifyVersioned,
+  type RestorePlan,
+} from './s3/versioned.ts';
+import { archiveRetrievalPricesFor } from '../plan/prices.ts';
+import { MAYBE_ARCHIVED_CLASSES, archiveNotes, archivePending, findWaiting, requestRetrievals, type WaitingVersion } from './s3/archive.ts';
 
 /**
  * s3-prefix adapter. Two modes, chosen per unit (`mode`), recorded in the restore point:
@@ -102,9 +117,34 @@ function describeLog(fast: ChangeLogPlan): string {
   return `${log.byKey.size} changed key(s) from ${log.delivered} logged change(s) in ${log.batches} batch(es)${dupes}, ${fast.shardsRead} manifest shard(s) read`;
 }
 
+/**
+ * A restore that wrote what it could (`written`: the plan without the held-back copies) and waits for archive
+ * retrievals: `pending`, with the wait and the poll budget of the slowest retrieval (s3/archive.ts). The next call plans
+ * again from the live state, so what was written now is found done then.
+ */
+function pendingOutcome(unit: S3PrefixUnit, written: RestorePlan, waiting: readonly WaitingVersion[], requested: number, ctx: AdapterContext): Outcome {
+  const at = `s3://${unit.bucket}/${unit.prefix}`;
+  const pending = archivePending(unit, waiting, requested);
+  ctx.log.info('s3-prefix restore waits for archive retrievals', { unit: unit.id, at, runId: ctx.runId, waiting: waiting.length, requested, ...planChanges(written), waitSeconds: pending.waitSeconds });
+  const { objectsUnchanged: _unchanged, ...changes } = planChanges(written);
+  return {
+    changes: { ...changes, archiveRetrievalsRequested: requested },
+    writes: planWrites(written),
+    notes: archiveNotes(unit, waiting),
+    pending,
+    ...(written.copies.length + written.deletions.length > 0 ? { keptAt: `noncurrent versions of ${at}` } : {}),
+  };
+}
+
 /** The s3-prefix adapter: never pending, so its capture answers the restore point itself. */
-export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture'> & {
+export type S3PrefixAdapter = Omit<UnitAdapter<S3PrefixUnit, S3PrefixDetails>, 'capture' | 'asOf'> & {
   capture(unit: S3PrefixUnit, ctx: AdapterContext): Promise<RestorePoint<S3PrefixDetails>>;
+  /**
+   * The prefix as of `at`, from the bucket's version history (s3/as-of.ts), written as the version manifest a capture
+   * writes (sharded above the shard size) under the derived deployment's folder. Idempotent: a manifest already written
+   * for this deployment and unit is the point (the history at a past time does not change).
+   */
+  asOf(unit: S3PrefixUnit, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<S3PrefixDetails>; shows: string[] }>;
   /**
    * Restores only the keys the given shards of a sharded restore point answer for (see SHARDED_MANIFEST_FORMAT): per
    * shard, lists the live versions within its key range, plans and writes exactly as `restore` does. Idempotent.
@@ -126,6 +166,27 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
   const distributedThreshold = () => options.distributedThreshold ?? positiveEnv('ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD') ?? DEFAULT_DISTRIBUTED_THRESHOLD;
 
   /**
+   * Before a sharded restore is handed to the Distributed Map: the captured versions it must copy that sit in an archive
+   * tier are found, and their retrievals requested, here, in the unit step, which answers `pending` until none is
+   * waiting; only then are the shards handed out. A shard (a Map iteration) cannot wait: the state machine's Wait + poll
+   * loop is around the unit step. Cost: one listing of the prefix per call; the manifest's shards are read, and heads
+   * fetched, only for keys that have a version in a class that may be archived (none, usually).
+   */
+  async function archivedBeforeShards(unit: S3PrefixUnit, stored: VersionedStored, manifestKey: string, ctx: AdapterContext): Promise<Outcome | undefined> {
+    const listing = await listPrefix(ctx.s3, unit.bucket, unit.prefix, opts.retry);
+    const keys = new Set([...listing.values()].filter((h) => h.versions.some((v) => MAYBE_ARCHIVED_CLASSES.has(v.storageClass))).map((h) => h.key));
+    if (keys.size === 0) return undefined;
+    const manifest = isShardIndex(stored) ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, stored, manifestKey) : stored;
+    const entries = manifest.entries.filter((e) => keys.has(e.key));
+    const sub: Listing = new Map([...listing].filter(([key]) => keys.has(key)));
+    const plan = planRestore(entries, sub, await resolveHeads(ctx.s3, opts, unit.bucket, entries, sub));
+    const waiting = plan.archived.length > 0 ? await findWaiting(ctx.s3, opts, unit.bucket, plan.archived) : [];
+    if (waiting.length === 0) return undefined;
+    const nothing: RestorePlan = { copies: [], markerRemovals: [], deletions: [], unchanged: 0, missing: [], archived: [], bytes: 0 };
+    return pendingOutcome(unit, nothing, waiting, await requestRetrievals(ctx.s3, opts, unit, waiting, ctx), ctx);
+  }
+
+  /**
    * A restore from the change log (s3/change-log-restore.ts), then the full listing check that repairs whatever the
    * log missed: inline, or, for a point above the distributed threshold, shard by shard through the Distributed Map
    * (each shard then counts what it repairs as `changeLogMissed`).
@@ -140,6 +201,13 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
     const at = `s3://${unit.bucket}/${unit.prefix}`;
     const started = performance.now();
     const fast = await planChangeLogRestore(unit, stored, folder, ctx, opts);
+    if (fast.waiting.length > 0) {
+      // Archived versions among the logged keys: write the rest now, and come back for them; the listing check runs
+      // once nothing waits (a listing now would only find the held-back keys again).
+      const now = holdBack(fast.plan, fast.waiting);
+      await executeVersioned(unit, now, fast.heads, ctx, opts);
+      return pendingOutcome(unit, now, fast.waiting, await requestRetrievals(ctx.s3, opts, unit, fast.waiting, ctx), ctx);
+    }
     await executeVersioned(unit, fast.plan, fast.heads, ctx, opts);
     const fastSeconds = (performance.now() - started) / 1000;
     const fromLog = `restored from the change log in ${fastSeconds.toFixed(2)} s without listing the prefix: ${describeLog(fast)}`;
@@ -147,6 +215,8 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
     const changes: Changes = { ...withoutUnchanged(planChanges(fast.plan)), changeLogKeys: fast.log.byKey.size };
     const kept = planWrites(fast.plan) > 0 ? { keptAt: `noncurrent versions of ${at}` } : {};
     if (isShardIndex(stored) && stored.count > distributedThreshold()) {
+      const waits = await archivedBeforeShards(unit, stored, point.details.manifestKey, ctx);
+      if (waits) return { ...waits, changes: { ...changes, ...waits.changes }, writes: planWrites(fast.plan), notes: [fromLog, ...waits.notes], ...kept };
       return {
         changes,
         writes: planWrites(fast.plan),
@@ -157,7 +227,13 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
     }
     const manifest = isShardIndex(stored) ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, stored, point.details.manifestKey) : stored;
     const checkStarted = performance.now();
-    const { plan, heads } = await planVersioned(unit, manifest, ctx, opts);
+    const { plan, heads, waiting } = await planVersioned(unit, manifest, ctx, opts);
+    if (waiting.length > 0) {
+      // The log missed an archived key: the listing check holds it back like any restore.
+      const now = holdBack(plan, waiting);
+      await executeVersioned(unit, now, heads, ctx, opts);
+      return pendingOutcome(unit, now, waiting, await requestRetrievals(ctx.s3, opts, unit, waiting, ctx), ctx);
+    }
     await executeVersioned(unit, plan, heads, ctx, opts);
     const missed = keysWritten(plan);
     const checkSeconds = (performance.now() - checkStarted) / 1000;
@@ -214,14 +290,37 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
       return withLog(pointFrom(kept, manifestKey));
     },
 
+    async asOf(unit, at, ctx) {
+      const folder = restorePointFolder(ctx.pipeline, ctx.deploymentId, unit.id);
+      const manifestKey = manifestKeyFor(ctx.pipeline, ctx.deploymentId, unit.id);
+      const where = `s3://${unit.bucket}/${unit.prefix}`;
+      const resolved = await resolveVersionedAt(unit, at, ctx, opts);
+      const existing = await readStoredManifest(ctx.s3, opts.retry, ctx.stateBucket, manifestKey);
+      if (existing) assertSameTarget(unit, existing.bucket, existing.prefix, `the restore point at ${s3Url(ctx.stateBucket, manifestKey)}`);
+      const kept = existing
+        ? isShardIndex(existing)
+          ? await expandShards(ctx.s3, opts.retry, ctx.stateBucket, existing, manifestKey)
+          : existing
+        : await writeShardedManifestOnce(ctx.s3, opts.retry, ctx.stateBucket, manifestKey, folder, resolved.manifest, shardSize());
+      const shows = [describeAsOf(where, at, kept.count, differencesFromNow(kept.entries as typeof resolved.manifest.entries, resolved.listing))];
+      shows.push(`restorable window of ${where}: [${resolved.window.earliest?.toISOString() ?? 'since versioning was enabled'}, ${resolved.window.latest.toISOString()}]`);
+      shows.push(...resolved.window.notes);
+      if (resolved.ambiguous.length > 0) {
+        shows.push(`${resolved.ambiguous.length} key(s) have a version and a delete marker in the same second at or before the time: resolved to the one listed latest, else the version: ${nameSome(resolved.ambiguous)}`);
+      }
+      ctx.log.info('s3-prefix resolved as of a time', { unit: unit.id, at: where, asOf: at.toISOString(), objects: kept.count, manifest: s3Url(ctx.stateBucket, manifestKey), reused: existing !== undefined });
+      return { point: pointFrom(kept, manifestKey), shows };
+    },
+
     async diff(unit, point, ctx): Promise<Diff> {
       const manifest = await loadPointManifest(unit, point, ctx, opts.retry);
       if (isCopy(manifest)) {
         const plan = await planCopy(unit, manifest as Extract<AnyManifest, { format: 'etl-rollback/s3-prefix-copies@1' }>, ctx, opts);
         return { changes: copyPlanChanges(plan), writes: copyPlanWrites(plan), notes: copyPlanNotes(plan) };
       }
-      const { plan } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
-      const notes = planNotes(plan, opts);
+      const { plan, waiting } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
+      const pricing = waiting.length > 0 ? archiveRetrievalPricesFor(await ctx.s3.config.region()) : undefined;
+      const notes = [...archiveNotes(unit, waiting, pricing), ...planNotes(plan, opts)];
       if (point.details.changeLog) {
         // The dry run lists the prefix (exact figures) and says how the restore will go: from the log, then the check.
         const stored = await loadPointStored(unit, point, ctx, opts.retry);
@@ -242,7 +341,10 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
       const stored = await loadPointStored(unit, point, ctx, opts.retry);
       if (point.details.changeLog && stored.format !== COPY_MANIFEST_FORMAT) return restoreFromChangeLog(unit, point, stored as VersionedStored, point.details.changeLog, ctx);
       if (isShardIndex(stored) && stored.count > distributedThreshold()) {
-        // Nothing written here: the state machine restores the shards (Distributed Map "Restore shards"), then verifies.
+        // Nothing written here: the state machine restores the shards (Distributed Map "Restore shards"), then verifies;
+        // first, archived versions are retrieved (this step pends until they are readable).
+        const waits = await archivedBeforeShards(unit, stored, point.details.manifestKey, ctx);
+        if (waits) return waits;
         ctx.log.info('s3-prefix restore goes shard by shard', { unit: unit.id, at, runId: ctx.runId, objects: stored.count, shards: stored.shards.length });
         return {
           changes: {},
@@ -261,8 +363,10 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         const quarantined = changes.objectsQuarantined! > 0;
         return { changes, writes, notes: copyPlanNotes(plan), ...(quarantined ? { keptAt: s3Url(ctx.stateBucket, quarantineFolder(ctx, unit)) } : {}) };
       }
-      const { plan, heads } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
+      const { plan: full, heads, waiting } = await planVersioned(unit, manifest as Extract<AnyManifest, { format: typeof MANIFEST_FORMAT }>, ctx, opts);
+      const plan = holdBack(full, waiting);
       await executeVersioned(unit, plan, heads, ctx, opts);
+      if (waiting.length > 0) return pendingOutcome(unit, plan, waiting, await requestRetrievals(ctx.s3, opts, unit, waiting, ctx), ctx);
       const writes = planWrites(plan);
       ctx.log.info('s3-prefix restored', { unit: unit.id, mode: 'versioned', at, runId: ctx.runId, ...planChanges(plan), writes });
       return {
@@ -284,7 +388,17 @@ export function createS3PrefixAdapter(options: S3PrefixAdapterOptions = {}): S3P
         const entries = await readShard(ctx.s3, opts.retry, ctx.stateBucket, index, n);
         const last = n === index.shards.length - 1;
         const range = { after: n > 0 ? index.shards[n - 1]!.lastKey : undefined, through: last ? undefined : index.shards[n]!.lastKey };
-        const { plan, heads } = await planVersioned(unit, { entries }, ctx, opts, range);
+        const { plan, heads, waiting } = await planVersioned(unit, { entries }, ctx, opts, range);
+        if (waiting.length > 0) {
+          // The unit step had them all readable before handing out the shards; a temporary copy expired since (or a key
+          // changed meanwhile). A shard cannot wait: ask again, write nothing of this shard, and say how to go on.
+          const requested = await requestRetrievals(ctx.s3, opts, unit, waiting, ctx);
+          throw new PreflightError(
+            `unit "${unit.id}" (${at}), shard ${n}: the captured version of ${waiting.length} key(s) is in an archive tier and not readable: ` +
+              `${nameSome(waiting.map((w) => w.entry.key))}. Nothing of this shard was written; ${requested} retrieval(s) requested now ` +
+              `(${archivePending(unit, waiting, requested).status}). Resume the run once they are readable: the unit step waits for them.`,
+          );
+        }
         await executeVersioned(unit, plan, heads, ctx, opts);
         for (const [k, v] of Object.entries(planChanges(plan))) total[k] = (total[k] ?? 0) + v;
         // After a change-log restore the shards are its full listing check: whatever they write, the log missed.

@@ -74,6 +74,11 @@ export interface Pending {
   waitSeconds: number;
   /** What is being waited for, as a sentence for people ("snapshot etlrb-… is creating (40%)"). */
   status: string;
+  /**
+   * The poll budget for this wait, when it depends on what is waited for (an archive retrieval: minutes to two days,
+   * with the wait between polls sized to match). Absent: the adapter's `maxPolls`.
+   */
+  maxPolls?: number;
 }
 
 /** What `capture` answers when the restore point is not ready yet. */
@@ -140,6 +145,8 @@ export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>,
   verify(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Check[]>;
   /** Retention ended: drop what only the restore point needed (shadow copies, manifests). */
   release(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<void>;
+  /** Resolve the unit's state at `at` (from the service's own history) into a restore point the ordinary restore consumes. Throws OutsideRestorableWindowError (naming the resource and its window) when `at` is outside it. */
+  asOf?(unit: U, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<D>; shows: string[] }>;
 }
 
 /** Poll budget of an adapter that does not set `maxPolls`. */

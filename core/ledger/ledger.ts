@@ -17,6 +17,7 @@ import { HISTORY_RUNS, throughputSampleSchema, type ThroughputSample } from '../
  *   LOCK#<pipeline>                 LOCK                     the pipeline's lock (expiresAt = TTL)
  *   TRIGGER#<pipeline>              EVENT#<time>#<eventId>   what an EventBridge trigger did (started, refused, ...)
  *   RUN#<runId>                     APPROVAL                 the run's approval request (task token) and its decision
+ *   RUN#<runId>                     CANCEL                   a request to cancel the run (who, why, when): checked at its safe points
  *   RUN#<runId>                     PAUSE#<kind>#<in>#<name> a pipeline trigger the run paused (rule on a bus, schedule in a group), with the state it had
  *   PIPELINE#<pipeline>             RUN#<startedAt>#<runId>  run index: the pipeline's runs in time order (history without a scan)
  *   DEPLOYMENT#<pipeline>#<id>      RELEASE                  what releasing the deployment's restore points deleted
@@ -24,8 +25,20 @@ import { HISTORY_RUNS, throughputSampleSchema, type ThroughputSample } from '../
  */
 
 export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' | 'RELEASED';
-/** REJECTED: an approver said no, or nobody decided in time (the run's policy asked for approval); nothing was touched. */
-export type RunStatus = 'PLANNED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'REFUSED' | 'DRY_RUN' | 'REJECTED';
+/**
+ * REJECTED: an approver said no, or nobody decided in time (the run's policy asked for approval); nothing was touched.
+ * CANCELLED: someone asked the run to stop (`etl-rollback cancel`, Ctrl-C, StopExecution); it stopped at a safe point
+ * (or, stopped at once, mid-stage) and went through the failure path's cleanup; `--resume` continues it.
+ */
+export type RunStatus = 'PLANNED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'REFUSED' | 'DRY_RUN' | 'REJECTED' | 'CANCELLED';
+
+/** A request to cancel a run, recorded once (the first request wins; later ones find it). Times ISO-8601 UTC. */
+export interface CancelRequest {
+  runId: string;
+  requestedBy: string;
+  reason: string;
+  requestedAt: string;
+}
 
 export interface Deployment {
   pipeline: string;
@@ -87,6 +100,8 @@ export interface Run {
   trigger?: RunTrigger;
   /** The run this one resumes: its plan was taken over, and the units it verified were not restored again. */
   resumedFrom?: string;
+  /** The deployment's status when the run was planned: what a run cancelled before it restored anything puts back. */
+  deploymentStatusBefore?: DeploymentStatus;
   /**
    * What the run was estimated to cost and take when it was planned: a dry run's own estimate, or, for a rollback, the
    * estimate of the latest dry run of the same deployment and scope (absent when there was none).
@@ -266,6 +281,7 @@ const key = {
   lock: (pipeline: string) => ({ pk: `LOCK#${pipeline}`, sk: 'LOCK' }),
   trigger: (pipeline: string, eventTime: string, eventId: string) => ({ pk: `TRIGGER#${pipeline}`, sk: `EVENT#${eventTime}#${eventId}` }),
   approval: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'APPROVAL' }),
+  cancel: (runId: string) => ({ pk: `RUN#${runId}`, sk: 'CANCEL' }),
   paused: (runId: string, t: Pick<PausedTrigger, 'kind' | 'container' | 'name'>) => ({ pk: `RUN#${runId}`, sk: `PAUSE#${t.kind}#${t.container}#${t.name}` }),
   runIndex: (pipeline: string, startedAt: string, runId: string) => ({ pk: `PIPELINE#${pipeline}`, sk: `RUN#${startedAt}#${runId}` }),
   release: (pipeline: string, id: string) => ({ pk: `DEPLOYMENT#${pipeline}#${id}`, sk: 'RELEASE' }),
@@ -349,7 +365,8 @@ export class Ledger {
 
   /**
    * The pipeline's most recent deployment, or, given statuses, its most recent deployment in one of them; undefined if
-   * there is none. Derived deployments (`origin`: a time, an undo) are not deploys of the pipeline: never "the latest".
+   * there is none. Derived deployments (`origin`: a rollback to a time, an undo) are not deploys: never the latest, so
+   * an automatic trigger or a `latest` drill never picks one.
    */
   async latestDeployment(pipeline: string, statuses?: readonly DeploymentStatus[]): Promise<Deployment | undefined> {
     const all = (await this.listDeployments(pipeline)).filter((d) => d.origin === undefined);
@@ -697,6 +714,28 @@ export class Ledger {
       start = out.LastEvaluatedKey;
     } while (start);
     return found;
+  }
+
+  // ── cancel requests ──────────────────────────────────────────────────────
+
+  /**
+   * Records that someone asked run `runId` to stop. The first request is kept (who asked first, and why); a second one
+   * returns it with `already: true`. Not conditional on the run item: Ctrl-C may come before the run's first state has
+   * recorded it, and the run finds the request at its first safe point.
+   */
+  async requestCancel(request: CancelRequest): Promise<{ record: CancelRequest; already: boolean }> {
+    try {
+      await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...key.cancel(request.runId), ...request }, ConditionExpression: 'attribute_not_exists(pk)' }));
+      return { record: request, already: false };
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException)) throw error;
+      return { record: (await this.getCancelRequest(request.runId))!, already: true };
+    }
+  }
+
+  async getCancelRequest(runId: string): Promise<CancelRequest | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key.cancel(runId), ConsistentRead: true }));
+    return strip<CancelRequest>(out.Item);
   }
 
   // ── approvals and paused triggers (policy) ───────────────────────────────

@@ -154,6 +154,19 @@ export const s3PrefixUnitSchema = z.strictObject({
    * runs the full listing check, which repairs anything the log missed and says how much that was. Versioned mode only.
    */
   capture: z.enum(['listing', 'change-log']).default('listing'),
+  /**
+   * How a restore brings back restore-point versions that sit in an archive tier (S3 Glacier Flexible Retrieval, Glacier
+   * Deep Archive, or the archive tiers of Intelligent-Tiering): RestoreObject with this retrieval `tier` (`Standard`
+   * default; `Bulk` is slower and cheaper; `Expedited` is minutes, Flexible Retrieval only: Deep Archive and the
+   * Intelligent-Tiering tiers use Standard instead), keeping the temporary copy `days` days (default 1: the restore copies
+   * it as soon as it is there). Intelligent-Tiering ignores `days`: its objects move back to the Frequent Access tier.
+   */
+  archiveRetrieval: z
+    .strictObject({
+      tier: z.enum(['Standard', 'Bulk', 'Expedited']).default('Standard'),
+      days: z.number().int().min(1, 'must be at least 1 day').max(30, 'at most 30 days: the temporary copy is only needed until the restore has copied it').default(1),
+    })
+    .optional(),
 }).refine((u) => !(u.capture === 'change-log' && u.mode === 'copy'), {
   path: ['capture'],
   message: 'capture "change-log" needs mode "versioned": the log names object versions, which a bucket without versioning does not keep',

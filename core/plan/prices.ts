@@ -7,12 +7,20 @@ import pricesFile from './prices.json' with { type: 'json' };
  * read and the pages they were read from; updating a price is an edit of that file only.
  */
 const price = z.number().nonnegative().finite();
+const retrievalPrice = z.strictObject({ perGb: price, perThousandRequests: price });
 
 const regionPricesSchema = z.strictObject({
   s3: z.strictObject({ tier1PerThousand: price, tier2PerThousand: price }),
   lambda: z.strictObject({ perMillionRequests: price, perGbSecond: price }),
   stepFunctions: z.strictObject({ perThousandTransitions: price }),
   dynamodb: z.strictObject({ perMillionWriteUnits: price }),
+  /** Retrievals of archived objects (RestoreObject); optional: a region without them is priced with the fallback's. */
+  s3ArchiveRetrieval: z
+    .strictObject({
+      glacierFlexible: z.strictObject({ Expedited: retrievalPrice, Standard: retrievalPrice, Bulk: retrievalPrice }),
+      deepArchive: z.strictObject({ Standard: retrievalPrice, Bulk: retrievalPrice }),
+    })
+    .optional(),
 });
 
 export const priceTableSchema = z
@@ -62,4 +70,17 @@ export function pricesFor(region: string, table: PriceTable = PRICES): PricesFor
     sources: table.sources,
     prices: table.regions[pricedRegion]!,
   };
+}
+
+export type ArchiveRetrievalPrices = NonNullable<RegionPrices['s3ArchiveRetrieval']>;
+
+/**
+ * The archive retrieval prices for a region: its own, else the fallback region's (`pricedRegion` says which), else none.
+ */
+export function archiveRetrievalPricesFor(region: string, table: PriceTable = PRICES): { pricedRegion: string; asOf: string; prices: ArchiveRetrievalPrices } | undefined {
+  for (const r of [region, table.fallbackRegion]) {
+    const prices = table.regions[r]?.s3ArchiveRetrieval;
+    if (prices) return { pricedRegion: r, asOf: table.asOf, prices };
+  }
+  return undefined;
 }

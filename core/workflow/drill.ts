@@ -157,7 +157,7 @@ export async function rehearseUnit(deps: WorkflowDeps, ids: DrillIds & { stage: 
   // Writes stay 0: a drill's report counts production writes, and a drill makes none. The scratch copies are `changes`.
   await deps.ledger.putStep({ ...stepBase(ids, unit), status: outcome.pending ? 'FAILED' : 'RESTORED', changes, notes, startedAt, restoredAt: deps.now().toISOString() });
   // The same poll budget as the unit's rollback restore (6 hours for RDS).
-  const maxPolls = adapterFor(unit).maxPolls ?? DEFAULT_MAX_POLLS;
+  const maxPolls = outcome.pending?.maxPolls ?? adapterFor(unit).maxPolls ?? DEFAULT_MAX_POLLS;
   if (outcome.pending) {
     return { unitId: unit.id, stage: ids.stage, done: false, waitSeconds: Math.max(1, Math.round(outcome.pending.waitSeconds)), maxPolls, status: `${unit.type} unit "${unit.id}": ${outcome.pending.status} (poll ${ids.polls ?? 0} of ${maxPolls})` };
   }

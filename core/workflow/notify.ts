@@ -201,7 +201,11 @@ export function rollbackFailed(report: RunReport, paused: readonly PausedTrigger
       ? 'was refused: another rollback of the pipeline holds its lock. Nothing was touched.'
       : report.status === 'REJECTED'
         ? 'was not approved. Nothing was touched.'
-        : report.partial
+        : report.status === 'CANCELLED'
+          ? report.partial
+            ? 'was CANCELLED part-way: the stages marked VERIFIED are restored, the others are not, so the data is mixed.'
+            : 'was cancelled before it restored anything.'
+          : report.partial
           ? 'FAILED PART-WAY: some stages are restored and others are not, so the data is mixed.'
           : 'failed.';
   const check =
@@ -209,7 +213,9 @@ export function rollbackFailed(report: RunReport, paused: readonly PausedTrigger
       ? 'What to check: which run holds the lock (etl-rollback status); start again once it ends.'
       : report.status === 'REJECTED'
         ? 'What to check: nothing; start a new rollback if it is still needed.'
-        : 'What to check: the error below; fix its cause and rerun the same rollback (verified stages are skipped, it converges).';
+        : report.status === 'CANCELLED'
+          ? `What to do: continue it with etl-rollback rollback <manifest> --deployment ${report.deploymentId} --resume ${report.runId} (verified units are skipped), or leave it.`
+          : 'What to check: the error below; fix its cause and rerun the same rollback (verified stages are skipped, it converges).';
   return {
     detailType: 'Rollback Failed',
     subject: `etl-rollback: ${title(report)} rollback ${report.status === 'FAILED' ? 'FAILED' : report.status.toLowerCase()}`,

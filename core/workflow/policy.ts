@@ -1,4 +1,5 @@
 import { DescribeRuleCommand, DisableRuleCommand, EnableRuleCommand, ResourceNotFoundException } from '@aws-sdk/client-eventbridge';
+import { checkCancel } from './cancel-request.ts';
 import { GetScheduleCommand, ResourceNotFoundException as SchedulerNotFound, UpdateScheduleCommand, type GetScheduleCommandOutput } from '@aws-sdk/client-scheduler';
 import { ApprovalTimedOutError, InputError, SelfApprovalError, TriggersNotResumedError } from '../errors.ts';
 import { pausedTriggerName, type ApprovalRecord, type Ledger, type PausedTrigger } from '../ledger/ledger.ts';
@@ -63,6 +64,8 @@ export interface WindowCheck {
 
 /** "Check maintenance window": whether the run may start now, by the clock it is given. */
 export async function checkMaintenanceWindow(deps: WorkflowDeps, input: RunIds & { urgent?: boolean }): Promise<WindowCheck> {
+  // The window loop is a safe point: a run cancelled while it waits stops here, before it locks or touches anything.
+  await checkCancel(deps, { runId: input.runId, at: 'before it locked or restored anything' });
   const manifest = await deployedManifest(deps, input.pipeline, input.deploymentId);
   const now = deps.now();
   const checkedAt = timestamp(now);

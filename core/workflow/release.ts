@@ -72,11 +72,13 @@ async function retentionDaysOf(deps: WorkflowDeps, d: Deployment): Promise<numbe
 async function refusal(deps: WorkflowDeps, d: Deployment, runs: RunIndexEntry[]): Promise<{ code: SkipCode; reason: string } | undefined> {
   if (d.status === 'ROLLBACK_FAILED') return { code: 'ROLLBACK_FAILED', reason: 'its latest rollback failed or stopped part-way: the restore point is the way back' };
   if (!RELEASABLE.includes(d.status)) return { code: 'IN_PROGRESS', reason: `it is ${d.status}` };
-  // An undo record (core/workflow/undo.ts) of a run that failed part-way is the way back from that run, as the restore
+  // An undo record (core/workflow/undo.ts) of a run that stopped part-way is the way back from that run, as the restore
   // point of a deployment whose rollback failed is: kept, for the same reason.
   if (d.origin?.kind === 'undo') {
     const source = await deps.ledger.getRun(d.origin.runId);
-    if (source?.status === 'FAILED') return { code: 'LAST_RUN_FAILED', reason: `it holds what run ${source.runId} replaced, and that run failed part-way: undo ${source.runId} is the way back` };
+    if (source?.status === 'FAILED' || source?.status === 'CANCELLED') {
+      return { code: 'LAST_RUN_FAILED', reason: `it holds what run ${source.runId} replaced, and that run stopped part-way (${source.status}): undo ${source.runId} is the way back` };
+    }
   }
   const lock = await deps.ledger.getLock(d.pipeline);
   // The lock is about the present: compared with the real clock, even when releasing as of another time (--now).

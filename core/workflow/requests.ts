@@ -30,15 +30,31 @@ export const runTriggerSchema = z.strictObject({
   summary: z.string().max(2000).optional(),
 });
 
+/**
+ * A time to roll back to: ISO-8601 with an explicit UTC offset (`Z` or `+00:00`), not in the future. Other offsets and
+ * offset-less times are refused: an operator in an incident must never have a time read in a zone they did not mean.
+ */
+export const utcTime = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|\+00:00)$/, 'must be an ISO-8601 UTC time with an explicit "Z" (or "+00:00"), e.g. 2026-11-29T09:30:00Z')
+  .refine((t) => !Number.isNaN(Date.parse(t)) && new Date(Date.parse(t)).toISOString().slice(0, 10) === t.slice(0, 10), 'is not a valid date and time');
+
 export const rollbackRequestSchema = z
   .strictObject({
     pipeline,
-    /** The deployment whose restore points to go back to. Exactly one of `deploymentId` and `undo`. */
+    /** The deployment whose restore points to go back to. Exactly one of `deploymentId`, `toTime` and `undo`. */
     deploymentId: id.optional(),
     /**
+     * Roll back to the state at this time (ISO-8601 UTC), from the services' own history, when no restore point was
+     * taken: a derived deployment `at-<YYYYMMDDTHHMMSSZ>` is resolved at plan time (core/workflow/as-of.ts).
+     */
+    toTime: utcTime.optional(),
+    /** With `toTime` only: the manifest the pipeline runs with (default: that of its latest deployment). */
+    manifest: z.unknown().optional(),
+    /**
      * Undo that run: put back what it replaced (core/workflow/undo.ts), through the same staged rollback of the derived
-     * deployment `undo-<run>`. Exactly one of `deploymentId` and `undo`; not with `units` or `cascade` (the units are those
-     * the run changed).
+     * deployment `undo-<run>`. Exactly one of `deploymentId`, `toTime` and `undo`; not with `units` or `cascade` (the
+     * units are those the run changed).
      */
     undo: id.optional(),
     /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
@@ -55,12 +71,21 @@ export const rollbackRequestSchema = z
     trigger: runTriggerSchema.optional(),
   })
   .superRefine((r, ctx) => {
-    if ((r.deploymentId === undefined) === (r.undo === undefined)) {
+    const given = [r.deploymentId, r.toTime, r.undo].filter((v) => v !== undefined).length;
+    if (given !== 1) {
       ctx.addIssue({
         code: 'custom',
-        path: ['deploymentId'],
-        message: 'give exactly one of "deploymentId" (roll back to that deployment\'s restore points) or "undo" (put back what that run replaced)',
+        path: r.deploymentId === undefined ? [] : r.toTime !== undefined ? ['toTime'] : ['deploymentId'],
+        message:
+          'give exactly one of "deploymentId" (roll back to its restore points), "toTime" (roll back to the state at that time) ' +
+          'or "undo" (put back what that run replaced)',
       });
+    }
+    if (r.manifest !== undefined && r.toTime === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['manifest'], message: 'only with "toTime": a deployment is rolled back with the manifest it was deployed with' });
+    }
+    if (r.resume !== undefined && r.toTime !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['toTime'], message: `cannot be given with "resume": resume run "${r.resume}" with the deployment it rolled back to` });
     }
     if (r.undo !== undefined) {
       for (const field of ['units', 'cascade'] as const) {

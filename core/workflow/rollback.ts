@@ -7,6 +7,7 @@ import { planRollback } from '../plan/plan.ts';
 import { addChanges, buildReport, type RunReport } from '../report/report.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
 import { parseInput, rollbackRequestSchema } from './requests.ts';
+import { deriveDeploymentAt, resolutionOf } from './as-of.ts';
 import { auditBucketOf, auditSafely, writeAuditReport } from '../report/audit.ts';
 import { announce, rollbackFailed, rollbackStarted, rollbackSucceeded, stageCompleted } from './notify.ts';
 import { closeApproval, policyFacts, policyState, rejectionError, type PolicyState } from './policy.ts';
@@ -17,6 +18,7 @@ import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
 import { prepareUndo, recordUndoPoint } from './undo.ts';
+import { checkCancel } from './cancel-request.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -54,13 +56,14 @@ interface RunIds {
  */
 export async function planRun(deps: WorkflowDeps, input: { request: unknown; executionName: string }): Promise<PlannedRun> {
   const parsed = parseInput(rollbackRequestSchema, input.request, 'rollback request');
-  // An undo rolls back to the derived deployment `undo-<run>`: the units that run changed, as they were before it.
+  // A time (`toTime`): the derived deployment `at-…` is made (or found) here, its points resolved from the services'
+  // history (core/workflow/as-of.ts). An undo (`undo`): the derived deployment `undo-<run>`, recorded by that run before
+  // it wrote (core/workflow/undo.ts), for the units it changed. From here on the run is an ordinary rollback.
   const undo = parsed.undo !== undefined ? await prepareUndo(deps, { ...parsed, undo: parsed.undo }, input.executionName) : undefined;
-  const request = {
-    ...parsed,
-    deploymentId: undo?.deploymentId ?? parsed.deploymentId!,
-    ...(undo && parsed.resume === undefined ? { units: undo.units, cascade: false } : {}),
-  };
+  const deploymentId =
+    undo?.deploymentId ??
+    (parsed.toTime !== undefined ? (await deriveDeploymentAt(deps, { ...parsed, toTime: parsed.toTime }, input.executionName)).deploymentId : parsed.deploymentId!);
+  const request = { ...parsed, deploymentId, ...(undo && parsed.resume === undefined ? { units: undo.units, cascade: false } : {}) };
   const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
   if (!ROLLBACKABLE.has(deployment.status)) {
     throw new RestorePointMissingError(
@@ -98,6 +101,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     trigger,
     ...(request.resume ? { resumedFrom: request.resume } : {}),
     ...(estimate ? { estimate } : {}),
+    deploymentStatusBefore: deployment.status,
   });
   await deps.ledger.indexRun(run);
   if (
@@ -151,8 +155,8 @@ async function writeRunbook(deps: WorkflowDeps, manifest: Manifest, run: Run, po
   });
 }
 
-/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback. */
-const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED']);
+/** Run statuses a run can be resumed from: it stopped, and did not finish the rollback (a cancelled run too). */
+const RESUMABLE = new Set(['FAILED', 'REFUSED', 'REJECTED', 'CANCELLED']);
 
 /**
  * The plan of the run `previousRunId`, for a run that resumes it: refused (InputError, exit 2) if that run is not of this
@@ -210,9 +214,11 @@ async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise
 export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
   const run = await deps.ledger.requireRun(ids.runId);
   const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
-  // A derived deployment (an undo, a time) was resolved at plan time: the dry run says per unit what it was resolved to.
-  const derived = (await deps.ledger.getDeployment(run.pipeline, run.deploymentId))?.origin !== undefined;
-  const resolved = (unitId: string) => (derived && run.reasons[unitId] ? [run.reasons[unitId]] : []);
+  // A derived deployment: each unit's changes come after what it was resolved to, for confirmation (a time: from the
+  // services' history; an undo: what the run recorded before it wrote, in the run's plan reasons).
+  const deployment = await deps.ledger.requireDeployment(run.pipeline, run.deploymentId);
+  const resolved = await resolutionOf(deps, deployment, run.runId);
+  if (deployment.origin?.kind === 'undo') for (const [unitId, reason] of Object.entries(run.reasons)) resolved.set(unitId, [reason]);
   const steps: Step[] = [];
   for (const stage of run.stages) {
     const diffs = await Promise.all(
@@ -220,7 +226,7 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
         const unit = unitOf(manifest, unitId);
         const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
         const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
-        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...resolved(unitId), ...diff.notes] } satisfies Step;
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...(resolved.get(unitId) ?? []), ...diff.notes] } satisfies Step;
       }),
     );
     steps.push(...diffs);
@@ -276,7 +282,6 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const point = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
   if (!point) throw new RestorePointMissingError(`unit "${ids.unitId}" has no restore point in deployment "${ids.deploymentId}"`);
   const adapter = adapterFor(unit);
-  const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
   const startedAt = deps.now().toISOString();
   // What the restore is about to replace is recorded first (core/workflow/undo.ts): no undo record, no write.
@@ -286,6 +291,7 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
       await recordRestoreError(deps, ids, unit.type, startedAt, error);
       throw error;
     });
+  const maxPolls = outcome.pending?.maxPolls ?? adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);
   const writes = (previous?.writes ?? 0) + outcome.writes;
@@ -443,8 +449,24 @@ export async function releaseLock(deps: WorkflowDeps, ids: { runId: string; pipe
 }
 
 /**
- * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Otherwise the
- * run FAILED, the deployment is ROLLBACK_FAILED, and the report flags which stages were restored.
+ * "Check for cancel", before each stage (after the previous stage's gate): a cancel request recorded for the run
+ * (core/workflow/cancel-request.ts) stops it here, with RunCancelledError, which the state machine's failure path
+ * turns into a CANCELLED run (triggers resumed, lock released, report written). Touches nothing.
+ */
+export async function checkCancelBeforeStage(deps: WorkflowDeps, ids: { runId: string; stage: number }): Promise<{ cancelled: false }> {
+  const done = ids.stage === 0 ? 'nothing restored' : ids.stage === 1 ? 'stage 1 restored and verified' : `stages 1-${ids.stage} restored and verified`;
+  return checkCancel(deps, { runId: ids.runId, at: `before stage ${ids.stage + 1} (${done})` });
+}
+
+/** The error name a cancelled run ends with (RunCancelledError's): the failure path records such a run CANCELLED. */
+export const RUN_CANCELLED = 'RunCancelled';
+
+/**
+ * A run stopped. Refused (the lock was held): the run is REFUSED and the deployment untouched. Cancelled (RunCancelled:
+ * a cancel request found at a safe point, or a stopped execution's cleanup): the run is CANCELLED, and the deployment
+ * gets back the status it had if the run restored nothing, else ROLLBACK_FAILED with the cancel as its error (the data
+ * may be part-way; `--resume` finishes it). Otherwise the run FAILED, the deployment is ROLLBACK_FAILED, and the report
+ * flags which stages were restored.
  */
 export async function recordRollbackFailure(
   deps: WorkflowDeps,
@@ -455,16 +477,34 @@ export async function recordRollbackFailure(
   const error = rejected ? rejectionError(input.error, await deps.ledger.getApproval(input.runId)) : summarizeCaught(input.error);
   if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
+  const cancelled = !rejected && error.name === RUN_CANCELLED;
   const endedAt = deps.now().toISOString();
-  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : 'FAILED', endedAt, error });
+  await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : cancelled ? 'CANCELLED' : 'FAILED', endedAt, error });
   // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.
   const replayFailed = error.name === 'ReplayFailedError';
   if (replayFailed) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLED_BACK');
   else if (rejected && input.deploymentStatus) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, input.deploymentStatus as DeploymentStatus);
+  else if (cancelled) await recordCancelledDeployment(deps, input, error);
   else if (!refused && !rejected) await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'ROLLBACK_FAILED', error);
   const run = await deps.ledger.requireRun(input.runId);
   const report = await writeReport(deps, run, await deps.ledger.listSteps(input.runId));
-  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
+  deps.log.warn(refused ? 'rollback refused' : rejected ? 'rollback not approved' : cancelled ? 'rollback cancelled' : 'rollback failed', { runId: input.runId, error, partial: report.partial });
   await announce(deps, rollbackFailed(report, await deps.ledger.listPausedTriggers(input.runId)));
   return report;
+}
+
+/**
+ * The deployment of a cancelled run: untouched by it (no step recorded), it gets back the status it had when the run
+ * was planned; otherwise ROLLBACK_FAILED, carrying the cancel, so nobody mistakes part-restored data for either state
+ * (and the release schedule keeps its restore points).
+ */
+async function recordCancelledDeployment(deps: WorkflowDeps, ids: RunIds & { deploymentStatus?: string }, error: { name: string; message: string }): Promise<void> {
+  const steps = await deps.ledger.listSteps(ids.runId);
+  const run = await deps.ledger.getRun(ids.runId);
+  const before = run?.deploymentStatusBefore ?? (ids.deploymentStatus as DeploymentStatus | undefined);
+  const verified = new Set(steps.filter((st) => st.status === 'VERIFIED').map((st) => st.unitId));
+  if (steps.length === 0 && before) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, before);
+  // Cancelled after every stage verified (waiting for the replay's approval): the data is rolled back.
+  else if (run && run.scope.length > 0 && run.scope.every((u) => verified.has(u))) await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLED_BACK');
+  else await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'ROLLBACK_FAILED', error);
 }

@@ -17,7 +17,8 @@ export const DATA_BUCKET_ACTIONS = ['s3:ListBucketVersions', 's3:GetBucketVersio
 /**
  * Object actions for capture (read), restore (copy an old version back with its tags, delete what was added,
  * remove delete markers). A copy reads the source version's tags and writes them on the copy; a copy above the
- * single-copy limit is a multipart copy (UploadPartCopy is s3:PutObject), aborted if it fails.
+ * single-copy limit is a multipart copy (UploadPartCopy is s3:PutObject), aborted if it fails. A captured version in an
+ * archive tier (Glacier, Deep Archive, Intelligent-Tiering archive tiers) is first retrieved (s3:RestoreObject).
  */
 export const DATA_OBJECT_ACTIONS = [
   's3:GetObject',
@@ -29,6 +30,7 @@ export const DATA_OBJECT_ACTIONS = [
   's3:AbortMultipartUpload',
   's3:DeleteObject',
   's3:DeleteObjectVersion',
+  's3:RestoreObject',
 ];
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;

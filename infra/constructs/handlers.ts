@@ -24,7 +24,9 @@ export const HANDLER_SPECS = [
   { name: 'capture-unit', substitution: 'CaptureUnitFunctionArn', long: true, dataAccess: true },
   { name: 'seal-snapshot', substitution: 'SealSnapshotFunctionArn', long: false, dataAccess: false },
   { name: 'record-failure', substitution: 'RecordFailureFunctionArn', long: false, dataAccess: false },
-  { name: 'plan-rollback', substitution: 'PlanRollbackFunctionArn', long: false, dataAccess: false },
+  // Data access and the long timeout for a rollback to a time: its plan reads each unit's history (an s3-prefix's
+  // versions, a database's recovery window) to resolve the derived deployment's restore points. It writes no data.
+  { name: 'plan-rollback', substitution: 'PlanRollbackFunctionArn', long: true, dataAccess: true },
   { name: 'describe-changes', substitution: 'DescribeChangesFunctionArn', long: true, dataAccess: true },
   { name: 'acquire-lock', substitution: 'AcquireLockFunctionArn', long: false, dataAccess: false },
   { name: 'restore-unit', substitution: 'RestoreUnitFunctionArn', long: true, dataAccess: true },
@@ -33,6 +35,7 @@ export const HANDLER_SPECS = [
   { name: 'finish-run', substitution: 'FinishRunFunctionArn', long: false, dataAccess: false },
   { name: 'release-lock', substitution: 'ReleaseLockFunctionArn', long: false, dataAccess: false },
   { name: 'check-window', substitution: 'CheckWindowFunctionArn', long: false, dataAccess: false },
+  { name: 'check-cancel', substitution: 'CheckCancelFunctionArn', long: false, dataAccess: false },
   { name: 'request-approval', substitution: 'RequestApprovalFunctionArn', long: false, dataAccess: false },
   { name: 'pause-triggers', substitution: 'PauseTriggersFunctionArn', long: false, dataAccess: false },
   { name: 'resume-triggers', substitution: 'ResumeTriggersFunctionArn', long: false, dataAccess: false },

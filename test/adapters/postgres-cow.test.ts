@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { postgresTableAdapter as adapter } from '../../core/adapters/postgres-table.ts';
+import { quarantineTableName } from '../../core/adapters/postgres/names.ts';
 import { VerificationFailedError, PreflightError } from '../../core/errors.ts';
 import { pgHarness, type PgHarness } from './postgres/harness.ts';
 
@@ -136,6 +137,70 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await expect(adapter.restore(u, point, c)).rejects.toThrow(new RegExp(`trigger ${upd} on public.cw_by was dropped.*backstop`));
     await adapter.release(u, point, c);
     expect(await ourTriggers('cw_by')).toEqual([]);
+  });
+
+  it('triggers untouched in the catalog: the restore reads only the logged rows; a restore keeps that proof for the next; a rewrite of the table falls back to the pass over it', async () => {
+    await h.sql.query(`CREATE TABLE cw_fast (id int PRIMARY KEY, v text)`);
+    // Large enough that looking rows up by key beats reading the table (the planner's choice), 1% logged per deploy.
+    await h.sql.query(`INSERT INTO cw_fast SELECT g, 'v' || g FROM generate_series(1, 20000) g`);
+    await h.sql.query('ANALYZE cw_fast');
+    const u = h.unit({ id: 'fast', table: 'cw_fast', capture: 'copy-on-write' });
+    const c = h.ctx('d-fast');
+    const point = await adapter.capture(u, c);
+    const captured = await h.rowsOf('cw_fast');
+    const deploy = async () => {
+      await h.sql.query(`UPDATE cw_fast SET v = 'bad' WHERE id % 200 = 0`);
+      await h.sql.query(`DELETE FROM cw_fast WHERE id % 200 = 1`);
+      await h.sql.query(`INSERT INTO cw_fast VALUES (100000, 'new')`);
+    };
+    const untouchedNote = /the table was not read to look for unrecorded writes/;
+    const scannedNote = /every row was checked for writes the triggers did not record/;
+
+    await deploy();
+    // The seq_scan counter of the table: the fast path looks rows up by key and never scans it.
+    const scans = async () => {
+      await h.sql.query('SELECT pg_stat_force_next_flush()');
+      await h.sql.query('SELECT pg_stat_clear_snapshot()');
+      return Number(await one<string>(`SELECT seq_scan::text FROM pg_stat_user_tables WHERE relid = 'cw_fast'::regclass`));
+    };
+    const before = await scans();
+    const first = await adapter.restore(u, point, { ...c, runId: 'run-fast-1' });
+    expect(await scans()).toBe(before);
+    expect(first.notes.join('\n')).toMatch(untouchedNote);
+    expect(first.notes.join('\n')).toMatch(/verified in the restore transaction: 20000 rows/);
+    expect(await h.rowsOf('cw_fast')).toEqual(captured);
+    // What it replaced is kept as it was: the 100 overwritten rows with the deploy's values, and the inserted one.
+    expect(await h.rowsOf(`(SELECT v, count(*)::int AS n FROM ${first.keptAt!} GROUP BY v)`)).toEqual(['(bad,100)', '(new,1)']);
+    // A rerun by another run writes nothing and leaves no quarantine table behind.
+    const rerun = await adapter.restore(u, point, { ...c, runId: 'run-fast-rerun' });
+    expect(rerun.writes).toBe(0);
+    expect(rerun.keptAt).toBeUndefined();
+    expect(await one<string | null>(`SELECT to_regclass('etl_rollback.${quarantineTableName(c.pipeline, 'run-fast-rerun', u.id)}')::text`)).toBeNull();
+
+    // The restore disabled and enabled the triggers (user triggers do not fire for a restore): it recorded their new
+    // catalog rows, so the next deploy's rollback from the same point is proven the same way.
+    await deploy();
+    const second = await adapter.restore(u, point, { ...c, runId: 'run-fast-2' });
+    expect(second.notes.join('\n')).toMatch(untouchedNote);
+    expect(await h.rowsOf('cw_fast')).toEqual(captured);
+
+    // VACUUM FULL rewrites the table (a new relfilenode) without changing a row: no proof from the catalog, so every
+    // row is checked; nothing unrecorded is found and the restore goes on.
+    await deploy();
+    await h.sql.query('VACUUM FULL cw_fast');
+    const third = await adapter.restore(u, point, { ...c, runId: 'run-fast-3' });
+    expect(third.notes.join('\n')).toMatch(scannedNote);
+    expect(await h.rowsOf('cw_fast')).toEqual(captured);
+
+    // Disabled and enabled again with nothing written in between: the catalog changed, the pass finds nothing, restore.
+    const [, , , upd] = await ourTriggers('cw_fast');
+    await h.sql.query(`ALTER TABLE cw_fast DISABLE TRIGGER ${upd}`);
+    await h.sql.query(`ALTER TABLE cw_fast ENABLE ALWAYS TRIGGER ${upd}`);
+    await deploy();
+    const fourth = await adapter.restore(u, point, { ...c, runId: 'run-fast-4' });
+    expect(fourth.notes.join('\n')).toMatch(scannedNote);
+    expect(await h.rowsOf('cw_fast')).toEqual(captured);
+    await adapter.release(u, point, c);
   });
 
   it('refuses what it cannot protect, with the reason: no key, partitioned; a dropped column fails with the backstop; an added one is put back', async () => {

@@ -522,19 +522,22 @@ describe('s3-prefix adapter (moto)', () => {
     expect(await liveContent(e.bucket, 'orders/')).toEqual({ 'orders/a.csv': 'a2', 'orders/b.csv': 'b2', 'orders/c.csv': 'c' });
   });
 
-  it('refuses a restore before any write when a captured version sits in an archive tier', async () => {
+  it('holds back a captured version that sits in an archive tier (pending), and restores everything else at once', async () => {
     const e = await env();
     await put(e.bucket, 'orders/cold.csv', 'cold v1', { StorageClass: 'GLACIER' });
     await put(e.bucket, 'orders/warm.csv', 'warm v1');
     const point = await s3PrefixAdapter.capture(e.unit, e.ctx);
     await put(e.bucket, 'orders/cold.csv', 'cold v2');
     await put(e.bucket, 'orders/warm.csv', 'warm v2');
-    const before = await versionFingerprint(e.bucket);
+    const coldBefore = (await versionsOf(e.bucket, 'orders/cold.csv')).get('orders/cold.csv');
 
-    const error = await expectRejects(s3PrefixAdapter.restore(e.unit, point, e.ctx), PreflightError);
-    expect(error.message).toContain('"orders/cold.csv"');
-    expect(error.message).toContain('aws s3api restore-object');
-    expect(await versionFingerprint(e.bucket)).toEqual(before);
+    const out = await s3PrefixAdapter.restore(e.unit, point, e.ctx);
+    expect(out.pending?.status).toContain('"orders/cold.csv"');
+    expect(out.pending?.waitSeconds).toBe(15 * 60);
+    expect(out.changes).toMatchObject({ objectsCopied: 1, bytesCopied: 'warm v1'.length });
+    expect(await liveContent(e.bucket, 'orders/')).toEqual({ 'orders/cold.csv': 'cold v2', 'orders/warm.csv': 'warm v1' });
+    // Nothing written to the held-back key (its retrieval runs; see test/adapters/s3/archived.test.ts for the rest).
+    expect((await versionsOf(e.bucket, 'orders/cold.csv')).get('orders/cold.csv')).toEqual(coldBefore);
   });
 
   it('throws on per-key DeleteObjects errors, and a rerun converges once the cause is fixed', async () => {

@@ -44,7 +44,7 @@ describe('Glue access', () => {
   it('the data handlers may read the named tables, naming catalog, database and table', () => {
     const read = glueStatements(template).filter((s) => s.statement.Sid === 'GlueRead');
     expect(read).toHaveLength(1);
-    expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'restore-shard', 'restore-unit', 'verify-stage']));
+    expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'plan-rollback', 'restore-shard', 'restore-unit', 'verify-stage']));
     expect(asArray(read[0]!.statement.Action).sort()).toEqual([...GLUE_READ_ACTIONS].sort());
     const resources = read[0]!.resources;
     expect(resources).toHaveLength(6);

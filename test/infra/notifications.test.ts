@@ -92,7 +92,9 @@ describe('notifications and pausable rules (template)', () => {
     const others = Object.values(template.findResources('AWS::IAM::Policy') as Record<string, { Properties: Json }>)
       .flatMap((p) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement)
       .filter((s) => asArray(s.Action).some((a) => /^events:(Disable|Enable)Rule$/.test(a)));
-    expect(others).toHaveLength(2);
+    // The two controllers, and the cleanup of stopped rollback executions (it resumes what the run paused).
+    expect(others).toHaveLength(3);
+    expect(statementsOf(template, logicalId(stack.stoppedRuns.role)).find((s) => s.Sid === 'PausePipelineRules')).toBeDefined();
   });
 
   it('pause and resume may read and update exactly the named schedules, and pass only their target roles, only to Scheduler', () => {
@@ -112,8 +114,9 @@ describe('notifications and pausable rules (template)', () => {
     const others = Object.values(template.findResources('AWS::IAM::Policy') as Record<string, { Properties: Json }>)
       .flatMap((p) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement)
       .filter((s) => asArray(s.Action).some((a) => a === 'scheduler:UpdateSchedule' || a === 'iam:PassRole'));
-    // The two controllers; the release construct's own schedule is created by CloudFormation, not by a role of ours.
-    expect(others).toHaveLength(4);
+    // The two controllers and the stopped-run cleanup; the release construct's own schedule is created by CloudFormation,
+    // not by a role of ours.
+    expect(others).toHaveLength(6);
   });
 
   it('refuses schedules without the roles they run as, and a wildcard schedule', () => {

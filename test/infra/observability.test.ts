@@ -115,7 +115,8 @@ describe('audit, release and observability (template)', () => {
       expect(asArray(deny.Action)).toEqual(expect.arrayContaining(['s3:DeleteObject*', 's3:PutObjectRetention', 's3:BypassGovernanceRetention']));
       expect(asArray(deny.Action).sort()).toEqual([...AUDIT_DENIED_ACTIONS].sort());
       const principals = asArray((deny.Principal as { AWS: unknown }).AWS);
-      const roles = stack.handlers.all.map((h) => ({ 'Fn::GetAtt': [logicalId(h.role), 'Arn'] }));
+      // Every task handler's role, and the stopped-run cleanup's (it writes reports too).
+      const roles = [...stack.handlers.all.map((h) => h.role), stack.stoppedRuns.role].map((role) => ({ 'Fn::GetAtt': [logicalId(role), 'Arn'] }));
       expect(principals).toHaveLength(roles.length);
       expect(principals).toEqual(expect.arrayContaining(roles));
       expect(JSON.stringify(deny.Resource)).toContain(logicalId(stack.audit.bucket));
@@ -124,7 +125,7 @@ describe('audit, release and observability (template)', () => {
     it('writers may put reports and records and use the key to encrypt; no IAM policy allows anything else on the audit bucket', () => {
       const bucketId = logicalId(stack.audit.bucket);
       const onAudit = iamStatements(template).filter(({ statement }) => JSON.stringify(statement.Resource ?? '').includes(bucketId));
-      expect(onAudit.length).toBe(6); // describe-changes, finish-run, record-failure, seal-snapshot, release-deployment, finish-drill
+      expect(onAudit.length).toBe(7); // describe-changes, finish-run, record-failure, seal-snapshot, release-deployment, finish-drill, the stopped-run cleanup
       for (const { statement } of onAudit) {
         expect(statement.Effect).toBe('Allow');
         expect(asArray(statement.Action)).toEqual(['s3:PutObject']);

@@ -47,7 +47,7 @@ describe('RDS access', () => {
   it('reads: the data handlers may describe the named instance, cluster and etlrb- snapshots only', () => {
     const read = rdsStatements(template).filter((s) => s.statement.Sid === 'RdsRead');
     expect(read).toHaveLength(1);
-    expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'restore-shard', 'restore-unit', 'verify-stage']));
+    expect(read[0]!.roles).toEqual(roles(['capture-unit', 'describe-changes', 'plan-rollback', 'restore-shard', 'restore-unit', 'verify-stage']));
     expect(asArray(read[0]!.statement.Action).sort()).toEqual([...RDS_READ_ACTIONS].sort());
     const resources = read[0]!.resources.join(' ');
     for (const name of [':db:orders-db"', ':db:orders-db-*', ':db:warehouse"', ':db:warehouse-*', ':cluster:warehouse"', ':cluster:warehouse-*']) expect(resources).toContain(name);

@@ -27,9 +27,10 @@ interface Statement {
   Resource: unknown;
 }
 
-const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'restore-unit', 'restore-shard', 'verify-stage'];
+const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'plan-rollback', 'restore-unit', 'restore-shard', 'verify-stage'];
 const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'];
 const LONG_RUNNING: HandlerName[] = [
+  'plan-rollback',
   'capture-unit',
   'restore-unit',
   'restore-shard',
@@ -143,6 +144,7 @@ describe('EtlRollbackStack', () => {
           'acquire-lock',
           'request-approval',
           'pause-triggers',
+          'check-cancel',
           'restore-unit',
           'restore-shard',
           'verify-stage',
@@ -219,7 +221,8 @@ describe('EtlRollbackStack', () => {
   describe('handlers', () => {
     it('one Node.js 22 arm64 function per handler, tracing on, own log group with retention', () => {
       const functions = resources(template, 'AWS::Lambda::Function');
-      expect(Object.keys(functions)).toHaveLength(HANDLER_SPECS.length);
+      // One per task handler, and the stopped-run cleanup (a rule target, not a task).
+      expect(Object.keys(functions)).toHaveLength(HANDLER_SPECS.length + 1);
       for (const resource of Object.values(functions)) {
         expect(resource.Properties.Runtime).toBe('nodejs22.x');
       }
@@ -469,7 +472,7 @@ describe('cdk-nag catches what is not acknowledged', () => {
     expect(new Set(found)).toEqual(new Set(acknowledged));
     expect(found).toContain('AwsSolutions-L1');
     expect(found.some((id) => id.startsWith('AwsSolutions-IAM5[Resource::') && id.endsWith(':s3:::orders-raw/*]'))).toBe(true);
-    expect(report.violations.find((v) => v.ruleName === 'AwsSolutions-L1')!.violatingResources).toHaveLength(HANDLER_SPECS.length);
+    expect(report.violations.find((v) => v.ruleName === 'AwsSolutions-L1')!.violatingResources).toHaveLength(HANDLER_SPECS.length + 1); // + the stopped-run cleanup
   });
 
   it('a non-compliant resource and an unlisted wildcard fail the synth', () => {

@@ -5,7 +5,7 @@ import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum } from './checksum.ts';
-import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
+import { cowTriggerNames, lockKey, quarantineTableName, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
@@ -32,12 +32,13 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * read-only transaction (see `seal`) reads the count and checksum of the rows in scope as they were at the install
  * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals.
  *
- * Restore, one transaction (the table locked against writers): checks the window (below); keeps in a quarantine
- * table every live row it will delete or overwrite; deletes the rows whose key was inserted since the capture,
- * updates the changed ones back from their pre-images, re-inserts the deleted ones; sets sequences back; then
- * recomputes the count and checksum of the scope and commits only if they equal the capture's. The undo table is
- * kept: the point stays valid (a rerun writes nothing, a later restore still has every pre-image). Release drops the
- * triggers, the function and the undo table.
+ * Restore, one transaction (the table locked against writers): checks the window (below); deletes the rows whose key
+ * was inserted since the capture, updates the changed ones back from their pre-images, re-inserts the deleted ones —
+ * each row deleted or overwritten kept in a quarantine table by the very statement that replaces it; sets sequences
+ * back; then checks that the table is the capture and commits only if it is. Every statement is driven by the undo log
+ * and looks its keys up by primary key (see preferKeyLookups), so a restore costs the rows the deploy changed, not the
+ * table. The undo table is kept: the point stays valid (a rerun writes nothing, a later restore still has every
+ * pre-image). Release drops the triggers, the function and the undo table.
  *
  * Trust, but verify (the window check, before any write). Triggers can be bypassed: dropped, disabled and re-enabled
  * (ALTER TABLE … DISABLE TRIGGER), outrun by DDL that rewrites rows (ALTER TABLE … TYPE), or the table replaced. The
@@ -49,15 +50,22 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  *    or a rewrite by ALTER TABLE, which stamps every row);
  * 3. the live rows in scope whose key is not in the undo table (the untouched ones) are not exactly the captured
  *    count minus the recorded pre-images in scope: a delete the triggers did not see;
- * 4. after the writes, the table is not the capture (the end-to-end check). With 2 done, the rows the log does not
- *    name are unchanged since the capture and 3 has counted them, so the table is the capture exactly when the rows
- *    now at the logged keys are the logged pre-images: their count and checksum are compared, which costs the rows
- *    restored, not the table. Without 2 (a capture older than 2^31 transactions) or after a schema restore, the
- *    whole scope is counted and summed against the capture's.
+ * 4. after the writes, the table is not the capture (the end-to-end check). With 2 and 3 passed, the rows the log does
+ *    not name are as captured, so the table is the capture exactly when every logged pre-image is the live row at its
+ *    key, and no other logged key has a row: one pass over the log compares that, at the cost of the rows restored.
+ *    Without that (a capture older than 2^31 transactions, or after a schema restore) the whole scope is counted and
+ *    summed against the capture's.
+ * 2 and 3 read the whole table, so they run only when the catalog cannot prove them. Each trigger's pg_trigger row and
+ * the function's pg_proc row get a new version (a new xmin) whenever anything disables, re-enables, replaces or drops
+ * them, even for a moment, and TRUNCATE or a rewrite gives the table a new relfilenode. When all of them are exactly
+ * as the capture (or the last verified restore) recorded them, the triggers were in place and firing for every write
+ * of the whole window, 2 and 3 cannot find anything, and are skipped. Any difference, even a harmless VACUUM FULL,
+ * sends the restore through 2 and 3 instead.
  * 1-3 name a cause; 4 makes the guarantee: the restore commits only a table equal to the capture (up to a 64-bit
  * checksum collision), so a bypass can make it fail, never make it claim a wrong success. What changes how a row
  * reads without writing it (an enum label renamed) is not a write: the stage's gate, which counts and sums the whole
- * scope after every restore, catches it, with the replaced rows still in quarantine.
+ * scope after every restore, catches it, with the replaced rows still in quarantine; so would it catch what no
+ * catalog shows (an extension writing heap pages directly).
  * Why not pg_stat_user_tables n_tup_ins/upd/del deltas against the recorded rows: those counters are not
  * transactional (aborted writes count), are flushed late (up to seconds after a write), and are lost by
  * pg_stat_reset() or a crash: they would fail good rollbacks and could not prove a bad one.
@@ -105,6 +113,14 @@ export type CowMeta = {
   filenode: string;
   function: { name: string; oid: number; md5: string };
   triggers: { name: string; oid: number }[];
+  /**
+   * The catalog rows that make the triggers fire, as the capture left them (or the last verified restore, whose own
+   * disable/enable of them it records): each trigger's pg_trigger oid and xmin, and the function's pg_proc oid and
+   * xmin. Any ALTER TABLE … DISABLE/ENABLE TRIGGER, ALTER TRIGGER, DROP/CREATE, CREATE OR REPLACE FUNCTION writes a new
+   * version of that row, with a new xmin, even when it is undone later: equal xmins prove nobody touched them in
+   * between. Absent in restore points made before it existed (then the full pass runs).
+   */
+  catalog?: { triggers: { name: string; oid: number; xmin: string }[]; function: { oid: number; xmin: string } };
   /** False from the installing transaction until the sealing read has recorded the count and checksum. */
   sealed: boolean;
 };
@@ -283,6 +299,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
             filenode: snap[0]?.filenode ?? '',
             function: { name: fnSql, oid: state.function?.oid ?? 0, md5: state.function?.md5 ?? '' },
             triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid })),
+            catalog: catalogOf(state),
             sealed: false,
           };
           await client.query(`COMMENT ON TABLE ${undoSql} IS ${literal(JSON.stringify(installed))}`);
@@ -331,16 +348,24 @@ export function copyOnWrite(parts: CowAdapterParts) {
     table: Relation,
     names: string[],
     fnSql: string,
-  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number }[]; function: { oid: number; md5: string } | undefined }> {
-    const { rows } = await client.query<{ name: string; oid: number; enabled: string; fnoid: number }>(
-      `SELECT tgname AS name, oid::int AS oid, tgenabled::text AS enabled, tgfoid::int AS fnoid FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2) ORDER BY tgname`,
+  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number; xmin: string }[]; function: { oid: number; md5: string; xmin: string } | undefined }> {
+    const { rows } = await client.query<{ name: string; oid: number; enabled: string; fnoid: number; xmin: string }>(
+      `SELECT tgname AS name, oid::int AS oid, tgenabled::text AS enabled, tgfoid::int AS fnoid, xmin::text AS xmin FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2) ORDER BY tgname`,
       [table.oid, names],
     );
-    const { rows: fn } = await client.query<{ oid: number; md5: string }>(
-      `SELECT p.oid::int AS oid, md5(p.prosrc) AS md5 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1 || '()')`,
+    const { rows: fn } = await client.query<{ oid: number; md5: string; xmin: string }>(
+      `SELECT p.oid::int AS oid, md5(p.prosrc) AS md5, p.xmin::text AS xmin FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1 || '()')`,
       [fnSql],
     );
-    return { triggers: rows.map((r) => ({ name: r.name, oid: r.oid, enabled: r.enabled, fnOid: r.fnoid })), function: fn[0] };
+    return { triggers: rows.map((r) => ({ name: r.name, oid: r.oid, enabled: r.enabled, fnOid: r.fnoid, xmin: r.xmin })), function: fn[0] };
+  }
+
+  /** The `catalog` record of the triggers and function as they are now (see CowMeta.catalog). */
+  function catalogOf(state: Awaited<ReturnType<typeof triggerState>>): NonNullable<CowMeta['catalog']> {
+    return {
+      triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid, xmin: x.xmin })),
+      function: { oid: state.function?.oid ?? 0, xmin: state.function?.xmin ?? '' },
+    };
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -360,8 +385,11 @@ export function copyOnWrite(parts: CowAdapterParts) {
     /** What went wrong in the window (empty: nothing seen). */
     bypass: string[];
     recorded: { preImages: number; inserted: number; preImagesInScope: number };
-    /** Check 2 ran: every row written since the capture is in the log, so untouched rows are as captured. */
-    xminCheck: boolean;
+    /**
+     * Every row written since the capture is in the log (the triggers proven intact by the catalog, or check 2 ran
+     * and found nothing), so the rows the log does not name are as captured and their number is right.
+     */
+    untouchedProven: boolean;
     notes: string[];
   }
 
@@ -423,53 +451,83 @@ export function copyOnWrite(parts: CowAdapterParts) {
     if (!state.function) bypass.push(`trigger function ${meta.function.name} was dropped`);
     else if (state.function.oid !== meta.function.oid || state.function.md5 !== meta.function.md5) bypass.push(`trigger function ${meta.function.name} was replaced`);
 
-    // 2 and 3 in one pass over the table: its rows in scope, and the rows written since the capture whose key the
-    // undo log lacks. age(xmin) is a cheap first filter (it is INT_MAX for frozen and special xids): only the few rows
-    // whose xmin is as recent as the capture snapshot's get the exact test (their xid mapped to 64 bits against the
-    // bound, see changes.ts, then not visible in the capture snapshot) and the lookup in the undo log; CASE keeps
-    // both from running for the rest.
+    // Proof that the triggers saw every write since the capture, without reading the table: the catalog rows of the
+    // triggers and the function unchanged since the capture (or the last verified restore) — same oids and xmins, so
+    // never disabled, re-enabled, replaced or dropped in between, even for a moment — and ENABLE ALWAYS (so
+    // session_replication_role = replica does not silence them); the table's relfilenode unchanged (no TRUNCATE, no
+    // rewrite by ALTER TABLE … TYPE, VACUUM FULL or CLUSTER, which write rows without DML triggers); no schema change.
+    // Every INSERT, UPDATE, DELETE, MERGE, COPY and TRUNCATE on the table fires them, in the writer's transaction.
+    // Then checks 2 and 3 cannot find anything and are skipped: the restore costs the rows logged, not the table.
+    // Anything else (a changed catalog row, even from a harmless VACUUM FREEZE of pg_trigger or pg_proc; a restore
+    // point older than this record) falls back to the pass over the table, which decides row by row. What no check
+    // before the writes can see (an extension writing heap pages directly) the stage's gate still catches: it counts
+    // and sums the whole scope after every restore, against the capture.
     const key = meta.primaryKey;
+    const { rows: fnode } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [live.oid]);
+    const rewritten = fnode[0]?.f !== meta.filenode;
+    const catalog = meta.catalog;
+    const intact =
+      bypass.length === 0 &&
+      !rewritten &&
+      schema.changes.length === 0 &&
+      catalog !== undefined &&
+      catalog.triggers.length === meta.triggers.length &&
+      catalog.triggers.every((want) => state.triggers.some((x) => x.name === want.name && x.oid === want.oid && x.xmin === want.xmin && x.enabled === 'A')) &&
+      state.function !== undefined &&
+      state.function.oid === catalog.function.oid &&
+      state.function.xmin === catalog.function.xmin;
+
+    // 2 and 3 in one pass over the table (only without that proof): its rows in scope, and the rows written since the
+    // capture whose key the undo log lacks. age(xmin) is a cheap first filter (it is INT_MAX for frozen and special
+    // xids): only the few rows whose xmin is as recent as the capture snapshot's get the exact test (their xid mapped
+    // to 64 bits against the bound, see changes.ts, then not visible in the capture snapshot) and the lookup in the
+    // undo log; CASE keeps both from running for the rest.
     const { rows: xb } = await client.query<{ b: string }>('SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b');
     const bound = BigInt(xb[0]?.b ?? '0');
     const since = BigInt(meta.snapshot.split(':')[0] || meta.snapshotXmax);
     const span = bound - since;
     const xminCheck = span >= 0n && span < 2n ** 31n;
-    const b32 = bound & 0xffffffffn;
-    const exact = `NOT pg_catalog.pg_visible_in_snapshot((${bound} - ((${b32} - l.xmin::text::bigint) & 4294967295))::text::xid8, ${literal(meta.snapshot)}::pg_snapshot)`;
-    const unlogged = `NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
-    // The limit as an InitPlan (evaluated once); both ages are taken against the same reference within the query.
-    const writtenUnlogged = xminCheck
-      ? `CASE WHEN pg_catalog.age(l.xmin) <= (SELECT pg_catalog.age('${since & 0xffffffffn}'::xid)) THEN ${exact} AND ${unlogged} ELSE false END`
-      : 'false';
-    const { rows: scan } = await client.query<{ inscope: string; unrecorded: string }>(
-      `SELECT count(*) FILTER (WHERE ${inScope('l')})::text AS inscope, count(*) FILTER (WHERE ${writtenUnlogged})::text AS unrecorded FROM ${live.sql} AS l`,
-    );
-    const sample =
-      Number(scan[0]?.unrecorded ?? 0) > 0
-        ? (await client.query<{ k: string }>(`SELECT ${rowText(key, 'l')} AS k FROM ${live.sql} AS l WHERE ${writtenUnlogged} LIMIT 1`)).rows[0]?.k
-        : undefined;
-    const { rows: rec } = await client.query<{ p: string; i: string; pin: string; logged: string }>(
+    const { rows: rec } = await client.query<{ p: string; i: string; pin: string }>(
       `SELECT count(*) FILTER (WHERE u.${ident(KIND)} = 'p')::text AS p, count(*) FILTER (WHERE u.${ident(KIND)} = 'i')::text AS i,
-              count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')})::text AS pin,
-              (SELECT count(*) FROM ${undo.sql} AS u JOIN ${live.sql} AS l ON ${keyMatch(key, 'u', 'l')} WHERE ${inScope('l')})::text AS logged
+              count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')})::text AS pin
          FROM ${undo.sql} AS u`,
     );
-    const unrecorded = Number(scan[0]?.unrecorded ?? 0);
-    const { rows: fnode } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [live.oid]);
-    const rewritten = fnode[0]?.f !== meta.filenode;
-    if (unrecorded > 0) {
-      bypass.push(
-        `${unrecorded} row(s) were written after the capture without the triggers recording them (first key ${sample ?? '?'}): ` +
-          (rewritten ? 'the table was also rewritten since the capture (an ALTER TABLE that rewrites rows, or TRUNCATE with the triggers off)' : 'the triggers were disabled, or bypassed, while they were written'),
+    const recorded = { preImages: Number(rec[0]?.p ?? 0), inserted: Number(rec[0]?.i ?? 0), preImagesInScope: Number(rec[0]?.pin ?? 0) };
+    if (!intact) {
+      const b32 = bound & 0xffffffffn;
+      const exact = `NOT pg_catalog.pg_visible_in_snapshot((${bound} - ((${b32} - l.xmin::text::bigint) & 4294967295))::text::xid8, ${literal(meta.snapshot)}::pg_snapshot)`;
+      const unlogged = `NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
+      // The limit as an InitPlan (evaluated once); both ages are taken against the same reference within the query.
+      const writtenUnlogged = xminCheck
+        ? `CASE WHEN pg_catalog.age(l.xmin) <= (SELECT pg_catalog.age('${since & 0xffffffffn}'::xid)) THEN ${exact} AND ${unlogged} ELSE false END`
+        : 'false';
+      const { rows: scan } = await client.query<{ inscope: string; unrecorded: string }>(
+        `SELECT count(*) FILTER (WHERE ${inScope('l')})::text AS inscope, count(*) FILTER (WHERE ${writtenUnlogged})::text AS unrecorded FROM ${live.sql} AS l`,
       );
-    }
-    const untouched = Number(scan[0]?.inscope ?? 0) - Number(rec[0]?.logged ?? 0);
-    const wantUntouched = meta.count - Number(rec[0]?.pin ?? 0);
-    if (untouched !== wantUntouched) {
-      bypass.push(`${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${Number(rec[0]?.pin ?? 0)} recorded pre-images leave ${wantUntouched}: rows were deleted (or truncated) without the triggers recording them`);
+      const sample =
+        Number(scan[0]?.unrecorded ?? 0) > 0
+          ? (await client.query<{ k: string }>(`SELECT ${rowText(key, 'l')} AS k FROM ${live.sql} AS l WHERE ${writtenUnlogged} LIMIT 1`)).rows[0]?.k
+          : undefined;
+      const { rows: lg } = await client.query<{ logged: string }>(
+        `SELECT count(*)::text AS logged FROM ${undo.sql} AS u JOIN ${live.sql} AS l ON ${keyMatch(key, 'u', 'l')} WHERE ${inScope('l')}`,
+      );
+      const unrecorded = Number(scan[0]?.unrecorded ?? 0);
+      if (unrecorded > 0) {
+        bypass.push(
+          `${unrecorded} row(s) were written after the capture without the triggers recording them (first key ${sample ?? '?'}): ` +
+            (rewritten ? 'the table was also rewritten since the capture (an ALTER TABLE that rewrites rows, or TRUNCATE with the triggers off)' : 'the triggers were disabled, or bypassed, while they were written'),
+        );
+      }
+      const untouched = Number(scan[0]?.inscope ?? 0) - Number(lg[0]?.logged ?? 0);
+      const wantUntouched = meta.count - recorded.preImagesInScope;
+      if (untouched !== wantUntouched) {
+        bypass.push(`${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${recorded.preImagesInScope} recorded pre-images leave ${wantUntouched}: rows were deleted (or truncated) without the triggers recording them`);
+      }
     }
     const notes = [`capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${undo.display}`];
-    if (!xminCheck) notes.push(`the check for unrecorded writes by transaction id was skipped: the capture is ${span} transactions old (beyond 2^31); the count and checksum checks remain`);
+    if (intact) notes.push('the triggers are as the capture left them (catalog rows unchanged, table not rewritten): the table was not read to look for unrecorded writes');
+    else if (!xminCheck) notes.push(`the check for unrecorded writes by transaction id was skipped: the capture is ${span} transactions old (beyond 2^31); the count and checksum checks remain`);
+    else notes.push('the triggers or the table changed in the catalog since the capture: every row was checked for writes the triggers did not record');
     if (scope.kind !== 'table') notes.push(`scope: ${scope.describe}`);
     return {
       live,
@@ -482,8 +540,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
       overriding,
       schema,
       bypass,
-      recorded: { preImages: Number(rec[0]?.p ?? 0), inserted: Number(rec[0]?.i ?? 0), preImagesInScope: Number(rec[0]?.pin ?? 0) },
-      xminCheck,
+      recorded,
+      untouchedProven: bypass.length === 0 && (intact || xminCheck) && schema.changes.length === 0,
       notes,
     };
   }
@@ -508,14 +566,35 @@ export function copyOnWrite(parts: CowAdapterParts) {
     };
   }
 
+  /** What the writes will do, in one pass over the undo log (each logged key looked up once in the table). */
   async function counts(client: pg.Client, p: Prepared): Promise<{ rowsDeleted: number; rowsUpdated: number; rowsInserted: number }> {
     const w = writeSql(p);
+    const present = `l.${ident(p.meta.primaryKey[0]!)} IS NOT NULL`;
     const { rows } = await client.query<{ d: string; u: string; i: string }>(
-      `SELECT (SELECT count(*) FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE ${w.remove})::text AS d,
-              (SELECT count(*) FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE ${w.overwrite})::text AS u,
-              (SELECT count(*) FROM ${p.undo.sql} AS u WHERE ${w.missing})::text AS i`,
+      `SELECT count(*) FILTER (WHERE ${present} AND ${w.remove})::text AS d,
+              count(*) FILTER (WHERE ${present} AND ${w.overwrite})::text AS u,
+              count(*) FILTER (WHERE NOT ${present} AND u.${ident(KIND)} = 'p' AND ${p.inScope('u')})::text AS i
+         FROM ${p.undo.sql} AS u LEFT JOIN ${p.live.sql} AS l ON ${w.join}`,
     );
     return { rowsDeleted: Number(rows[0]?.d ?? 0), rowsUpdated: Number(rows[0]?.u ?? 0), rowsInserted: Number(rows[0]?.i ?? 0) };
+  }
+
+  /**
+   * Joins driven by the undo log. The log is usually a sliver of the table (the rows one deploy touched), and every
+   * statement of the restore looks its keys up in the table. The planner does not know that: the undo table is never
+   * analyzed (its size is guessed from its pages), and with the default random_page_cost (4, a spinning disk) it prices
+   * key lookups above one (parallel) scan of the whole table, so it hashes the table to find 1% of it: the restore
+   * would cost the table again. For the restore's own transaction only (SET LOCAL), and only when the log holds under
+   * 5% of the table's rows, hash and merge joins are off: each logged key is looked up once through the primary key
+   * (nested loops), and the restore costs the rows logged. Above 5% the planner chooses as usual.
+   */
+  async function preferKeyLookups(client: pg.Client, p: Prepared): Promise<void> {
+    const { rows } = await client.query<{ n: string }>('SELECT greatest(c.reltuples, 0)::bigint::text AS n FROM pg_catalog.pg_class c WHERE c.oid = $1', [p.live.oid]);
+    const tableRows = Number(rows[0]?.n ?? 0);
+    if ((p.recorded.preImages + p.recorded.inserted) * 20 < tableRows) {
+      await client.query('SET LOCAL enable_hashjoin = off');
+      await client.query('SET LOCAL enable_mergejoin = off');
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -563,75 +642,107 @@ export function copyOnWrite(parts: CowAdapterParts) {
           );
         }
         const notes = [...p.notes];
-        const estimate = await counts(client, p);
+        await preferKeyLookups(client, p);
         const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences) : [];
-        if (estimate.rowsDeleted + estimate.rowsUpdated + estimate.rowsInserted === 0 && p.schema.changes.length === 0 && sequences.length === 0) {
-          return { changes: changesOf(estimate, { rowsQuarantined: 0, schemaChanges: 0, sequencesReset: 0 }), writes: 0, notes };
-        }
-        const w = writeSql(p);
-        // Keep what is about to be deleted or overwritten, as it is now.
-        let keptAt: string | undefined;
-        let rowsQuarantined = 0;
-        if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || p.schema.rewritesData) {
-          const q = await ensureQuarantine(client, ctx, {
+        const quarantine = () =>
+          ensureQuarantine(client, ctx, {
             runId,
             unitId: unit.id,
             live: p.live,
             scope: p.scope.describe,
             restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
           });
-          const all = (await liveColumns(client, p.live.oid)).map((c) => c.name);
-          // Dropping a column the deploy added changes every row: then every row is kept (as in copy mode).
-          rowsQuarantined =
-            (
-              await client.query(
-                p.schema.rewritesData
-                  ? `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l`
-                  : `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE (${w.remove}) OR (${w.overwrite})`,
-              )
-            ).rowCount ?? 0;
-          keptAt = q.display;
-        }
-        for (const step of p.schema.before) await client.query(step.sql);
-
-        // The restore's own writes are not business writes: user triggers off (ours included: their undo inserts
-        // would all be conflicts anyway), put back before commit.
-        const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
+        const all = (await liveColumns(client, p.live.oid)).map((c) => c.name);
         const rowCount = async (sql: string) => (await client.query(sql)).rowCount ?? 0;
-        const ws = writeSql(p, true);
-        const rowsDeleted = await rowCount(`DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove}`);
-        const rowsUpdated =
-          p.update.length === 0
-            ? 0
-            : await rowCount(`UPDATE ${p.live.sql} AS l SET ${p.update.map((c) => `${ident(c)} = u.${ident(c)}`).join(', ')} FROM ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.overwrite}`);
-        const rowsInserted = await rowCount(
-          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${ws.missing}`,
-        );
-        await resumeUserTriggers(client, saved);
-        for (const step of p.schema.after) await client.query(step.sql);
-        await resetSequences(client, sequences);
+        const setFromUndo = p.update.map((c) => `${ident(c)} = u.${ident(c)}`).join(', ');
+        const insertMissing = (ws: ReturnType<typeof writeSql>) =>
+          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${ws.missing}`;
+        let keptAt: string | undefined;
+        let rows: { rowsDeleted: number; rowsUpdated: number; rowsInserted: number; rowsQuarantined: number };
+        if (p.schema.changes.length === 0) {
+          // The usual case, three statements over the logged keys. Each row that goes or is overwritten is kept in the
+          // quarantine by the statement that replaces it (a data-modifying CTE: the DELETE's RETURNING, and for the
+          // UPDATE the row as it was, read through a second reference to the table in the statement's snapshot), so
+          // keeping costs no pass of its own and nothing is replaced that is not kept: both happen in one statement.
+          // The restore's own writes are not business writes: user triggers off (ours included: their undo inserts
+          // would all be conflicts anyway), put back before commit.
+          const existed = (await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [`${ROLLBACK_SCHEMA}.${quarantineTableName(ctx.pipeline, runId, unit.id)}`])).rows[0]?.t != null;
+          const q = await quarantine();
+          const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
+          const ws = writeSql(p, true);
+          const rowsDeleted = await rowCount(
+            `WITH gone AS (DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove} RETURNING ${cols(all, 'l')})
+             INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM gone`,
+          );
+          const rowsUpdated =
+            p.update.length === 0
+              ? 0
+              : await rowCount(
+                  `WITH changed AS (UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS o ON ${keyMatch(p.meta.primaryKey, 'o', 'u')}
+                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')})
+                   INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM changed`,
+                );
+          const rowsInserted = await rowCount(insertMissing(ws));
+          await resumeUserTriggers(client, saved);
+          await resetSequences(client, sequences);
+          rows = { rowsDeleted, rowsUpdated, rowsInserted, rowsQuarantined: rowsDeleted + rowsUpdated };
+          // Nothing replaced (a rerun over a restored table): no quarantine table of this run is left behind.
+          if (rowsDeleted + rowsUpdated === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
+          else keptAt = q.display;
+        } else {
+          // The schema is put back too: keep what is about to be deleted or overwritten first, under the live columns,
+          // then alter, then write. Dropping a column the deploy added changes every row: then every row is kept (as
+          // in copy mode).
+          const estimate = await counts(client, p);
+          const w = writeSql(p);
+          let rowsQuarantined = 0;
+          if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || p.schema.rewritesData) {
+            const q = await quarantine();
+            rowsQuarantined = await rowCount(
+              p.schema.rewritesData
+                ? `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l`
+                : `INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l JOIN ${p.undo.sql} AS u ON ${w.join} WHERE (${w.remove}) OR (${w.overwrite})`,
+            );
+            keptAt = q.display;
+          }
+          for (const step of p.schema.before) await client.query(step.sql);
+          const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
+          const ws = writeSql(p, true);
+          const rowsDeleted = await rowCount(`DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove}`);
+          const rowsUpdated = p.update.length === 0 ? 0 : await rowCount(`UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.overwrite}`);
+          const rowsInserted = await rowCount(insertMissing(ws));
+          await resumeUserTriggers(client, saved);
+          for (const step of p.schema.after) await client.query(step.sql);
+          await resetSequences(client, sequences);
+          rows = { rowsDeleted, rowsUpdated, rowsInserted, rowsQuarantined };
+        }
+        const { rowsDeleted, rowsUpdated, rowsInserted, rowsQuarantined } = rows;
 
-        // The end-to-end check: commit only a table equal to the capture. When check 2 ran, the rows the log does not
-        // name are unchanged since the capture (no row was written without a log entry) and their number is right
-        // (check 3), so the table equals the capture exactly when the rows now at the logged keys in scope are the
-        // logged pre-images: that is compared, at the cost of the rows restored. Without check 2 (a capture older than
-        // 2^31 transactions) the whole scope is counted and summed. Either way the stage's gate then counts and sums
-        // the whole scope again, as for every unit.
+        // The end-to-end check: commit only a table equal to the capture. When the untouched rows are proven as
+        // captured (the triggers intact by the catalog, or the pass over the table), the table equals the capture
+        // exactly when every logged pre-image in scope is now the live row at its key, byte for byte in the text the
+        // checksum hashes, and no other logged key has a live row in scope: one pass over the log compares that, at
+        // the cost of the rows restored. Otherwise (no proof, or a schema restore) the whole scope is counted and
+        // summed. Either way the stage's gate then counts and sums the whole scope again, as for every unit.
         const names = p.meta.columns.map((c) => c.name);
         let now: { count: number; checksum: string };
-        if (p.xminCheck && p.schema.changes.length === 0) {
-          // Driven from the log (its keys are unique): each live row at a logged key once, looked up by key.
-          const restored = await countAndChecksum(
-            client,
-            `SELECT ${cols(names, 'l')} FROM ${p.undo.sql} AS x JOIN ${p.live.sql} AS l ON ${keyMatch(p.meta.primaryKey, 'x', 'l')} WHERE ${p.inScope('l')}`,
-            names,
+        if (p.untouchedProven) {
+          const present = `l.${ident(p.meta.primaryKey[0]!)} IS NOT NULL AND ${p.inScope('l')}`;
+          const wanted = `u.${ident(KIND)} = 'p' AND ${p.inScope('u')}`;
+          const { rows: cmp } = await client.query<{ want: string; same: string; extra: string }>(
+            `SELECT count(*) FILTER (WHERE ${wanted})::text AS want,
+                    count(*) FILTER (WHERE ${wanted} AND ${present} AND ${rowText(names, 'l')} = ${rowText(names, 'u')})::text AS same,
+                    count(*) FILTER (WHERE ${present} AND NOT (${wanted}))::text AS extra
+               FROM ${p.undo.sql} AS u LEFT JOIN ${p.live.sql} AS l ON ${keyMatch(p.meta.primaryKey, 'u', 'l')}`,
           );
-          const preImages = await countAndChecksum(client, `SELECT ${cols(names, 'u')} FROM ${p.undo.sql} AS u WHERE u.${ident(KIND)} = 'p' AND ${p.inScope('u')}`, names);
+          const want = Number(cmp[0]?.want ?? 0);
+          const same = Number(cmp[0]?.same ?? 0);
+          const extra = Number(cmp[0]?.extra ?? 0);
           const untouched = p.meta.count - p.recorded.preImagesInScope;
           now =
-            restored.count === preImages.count && restored.checksum === preImages.checksum
-              ? { count: untouched + restored.count, checksum: p.meta.checksum }
-              : { count: untouched + restored.count, checksum: `${restored.checksum} over the restored rows, against ${preImages.checksum} over their pre-images` };
+            same === want && extra === 0
+              ? { count: p.meta.count, checksum: p.meta.checksum }
+              : { count: untouched + same + extra, checksum: `not the capture's: ${want - same} logged row(s) differ from their pre-image, ${extra} row(s) at logged keys should not be there` };
         } else {
           now = await countAndChecksum(client, p.scope.select(names), names);
         }
@@ -641,11 +752,12 @@ export function copyOnWrite(parts: CowAdapterParts) {
               `checksum ${now.checksum}, expected ${p.meta.checksum}): changes were made that the triggers did not record. The restore was rolled back; nothing was written. ${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
           );
         }
+        await recordCatalog(client, p);
         if (p.schema.changes.length > 0) notes.push(`schema restored: ${p.schema.changes.join(', ')}`);
         if (sequences.length > 0) notes.push(`sequences set back: ${sequences.map((s) => `${s.name} to ${s.lastValue}`).join(', ')}`);
         notes.push(
-          p.xminCheck && p.schema.changes.length === 0
-            ? `verified in the restore transaction: ${now.count} rows (the restored rows equal their pre-images; the others are unchanged since the capture, by transaction id)`
+          p.untouchedProven
+            ? `verified in the restore transaction: ${now.count} rows (the restored rows equal their pre-images; the others are unchanged since the capture)`
             : `verified in the restore transaction: ${now.count} rows, checksum equal to the capture's`,
         );
         const changes = changesOf({ rowsInserted, rowsUpdated, rowsDeleted }, { rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
@@ -653,6 +765,21 @@ export function copyOnWrite(parts: CowAdapterParts) {
         return { changes, writes: total(changes), notes, ...(keptAt ? { keptAt } : {}) };
       }),
     );
+  }
+
+  /**
+   * After a verified restore, still holding the table against writers: the restore's own disable and enable of the
+   * triggers (and a rewrite the pass over the table found harmless) wrote new catalog rows. They are recorded as the
+   * new reference, so that a later restore of this point can again prove the triggers intact without reading the table.
+   * Nothing else can have changed them in between: ALTER TABLE … TRIGGER needs the lock this transaction holds.
+   */
+  async function recordCatalog(client: pg.Client, p: Prepared): Promise<void> {
+    const state = await triggerState(client, p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name);
+    const { rows } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [p.live.oid]);
+    const catalog = catalogOf(state);
+    const filenode = rows[0]?.f ?? p.meta.filenode;
+    if (filenode === p.meta.filenode && JSON.stringify(catalog) === JSON.stringify(p.meta.catalog)) return;
+    await client.query(`COMMENT ON TABLE ${p.undo.sql} IS ${literal(JSON.stringify({ ...p.meta, catalog, filenode }))}`);
   }
 
   // -------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { PreflightError, RestorePointMissingError } from '../../errors.ts';
+import { RestorePointMissingError } from '../../errors.ts';
 import type { S3PrefixUnit } from '../../manifest/schema.ts';
 import type { AdapterContext } from '../types.ts';
 import { readChangeLog, type ChangeLog, type LoggedChange } from './change-log.ts';
 import { SOURCE_VERSION_META, headObject, headerDifferences, objectHeadOf, type IoOptions, type ObjectHead } from './io.ts';
 import { compareKeys, mapLimit, nameSome } from './keys.ts';
 import { isShardIndex, readShard, type ManifestEntry, type StoredManifest } from './manifest.ts';
-import { ARCHIVE_CLASSES } from './preflight.ts';
+import { MAYBE_ARCHIVED_CLASSES, waitingFrom, type WaitingVersion } from './archive.ts';
 import { errorName, httpStatus, sendOnce, type RetryPolicy } from './retry.ts';
 import { headKey, type Heads, type RestorePlan } from './versioned.ts';
 
@@ -118,7 +118,7 @@ export function planFromLog(
     const copy = { entry, storageClass: capturedHead.storageClass ?? 'STANDARD' };
     plan.copies.push(copy);
     plan.bytes += entry.size;
-    if (ARCHIVE_CLASSES.has(copy.storageClass)) plan.archived.push(copy);
+    if (MAYBE_ARCHIVED_CLASSES.has(copy.storageClass)) plan.archived.push(copy);
   }
   plan.deletions.sort(compareKeys);
   return plan;
@@ -141,9 +141,14 @@ export interface ChangeLogPlan {
   log: ChangeLog;
   /** Manifest shards read (0: a single-file manifest). */
   shardsRead: number;
+  /** Captured versions the plan copies that sit in an archive tier, not readable yet (from the heads above: no request). */
+  waiting: WaitingVersion[];
 }
 
-/** Reads the log, looks up the logged keys, and plans; refuses before any write what the listing path would refuse. */
+/**
+ * Reads the log, looks up the logged keys, and plans; refuses before any write what the listing path would refuse, and
+ * names (`waiting`) what it would hold back for an archive retrieval.
+ */
 export async function planChangeLogRestore(
   unit: S3PrefixUnit,
   stored: Exclude<StoredManifest, { format: 'etl-rollback/s3-prefix-copies@1' }>,
@@ -178,12 +183,5 @@ export async function planChangeLogRestore(
         `(permanently deleted or expired by a lifecycle rule): ${nameSome(plan.missing)}. Nothing was written.`,
     );
   }
-  const notReady = plan.archived.filter(({ entry }) => !heads.get(headKey(entry.key, entry.versionId))?.restore?.includes('ongoing-request="false"'));
-  if (notReady.length > 0) {
-    throw new PreflightError(
-      `cannot restore unit "${unit.id}" (${at}): the captured version of ${notReady.length} key(s) is in an archive tier and not restored: ` +
-        `${nameSome(notReady.map((c) => c.entry.key))}. Nothing was written. Restore each version first (aws s3api restore-object), then rerun.`,
-    );
-  }
-  return { plan, heads, log, shardsRead };
+  return { plan, heads, log, shardsRead, waiting: waitingFrom(plan.archived, heads) };
 }

@@ -181,7 +181,10 @@ export interface ObjectHead {
   serverSideEncryption?: string;
   kmsKeyId?: string;
   storageClass?: string;
+  /** `x-amz-restore`: `ongoing-request="true"` while a RestoreObject runs, `ongoing-request="false", …` once the copy is readable. */
   restore?: string;
+  /** Intelligent-Tiering only: `ARCHIVE_ACCESS` or `DEEP_ARCHIVE_ACCESS` while the object sits in an archive tier. */
+  archiveStatus?: string;
 }
 
 /** HeadObject of a key (or one version of it); undefined if it does not exist. */
@@ -214,6 +217,7 @@ export function objectHeadOf(out: HeadObjectCommandOutput): ObjectHead {
     kmsKeyId: out.SSEKMSKeyId,
     storageClass: out.StorageClass,
     restore: out.Restore,
+    ...(out.ArchiveStatus !== undefined ? { archiveStatus: out.ArchiveStatus } : {}),
   };
 }
 

@@ -112,3 +112,6 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   if (failed) throw firstError;
   return results;
 }
+
+/** Key of a HeadObject result in a map of heads: (key, version id). */
+export const headKey = (key: string, versionId: string): string => `${key}\u0000${versionId}`;

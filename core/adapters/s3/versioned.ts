@@ -1,8 +1,8 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { PreflightError, RestorePointMissingError } from '../../errors.ts';
+import { RestorePointMissingError } from '../../errors.ts';
 import type { S3PrefixUnit } from '../../manifest/schema.ts';
 import type { AdapterContext, Changes, Check } from '../types.ts';
-import { compareKeys, contentChecksum, manifestChecksum, mapLimit, nameSome } from './keys.ts';
+import { compareKeys, contentChecksum, headKey, manifestChecksum, mapLimit, nameSome } from './keys.ts';
 import {
   SOURCE_VERSION_META,
   copyObject,
@@ -18,6 +18,7 @@ import {
 } from './io.ts';
 import { MANIFEST_FORMAT, type ManifestEntry, type VersionManifest } from './manifest.ts';
 import { ARCHIVE_CLASSES, assertLifecycleKeepsVersions, assertVersioned } from './preflight.ts';
+import { MAYBE_ARCHIVED_CLASSES, findWaiting, type WaitingVersion } from './archive.ts';
 
 /**
  * Versioned mode: the restore point is a manifest of version ids; nothing is copied at capture.
@@ -51,7 +52,7 @@ export function latestEntries(listing: Listing): ManifestEntry[] {
 
 /** HeadObject results by (key, version id). */
 export type Heads = ReadonlyMap<string, ObjectHead>;
-export const headKey = (key: string, versionId: string): string => `${key}\u0000${versionId}`;
+export { headKey };
 
 /**
  * Does version `v` of the entry's key hold the captured object: the captured version itself, our copy of it (marker),
@@ -106,7 +107,10 @@ export interface RestorePlan {
   unchanged: number;
   /** Manifest keys whose captured version no longer exists (permanently deleted, expired). */
   missing: string[];
-  /** Copies whose source sits in an archive tier (may need RestoreObject first). */
+  /**
+   * Copies whose source's storage class may be archived (Glacier Flexible Retrieval, Deep Archive, Intelligent-Tiering):
+   * HeadObject of each tells whether it needs a RestoreObject first (s3/archive.ts).
+   */
   archived: { entry: ManifestEntry; storageClass: string }[];
   /** Bytes the copies move (server-side). */
   bytes: number;
@@ -148,7 +152,7 @@ export function planRestore(entries: readonly ManifestEntry[], listing: Listing,
     const copy = { entry, storageClass: source.storageClass };
     plan.copies.push(copy);
     plan.bytes += entry.size;
-    if (ARCHIVE_CLASSES.has(source.storageClass)) plan.archived.push(copy);
+    if (MAYBE_ARCHIVED_CLASSES.has(source.storageClass)) plan.archived.push(copy);
   }
   for (const history of listing.values()) {
     if (!captured.has(history.key) && history.latest?.kind === 'version') plan.deletions.push(history.key);
@@ -206,7 +210,9 @@ export async function captureVersioned(unit: S3PrefixUnit, ctx: AdapterContext, 
 }
 
 /**
- * The plan, refused before any write if it cannot be carried out completely. Returns the heads it fetched, for reuse.
+ * The plan, refused before any write if it cannot be carried out completely (a captured version gone). Returns the heads
+ * it fetched, for reuse, and the captured versions it must copy that sit in an archive tier, not readable yet
+ * (`waiting`: the caller requests their retrieval and holds their copies back, see `holdBack`).
  * With `range` (one shard of a sharded manifest: its entries, and the key range it answers for) only the live keys in
  * that range are listed and compared.
  */
@@ -216,7 +222,7 @@ export async function planVersioned(
   ctx: AdapterContext,
   opts: IoOptions,
   range?: KeyRange,
-): Promise<{ plan: RestorePlan; heads: Heads }> {
+): Promise<{ plan: RestorePlan; heads: Heads; waiting: WaitingVersion[] }> {
   const listing = await listPrefix(ctx.s3, unit.bucket, unit.prefix, opts.retry, range);
   const heads = await resolveHeads(ctx.s3, opts, unit.bucket, manifest.entries, listing);
   const plan = planRestore(manifest.entries, listing, heads);
@@ -228,20 +234,29 @@ export async function planVersioned(
         'Check the bucket lifecycle for NoncurrentVersionExpiration; these keys cannot be put back from this restore point.',
     );
   }
-  const notReady: ManifestEntry[] = [];
-  await mapLimit(plan.archived, opts.copyConcurrency, async ({ entry }) => {
-    const head = await headObject(ctx.s3, opts.retry, unit.bucket, entry.key, entry.versionId);
-    if (!head?.restore?.includes('ongoing-request="false"')) notReady.push(entry);
-  });
-  if (notReady.length > 0) {
-    const first = notReady[0]!;
-    throw new PreflightError(
-      `cannot restore unit "${unit.id}" (${at}): the captured version of ${notReady.length} key(s) is in an archive tier and not restored: ` +
-        `${nameSome(notReady.map((e) => e.key))}. Nothing was written. Restore each version first, e.g. aws s3api restore-object --bucket ${unit.bucket} ` +
-        `--key ${JSON.stringify(first.key)} --version-id ${first.versionId} --restore-request Days=7, wait until it is done, then rerun.`,
-    );
-  }
-  return { plan, heads };
+  const waiting = plan.archived.length > 0 ? await findWaiting(ctx.s3, opts, unit.bucket, plan.archived) : [];
+  return { plan, heads, waiting };
+}
+
+/**
+ * The plan without the copies of `waiting` versions: what can be written now, while their retrievals run. Everything
+ * else in it (other copies, marker removals, deletions) is independent of them, key by key.
+ */
+export function holdBack(plan: RestorePlan, waiting: readonly WaitingVersion[]): RestorePlan {
+  if (waiting.length === 0) return plan;
+  const held = new Set(waiting.map((w) => w.entry.key));
+  const copies = plan.copies.filter((c) => !held.has(c.entry.key));
+  return { ...plan, copies, archived: plan.archived.filter((c) => !held.has(c.entry.key)), bytes: copies.reduce((n, c) => n + c.entry.size, 0) };
+}
+
+/**
+ * The storage class a copy is written with: the source's, except for Glacier Flexible Retrieval and Deep Archive, whose
+ * copy goes to STANDARD. A rollback puts data back for the pipeline to read now; a copy written to an archive class
+ * would be archived again at once, unreadable for hours (and the captured version's class then was not necessarily
+ * this: a lifecycle rule may have archived it since it became noncurrent). Intelligent-Tiering stays Intelligent-Tiering.
+ */
+export function copyStorageClass(sourceClass: string): string | undefined {
+  return ARCHIVE_CLASSES.has(sourceClass) ? undefined : sourceClass;
 }
 
 export async function executeVersioned(unit: S3PrefixUnit, plan: RestorePlan, heads: Heads, ctx: AdapterContext, opts: IoOptions): Promise<void> {
@@ -255,7 +270,7 @@ export async function executeVersioned(unit: S3PrefixUnit, plan: RestorePlan, he
       from: { bucket, key: entry.key, versionId: entry.versionId },
       to: { bucket, key: entry.key },
       size: entry.size,
-      storageClass,
+      storageClass: copyStorageClass(storageClass),
       replace: { head, extraMetadata: { [SOURCE_VERSION_META]: entry.versionId } },
     });
   });

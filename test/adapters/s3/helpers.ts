@@ -12,6 +12,7 @@ import {
   ListObjectVersionsCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
+  RestoreObjectCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -34,6 +35,7 @@ export async function newBucket(name: string, versioned: boolean): Promise<strin
 
 export interface PutExtra {
   ContentType?: string;
+  StorageClass?: 'GLACIER' | 'DEEP_ARCHIVE' | 'INTELLIGENT_TIERING';
   Metadata?: Record<string, string>;
   Tagging?: string;
 }
@@ -216,4 +218,35 @@ export async function expectRejects(promise: Promise<unknown>): Promise<Error> {
   );
   expect(error).toBeInstanceOf(Error);
   return error as Error;
+}
+
+/**
+ * Stands in for S3 completing the retrieval of an archived, noncurrent version (hours later, in AWS). moto 5.2.5's
+ * RestoreObject ignores VersionId and restores the current version only, so the versions above `versionId` are set aside
+ * (read, then destroyed by id), the version is restored while it is current, and the set-aside versions are written back,
+ * oldest first: the same bytes, Content-Type, user metadata and storage class, under new version ids. Answers the new
+ * version ids, newest first. Afterwards HeadObject of `versionId` says `ongoing-request="false"` and a CopyObject from
+ * it succeeds, as in AWS once a retrieval is done.
+ */
+export async function completeRetrievalInMoto(bucket: string, key: string, versionId: string): Promise<string[]> {
+  const listed = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
+  const versions = (listed.Versions ?? []).filter((v) => v.Key === key); // newest first, as S3 lists them
+  const at = versions.findIndex((v) => v.VersionId === versionId);
+  if (at < 0) throw new Error(`no version ${versionId} of ${key}`);
+  if ((listed.DeleteMarkers ?? []).some((m) => m.Key === key)) throw new Error(`${key} has delete markers: this stand-in handles object versions only`);
+  const above = [];
+  for (const v of versions.slice(0, at)) {
+    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key, VersionId: v.VersionId }));
+    above.push({ body: Buffer.from(await got.Body!.transformToByteArray()), contentType: got.ContentType, metadata: got.Metadata, storageClass: v.StorageClass });
+    await del(bucket, key, v.VersionId);
+  }
+  await s3.send(new RestoreObjectCommand({ Bucket: bucket, Key: key, RestoreRequest: { Days: 1 } }));
+  const again: string[] = [];
+  for (const v of above.reverse()) {
+    const out = await s3.send(
+      new PutObjectCommand({ Bucket: bucket, Key: key, Body: v.body, ContentType: v.contentType, Metadata: v.metadata, ...(v.storageClass && v.storageClass !== 'STANDARD' ? { StorageClass: v.storageClass as 'GLACIER' } : {}) }),
+    );
+    again.unshift(out.VersionId!);
+  }
+  return again;
 }
