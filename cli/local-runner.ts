@@ -33,6 +33,8 @@ import { handler as cleanupDrill } from '../lambdas/cleanup-drill.ts';
 import { handler as finishDrill } from '../lambdas/finish-drill.ts';
 import { handler as prepareReplay } from '../lambdas/prepare-replay.ts';
 import { handler as recordReplay } from '../lambdas/record-replay.ts';
+import { handler as freezeStage } from '../lambdas/freeze-stage.ts';
+import { handler as liftFreezes } from '../lambdas/lift-freezes.ts';
 import { DescribeExecutionCommand, SFNClient, StartExecutionCommand, StopExecutionCommand, type DescribeExecutionCommandOutput } from '@aws-sdk/client-sfn';
 
 /**
@@ -76,6 +78,8 @@ export const HANDLERS: Record<string, LambdaHandler> = {
   FinishDrill: finishDrill,
   PrepareReplay: prepareReplay,
   RecordReplay: recordReplay,
+  FreezeStage: freezeStage,
+  LiftFreezes: liftFreezes,
 };
 
 /** The Lambda service integration whose task waits for a callback with its task token (approval). */

@@ -1,3 +1,4 @@
+import { describeFreeze } from '../core/adapters/freeze/unit-freeze.ts';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, EXIT_BY_NAME, exitCodeOf, InputError } from '../core/errors.ts';
@@ -58,6 +59,8 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
                   ? `handler:${'lambdaArn' in u.handler ? u.handler.lambdaArn : `${u.handler.module}#${u.handler.export}`}`
                   : `${u.connection}:${u.table}`;
       lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
+      const freeze = describeFreeze(u);
+      if (freeze) lines.push(`      ${freeze}`);
     }
   });
   return lines.join('\n');

@@ -129,6 +129,15 @@ export class RunCancelledError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/**
+ * A write freeze (a bucket policy statement, revoked table grants) could not be lifted when the run ended. The message
+ * names each unit and what is still in place, so a person can lift it by hand (`etl-rollback` reruns the lift too).
+ */
+export class FreezeNotLiftedError extends EtlRollbackError {
+  override readonly name = 'FreezeNotLiftedError';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -155,4 +164,5 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   ReplayFailedError: EXIT.failed,
   /** Cancelled at a safe point (or stopped): the run did not finish; `--resume` continues it. */
   RunCancelled: EXIT.failed,
+  FreezeNotLiftedError: EXIT.failed,
 };

@@ -11,6 +11,8 @@ export const STACK_ID = 'EtlRollbackStack';
 
 export interface EtlRollbackContext {
   readonly protectedBuckets: string[];
+  /** Buckets of s3-prefix units with `freeze: true` (`-c frozenBuckets=orders-lake`). */
+  readonly frozenBuckets?: string[];
   readonly databaseSecretArns: string[];
   readonly protectedDbInstances?: string[];
   readonly protectedDbClusters?: string[];
@@ -49,6 +51,7 @@ export function readContext(app: App): EtlRollbackContext {
   return {
     protectedBuckets: listContext(app, 'protectedBuckets'),
     databaseSecretArns: listContext(app, 'databaseSecretArns'),
+    ...optionalList('frozenBuckets', listContext(app, 'frozenBuckets')),
     ...optionalList('protectedDbInstances', listContext(app, 'protectedDbInstances')),
     ...optionalList('protectedDbClusters', listContext(app, 'protectedDbClusters')),
     ...optionalList('protectedGlueTables', listContext(app, 'protectedGlueTables')),
@@ -77,6 +80,7 @@ export function buildEtlRollbackApp(app: App, overrides: EtlRollbackStackProps =
     terminationProtection: true,
     protectedBuckets: context.protectedBuckets,
     databaseSecretArns: context.databaseSecretArns,
+    frozenBuckets: context.frozenBuckets ?? [],
     protectedDbInstances: context.protectedDbInstances ?? [],
     protectedDbClusters: context.protectedDbClusters ?? [],
     protectedGlueTables: context.protectedGlueTables ?? [],

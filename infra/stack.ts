@@ -7,6 +7,7 @@ import { Observability } from './constructs/dashboard.ts';
 import { ChangeCapture, type PipelineCaptureInput } from './constructs/change-capture.ts';
 import { CustomHandlerAccess } from './constructs/custom-access.ts';
 import { DataAccess } from './constructs/data-access.ts';
+import { FreezeAccess } from './constructs/freeze-access.ts';
 import { GlueAccess } from './constructs/glue-access.ts';
 import { DrillAccess } from './constructs/drill-access.ts';
 import { type DrillScheduleInput, DrillSchedules } from './constructs/drill-schedules.ts';
@@ -28,6 +29,12 @@ export interface EtlRollbackStackProps extends StackProps {
    * @default []
    */
   readonly protectedBuckets?: readonly string[];
+  /**
+   * The buckets of s3-prefix units with `freeze: true` (each also in protectedBuckets): the freeze handlers may edit
+   * their bucket policies, and only theirs. Empty: an s3-prefix freeze fails with AccessDenied, naming the bucket.
+   * @default []
+   */
+  readonly frozenBuckets?: readonly string[];
   /**
    * Secrets Manager secret ARNs with database credentials, readable by the same four handlers only.
    * @default []
@@ -115,6 +122,7 @@ export class EtlRollbackStack extends Stack {
   readonly stateBucket: StateBucket;
   readonly handlers: Handlers;
   readonly dataAccess: DataAccess;
+  readonly freezeAccess: FreezeAccess;
   readonly rdsAccess: RdsAccess;
   readonly glueAccess: GlueAccess;
   readonly customHandlerAccess: CustomHandlerAccess;
@@ -154,6 +162,22 @@ export class EtlRollbackStack extends Stack {
       roles: this.handlers.dataHandlers.map((handler) => handler.role),
     });
 
+    this.stoppedRuns = new StoppedRuns(this, 'StoppedRuns', {
+      ledgerTable: this.ledger.table,
+      stateBucket: this.stateBucket.bucket,
+      logRetention: props.logRetention,
+    });
+
+    this.freezeAccess = new FreezeAccess(this, 'FreezeAccess', {
+      frozenBuckets: props.frozenBuckets ?? [],
+      protectedBuckets: props.protectedBuckets ?? [],
+      databaseSecretArns: props.databaseSecretArns ?? [],
+      // The stopped-run cleanup lifts the freezes of an execution stopped before its own failure path could.
+      policyRoles: [...(['freeze-stage', 'lift-freezes'] as const).map((name) => this.handlers.byName(name).role), this.stoppedRuns.role],
+      freezeFunction: this.handlers.byName('freeze-stage').fn,
+      restoreRoles: (['restore-unit', 'restore-shard', 'verify-stage'] as const).map((name) => this.handlers.byName(name).role),
+    });
+
     this.rdsAccess = new RdsAccess(this, 'RdsAccess', {
       protectedDbInstances: props.protectedDbInstances ?? [],
       protectedDbClusters: props.protectedDbClusters ?? [],
@@ -171,12 +195,6 @@ export class EtlRollbackStack extends Stack {
     this.customHandlerAccess = new CustomHandlerAccess(this, 'CustomHandlerAccess', {
       functionArns: props.customHandlerArns ?? [],
       invokerRoles: (['capture-unit', 'describe-changes', 'restore-unit', 'verify-stage'] as const).map((name) => this.handlers.byName(name).role),
-    });
-
-    this.stoppedRuns = new StoppedRuns(this, 'StoppedRuns', {
-      ledgerTable: this.ledger.table,
-      stateBucket: this.stateBucket.bucket,
-      logRetention: props.logRetention,
     });
 
     const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);

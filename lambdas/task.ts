@@ -32,6 +32,15 @@ const auditEnv = parseInput(
   process.env,
   'environment',
 );
+/**
+ * The roles the restore writes as (restore-unit, restore-shard, check-frozen-stage), comma-separated: excepted from the
+ * bucket policy statement of an s3-prefix write freeze. Set by the stack; unset, an s3-prefix freeze is refused.
+ */
+const freezeEnv = parseInput(z.object({ ETL_ROLLBACK_FREEZE_PRINCIPAL_ARNS: z.string().optional() }), process.env, 'environment');
+const freezePrincipals = (freezeEnv.ETL_ROLLBACK_FREEZE_PRINCIPAL_ARNS ?? '')
+  .split(',')
+  .map((arn) => arn.trim())
+  .filter((arn) => arn.length > 0);
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'etl-rollback' });
 export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'EtlRollback', serviceName: 'etl-rollback' });
 export { MetricUnit };
@@ -61,6 +70,7 @@ export const deps: WorkflowDeps & AuditDeps = {
   // Messages only when a topic is configured (ETL_ROLLBACK_TOPIC_ARN); events on ETL_ROLLBACK_EVENT_BUS.
   notifier: awsNotifier({ sns, topicArn: config.topicArn, events, eventBus: config.eventBus }),
   invokeCustom: lambdaInvoker(lambda),
+  freezePrincipals,
   now: () => new Date(),
   log: {
     info: (message, extra) => (extra ? logger.info(message, extra) : logger.info(message)),

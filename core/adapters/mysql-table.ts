@@ -1,5 +1,5 @@
 import mysql from 'mysql2/promise';
-import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError } from '../errors.ts';
+import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { MysqlTableUnit } from '../manifest/schema.ts';
 import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import {
@@ -8,9 +8,12 @@ import {
   isScoped, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionClause, partitionNamesOf,
   PASSIVE_RULES, POINTS_TABLE, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE,
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
-  select, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withPointLock, withSession, write,
+  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withPointLock, withSession, write,
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
+import type { Endpoint } from '../runtime/connections.ts';
+import { checkSourceWindow, describeRds, diffAtTime as plannedAtTime, removeTemporaryCopy, restoreAtTime as runAtTime, temporaryIds } from './rds/temporary-copy.ts';
+import { isoUtc } from './rds/window.ts';
 
 /**
  * A MySQL/MariaDB (InnoDB) table, or a `where`/`partition` scope of one, as a rollback unit. Same guarantees as
@@ -83,6 +86,7 @@ function pointFromMeta(unit: MysqlTableUnit, meta: ShadowMeta, shadowName: strin
 }
 
 const isCow = (point: RestorePoint<MysqlTableDetails>): point is RestorePoint<MysqlCowDetails> => point.details.capture === 'copy-on-write';
+const isPitr = (point: RestorePoint<MysqlTableDetails>): boolean => point.details.capture === 'point-in-time';
 
 /** Why this mode: the plan and the dry run say it. */
 function modeNotes(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>): string[] {
@@ -543,6 +547,7 @@ function noPkNote(p: Prepared, planned: Plan): string {
 // Diff
 
 async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
+  if (isPitr(point)) return diffAtTime(unit, point, ctx);
   const out = isCow(point) ? await mysqlCopyOnWrite.diff(unit, point, ctx) : await diffCopy(unit, point, ctx);
   return { ...out, notes: [...modeNotes(unit, point), ...out.notes] };
 }
@@ -694,6 +699,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   }
+  if (isPitr(point)) return restoreAtTime(unit, point, ctx);
   const runId = ctx.runId;
   const d = point.details;
   const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
@@ -869,6 +875,12 @@ async function writeDifference(conn: mysql.Connection, p: Prepared, qName: strin
 }
 
 async function verify(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Check[]> {
+  if (isPitr(point)) {
+    const copy = await sealedCopyOf(unit, point, ctx);
+    if (copy) return verify(unit, copy, ctx);
+    const detail = `the rows as of ${point.details.pointInTime?.time ?? point.capturedAt} were never read: no restore of this point ran`;
+    return [{ name: 'rowsAtTime', ok: false, expected: `rows read into ${point.details.shadowTable}`, actual: 'absent', detail }];
+  }
   const d = point.details;
   const wantCount = unit.checks.count;
   const wantChecksum = unit.checks.checksum;
@@ -909,6 +921,7 @@ async function verify(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetail
 // Release
 
 async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
+  if (isPitr(point)) return releaseAtTime(unit, point, ctx);
   if (isCow(point)) return mysqlCopyOnWrite.release(unit, point, ctx);
   const d = point.details;
   const shadowName = d.shadowTable.slice(d.shadowTable.indexOf('.') + 1);
@@ -935,8 +948,228 @@ async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Rollback to a time (`--to`): as for postgres-table (see there and rds/temporary-copy.ts), with MySQL's bookkeeping:
+// the rows at T are read from the point-in-time copy into a shadow table recorded `pending`, then counted,
+// checksummed against the copy's own rows and flipped to `sealed` in one transaction, exactly as a capture does; from
+// then on the point is an ordinary `copy` point, restored by the ordinary copy restore.
+
+/** Rows read from the point-in-time copy per round trip. */
+const EXTRACT_BATCH_ROWS = 5000;
+
+const shadowNameOf = (point: RestorePoint<MysqlTableDetails>): string => point.details.shadowTable.slice(point.details.shadowTable.indexOf('.') + 1);
+
+async function sealedIn(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<RestorePoint<MysqlTableDetails> | undefined> {
+  const shadowName = shadowNameOf(point);
+  const row = await readPointRow(conn, shadowName);
+  if (!row || row.state !== 'sealed') return undefined;
+  if (!row.meta || row.pipeline !== ctx.pipeline || row.deploymentId !== ctx.deploymentId || row.unitId !== unit.id || !(await rollbackTableExists(conn, shadowName))) {
+    throw new PreflightError(`unit "${unit.id}": ${point.details.shadowTable} is recorded, but not as the sealed rows as of ${point.capturedAt} for deployment "${ctx.deploymentId}"; inspect it and rerun.`);
+  }
+  return pointFromMeta(unit, row.meta, shadowName);
+}
+
+async function sealedCopyOf(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<RestorePoint<MysqlTableDetails> | undefined> {
+  return withSession(ctx, point.details.connection, (conn) => sealedIn(conn, unit, point, ctx));
+}
+
+async function asOf(unit: MysqlTableUnit, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<MysqlTableDetails>; shows: string[] }> {
+  const what = `mysql-table unit "${unit.id}"`;
+  const rds = ctx.mysql.rdsOf?.(unit.connection);
+  if (!rds) {
+    throw new PreflightError(
+      `${what}: a rollback to a time reads the table from a point-in-time restore of the RDS instance or Aurora cluster holding it, ` +
+        `but connection "${unit.connection}" does not name one. Add "rds": { "instanceId": "…" } or { "clusterId": "…" } to connections.${unit.connection} in the manifest, ` +
+        'or roll back to a deployment\'s restore point instead.',
+    );
+  }
+  const window = await checkSourceWindow(ctx, what, rds, at);
+  const time = isoUtc(at);
+  return withSession(ctx, unit.connection, async (conn) => {
+    const { source, columns } = await preflightSource(conn, unit);
+    const scope: Scope = { where: unit.where, partitions: unitPartitions(unit) };
+    const [row] = await select<{ n: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS n FROM ${source.sql}${partitionClause(scope)} AS l WHERE ${scopePredicate(scope)}`);
+    const count = Number(row?.n ?? 0);
+    const details: MysqlTableDetails = {
+      connection: unit.connection,
+      table: source.display,
+      shadowTable: `${ROLLBACK_DATABASE}.${shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id)}`,
+      primaryKey: await primaryKeyOf(conn, source),
+      columns,
+      autoIncrement: null,
+      ...(scope.where !== undefined ? { where: scope.where } : {}),
+      ...(scope.partitions !== undefined ? { partitions: scope.partitions } : {}),
+      capture: 'point-in-time',
+      pointInTime: { rds, time },
+    };
+    // Count: the rows in scope now, as the size of the work; the real count and checksum at T are sealed by the restore.
+    const point: RestorePoint<MysqlTableDetails> = { unitId: unit.id, type: 'mysql-table', capturedAt: time, count, checksum: `point-in-time:${describeRds(rds)}@${time}`, details };
+    const shows = [
+      `${source.display}, ${describeScope(scope)}: as of ${time}, read from a point-in-time copy of ${describeRds(rds)} ` +
+        `(restorable window [${isoUtc(window.earliest)}, ${isoUtc(window.latest)}]), merged back writing only the rows that differ (${count} rows in scope now)`,
+    ];
+    return { point, shows };
+  });
+}
+
+async function extractAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<{ copy: RestorePoint<MysqlTableDetails>; rows: number }> {
+  const d = point.details;
+  const time = d.pointInTime?.time ?? point.capturedAt;
+  const connectTo = ctx.mysql.connectTo?.bind(ctx.mysql);
+  if (!connectTo) throw new PreflightError(`unit "${unit.id}": this runtime cannot open a connection to the point-in-time copy (its connector has no connectTo)`);
+  const shadowName = shadowNameOf(point);
+  const shadowSql = inRollbackDb(shadowName);
+  return withSession(ctx, d.connection, (conn) =>
+    withPointLock(conn, shadowName, unit.id, async () => {
+      await ensureRollbackDatabase(conn);
+      const existing = await readPointRow(conn, shadowName);
+      if (existing?.state === 'sealed') return { copy: (await sealedIn(conn, unit, point, ctx))!, rows: 0 };
+      if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
+        throw new PreflightError(`${d.shadowTable} is recorded for another restore point (deployment "${existing.deploymentId}", unit "${existing.unitId}"); refusing to reuse it.`);
+      }
+      const live = await findTable(conn, d.table);
+      if (!live || live.kind !== 'BASE TABLE') throw new PreflightError(`unit "${unit.id}": table ${d.table} no longer exists on connection "${d.connection}"; nothing was written.`);
+      const columns = await columnsOf(conn, live);
+      const source = await connectTo(d.connection, endpoint);
+      try {
+        for (const setting of SESSION_SETTINGS) await source.query(setting);
+        // The table as the unit names it, in the connection's database: the copy holds the same databases as the
+        // source (a point-in-time restore copies the whole server), and the connection opens the same default one.
+        const named = await findTable(conn, unit.table);
+        if (named?.display !== live.display) throw new PreflightError(`unit "${unit.id}": its table "${unit.table}" is no longer ${d.table}; plan the rollback again.`);
+        const then = await findTable(source, unit.table);
+        if (!then || then.kind !== 'BASE TABLE') {
+          throw new PreflightError(`unit "${unit.id}": table ${d.table} did not exist as a table at ${time} (read from the point-in-time copy); there are no rows to roll back to. Nothing was written.`);
+        }
+        const problems = describeDrift(await columnsOf(source, then), columns);
+        if (problems.length > 0) {
+          throw new PreflightError(
+            `unit "${unit.id}": the columns of ${d.table} changed since ${time} (${problems.join('; ')}); a rollback to a time merges rows into the table ` +
+              'as it is now and does not change its definition. Revert the schema change first, then rerun. Nothing was written.',
+          );
+        }
+        // A half-made copy of an earlier attempt is dropped and made again, as a capture does.
+        if (existing?.state === 'pending') {
+          await conn.query(`DROP TABLE IF EXISTS ${shadowSql}`);
+        } else {
+          await write(
+            conn,
+            `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
+             VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
+            [shadowName, ctx.pipeline, ctx.deploymentId, unit.id, live.display],
+          );
+        }
+        await conn.query(`CREATE TABLE ${shadowSql} LIKE ${live.sql}`);
+        const scope = scopeOf(d);
+        const writable = columns.filter((c) => !c.generated);
+        const primaryKey = await primaryKeyOf(conn, live);
+        return await inTransaction(conn, 'START TRANSACTION', () =>
+          inTransaction(source, 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY', async () => {
+            // Pages in key order within one snapshot of the copy (no key: one page). Values travel as mysql2 reads
+            // them (strings for numbers and dates, Buffers for bytes); the checksums below prove nothing changed.
+            const order = primaryKey.length > 0 ? ` ORDER BY ${primaryKey.map((k) => `l.${ident(k)}`).join(', ')}` : '';
+            let rows = 0;
+            for (let offset = 0; ; offset += EXTRACT_BATCH_ROWS) {
+              const page = primaryKey.length > 0 ? ` LIMIT ${EXTRACT_BATCH_ROWS} OFFSET ${offset}` : '';
+              const [batch] = await source.query<mysql.RowDataPacket[]>({
+                sql: `SELECT ${colList(writable, 'l')} FROM ${then.sql}${partitionClause(scope)} AS l WHERE ${scopePredicate(scope)}${order}${page}`,
+                rowsAsArray: true,
+                // JSON as the server's own text: parsed and printed again it would change bytes ({"n": 1} vs {"n":1}).
+                // MySQL marks it by type, MariaDB (LONGTEXT underneath) by its extended metadata.
+                typeCast: (field, next) => (field.type === 'JSON' || (field as { extendedFormat?: string }).extendedFormat === 'json' ? field.string('utf8') : next()),
+              });
+              if (batch.length > 0) {
+                await write(conn, `INSERT INTO ${shadowSql} (${colList(writable)}) VALUES ?`, [batch]);
+                rows += batch.length;
+              }
+              if (primaryKey.length === 0 || batch.length < EXTRACT_BATCH_ROWS) break;
+            }
+            const { count, checksum } = await countAndChecksum(conn, `${shadowSql} AS t`, 'TRUE', columns);
+            const atSource = await countAndChecksum(source, `${then.sql}${partitionClause(scope)} AS t`, scopePredicate(scope), columns);
+            if (atSource.count !== count || atSource.checksum !== checksum) {
+              throw new VerificationFailedError(
+                `unit "${unit.id}": the rows read from the point-in-time copy (${atSource.count}, checksum ${atSource.checksum}) differ from those written ` +
+                  `to ${d.shadowTable} (${count}, checksum ${checksum}); nothing was written to the table. Rerun the rollback.`,
+              );
+            }
+            const meta: ShadowMeta = {
+              tool: 'etl-rollback',
+              kind: 'restore-point',
+              version: 1,
+              pipeline: ctx.pipeline,
+              deploymentId: ctx.deploymentId,
+              unitId: unit.id,
+              sourceTable: live.display,
+              capturedAt: time,
+              count,
+              checksum,
+              primaryKey,
+              columns,
+              ...(scope.where !== undefined ? { where: scope.where } : {}),
+              ...(scope.partitions !== undefined ? { partitions: scope.partitions } : {}),
+              // The counter stays where it is: ids issued since T are not handed out again.
+              autoIncrement: null,
+              indexes: await indexesOf(conn, live),
+              sealed: true,
+            };
+            const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), shadowName]);
+            if (sealed !== 1) throw new Error(`unit "${unit.id}": the pending record of ${d.shadowTable} vanished; rerun the rollback`);
+            ctx.log.info('mysql-table rows as of a time read from the point-in-time copy', { unit: unit.id, table: live.display, time, rows, shadowTable: d.shadowTable });
+            return { copy: pointFromMeta(unit, meta, shadowName), rows };
+          }),
+        );
+      } finally {
+        await source.end().catch(() => source.destroy());
+      }
+    }),
+  );
+}
+
+async function mergeAndVerify(unit: MysqlTableUnit, copy: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+  const merged = await restore(unit, copy, ctx);
+  const checks = await verify({ ...unit, checks: { count: true, checksum: true }, assertions: [] }, copy, ctx);
+  const failed = checks.filter((c) => !c.ok);
+  if (failed.length > 0) {
+    throw new VerificationFailedError(`unit "${unit.id}": after the merge, ${failed.map((c) => `${c.name} is ${c.actual}, expected ${c.expected}`).join('; ')}; the temporary copy is kept for inspection.`);
+  }
+  return merged;
+}
+
+/** The data path alone against a database already standing at `endpoint`: extract, merge, verify (for the benchmark). */
+async function mergeFromCopy(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome> {
+  const { copy, rows } = await extractAtTime(unit, point, ctx, endpoint);
+  const merged = await mergeAndVerify(unit, copy, ctx);
+  return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
+}
+
+async function restoreAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+  const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
+  return runAtTime(ctx, source, ids, {
+    sealed: () => sealedCopyOf(unit, point, ctx),
+    extract: (endpoint) => extractAtTime(unit, point, ctx, endpoint),
+    merge: (copy) => mergeAndVerify(unit, copy, ctx),
+  });
+}
+
+async function diffAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
+  const copy = await sealedCopyOf(unit, point, ctx);
+  const time = point.details.pointInTime?.time ?? point.capturedAt;
+  if (!copy) return plannedAtTime(point.details.pointInTime, point.details.table, point.count, time);
+  const out = await diff(unit, copy, ctx);
+  return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
+}
+
+async function releaseAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
+  const copy = await sealedCopyOf(unit, point, ctx);
+  if (copy) await release(unit, copy, ctx);
+  if (ctx.runId) {
+    const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
+    await removeTemporaryCopy(ctx, source.rds, ids);
+  }
+}
+
 /** The adapter's operations with their exact types: `capture` always answers with a point (it never pends). */
-export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release };
+export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release, asOf, mergeFromCopy };
 
 export const mysqlTableAdapter: UnitAdapter<MysqlTableUnit, MysqlTableDetails> = mysqlTable;
 

@@ -1,7 +1,18 @@
 import type pg from 'pg';
-import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError } from '../errors.ts';
+import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { PostgresTableUnit } from '../manifest/schema.ts';
 import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import type { Endpoint } from '../runtime/connections.ts';
+import {
+  checkSourceWindow,
+  describeRds,
+  diffAtTime as plannedAtTime,
+  removeTemporaryCopy,
+  restoreAtTime as runAtTime,
+  temporaryIds,
+  type PointInTimeSource,
+} from './rds/temporary-copy.ts';
+import { isoUtc } from './rds/window.ts';
 import { runAssertions } from './postgres/assertions.ts';
 import {
   definitionOf,
@@ -25,7 +36,7 @@ import { planRows, replacedRows, writeRows, type ReloadPolicy, type RowPlan, typ
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
-import { cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
+import { cols, countOf, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './postgres/triggers.ts';
 
 /**
@@ -63,8 +74,14 @@ export type PostgresTableDetails = {
   scope?: ScopeSpec;
   /** Owned sequences and their positions at capture (whole-table units only). */
   sequences?: OwnedSequence[];
-  /** How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. */
-  capture?: 'copy' | 'copy-on-write';
+  /**
+   * How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. For
+   * `point-in-time` (a `--to` rollback), nothing was taken: `shadowTable` names the copy the restore fills with the
+   * rows in scope read from a point-in-time copy of the database (see `pointInTime`), then restores from as a `copy`.
+   */
+  capture?: 'copy' | 'copy-on-write' | 'point-in-time';
+  /** Set with `capture: 'point-in-time'`: the RDS instance or cluster and the time the rows are read at. */
+  pointInTime?: PointInTimeSource;
 };
 
 /** Metadata written as JSON in the shadow table's COMMENT; its presence is what makes the copy sealed. */
@@ -147,9 +164,18 @@ function definitionDrift(captured: PostgresColumn[], live: LiveColumn[]): boolea
   });
 }
 
+/** Rows read from the point-in-time copy per round trip (a cursor on the copy, one INSERT per batch in production). */
+const EXTRACT_BATCH_ROWS = 5000;
+
 /** The adapter's own type: its capture never pends (a shadow copy is made in one transaction). */
 export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresTableDetails>, 'capture'> & {
   capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>>;
+  /**
+   * The data path of a point-in-time restore alone, against a database already standing at `endpoint` (the temporary
+   * copy, or any database holding the table as it was): extract the unit's rows, merge them, verify. What `restore`
+   * does once the copy is available; exported for the benchmark.
+   */
+  mergeFromCopy(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome>;
 };
 
 export function createPostgresTableAdapter(options: PostgresTableOptions = {}): PostgresTableAdapter {
@@ -157,6 +183,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
   const cow = copyOnWrite({ triggerMode });
   const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
+  const isPitr = (point: RestorePoint<PostgresTableDetails>): boolean => point.details.capture === 'point-in-time';
   /** Why this mode: the plan and the dry run say it. */
   const modeNote = (unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>): string[] => {
     const asked = unit.capture ?? 'copy';
@@ -409,6 +436,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Diff
 
   async function diff(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
+    if (isPitr(point)) return diffAtTime(unit, point, ctx);
     if (isCow(point)) {
       const out = await cow.diff(unit, point, ctx);
       return { ...out, notes: [...modeNote(unit, point), ...out.notes] };
@@ -454,6 +482,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     if (!ctx.runId) {
       throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
     }
+    if (isPitr(point)) return restoreAtTime(unit, point, ctx);
     if (isCow(point)) return cow.restore(unit, point, ctx);
     const runId = ctx.runId;
     const d = point.details;
@@ -564,6 +593,12 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Verify
 
   async function verify(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Check[]> {
+    if (isPitr(point)) {
+      const copy = await sealedCopyOf(unit, point, ctx);
+      if (copy) return verify(unit, copy, ctx);
+      const detail = `the rows as of ${point.details.pointInTime?.time ?? point.capturedAt} were never read: no restore of this point ran`;
+      return [{ name: 'rowsAtTime', ok: false, expected: `rows read into ${point.details.shadowTable}`, actual: 'absent', detail }];
+    }
     const d = point.details;
     const wantCount = unit.checks.count;
     const wantChecksum = unit.checks.checksum;
@@ -617,6 +652,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Release
 
   async function release(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
+    if (isPitr(point)) return releaseAtTime(unit, point, ctx);
     if (isCow(point)) return cow.release(unit, point, ctx);
     const d = point.details;
     await withClient(ctx, d.connection, (client) =>
@@ -640,7 +676,228 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     );
   }
 
-  return { type: 'postgres-table', capture, diff, restore, verify, release };
+  // -------------------------------------------------------------------------------------------------------------
+  // Rollback to a time (`--to`): no restore point was taken, the database's own backups hold the state at T.
+  //
+  //   asOf     the time checked against the restorable window of the connection's RDS instance or cluster; the point
+  //            records the source, the time, the table and its scope (nothing is copied yet: it cannot be, at plan time)
+  //   restore  (a) point-in-time copy `<source>-pitr-<hash>` → pending until available (rds/temporary-copy.ts)
+  //            (b) the unit's rows read from the copy, in one snapshot, into the shadow table this point names, sealed
+  //                with the same COMMENT a capture writes (count and checksum of the rows at T, checked against the
+  //                copy's own): from here on the point is an ordinary `copy` restore point
+  //            (c) the ordinary copy restore: one transaction, only differing rows written, each replaced row kept in
+  //                the run's quarantine table first; then count and checksum of the scope compared with the rows at T
+  //            (d) only then the temporary copy deleted, if its tags prove it ours
+  //   Each step is found done on a rerun (the copy exists, the shadow table is sealed, the merge writes nothing).
+
+  /** The point as the `copy` point its sealed shadow table makes it, once the rows at T were read; else undefined. */
+  async function sealedCopyOf(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails> | undefined> {
+    return withClient(ctx, point.details.connection, (client) => sealedIn(client, unit, point, ctx));
+  }
+
+  async function sealedIn(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails> | undefined> {
+    const shadow = await findRelation(client, point.details.shadowTable);
+    if (!shadow) return undefined;
+    const meta = await readShadowMeta(client, shadow);
+    if (!meta || meta.pipeline !== ctx.pipeline || meta.deploymentId !== ctx.deploymentId || meta.unitId !== unit.id) {
+      throw new PreflightError(
+        `unit "${unit.id}": ${shadow.display} exists but is not the sealed copy of the rows as of ${point.capturedAt} for deployment "${ctx.deploymentId}"; ` +
+          'inspect it, drop it if it is not needed, and rerun.',
+      );
+    }
+    return pointFromMeta(unit, meta, shadow);
+  }
+
+  async function asOf(unit: PostgresTableUnit, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<PostgresTableDetails>; shows: string[] }> {
+    const what = `postgres-table unit "${unit.id}"`;
+    const rds = ctx.postgres.rdsOf?.(unit.connection);
+    if (!rds) {
+      throw new PreflightError(
+        `${what}: a rollback to a time reads the table from a point-in-time restore of the RDS instance or Aurora cluster holding it, ` +
+          `but connection "${unit.connection}" does not name one. Add "rds": { "instanceId": "…" } or { "clusterId": "…" } to connections.${unit.connection} in the manifest, ` +
+          'or roll back to a deployment\'s restore point instead.',
+      );
+    }
+    const window = await checkSourceWindow(ctx, what, rds, at);
+    const time = isoUtc(at);
+    return withClient(ctx, unit.connection, (client) =>
+      inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async () => {
+        const live = await findRelation(client, unit.table);
+        if (!live || !isTable(live)) {
+          throw new PreflightError(`${what}: table "${unit.table}" ${live ? 'is not a table' : 'does not exist'} on connection "${unit.connection}"; a rollback to a time merges rows into the table as it is now.`);
+        }
+        const columns = await liveColumns(client, live.oid);
+        const { scope, recorded } = await resolveScope(client, live, scopeOfUnit(unit), unit.id);
+        const count = await countOf(client, `SELECT 1 FROM ${live.sql} WHERE ${scope.predicate}`);
+        const point: RestorePoint<PostgresTableDetails> = {
+          unitId: unit.id,
+          type: 'postgres-table',
+          capturedAt: time,
+          // Not known before the copy is read: the rows in scope now, as the size of the work; the checksum names the
+          // source and time. The restore seals the real count and checksum at T in the shadow table and verifies those.
+          count,
+          checksum: `point-in-time:${describeRds(rds)}@${time}`,
+          details: {
+            connection: unit.connection,
+            table: live.display,
+            shadowTable: `${ROLLBACK_SCHEMA}.${shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id)}`,
+            primaryKey: await primaryKeyOf(client, live.oid),
+            columns: columns.map(definitionOf),
+            scope: recorded,
+            capture: 'point-in-time',
+            pointInTime: { rds, time },
+          },
+        };
+        const shows = [
+          `${live.display}, ${scope.describe}: as of ${time}, read from a point-in-time copy of ${describeRds(rds)} ` +
+            `(restorable window [${isoUtc(window.earliest)}, ${isoUtc(window.latest)}]), merged back writing only the rows that differ (${count} rows in scope now)`,
+        ];
+        return { point, shows };
+      }),
+    );
+  }
+
+  /**
+   * (b): the rows in scope at T, read from the copy at `endpoint` in one REPEATABLE READ snapshot, into the shadow
+   * table, sealed in the same production transaction. A rerun finds it sealed and reads nothing.
+   */
+  async function extractAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<{ copy: RestorePoint<PostgresTableDetails>; rows: number }> {
+    const d = point.details;
+    const time = d.pointInTime?.time ?? point.capturedAt;
+    const connectTo = ctx.postgres.connectTo?.bind(ctx.postgres);
+    if (!connectTo) throw new PreflightError(`unit "${unit.id}": this runtime cannot open a connection to the point-in-time copy (its connector has no connectTo)`);
+    const shadowName = d.shadowTable.slice(ROLLBACK_SCHEMA.length + 1);
+    return withClient(ctx, d.connection, async (prod) => {
+      await ensureRollbackSchema(prod);
+      return inTransaction(prod, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        await prod.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey(shadowName)]);
+        const existing = await sealedIn(prod, unit, point, ctx);
+        if (existing) return { copy: existing, rows: 0 };
+        const live = await findRelation(prod, d.table);
+        if (!live || !isTable(live)) throw new PreflightError(`unit "${unit.id}": table ${d.table} no longer exists on connection "${d.connection}"; nothing was written.`);
+        const liveCols = await liveColumns(prod, live.oid);
+        const source = await connectTo(d.connection, endpoint);
+        try {
+          return await inTransaction(source, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async () => {
+            const then = await findRelation(source, d.table);
+            if (!then || !isTable(then)) {
+              throw new PreflightError(`unit "${unit.id}": table ${d.table} did not exist as a table at ${time} (read from the point-in-time copy); there are no rows to roll back to. Nothing was written.`);
+            }
+            const problems = describeDrift((await liveColumns(source, then.oid)).map(definitionOf), liveCols.map(definitionOf));
+            if (problems.length > 0) {
+              throw new PreflightError(
+                `unit "${unit.id}": the columns of ${d.table} changed since ${time} (${problems.join('; ')}); a rollback to a time merges rows into the table ` +
+                  'as it is now and does not change its definition. Revert the schema change first, then rerun. Nothing was written.',
+              );
+            }
+            const { scope } = await resolveScope(source, then, d.scope ?? {}, unit.id);
+            const names = liveCols.map((c) => c.name);
+            const staging = `${ident(ROLLBACK_SCHEMA)}.${ident(shadowName)}`;
+            await prod.query(`CREATE TABLE ${staging} (LIKE ${live.sql})`);
+            // Each row travels as its record text (the form the checksum hashes, read with the same session settings
+            // on both sides), put back as a row of the copy's own type: an array of them, unnested. The staging table
+            // has the live columns in order, which the copy's columns were just checked to equal.
+            await source.query(`DECLARE etlrb_at_time NO SCROLL CURSOR FOR SELECT t::text AS r FROM (${scope.select(names)}) AS t`);
+            let rows = 0;
+            for (;;) {
+              const { rows: batch } = await source.query<{ r: string }>(`FETCH ${EXTRACT_BATCH_ROWS} FROM etlrb_at_time`);
+              if (batch.length === 0) break;
+              await prod.query(`INSERT INTO ${staging} SELECT * FROM unnest($1::${staging}[])`, [batch.map((b) => b.r)]);
+              rows += batch.length;
+            }
+            await source.query('CLOSE etlrb_at_time');
+            const primaryKey = await primaryKeyOf(prod, live.oid);
+            if (primaryKey.length > 0) await prod.query(`CREATE UNIQUE INDEX ON ${staging} (${cols(primaryKey)})`);
+            await prod.query(`ANALYZE ${staging}`);
+            const { count, checksum } = await countAndChecksum(prod, `SELECT * FROM ${staging}`, names);
+            const atSource = await countAndChecksum(source, scope.select(names), names);
+            if (atSource.count !== count || atSource.checksum !== checksum) {
+              throw new VerificationFailedError(
+                `unit "${unit.id}": the rows read from the point-in-time copy (${atSource.count}, checksum ${atSource.checksum}) differ from those written ` +
+                  `to ${ROLLBACK_SCHEMA}.${shadowName} (${count}, checksum ${checksum}); nothing was written. Rerun the rollback.`,
+              );
+            }
+            const meta: ShadowMeta = {
+              tool: 'etl-rollback',
+              kind: 'restore-point',
+              version: 2,
+              pipeline: ctx.pipeline,
+              deploymentId: ctx.deploymentId,
+              unitId: unit.id,
+              sourceTable: live.display,
+              tableOid: live.oid,
+              capturedAt: time,
+              count,
+              checksum,
+              primaryKey,
+              columns: liveCols.map(definitionOf),
+              scope: d.scope ?? {},
+              // Sequences stay where they are: rows issued since T keep their values out of reuse.
+              sequences: [],
+              captureTxid: '',
+              sealed: true,
+            };
+            await prod.query(`COMMENT ON TABLE ${staging} IS ${literal(JSON.stringify(meta))}`);
+            const shadow = await findShadow(prod, shadowName);
+            if (!shadow) throw new Error(`shadow table ${ROLLBACK_SCHEMA}.${shadowName} vanished inside its own transaction`);
+            ctx.log.info('postgres-table rows as of a time read from the point-in-time copy', { unit: unit.id, table: live.display, time, rows, shadowTable: shadow.display });
+            return { copy: pointFromMeta(unit, meta, shadow), rows };
+          });
+        } finally {
+          await source.end().catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  /** (c): the ordinary copy restore from the sealed rows at T, then their count and checksum against the scope. */
+  async function mergeAndVerify(unit: PostgresTableUnit, copy: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+    const merged = await restore(unit, copy, ctx);
+    const checks = await withClient(ctx, copy.details.connection, (client) =>
+      inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', () => verifyContent(client, { ...unit, checks: { count: true, checksum: true } }, copy)),
+    );
+    const failed = checks.filter((c) => !c.ok);
+    if (failed.length > 0) {
+      throw new VerificationFailedError(
+        `unit "${unit.id}": after the merge, ${failed.map((c) => `${c.name} is ${c.actual}, expected ${c.expected}`).join('; ')}; the temporary copy is kept for inspection.`,
+      );
+    }
+    return merged;
+  }
+
+  async function mergeFromCopy(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome> {
+    const { copy, rows } = await extractAtTime(unit, point, ctx, endpoint);
+    const merged = await mergeAndVerify(unit, copy, ctx);
+    return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
+  }
+
+  async function restoreAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Outcome> {
+    const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
+    return runAtTime(ctx, source, ids, {
+      sealed: () => sealedCopyOf(unit, point, ctx),
+      extract: (endpoint) => extractAtTime(unit, point, ctx, endpoint),
+      merge: (copy) => mergeAndVerify(unit, copy, ctx),
+    });
+  }
+
+  async function diffAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
+    const copy = await sealedCopyOf(unit, point, ctx);
+    const time = point.details.pointInTime?.time ?? point.capturedAt;
+    if (!copy) return plannedAtTime(point.details.pointInTime, point.details.table, point.count, time);
+    const out = await diff(unit, copy, ctx);
+    return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
+  }
+
+  async function releaseAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
+    const copy = await sealedCopyOf(unit, point, ctx);
+    if (copy) await release(unit, copy, ctx);
+    if (ctx.runId) {
+      const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
+      await removeTemporaryCopy(ctx, source.rds, ids);
+    }
+  }
+
+  return { type: 'postgres-table', capture, diff, restore, verify, release, asOf, mergeFromCopy };
 }
 
 /** The adapter with the defaults: user triggers disabled during a restore, reload above 50% of at least 1,000 rows. */

@@ -15,6 +15,7 @@ import {
   type RDSClient,
 } from '@aws-sdk/client-rds';
 import type { RdsClusterUnit } from '../manifest/schema.ts';
+import { clusterWindow } from './rds/window.ts';
 import { compareSettings, orUndefined, rdsAdapter, type RdsDetails, type RdsKind, type RdsResource, type RdsSettings } from './rds/engine.ts';
 import type { Changes } from './types.ts';
 import { derivedIdentifier, MAX_CLUSTER_SNAPSHOT_ID, ownTags, tagList, tagMap } from './rds/names.ts';
@@ -208,6 +209,7 @@ export const rdsClusterKind: RdsKind<RdsClusterSettings> = {
   compare(expected, live) {
     return compareSettings(expected, live, compared);
   },
+  window: clusterWindow,
 };
 
 export const rdsClusterAdapter = rdsAdapter<RdsClusterUnit, RdsClusterSettings>('rds-cluster', rdsClusterKind, (u) => u.clusterId);

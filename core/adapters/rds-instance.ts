@@ -12,6 +12,7 @@ import {
   type RDSClient,
 } from '@aws-sdk/client-rds';
 import type { RdsInstanceUnit } from '../manifest/schema.ts';
+import { instanceWindow } from './rds/window.ts';
 import { compareSettings, orUndefined, rdsAdapter, type RdsDetails, type RdsKind, type RdsResource, type RdsSettings } from './rds/engine.ts';
 import { MAX_DB_SNAPSHOT_ID, ownTags, tagList, tagMap } from './rds/names.ts';
 
@@ -196,6 +197,7 @@ export const rdsInstanceKind: RdsKind<RdsInstanceSettings> = {
   compare(expected, live) {
     return compareSettings(expected, live, compared);
   },
+  window: instanceWindow,
 };
 
 export const rdsInstanceAdapter = rdsAdapter<RdsInstanceUnit, RdsInstanceSettings>('rds-instance', rdsInstanceKind, (u) => u.instanceId);

@@ -11,10 +11,10 @@ import type { UnitAdapter } from './types.ts';
 /** One adapter per unit type. A new unit type adds one line here (and its schema and adapter file). */
 export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: T }>, never> } = {
   's3-prefix': s3PrefixAdapter as unknown as UnitAdapter<Extract<Unit, { type: 's3-prefix' }>, never>,
-  'postgres-table': postgresTableAdapter as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
+  'postgres-table': postgresTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
   'rds-instance': rdsInstanceAdapter as UnitAdapter<Extract<Unit, { type: 'rds-instance' }>, never>,
   'rds-cluster': rdsClusterAdapter as UnitAdapter<Extract<Unit, { type: 'rds-cluster' }>, never>,
-  'mysql-table': mysqlTableAdapter as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
+  'mysql-table': mysqlTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,
   'glue-table': glueTableAdapter as UnitAdapter<Extract<Unit, { type: 'glue-table' }>, never>,
   custom: customAdapter as UnitAdapter<Extract<Unit, { type: 'custom' }>, never>,
 };

@@ -67,6 +67,13 @@ const schemesByEngine: Record<ConnectionEngine, readonly string[]> = {
   mysql: ['mysql', 'mariadb'],
 };
 
+const rdsIdentifier = z
+  .string()
+  // 41, not RDS's 63: a restore names the copies `<id>-restored-<run>` / `<id>-pre-rollback-<run>` (22 more
+  // characters), and the IAM grants match them by the `<id>-` prefix.
+  .max(41, 'must be at most 41 characters (RDS allows 63; a rollback adds "-pre-rollback-<run>" to it)')
+  .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
+
 /**
  * A connection as written: an engine plus exactly one of `url` (local runs) or `secretArn` (AWS).
  * One object rather than a union of two, so a mistake gets one precise message instead of "matches no option".
@@ -75,10 +82,20 @@ export const connectionFieldsSchema = z.strictObject({
   engine: z.enum(connectionEngines),
   url: z.string().regex(/^(postgres|postgresql|mysql|mariadb):\/\//, 'must be a postgres://, postgresql://, mysql:// or mariadb:// URL').optional(),
   secretArn: z.string().regex(/^arn:aws[a-z-]*:secretsmanager:/, 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…)').optional(),
+  /**
+   * The RDS instance or Aurora cluster that holds this database. Only a rollback to a time (`--to`) needs it: a table
+   * unit on this connection is then restored by a point-in-time restore of that instance or cluster into a temporary
+   * copy, from which just the unit's rows are merged back.
+   */
+  rds: z.union([z.strictObject({ instanceId: rdsIdentifier }), z.strictObject({ clusterId: rdsIdentifier })], {
+    error: 'must be { "instanceId": "<RDS instance>" } or { "clusterId": "<Aurora cluster>" }',
+  }).optional(),
 });
 
-type UrlConnection = { engine: ConnectionEngine; url: string };
-type SecretConnection = { engine: ConnectionEngine; secretArn: string };
+/** Where a connection's database lives in RDS (for a point-in-time restore of its tables). */
+export type ConnectionRds = { instanceId: string } | { clusterId: string };
+type UrlConnection = { engine: ConnectionEngine; url: string; rds?: ConnectionRds };
+type SecretConnection = { engine: ConnectionEngine; secretArn: string; rds?: ConnectionRds };
 
 export const connectionSchema = connectionFieldsSchema
   .superRefine((c, ctx) => {
@@ -101,8 +118,9 @@ export const connectionSchema = connectionFieldsSchema
   })
   // Runs only once the refinement passed, so exactly one of url/secretArn is set; the type says so too.
   .transform((c, ctx): UrlConnection | SecretConnection => {
-    if (c.url !== undefined) return { engine: c.engine, url: c.url };
-    if (c.secretArn !== undefined) return { engine: c.engine, secretArn: c.secretArn };
+    const rds = c.rds === undefined ? {} : { rds: c.rds };
+    if (c.url !== undefined) return { engine: c.engine, url: c.url, ...rds };
+    if (c.secretArn !== undefined) return { engine: c.engine, secretArn: c.secretArn, ...rds };
     ctx.addIssue({ code: 'custom', message: 'needs "url" (local runs) or "secretArn" (AWS)' });
     return z.NEVER;
   });
@@ -132,6 +150,42 @@ const unitBase = {
   checks: checksSchema,
 };
 
+/**
+ * Write freeze of a table unit for the restore's duration: `revokeFrom` names the database roles (PostgreSQL roles;
+ * MySQL/MariaDB accounts as `user` or `user@host`, host "%" when omitted) whose write privileges on the table are
+ * revoked when the unit's stage starts (PostgreSQL: INSERT, UPDATE, DELETE, TRUNCATE; MySQL: INSERT, UPDATE, DELETE,
+ * DROP, which TRUNCATE needs) and granted back when the run ends, on success and on failure. Each role's privileges are
+ * recorded first, so a role that had only INSERT gets only INSERT back (a grant option included). Only privileges
+ * granted on the table itself are revoked: a role that can still write through a schema- or database-wide grant, a
+ * role it is a member of, ownership or superuser is refused at freeze time, naming the role, and its grants are put back.
+ * The connection's own user must be able to revoke and grant them back: in PostgreSQL the table's owner (or a
+ * superuser); in MySQL a user with GRANT OPTION on the table who can read mysql.user and the grant tables.
+ *
+ * `lock` is refused: a table lock lives as long as the session that took it, and each state of the rollback is a
+ * separate Lambda call with its own connection, so no lock can be held from one stage's restore to its check. Revoking
+ * the grants is what survives between the calls.
+ */
+export const tableFreezeSchema = z
+  .strictObject({
+    revokeFrom: z
+      .array(z.string().min(1).max(200).regex(/^[^\s'"`;]+$/, 'must be a role name (no spaces, quotes or ";")'))
+      .min(1, 'must name at least one role whose writes are refused during the restore'),
+    lock: z.unknown().optional(),
+  })
+  .superRefine((f, ctx) => {
+    if (f.lock !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['lock'],
+        message:
+          'a table lock cannot be held across the rollback\'s stages (each is a separate call with its own connection): name the roles to refuse instead, freeze: { revokeFrom: [...] }',
+      });
+    }
+  })
+  .transform((f) => ({ revokeFrom: f.revokeFrom }));
+
+export type TableFreeze = z.infer<typeof tableFreezeSchema>;
+
 export const s3PrefixUnitSchema = z.strictObject({
   ...unitBase,
   type: z.literal('s3-prefix'),
@@ -154,6 +208,13 @@ export const s3PrefixUnitSchema = z.strictObject({
    * runs the full listing check, which repairs anything the log missed and says how much that was. Versioned mode only.
    */
   capture: z.enum(['listing', 'change-log']).default('listing'),
+  /**
+   * Write freeze for the restore's duration: a bucket policy statement denies writes to `bucket/prefix*` for every
+   * principal but the rollback's own role, from the start of the unit's stage until the run ends (success or failure).
+   * The bucket's own policy is kept first and survives; only the statement the run added is removed.
+   * See core/adapters/freeze/s3.ts.
+   */
+  freeze: z.boolean().optional(),
   /**
    * How a restore brings back restore-point versions that sit in an archive tier (S3 Glacier Flexible Retrieval, Glacier
    * Deep Archive, or the archive tiers of Intelligent-Tiering): RestoreObject with this retrieval `tier` (`Standard`
@@ -202,6 +263,8 @@ export const postgresTableUnitSchema = z.strictObject({
    * See core/adapters/postgres/copy-on-write.ts.
    */
   capture: z.enum(['copy', 'copy-on-write']).optional(),
+  /** Refuse the named roles' writes to the table while it is restored (see tableFreezeSchema). */
+  freeze: tableFreezeSchema.optional(),
 });
 
 /**
@@ -275,15 +338,11 @@ export const mysqlTableUnitSchema = z.strictObject({
    * core/adapters/mysql/copy-on-write.ts.
    */
   capture: z.enum(['copy', 'copy-on-write']).optional(),
+  /** Refuse the named roles' writes to the table while it is restored (see tableFreezeSchema). */
+  freeze: tableFreezeSchema.optional(),
 });
 
 /** An RDS DB instance or cluster identifier: 1-63 letters, digits or hyphens, a letter first, no "--", no hyphen last. */
-const rdsIdentifier = z
-  .string()
-  // 41, not RDS's 63: a restore names the copies `<id>-restored-<run>` / `<id>-pre-rollback-<run>` (22 more
-  // characters), and the IAM grants match them by the `<id>-` prefix.
-  .max(41, 'must be at most 41 characters (RDS allows 63; a rollback adds "-pre-rollback-<run>" to it)')
-  .regex(/^[a-zA-Z](?:-?[a-zA-Z0-9])*$/, 'must be an RDS identifier: letters, digits and hyphens, starting with a letter, without "--" or a final "-"');
 
 /** An RDS DB instance: restored from a snapshot taken before the deploy, then swapped in under the same identifier. */
 export const rdsInstanceUnitSchema = z.strictObject({

@@ -3,16 +3,33 @@ import mysql from 'mysql2/promise';
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
 import { InputError } from '../errors.ts';
-import type { Connection } from '../manifest/schema.ts';
+import type { Connection, ConnectionRds } from '../manifest/schema.ts';
+
+/** A database server's address, as RDS reports it for an instance or cluster (`Endpoint.Address`, `Endpoint.Port`). */
+export interface Endpoint {
+  host: string;
+  port: number;
+}
 
 /** Opens a PostgreSQL client for a connection named in the manifest. The caller ends it. */
 export interface PostgresConnector {
   connect(connectionName: string): Promise<pg.Client>;
+  /**
+   * Opens a client to another server with the named connection's user, password and database: a temporary
+   * point-in-time copy of the connection's RDS instance has the same credentials and databases at another endpoint.
+   * Absent: a rollback to a time cannot read such a copy (refused with the reason).
+   */
+  connectTo?(connectionName: string, endpoint: Endpoint): Promise<pg.Client>;
+  /** The RDS instance or Aurora cluster the manifest says holds the named connection's database (its `rds`), if any. */
+  rdsOf?(connectionName: string): ConnectionRds | undefined;
 }
 
 /** Opens a MySQL/MariaDB connection for a connection named in the manifest. The caller ends it. */
 export interface MysqlConnector {
   connect(connectionName: string): Promise<mysql.Connection>;
+  /** As for PostgreSQL: the named connection's credentials and database, at another endpoint. */
+  connectTo?(connectionName: string, endpoint: Endpoint): Promise<mysql.Connection>;
+  rdsOf?(connectionName: string): ConnectionRds | undefined;
 }
 
 /** RDS-style secret as Secrets Manager stores it for a database. */
@@ -88,14 +105,33 @@ export function postgresConnector(
     const s = await readDbSecret(name, connection.secretArn, secrets);
     return { host: s.host, port: s.port ?? 5432, user: s.user, password: s.password, database: s.database ?? 'postgres', ssl: { rejectUnauthorized: true } };
   });
+  const open = async (settings: pg.ClientConfig) => {
+    const client = new pg.Client({ ...settings, application_name: 'etl-rollback' });
+    // A session that dies while idle (terminated, failover, network) emits 'error'; unheard, it would end the
+    // process. Heard, the next query on the client fails with a clear error, which the step reports.
+    client.on('error', () => undefined);
+    await client.connect();
+    return client;
+  };
   return {
     async connect(name) {
-      const client = new pg.Client({ ...(await config(name)), application_name: 'etl-rollback' });
-      // A session that dies while idle (terminated, failover, network) emits 'error'; unheard, it would end the
-      // process. Heard, the next query on the client fails with a clear error, which the step reports.
-      client.on('error', () => undefined);
-      await client.connect();
-      return client;
+      return open(await config(name));
+    },
+    async connectTo(name, endpoint) {
+      const c = await config(name);
+      if (c.connectionString === undefined) return open({ ...c, host: endpoint.host, port: endpoint.port });
+      // The URL's host and port would win over separate fields: take its credentials and database apart instead.
+      const url = new URL(c.connectionString);
+      return open({
+        host: endpoint.host,
+        port: endpoint.port,
+        user: decodeURIComponent(url.username) || undefined,
+        password: decodeURIComponent(url.password) || undefined,
+        database: decodeURIComponent(url.pathname.replace(/^\//, '')) || undefined,
+      });
+    },
+    rdsOf(name) {
+      return connectionNamed(connections, name, 'postgres').rds;
     },
   };
 }
@@ -117,12 +153,21 @@ export function mysqlConnector(connections: Record<string, Connection>, secrets?
     const s = await readDbSecret(name, connection.secretArn, secrets);
     return { host: s.host, port: s.port ?? 3306, user: s.user, password: s.password, database: s.database, ssl: {} };
   });
+  const open = async (settings: mysql.ConnectionOptions) => {
+    const connection = await mysql.createConnection({ ...settings, multipleStatements: false, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
+    // As for PostgreSQL: a connection killed while idle must fail its next query, not end the process.
+    connection.on('error', () => undefined);
+    return connection;
+  };
   return {
     async connect(name) {
-      const connection = await mysql.createConnection({ ...(await config(name)), multipleStatements: false, dateStrings: true, supportBigNumbers: true, bigNumberStrings: true });
-      // As for PostgreSQL: a connection killed while idle must fail its next query, not end the process.
-      connection.on('error', () => undefined);
-      return connection;
+      return open(await config(name));
+    },
+    async connectTo(name, endpoint) {
+      return open({ ...(await config(name)), host: endpoint.host, port: endpoint.port });
+    },
+    rdsOf(name) {
+      return connectionNamed(connections, name, 'mysql').rds;
     },
   };
 }

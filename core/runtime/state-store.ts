@@ -22,6 +22,10 @@ export const stateKeys = {
   upload: (pipeline: string, sha: string) => `manifests/${pipeline}/${sha}.json`,
   /** The runbook of a run, written when it is planned (the start notification links it). */
   runbook: (pipeline: string, runId: string) => `runbooks/${pipeline}/${runId}.md`,
+  /** What a run's write freeze of one unit replaced (the bucket policy before, the grants revoked): kept before it is written. */
+  freeze: (pipeline: string, runId: string, unitId: string) => `freeze/${pipeline}/${runId}/${unitId}.json`,
+  /** Every freeze record of a run. */
+  freezes: (pipeline: string, runId: string) => `freeze/${pipeline}/${runId}/`,
 };
 
 export function sha256(text: string): string {

@@ -1,5 +1,6 @@
 import type { RunReport } from '../report/report.ts';
 import type { WorkflowDeps } from './deps.ts';
+import { liftFreezesAfterFailure } from './freeze.ts';
 import { resumeTriggers } from './policy.ts';
 import { recordRollbackFailure, releaseLock, RUN_CANCELLED } from './rollback.ts';
 
@@ -7,8 +8,9 @@ import { recordRollbackFailure, releaseLock, RUN_CANCELLED } from './rollback.ts
  * The cleanup of a rollback execution that was stopped at once, without reaching its own failure path: StopExecution
  * in AWS (the console's "Stop", an execution timing out) or the second Ctrl-C of a local run. The state machine's
  * failure path never ran, so this does what it would have done, for the run named by the execution (its name is the
- * run id), in the same order: resume the triggers the run paused, record the run, release its lock, notify and write
- * the report (recordRollbackFailure does the last two).
+ * run id), in the same order: lift the write freezes the run put in place, resume the triggers the run paused, record
+ * the run (naming any freeze still in place), release its lock, notify and write the report (recordRollbackFailure
+ * does the last two).
  *
  * How the run is recorded: ABORTED (stopped by someone) is CANCELLED with "stopped mid-stage: resume it" — the stage
  * under way may be half restored, and `--resume` restores it again (restores are idempotent; units whose steps are
@@ -43,7 +45,9 @@ export async function cleanUpStoppedRun(deps: WorkflowDeps, stopped: StoppedExec
     return { runId: stopped.runId, outcome: 'unknown', resumed: [], lockReleased: false };
   }
   if (run.dryRun) return { runId: run.runId, outcome: 'dry-run', status: run.status, resumed: [], lockReleased: false };
-  // Triggers first, as the failure path does; a trigger that cannot be re-enabled does not keep the lock held.
+  // Freezes first, as the failure path does: what cannot be lifted is named in the run's record, never thrown.
+  const freezes = await liftFreezesAfterFailure(deps, { runId: run.runId, pipeline: run.pipeline, deploymentId: run.deploymentId });
+  // Then triggers; a trigger that cannot be re-enabled does not keep the lock held.
   let resumeError: unknown;
   const resumed = await resumeTriggers(deps, { runId: run.runId }).then(
     (r) => r.resumed,
@@ -63,7 +67,7 @@ export async function cleanUpStoppedRun(deps: WorkflowDeps, stopped: StoppedExec
   }
   const { released } = await releaseLock(deps, { runId: run.runId, pipeline: run.pipeline });
   const status = (await deps.ledger.getRun(run.runId))?.status;
-  deps.log.warn('stopped execution cleaned up', { runId: run.runId, execution: stopped.status, status, resumed, lockReleased: released });
+  deps.log.warn('stopped execution cleaned up', { runId: run.runId, execution: stopped.status, status, resumed, lockReleased: released, freezesLifted: freezes.lifted, freezeNotLifted: freezes.notLifted });
   if (resumeError) throw resumeError;
   return { runId: run.runId, outcome: underWay ? 'cleaned' : 'ended', status, resumed, lockReleased: released, ...(report ? { report } : {}) };
 }

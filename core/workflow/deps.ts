@@ -38,6 +38,11 @@ export interface WorkflowDeps {
   };
   /** Calls `custom` units' handlers (core/adapters/custom.ts): a Lambda invoker in AWS, the CLI's module invoker locally. */
   invokeCustom?: CustomInvoker;
+  /**
+   * The principal ARNs the restore writes as (the restore handlers' roles in AWS): excepted from an s3-prefix unit's
+   * write freeze. Empty or absent: an s3-prefix freeze is refused, since it would refuse the restore's own writes.
+   */
+  freezePrincipals?: string[];
   now(): Date;
   log: Log;
 }

@@ -19,6 +19,8 @@ import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
 import { prepareUndo, recordUndoPoint } from './undo.ts';
 import { checkCancel } from './cancel-request.ts';
+import { describeFreeze } from '../adapters/freeze/unit-freeze.ts';
+import { checkFrozenStage, freezesInPlace } from './freeze.ts';
 
 /** How long a run may hold its pipeline's lock before another run may take it over. */
 export const LOCK_TTL_SECONDS = 6 * 60 * 60;
@@ -226,7 +228,8 @@ export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<
         const unit = unitOf(manifest, unitId);
         const point = (await deps.ledger.getRestorePoint(run.pipeline, run.deploymentId, unitId))!;
         const diff = await adapterFor(unit).diff(unit, point, adapterContext(deps, manifest, { deploymentId: run.deploymentId, runId: run.runId, unitId }));
-        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...(resolved.get(unitId) ?? []), ...diff.notes] } satisfies Step;
+        const freeze = describeFreeze(unit);
+        return { runId: run.runId, stage: stage.index, unitId, type: unit.type, status: 'RESTORED', changes: diff.changes, writes: diff.writes, notes: [...(freeze ? [freeze] : []), ...(resolved.get(unitId) ?? []), ...diff.notes] } satisfies Step;
       }),
     );
     steps.push(...diffs);
@@ -394,6 +397,8 @@ async function skipVerifiedUnit(deps: WorkflowDeps, ids: RunIds & { stage: numbe
  * throws VerificationFailedError (naming units and checks) if any fails, so the next stage never starts.
  */
 export async function verifyStage(deps: WorkflowDeps, ids: RunIds & { stage: PlannedStage }): Promise<{ stage: number; verified: string[] }> {
+  // Units under a write freeze: what slipped in since their restore is named and restored by a second pass first.
+  await checkFrozenStage(deps, ids);
   const manifest = await deployedManifest(deps, ids.pipeline, ids.deploymentId);
   const failures: string[] = [];
   for (const unitId of ids.stage.units) {
@@ -478,6 +483,9 @@ export async function recordRollbackFailure(
   if (rejected) await closeApproval(deps, input.runId, error);
   const refused = error.name === 'LockHeldError';
   const cancelled = !rejected && error.name === RUN_CANCELLED;
+  // A write freeze the failure path could not lift is named with the run's own error, which it never replaces.
+  const frozen = await freezesInPlace(deps, input).catch(() => []);
+  if (frozen.length > 0) error.message = `${error.message}\nwrite freeze still in place (rerun the lift, or remove it by hand): ${frozen.join('; ')}`;
   const endedAt = deps.now().toISOString();
   await deps.ledger.updateRun(input.runId, { status: refused ? 'REFUSED' : rejected ? 'REJECTED' : cancelled ? 'CANCELLED' : 'FAILED', endedAt, error });
   // The replay failed after every stage verified: the data is rolled back, only the pipeline's own rerun is not.

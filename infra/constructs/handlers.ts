@@ -49,6 +49,9 @@ export const HANDLER_SPECS = [
   { name: 'finish-drill', substitution: 'FinishDrillFunctionArn', long: false, dataAccess: false },
   { name: 'prepare-replay', substitution: 'PrepareReplayFunctionArn', long: false, dataAccess: false },
   { name: 'record-replay', substitution: 'RecordReplayFunctionArn', long: false, dataAccess: false },
+  // Write freezes: no object access (FreezeAccess: the frozen buckets' policies, and the database secrets for the grants).
+  { name: 'freeze-stage', substitution: 'FreezeStageFunctionArn', long: false, dataAccess: false },
+  { name: 'lift-freezes', substitution: 'LiftFreezesFunctionArn', long: false, dataAccess: false },
 ] as const;
 
 export type HandlerSpec = (typeof HANDLER_SPECS)[number];

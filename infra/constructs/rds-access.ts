@@ -32,6 +32,14 @@ export const RDS_RESTORE_ACTIONS = [
   'rds:AddTagsToResource',
 ];
 
+/**
+ * A rollback to a time (`--to`) of a table unit reads its rows from a temporary point-in-time copy of the database's
+ * instance or cluster (`<id>-pitr-<hash>`, tagged `etl-rollback:temporary` = `pitr`), which the restore deletes once the
+ * merge is verified: the only deletes outside the release handler, limited to those names and that tag.
+ */
+export const RDS_PITR_COPY_REMOVE_ACTIONS = ['rds:DeleteDBInstance', 'rds:DeleteDBCluster'];
+export const PITR_COPY_TAG = 'etl-rollback:temporary';
+
 /** The snapshot names the adapters use: `etlrb-<pipeline>-<deployment>-<unit>`. */
 export const SNAPSHOT_PREFIX = 'etlrb-';
 
@@ -83,6 +91,8 @@ export class RdsAccess extends Construct {
     // Restores and a writer's creation also name the groups the copy joins (the original's subnet, parameter, option
     // and security groups): granted by type, for the restore role only.
     const groupArns = ['og', 'pg', 'cluster-pg', 'subgrp', 'secgrp'].map((type) => arn(type, '*'));
+    // Temporary point-in-time copies (and a cluster copy's writer instance, `<id>-pitr-<hash>-w-<run>`).
+    const pitrArns = [...[...instances, ...clusters].map((name) => arn('db', `${name}-pitr-*`)), ...clusters.map((name) => arn('cluster', `${name}-pitr-*`))];
     this.resourceArns = units;
 
     const read = new Policy(this, 'Read', {
@@ -104,6 +114,13 @@ export class RdsAccess extends Construct {
           actions: ['rds:RestoreDBInstanceFromDBSnapshot', 'rds:RestoreDBInstanceToPointInTime', 'rds:RestoreDBClusterFromSnapshot', 'rds:RestoreDBClusterToPointInTime', 'rds:CreateDBInstance'],
           resources: groupArns,
         }),
+        new PolicyStatement({
+          sid: 'RdsRemovePointInTimeCopies',
+          effect: Effect.ALLOW,
+          actions: RDS_PITR_COPY_REMOVE_ACTIONS,
+          resources: pitrArns,
+          conditions: { StringEquals: { [`aws:ResourceTag/${PITR_COPY_TAG}`]: 'pitr' } },
+        }),
       ],
       roles: [props.restoreRole],
     });
@@ -121,8 +138,11 @@ export class RdsAccess extends Construct {
     for (const g of groupArns) {
       reasons[g] = 'A restore places the copy in the original\'s subnet, parameter, option and security groups, read from the original at capture time; RDS authorizes the restore against each group named.';
     }
+    for (const p of pitrArns) {
+      reasons[p] = 'Temporary point-in-time copies a rollback to a time reads a table from (<id>-pitr-<hash>, named at run time), deleted by the restore once the merge is verified, and only when tagged etl-rollback:temporary=pitr.';
+    }
     for (const policy of this.policies) {
-      const named = policy === restore ? [...units, ...groupArns] : policy === capture ? [...dbArns.slice(0, instances.length), ...clusterArns, ...snapshotArns] : units;
+      const named = policy === restore ? [...units, ...groupArns, ...pitrArns] : policy === capture ? [...dbArns.slice(0, instances.length), ...clusterArns, ...snapshotArns] : units;
       for (const resource of named) acknowledge(policy, iam5ResourceFinding(policy, resource), reasons[resource]!);
     }
   }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { postgresTableAdapter as adapter } from '../../core/adapters/postgres-table.ts';
+import { createPostgresTableAdapter, postgresTableAdapter as adapter } from '../../core/adapters/postgres-table.ts';
 import { quarantineTableName } from '../../core/adapters/postgres/names.ts';
 import { VerificationFailedError, PreflightError } from '../../core/errors.ts';
 import { pgHarness, type PgHarness } from './postgres/harness.ts';
@@ -200,6 +200,28 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     const fourth = await adapter.restore(u, point, { ...c, runId: 'run-fast-4' });
     expect(fourth.notes.join('\n')).toMatch(scannedNote);
     expect(await h.rowsOf('cw_fast')).toEqual(captured);
+    await adapter.release(u, point, c);
+  });
+
+  it('a row that does not read back as its pre-image (a BEFORE trigger left firing rewrites it) fails the restore, which writes nothing', async () => {
+    await h.sql.query(`CREATE TABLE cw_stamp (id int PRIMARY KEY, v text, touched text)`);
+    await h.sql.query(`INSERT INTO cw_stamp SELECT g, 'v' || g, 'original' FROM generate_series(1, 50) g`);
+    const u = h.unit({ id: 'stamp', table: 'cw_stamp', capture: 'copy-on-write' });
+    const c = h.ctx('d-stamp');
+    const point = await adapter.capture(u, c);
+    await h.sql.query(`UPDATE cw_stamp SET v = 'bad' WHERE id <= 5`);
+    await h.sql.query(`CREATE FUNCTION cw_stamp_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.touched := 'stamped'; RETURN NEW; END $$`);
+    await h.sql.query(`CREATE TRIGGER cw_stamp_touch BEFORE UPDATE ON cw_stamp FOR EACH ROW EXECUTE FUNCTION cw_stamp_fn()`);
+    const bad = await h.rowsOf('cw_stamp');
+    const err = await createPostgresTableAdapter({ triggers: 'fire' })
+      .restore(u, point, { ...c, runId: 'run-stamp' })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VerificationFailedError);
+    expect((err as Error).message).toMatch(/5 overwritten and 0 re-inserted row\(s\) do not read back as their pre-image.*rolled back; nothing was written/);
+    expect(await h.rowsOf('cw_stamp')).toEqual(bad);
+    // With user triggers off for the restore (the default), the same restore goes through.
+    await adapter.restore(u, point, { ...c, runId: 'run-stamp-2' });
+    expect(await one<string>(`SELECT count(*)::text FROM cw_stamp WHERE v = 'bad' OR touched <> 'original'`)).toBe('0');
     await adapter.release(u, point, c);
   });
 

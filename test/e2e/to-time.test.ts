@@ -59,14 +59,15 @@ describe('rollback --to a time, no restore point taken (state machine, handlers,
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr, args.join(' ')).toMatch(message);
     }
-    // raw's consumers are PostgreSQL tables: they cannot be resolved from a history by this adapter set, so --to with
-    // the cascade is refused by the plan, naming them, before any point is written.
+    // raw's consumers are PostgreSQL tables: a table is resolved from a point-in-time restore of the RDS instance or
+    // cluster its connection names, and this manifest's connection names none, so --to with the cascade is refused by
+    // the plan, naming the unit and the fix, before anything is restored.
     const r = await s.cli('rollback', s.manifestPath, '--to', at, '--units', 'raw', '--yes', '--local', '--json');
     expect(r.code).toBe(2);
     const out = JSON.parse(r.stdout) as RollbackJson;
-    expect(out.error).toBe('InputError');
-    expect(out.cause).toContain('unit "staging" (postgres-table)');
-    expect(out.cause).toContain('unit "mart" (postgres-table)');
+    expect(out.error).toBe('PreflightError');
+    expect(out.cause).toMatch(/postgres-table unit "(staging|mart)": a rollback to a time reads the table from a point-in-time restore/);
+    expect(out.cause).toMatch(/connection "\S+" does not name one\. Add "rds"/);
     expect(await s.versionCounts()).toEqual(versions);
   });
 

@@ -3,7 +3,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type HandlerName } from '../../infra/constructs/handlers.ts';
-import { RDS_CAPTURE_ACTIONS, RDS_READ_ACTIONS, RDS_RESTORE_ACTIONS } from '../../infra/constructs/rds-access.ts';
+import { PITR_COPY_TAG, RDS_CAPTURE_ACTIONS, RDS_PITR_COPY_REMOVE_ACTIONS, RDS_READ_ACTIONS, RDS_RESTORE_ACTIONS } from '../../infra/constructs/rds-access.ts';
 import { buildEtlRollbackApp, readContext } from '../../infra/etl-rollback-app.ts';
 import type { EtlRollbackStack } from '../../infra/stack.ts';
 import { asArray, logicalId, testApp, type Json } from '../support/template.ts';
@@ -68,7 +68,8 @@ describe('RDS access', () => {
   it('restores and renames: only the restore handler; no handler but release may delete anything in RDS', () => {
     // The release handler's ReleaseRds statement (delete snapshots and kept originals) is tested in test/infra/release.test.ts;
     // a drill's copies (restored, then deleted, by name <id>-drill-* and tag only) in test/infra/drill.test.ts.
-    const drill = (s: { statement: { Sid?: string } }) => /^DrillRds/.test(s.statement.Sid ?? '');
+    // The restore's own deletes of temporary point-in-time copies are tested below.
+    const drill = (s: { statement: { Sid?: string } }) => /^DrillRds|^RdsRemovePointInTimeCopies$/.test(s.statement.Sid ?? '');
     const writes = rdsStatements(template).filter((s) => s.statement.Sid !== 'ReleaseRds' && !drill(s) && asArray(s.statement.Action).some((a) => /Restore|Modify|CreateDBInstance/.test(a)));
     expect(new Set(writes.flatMap((w) => w.roles))).toEqual(new Set(roles(['restore-unit'])));
     const main = writes.find((w) => w.statement.Sid === 'RdsRestore')!;
@@ -80,6 +81,15 @@ describe('RDS access', () => {
       expect(asArray(statement.Action).filter((a) => /Delete|\*/.test(a))).toEqual([]);
       expect(resources).not.toContain('*');
     }
+  });
+
+  it('the restore handler may delete only temporary point-in-time copies: by their -pitr- names and the tag that proves them ours', () => {
+    const removes = rdsStatements(template).filter((s) => s.statement.Sid === 'RdsRemovePointInTimeCopies');
+    expect(removes).toHaveLength(1);
+    expect(removes[0]!.roles).toEqual(roles(['restore-unit']));
+    expect(asArray(removes[0]!.statement.Action).sort()).toEqual([...RDS_PITR_COPY_REMOVE_ACTIONS].sort());
+    expect(removes[0]!.resources.every((r) => /:(db:(orders-db|warehouse)|cluster:warehouse)-pitr-\*/.test(r))).toBe(true);
+    expect((removes[0]!.statement as unknown as { Condition: Json }).Condition).toEqual({ StringEquals: { [`aws:ResourceTag/${PITR_COPY_TAG}`]: 'pitr' } });
   });
 
   it('cdk-nag stays clean: each RDS wildcard is acknowledged with its reason, nothing else', () => {

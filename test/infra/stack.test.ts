@@ -145,11 +145,13 @@ describe('EtlRollbackStack', () => {
           'request-approval',
           'pause-triggers',
           'check-cancel',
+          'freeze-stage',
           'restore-unit',
           'restore-shard',
           'verify-stage',
           'prepare-replay',
           'record-replay',
+          'lift-freezes',
           'resume-triggers',
           'finish-run',
           'release-lock',
@@ -249,6 +251,10 @@ describe('EtlRollbackStack', () => {
           ...(NOTIFYING.includes(spec.name)
             ? { ETL_ROLLBACK_TOPIC_ARN: { Ref: logicalId(stack.notifications.topic) }, ETL_ROLLBACK_EVENT_BUS: 'default' }
             : {}),
+          // The freezing function: the restore roles its bucket policy statement excepts.
+          ...(spec.name === 'freeze-stage'
+            ? { ETL_ROLLBACK_FREEZE_PRINCIPAL_ARNS: { 'Fn::Join': [',', (['restore-unit', 'restore-shard', 'verify-stage'] as const).map((n) => getAtt(stack.handlers.byName(n).role))] } }
+            : {}),
         });
         const logGroupRef = (props.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
         expect(logGroups[logGroupRef]!.Properties.RetentionInDays).toBeGreaterThan(0);
@@ -311,7 +317,12 @@ describe('EtlRollbackStack', () => {
       const drill = all.filter((g) => g.statement.Sid === 'DrillDatabaseSecrets');
       expect(drill.flatMap((g) => g.roles).sort()).toEqual(roleIds(stack, DRILL_READERS));
       for (const g of drill) expect([g.statement.Action, g.statement.Resource]).toEqual(['secretsmanager:GetSecretValue', SECRET_ARN]);
-      const grants = all.filter((g) => g.statement.Sid !== 'DrillDatabaseSecrets');
+      // The write freeze's handlers revoke and grant back table privileges through the same secrets.
+      const freeze = all.filter((g) => g.statement.Sid === 'FreezeDatabaseSecrets');
+      // (and the stopped-run cleanup, which lifts the freezes of an execution stopped at once)
+      expect(freeze.flatMap((g) => g.roles).sort()).toEqual([...roleIds(stack, ['freeze-stage', 'lift-freezes']), expect.stringMatching(/^StoppedRunsRole/)]);
+      for (const g of freeze) expect(asArray(g.statement.Resource)).toEqual([SECRET_ARN]);
+      const grants = all.filter((g) => g.statement.Sid !== 'DrillDatabaseSecrets' && g.statement.Sid !== 'FreezeDatabaseSecrets');
       expect(grants).toHaveLength(1);
       expect(asArray(grants[0]!.statement.Action)).toEqual(['secretsmanager:GetSecretValue']);
       expect(asArray(grants[0]!.statement.Resource)).toEqual([SECRET_ARN]);

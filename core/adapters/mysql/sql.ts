@@ -3,6 +3,7 @@ import { PreflightError } from '../../errors.ts';
 import { tableNameParts, type MysqlTableUnit } from '../../manifest/schema.ts';
 import type { AdapterContext, Check } from '../types.ts';
 import { nameHash, readablePart } from '../table-names.ts';
+import type { PointInTimeSource } from '../rds/temporary-copy.ts';
 
 /**
  * What the mysql-table adapter's two capture modes share (core/adapters/mysql-table.ts: shadow copies;
@@ -58,8 +59,14 @@ export type MysqlTableDetails = {
    * older points. A schema restore puts them back along with the columns.
    */
   indexes?: string[];
-  /** How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. */
-  capture?: 'copy' | 'copy-on-write';
+  /**
+   * How the point was taken; absent means `copy`. For `copy-on-write`, `shadowTable` names the undo table. For
+   * `point-in-time` (a `--to` rollback), `shadowTable` names the copy the restore fills with the rows at T read from a
+   * point-in-time copy of the database, then restores from as a `copy` point.
+   */
+  capture?: 'copy' | 'copy-on-write' | 'point-in-time';
+  /** Set with `capture: 'point-in-time'`: the RDS instance or cluster and the time the rows are read at. */
+  pointInTime?: PointInTimeSource;
 };
 
 /** Metadata of a sealed point, kept as JSON in `etl_rollback.restore_points.meta`. */

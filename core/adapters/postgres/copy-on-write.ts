@@ -52,9 +52,9 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  *    count minus the recorded pre-images in scope: a delete the triggers did not see;
  * 4. after the writes, the table is not the capture (the end-to-end check). With 2 and 3 passed, the rows the log does
  *    not name are as captured, so the table is the capture exactly when every logged pre-image is the live row at its
- *    key, and no other logged key has a row: one pass over the log compares that, at the cost of the rows restored.
- *    Without that (a capture older than 2^31 transactions, or after a schema restore) the whole scope is counted and
- *    summed against the capture's.
+ *    key, and no other logged key has a row: the writes make that so statement by statement, and each row written is
+ *    compared, as written, with its pre-image, at the cost of the rows restored. Without that (a capture older than
+ *    2^31 transactions, or after a schema restore) the whole scope is counted and summed against the capture's.
  * 2 and 3 read the whole table, so they run only when the catalog cannot prove them. Each trigger's pg_trigger row and
  * the function's pg_proc row get a new version (a new xmin) whenever anything disables, re-enables, replaces or drops
  * them, even for a moment, and TRUNCATE or a rewrite gives the table a new relfilenode. When all of them are exactly
@@ -658,7 +658,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
         const insertMissing = (ws: ReturnType<typeof writeSql>) =>
           `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${ws.missing}`;
         let keptAt: string | undefined;
+        const names = p.meta.columns.map((c) => c.name);
         let rows: { rowsDeleted: number; rowsUpdated: number; rowsInserted: number; rowsQuarantined: number };
+        /** The rows the fused writes wrote, and how many of them equal their pre-image. */
+        let written: { updated: { n: number; same: number }; inserted: { n: number; same: number } } | undefined;
         if (p.schema.changes.length === 0) {
           // The usual case, three statements over the logged keys. Each row that goes or is overwritten is kept in the
           // quarantine by the statement that replaces it (a data-modifying CTE: the DELETE's RETURNING, and for the
@@ -674,20 +677,34 @@ export function copyOnWrite(parts: CowAdapterParts) {
             `WITH gone AS (DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove} RETURNING ${cols(all, 'l')})
              INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM gone`,
           );
-          const rowsUpdated =
+          // Each row written is compared, as written (after any trigger or generated column), with its pre-image in the
+          // text the checksum hashes: the UPDATE's RETURNING sees the new row beside the undo row, the INSERT's is
+          // joined back to the log. See the end-to-end check below.
+          const same = ident('etl_rollback$same');
+          const counted = async (sql: string) => {
+            const { rows: r } = await client.query<{ n: string; same: string }>(sql);
+            return { n: Number(r[0]?.n ?? 0), same: Number(r[0]?.same ?? 0) };
+          };
+          const updated =
             p.update.length === 0
-              ? 0
-              : await rowCount(
+              ? { n: 0, same: 0 }
+              : await counted(
                   `WITH changed AS (UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS o ON ${keyMatch(p.meta.primaryKey, 'o', 'u')}
-                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')})
-                   INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM changed`,
+                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')}, ${rowText(names, 'l')} = ${rowText(names, 'u')} AS ${same}),
+                        kept AS (INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM changed)
+                   SELECT count(*)::text AS n, count(*) FILTER (WHERE ${same})::text AS same FROM changed`,
                 );
-          const rowsInserted = await rowCount(insertMissing(ws));
+          const inserted = await counted(
+            `WITH ins AS (${insertMissing(ws)} RETURNING ${cols(names)})
+             SELECT count(*)::text AS n, count(*) FILTER (WHERE ${rowText(names, 'ins')} = ${rowText(names, 'u')})::text AS same
+               FROM ins JOIN ${p.undo.sql} AS u ON ${keyMatch(p.meta.primaryKey, 'ins', 'u')}`,
+          );
+          written = { updated, inserted };
           await resumeUserTriggers(client, saved);
           await resetSequences(client, sequences);
-          rows = { rowsDeleted, rowsUpdated, rowsInserted, rowsQuarantined: rowsDeleted + rowsUpdated };
+          rows = { rowsDeleted, rowsUpdated: updated.n, rowsInserted: inserted.n, rowsQuarantined: rowsDeleted + updated.n };
           // Nothing replaced (a rerun over a restored table): no quarantine table of this run is left behind.
-          if (rowsDeleted + rowsUpdated === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
+          if (rowsDeleted + updated.n === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
           else keptAt = q.display;
         } else {
           // The schema is put back too: keep what is about to be deleted or overwritten first, under the live columns,
@@ -719,30 +736,23 @@ export function copyOnWrite(parts: CowAdapterParts) {
         const { rowsDeleted, rowsUpdated, rowsInserted, rowsQuarantined } = rows;
 
         // The end-to-end check: commit only a table equal to the capture. When the untouched rows are proven as
-        // captured (the triggers intact by the catalog, or the pass over the table), the table equals the capture
-        // exactly when every logged pre-image in scope is now the live row at its key, byte for byte in the text the
-        // checksum hashes, and no other logged key has a live row in scope: one pass over the log compares that, at
-        // the cost of the rows restored. Otherwise (no proof, or a schema restore) the whole scope is counted and
-        // summed. Either way the stage's gate then counts and sums the whole scope again, as for every unit.
-        const names = p.meta.columns.map((c) => c.name);
+        // captured (the triggers intact by the catalog, or the pass over the table), the table is the capture exactly
+        // when every logged key in scope holds its pre-image and no other logged key holds a row in scope. The three
+        // statements make that so by construction, within one statement each and under the lock: the DELETE removes
+        // every row at a logged key that must go; the UPDATE overwrites every row whose text differs from its
+        // pre-image (so the rows it leaves are equal, compared in that same statement); the INSERT adds every missing
+        // one. What remains to prove is that each row written reads back as its pre-image — a BEFORE trigger left
+        // firing, a generated column, a type whose text does not survive the round trip would show here — and that is
+        // compared for every row as it is written, at the cost of the rows restored. Otherwise (no proof, or a schema
+        // restore) the whole scope is counted and summed. Either way the stage's gate then counts and sums the whole
+        // scope again, as for every unit.
         let now: { count: number; checksum: string };
-        if (p.untouchedProven) {
-          const present = `l.${ident(p.meta.primaryKey[0]!)} IS NOT NULL AND ${p.inScope('l')}`;
-          const wanted = `u.${ident(KIND)} = 'p' AND ${p.inScope('u')}`;
-          const { rows: cmp } = await client.query<{ want: string; same: string; extra: string }>(
-            `SELECT count(*) FILTER (WHERE ${wanted})::text AS want,
-                    count(*) FILTER (WHERE ${wanted} AND ${present} AND ${rowText(names, 'l')} = ${rowText(names, 'u')})::text AS same,
-                    count(*) FILTER (WHERE ${present} AND NOT (${wanted}))::text AS extra
-               FROM ${p.undo.sql} AS u LEFT JOIN ${p.live.sql} AS l ON ${keyMatch(p.meta.primaryKey, 'u', 'l')}`,
-          );
-          const want = Number(cmp[0]?.want ?? 0);
-          const same = Number(cmp[0]?.same ?? 0);
-          const extra = Number(cmp[0]?.extra ?? 0);
-          const untouched = p.meta.count - p.recorded.preImagesInScope;
+        if (p.untouchedProven && written) {
+          const bad = written.updated.n - written.updated.same + (written.inserted.n - written.inserted.same);
           now =
-            same === want && extra === 0
+            bad === 0
               ? { count: p.meta.count, checksum: p.meta.checksum }
-              : { count: untouched + same + extra, checksum: `not the capture's: ${want - same} logged row(s) differ from their pre-image, ${extra} row(s) at logged keys should not be there` };
+              : { count: p.meta.count, checksum: `not the capture's: ${written.updated.n - written.updated.same} overwritten and ${written.inserted.n - written.inserted.same} re-inserted row(s) do not read back as their pre-image` };
         } else {
           now = await countAndChecksum(client, p.scope.select(names), names);
         }

@@ -6,6 +6,7 @@ import { StateStore } from '../../runtime/state-store.ts';
 import type { Unit } from '../../manifest/schema.ts';
 import type { AdapterContext, CaptureResult, Changes, Check, Diff, Outcome, Pending, RestorePoint, UnitAdapter } from '../types.ts';
 import { derivedIdentifier, pointKey, runShort, snapshotIdentifier, TAG, type Tags } from './names.ts';
+import { checkInWindow, isoUtc, type RestorableWindow } from './window.ts';
 
 /**
  * The shared life of an RDS instance or Aurora cluster unit. Every call does at most one mutating RDS call, then
@@ -13,6 +14,8 @@ import { derivedIdentifier, pointKey, runShort, snapshotIdentifier, TAG, type Ta
  * (describe), so a call may fail, be retried or be resumed by a later run at any point.
  *
  *   capture:  CreateDB(Cluster)Snapshot `etlrb-<pipeline>-<deployment>-<unit>` → pending until `available` → point
+ *   asOf:     (a `--to` rollback, no snapshot) the time checked against the restorable window → a point whose restore
+ *             is a point-in-time restore to that time; everything after the restored copy is made is the same
  *   restore:  restore snapshot (or point in time) to `<id>-restored-<run>` → wait → [cluster: writer instance → wait]
  *             → rename `<id>` to `<id>-pre-rollback-<run>` (deletion protection on) → wait → rename the restored
  *             one to `<id>` → wait → done
@@ -79,14 +82,22 @@ export interface RdsKind<S extends RdsSettings> {
   remove(rds: RDSClient, resource: RdsResource, log: AdapterContext['log']): Promise<void>;
   /** The live settings compared with the point's, for verify. */
   compare(expected: S, live: S): Check[];
+  /** The span of times a point-in-time restore can reach (rds/window.ts); undefined: no such resource. */
+  window(rds: RDSClient, id: string): Promise<RestorableWindow | undefined>;
 }
 
 export interface RdsDetails<S> {
   /** The instance or cluster identifier, as in the manifest (lowercase, as RDS stores it). */
   identifier: string;
+  /** Empty for a point-in-time point. */
   snapshotId: string;
   snapshotArn: string;
   settings: S;
+  /**
+   * Set on a point made by `asOf` (a `--to` rollback): restore to this time (ISO-8601 UTC) from the automated backups,
+   * never from a snapshot. Equal to the point's `capturedAt`.
+   */
+  pointInTime?: string;
 }
 
 /** Which run's names a restore of this point uses; written before the first mutation. */
@@ -220,6 +231,7 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
   }
 
   async function snapshotSource(point: RestorePoint<RdsDetails<S>>, ctx: AdapterContext): Promise<RestoreSource | undefined> {
+    if (point.details.pointInTime !== undefined || !point.details.snapshotId) return undefined;
     const snapshot = await kind.describeSnapshot(ctx.rds, point.details.snapshotId);
     return snapshot?.status === 'available' ? { kind: 'snapshot', snapshotId: snapshot.id } : undefined;
   }
@@ -275,7 +287,8 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       if (kept && !live) return outcome([], { pending: pending(`waiting for ${swap.restoredId} to appear as ${id}`) });
       let source = await snapshotSource(point, ctx);
       if (!source) {
-        // The snapshot is gone: point-in-time restore to the moment of capture, from the original's backups.
+        // A point-in-time point, or the snapshot is gone: point-in-time restore to the point's time (for a snapshot
+        // point, the moment of capture), from the original's backups.
         const original = live && live.id === id && (await kind.settings(ctx.rds, id)).resourceId === point.details.settings.resourceId;
         source = original
           ? { kind: 'pitr', time: point.capturedAt, sourceId: id }
@@ -335,7 +348,11 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     const restoredId = derivedIdentifier(id, `restored-${short}`);
     const keptId = derivedIdentifier(id, `pre-rollback-${short}`);
     const source = await snapshotSource(point, ctx);
-    const from = source ? `snapshot ${point.details.snapshotId}` : `point-in-time restore to ${point.capturedAt} (snapshot ${point.details.snapshotId} is missing)`;
+    const from = source
+      ? `snapshot ${point.details.snapshotId}`
+      : point.details.pointInTime !== undefined
+        ? `point-in-time restore to ${point.details.pointInTime}`
+        : `point-in-time restore to ${point.capturedAt} (snapshot ${point.details.snapshotId} is missing)`;
     const changes: Changes = {
       [source ? `${kind.counter}RestoredFromSnapshot` : `${kind.counter}RestoredToPointInTime`]: 1,
       [`${kind.counter}Renamed`]: live ? 2 : 1,
@@ -357,11 +374,12 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     checks.push({ name: 'status', ok: live.status === 'available', expected: 'available', actual: live.status });
     const fromSnapshot = `snapshot:${point.details.snapshotId}`;
     const fromPitr = `pitr:${point.capturedAt}`;
+    const accepted = point.details.pointInTime !== undefined ? [fromPitr] : [fromSnapshot, fromPitr];
     const actualSource = live.tags[TAG.restoredFrom] ?? 'not restored by etl-rollback';
     checks.push({
       name: 'restoredFrom',
-      ok: live.tags[TAG.point] === pointKey(pointIds(unit, ctx)) && (actualSource === fromSnapshot || actualSource === fromPitr),
-      expected: `${fromSnapshot} or ${fromPitr}`,
+      ok: live.tags[TAG.point] === pointKey(pointIds(unit, ctx)) && accepted.includes(actualSource),
+      expected: accepted.join(' or '),
       actual: actualSource,
     });
     checks.push(...kind.compare(point.details.settings, await kind.settings(ctx.rds, id)));
@@ -370,7 +388,7 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
 
   async function release(unit: U, point: RestorePoint<RdsDetails<S>>, ctx: AdapterContext): Promise<void> {
     const key = pointKey(pointIds(unit, ctx));
-    const snapshot = await kind.describeSnapshot(ctx.rds, point.details.snapshotId);
+    const snapshot = point.details.snapshotId ? await kind.describeSnapshot(ctx.rds, point.details.snapshotId) : undefined;
     if (snapshot && snapshot.tags[TAG.point] === key) {
       await kind.deleteSnapshot(ctx.rds, snapshot.id);
       ctx.log.info('rds snapshot deleted', { unitId: unit.id, snapshotId: snapshot.id });
@@ -386,7 +404,29 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     }
   }
 
-  return { type, maxPolls: RDS_MAX_POLLS, capture, diff, restore, verify, release };
+  /**
+   * A `--to` rollback's point: no snapshot was taken before the deploy, so the restore reads the automated backups at
+   * `at`. Checked against the restorable window now (plan time), refused outside it with the window named. Count and
+   * checksum are as a snapshot point's: one database image, identified by the source, its resource id and the time.
+   */
+  async function asOf(unit: U, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<RdsDetails<S>>; shows: string[] }> {
+    const id = idOf(unit);
+    const window = await kind.window(ctx.rds, id);
+    if (!window) throw new PreflightError(`${type} unit "${unit.id}": there is no ${kind.noun} "${id}" to restore to a point in time`);
+    checkInWindow(`${type} unit "${unit.id}" (${kind.noun} ${id})`, at, window);
+    const settings = await kind.settings(ctx.rds, id);
+    const time = isoUtc(at);
+    const checksum = createHash('sha256').update(JSON.stringify(['pitr', id, time, settings.resourceId ?? ''])).digest('hex');
+    return {
+      point: { unitId: unit.id, type, capturedAt: time, count: 1, checksum, details: { identifier: id, snapshotId: '', snapshotArn: '', settings, pointInTime: time } },
+      shows: [
+        `${kind.noun} ${id}: point-in-time restore to ${time} (restorable window [${isoUtc(window.earliest)}, ${isoUtc(window.latest)}]), ` +
+          `then the rename swap (the current one kept as ${id}-pre-rollback-<run>)`,
+      ],
+    };
+  }
+
+  return { type, maxPolls: RDS_MAX_POLLS, capture, diff, restore, verify, release, asOf };
 }
 
 function ownTagsOf(settings: RdsSettings): Tags {
