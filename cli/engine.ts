@@ -6,7 +6,8 @@ import type { RunReport } from '../core/report/report.ts';
 /** Where executions run: in this process (local) or in AWS Step Functions (remote). Same inputs, same outputs. */
 export interface Engine {
   snapshot(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
-  rollback(manifest: Manifest, args: RollbackArgs): Promise<ExecutionResult>;
+  /** A rollback; an undo (`args.undo`) names only the pipeline, not a manifest file. */
+  rollback(manifest: Pick<Manifest, 'pipeline'>, args: RollbackArgs): Promise<ExecutionResult>;
   /** A rollback drill into scratch targets (statemachines/drill.asl.json). */
   drill(manifest: Manifest, args: SnapshotArgs): Promise<ExecutionResult>;
 }
@@ -32,10 +33,12 @@ export interface SnapshotArgs {
 }
 
 export interface RollbackArgs extends Omit<SnapshotArgs, 'deploymentId'> {
-  /** The deployment whose restore points to go back to; exactly one of this and `toTime`. */
+  /** The deployment whose restore points to go back to; exactly one of this, `toTime` and `undo`. */
   deploymentId?: string;
   /** Roll back to the state at this ISO-8601 UTC time (a derived deployment `at-…`); the manifest is sent with it. */
   toTime?: string;
+  /** The run to undo (`etl-rollback undo <run>`): the machine rolls back to the derived deployment `undo-<run>`. */
+  undo?: string;
   units?: string[];
   cascade: boolean;
   dryRun: boolean;
@@ -62,11 +65,11 @@ export function defaultRunName(kind: string, pipeline: string, deploymentId: str
 }
 
 /** The rollback machine's input, exactly as a console user would type it; the CLI's runs are `manual`. */
-export function rollbackInput(manifest: Manifest, args: RollbackArgs): Record<string, unknown> {
+export function rollbackInput(manifest: Pick<Manifest, 'pipeline'>, args: RollbackArgs): Record<string, unknown> {
   return {
     pipeline: manifest.pipeline,
-    ...(args.toTime !== undefined ? { toTime: args.toTime, manifest } : { deploymentId: args.deploymentId }),
-    ...(args.resume ? { resume: args.resume } : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
+    ...(args.undo !== undefined ? { undo: args.undo } : args.toTime !== undefined ? { toTime: args.toTime, manifest } : { deploymentId: args.deploymentId }),
+    ...(args.resume ? { resume: args.resume } : args.undo !== undefined ? {} : { ...(args.units ? { units: args.units } : {}), cascade: args.cascade }),
     dryRun: args.dryRun,
     reason: args.reason,
     requestedBy: args.requestedBy,

@@ -77,6 +77,19 @@ async function engineFor(local: boolean, opts: EngineOptions, io: Io): Promise<E
   return remoteEngine(opts, io);
 }
 
+/** The pipeline of a run, from the ledger (the CLI's `undo <run>` names only the run). Unknown run: bad input. */
+async function pipelineOfRun(runId: string, ledgerTable: string | undefined): Promise<string> {
+  const [{ DynamoDBClient }, { Ledger }, { readRuntimeConfig }] = await Promise.all([
+    import('@aws-sdk/client-dynamodb'),
+    import('../core/ledger/ledger.ts'),
+    import('../core/runtime/config.ts'),
+  ]);
+  const table = ledgerTable ?? readRuntimeConfig().ledgerTable;
+  const run = await new Ledger(new DynamoDBClient({}), table).getRun(runId);
+  if (!run) throw new InputError(`undo ${runId}: there is no such run in the ledger (table ${table})`);
+  return run.pipeline;
+}
+
 function exitForExecution(result: ExecutionResult): number {
   if (result.status === 'SUCCEEDED') return EXIT.ok;
   return EXIT_BY_NAME[result.error] ?? EXIT.failed;
@@ -99,6 +112,20 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .addOption(new Option('--audit-bucket <name>', 'audit S3 bucket for reports (with --local: created with Object Lock if missing)').env('ETL_ROLLBACK_AUDIT_BUCKET'))
       .addOption(new Option('--requested-by <who>', 'who asks (recorded in the audit trail)').env('USER'))
       .option('--reason <text>', 'why (recorded in the audit trail)', '');
+
+  /** A rollback's (or undo's) result: its report, and why it stopped if it did; the exit code from the error's name. */
+  const printRun = (result: ExecutionResult, json: boolean, kind: 'rollback' | 'undo') => {
+    const report = result.status === 'SUCCEEDED' ? (result.output as RunReport) : result.report;
+    if (json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));
+    else {
+      if (report) io.out(renderReport(report));
+      if (result.status === 'FAILED') {
+        const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : result.error === 'RunCancelled' ? 'cancelled' : 'failed';
+        io.err(`${kind} ${what}: ${result.error}: ${result.cause}`);
+      }
+    }
+    setExit(exitForExecution(result));
+  };
 
   program
     .command('validate')
@@ -222,16 +249,41 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
         // A resumed run is a new run: a new execution name, its run records the one it resumes.
         name: defaultRunName(opts.dryRun ? 'dryrun' : opts.resume !== undefined ? 'resume' : 'rollback', manifest.pipeline, target),
       });
-      const report = result.status === 'SUCCEEDED' ? (result.output as RunReport) : result.report;
-      if (opts.json) io.out(JSON.stringify({ status: result.status, ...(result.status === 'FAILED' ? { error: result.error, cause: result.cause } : {}), report }, null, 2));
-      else {
-        if (report) io.out(renderReport(report));
-        if (result.status === 'FAILED') {
-          const what = result.error === 'LockHeldError' ? 'refused' : result.error.startsWith('Approval') ? 'not approved' : result.error === 'RunCancelled' ? 'cancelled' : 'failed';
-          io.err(`rollback ${what}: ${result.error}: ${result.cause}`);
-        }
-      }
-      setExit(exitForExecution(result));
+      printRun(result, opts.json, 'rollback');
+    },
+  );
+
+  engineOptions(
+    program
+      .command('undo')
+      .description('put back the state a rollback run replaced, through the same staged rollback; an undo is itself undoable')
+      .argument('<run>', 'the run id of the rollback (or undo) to undo')
+      .option('--pipeline <name>', 'the pipeline of the run (default: read from the ledger)')
+      .option('--dry-run', 'print what would be put back; change nothing', false)
+      .option('--urgent', 'start now even outside the manifest\'s maintenance windows (approval is still asked for)', false)
+      .option('--resume <run>', 'resume a failed undo of the same run: its stages again, the units it verified skipped')
+      .addOption(new Option('--state-machine-arn <arn>', 'deployed rollback state machine').env('ETL_ROLLBACK_ROLLBACK_STATE_MACHINE_ARN')),
+  ).action(
+    async (
+      runId: string,
+      opts: { pipeline?: string; dryRun: boolean; urgent: boolean; resume?: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string },
+    ) => {
+      const engine = await engineFor(opts.local, { ...opts, rollbackArn: opts.stateMachineArn }, io);
+      const pipeline = opts.pipeline ?? (await pipelineOfRun(runId, opts.ledgerTable));
+      const result = await engine.rollback(
+        { pipeline },
+        {
+          undo: runId,
+          cascade: true,
+          dryRun: opts.dryRun,
+          urgent: opts.urgent,
+          ...(opts.resume !== undefined ? { resume: opts.resume } : {}),
+          requestedBy: opts.requestedBy ?? currentUser(),
+          reason: opts.reason,
+          name: defaultRunName(opts.dryRun ? 'undo-dryrun' : 'undo', pipeline, runId),
+        },
+      );
+      printRun(result, opts.json, 'undo');
     },
   );
 

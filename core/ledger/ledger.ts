@@ -52,6 +52,10 @@ export interface Deployment {
   requestedBy?: string;
   reason?: string;
   error?: ErrorSummary;
+  /**
+   * Set on a derived deployment: one made at plan time, without a capture before a deploy, from a point in time
+   * (`at-<time>`) or from what a run replaced (`undo-<runId>`, core/workflow/undo.ts). Absent on deploys.
+   */
   origin?: { kind: 'time'; at: string } | { kind: 'undo'; runId: string };
 }
 

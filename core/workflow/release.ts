@@ -72,6 +72,14 @@ async function retentionDaysOf(deps: WorkflowDeps, d: Deployment): Promise<numbe
 async function refusal(deps: WorkflowDeps, d: Deployment, runs: RunIndexEntry[]): Promise<{ code: SkipCode; reason: string } | undefined> {
   if (d.status === 'ROLLBACK_FAILED') return { code: 'ROLLBACK_FAILED', reason: 'its latest rollback failed or stopped part-way: the restore point is the way back' };
   if (!RELEASABLE.includes(d.status)) return { code: 'IN_PROGRESS', reason: `it is ${d.status}` };
+  // An undo record (core/workflow/undo.ts) of a run that stopped part-way is the way back from that run, as the restore
+  // point of a deployment whose rollback failed is: kept, for the same reason.
+  if (d.origin?.kind === 'undo') {
+    const source = await deps.ledger.getRun(d.origin.runId);
+    if (source?.status === 'FAILED' || source?.status === 'CANCELLED') {
+      return { code: 'LAST_RUN_FAILED', reason: `it holds what run ${source.runId} replaced, and that run stopped part-way (${source.status}): undo ${source.runId} is the way back` };
+    }
+  }
   const lock = await deps.ledger.getLock(d.pipeline);
   // The lock is about the present: compared with the real clock, even when releasing as of another time (--now).
   if (lock && lock.expiresAt * 1000 > deps.now().getTime()) return { code: 'LOCKED', reason: `pipeline "${d.pipeline}" is locked by ${lock.holder} (since ${lock.acquiredAt})` };
@@ -94,7 +102,8 @@ export async function listExpiredDeployments(deps: WorkflowDeps, input: { now?: 
   const pipelines: PipelineFreshness[] = [];
   let kept = 0;
   for (const [pipeline, deployments] of [...byPipeline].sort(([a], [b]) => a.localeCompare(b))) {
-    const sealed = deployments.filter((d) => SEALED.includes(d.status)).map((d) => d.createdAt).sort();
+    // Freshness is about deploys: a derived deployment (an undo's record) is no restore point taken before a deploy.
+    const sealed = deployments.filter((d) => SEALED.includes(d.status) && d.origin === undefined).map((d) => d.createdAt).sort();
     const last = sealed[sealed.length - 1];
     pipelines.push({ pipeline, ...(last ? { lastRestorePointAt: last, secondsSinceLastRestorePoint: Math.max(0, Math.round((now.getTime() - Date.parse(last)) / 1000)) } : {}) });
     const runs = await deps.ledger.listRunIndex(pipeline);

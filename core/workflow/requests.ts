@@ -42,7 +42,7 @@ export const utcTime = z
 export const rollbackRequestSchema = z
   .strictObject({
     pipeline,
-    /** The deployment whose restore points to go back to. Exactly one of `deploymentId` and `toTime`. */
+    /** The deployment whose restore points to go back to. Exactly one of `deploymentId`, `toTime` and `undo`. */
     deploymentId: id.optional(),
     /**
      * Roll back to the state at this time (ISO-8601 UTC), from the services' own history, when no restore point was
@@ -51,6 +51,12 @@ export const rollbackRequestSchema = z
     toTime: utcTime.optional(),
     /** With `toTime` only: the manifest the pipeline runs with (default: that of its latest deployment). */
     manifest: z.unknown().optional(),
+    /**
+     * Undo that run: put back what it replaced (core/workflow/undo.ts), through the same staged rollback of the derived
+     * deployment `undo-<run>`. Exactly one of `deploymentId`, `toTime` and `undo`; not with `units` or `cascade` (the
+     * units are those the run changed).
+     */
+    undo: id.optional(),
     /** Units to roll back (plus their consumers unless cascade is false). Default: every unit. Not with `resume`. */
     units: z.array(z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a unit id as in the manifest')).min(1).max(1000).optional(),
     /** Default true; not with `resume` (the resumed run's plan is taken as it was). */
@@ -65,11 +71,14 @@ export const rollbackRequestSchema = z
     trigger: runTriggerSchema.optional(),
   })
   .superRefine((r, ctx) => {
-    if ((r.deploymentId === undefined) === (r.toTime === undefined)) {
+    const given = [r.deploymentId, r.toTime, r.undo].filter((v) => v !== undefined).length;
+    if (given !== 1) {
       ctx.addIssue({
         code: 'custom',
-        path: r.deploymentId === undefined ? [] : ['toTime'],
-        message: 'give exactly one of "deploymentId" (roll back to its restore points) or "toTime" (roll back to the state at that time)',
+        path: r.deploymentId === undefined ? [] : r.toTime !== undefined ? ['toTime'] : ['deploymentId'],
+        message:
+          'give exactly one of "deploymentId" (roll back to its restore points), "toTime" (roll back to the state at that time) ' +
+          'or "undo" (put back what that run replaced)',
       });
     }
     if (r.manifest !== undefined && r.toTime === undefined) {
@@ -77,6 +86,13 @@ export const rollbackRequestSchema = z
     }
     if (r.resume !== undefined && r.toTime !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['toTime'], message: `cannot be given with "resume": resume run "${r.resume}" with the deployment it rolled back to` });
+    }
+    if (r.undo !== undefined) {
+      for (const field of ['units', 'cascade'] as const) {
+        if (r[field] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [field], message: `cannot be given with "undo": an undo puts back every unit run "${r.undo}" changed` });
+        }
+      }
     }
     if (r.resume === undefined) return;
     for (const field of ['units', 'cascade'] as const) {

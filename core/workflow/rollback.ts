@@ -17,6 +17,7 @@ import { renderRunbook } from '../report/runbook.ts';
 import { throughputFrom } from '../plan/throughput.ts';
 import type { Manifest } from '../manifest/schema.ts';
 import type { RestorePoint } from '../adapters/types.ts';
+import { prepareUndo, recordUndoPoint } from './undo.ts';
 import { checkCancel } from './cancel-request.ts';
 import { describeFreeze } from '../adapters/freeze/unit-freeze.ts';
 import { checkFrozenStage, freezesInPlace } from './freeze.ts';
@@ -58,9 +59,13 @@ interface RunIds {
 export async function planRun(deps: WorkflowDeps, input: { request: unknown; executionName: string }): Promise<PlannedRun> {
   const parsed = parseInput(rollbackRequestSchema, input.request, 'rollback request');
   // A time (`toTime`): the derived deployment `at-…` is made (or found) here, its points resolved from the services'
-  // history (core/workflow/as-of.ts); from here on the run is an ordinary rollback of that deployment.
-  const deploymentId = parsed.toTime !== undefined ? (await deriveDeploymentAt(deps, { ...parsed, toTime: parsed.toTime }, input.executionName)).deploymentId : parsed.deploymentId!;
-  const request = { ...parsed, deploymentId };
+  // history (core/workflow/as-of.ts). An undo (`undo`): the derived deployment `undo-<run>`, recorded by that run before
+  // it wrote (core/workflow/undo.ts), for the units it changed. From here on the run is an ordinary rollback.
+  const undo = parsed.undo !== undefined ? await prepareUndo(deps, { ...parsed, undo: parsed.undo }, input.executionName) : undefined;
+  const deploymentId =
+    undo?.deploymentId ??
+    (parsed.toTime !== undefined ? (await deriveDeploymentAt(deps, { ...parsed, toTime: parsed.toTime }, input.executionName)).deploymentId : parsed.deploymentId!);
+  const request = { ...parsed, deploymentId, ...(undo && parsed.resume === undefined ? { units: undo.units, cascade: false } : {}) };
   const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
   if (!ROLLBACKABLE.has(deployment.status)) {
     throw new RestorePointMissingError(
@@ -91,7 +96,7 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     requested: plan.requested,
     scope: plan.scope,
     stages,
-    reasons: plan.reasons,
+    reasons: undo ? { ...plan.reasons, ...undo.reasons } : plan.reasons,
     requestedBy: request.requestedBy,
     reason: request.reason,
     startedAt: deps.now().toISOString(),
@@ -211,8 +216,11 @@ async function writeReport(deps: WorkflowDeps, run: Run, steps: Step[]): Promise
 export async function describeChanges(deps: WorkflowDeps, ids: RunIds): Promise<RunReport> {
   const run = await deps.ledger.requireRun(ids.runId);
   const manifest = await deployedManifest(deps, run.pipeline, run.deploymentId);
-  // A rollback to a time: each unit's changes come after what it was resolved to, for confirmation.
-  const resolved = await resolutionOf(deps, await deps.ledger.requireDeployment(run.pipeline, run.deploymentId), run.runId);
+  // A derived deployment: each unit's changes come after what it was resolved to, for confirmation (a time: from the
+  // services' history; an undo: what the run recorded before it wrote, in the run's plan reasons).
+  const deployment = await deps.ledger.requireDeployment(run.pipeline, run.deploymentId);
+  const resolved = await resolutionOf(deps, deployment, run.runId);
+  if (deployment.origin?.kind === 'undo') for (const [unitId, reason] of Object.entries(run.reasons)) resolved.set(unitId, [reason]);
   const steps: Step[] = [];
   for (const stage of run.stages) {
     const diffs = await Promise.all(
@@ -279,10 +287,13 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const adapter = adapterFor(unit);
   const started = Date.now();
   const startedAt = deps.now().toISOString();
-  const outcome = await adapter.restore(unit, point, adapterContext(deps, manifest, ids)).catch(async (error: unknown) => {
-    await recordRestoreError(deps, ids, unit.type, startedAt, error);
-    throw error;
-  });
+  // What the restore is about to replace is recorded first (core/workflow/undo.ts): no undo record, no write.
+  const outcome = await recordUndoPoint(deps, manifest, ids)
+    .then(() => adapter.restore(unit, point, adapterContext(deps, manifest, ids)))
+    .catch(async (error: unknown) => {
+      await recordRestoreError(deps, ids, unit.type, startedAt, error);
+      throw error;
+    });
   const maxPolls = outcome.pending?.maxPolls ?? adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const previous = await deps.ledger.getStep(ids.runId, ids.stage, ids.unitId);
   const changes = addChanges(addChanges({}, previous?.changes ?? {}), outcome.changes);

@@ -109,7 +109,10 @@ export async function pipelineStatus(deps: InspectDeps, pipeline: string): Promi
   if (lock && lock.expiresAt * 1000 > now.getTime()) {
     status.lock = { holder: lock.holder, deploymentId: lock.deploymentId, acquiredAt: lock.acquiredAt, expiresAt: new Date(lock.expiresAt * 1000).toISOString() };
   }
-  const latest = deployments[0];
+  // Derived deployments (an undo's record, a time resolved) are not deploys: the latest deploy and the last restore point
+  // taken before one are what an on-call engineer asks for.
+  const deploys = deployments.filter((d) => d.origin === undefined);
+  const latest = deploys[0];
   if (latest) {
     const points = await deps.ledger.listRestorePoints(pipeline, latest.deploymentId);
     const release = latest.status === 'RELEASED' ? await deps.ledger.getReleaseRecord(pipeline, latest.deploymentId) : undefined;
@@ -125,7 +128,7 @@ export async function pipelineStatus(deps: InspectDeps, pipeline: string): Promi
     };
   }
   // The last restore point still usable: the newest deployment with sealed, unreleased restore points.
-  const usable = deployments.find((d) => ['READY', 'ROLLING_BACK', 'ROLLED_BACK', 'ROLLBACK_FAILED'].includes(d.status));
+  const usable = deploys.find((d) => ['READY', 'ROLLING_BACK', 'ROLLED_BACK', 'ROLLBACK_FAILED'].includes(d.status));
   if (usable) {
     const points = usable === latest ? status.latestDeployment!.restorePoints : await deps.ledger.listRestorePoints(pipeline, usable.deploymentId);
     const captured = points.map((p) => p.capturedAt).sort();
@@ -140,7 +143,8 @@ export async function pipelineStatus(deps: InspectDeps, pipeline: string): Promi
 export async function pipelineHistory(deps: InspectDeps, pipeline: string, limit = 20): Promise<HistoryEntry[]> {
   const [deployments, runs] = await Promise.all([deps.ledger.listDeployments(pipeline), deps.ledger.listRunIndex(pipeline, limit)]);
   if (deployments.length === 0 && runs.length === 0) throw unknownPipeline(deps.ledger, pipeline);
-  const entries: HistoryEntry[] = deployments.map((d) => ({
+  // Deploys only: a derived deployment (an undo's record) is bookkeeping of a run, which is listed itself.
+  const entries: HistoryEntry[] = deployments.filter((d) => d.origin === undefined).map((d) => ({
     kind: 'deployment',
     at: d.createdAt,
     deploymentId: d.deploymentId,

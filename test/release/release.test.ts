@@ -33,6 +33,8 @@ describe('release: expired restore points are released and recorded, the others 
   let ledger: Ledger;
   const s3 = testS3();
   const later = () => new Date(Date.now() + 15 * DAY).toISOString();
+  // Its record of what it replaced (undo-<run>, see core/workflow/undo.ts) is kept as long as the run stays failed.
+  const failedRun = uniqueName('run-failed');
 
   async function shadowTables(deploymentId: string): Promise<Record<string, boolean>> {
     const out: Record<string, boolean> = {};
@@ -69,7 +71,7 @@ describe('release: expired restore points are released and recorded, the others 
     const { handler: realRestore } = await import('../../lambdas/restore-unit.ts');
     const lostWrite = async (event: unknown, context: Context) =>
       (event as { unitId: string }).unitId === 'staging' ? { unitId: 'staging', stage: 1, writes: 0, done: true, waitSeconds: 0, maxPolls: 1 } : realRestore(event, context);
-    const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-failed' }, { name: uniqueName('run-failed'), handlers: { RestoreUnit: lostWrite } });
+    const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-failed' }, { name: failedRun, handlers: { RestoreUnit: lostWrite } });
     expect(out).toMatchObject({ status: 'FAILED', error: 'VerificationFailedError' });
     expect((await ledger.getDeployment(s.pipeline, 'd-failed'))?.status).toBe('ROLLBACK_FAILED');
   });
@@ -91,7 +93,7 @@ describe('release: expired restore points are released and recorded, the others 
       expect(r.code, r.stderr).toBe(0);
       const summary = JSON.parse(r.stdout) as ReleaseSummary;
       expect(summary.released).toEqual([]);
-      expect(Object.fromEntries(summary.skipped.map((k) => [k.deploymentId, k.code]))).toEqual({ 'd-old': 'LOCKED', 'd-failed': 'ROLLBACK_FAILED' });
+      expect(Object.fromEntries(summary.skipped.map((k) => [k.deploymentId, k.code]))).toEqual({ 'd-old': 'LOCKED', 'd-failed': 'ROLLBACK_FAILED', [`undo-${failedRun}`]: 'LAST_RUN_FAILED' });
     } finally {
       await ledger.releaseLock(s.pipeline, 'someone-elses-run');
     }
@@ -103,7 +105,7 @@ describe('release: expired restore points are released and recorded, the others 
     expect(await versionManifests('d-old')).toBeGreaterThan(0);
     const r = await s.cli('release', '--local', '--now', later());
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/1 deployment\(s\) released, 1 kept on purpose, 1 not expired/);
+    expect(r.stdout).toMatch(/1 deployment\(s\) released, 2 kept on purpose, 1 not expired/);
     expect(r.stdout).toContain(`released ${s.pipeline}/d-old`);
     expect(r.stdout).toMatch(/kept .*\/d-failed .*latest rollback failed/);
 
