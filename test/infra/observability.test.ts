@@ -174,9 +174,11 @@ describe('audit, release and observability (template)', () => {
       expect(asArray(rds.Action)).toEqual(expect.arrayContaining(RDS_RELEASE_ACTIONS));
       expect(JSON.stringify(rds.Resource)).toContain(':db:orders-db');
       // No other statement in the stack deletes in S3 or RDS (the protected-data grants are the data handlers'; a drill's
-      // cleanup deletes only its scratch copies, test/infra/drill.test.ts).
+      // cleanup deletes only its scratch copies, test/infra/drill.test.ts; a rollback to a time deletes only its own
+      // tagged point-in-time copies, test/infra/rds-access.test.ts; a write freeze deletes only a bucket policy it
+      // emptied, test/infra/freeze-access.test.ts).
       for (const { statement } of iamStatements(template)) {
-        if (['ReleaseRestorePointObjects', 'ReleaseRds', 'ProtectedObjects', 'DrillDeleteScratchObjects', 'DrillRdsRemove'].includes(statement.Sid ?? '')) continue;
+        if (['ReleaseRestorePointObjects', 'ReleaseRds', 'ProtectedObjects', 'DrillDeleteScratchObjects', 'DrillRdsRemove', 'RdsRemovePointInTimeCopies', 'FrozenBucketPolicies'].includes(statement.Sid ?? '')) continue;
         expect(asArray(statement.Action).filter((a) => /^(s3|rds):Delete/.test(a))).toEqual([]);
       }
     });
