@@ -37,21 +37,28 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  * the undo to get the rolled-back state back.
  *
  * Not undoable, refused with the reason: rds-instance and rds-cluster units (their capture is a snapshot that takes
- * minutes; put the `-pre-rollback-<run>` instance back by hand) and custom units (a compensating action's restore is the
- * handler's business; nothing generic can say what it replaced).
+ * minutes; put the `-pre-rollback-<run>` instance back by hand), custom units (a compensating action's restore is the
+ * handler's business; nothing generic can say what it replaced), and s3-prefix units with `capture: change-log` (their
+ * rollback restores from the log without listing the prefix; a record would list it first, in every rollback).
  */
 
 /** The derived deployment holding what run `runId` replaced. */
 export const undoDeploymentId = (runId: string): string => `undo-${runId}`;
 
 /** Why a unit's restore cannot be undone; undefined when it can. */
-export function undoRefusal(unit: Pick<Unit, 'type'>): string | undefined {
+export function undoRefusal(unit: Unit): string | undefined {
   switch (unit.type) {
     case 'rds-instance':
     case 'rds-cluster':
       return `${unit.type} units are not undone by etl-rollback undo: the restore kept the replaced database as "<id>-pre-rollback-<run>"; rename it back by hand`;
     case 'custom':
       return 'custom units are restored by their own handler: what it replaced is known only to the handler, so it cannot be undone generically';
+    case 's3-prefix':
+      // The change log exists so that a rollback of a large prefix does not list it before it writes; a record made by
+      // listing the prefix first would take that away from every rollback. Such a unit is not recorded.
+      return unit.capture === 'change-log'
+        ? 'its restore point uses capture: change-log, whose rollback restores from the log without listing the prefix; recording the prefix before the restore would list it, so what the run replaced was not recorded (its replaced versions are still there as noncurrent versions)'
+        : undefined;
     default:
       return undefined;
   }

@@ -1,6 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../cli/main.ts';
 import { runLocal } from '../../cli/local-runner.ts';
+import { undoRefusal } from '../../core/workflow/undo.ts';
+import { s3PrefixUnitSchema } from '../../core/manifest/schema.ts';
 
 /**
  * The undo request (`undo: "<run>"` instead of `deploymentId`) is checked in the rollback machine's first state, every
@@ -35,5 +37,11 @@ describe('undo: bad input is refused before anything is touched', () => {
     const io = { out: () => undefined, err: () => undefined };
     expect(await main(['undo'], io)).toBe(2);
     expect(await main(['undo', 'run-1', '--units', 'mart'], io)).toBe(2);
+  });
+
+  it('units whose restore is not recorded for undo say why: a change-log prefix (its rollback never lists the prefix first)', () => {
+    const unit = (capture?: string) => s3PrefixUnitSchema.parse({ id: 'raw', type: 's3-prefix', bucket: 'lake', prefix: 'raw/', ...(capture ? { capture } : {}) });
+    expect(undoRefusal(unit())).toBeUndefined();
+    expect(undoRefusal(unit('change-log'))).toMatch(/capture: change-log.*without listing the prefix.*not recorded/);
   });
 });
