@@ -36,6 +36,9 @@ export interface RdsResource {
   arn: string;
   status: string;
   deletionProtection: boolean;
+  /** DbiResourceId / DbClusterResourceId and creation time: what a rename does not change (a kept point's identity). */
+  resourceId?: string;
+  createdAt?: string;
   tags: Tags;
 }
 
@@ -110,7 +113,8 @@ export interface RdsDetails<S> {
 
 /**
  * The instance (cluster) run `runId` replaced: it keeps it as `keptId`. Identified by its resource id (DbiResourceId /
- * DbClusterResourceId), which a rename does not change, so verify and a rerun know it whatever its name.
+ * DbClusterResourceId) and creation time, which a rename does not change, so verify and a rerun know it whatever its
+ * name (the pair, not the resource id alone, so that a resource reporting a reused or blank resource id is not mistaken for it).
  */
 export interface KeptPoint {
   kind: 'kept';
@@ -118,6 +122,7 @@ export interface KeptPoint {
   /** `<id>-pre-rollback-<short run>`; empty when the run found no `<id>` (nothing was live to put back). */
   keptId: string;
   resourceId: string;
+  createdAt: string;
   /** The original's deletion protection, given back when it takes `<id>` again (the swap turned it on). */
   deletionProtection: boolean;
 }
@@ -225,9 +230,9 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     };
   }
 
-  /** Is `resource` the instance (cluster) a kept point names? By resource id: a rename keeps it. */
-  async function isKeptOne(rds: RDSClient, resource: RdsResource, keptPoint: KeptPoint): Promise<boolean> {
-    return (await kind.settings(rds, resource.id)).resourceId === keptPoint.resourceId;
+  /** Is `resource` the instance (cluster) a kept point names? By resource id and creation time: a rename keeps both. */
+  function isKeptOne(resource: RdsResource, keptPoint: KeptPoint): boolean {
+    return (resource.resourceId ?? '') === keptPoint.resourceId && (resource.createdAt ?? '') === keptPoint.createdAt;
   }
 
   /** The swap this restore continues (a started one, possibly of an earlier run), or a new one for this run. */
@@ -291,7 +296,7 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
 
     // Done (by this run or an earlier one): `<id>` is the copy restored from this point, or (a kept point) the very
     // instance the undone run kept. Finish: the kept originals stay protected from deletion until release.
-    if (live && (keptPoint ? await isKeptOne(ctx.rds, live, keptPoint) : live.tags[TAG.point] === key && live.tags[TAG.restoredFrom])) {
+    if (live && (keptPoint ? isKeptOne(live, keptPoint) : live.tags[TAG.point] === key && live.tags[TAG.restoredFrom])) {
       if (live.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${id} (restored) is ${live.status}`) });
       const kept: string[] = [];
       for (const swap of await readSwaps(ctx.s3, ctx.stateBucket, swapKeyPrefix(pointIds(unit, ctx)))) {
@@ -333,9 +338,9 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
             `no longer exists (deleted by hand, or released): there is nothing to put back`,
         );
       }
-      if (!(await isKeptOne(ctx.rds, keptOne, keptPoint))) {
+      if (!isKeptOne(keptOne, keptPoint)) {
         throw new RdsStateError(
-          `${type} unit "${unit.id}": ${kind.noun} ${keptOne.id} is not the one run ${keptPoint.runId} kept (its resource id is not ${keptPoint.resourceId}); rename it, then rerun`,
+          `${type} unit "${unit.id}": ${kind.noun} ${keptOne.id} is not the one run ${keptPoint.runId} kept (resource id ${keptPoint.resourceId}, created ${keptPoint.createdAt}); rename it, then rerun`,
         );
       }
       if (keptOne.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${keptOne.id} is ${keptOne.status}`) });
@@ -407,7 +412,7 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     const short = runShort(ctx.runId ?? 'dry-run');
     const keptPoint = point.details.kept;
     if (keptPoint) {
-      if (live && (await isKeptOne(ctx.rds, live, keptPoint))) return { changes: {}, writes: 0, notes: [`${kind.noun} ${id} already is the one run ${keptPoint.runId} replaced: nothing to do`] };
+      if (live && isKeptOne(live, keptPoint)) return { changes: {}, writes: 0, notes: [`${kind.noun} ${id} already is the one run ${keptPoint.runId} replaced: nothing to do`] };
       const keptId = derivedIdentifier(id, `pre-rollback-${short}`);
       const changes: Changes = { [`${kind.counter}Renamed`]: live ? 2 : 1 };
       const notes = [
@@ -446,8 +451,8 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     checks.push({ name: 'status', ok: live.status === 'available', expected: 'available', actual: live.status });
     const keptPoint = point.details.kept;
     if (keptPoint) {
-      const actual = (await kind.settings(ctx.rds, id)).resourceId ?? 'none';
-      checks.push({ name: 'resourceId', ok: actual === keptPoint.resourceId, expected: `${keptPoint.resourceId} (kept by run ${keptPoint.runId})`, actual });
+      const expected = `resource id ${keptPoint.resourceId}, created ${keptPoint.createdAt} (kept by run ${keptPoint.runId})`;
+      checks.push({ name: 'keptOne', ok: isKeptOne(live, keptPoint), expected, actual: `resource id ${live.resourceId ?? 'none'}, created ${live.createdAt ?? 'unknown'}` });
       return checks;
     }
     const fromSnapshot = `snapshot:${point.details.snapshotId}`;
@@ -520,10 +525,11 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       runId: ctx.runId,
       // No `<id>`: the run replaces nothing (the restored copy takes a free name); the restore of the record says so.
       keptId: live ? derivedIdentifier(id, `pre-rollback-${runShort(ctx.runId)}`) : '',
-      resourceId: settings.resourceId ?? '',
+      resourceId: live?.resourceId ?? '',
+      createdAt: live?.createdAt ?? '',
       deletionProtection: live?.deletionProtection ?? false,
     };
-    const checksum = createHash('sha256').update(JSON.stringify(['kept', id, keptPoint.keptId, keptPoint.resourceId])).digest('hex');
+    const checksum = createHash('sha256').update(JSON.stringify(['kept', id, keptPoint.keptId, keptPoint.resourceId, keptPoint.createdAt])).digest('hex');
     return {
       unitId: unit.id,
       type,
