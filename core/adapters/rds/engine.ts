@@ -318,7 +318,6 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     }
 
     const { swap, restored, kept, created } = await currentSwap(unit, point, ctx, live);
-    if (created) await new StateStore(ctx.s3, ctx.stateBucket).putJson(`${swapKeyPrefix(pointIds(unit, ctx))}${swap.runShort}.json`, swap);
     const tags: Tags = {
       ...ownTagsOf(point.details.settings),
       [TAG.pipeline]: ctx.pipeline,
@@ -345,6 +344,8 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       }
       if (keptOne.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${keptOne.id} is ${keptOne.status}`) });
     }
+    // Written before the first mutation (and, for a kept point, once the kept one is known to be there).
+    if (created) await new StateStore(ctx.s3, ctx.stateBucket).putJson(`${swapKeyPrefix(pointIds(unit, ctx))}${swap.runShort}.json`, swap);
 
     // 1. The restored copy, under its own name.
     if (!restored && !keptPoint) {
