@@ -129,7 +129,9 @@ describe('undo <run> of RDS units: the kept instance and cluster renamed back, a
       ['warehouse', 2],
       ['db', 2],
     ]);
-    expect(await instances()).toEqual({ [instanceId]: rolledBack.db, [`${instanceId}-pre-rollback-${runShort(rollbackRun)}`]: original.db });
+    const keptDb = `${instanceId}-pre-rollback-${runShort(rollbackRun)}`;
+    expect(planned.find((u) => u.unitId === 'db')!.notes.join('\n')).toContain(`undo of run ${rollbackRun}: put back the DB instance ${keptDb} kept by run ${rollbackRun}`);
+    expect(await instances()).toEqual({ [instanceId]: rolledBack.db, [keptDb]: original.db });
 
     const report = await run(undoRun, { undo: rollbackRun });
     expect(report.deploymentId).toBe(undoDeploymentId(rollbackRun));
