@@ -42,9 +42,9 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  * stages are the ordinary planner's for them. The undo run records what it replaces in turn (`undo-<undo run>`): undo
  * the undo to get the rolled-back state back.
  *
- * Not undoable, refused with the reason: custom units (a compensating action's restore is the
- * handler's business; nothing generic can say what it replaced), and s3-prefix units with `capture: change-log` (their
- * rollback restores from the log without listing the prefix; a record would list it first, in every rollback).
+ * Not undoable, refused with the reason: custom units (a compensating action's restore is the handler's business;
+ * nothing generic can say what it replaced), and s3-prefix units with `capture: change-log` (their rollback restores
+ * from the log without listing the prefix; a record would list it first, in every rollback).
  */
 
 /** The derived deployment holding what run `runId` replaced. */

@@ -114,7 +114,7 @@ export interface RdsDetails<S> {
 /**
  * The instance (cluster) run `runId` replaced: it keeps it as `keptId`. Identified by its resource id (DbiResourceId /
  * DbClusterResourceId) and creation time, which a rename does not change, so verify and a rerun know it whatever its
- * name (the pair, not the resource id alone, so that a resource reporting a reused or blank resource id is not mistaken for it).
+ * name (the pair, not the resource id alone: a resource reporting a reused or blank resource id is not taken for it).
  */
 export interface KeptPoint {
   kind: 'kept';
