@@ -56,6 +56,8 @@ function resource(c: DBCluster): RdsResource {
     arn: c.DBClusterArn!,
     status: c.Status ?? 'unknown',
     deletionProtection: c.DeletionProtection ?? false,
+    resourceId: c.DbClusterResourceId,
+    createdAt: c.ClusterCreateTime?.toISOString(),
     tags: tagMap(c.TagList),
   };
 }

@@ -56,6 +56,8 @@ function resource(i: DBInstance): RdsResource {
     arn: i.DBInstanceArn!,
     status: i.DBInstanceStatus ?? 'unknown',
     deletionProtection: i.DeletionProtection ?? false,
+    resourceId: i.DbiResourceId,
+    createdAt: i.InstanceCreateTime?.toISOString(),
     tags: tagMap(i.TagList),
   };
 }

@@ -147,6 +147,12 @@ export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>,
   release(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<void>;
   /** Resolve the unit's state at `at` (from the service's own history) into a restore point the ordinary restore consumes. Throws OutsideRestorableWindowError (naming the resource and its window) when `at` is outside it. */
   asOf?(unit: U, at: Date, ctx: AdapterContext): Promise<{ point: RestorePoint<D>; shows: string[] }>;
+  /**
+   * What run `ctx.runId` is about to replace, recorded for `undo` (as the point of `ctx.deploymentId`, `undo-<run>`)
+   * when the adapter has a cheaper record than its capture: an RDS restore keeps the replaced instance under a name
+   * known before it writes, so the record names it instead of taking a snapshot. Without it, `capture` records.
+   */
+  undoRecord?(unit: U, ctx: AdapterContext): Promise<C>;
 }
 
 /** Poll budget of an adapter that does not set `maxPolls`. */

@@ -23,6 +23,12 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  *   postgres/mysql a shadow copy of the unit's scope (capture: copy, whatever the unit asks: a copy-on-write capture
  *                 would install triggers for a point that only an undo reads)
  *   glue-table    the table and partition document, as its capture writes it
+ *   rds-instance / rds-cluster  no capture (a snapshot takes minutes, and is not needed): the restore keeps the
+ *                 instance (cluster) it replaces as `<id>-pre-rollback-<run>`, a name known before it writes; the
+ *                 record (the adapter's `undoRecord`) names it and its resource id, and its restore renames it back
+ *                 (the current `<id>` kept in turn as `<id>-pre-rollback-<undo run>`). It lasts as long as the kept
+ *                 one: once the rollback's restore point is released (and the kept one deleted with it), the undo is
+ *                 refused at its restore, naming the missing instance
  *
  * The capture is idempotent (a second call for the same deployment finds the sealed point and returns it), and it is
  * taken only when the ledger has no point for the unit yet: a rerun after a crash, or a second call of a pending restore,
@@ -36,10 +42,9 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  * stages are the ordinary planner's for them. The undo run records what it replaces in turn (`undo-<undo run>`): undo
  * the undo to get the rolled-back state back.
  *
- * Not undoable, refused with the reason: rds-instance and rds-cluster units (their capture is a snapshot that takes
- * minutes; put the `-pre-rollback-<run>` instance back by hand), custom units (a compensating action's restore is the
- * handler's business; nothing generic can say what it replaced), and s3-prefix units with `capture: change-log` (their
- * rollback restores from the log without listing the prefix; a record would list it first, in every rollback).
+ * Not undoable, refused with the reason: custom units (a compensating action's restore is the handler's business;
+ * nothing generic can say what it replaced), and s3-prefix units with `capture: change-log` (their rollback restores
+ * from the log without listing the prefix; a record would list it first, in every rollback).
  */
 
 /** The derived deployment holding what run `runId` replaced. */
@@ -48,9 +53,6 @@ export const undoDeploymentId = (runId: string): string => `undo-${runId}`;
 /** Why a unit's restore cannot be undone; undefined when it can. */
 export function undoRefusal(unit: Unit): string | undefined {
   switch (unit.type) {
-    case 'rds-instance':
-    case 'rds-cluster':
-      return `${unit.type} units are not undone by etl-rollback undo: the restore kept the replaced database as "<id>-pre-rollback-<run>"; rename it back by hand`;
     case 'custom':
       return 'custom units are restored by their own handler: what it replaced is known only to the handler, so it cannot be undone generically';
     case 's3-prefix':
@@ -108,7 +110,10 @@ export async function recordUndoPoint(
     if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(ids.pipeline, undoId, 'READY');
   }
   const recording = recordingUnit(unit);
-  const captured = await adapterFor(recording).capture(recording, adapterContext(deps, manifest, { deploymentId: undoId, runId: ids.runId, unitId: unit.id }));
+  const adapter = adapterFor(recording);
+  const ctx = adapterContext(deps, manifest, { deploymentId: undoId, runId: ids.runId, unitId: unit.id });
+  // An adapter with a cheaper record than its capture (RDS: the name its restore keeps the replaced one under) uses it.
+  const captured = adapter.undoRecord ? await adapter.undoRecord(recording, ctx) : await adapter.capture(recording, ctx);
   if (isPendingCapture(captured)) throw new InputError(`unit "${unit.id}" (${unit.type}): its state before the restore cannot be recorded at once, so the restore would not be undoable`);
   const point = await deps.ledger.putRestorePoint(ids.pipeline, undoId, captured);
   deps.log.info('state before the restore recorded for undo', { runId: ids.runId, unitId: unit.id, deploymentId: undoId, count: point.count });
@@ -127,6 +132,8 @@ export interface PreparedUndo {
 /** What a point puts back, in a few words for the plan. */
 function pointText(point: RestorePoint): string {
   const d = point.details as Record<string, unknown>;
+  const kept = d.kept as { keptId?: string; runId?: string } | undefined;
+  if (kept) return `the ${point.type === 'rds-cluster' ? 'DB cluster' : 'DB instance'} ${kept.keptId || '(none)'} kept by run ${kept.runId ?? '?'}, as recorded at ${point.capturedAt}`;
   const where = typeof d.manifestKey === 'string' ? `, manifest ${d.manifestKey}` : typeof d.shadowTable === 'string' ? `, copy ${d.shadowTable}` : '';
   return `${point.count} ${point.type === 's3-prefix' ? 'object(s)' : point.type === 'glue-table' ? 'partition(s)' : 'row(s)'} as recorded at ${point.capturedAt}${where}`;
 }

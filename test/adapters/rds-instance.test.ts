@@ -13,7 +13,7 @@ import { rdsInstanceAdapter as adapter, type RdsInstanceDetails } from '../../co
 import { derivedIdentifier, fitIdentifier, MAX_RESOURCE_ID, runShort, snapshotIdentifier, TAG, tagMap } from '../../core/adapters/rds/names.ts';
 import { isPendingCapture, type AdapterContext, type Outcome, type RestorePoint } from '../../core/adapters/types.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
-import { PreflightError } from '../../core/errors.ts';
+import { PreflightError, RestorePointMissingError } from '../../core/errors.ts';
 import { rdsInstanceUnitSchema, type RdsInstanceUnit } from '../../core/manifest/schema.ts';
 import { testS3, uniqueName } from '../support/aws.ts';
 
@@ -276,5 +276,88 @@ describe('rds-instance adapter against moto', () => {
     // Released twice: nothing left to delete, no error.
     await adapter.release(u, point, ctx('d-6'));
     expect(await instance(id)).toBeDefined();
+  });
+
+  it('undo record names the instance the restore keeps; its restore swaps it back by renames, resumes after a crash, verifies', async () => {
+    const id = uniqueName('undodb');
+    await createInstance(id);
+    // The original is protected from deletion: it gets its protection back when it takes <id> again.
+    await rds.send(new ModifyDBInstanceCommand({ DBInstanceIdentifier: id, DeletionProtection: true, ApplyImmediately: true }));
+    const u = unit(id);
+    const { point } = await captureToEnd(u, ctx('d-u'));
+    const original = (await instance(id))!;
+    const rollback = 'run-undo-rb';
+    const record = await adapter.undoRecord!(u, ctx(`undo-${rollback}`, rollback));
+    expect(isPendingCapture(record)).toBe(false);
+    const kept = (record as RestorePoint<RdsInstanceDetails>).details.kept!;
+    expect(kept).toEqual({
+      kind: 'kept',
+      runId: rollback,
+      keptId: `${id}-pre-rollback-${runShort(rollback)}`,
+      resourceId: original.DbiResourceId,
+      createdAt: original.InstanceCreateTime!.toISOString(),
+      deletionProtection: true,
+    });
+    await restoreToEnd(u, point, ctx('d-u', rollback));
+    const rolledBack = (await instance(id))!;
+
+    // The undo, by a run whose rename of the kept one to <id> fails once: <id> absent, nothing deleted.
+    const undoPoint = record as RestorePoint<RdsInstanceDetails>;
+    const undo = 'run-undo-1';
+    const dry = await adapter.diff(u, undoPoint, ctx(`undo-${rollback}`, undo));
+    expect(dry.changes).toEqual({ dbInstancesRenamed: 2 });
+    expect(dry.notes.join('\n')).toContain(`then ${kept.keptId} (kept by run ${rollback}) back to ${id}`);
+    const faulty = new RDSClient({});
+    const send = faulty.send.bind(faulty);
+    vi.spyOn(faulty, 'send').mockImplementation(((command: unknown) => {
+      if (command instanceof ModifyDBInstanceCommand && command.input.NewDBInstanceIdentifier === id) {
+        return Promise.reject(Object.assign(new Error('injected: connection reset'), { name: 'InjectedFault' }));
+      }
+      return send(command as never);
+    }) as never);
+    await expect(restoreToEnd(u, undoPoint, ctx(`undo-${rollback}`, undo, faulty))).rejects.toThrow('injected');
+    const undoKept = `${id}-pre-rollback-${runShort(undo)}`;
+    expect(await instanceIds(id)).toEqual([kept.keptId, undoKept].sort());
+
+    // A rerun by another run completes the swap: <id> is the original again, protected as it was; the rolled-back one kept.
+    const resumed = await restoreToEnd(u, undoPoint, ctx(`undo-${rollback}`, 'run-undo-2'));
+    expect(resumed.map((o) => o.changes)).toEqual([{ dbInstancesRenamed: 1 }, {}]);
+    expect(await instanceIds(id)).toEqual([id, undoKept].sort());
+    const live = (await instance(id))!;
+    expect(live.InstanceCreateTime).toEqual(original.InstanceCreateTime);
+    expect(live.DeletionProtection).toBe(true);
+    const replaced = (await instance(undoKept))!;
+    expect(replaced.InstanceCreateTime).toEqual(rolledBack.InstanceCreateTime);
+    expect(replaced.DeletionProtection).toBe(true);
+    expect(tagMap(replaced.TagList)[TAG.keptFor]).toBe(`${pipeline}/undo-${rollback}/warehouse`);
+    expect((await adapter.verify(u, undoPoint, ctx(`undo-${rollback}`, 'run-undo-2'))).filter((ch) => !ch.ok)).toEqual([]);
+    // Verify of the snapshot point now fails: <id> is not the restored copy.
+    expect((await adapter.verify(u, point, ctx('d-u', 'run-undo-2'))).some((ch) => !ch.ok)).toBe(true);
+
+    // A later rollback to the same point (the earlier swap was undone): a new swap under its own run's names.
+    const again = 'run-undo-rb-2';
+    const outcomes = await restoreToEnd(u, point, ctx('d-u', again));
+    expect(outcomes.map((o) => o.writes)).toEqual([1, 1, 1, 0]);
+    expect(await instanceIds(id)).toEqual([id, `${id}-pre-rollback-${runShort(again)}`, undoKept].sort());
+  });
+
+  it('an undo whose kept instance is gone, or whose run found no <id>, is refused naming it, touching nothing', async () => {
+    const id = uniqueName('gonedb');
+    await createInstance(id);
+    const u = unit(id);
+    const record = (await adapter.undoRecord!(u, ctx('undo-run-gone', 'run-gone'))) as RestorePoint<RdsInstanceDetails>;
+    // The recorded instance is not at <id> any more, nor under the name the run keeps it under (as if deleted by hand,
+    // or released): nothing to put back.
+    await rds.send(new ModifyDBInstanceCommand({ DBInstanceIdentifier: id, NewDBInstanceIdentifier: `${id}-elsewhere`, ApplyImmediately: true }));
+    const error = await adapter.restore(u, record, ctx('undo-run-gone', 'run-gone-undo')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RestorePointMissingError);
+    expect((error as Error).message).toContain(`${id}-pre-rollback-${runShort('run-gone')}`);
+    expect(await instanceIds(id)).toEqual([`${id}-elsewhere`]);
+    expect((await adapter.verify(u, record, ctx('undo-run-gone', 'run-gone-undo'))).find((ch) => ch.name === 'exists')?.ok).toBe(false);
+
+    const none = (await adapter.undoRecord!(unit(`${id}-none`), ctx('undo-run-none', 'run-none'))) as RestorePoint<RdsInstanceDetails>;
+    expect(none).toMatchObject({ count: 0, details: { kept: { keptId: '' } } });
+    await expect(adapter.restore(u, none, ctx('undo-run-none', 'run-none-undo'))).rejects.toThrow(/found no DB instance .*nothing to put back/);
+    expect(await instanceIds(id)).toEqual([`${id}-elsewhere`]);
   });
 });

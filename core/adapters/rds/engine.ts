@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { RDSClient } from '@aws-sdk/client-rds';
-import { EtlRollbackError, EXIT, PreflightError } from '../../errors.ts';
+import { EtlRollbackError, EXIT, PreflightError, RestorePointMissingError } from '../../errors.ts';
 import { StateStore } from '../../runtime/state-store.ts';
 import type { Unit } from '../../manifest/schema.ts';
 import type { AdapterContext, CaptureResult, Changes, Check, Diff, Outcome, Pending, RestorePoint, UnitAdapter } from '../types.ts';
@@ -22,6 +22,12 @@ import { checkInWindow, isoUtc, type RestorableWindow } from './window.ts';
  *
  * Which run's names a restore uses is kept in a small swap record in the state bucket (written before the first
  * mutation), so that a rerun by another run finds a swap that stopped between the two renames and completes it.
+ *
+ *   undoRecord: (`etl-rollback undo`, core/workflow/undo.ts) no capture: what a restore replaces is exactly the
+ *             instance (cluster) it keeps as `<id>-pre-rollback-<run>`, a name known before it writes. The record is a
+ *             "kept" point naming it and its resource id; its restore is the same swap with no restore step (the
+ *             "restored" one is the kept one): rename `<id>` to `<id>-pre-rollback-<undo run>` (deletion protection on),
+ *             then the kept one to `<id>` (deletion protection back to what it was). The undo of the undo swaps back.
  */
 
 /** What the RDS adapters need of an instance or cluster, read back from RDS. */
@@ -30,6 +36,9 @@ export interface RdsResource {
   arn: string;
   status: string;
   deletionProtection: boolean;
+  /** DbiResourceId / DbClusterResourceId and creation time: what a rename does not change (a kept point's identity). */
+  resourceId?: string;
+  createdAt?: string;
   tags: Tags;
 }
 
@@ -98,6 +107,24 @@ export interface RdsDetails<S> {
    * never from a snapshot. Equal to the point's `capturedAt`.
    */
   pointInTime?: string;
+  /** Set on a point recorded for undo (`undoRecord`): put back the instance (cluster) a run kept; no snapshot. */
+  kept?: KeptPoint;
+}
+
+/**
+ * The instance (cluster) run `runId` replaced: it keeps it as `keptId`. Identified by its resource id (DbiResourceId /
+ * DbClusterResourceId) and creation time, which a rename does not change, so verify and a rerun know it whatever its
+ * name (the pair, not the resource id alone: a resource reporting a reused or blank resource id is not taken for it).
+ */
+export interface KeptPoint {
+  kind: 'kept';
+  runId: string;
+  /** `<id>-pre-rollback-<short run>`; empty when the run found no `<id>` (nothing was live to put back). */
+  keptId: string;
+  resourceId: string;
+  createdAt: string;
+  /** The original's deletion protection, given back when it takes `<id>` again (the swap turned it on). */
+  deletionProtection: boolean;
 }
 
 /** Which run's names a restore of this point uses; written before the first mutation. */
@@ -203,6 +230,11 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     };
   }
 
+  /** Is `resource` the instance (cluster) a kept point names? By resource id and creation time: a rename keeps both. */
+  function isKeptOne(resource: RdsResource, keptPoint: KeptPoint): boolean {
+    return (resource.resourceId ?? '') === keptPoint.resourceId && (resource.createdAt ?? '') === keptPoint.createdAt;
+  }
+
   /** The swap this restore continues (a started one, possibly of an earlier run), or a new one for this run. */
   async function currentSwap(unit: U, point: RestorePoint<RdsDetails<S>>, ctx: AdapterContext, live: RdsResource | undefined) {
     const id = point.details.identifier;
@@ -211,16 +243,20 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     if (last) {
       const restored = await kind.describe(ctx.rds, last.restoredId);
       const kept = await kind.describe(ctx.rds, last.keptId);
+      // A swap that was undone (etl-rollback undo renamed the original it kept back to `<id>`): finished, not started.
+      // The original carries the tags the swap gave it before renaming it.
+      const undone = !restored && !kept && live?.tags[TAG.keptFor] === pointKey(pointIds(unit, ctx)) && live.tags[TAG.run] === last.runId;
       // Started and not finished: the restored copy still has its own name, or nothing was created yet; or this run
       // just renamed it and `<id>` is not visible yet.
-      if (restored || !kept || (!live && last.runId === ctx.runId)) return { swap: last, restored, kept, created: false };
+      if (!undone && (restored || !kept || (!live && last.runId === ctx.runId))) return { swap: last, restored, kept, created: false };
     }
     if (!ctx.runId) throw new RdsStateError(`${type} unit "${unit.id}": a restore needs a run id`);
     const short = runShort(ctx.runId);
     const swap: SwapRecord = {
       runId: ctx.runId,
       runShort: short,
-      restoredId: derivedIdentifier(id, `restored-${short}`),
+      // A kept point's "restored" instance is the one the undone run kept.
+      restoredId: point.details.kept ? point.details.kept.keptId : derivedIdentifier(id, `restored-${short}`),
       keptId: derivedIdentifier(id, `pre-rollback-${short}`),
       startedAt: ctx.now().toISOString(),
     };
@@ -251,10 +287,16 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       ...extra,
     });
     const live = await kind.describe(ctx.rds, id);
+    const keptPoint = point.details.kept;
+    if (keptPoint && !keptPoint.keptId) {
+      throw new RestorePointMissingError(
+        `${type} unit "${unit.id}": run ${keptPoint.runId} found no ${kind.noun} ${id}, so it replaced nothing there; there is nothing to put back (rename or delete ${id} by hand)`,
+      );
+    }
 
-    // Done (by this run or an earlier one): `<id>` is the copy restored from this point. Finish: the kept originals
-    // stay protected from deletion until release.
-    if (live && live.tags[TAG.point] === key && live.tags[TAG.restoredFrom]) {
+    // Done (by this run or an earlier one): `<id>` is the copy restored from this point, or (a kept point) the very
+    // instance the undone run kept. Finish: the kept originals stay protected from deletion until release.
+    if (live && (keptPoint ? isKeptOne(live, keptPoint) : live.tags[TAG.point] === key && live.tags[TAG.restoredFrom])) {
       if (live.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${id} (restored) is ${live.status}`) });
       const kept: string[] = [];
       for (const swap of await readSwaps(ctx.s3, ctx.stateBucket, swapKeyPrefix(pointIds(unit, ctx)))) {
@@ -266,13 +308,16 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
           changes.deletionProtectionSet = (changes.deletionProtectionSet ?? 0) + 1;
         }
       }
-      const notes = [`${kind.noun} ${id} is restored from ${describeSource(live.tags[TAG.restoredFrom])} (run ${live.tags[TAG.run] ?? '?'})`];
+      const notes = [
+        keptPoint
+          ? `${kind.noun} ${id} is again the one run ${keptPoint.runId} replaced (resource id ${keptPoint.resourceId})`
+          : `${kind.noun} ${id} is restored from ${describeSource(live.tags[TAG.restoredFrom])} (run ${live.tags[TAG.run] ?? '?'})`,
+      ];
       if (kept.length > 0) notes.push(`the replaced original is kept as ${kept.join(', ')}, deletion protection on, until the restore point is released`);
       return outcome(notes, kept.length > 0 ? { keptAt: kept.map((k) => `${kind.noun} ${k}`).join(', ') } : {});
     }
 
     const { swap, restored, kept, created } = await currentSwap(unit, point, ctx, live);
-    if (created) await new StateStore(ctx.s3, ctx.stateBucket).putJson(`${swapKeyPrefix(pointIds(unit, ctx))}${swap.runShort}.json`, swap);
     const tags: Tags = {
       ...ownTagsOf(point.details.settings),
       [TAG.pipeline]: ctx.pipeline,
@@ -282,8 +327,28 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       [TAG.run]: swap.runId,
     };
 
+    if (keptPoint) {
+      // 1. No restore: the "restored" one is the instance the undone run kept, under its kept name.
+      const keptOne = restored ?? (created ? await kind.describe(ctx.rds, swap.restoredId) : undefined);
+      if (!keptOne) {
+        if (kept && !live) return outcome([], { pending: pending(`waiting for ${swap.restoredId} to appear as ${id}`) });
+        throw new RestorePointMissingError(
+          `${type} unit "${unit.id}": ${kind.noun} ${swap.restoredId}, which run ${keptPoint.runId} kept (resource id ${keptPoint.resourceId}), ` +
+            `no longer exists (deleted by hand, or released): there is nothing to put back`,
+        );
+      }
+      if (!isKeptOne(keptOne, keptPoint)) {
+        throw new RdsStateError(
+          `${type} unit "${unit.id}": ${kind.noun} ${keptOne.id} is not the one run ${keptPoint.runId} kept (resource id ${keptPoint.resourceId}, created ${keptPoint.createdAt}); rename it, then rerun`,
+        );
+      }
+      if (keptOne.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${keptOne.id} is ${keptOne.status}`) });
+    }
+    // Written before the first mutation (and, for a kept point, once the kept one is known to be there).
+    if (created) await new StateStore(ctx.s3, ctx.stateBucket).putJson(`${swapKeyPrefix(pointIds(unit, ctx))}${swap.runShort}.json`, swap);
+
     // 1. The restored copy, under its own name.
-    if (!restored) {
+    if (!restored && !keptPoint) {
       if (kept && !live) return outcome([], { pending: pending(`waiting for ${swap.restoredId} to appear as ${id}`) });
       let source = await snapshotSource(point, ctx);
       if (!source) {
@@ -301,8 +366,8 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
         pending: pending(`${kind.noun} ${swap.restoredId} is being restored from ${describeSource(sourceTag(source))}`),
       });
     }
-    if (restored.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${swap.restoredId} is ${restored.status}`) });
-    if (kind.complete) {
+    if (restored && restored.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${swap.restoredId} is ${restored.status}`) });
+    if (kind.complete && !keptPoint) {
       const done = await kind.complete(ctx.rds, swap.restoredId, { identifier: id, runShort: swap.runShort }, point.details.settings, tags);
       Object.assign(changes, done.changes);
       if (done.pending) return outcome([], { pending: pending(done.pending) });
@@ -327,9 +392,10 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       });
     }
 
-    // 3. `<id>` is free (the original was renamed, or was gone): the restored copy takes its name and endpoint.
+    // 3. `<id>` is free (the original was renamed, or was gone): the restored copy takes its name and endpoint (a kept
+    // one its deletion protection from before the swap that kept it).
     if (kept && kept.status !== 'available') return outcome([], { pending: pending(`${kind.noun} ${swap.keptId} is ${kept.status}`) });
-    await kind.rename(ctx.rds, swap.restoredId, id);
+    await kind.rename(ctx.rds, swap.restoredId, id, keptPoint?.deletionProtection);
     changes[`${kind.counter}Renamed`] = (changes[`${kind.counter}Renamed`] ?? 0) + 1;
     ctx.log.info('rds restored copy renamed', { unitId: unit.id, from: swap.restoredId, to: id });
     return outcome([`${kind.noun} ${swap.restoredId} renamed to ${id}`], {
@@ -345,6 +411,18 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
       return { changes: {}, writes: 0, notes: [`${kind.noun} ${id} is already restored from ${describeSource(live.tags[TAG.restoredFrom])}: nothing to do`] };
     }
     const short = runShort(ctx.runId ?? 'dry-run');
+    const keptPoint = point.details.kept;
+    if (keptPoint) {
+      if (live && isKeptOne(live, keptPoint)) return { changes: {}, writes: 0, notes: [`${kind.noun} ${id} already is the one run ${keptPoint.runId} replaced: nothing to do`] };
+      const keptId = derivedIdentifier(id, `pre-rollback-${short}`);
+      const changes: Changes = { [`${kind.counter}Renamed`]: live ? 2 : 1 };
+      const notes = [
+        live
+          ? `swap: rename ${id} to ${keptId} (kept, deletion protection on), then ${keptPoint.keptId} (kept by run ${keptPoint.runId}) back to ${id}`
+          : `${kind.noun} ${id} does not exist: ${keptPoint.keptId} (kept by run ${keptPoint.runId}) is renamed back to ${id}`,
+      ];
+      return { changes, writes: Object.values(changes).reduce((a, b) => a + b, 0), notes };
+    }
     const restoredId = derivedIdentifier(id, `restored-${short}`);
     const keptId = derivedIdentifier(id, `pre-rollback-${short}`);
     const source = await snapshotSource(point, ctx);
@@ -372,6 +450,12 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     const checks: Check[] = [{ name: 'exists', ok: live !== undefined, expected: id, actual: live ? live.id : 'absent' }];
     if (!live) return checks;
     checks.push({ name: 'status', ok: live.status === 'available', expected: 'available', actual: live.status });
+    const keptPoint = point.details.kept;
+    if (keptPoint) {
+      const expected = `resource id ${keptPoint.resourceId}, created ${keptPoint.createdAt} (kept by run ${keptPoint.runId})`;
+      checks.push({ name: 'keptOne', ok: isKeptOne(live, keptPoint), expected, actual: `resource id ${live.resourceId ?? 'none'}, created ${live.createdAt ?? 'unknown'}` });
+      return checks;
+    }
     const fromSnapshot = `snapshot:${point.details.snapshotId}`;
     const fromPitr = `pitr:${point.capturedAt}`;
     const accepted = point.details.pointInTime !== undefined ? [fromPitr] : [fromSnapshot, fromPitr];
@@ -426,7 +510,38 @@ export function rdsAdapter<U extends Unit & { type: 'rds-instance' | 'rds-cluste
     };
   }
 
-  return { type, maxPolls: RDS_MAX_POLLS, capture, diff, restore, verify, release, asOf };
+  /**
+   * The record `etl-rollback undo` needs before run `ctx.runId` restores the unit (point of `ctx.deploymentId`,
+   * `undo-<run>`): no snapshot (minutes, and not needed). The restore keeps what it replaces, the live `<id>`, as
+   * `<id>-pre-rollback-<short run>`; the record names that and the live one's resource id. Count and checksum as a
+   * snapshot point's: one database image, identified by what names it. Reads only.
+   */
+  async function undoRecord(unit: U, ctx: AdapterContext): Promise<CaptureResult<RdsDetails<S>>> {
+    const id = idOf(unit);
+    if (!ctx.runId) throw new RdsStateError(`${type} unit "${unit.id}": an undo record needs the run id`);
+    const live = await kind.describe(ctx.rds, id);
+    const settings: S = live ? await kind.settings(ctx.rds, id) : ({} as S);
+    const keptPoint: KeptPoint = {
+      kind: 'kept',
+      runId: ctx.runId,
+      // No `<id>`: the run replaces nothing (the restored copy takes a free name); the restore of the record says so.
+      keptId: live ? derivedIdentifier(id, `pre-rollback-${runShort(ctx.runId)}`) : '',
+      resourceId: live?.resourceId ?? '',
+      createdAt: live?.createdAt ?? '',
+      deletionProtection: live?.deletionProtection ?? false,
+    };
+    const checksum = createHash('sha256').update(JSON.stringify(['kept', id, keptPoint.keptId, keptPoint.resourceId, keptPoint.createdAt])).digest('hex');
+    return {
+      unitId: unit.id,
+      type,
+      capturedAt: ctx.now().toISOString(),
+      count: live ? 1 : 0,
+      checksum,
+      details: { identifier: id, snapshotId: '', snapshotArn: '', settings, kept: keptPoint },
+    };
+  }
+
+  return { type, maxPolls: RDS_MAX_POLLS, capture, diff, restore, verify, release, asOf, undoRecord };
 }
 
 function ownTagsOf(settings: RdsSettings): Tags {
