@@ -3,8 +3,9 @@
  * run's recorded changes) always give the same counts, so an estimate and the run it estimated are counted alike.
  *
  * What is counted, and why (see core/adapters/s3/versioned.ts, copy-mode.ts and rollback.asl.json):
- *   s3-prefix unit, versioned mode: the prefix is listed twice (restore plans against a listing, verify lists again),
- *     1,000 keys a page; its restore-point manifest is read twice (GetObject); every copy heads its source version
+ *   s3-prefix unit, versioned mode: the prefix is listed three times (the undo record lists what the run is about to
+ *     replace, restore plans against a listing, verify lists again; a change-log unit is not recorded: twice),
+ *     1,000 keys a page, and the undo record reads the bucket's versioning and lifecycle (counted with the GETs); its restore-point manifest is read twice (GetObject); every copy heads its source version
  *     once, and verify heads two versions of every rewritten key (HeadObject ×3 per copy); one CopyObject per object
  *     copied (objects above 5 GiB go part by part: counted as one); delete markers removed and objects hidden go in
  *     DeleteObjects batches of 1,000 (each kind its own batches).
@@ -92,8 +93,10 @@ export function unitS3Requests(type: string, changes: Counters): Requests {
   const keys = count(changes, 'objectsUnchanged') + copied + deleted + markers;
   const pages = Math.max(1, Math.ceil(keys / KEYS_PER_PAGE));
   const copyMode = 'objectsQuarantined' in changes;
-  r['S3 ListObjectVersions'] = 2 * pages;
-  r['S3 GetObject'] = 2;
+  // A change-log unit's rollback is not recorded for undo (core/workflow/undo.ts): it never lists before it writes.
+  const recorded = !('changeLogKeys' in changes);
+  r['S3 ListObjectVersions'] = (recorded ? 3 : 2) * pages;
+  r['S3 GetObject'] = 2 + (recorded ? 2 : 0);
   r['S3 HeadObject'] = copyMode ? 0 : 3 * copied;
   r['S3 CopyObject'] = copied + (copyMode ? quarantined : 0);
   r['S3 DeleteObjects'] = Math.ceil(markers / KEYS_PER_DELETE) + Math.ceil(deleted / KEYS_PER_DELETE);

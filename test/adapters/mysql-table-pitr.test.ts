@@ -8,7 +8,7 @@ import type { AdapterContext, Outcome, RestorePoint } from '../../core/adapters/
 import { OutsideRestorableWindowError, PreflightError } from '../../core/errors.ts';
 import { connectionSchema, type MysqlTableUnit } from '../../core/manifest/schema.ts';
 import { mysqlConnector, type MysqlConnector } from '../../core/runtime/connections.ts';
-import { uniqueName } from '../support/aws.ts';
+import { allDbInstances, uniqueName } from '../support/aws.ts';
 import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
 import { mysqlAdapterContext, mysqlRows, mysqlUnit } from '../support/mysql-adapter.ts';
 
@@ -43,7 +43,7 @@ beforeAll(async () => {
     connect: (name) => real.connect(name),
     rdsOf: (name) => real.rdsOf!(name),
     async connectTo(_name, endpoint) {
-      const copies = (await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? [];
+      const copies = await allDbInstances(rds);
       const copy = copies.find((i) => i.DBInstanceIdentifier?.startsWith(`${sourceId}-pitr-`));
       expect(endpoint).toEqual({ host: copy?.Endpoint?.Address, port: copy?.Endpoint?.Port });
       return real.connect('stand-in');

@@ -91,7 +91,10 @@ describe('estimate against the real rollback on the demo pipeline', () => {
       }
       // The S3 requests counted for the lake's prefix are the ones the handlers sent to the lake bucket.
       const raw = estimate.stages.flatMap((st) => st.units).find((u) => u.unitId === 'raw')!;
+      // (the undo record's two bucket-configuration reads, versioning and lifecycle, are counted with the GETs)
       expect(Object.fromEntries(counter.counts)).toEqual({
+        GetBucketVersioningCommand: 1,
+        GetBucketLifecycleConfigurationCommand: 1,
         ListObjectVersionsCommand: raw.requests['S3 ListObjectVersions'],
         HeadObjectCommand: raw.requests['S3 HeadObject'],
         CopyObjectCommand: raw.requests['S3 CopyObject'],
