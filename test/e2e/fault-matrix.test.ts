@@ -251,6 +251,8 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     // 2. Each point, each way.
     const outcomes: string[] = [];
     let injected = 0;
+    /** Points the recorded run wrote that a faulted run never reached: named, so a write that moved is found. */
+    const unfired: string[] = [];
     let locksBroken = 0;
     for (const [index, point] of points.entries()) {
       for (const when of waysFor(index)) {
@@ -262,8 +264,9 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         const r1 = await runLocal('rollback', request, { name: first, deps, waitTimeOverrides: NO_WAITS });
         const fired = plan.fired;
         plan.arm();
-        if (fired) injected += 1;
         const label = `${when} ${pointName(point)}`;
+        if (fired) injected += 1;
+        else unfired.push(label);
         const afterFirst = await snapshot();
         const run1 = await ledger.getRun(first);
         // The ledger tells the truth: a run it calls SUCCEEDED left the data at the restore point, and has its report.
@@ -302,6 +305,7 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         .join(', ')}), ${outcomes.length} runs with a fault (${ALL_WAYS ? 'each point both ways' : 'each point one way, alternating'}; ${injected} fired): ${outcomes.length - absorbed.length} stopped FAILED, ` +
         `${absorbed.length} finished anyway (${absorbed.join('; ') || 'none'}); ${locksBroken} lock(s) left by a dead run and broken; all converged on the rerun, nothing lost`,
     );
+    expect(unfired, `write points the faulted runs did not reach (of ${outcomes.length})`).toEqual([]);
     expect(injected).toBe(outcomes.length);
   }, ALL_WAYS ? 3_600_000 : 1_200_000);
 
