@@ -253,6 +253,8 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     let injected = 0;
     /** Points the recorded run wrote that a faulted run never reached: named, so a write that moved is found. */
     const unfired: string[] = [];
+    /** Points neither the faulted run nor its clean rerun reached: that write is not made by every run. */
+    const notMade: string[] = [];
     let locksBroken = 0;
     for (const [index, point] of points.entries()) {
       for (const when of waysFor(index)) {
@@ -266,7 +268,6 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         plan.arm();
         const label = `${when} ${pointName(point)}`;
         if (fired) injected += 1;
-        else unfired.push(label);
         const afterFirst = await snapshot();
         const run1 = await ledger.getRun(first);
         // The ledger tells the truth: a run it calls SUCCEEDED left the data at the restore point, and has its report.
@@ -284,6 +285,13 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         }
         const second = uniqueName('rerun');
         const r2 = await runLocal('rollback', request, { name: second, deps, waitTimeOverrides: NO_WAITS });
+        // A point the faulted run never reached is a gap in the matrix only if a run from the same state makes that
+        // write: the rerun (recorded, no fault) says. Otherwise the number of writes of that kind differs between runs
+        // (a best-effort write such as a report, made or not), and the point is listed apart.
+        if (!fired) {
+          const made = plan.recorded.some((p) => p.channel === point.channel && p.kind === point.kind && p.n === point.n);
+          (made ? unfired : notMade).push(label);
+        }
         expect(r2.status, `${label}: the rerun: ${JSON.stringify(r2)}`).toBe('SUCCEEDED');
         expect(await snapshot(), `${label}: converged`).toEqual(captured);
         expect(await ledger.getLock(pipeline), `${label}: lock released`).toBeUndefined();
@@ -303,10 +311,10 @@ describe('fault matrix: every write of a rollback fails once, before or after it
       `fault matrix (rollback): ${points.length} write points recorded (${Object.entries(byChannel)
         .map(([c, n]) => `${c} ${n}`)
         .join(', ')}), ${outcomes.length} runs with a fault (${ALL_WAYS ? 'each point both ways' : 'each point one way, alternating'}; ${injected} fired): ${outcomes.length - absorbed.length} stopped FAILED, ` +
-        `${absorbed.length} finished anyway (${absorbed.join('; ') || 'none'}); ${locksBroken} lock(s) left by a dead run and broken; all converged on the rerun, nothing lost`,
+        `${absorbed.length} finished anyway (${absorbed.join('; ') || 'none'}); ${notMade.length} not made by the rerun either (${notMade.join('; ') || 'none'}); ${locksBroken} lock(s) left by a dead run and broken; all converged on the rerun, nothing lost`,
     );
     expect(unfired, `write points the faulted runs did not reach (of ${outcomes.length})`).toEqual([]);
-    expect(injected).toBe(outcomes.length);
+    expect(injected + notMade.length).toBe(outcomes.length);
   }, ALL_WAYS ? 3_600_000 : 1_200_000);
 
   it('every write of a snapshot fails once, before or after; a second snapshot of the deployment converges to a restore point that rolls back exactly', async () => {
