@@ -12,7 +12,7 @@ import {
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
 import type { Endpoint } from '../runtime/connections.ts';
-import { checkSourceWindow, describeRds, diffAtTime as plannedAtTime, removeTemporaryCopy, restoreAtTime as runAtTime, temporaryIds } from './rds/temporary-copy.ts';
+import { checkSourceWindow, describeRds, tableAtTime } from './rds/temporary-copy.ts';
 import { isoUtc } from './rds/window.ts';
 
 /**
@@ -547,7 +547,7 @@ function noPkNote(p: Prepared, planned: Plan): string {
 // Diff
 
 async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
-  if (isPitr(point)) return diffAtTime(unit, point, ctx);
+  if (isPitr(point)) return atTime.diff(unit, point, ctx);
   const out = isCow(point) ? await mysqlCopyOnWrite.diff(unit, point, ctx) : await diffCopy(unit, point, ctx);
   return { ...out, notes: [...modeNotes(unit, point), ...out.notes] };
 }
@@ -699,7 +699,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   }
-  if (isPitr(point)) return restoreAtTime(unit, point, ctx);
+  if (isPitr(point)) return atTime.restore(unit, point, ctx);
   const runId = ctx.runId;
   const d = point.details;
   const qName = quarantineTableName(ctx.pipeline, runId, unit.id);
@@ -921,7 +921,7 @@ async function verify(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetail
 // Release
 
 async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
-  if (isPitr(point)) return releaseAtTime(unit, point, ctx);
+  if (isPitr(point)) return atTime.release(unit, point, ctx);
   if (isCow(point)) return mysqlCopyOnWrite.release(unit, point, ctx);
   const d = point.details;
   const shadowName = d.shadowTable.slice(d.shadowTable.indexOf('.') + 1);
@@ -1125,48 +1125,15 @@ async function extractAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTabl
   );
 }
 
-async function mergeAndVerify(unit: MysqlTableUnit, copy: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-  const merged = await restore(unit, copy, ctx);
-  const checks = await verify({ ...unit, checks: { count: true, checksum: true }, assertions: [] }, copy, ctx);
-  const failed = checks.filter((c) => !c.ok);
-  if (failed.length > 0) {
-    throw new VerificationFailedError(`unit "${unit.id}": after the merge, ${failed.map((c) => `${c.name} is ${c.actual}, expected ${c.expected}`).join('; ')}; the temporary copy is kept for inspection.`);
-  }
-  return merged;
-}
-
-/** The data path alone against a database already standing at `endpoint`: extract, merge, verify (for the benchmark). */
-async function mergeFromCopy(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome> {
-  const { copy, rows } = await extractAtTime(unit, point, ctx, endpoint);
-  const merged = await mergeAndVerify(unit, copy, ctx);
-  return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
-}
-
-async function restoreAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-  const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
-  return runAtTime(ctx, source, ids, {
-    sealed: () => sealedCopyOf(unit, point, ctx),
-    extract: (endpoint) => extractAtTime(unit, point, ctx, endpoint),
-    merge: (copy) => mergeAndVerify(unit, copy, ctx),
-  });
-}
-
-async function diffAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Diff> {
-  const copy = await sealedCopyOf(unit, point, ctx);
-  const time = point.details.pointInTime?.time ?? point.capturedAt;
-  if (!copy) return plannedAtTime(point.details.pointInTime, point.details.table, point.count, time);
-  const out = await diff(unit, copy, ctx);
-  return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
-}
-
-async function releaseAtTime(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<void> {
-  const copy = await sealedCopyOf(unit, point, ctx);
-  if (copy) await release(unit, copy, ctx);
-  if (ctx.runId) {
-    const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
-    await removeTemporaryCopy(ctx, source.rds, ids);
-  }
-}
+const atTime = tableAtTime<MysqlTableUnit, RestorePoint<MysqlTableDetails>>({
+  sealedCopyOf,
+  extractAtTime,
+  restore,
+  diff,
+  release,
+  verifyScope: (unit, copy, ctx) => verify({ ...unit, checks: { count: true, checksum: true }, assertions: [] }, copy, ctx),
+});
+const mergeFromCopy = atTime.mergeFromCopy;
 
 /** The adapter's operations with their exact types: `capture` always answers with a point (it never pends). */
 export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release, asOf, mergeFromCopy };

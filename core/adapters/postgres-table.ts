@@ -6,10 +6,7 @@ import type { Endpoint } from '../runtime/connections.ts';
 import {
   checkSourceWindow,
   describeRds,
-  diffAtTime as plannedAtTime,
-  removeTemporaryCopy,
-  restoreAtTime as runAtTime,
-  temporaryIds,
+  tableAtTime,
   type PointInTimeSource,
 } from './rds/temporary-copy.ts';
 import { isoUtc } from './rds/window.ts';
@@ -436,7 +433,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Diff
 
   async function diff(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
-    if (isPitr(point)) return diffAtTime(unit, point, ctx);
+    if (isPitr(point)) return atTime.diff(unit, point, ctx);
     if (isCow(point)) {
       const out = await cow.diff(unit, point, ctx);
       return { ...out, notes: [...modeNote(unit, point), ...out.notes] };
@@ -482,7 +479,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     if (!ctx.runId) {
       throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
     }
-    if (isPitr(point)) return restoreAtTime(unit, point, ctx);
+    if (isPitr(point)) return atTime.restore(unit, point, ctx);
     if (isCow(point)) return cow.restore(unit, point, ctx);
     const runId = ctx.runId;
     const d = point.details;
@@ -652,7 +649,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   // Release
 
   async function release(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
-    if (isPitr(point)) return releaseAtTime(unit, point, ctx);
+    if (isPitr(point)) return atTime.release(unit, point, ctx);
     if (isCow(point)) return cow.release(unit, point, ctx);
     const d = point.details;
     await withClient(ctx, d.connection, (client) =>
@@ -850,52 +847,18 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     });
   }
 
-  /** (c): the ordinary copy restore from the sealed rows at T, then their count and checksum against the scope. */
-  async function mergeAndVerify(unit: PostgresTableUnit, copy: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-    const merged = await restore(unit, copy, ctx);
-    const checks = await withClient(ctx, copy.details.connection, (client) =>
-      inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', () => verifyContent(client, { ...unit, checks: { count: true, checksum: true } }, copy)),
-    );
-    const failed = checks.filter((c) => !c.ok);
-    if (failed.length > 0) {
-      throw new VerificationFailedError(
-        `unit "${unit.id}": after the merge, ${failed.map((c) => `${c.name} is ${c.actual}, expected ${c.expected}`).join('; ')}; the temporary copy is kept for inspection.`,
-      );
-    }
-    return merged;
-  }
-
-  async function mergeFromCopy(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome> {
-    const { copy, rows } = await extractAtTime(unit, point, ctx, endpoint);
-    const merged = await mergeAndVerify(unit, copy, ctx);
-    return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
-  }
-
-  async function restoreAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-    const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
-    return runAtTime(ctx, source, ids, {
-      sealed: () => sealedCopyOf(unit, point, ctx),
-      extract: (endpoint) => extractAtTime(unit, point, ctx, endpoint),
-      merge: (copy) => mergeAndVerify(unit, copy, ctx),
-    });
-  }
-
-  async function diffAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<Diff> {
-    const copy = await sealedCopyOf(unit, point, ctx);
-    const time = point.details.pointInTime?.time ?? point.capturedAt;
-    if (!copy) return plannedAtTime(point.details.pointInTime, point.details.table, point.count, time);
-    const out = await diff(unit, copy, ctx);
-    return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
-  }
-
-  async function releaseAtTime(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext): Promise<void> {
-    const copy = await sealedCopyOf(unit, point, ctx);
-    if (copy) await release(unit, copy, ctx);
-    if (ctx.runId) {
-      const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
-      await removeTemporaryCopy(ctx, source.rds, ids);
-    }
-  }
+  const atTime = tableAtTime<PostgresTableUnit, RestorePoint<PostgresTableDetails>>({
+    sealedCopyOf,
+    extractAtTime,
+    restore,
+    diff,
+    release,
+    verifyScope: (unit, copy, ctx) =>
+      withClient(ctx, copy.details.connection, (client) =>
+        inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', () => verifyContent(client, { ...unit, checks: { count: true, checksum: true } }, copy)),
+      ),
+  });
+  const mergeFromCopy = atTime.mergeFromCopy;
 
   return { type: 'postgres-table', capture, diff, restore, verify, release, asOf, mergeFromCopy };
 }

@@ -1,10 +1,10 @@
 import { DeleteDBInstanceCommand, DescribeDBClustersCommand, DescribeDBInstancesCommand, ModifyDBInstanceCommand, ModifyDBClusterCommand } from '@aws-sdk/client-rds';
-import { PreflightError, RestorePointMissingError } from '../../errors.ts';
+import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { ConnectionRds } from '../../manifest/schema.ts';
 import type { Endpoint } from '../../runtime/connections.ts';
 import { rdsClusterKind } from '../rds-cluster.ts';
 import { rdsInstanceKind } from '../rds-instance.ts';
-import type { AdapterContext, Changes, Diff, Outcome, Pending } from '../types.ts';
+import type { AdapterContext, Changes, Check, Diff, Outcome, Pending } from '../types.ts';
 import { orUndefined, RDS_POLL_SECONDS } from './engine.ts';
 import { derivedIdentifier, pointKey, shortHash, TAG, tagMap, type Tags } from './names.ts';
 import { checkInWindow, clusterWindow, instanceWindow, type RestorableWindow } from './window.ts';
@@ -209,4 +209,79 @@ export function diffAtTime(source: PointInTimeSource | undefined, table: string,
 export function temporaryIds(source: PointInTimeSource | undefined, unitId: string, ctx: AdapterContext, runId: string) {
   if (!source) throw new RestorePointMissingError(`unit "${unitId}": this point-in-time point names no RDS source`);
   return { source, ids: { id: temporaryIdentifier(source.rds, runId, unitId), point: pointKey({ pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId }), runId, unitId } };
+}
+
+/** A table point as the rollback-to-a-time glue reads it: the point-in-time point, or the sealed rows read from its copy. */
+interface AtTimePoint {
+  count: number;
+  capturedAt: string;
+  details: { pointInTime?: PointInTimeSource; table: string; shadowTable: string };
+}
+
+/** What a table adapter (PostgreSQL, MySQL) brings to a rollback to a time: its own data path and its copy-mode operations. */
+export interface TableAtTimeParts<U extends { id: string }, P extends AtTimePoint> {
+  /** The rows at T, once read and sealed (an ordinary `copy` point); undefined before. */
+  sealedCopyOf(unit: U, point: P, ctx: AdapterContext): Promise<P | undefined>;
+  /** Reads the unit's rows at T from the copy at `endpoint` and seals them; a rerun finds them sealed. */
+  extractAtTime(unit: U, point: P, ctx: AdapterContext, endpoint: Endpoint): Promise<{ copy: P; rows: number }>;
+  /** The adapter's copy-mode restore, diff and release, applied to the sealed rows. */
+  restore(unit: U, copy: P, ctx: AdapterContext): Promise<Outcome>;
+  diff(unit: U, copy: P, ctx: AdapterContext): Promise<Diff>;
+  release(unit: U, copy: P, ctx: AdapterContext): Promise<void>;
+  /** The count and checksum of the unit's scope against the sealed rows. */
+  verifyScope(unit: U, copy: P, ctx: AdapterContext): Promise<Check[]>;
+}
+
+/**
+ * The operations of a table unit's point-in-time point, the same for every engine around the adapter's own parts:
+ * restore (one step per call, see restoreAtTime), the dry run, release (the sealed rows, and the run's copy if one is
+ * left), and the data path alone for the benchmark.
+ */
+export function tableAtTime<U extends { id: string }, P extends AtTimePoint>(parts: TableAtTimeParts<U, P>) {
+  /** (c): the ordinary copy restore from the sealed rows at T, then their count and checksum against the scope. */
+  async function mergeAndVerify(unit: U, copy: P, ctx: AdapterContext): Promise<Outcome> {
+    const merged = await parts.restore(unit, copy, ctx);
+    const failed = (await parts.verifyScope(unit, copy, ctx)).filter((c) => !c.ok);
+    if (failed.length > 0) {
+      throw new VerificationFailedError(
+        `unit "${unit.id}": after the merge, ${failed.map((c) => `${c.name} is ${c.actual}, expected ${c.expected}`).join('; ')}; the temporary copy is kept for inspection.`,
+      );
+    }
+    return merged;
+  }
+
+  return {
+    /** The data path alone against a database already standing at `endpoint`: extract, merge, verify (for the benchmark). */
+    async mergeFromCopy(unit: U, point: P, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome> {
+      const { copy, rows } = await parts.extractAtTime(unit, point, ctx, endpoint);
+      const merged = await mergeAndVerify(unit, copy, ctx);
+      return { ...merged, changes: { ...merged.changes, ...(rows > 0 ? { rowsExtracted: rows } : {}) } };
+    },
+
+    async restore(unit: U, point: P, ctx: AdapterContext): Promise<Outcome> {
+      const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId!);
+      return restoreAtTime(ctx, source, ids, {
+        sealed: () => parts.sealedCopyOf(unit, point, ctx),
+        extract: (endpoint) => parts.extractAtTime(unit, point, ctx, endpoint),
+        merge: (copy) => mergeAndVerify(unit, copy, ctx),
+      });
+    },
+
+    async diff(unit: U, point: P, ctx: AdapterContext): Promise<Diff> {
+      const copy = await parts.sealedCopyOf(unit, point, ctx);
+      const time = point.details.pointInTime?.time ?? point.capturedAt;
+      if (!copy) return diffAtTime(point.details.pointInTime, point.details.table, point.count, time);
+      const out = await parts.diff(unit, copy, ctx);
+      return { ...out, notes: [`rows as of ${time} already read into ${copy.details.shadowTable}`, ...out.notes] };
+    },
+
+    async release(unit: U, point: P, ctx: AdapterContext): Promise<void> {
+      const copy = await parts.sealedCopyOf(unit, point, ctx);
+      if (copy) await parts.release(unit, copy, ctx);
+      if (ctx.runId) {
+        const { source, ids } = temporaryIds(point.details.pointInTime, unit.id, ctx, ctx.runId);
+        await removeTemporaryCopy(ctx, source.rds, ids);
+      }
+    },
+  };
 }
