@@ -8,7 +8,7 @@ import type { AdapterContext, Check } from '../core/adapters/types.ts';
 // Options
 // ---------------------------------------------------------------------------------------------------------------------
 
-export const DEFAULTS = { objects: 20_000, rows: 1_000_000, changed: 1, objectBytes: 1024, pgTimeout: 600, workers: 16 };
+export const DEFAULTS = { objects: 20_000, rows: 1_000_000, changed: 1, objectBytes: 1024, pgTimeout: 600, workers: 16, repeat: 3 };
 
 export interface Options {
   only: 's3' | 'pg' | undefined;
@@ -19,10 +19,12 @@ export interface Options {
   pgTimeout: number;
   fullReload: boolean;
   workers: number;
+  /** Runs of each PostgreSQL restore (and its deploy) at the main percentage: the median is reported. */
+  repeat: number;
 }
 
 export const USAGE = `usage: npm run bench -- [--only s3|pg] [--objects N] [--changed P] [--rows N] [--object-bytes B]
-                        [--no-full-reload] [--pg-timeout S] [--workers W]
+                        [--no-full-reload] [--pg-timeout S] [--workers W] [--repeat N]
 
   --only s3|pg      run one section only (default: both, S3 first)
   --objects N       objects under the S3 prefix (default ${DEFAULTS.objects.toLocaleString('en-US')})
@@ -33,7 +35,9 @@ export const USAGE = `usage: npm run bench -- [--only s3|pg] [--objects N] [--ch
   --no-full-reload  skip the PostgreSQL 100%-changed case
   --pg-timeout S    cancel an etl-rollback table restore still running after S seconds (default ${DEFAULTS.pgTimeout})
   --workers W       requests in flight for the S3 naive restore and s3-pit-restore --max-workers
-                    (default ${DEFAULTS.workers}, the adapter's own copy concurrency)`;
+                    (default ${DEFAULTS.workers}, the adapter's own copy concurrency)
+  --repeat N        PostgreSQL: the bad deploy and each restore of it (etl-rollback copy, copy-on-write,
+                    pg_restore) N times at --changed; the median and the range are printed (default ${DEFAULTS.repeat})`;
 
 export function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -47,6 +51,7 @@ export function parseOptions(argv: string[]): Options {
       'pg-timeout': { type: 'string' },
       'no-full-reload': { type: 'boolean' },
       workers: { type: 'string' },
+      repeat: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -77,6 +82,7 @@ export function parseOptions(argv: string[]): Options {
     pgTimeout: int('pg-timeout', values['pg-timeout'], DEFAULTS.pgTimeout, 1),
     fullReload: !values['no-full-reload'],
     workers: int('workers', values.workers, DEFAULTS.workers, 1),
+    repeat: int('repeat', values.repeat, DEFAULTS.repeat, 1),
   };
 }
 
@@ -105,6 +111,19 @@ export function printTable(title: string, headers: string[], rows: string[][], r
   console.log(line(headers));
   console.log(`|${widths.map((w, i) => (rightAligned.has(i) ? `${'-'.repeat(w + 1)}:` : `:${'-'.repeat(w + 1)}`)).join('|')}|`);
   for (const r of rows) console.log(line(r));
+}
+
+/** The median of timings (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length === 0 ? 0 : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** `0.119` for one run; `0.119 (0.112–0.131)` for the median of several and their range. */
+export function fmtRuns(xs: number[]): string {
+  if (xs.length <= 1) return fmtSec(xs[0] ?? 0);
+  return `${fmtSec(median(xs))} (${fmtSec(Math.min(...xs))}–${fmtSec(Math.max(...xs))})`;
 }
 
 /** `other / ours`, read as "how many times ours": `163x`, `1.2x`, `0.50x`. */

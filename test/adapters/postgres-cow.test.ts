@@ -225,6 +225,49 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await adapter.release(u, point, c);
   });
 
+  it('a write the restore planned but did not make (a BEFORE trigger left firing skips it) fails the restore, which writes nothing', async () => {
+    await h.sql.query(`CREATE TABLE cw_skip (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_skip SELECT g, 'v' || g FROM generate_series(1, 50) g`);
+    const u = h.unit({ id: 'skip', table: 'cw_skip', capture: 'copy-on-write' });
+    const c = h.ctx('d-skip');
+    const point = await adapter.capture(u, c);
+    await h.sql.query(`UPDATE cw_skip SET v = 'bad' WHERE id <= 4`);
+    await h.sql.query(`DELETE FROM cw_skip WHERE id BETWEEN 10 AND 12`);
+    // Silently drops every UPDATE and INSERT addressed to the table (a "read-only after load" guard, say).
+    await h.sql.query(`CREATE FUNCTION cw_skip_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+    await h.sql.query(`CREATE TRIGGER cw_skip_guard BEFORE UPDATE OR INSERT ON cw_skip FOR EACH ROW EXECUTE FUNCTION cw_skip_fn()`);
+    const bad = await h.rowsOf('cw_skip');
+    const err = await createPostgresTableAdapter({ triggers: 'fire' })
+      .restore(u, point, { ...c, runId: 'run-skip' })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VerificationFailedError);
+    expect((err as Error).message).toMatch(/wrote other rows than it planned \(deleted 0 of 0, overwrote 0 of 4, re-inserted 0 of 3, kept 4 of 4\).*nothing was written/);
+    expect(await h.rowsOf('cw_skip')).toEqual(bad);
+    expect(await one<string>(`SELECT count(*)::text FROM pg_tables WHERE tablename LIKE 'q\\_skip\\_%'`)).toBe('0');
+    await adapter.restore(u, point, { ...c, runId: 'run-skip-2' });
+    expect(await one<string>(`SELECT count(*)::text FROM cw_skip WHERE v = 'v' || id`)).toBe('50');
+    await adapter.release(u, point, c);
+  });
+
+  it('a table with inheritance children is refused at capture, and a child added after the capture fails the restore', async () => {
+    await h.sql.query(`CREATE TABLE cw_parent (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`CREATE TABLE cw_child () INHERITS (cw_parent)`);
+    await expect(adapter.capture(h.unit({ id: 'parent', table: 'cw_parent', capture: 'copy-on-write' }), h.ctx('d-inh'))).rejects.toThrow(/inheritance children.*Use capture: copy/);
+
+    await h.sql.query(`CREATE TABLE cw_base (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_base SELECT g, 'v' || g FROM generate_series(1, 20) g`);
+    const u = h.unit({ id: 'base', table: 'cw_base', capture: 'copy-on-write' });
+    const c = h.ctx('d-base');
+    const point = await adapter.capture(u, c);
+    await h.sql.query(`UPDATE cw_base SET v = 'bad' WHERE id = 1`);
+    await h.sql.query(`CREATE TABLE cw_base_child () INHERITS (cw_base)`);
+    await h.sql.query(`INSERT INTO cw_base_child VALUES (100, 'unseen')`);
+    await expect(adapter.restore(u, point, { ...c, runId: 'run-base' })).rejects.toThrow(/has inheritance children now.*backstop/s);
+    expect(await one<string>(`SELECT v FROM ONLY cw_base WHERE id = 1`)).toBe('bad');
+    await h.sql.query(`DROP TABLE cw_base_child`);
+    await adapter.release(u, point, c);
+  });
+
   it('refuses what it cannot protect, with the reason: no key, partitioned; a dropped column fails with the backstop; an added one is put back', async () => {
     await h.sql.query(`CREATE TABLE cw_nokey (a int, b text)`);
     await expect(adapter.capture(h.unit({ id: 'nokey', table: 'cw_nokey', capture: 'copy-on-write' }), h.ctx('d-nk'))).rejects.toThrow(/no primary key.*Use capture: copy/);

@@ -32,12 +32,12 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * read-only transaction (see `seal`) reads the count and checksum of the rows in scope as they were at the install
  * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals.
  *
- * Restore, one transaction (the table locked against writers): checks the window (below); deletes the rows whose key
- * was inserted since the capture, updates the changed ones back from their pre-images, re-inserts the deleted ones —
- * each row deleted or overwritten kept in a quarantine table by the very statement that replaces it; sets sequences
- * back; then checks that the table is the capture and commits only if it is. Every statement is driven by the undo log
- * and looks its keys up by primary key (see preferKeyLookups), so a restore costs the rows the deploy changed, not the
- * table. The undo table is kept: the point stays valid (a rerun writes nothing, a later restore still has every
+ * Restore, one transaction (the table locked against writers): checks the window (below); then one statement (see
+ * fusedRestoreSql) deletes the rows whose key was inserted since the capture, updates the changed ones back from their
+ * pre-images, re-inserts the deleted ones, and keeps each row deleted or overwritten in a quarantine table; sets
+ * sequences back; then checks that the table is the capture and commits only if it is. The statement is driven by the
+ * undo log and looks each logged key up once by primary key (see preferKeyLookups), so a restore costs the rows the
+ * deploy changed, not the table. The undo table is kept: the point stays valid (a rerun writes nothing, a later restore still has every
  * pre-image). Release drops the triggers, the function and the undo table.
  *
  * Trust, but verify (the window check, before any write). Triggers can be bypassed: dropped, disabled and re-enabled
@@ -77,8 +77,8 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * (named etl_rollback.cw_…_fn): the deploy stops rather than change rows the restore point cannot undo.
  *
  * Not supported (refused at capture with the reason): tables without a primary key (the undo log is keyed),
- * partitioned tables and `partition` scopes (a write addressed to a partition directly does not fire the parent's
- * statement triggers), and GENERATED ALWAYS identity columns outside the key (an UPDATE cannot put them back).
+ * partitioned tables and `partition` scopes, and tables with inheritance children (a write addressed to a partition or
+ * a child directly does not fire the parent's statement triggers), and GENERATED ALWAYS identity columns outside the key (an UPDATE cannot put them back).
  *
  * Default: copy stays the default. Copy-on-write would become the default above 1 GiB (pg_total_relation_size): below
  * that the copy takes a few seconds and its restore does not depend on trigger integrity; above it the copy's time and
@@ -242,6 +242,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
           if (source.kind === 'p' || unit.partition !== undefined) {
             throw refuse('it is partitioned (or the unit names partitions), and a write addressed to a partition directly does not fire the parent table\'s statement triggers');
           }
+          const { rows: inh } = await client.query<{ children: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1) AS children', [source.oid]);
+          if (inh[0]?.children === true) throw refuse('it has inheritance children, and a write addressed to a child does not fire the parent table\'s triggers');
           const primaryKey = await primaryKeyOf(client, source.oid);
           if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
           await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
@@ -348,16 +350,19 @@ export function copyOnWrite(parts: CowAdapterParts) {
     table: Relation,
     names: string[],
     fnSql: string,
-  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number; xmin: string }[]; function: { oid: number; md5: string; xmin: string } | undefined }> {
-    const { rows } = await client.query<{ name: string; oid: number; enabled: string; fnoid: number; xmin: string }>(
-      `SELECT tgname AS name, oid::int AS oid, tgenabled::text AS enabled, tgfoid::int AS fnoid, xmin::text AS xmin FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = ANY($2) ORDER BY tgname`,
-      [table.oid, names],
+  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number; xmin: string }[]; function: { oid: number; md5: string; xmin: string } | undefined; filenode: string }> {
+    // One round trip: the triggers, the function and the table's relfilenode.
+    type Row = { triggers: Array<{ name: string; oid: number; enabled: string; fnOid: number; xmin: string }>; fn: { oid: number; md5: string; xmin: string } | null; filenode: string };
+    const { rows } = await client.query<Row>(
+      `SELECT (SELECT coalesce(json_agg(json_build_object('name', t.tgname, 'oid', t.oid::int, 'enabled', t.tgenabled::text, 'fnOid', t.tgfoid::int, 'xmin', t.xmin::text) ORDER BY t.tgname), '[]')
+                 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = ANY($2)) AS triggers,
+              (SELECT json_build_object('oid', p.oid::int, 'md5', md5(p.prosrc), 'xmin', p.xmin::text)
+                 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($3 || '()')) AS fn,
+              pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
+      [table.oid, names, fnSql],
     );
-    const { rows: fn } = await client.query<{ oid: number; md5: string; xmin: string }>(
-      `SELECT p.oid::int AS oid, md5(p.prosrc) AS md5, p.xmin::text AS xmin FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($1 || '()')`,
-      [fnSql],
-    );
-    return { triggers: rows.map((r) => ({ name: r.name, oid: r.oid, enabled: r.enabled, fnOid: r.fnoid, xmin: r.xmin })), function: fn[0] };
+    const row = rows[0];
+    return { triggers: row?.triggers ?? [], function: row?.fn ?? undefined, filenode: row?.filenode ?? '' };
   }
 
   /** The `catalog` record of the triggers and function as they are now (see CowMeta.catalog). */
@@ -370,6 +375,19 @@ export function copyOnWrite(parts: CowAdapterParts) {
 
   // -------------------------------------------------------------------------------------------------------------
   // Preflight and the window check
+
+  /** What fusedRestoreSql planned (per action) and wrote. */
+  interface FusedCounts {
+    planned_r: string;
+    planned_o: string;
+    planned_m: string;
+    deleted: string;
+    updated: string;
+    updated_same: string;
+    inserted: string;
+    inserted_same: string;
+    kept: string;
+  }
 
   interface Prepared {
     live: Relation;
@@ -390,6 +408,13 @@ export function copyOnWrite(parts: CowAdapterParts) {
      * and found nothing), so the rows the log does not name are as captured and their number is right.
      */
     untouchedProven: boolean;
+    /** The live table's columns, read under the restore's lock. */
+    columns: PostgresColumn[];
+    /** The table has rewrite rules (a written row may not be what was written). */
+    rules: boolean;
+    /** pg_class.reltuples of the table (the planner's row estimate) and the session's work_mem, in bytes. */
+    tableRows: number;
+    workMem: number;
     notes: string[];
   }
 
@@ -463,8 +488,17 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // before the writes can see (an extension writing heap pages directly) the stage's gate still catches: it counts
     // and sums the whole scope after every restore, against the capture.
     const key = meta.primaryKey;
-    const { rows: fnode } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [live.oid]);
-    const rewritten = fnode[0]?.f !== meta.filenode;
+    const { rows: rel } = await client.query<{ f: string; rules: boolean; children: boolean; n: string; wm: string; b: string }>(
+      `SELECT pg_catalog.pg_relation_filenode(c.oid)::text AS f, c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
+              pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
+              pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm
+         FROM pg_catalog.pg_class c WHERE c.oid = $1`,
+      [live.oid],
+    );
+    const rewritten = rel[0]?.f !== meta.filenode;
+    // A write addressed to an inheritance child fires the child's triggers, not the parent's.
+    if (rel[0]?.children === true) bypass.push(`${live.display} has inheritance children now: writes addressed to them do not fire its triggers`);
     const catalog = meta.catalog;
     const intact =
       bypass.length === 0 &&
@@ -482,8 +516,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // xids): only the few rows whose xmin is as recent as the capture snapshot's get the exact test (their xid mapped
     // to 64 bits against the bound, see changes.ts, then not visible in the capture snapshot) and the lookup in the
     // undo log; CASE keeps both from running for the rest.
-    const { rows: xb } = await client.query<{ b: string }>('SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b');
-    const bound = BigInt(xb[0]?.b ?? '0');
+    const bound = BigInt(rel[0]?.b ?? '0');
     const since = BigInt(meta.snapshot.split(':')[0] || meta.snapshotXmax);
     const span = bound - since;
     const xminCheck = span >= 0n && span < 2n ** 31n;
@@ -542,6 +575,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
       bypass,
       recorded,
       untouchedProven: bypass.length === 0 && (intact || xminCheck) && schema.changes.length === 0,
+      columns,
+      rules: rel[0]?.rules === true,
+      tableRows: Number(rel[0]?.n ?? 0),
+      workMem: Number(rel[0]?.wm ?? 0),
       notes,
     };
   }
@@ -554,7 +591,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const key = p.meta.primaryKey;
     const kind = `u.${ident(KIND)}`;
     const liveOf = (n: string) => (afterSchema ? `l.${ident(n)}` : (p.schema.compare.get(n)?.live ?? `l.${ident(n)}`));
-    const differs = p.update.length === 0 ? 'FALSE' : `ROW(${p.update.map(liveOf).join(', ')})::text IS DISTINCT FROM ${rowText(p.update, 'u')}`;
+    // Byte-for-byte, as in fusedRestoreSql (the captured columns keep their types: prepare refuses a retyped one).
+    const differs = p.update.length === 0 ? 'FALSE' : `NOT (ROW(${p.update.map(liveOf).join(', ')})::record *= ROW(${cols(p.update, 'u')})::record)`;
     return {
       /** Live rows that must go: their key was not in scope at capture (inserted, or moved into scope). */
       remove: `(${kind} = 'i' OR NOT ${p.inScope('u')}) AND ${p.inScope('l')}`,
@@ -564,6 +602,62 @@ export function copyOnWrite(parts: CowAdapterParts) {
       missing: `${kind} = 'p' AND ${p.inScope('u')} AND NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 'u')})`,
       join: keyMatch(key, 'l', 'u'),
     };
+  }
+
+  /**
+   * The restore's writes, one statement (no schema change to put back). A plan first, materialized once: each logged
+   * key looked up once in the table by its primary key, in key order (neighbouring keys share index pages), giving the live row's version (ctid), what to do with it —
+   * `r` delete it (its key was not in scope at capture: inserted since, or moved into scope), `o` overwrite it with its
+   * pre-image (its bytes differ from the pre-image's), `m` re-insert the missing pre-image, nothing when the live row
+   * already is its pre-image — and, for `r` and `o`, the live row's values. Then four data-modifying CTEs over the
+   * plan, on disjoint keys: DELETE and UPDATE reach their row version by ctid (a TID scan, no second descent of the
+   * index), INSERT adds the missing pre-images, and the quarantine receives every row deleted or overwritten, as the
+   * plan read it. All of it in the statement's one snapshot, the table locked against writers: the rows kept are
+   * exactly the rows replaced, which the caller checks by the counts (planned against written). `ONLY`: a ctid names
+   * a row version within one relation; the table has no inheritance children (prepare refuses them).
+   *
+   * Equal means byte-for-byte (record_image_eq, `*=`): a row overwritten is one whose stored values differ from the
+   * pre-image's; a restored row holds the undo row's values, so a rerun finds every row equal and writes nothing.
+   * `sameAs`: with `verbatim` false, each row as written is compared with its pre-image in the checksum's text.
+   */
+  function fusedRestoreSql(p: Prepared, quarantine: string, all: string[], verbatim: boolean): string {
+    const key = p.meta.primaryKey;
+    const names = p.meta.columns.map((c) => c.name);
+    const kind = `u.${ident(KIND)}`;
+    const at = ident('etl_rollback$at');
+    const act = ident('etl_rollback$act');
+    const old = (i: number) => ident(`etl_rollback$old${i}`);
+    const differs = p.update.length === 0 ? 'FALSE' : `NOT (ROW(${cols(p.update, 'l')})::record *= ROW(${cols(p.update, 'u')})::record)`;
+    const plan = `SELECT ${cols(names, 'u')}, l.ctid AS ${at},
+             CASE WHEN l.${ident(key[0]!)} IS NULL THEN CASE WHEN ${kind} = 'p' AND ${p.inScope('u')} THEN 'm' END
+                  WHEN (${kind} = 'i' OR NOT ${p.inScope('u')}) AND ${p.inScope('l')} THEN 'r'
+                  WHEN ${kind} = 'p' AND ${p.inScope('u')} AND ${differs} THEN 'o' END AS ${act},
+             ${all.map((c, i) => `l.${ident(c)} AS ${old(i)}`).join(', ')}
+        FROM (SELECT * FROM ${p.undo.sql} ORDER BY ${cols(key)}) AS u LEFT JOIN ONLY ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'u')}`;
+    const sameAs = (alias: string) => (verbatim ? 'true' : `${rowText(names, alias)} = ${rowText(names, 'p')}`);
+    const set = p.update.map((c) => `${ident(c)} = p.${ident(c)}`).join(', ');
+    const same = ident('etl_rollback$same');
+    return `WITH plan AS MATERIALIZED (${plan}),
+      gone AS (DELETE FROM ONLY ${p.live.sql} AS l USING plan AS p WHERE p.${act} = 'r' AND l.ctid = p.${at} RETURNING 1),
+      ${
+        p.update.length === 0
+          ? `changed AS (SELECT true AS ${same} WHERE false),`
+          : `changed AS (UPDATE ONLY ${p.live.sql} AS l SET ${set} FROM plan AS p WHERE p.${act} = 'o' AND l.ctid = p.${at} RETURNING ${sameAs('l')} AS ${same}),`
+      }
+      added AS (INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write)} FROM plan WHERE ${act} = 'm' RETURNING ${verbatim ? cols(key) : cols(names)}),
+      kept AS (INSERT INTO ${quarantine} (${cols(all)}) SELECT ${all.map((_, i) => old(i)).join(', ')} FROM plan WHERE ${act} IN ('r', 'o') RETURNING 1),
+      tally AS (SELECT count(*) FILTER (WHERE ${act} = 'r') AS r, count(*) FILTER (WHERE ${act} = 'o') AS o, count(*) FILTER (WHERE ${act} = 'm') AS m FROM plan)
+    SELECT t.r::text AS planned_r, t.o::text AS planned_o, t.m::text AS planned_m,
+           (SELECT count(*) FROM gone)::text AS deleted, (SELECT count(*) FROM changed)::text AS updated,
+           (SELECT count(*) FILTER (WHERE ${same}) FROM changed)::text AS updated_same,
+           (SELECT count(*) FROM added)::text AS inserted,
+           ${
+             verbatim
+               ? '(SELECT count(*) FROM added)::text AS inserted_same'
+               : `(SELECT count(*) FILTER (WHERE ${sameAs('a')}) FROM added AS a JOIN plan AS p ON p.${act} = 'm' AND ${keyMatch(key, 'p', 'a')})::text AS inserted_same`
+           },
+           (SELECT count(*) FROM kept)::text AS kept
+      FROM tally AS t`;
   }
 
   /** What the writes will do, in one pass over the undo log (each logged key looked up once in the table). */
@@ -589,11 +683,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * (nested loops), and the restore costs the rows logged. Above 5% the planner chooses as usual.
    */
   async function preferKeyLookups(client: pg.Client, p: Prepared): Promise<void> {
-    const { rows } = await client.query<{ n: string }>('SELECT greatest(c.reltuples, 0)::bigint::text AS n FROM pg_catalog.pg_class c WHERE c.oid = $1', [p.live.oid]);
-    const tableRows = Number(rows[0]?.n ?? 0);
-    if ((p.recorded.preImages + p.recorded.inserted) * 20 < tableRows) {
-      await client.query('SET LOCAL enable_hashjoin = off');
-      await client.query('SET LOCAL enable_mergejoin = off');
+    if ((p.recorded.preImages + p.recorded.inserted) * 20 < p.tableRows) {
+      // The restore's plan (fusedRestoreSql) holds a row per logged key: in memory, not spilled to a temporary file.
+      const memory = p.workMem < 64 * 1024 ** 2 ? "; SET LOCAL work_mem = '64MB'" : '';
+      await client.query(`SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off${memory}`);
     }
   }
 
@@ -652,7 +745,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
             scope: p.scope.describe,
             restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
           });
-        const all = (await liveColumns(client, p.live.oid)).map((c) => c.name);
+        const all = p.columns.map((c) => c.name);
         const rowCount = async (sql: string) => (await client.query(sql)).rowCount ?? 0;
         const setFromUndo = p.update.map((c) => `${ident(c)} = u.${ident(c)}`).join(', ');
         const insertMissing = (ws: ReturnType<typeof writeSql>) =>
@@ -663,48 +756,32 @@ export function copyOnWrite(parts: CowAdapterParts) {
         /** The rows the fused writes wrote, and how many of them equal their pre-image. */
         let written: { updated: { n: number; same: number }; inserted: { n: number; same: number } } | undefined;
         if (p.schema.changes.length === 0) {
-          // The usual case, three statements over the logged keys. Each row that goes or is overwritten is kept in the
-          // quarantine by the statement that replaces it (a data-modifying CTE: the DELETE's RETURNING, and for the
-          // UPDATE the row as it was, read through a second reference to the table in the statement's snapshot), so
-          // keeping costs no pass of its own and nothing is replaced that is not kept: both happen in one statement.
-          // The restore's own writes are not business writes: user triggers off (ours included: their undo inserts
-          // would all be conflicts anyway), put back before commit.
+          // The usual case: one statement (see fusedRestoreSql). The restore's own writes are not business writes: user
+          // triggers off (ours included: their undo inserts would all be conflicts anyway), put back before commit.
           const existed = (await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [`${ROLLBACK_SCHEMA}.${quarantineTableName(ctx.pipeline, runId, unit.id)}`])).rows[0]?.t != null;
           const q = await quarantine();
           const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
-          const ws = writeSql(p, true);
-          const rowsDeleted = await rowCount(
-            `WITH gone AS (DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove} RETURNING ${cols(all, 'l')})
-             INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM gone`,
-          );
           // Each row written is the undo row's values, verbatim, unless something on the table can rewrite it on the
           // way in: a user trigger left firing (triggers: 'fire'), a rule, a generated column. Then each row written is
-          // compared, as written, with its pre-image in the text the checksum hashes: the UPDATE's RETURNING sees the
-          // new row beside the undo row, the INSERT's is joined back to the log. See the end-to-end check below.
-          const { rows: rw } = await client.query<{ rules: boolean }>('SELECT c.relhasrules AS rules FROM pg_catalog.pg_class c WHERE c.oid = $1', [p.live.oid]);
-          const verbatim = parts.triggerMode === 'disable' && rw[0]?.rules !== true && !p.meta.columns.some((c) => c.generated);
-          const same = ident('etl_rollback$same');
-          const counted = async (sql: string) => {
-            const { rows: r } = await client.query<{ n: string; same: string }>(sql);
-            return { n: Number(r[0]?.n ?? 0), same: Number(r[0]?.same ?? 0) };
-          };
-          const readBack = verbatim ? 'true' : `${rowText(names, 'l')} = ${rowText(names, 'u')}`;
-          const updated =
-            p.update.length === 0
-              ? { n: 0, same: 0 }
-              : await counted(
-                  `WITH changed AS (UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS o ON ${keyMatch(p.meta.primaryKey, 'o', 'u')}
-                                     WHERE ${ws.join} AND ${ws.overwrite} RETURNING ${cols(all, 'o')}, ${readBack} AS ${same}),
-                        kept AS (INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all)} FROM changed)
-                   SELECT count(*)::text AS n, count(*) FILTER (WHERE ${same})::text AS same FROM changed`,
-                );
-          const inserted = verbatim
-            ? await rowCount(insertMissing(ws)).then((n) => ({ n, same: n }))
-            : await counted(
-                `WITH ins AS (${insertMissing(ws)} RETURNING ${cols(names)})
-                 SELECT count(*)::text AS n, count(*) FILTER (WHERE ${rowText(names, 'ins')} = ${rowText(names, 'u')})::text AS same
-                   FROM ins JOIN ${p.undo.sql} AS u ON ${keyMatch(p.meta.primaryKey, 'ins', 'u')}`,
-              );
+          // compared, as written, with its pre-image in the text the checksum hashes. See the end-to-end check below.
+          const verbatim = parts.triggerMode === 'disable' && !p.rules && !p.meta.columns.some((c) => c.generated);
+          const { rows: out } = await client.query<FusedCounts>(fusedRestoreSql(p, q.sql, all, verbatim));
+          const c = out[0];
+          const n = (v: string | undefined) => Number(v ?? 0);
+          const planned = { r: n(c?.planned_r), o: n(c?.planned_o), m: n(c?.planned_m) };
+          const done = { d: n(c?.deleted), u: n(c?.updated), i: n(c?.inserted), k: n(c?.kept) };
+          // Under the lock nothing else writes the table, so every planned write finds its row version. If one did
+          // not (a BEFORE trigger left firing that skips rows), the table is not the capture: fail, write nothing.
+          if (done.d !== planned.r || done.u !== planned.o || done.i !== planned.m || done.k !== planned.r + planned.o) {
+            throw new VerificationFailedError(
+              `unit "${unit.id}": copy-on-write restore of ${p.live.display} wrote other rows than it planned (deleted ${done.d} of ${planned.r}, overwrote ${done.u} of ${planned.o}, ` +
+                `re-inserted ${done.i} of ${planned.m}, kept ${done.k} of ${planned.r + planned.o}): something on the table skipped or redirected the restore's writes. ` +
+                `The restore was rolled back; nothing was written. ${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
+            );
+          }
+          const updated = { n: done.u, same: n(c?.updated_same) };
+          const inserted = { n: done.i, same: n(c?.inserted_same) };
+          const rowsDeleted = done.d;
           written = { updated, inserted };
           await resumeUserTriggers(client, saved);
           await resetSequences(client, sequences);
@@ -743,11 +820,11 @@ export function copyOnWrite(parts: CowAdapterParts) {
 
         // The end-to-end check: commit only a table equal to the capture. When the untouched rows are proven as
         // captured (the triggers intact by the catalog, or the pass over the table), the table is the capture exactly
-        // when every logged key in scope holds its pre-image and no other logged key holds a row in scope. The three
-        // statements make that so by construction, within one statement each and under the lock: the DELETE removes
-        // every row at a logged key that must go; the UPDATE overwrites every row whose text differs from its
-        // pre-image (so the rows it leaves are equal, compared in that same statement); the INSERT adds every missing
-        // one. What remains is that each row written reads back as its pre-image: with nothing on the table that can
+        // when every logged key in scope holds its pre-image and no other logged key holds a row in scope. The fused
+        // statement makes that so by construction, in one snapshot and under the lock, and its counts prove it was
+        // carried out as planned: its DELETE removes every row at a logged key that must go; its UPDATE overwrites
+        // every row whose bytes differ from its pre-image (so the rows it leaves are equal, compared in that same
+        // statement); its INSERT adds every missing one. What remains is that each row written reads back as its pre-image: with nothing on the table that can
         // rewrite a row on its way in, the written values are the undo row's; otherwise (a BEFORE trigger left firing,
         // a rule, a generated column) every row is compared as it is written. Otherwise (no proof, or a schema
         // restore) the whole scope is counted and summed. Either way the stage's gate then counts and sums the whole
@@ -791,9 +868,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
    */
   async function recordCatalog(client: pg.Client, p: Prepared): Promise<void> {
     const state = await triggerState(client, p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name);
-    const { rows } = await client.query<{ f: string }>('SELECT pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS f', [p.live.oid]);
     const catalog = catalogOf(state);
-    const filenode = rows[0]?.f ?? p.meta.filenode;
+    const filenode = state.filenode || p.meta.filenode;
     if (filenode === p.meta.filenode && JSON.stringify(catalog) === JSON.stringify(p.meta.catalog)) return;
     await client.query(`COMMENT ON TABLE ${p.undo.sql} IS ${literal(JSON.stringify({ ...p.meta, catalog, filenode }))}`);
   }

@@ -47,9 +47,9 @@ export async function withClient<T>(ctx: AdapterContext, connection: string, fn:
 }
 
 export async function inTransaction<T>(client: pg.Client, begin: string, fn: () => Promise<T>): Promise<T> {
-  await client.query(begin);
   try {
-    for (const setting of STABLE_TEXT_SETTINGS) await client.query(setting);
+    // One round trip (the simple query protocol runs them in order; the first error stops the rest).
+    await client.query([begin, ...STABLE_TEXT_SETTINGS].join('; '));
     const result = await fn();
     await client.query('COMMIT');
     return result;

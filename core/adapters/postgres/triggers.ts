@@ -35,7 +35,7 @@ export async function suspendUserTriggers(client: pg.Client, table: Relation, un
         'Connect as the owner (or a member of its role), or configure the adapter with triggers: "fire".',
     );
   }
-  for (const t of firing) await client.query(`ALTER TABLE ${t.relation} DISABLE TRIGGER ${ident(t.name)}`);
+  await alterTriggers(client, firing.map((t) => ({ relation: t.relation, action: `DISABLE TRIGGER ${ident(t.name)}` })));
   return all;
 }
 
@@ -44,5 +44,20 @@ export async function suspendUserTriggers(client: pg.Client, table: Relation, un
  * trigger recurses into the partitions' clones, so each partition's own state is set again after its parent's.
  */
 export async function resumeUserTriggers(client: pg.Client, saved: UserTrigger[]): Promise<void> {
-  for (const t of saved) await client.query(`ALTER TABLE ${t.relation} ${stateCommand[t.enabled] ?? 'ENABLE TRIGGER'} ${ident(t.name)}`);
+  await alterTriggers(client, saved.map((t) => ({ relation: t.relation, action: `${stateCommand[t.enabled] ?? 'ENABLE TRIGGER'} ${ident(t.name)}` })));
+}
+
+/** The actions in order, one ALTER TABLE per run of the same relation (its actions comma-separated), all in one round trip. */
+async function alterTriggers(client: pg.Client, actions: Array<{ relation: string; action: string }>): Promise<void> {
+  const statements: string[] = [];
+  let run: { relation: string; actions: string[] } | undefined;
+  for (const a of actions) {
+    if (run?.relation !== a.relation) {
+      if (run) statements.push(`ALTER TABLE ${run.relation} ${run.actions.join(', ')}`);
+      run = { relation: a.relation, actions: [] };
+    }
+    run.actions.push(a.action);
+  }
+  if (run) statements.push(`ALTER TABLE ${run.relation} ${run.actions.join(', ')}`);
+  if (statements.length > 0) await client.query(statements.join('; '));
 }
