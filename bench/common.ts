@@ -8,7 +8,7 @@ import type { AdapterContext, Check } from '../core/adapters/types.ts';
 // Options
 // ---------------------------------------------------------------------------------------------------------------------
 
-export const DEFAULTS = { objects: 20_000, rows: 1_000_000, changed: 1, objectBytes: 1024, pgTimeout: 600, workers: 16, repeat: 3 };
+export const DEFAULTS = { objects: 20_000, rows: 1_000_000, changed: 1, objectBytes: 1024, pgTimeout: 600, workers: 16, repeat: 5 };
 
 export interface Options {
   only: 's3' | 'pg' | undefined;

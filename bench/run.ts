@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   if (server && pgSummary) {
     console.log(`  PostgreSQL ${pgSummary.version} (${server.embedded ? 'embedded' : 'this machine\'s'}); R=${fmtInt(opts.rows)} rows, ${opts.changed}% changed; pg tools: ${pgSummary.tools}`);
   }
-  console.log('  timings are wall-clock, one run each, not asserted');
+  console.log(`  timings are wall-clock, not asserted; one run each, except the PostgreSQL restores at --changed: the median of ${opts.repeat} runs`);
 
   console.log('\nRatios (other tool / etl-rollback: 163x = the other tool needed 163 times as much)');
   for (const l of [...(s3Summary?.lines ?? []), ...(pgSummary?.lines ?? [])]) console.log(l);

@@ -173,16 +173,18 @@ export interface UserTrigger {
 }
 
 /** User (not constraint-internal) triggers on the table and its partitions, parents first. */
-export async function userTriggers(client: pg.Client, oid: number): Promise<UserTrigger[]> {
-  const { rows } = await client.query<{ relation: string; name: string; enabled: string; level: number }>(
-    `SELECT t.tgrelid::regclass::text AS relation, t.tgname AS name, t.tgenabled::text AS enabled, p.level
-       FROM pg_catalog.pg_trigger t
-       JOIN (SELECT relid, level FROM pg_catalog.pg_partition_tree($1::oid::regclass) UNION SELECT $1::oid, 0) p ON p.relid = t.tgrelid
-      WHERE NOT t.tgisinternal
-      ORDER BY p.level, 1, 2`,
+export async function userTriggers(client: pg.Client, oid: number): Promise<{ triggers: UserTrigger[]; owner: boolean }> {
+  // One round trip: the triggers, and whether this session may ALTER them (owns the table, or is a member of its owner).
+  const { rows } = await client.query<{ triggers: UserTrigger[]; owner: boolean }>(
+    `SELECT coalesce((SELECT json_agg(json_build_object('relation', x.relation, 'name', x.name, 'enabled', x.enabled, 'level', x.level) ORDER BY x.level, x.relation, x.name)
+                        FROM (SELECT t.tgrelid::regclass::text AS relation, t.tgname::text AS name, t.tgenabled::text AS enabled, p.level
+                                FROM pg_catalog.pg_trigger t
+                                JOIN (SELECT relid, level FROM pg_catalog.pg_partition_tree($1::oid::regclass) UNION SELECT $1::oid, 0) p ON p.relid = t.tgrelid
+                               WHERE NOT t.tgisinternal) x), '[]') AS triggers,
+            coalesce((SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1), false) AS owner`,
     [oid],
   );
-  return rows;
+  return { triggers: rows[0]?.triggers ?? [], owner: rows[0]?.owner === true };
 }
 
 /**
@@ -202,11 +204,3 @@ export async function columnDependents(client: pg.Client, oid: number, attnum: n
   return rows.map((r) => r.what.replace(/^rule _RETURN on /, ''));
 }
 
-/** Does the current role own the table (needed to disable its triggers or alter it)? */
-export async function ownsTable(client: pg.Client, oid: number): Promise<boolean> {
-  const { rows } = await client.query<{ ok: boolean }>(
-    `SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS ok FROM pg_catalog.pg_class c WHERE c.oid = $1`,
-    [oid],
-  );
-  return rows[0]?.ok === true;
-}

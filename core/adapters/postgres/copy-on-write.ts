@@ -488,11 +488,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // before the writes can see (an extension writing heap pages directly) the stage's gate still catches: it counts
     // and sums the whole scope after every restore, against the capture.
     const key = meta.primaryKey;
-    const { rows: rel } = await client.query<{ f: string; rules: boolean; children: boolean; n: string; wm: string; b: string }>(
+    const { rows: rel } = await client.query<{ f: string; rules: boolean; children: boolean; n: string; wm: string; b: string; rec: { p: number; i: number; pin: number } | null }>(
       `SELECT pg_catalog.pg_relation_filenode(c.oid)::text AS f, c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
               pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b,
               EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
-              pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm
+              pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm,
+              (SELECT json_build_object('p', count(*) FILTER (WHERE u.${ident(KIND)} = 'p'), 'i', count(*) FILTER (WHERE u.${ident(KIND)} = 'i'),
+                                        'pin', count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')}))
+                 FROM ${undo.sql} AS u) AS rec
          FROM pg_catalog.pg_class c WHERE c.oid = $1`,
       [live.oid],
     );
@@ -520,12 +523,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const since = BigInt(meta.snapshot.split(':')[0] || meta.snapshotXmax);
     const span = bound - since;
     const xminCheck = span >= 0n && span < 2n ** 31n;
-    const { rows: rec } = await client.query<{ p: string; i: string; pin: string }>(
-      `SELECT count(*) FILTER (WHERE u.${ident(KIND)} = 'p')::text AS p, count(*) FILTER (WHERE u.${ident(KIND)} = 'i')::text AS i,
-              count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')})::text AS pin
-         FROM ${undo.sql} AS u`,
-    );
-    const recorded = { preImages: Number(rec[0]?.p ?? 0), inserted: Number(rec[0]?.i ?? 0), preImagesInScope: Number(rec[0]?.pin ?? 0) };
+    const rec = rel[0]?.rec;
+    const recorded = { preImages: Number(rec?.p ?? 0), inserted: Number(rec?.i ?? 0), preImagesInScope: Number(rec?.pin ?? 0) };
     if (!intact) {
       const b32 = bound & 0xffffffffn;
       const exact = `NOT pg_catalog.pg_visible_in_snapshot((${bound} - ((${b32} - l.xmin::text::bigint) & 4294967295))::text::xid8, ${literal(meta.snapshot)}::pg_snapshot)`;

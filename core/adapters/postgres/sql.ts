@@ -42,7 +42,9 @@ export async function withClient<T>(ctx: AdapterContext, connection: string, fn:
   try {
     return await fn(client);
   } finally {
-    await client.end().catch(() => undefined);
+    // Not awaited: by now the work is committed (or rolled back) and the session has nothing in flight; end() only
+    // waits for the server to close the socket after its backend exits (milliseconds no caller needs to wait for).
+    void client.end().catch(() => undefined);
   }
 }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { PreflightError } from '../../errors.ts';
 import { ident } from './sql.ts';
-import { ownsTable, userTriggers, type Relation, type UserTrigger } from './catalog.ts';
+import { userTriggers, type Relation, type UserTrigger } from './catalog.ts';
 
 /**
  * User triggers during a restore.
@@ -24,11 +24,11 @@ const stateCommand: Record<string, string> = { O: 'ENABLE TRIGGER', D: 'DISABLE 
 
 /** Disables the enabled user triggers of the table (and its partitions); returns what to put back. */
 export async function suspendUserTriggers(client: pg.Client, table: Relation, unitId: string): Promise<UserTrigger[]> {
-  const all = await userTriggers(client, table.oid);
+  const { triggers: all, owner } = await userTriggers(client, table.oid);
   // 'R' triggers fire only in replica sessions and 'D' ones never: only 'O' and 'A' would fire for the restore.
   const firing = all.filter((t) => t.enabled === 'O' || t.enabled === 'A');
   if (firing.length === 0) return [];
-  if (!(await ownsTable(client, table.oid))) {
+  if (!owner) {
     throw new PreflightError(
       `unit "${unitId}": ${table.display} has user triggers (${firing.map((t) => t.name).join(', ')}) that must not fire for a restore, ` +
         'and disabling them needs the table owner\'s rights, which this connection does not have. Nothing was written. ' +
