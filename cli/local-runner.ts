@@ -412,12 +412,36 @@ export async function startExecutionSync(state: string, input: unknown, signal?:
       throw namedError('States.TaskFailed', JSON.stringify(output));
     }
     if (signal?.aborted || Date.now() >= deadline) {
-      await sfn.send(new StopExecutionCommand({ executionArn, error: 'States.Timeout', cause: `stopped by the task "${state}" that started it` })).catch(() => undefined);
+      const notStopped = await stopExecution(sfn, executionArn, `stopped by the task "${state}" that started it`);
       if (signal?.aborted) return undefined; // the run ended without us (nobody reads this result)
-      throw namedError('States.Timeout', `Task state "${state}": execution ${executionArn} did not end within ${timeoutSeconds} s`);
+      throw namedError(
+        'States.Timeout',
+        `Task state "${state}": execution ${executionArn} did not end within ${timeoutSeconds} s${notStopped ? `, and could not be stopped (${notStopped}): stop it by hand` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, Math.min(SYNC_POLL_MS, Math.max(1, deadline - Date.now()))));
   }
+}
+
+/**
+ * Stops an execution the task gave up on, trying up to three times (a busy endpoint may fail one call): left running,
+ * it would go on writing after the run has moved on. Returns why it could not be stopped, or undefined once it is
+ * stopped (or has ended by itself).
+ */
+async function stopExecution(sfn: SFNClient, executionArn: string, cause: string): Promise<string | undefined> {
+  let last = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    try {
+      await sfn.send(new StopExecutionCommand({ executionArn, error: 'States.Timeout', cause }));
+      return undefined;
+    } catch (error) {
+      last = `${(error as Error).name}: ${(error as Error).message}`;
+      const now = await sfn.send(new DescribeExecutionCommand({ executionArn })).catch(() => undefined);
+      if (now && now.status !== 'RUNNING' && now.status !== 'PENDING_REDRIVE') return undefined;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+  }
+  return last;
 }
 
 /**
