@@ -29,7 +29,7 @@ import { countAndChecksum } from './postgres/checksum.ts';
 import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
-import { planRows, replacedRows, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
+import { planRows, replacedRows, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
@@ -219,7 +219,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
       // Session lock, taken before the snapshot: a concurrent capture of the same point waits, then finds it sealed.
       await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [lockKey(shadowName)]);
       try {
-        return await inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
+        const point = await inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
           const existing = await findShadow(client, shadowName);
           if (existing) {
             const meta = await readShadowMeta(client, existing);
@@ -299,6 +299,19 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           ctx.log.info('postgres-table restore point captured', { unit: unit.id, table: source.display, shadowTable: shadow.display, count, scope: scope.describe });
           return pointFromMeta(unit, meta, shadow);
         });
+        // The copy's first reader after its commit would set the hint bit of every row (writing every page again), and
+        // without a visibility map its index-only scans fetch every heap page: let that reader be the capture, not
+        // the restore on the day it is needed. VACUUM (outside the transaction, idempotent) does both; the restore's
+        // merge of the copy's key index against the table's (the deleted keys) then reads only the two indexes. Best
+        // effort: a VACUUM that cannot run (a lock, a cancel) costs the restore time, never correctness.
+        await client.query(`VACUUM ${point.details.shadowTable}`).catch((error: unknown) => {
+          ctx.log.warn('postgres-table restore point not vacuumed; its first restore sets its hint bits instead', {
+            unit: unit.id,
+            shadowTable: point.details.shadowTable,
+            reason: error instanceof Error ? error.message : String(error),
+          });
+        });
+        return point;
       } finally {
         await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey(shadowName)]).catch(() => undefined);
       }
@@ -504,8 +517,12 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           if (p.changed && p.schema.changes.length === 0 && p.meta.primaryKey.length > 0) {
             const key = p.meta.primaryKey;
             await client.query(`CREATE TEMPORARY TABLE etlrb_flagged ON COMMIT DROP AS SELECT l.ctid AS t FROM ${p.live.sql} AS l WHERE ${p.changed('l')}`);
-            await client.query(
-              `CREATE TEMPORARY TABLE etlrb_missing ON COMMIT DROP AS SELECT ${cols(key, 's')} FROM ${p.shadow.sql} AS s WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+            // Both sides are whole-key indexes in the same order: a merge anti-join reads each once, in order (the copy
+            // is vacuumed at capture, so index-only), where the planner would rather hash a million keys.
+            await withJoinsOff(client, ['hashjoin'], () =>
+              client.query(
+                `CREATE TEMPORARY TABLE etlrb_missing ON COMMIT DROP AS SELECT ${cols(key, 's')} FROM ${p.shadow.sql} AS s WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 's')})`,
+              ),
             );
             await client.query('ANALYZE etlrb_missing');
             const flaggedTids = 'ARRAY(SELECT t FROM etlrb_flagged)';

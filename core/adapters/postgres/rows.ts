@@ -107,15 +107,18 @@ export function replacedRows(r: RowSet): string {
  * copy. A nested loop over the flagged rows with the shadow's key index costs what changed. Settings are put back.
  */
 export async function withNestedLoops<T>(client: pg.Client, on: boolean, fn: () => Promise<T>): Promise<T> {
-  if (!on) return fn();
-  const { rows } = await client.query<{ h: string; m: string }>("SELECT current_setting('enable_hashjoin') AS h, current_setting('enable_mergejoin') AS m");
-  await client.query('SET LOCAL enable_hashjoin = off');
-  await client.query('SET LOCAL enable_mergejoin = off');
+  return on ? withJoinsOff(client, ['hashjoin', 'mergejoin'], fn) : fn();
+}
+
+/** Runs `fn` with the given join methods off (SET LOCAL), then puts their settings back as they were. */
+export async function withJoinsOff<T>(client: pg.Client, joins: Array<'hashjoin' | 'mergejoin'>, fn: () => Promise<T>): Promise<T> {
+  const names = joins.map((j) => `enable_${j}`);
+  const { rows } = await client.query<{ v: string[] }>('SELECT array_agg(current_setting(n) ORDER BY i) AS v FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i)', [names]);
+  await client.query(names.map((n) => `SET LOCAL ${n} = off`).join('; '));
   try {
     return await fn();
   } finally {
-    await client.query(`SET LOCAL enable_hashjoin = ${rows[0]?.h === 'off' ? 'off' : 'on'}`).catch(() => undefined);
-    await client.query(`SET LOCAL enable_mergejoin = ${rows[0]?.m === 'off' ? 'off' : 'on'}`).catch(() => undefined);
+    await client.query(names.map((n, i) => `SET LOCAL ${n} = ${rows[0]?.v[i] === 'off' ? 'off' : 'on'}`).join('; ')).catch(() => undefined);
   }
 }
 
