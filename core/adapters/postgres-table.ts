@@ -27,7 +27,7 @@ import {
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
 import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
-import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
+import { lockKey, quarantineTableName, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { planRows, replacedRows, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
@@ -426,6 +426,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
       alwaysIdentity: writable.filter((c) => !key.includes(c.name) && always(c)).map((c) => pair(c.name)),
       overriding: writable.some((c) => always(c)),
       allReplaced: p.schema.rewritesData,
+      sameTypes: afterSchema !== undefined || p.schema.changes.length === 0,
       ...(p.changed ? { changed: p.changed } : {}),
     };
   }
@@ -528,7 +529,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             const flaggedTids = 'ARRAY(SELECT t FROM etlrb_flagged)';
             before = { ...before, changed: (a: string) => `${a}.ctid = ANY (${flaggedTids})`, flaggedTids, missing: 'etlrb_missing' };
           }
-          const estimate = await planRows(client, before, point.count, policy, p.reloadBlockedBy);
+          const estimate = await planRows(client, before, point.count, policy, p.reloadBlockedBy, { countQuarantine: false });
           // Without schema changes the estimate is the plan: refuse now, before anything is written.
           if (estimate.refusal && p.schema.changes.length === 0) throw identityConflictError(unit, p, estimate.refusal);
           const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences ?? []) : [];
@@ -541,7 +542,10 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           // 2. Keep the rows about to be replaced, with the columns they have now.
           let keptAt: string | undefined;
           let rowsQuarantined = 0;
-          if (estimate.rowsQuarantined > 0) {
+          // Rows go (deleted, or all of the scope for a reload) or are overwritten: keep them, counting as it keeps.
+          if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || before.allReplaced) {
+            const quarantineName = `${ROLLBACK_SCHEMA}.${quarantineTableName(ctx.pipeline, runId, unit.id)}`;
+            const existed = (await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [quarantineName])).rows[0]?.t != null;
             const q = await ensureQuarantine(client, ctx, {
               runId,
               unitId: unit.id,
@@ -552,7 +556,9 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             const all = p.columns.map((c) => c.name);
             rowsQuarantined =
               (await client.query(`INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}`)).rowCount ?? 0;
-            keptAt = q.display;
+            // Nothing replaced after all (a reload whose rows all equal the capture's): no empty quarantine left behind.
+            if (rowsQuarantined === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
+            else keptAt = q.display;
           }
 
           // 3. The captured definition, if the deploy altered it.

@@ -57,6 +57,12 @@ export interface RowSet {
    */
   flaggedTids?: string;
   missing?: string;
+  /**
+   * The live and shadow columns compared have the same types (no schema change to put back, or after it): rows are
+   * compared byte for byte (record_image_eq), cheaper than comparing their text and never calling equal two rows that
+   * read differently. Otherwise (a column retyped or renamed by the deploy) by their text.
+   */
+  sameTypes?: boolean;
 }
 
 export interface RowPlan {
@@ -76,8 +82,10 @@ export interface RowPlan {
   refusal?: string;
 }
 
-const differs = (pairs: { live: string; shadow: string }[]): string =>
-  `ROW(${pairs.map((p) => p.live).join(', ')})::text IS DISTINCT FROM ROW(${pairs.map((p) => p.shadow).join(', ')})::text`;
+const differs = (pairs: { live: string; shadow: string }[], sameTypes: boolean | undefined): string =>
+  sameTypes
+    ? `NOT (ROW(${pairs.map((p) => p.live).join(', ')})::record *= ROW(${pairs.map((p) => p.shadow).join(', ')})::record)`
+    : `ROW(${pairs.map((p) => p.live).join(', ')})::text IS DISTINCT FROM ROW(${pairs.map((p) => p.shadow).join(', ')})::text`;
 
 /** `AND <change predicate>` over alias `l`, or nothing (every row is a candidate). */
 const candidate = (r: RowSet): string => (r.changed ? ` AND ${r.changed('l')}` : '');
@@ -96,7 +104,7 @@ export function replacedRows(r: RowSet): string {
       : '';
   return (
     `(${flagged}((${r.scope.predicate} AND NOT EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')}))` +
-    (changed.length === 0 ? '' : ` OR EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')} AND ${differs(changed)})`) +
+    (changed.length === 0 ? '' : ` OR EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')} AND ${differs(changed, r.sameTypes)})`) +
     '))'
   );
 }
@@ -128,6 +136,7 @@ export async function planRows(
   capturedCount: number,
   policy: ReloadPolicy,
   reloadBlockedBy: string | undefined,
+  options: { countQuarantine?: boolean } = {},
 ): Promise<RowPlan> {
   const live = r.live.sql;
   const shadow = r.shadow;
@@ -171,11 +180,11 @@ export async function planRows(
   const rowsUpdated =
     r.update.length === 0
       ? 0
-      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.update)}${candidate(r)}`));
+      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.update, r.sameTypes)}${candidate(r)}`));
   const conflicts =
     r.alwaysIdentity.length === 0
       ? 0
-      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.alwaysIdentity)}${candidate(r)}`));
+      : await withNestedLoops(client, nested, () => countOf(client, `SELECT 1 FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(r.alwaysIdentity, r.sameTypes)}${candidate(r)}`));
   const differing = rowsInserted + rowsUpdated + rowsDeleted;
   const share = inScope === 0 ? 0 : differing / inScope;
   const pct = `${Math.round(share * 100)}%`;
@@ -205,7 +214,14 @@ export async function planRows(
   } else {
     plan = diffPlan(counted);
   }
-  plan.rowsQuarantined = differing === 0 && conflicts === 0 && !r.allReplaced ? 0 : plan.strategy === 'diff' ? await withNestedLoops(client, nested, quarantined) : await quarantined();
+  // The rows the restore will keep, counted for a dry run; a restore counts them as it keeps them (the same pass,
+  // once), so it asks for no count here (`countQuarantine: false`, rowsQuarantined left 0).
+  plan.rowsQuarantined =
+    options.countQuarantine === false || (differing === 0 && conflicts === 0 && !r.allReplaced)
+      ? 0
+      : plan.strategy === 'diff'
+        ? await withNestedLoops(client, nested, quarantined)
+        : await quarantined();
   return plan;
 }
 
@@ -247,7 +263,7 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
           rowCount(
             `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
                FROM ${shadow} AS s
-              WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update)}${candidate(r)}`,
+              WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update, r.sameTypes)}${candidate(r)}`,
           ),
         );
   // The captured keys missing from the live table: neither DELETE (of keys not captured) nor UPDATE (by key) changes
