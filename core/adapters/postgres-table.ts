@@ -27,7 +27,7 @@ import {
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
 import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
-import { lockKey, quarantineTableName, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
+import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { planRows, replacedRows, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
@@ -544,8 +544,6 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
           let rowsQuarantined = 0;
           // Rows go (deleted, or all of the scope for a reload) or are overwritten: keep them, counting as it keeps.
           if (estimate.rowsDeleted + estimate.rowsUpdated > 0 || before.allReplaced) {
-            const quarantineName = `${ROLLBACK_SCHEMA}.${quarantineTableName(ctx.pipeline, runId, unit.id)}`;
-            const existed = (await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [quarantineName])).rows[0]?.t != null;
             const q = await ensureQuarantine(client, ctx, {
               runId,
               unitId: unit.id,
@@ -557,7 +555,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             rowsQuarantined =
               (await client.query(`INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}`)).rowCount ?? 0;
             // Nothing replaced after all (a reload whose rows all equal the capture's): no empty quarantine left behind.
-            if (rowsQuarantined === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
+            if (rowsQuarantined === 0 && !q.existed) await client.query(`DROP TABLE ${q.sql}`);
             else keptAt = q.display;
           }
 

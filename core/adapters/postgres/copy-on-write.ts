@@ -5,7 +5,7 @@ import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum } from './checksum.ts';
-import { cowTriggerNames, lockKey, quarantineTableName, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
+import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
@@ -488,8 +488,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // before the writes can see (an extension writing heap pages directly) the stage's gate still catches: it counts
     // and sums the whole scope after every restore, against the capture.
     const key = meta.primaryKey;
-    const { rows: rel } = await client.query<{ f: string; rules: boolean; children: boolean; n: string; wm: string; b: string; rec: { p: number; i: number; pin: number } | null }>(
-      `SELECT pg_catalog.pg_relation_filenode(c.oid)::text AS f, c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
+    const { rows: rel } = await client.query<{ rules: boolean; children: boolean; n: string; wm: string; b: string; rec: { p: number; i: number; pin: number } | null }>(
+      `SELECT c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
               pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b,
               EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
               pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm,
@@ -499,7 +499,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
          FROM pg_catalog.pg_class c WHERE c.oid = $1`,
       [live.oid],
     );
-    const rewritten = rel[0]?.f !== meta.filenode;
+    const rewritten = state.filenode !== meta.filenode;
     // A write addressed to an inheritance child fires the child's triggers, not the parent's.
     if (rel[0]?.children === true) bypass.push(`${live.display} has inheritance children now: writes addressed to them do not fire its triggers`);
     const catalog = meta.catalog;
@@ -757,7 +757,6 @@ export function copyOnWrite(parts: CowAdapterParts) {
         if (p.schema.changes.length === 0) {
           // The usual case: one statement (see fusedRestoreSql). The restore's own writes are not business writes: user
           // triggers off (ours included: their undo inserts would all be conflicts anyway), put back before commit.
-          const existed = (await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [`${ROLLBACK_SCHEMA}.${quarantineTableName(ctx.pipeline, runId, unit.id)}`])).rows[0]?.t != null;
           const q = await quarantine();
           const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
           // Each row written is the undo row's values, verbatim, unless something on the table can rewrite it on the
@@ -786,7 +785,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           await resetSequences(client, sequences);
           rows = { rowsDeleted, rowsUpdated: updated.n, rowsInserted: inserted.n, rowsQuarantined: rowsDeleted + updated.n };
           // Nothing replaced (a rerun over a restored table): no quarantine table of this run is left behind.
-          if (rowsDeleted + updated.n === 0 && !existed) await client.query(`DROP TABLE ${q.sql}`);
+          if (rowsDeleted + updated.n === 0 && !q.existed) await client.query(`DROP TABLE ${q.sql}`);
           else keptAt = q.display;
         } else {
           // The schema is put back too: keep what is about to be deleted or overwritten first, under the live columns,

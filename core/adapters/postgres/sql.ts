@@ -99,9 +99,11 @@ export async function ensureQuarantine(
   client: pg.Client,
   ctx: Pick<AdapterContext, 'pipeline' | 'now'>,
   q: { runId: string; unitId: string; live: { sql: string; display: string }; scope: string; restorePoint: Record<string, unknown> },
-): Promise<{ sql: string; display: string }> {
+): Promise<{ sql: string; display: string; existed: boolean }> {
   const name = quarantineTableName(ctx.pipeline, q.runId, q.unitId);
   const sql = `${ident(ROLLBACK_SCHEMA)}.${ident(name)}`;
+  // Whether an earlier attempt of this run made it: a caller that ends up keeping nothing drops only a table it made.
+  const { rows } = await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [`${ROLLBACK_SCHEMA}.${name}`]);
   await client.query(`CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`);
   const note = {
     tool: 'etl-rollback',
@@ -116,5 +118,5 @@ export async function ensureQuarantine(
     reason: 'live rows deleted or overwritten by the rollback restore',
   };
   await client.query(`COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`);
-  return { sql, display: `${ROLLBACK_SCHEMA}.${name}` };
+  return { sql, display: `${ROLLBACK_SCHEMA}.${name}`, existed: rows[0]?.t != null };
 }
