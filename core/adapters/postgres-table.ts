@@ -165,8 +165,9 @@ function definitionDrift(captured: PostgresColumn[], live: LiveColumn[]): boolea
 const EXTRACT_BATCH_ROWS = 5000;
 
 /** The adapter's own type: its capture never pends (a shadow copy is made in one transaction). */
-export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresTableDetails>, 'capture'> & {
+export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresTableDetails>, 'capture' | 'undoRecord'> & {
   capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>>;
+  undoRecord(unit: PostgresTableUnit, ctx: AdapterContext, restoring?: RestorePoint<PostgresTableDetails>): Promise<RestorePoint<PostgresTableDetails>>;
   /**
    * The data path of a point-in-time restore alone, against a database already standing at `endpoint` (the temporary
    * copy, or any database holding the table as it was): extract the unit's rows, merge them, verify. What `restore`
@@ -881,7 +882,17 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   });
   const mergeFromCopy = atTime.mergeFromCopy;
 
-  return { type: 'postgres-table', capture, diff, restore, verify, release, asOf, mergeFromCopy };
+  /**
+   * What a rollback run is about to replace (core/workflow/undo.ts): restoring a copy-on-write point, the rows at the
+   * keys its undo log names (cow.undoRecord: the restore writes nowhere else), when it can prove the rest of the table
+   * as captured; otherwise, and for the other modes, a shadow copy of the unit's scope (`unit` asks for capture: copy).
+   */
+  async function undoRecord(unit: PostgresTableUnit, ctx: AdapterContext, restoring?: RestorePoint<PostgresTableDetails>): Promise<RestorePoint<PostgresTableDetails>> {
+    const record = restoring && isCow(restoring) ? await cow.undoRecord(unit, restoring, ctx) : undefined;
+    return record ?? capture({ ...unit, capture: 'copy' }, ctx);
+  }
+
+  return { type: 'postgres-table', capture, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
 }
 
 /** The adapter with the defaults: user triggers disabled during a restore, reload above 50% of at least 1,000 rows. */

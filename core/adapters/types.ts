@@ -150,9 +150,11 @@ export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>,
   /**
    * What run `ctx.runId` is about to replace, recorded for `undo` (as the point of `ctx.deploymentId`, `undo-<run>`)
    * when the adapter has a cheaper record than its capture: an RDS restore keeps the replaced instance under a name
-   * known before it writes, so the record names it instead of taking a snapshot. Without it, `capture` records.
+   * known before it writes, so the record names it instead of taking a snapshot; a copy-on-write table restore writes
+   * only at the keys its undo log names, so the record keeps the rows at those keys. `restoring` is the point the run
+   * restores from. Without it, `capture` records.
    */
-  undoRecord?(unit: U, ctx: AdapterContext): Promise<C>;
+  undoRecord?(unit: U, ctx: AdapterContext, restoring?: RestorePoint<D>): Promise<C>;
 }
 
 /** Poll budget of an adapter that does not set `maxPolls`. */

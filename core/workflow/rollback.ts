@@ -288,7 +288,7 @@ export async function restoreUnit(deps: WorkflowDeps, ids: RunIds & { stage: num
   const started = Date.now();
   const startedAt = deps.now().toISOString();
   // What the restore is about to replace is recorded first (core/workflow/undo.ts): no undo record, no write.
-  const outcome = await recordUndoPoint(deps, manifest, ids)
+  const outcome = await recordUndoPoint(deps, manifest, ids, point)
     .then(() => adapter.restore(unit, point, adapterContext(deps, manifest, ids)))
     .catch(async (error: unknown) => {
       await recordRestoreError(deps, ids, unit.type, startedAt, error);

@@ -21,7 +21,11 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  *   s3-prefix     a version manifest naming the version current for each key (no data copied: the versions a restore
  *                 replaces stay as noncurrent versions); copy mode copies the prefix, as its capture does
  *   postgres/mysql a shadow copy of the unit's scope (capture: copy, whatever the unit asks: a copy-on-write capture
- *                 would install triggers for a point that only an undo reads)
+ *                 would install triggers for a point that only an undo reads). A PostgreSQL restore from a copy-on-write
+ *                 point writes only at the keys its undo log names, so its record (the adapter's `undoRecord`) keeps
+ *                 the live rows at those keys and the keys it will insert: an undo log of the restore, made before it,
+ *                 which the copy-on-write restore consumes; its count and checksum are carried from the capture's
+ *                 without reading the table. The cost of the record is the rows the deploy changed, not the table
  *   glue-table    the table and partition document, as its capture writes it
  *   rds-instance / rds-cluster  no capture (a snapshot takes minutes, and is not needed): the restore keeps the
  *                 instance (cluster) it replaces as `<id>-pre-rollback-<run>`, a name known before it writes; the
@@ -82,6 +86,7 @@ export async function recordUndoPoint(
   deps: WorkflowDeps,
   manifest: Manifest,
   ids: { runId: string; pipeline: string; deploymentId: string; unitId: string },
+  restoring: RestorePoint,
 ): Promise<RestorePoint | undefined> {
   const unit = unitOf(manifest, ids.unitId);
   if (undoRefusal(unit)) return undefined;
@@ -112,8 +117,9 @@ export async function recordUndoPoint(
   const recording = recordingUnit(unit);
   const adapter = adapterFor(recording);
   const ctx = adapterContext(deps, manifest, { deploymentId: undoId, runId: ids.runId, unitId: unit.id });
-  // An adapter with a cheaper record than its capture (RDS: the name its restore keeps the replaced one under) uses it.
-  const captured = adapter.undoRecord ? await adapter.undoRecord(recording, ctx) : await adapter.capture(recording, ctx);
+  // An adapter with a cheaper record than its capture (RDS: the name its restore keeps the replaced one under; a
+  // copy-on-write table: the rows at the keys its undo log names) uses it.
+  const captured = adapter.undoRecord ? await adapter.undoRecord(recording, ctx, restoring) : await adapter.capture(recording, ctx);
   if (isPendingCapture(captured)) throw new InputError(`unit "${unit.id}" (${unit.type}): its state before the restore cannot be recorded at once, so the restore would not be undoable`);
   const point = await deps.ledger.putRestorePoint(ids.pipeline, undoId, captured);
   deps.log.info('state before the restore recorded for undo', { runId: ids.runId, unitId: unit.id, deploymentId: undoId, count: point.count });

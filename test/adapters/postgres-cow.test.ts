@@ -314,6 +314,52 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await adapter.release(u, sealed, c);
   });
 
+  it('an earlier point of the unit still guarding the table seals the next capture from the two logs, without reading the table; exact, writes during the capture included; no proof, a full read', async () => {
+    await h.sql.query(`CREATE TABLE cw_carry (id int PRIMARY KEY, region text NOT NULL, v text)`);
+    await h.sql.query(`INSERT INTO cw_carry SELECT g, CASE WHEN g % 3 = 0 THEN 'eu' ELSE 'us' END, 'v' || g FROM generate_series(1, 3000) g`);
+    const u = h.unit({ id: 'carry', table: 'cw_carry', capture: 'copy-on-write', where: `region = 'eu'` });
+    const metaOf = async (undo: string) => JSON.parse(await one<string>(`SELECT obj_description('${undo}'::regclass, 'pg_class')`)) as Record<string, unknown>;
+    const c1 = h.ctx('d-carry-1');
+    const first = await adapter.capture(u, c1);
+    expect((await metaOf(first.details.shadowTable)).sealedFrom).toBeUndefined(); // the first one reads the table
+    // Yesterday's deploy: updates, moves into and out of scope, a key moved, deletes, inserts.
+    await h.sql.query(`UPDATE cw_carry SET v = 'changed' WHERE id <= 60`);
+    await h.sql.query(`UPDATE cw_carry SET region = 'us' WHERE id IN (3, 6); UPDATE cw_carry SET region = 'eu' WHERE id IN (1, 2)`);
+    await h.sql.query(`UPDATE cw_carry SET id = 9000 WHERE id = 9`);
+    await h.sql.query(`DELETE FROM cw_carry WHERE id BETWEEN 100 AND 120`);
+    await h.sql.query(`INSERT INTO cw_carry VALUES (5000, 'eu', 'new'), (5001, 'us', 'new')`);
+
+    // Today's capture: carried from the first point's log, and exact (the gate's own count and checksum agree).
+    const c2 = h.ctx('d-carry-2');
+    const second = await adapter.capture(u, c2);
+    expect((await metaOf(second.details.shadowTable)).sealedFrom).toBe(first.details.shadowTable);
+    expect(await h.checksOk(adapter, u, second, c2)).toBe(true);
+    const atSecond = await h.rowsOf(`(SELECT * FROM cw_carry WHERE region = 'eu')`);
+
+    // A capture stopped between its install and its seal while the deploy already writes: the next call seals it
+    // from both logs, as the table was at the install.
+    const meta = await metaOf(second.details.shadowTable);
+    await h.sql.query(`COMMENT ON TABLE ${second.details.shadowTable} IS ${"'"}${JSON.stringify({ ...meta, sealed: false, count: 0, checksum: '' }).replace(/'/g, "''")}${"'"}`);
+    await h.sql.query(`UPDATE cw_carry SET v = 'today' WHERE id BETWEEN 30 AND 90`);
+    await h.sql.query(`DELETE FROM cw_carry WHERE id BETWEEN 200 AND 230; UPDATE cw_carry SET region = 'eu' WHERE id = 4`);
+    expect(await adapter.capture(u, c2)).toEqual(second);
+
+    // The restore of today's point puts back the table as it was at today's capture.
+    await adapter.restore(u, second, c2);
+    expect(await h.rowsOf(`(SELECT * FROM cw_carry WHERE region = 'eu')`)).toEqual(atSecond);
+
+    // No proof for the earlier point (its triggers disabled and enabled again: writes in between may be missing from
+    // its log): the next capture reads the table.
+    const names = (await h.sql.query<{ n: string }>(`SELECT tgname AS n FROM pg_trigger WHERE tgrelid = 'cw_carry'::regclass AND tgname LIKE 'etl_rollback_cw_%'`)).rows.map((r) => r.n);
+    for (const n of names) await h.sql.query(`ALTER TABLE cw_carry DISABLE TRIGGER "${n}"; ALTER TABLE cw_carry ENABLE ALWAYS TRIGGER "${n}"`);
+    await h.sql.query(`UPDATE cw_carry SET v = 'later' WHERE id = 300`);
+    const c3 = h.ctx('d-carry-3');
+    const third = await adapter.capture(u, c3);
+    expect((await metaOf(third.details.shadowTable)).sealedFrom).toBeUndefined();
+    expect(await h.checksOk(adapter, u, third, c3)).toBe(true);
+    for (const [p, c] of [[third, c3], [second, c2], [first, c1]] as const) await adapter.release(u, p, c);
+  });
+
   it('a `where` unit restores only its scope', async () => {
     await h.sql.query(`CREATE TABLE cw_sc (id int PRIMARY KEY, region text NOT NULL, v int)`);
     await h.sql.query(`INSERT INTO cw_sc SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 40) g`);
@@ -331,6 +377,71 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     expect(await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'eu')`)).toEqual(euBefore);
     expect(await h.rowsOf(`(SELECT * FROM cw_sc WHERE region = 'us')`)).toEqual(usAfterDeploy);
     await adapter.release(u, point, h.ctx('d-sc'));
+  });
+});
+
+describe('postgres-table copy-on-write: what a rollback replaces (undo)', () => {
+  it('is recorded at the keys the undo log names, not by copying the table; the record puts it back, refuses writes made since at other keys, and is undoable in turn', async () => {
+    await h.sql.query(`CREATE TABLE cw_undo (id int PRIMARY KEY, v text NOT NULL, n int)`);
+    await h.sql.query(`INSERT INTO cw_undo SELECT g, 'v' || g, g FROM generate_series(1, 2000) g`);
+    await h.sql.query(`CREATE SEQUENCE cw_undo_seq OWNED BY cw_undo.id`);
+    const u = h.unit({ id: 'undo', table: 'cw_undo', capture: 'copy-on-write' });
+    const c = h.ctx('d-undo');
+    const point = await adapter.capture(u, c);
+    const captured = await h.rowsOf('cw_undo');
+    await h.sql.query(`UPDATE cw_undo SET v = 'bad' WHERE id <= 20`);
+    await h.sql.query(`DELETE FROM cw_undo WHERE id BETWEEN 21 AND 25`);
+    await h.sql.query(`INSERT INTO cw_undo VALUES (5001, 'new', 0), (5002, 'new', 0)`);
+    await h.sql.query(`UPDATE cw_undo SET id = 6000 WHERE id = 26`);
+    await h.sql.query(`SELECT setval('cw_undo_seq', 77)`);
+    const found = await h.rowsOf('cw_undo');
+
+    const rc = h.ctx('undo-r1', 'r1');
+    const record = await adapter.undoRecord(u, rc, point);
+    // 20 updated + 5 deleted + 2 inserted + the key moved (26 and 6000): 29 rows kept, not the table's 1,997.
+    expect(await one<string>(`SELECT count(*)::text FROM ${record.details.shadowTable}`)).toBe('29');
+    expect(await one<string>(`SELECT string_agg(kind || ':' || n, ',' ORDER BY kind) FROM (SELECT "etl_rollback$kind"::text AS kind, count(*) AS n FROM ${record.details.shadowTable} GROUP BY 1) x`)).toBe('i:6,p:23');
+    expect(record.count).toBe(1997);
+    expect(found).toHaveLength(1997);
+    expect(await h.checksOk(adapter, u, record, rc)).toBe(true);
+    // Idempotent: asked again (a retry), the same record.
+    expect(await adapter.undoRecord(u, rc, point)).toEqual(record);
+
+    await adapter.restore(u, point, c);
+    expect(await h.rowsOf('cw_undo')).toEqual(captured);
+
+    // The undo, dry run first: it names the record and what it would write.
+    const uc = h.ctx('undo-r1', 'u1');
+    const plan = await adapter.diff(u, record, uc);
+    expect(plan.notes[0]).toMatch(/^the record of what run r1 replaced/);
+    // Overwritten: 1-20; deleted: 21-26 (absent when the run found the table); re-inserted: 5001, 5002, 6000.
+    expect(plan.changes).toMatchObject({ rowsUpdated: 20, rowsDeleted: 6, rowsInserted: 3 });
+    // A write since the rollback at a key the record does not hold: the undo would not put the table back as the run
+    // found it. It fails, says why, and writes nothing.
+    await h.sql.query(`UPDATE cw_undo SET v = 'later' WHERE id = 1500`);
+    await expect(adapter.restore(u, record, uc)).rejects.toThrow(VerificationFailedError);
+    await expect(adapter.restore(u, record, uc)).rejects.toThrow(/1 row\(s\) were written after the record without it holding them \(first key \(1500\)\)/);
+    await h.sql.query(`UPDATE cw_undo SET v = 'v1500' WHERE id = 1500`);
+    await expect(adapter.restore(u, record, uc)).rejects.toThrow(/written after the record/);
+    // Even with the old values back, a row version written since the record is a write it does not hold. A new record
+    // (another rollback) covers it: the original point's triggers logged 1500 too.
+    await adapter.release(u, record, rc);
+    const rc2 = h.ctx('undo-r2', 'r2');
+    await h.sql.query(`UPDATE cw_undo SET v = 'bad' WHERE id <= 20`);
+    const record2 = await adapter.undoRecord(u, rc2, point);
+    await adapter.restore(u, point, h.ctx('d-undo', 'again'));
+    const out = await adapter.restore(u, record2, h.ctx('undo-r2', 'u2'));
+    expect(out.changes).toMatchObject({ rowsUpdated: 20, rowsDeleted: 0, rowsInserted: 0 });
+    expect(await h.checksOk(adapter, u, record2, rc2)).toBe(true);
+    // The undo is undoable: its own record (no triggers to prove the rest: the table is read, not copied).
+    const rc3 = h.ctx('undo-u2', 'u2b');
+    const record3 = await adapter.undoRecord(u, rc3, record2);
+    expect(await one<string>(`SELECT count(*)::text FROM ${record3.details.shadowTable}`)).toBe('30');
+    expect(record3.count).toBe(2000);
+    await adapter.release(u, record3, rc3);
+    await adapter.release(u, record2, rc2);
+    for (const r of [record, record2, record3]) expect(await one<string | null>(`SELECT to_regclass('${r.details.shadowTable}')::text`)).toBeNull();
+    await adapter.release(u, point, c);
   });
 });
 
@@ -361,9 +472,28 @@ describe('postgres-table copy-on-write: property', () => {
           else if (o.kind === 'delete') await h.sql.query(`DELETE FROM cw_prop WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
           else await h.sql.query(`TRUNCATE cw_prop`);
         }
+        // The next deploy's capture, sealed from this point's log without reading the table: the gate's own count and
+        // checksum of the table agree with it.
+        const nc = h.ctx(`d-prop-next-${run}`);
+        const next = await adapter.capture(u, nc);
+        // (After a TRUNCATE the table has a new relfilenode, which a rewrite without triggers would give it too: no proof.)
+        const carried = ops.some((o) => o.kind === 'truncate') ? null : point.details.shadowTable;
+        expect(await one<string | null>(`SELECT obj_description('${next.details.shadowTable}'::regclass, 'pg_class')::json->>'sealedFrom'`)).toBe(carried);
+        expect(await h.checksOk(adapter, u, next, nc)).toBe(true);
+        await adapter.release(u, next, nc);
+        // What the rollback replaces, recorded first at the logged keys only: it describes the table as it is now.
+        const found = await h.rowsOf('cw_prop');
+        const rc = h.ctx(`undo-r-prop-${run}`, `r-prop-${run}`);
+        const record = await adapter.undoRecord(u, rc, point);
+        expect(record.details.capture).toBe('copy-on-write');
+        expect(await h.checksOk(adapter, u, record, rc)).toBe(true);
         await adapter.restore(u, point, c);
         expect(await h.rowsOf('cw_prop')).toEqual(captured);
         expect((await adapter.restore(u, point, h.ctx(`d-prop-${run}`, 'again'))).writes).toBe(0);
+        // Undo of the rollback: the record puts back exactly what the rollback replaced.
+        await adapter.restore(u, record, h.ctx(`undo-r-prop-${run}`, `u-prop-${run}`));
+        expect(await h.rowsOf('cw_prop')).toEqual(found);
+        await adapter.release(u, record, rc);
         await adapter.release(u, point, c);
       }),
       { numRuns: 40 },

@@ -69,7 +69,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     await conn.query('CREATE TABLE accounts (id INT PRIMARY KEY, owner VARCHAR(40) NOT NULL, balance DECIMAL(12,2) NOT NULL)');
     await conn.query("INSERT INTO accounts VALUES (1, 'ada', 10.00), (2, 'bob', 20.00), (3, 'cy', 30.00), (4, 'di', 40.00)");
     // A copy-on-write table too: its rollback restores from the trigger-kept undo table; what the rollback replaced is
-    // recorded as a plain shadow copy all the same.
+    // recorded at the keys that undo table names (the rows the rollback is about to write), not by copying the table.
     await s.sql.query("CREATE TABLE staging.events (id int PRIMARY KEY, kind text NOT NULL); INSERT INTO staging.events SELECT g, 'k' || g FROM generate_series(1, 20) g");
     const manifest = ordersManifest({ pipeline: s.pipeline, bucket: s.bucket, databaseUrl: s.db.url });
     const withMysql = {
@@ -116,6 +116,16 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     expect(byUnit.accounts).toBe(4);
     expect(byUnit.raw).toBe([...damaged.objects.keys()].filter((k) => k.startsWith(s.prefix)).length);
     expect(byUnit.staging).toBe(damaged.staging.length);
+    // The copy-on-write table (20 rows; 6 updated, 2 deleted, 1 inserted): 9 rows kept, the live ones at the 9 logged
+    // keys and the 2 keys the rollback re-inserted; its count is the damaged table's, carried without reading it.
+    const events = points.find((p) => p.unitId === 'events')!;
+    expect(events.count).toBe(19);
+    expect(events.details).toMatchObject({ capture: 'copy-on-write' });
+    const { rows } = await s.sql.query<{ kind: string; n: number }>(`SELECT "etl_rollback$kind"::text AS kind, count(*)::int AS n FROM ${String(events.details.shadowTable)} GROUP BY 1 ORDER BY 1`);
+    expect(rows).toEqual([
+      { kind: 'i', n: 2 },
+      { kind: 'p', n: 7 },
+    ]);
   });
 
   it('--dry-run says per unit what would be put back, and changes nothing', async () => {

@@ -10,10 +10,15 @@ import { rowText } from './sql.ts';
  */
 export async function countAndChecksum(client: pg.Client, rowsSql: string, columns: string[]): Promise<{ count: number; checksum: string }> {
   const { rows } = await client.query<{ n: string; checksum: string }>(
-    `SELECT count(*)::text AS n,
-            coalesce(sum(('x' || substr(md5(${rowText(columns, 't')}), 1, 16))::bit(64)::bigint::numeric), 0)::text AS checksum
-       FROM (${rowsSql}) AS t`,
+    `SELECT count(*)::text AS n, coalesce(sum(${rowHash(columns, 't')}), 0)::text AS checksum FROM (${rowsSql}) AS t`,
   );
   const row = rows[0];
   return { count: Number(row?.n ?? 0), checksum: row?.checksum ?? '0' };
 }
+
+/**
+ * One row's term of the checksum (numeric): summed over rows it is countAndChecksum's checksum, so a checksum can be
+ * carried from one state to another by subtracting the terms of the rows that left and adding those of the rows that
+ * came (exact: numeric does not overflow).
+ */
+export const rowHash = (columns: string[], alias: string): string => `('x' || substr(md5(${rowText(columns, alias)}), 1, 16))::bit(64)::bigint::numeric`;

@@ -4,7 +4,7 @@ import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
-import { countAndChecksum } from './checksum.ts';
+import { countAndChecksum, rowHash } from './checksum.ts';
 import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
@@ -30,7 +30,14 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * It records the capture snapshot, the relfilenode, the triggers' oids and the function's source hash in the undo
  * table's COMMENT and commits: writers wait only for the DDL, milliseconds at any table size. Then a second,
  * read-only transaction (see `seal`) reads the count and checksum of the rows in scope as they were at the install
- * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals.
+ * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals. While
+ * an earlier point of the same unit still guards the table with its triggers provably intact (the last deploy's, kept
+ * for its retention), the seal is carried from that point's log and the new one's instead (see `sealFromEarlier`):
+ * then the whole capture costs the rows changed since the earlier point, not the table.
+ *
+ * Undo of a rollback (core/workflow/undo.ts): a restore writes only at the keys the undo log names, so what it is about
+ * to replace is recorded, before it writes, as the live rows at those keys and the keys it will insert (see
+ * `undoRecord`): an undo log of the rollback, restored by the same code, with no triggers behind it.
  *
  * Restore, one transaction (the table locked against writers): checks the window (below); then one statement (see
  * fusedRestoreSql) deletes the rows whose key was inserted since the capture, updates the changed ones back from their
@@ -123,6 +130,13 @@ export type CowMeta = {
   catalog?: { triggers: { name: string; oid: number; xmin: string }[]; function: { oid: number; xmin: string } };
   /** False from the installing transaction until the sealing read has recorded the count and checksum. */
   sealed: boolean;
+  /**
+   * Set on a record of what rollback run `runId` replaced (undoRecord), made from the undo table `from` of the point
+   * that run restored: no triggers, no function. Its restore checks every row for writes since the record.
+   */
+  record?: { runId: string; from: string };
+  /** The undo table of the earlier point whose count and checksum this seal was carried from (sealFromEarlier). */
+  sealedFrom?: string;
 };
 
 export interface CowDetails {
@@ -200,6 +214,14 @@ END
 $etl_rollback$`;
 }
 
+/** An empty undo table beside `source`: its columns (only the key NOT NULL), the kind, a unique index on the key. */
+async function createUndoTable(client: pg.Client, undoSql: string, source: Relation, columns: PostgresColumn[], primaryKey: string[]): Promise<void> {
+  await client.query(`CREATE TABLE ${undoSql} (LIKE ${source.sql})`);
+  for (const c of columns) if (c.notNull && !primaryKey.includes(c.name)) await client.query(`ALTER TABLE ${undoSql} ALTER COLUMN ${ident(c.name)} DROP NOT NULL`);
+  await client.query(`ALTER TABLE ${undoSql} ADD COLUMN ${ident(KIND)} "char" NOT NULL`);
+  await client.query(`CREATE UNIQUE INDEX ON ${undoSql} (${cols(primaryKey)})`);
+}
+
 export interface CowAdapterParts {
   triggerMode: TriggerMode;
 }
@@ -260,10 +282,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
             }
           }
 
-          await client.query(`CREATE TABLE ${undoSql} (LIKE ${source.sql})`);
-          for (const c of columns) if (c.notNull && !primaryKey.includes(c.name)) await client.query(`ALTER TABLE ${undoSql} ALTER COLUMN ${ident(c.name)} DROP NOT NULL`);
-          await client.query(`ALTER TABLE ${undoSql} ADD COLUMN ${ident(KIND)} "char" NOT NULL`);
-          await client.query(`CREATE UNIQUE INDEX ON ${undoSql} (${cols(primaryKey)})`);
+          await createUndoTable(client, undoSql, source, columns, primaryKey);
           await client.query(triggerFunctionSql(fnSql, undoSql, source, colNames, primaryKey));
           const t = (name: string) => `${ident(name)}`;
           await client.query(`CREATE TRIGGER ${t(names.ins)} AFTER INSERT ON ${source.sql} REFERENCING NEW TABLE AS etl_new FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
@@ -310,7 +329,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         const undo = await findRelation(client, undoSql);
         if (!undo) throw new Error(`undo table ${undoSql} vanished after its capture committed`);
         // 2. Seal: the count and checksum of the table as installed, read without holding writers off.
-        if (!meta.sealed) meta = await seal(client, unit, meta, undo);
+        if (!meta.sealed) meta = await seal(client, unit, meta, undo, ctx);
         ctx.log.info('postgres-table copy-on-write restore point captured', { unit: unit.id, table: meta.sourceTable, undoTable: undo.display, count: meta.count });
         return pointFromMeta(unit, meta, undo);
       } finally {
@@ -327,7 +346,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * A capture that stopped between install and seal leaves a record with `sealed: false`; the next capture of the
    * same point seals it (the triggers have been logging since the install).
    */
-  async function seal(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation): Promise<CowMeta> {
+  async function seal(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<CowMeta> {
     return inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
       const live = await findRelation(client, meta.sourceTable);
       if (!live || live.oid !== meta.tableOid) throw new Error(`capture of unit "${unit.id}": table ${meta.sourceTable} was replaced before its restore point was sealed; release the point and capture again`);
@@ -338,11 +357,191 @@ export function copyOnWrite(parts: CowAdapterParts) {
       const asInstalled =
         `SELECT ${cols(names, 'l')} FROM ${live.sql} AS l WHERE ${inScope('l')} AND NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')}) ` +
         `UNION ALL SELECT ${cols(names, 'u')} FROM ${undo.sql} AS u WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')}`;
-      const counted = await countAndChecksum(client, asInstalled, names);
-      const sealed: CowMeta = { ...meta, count: counted.count, checksum: counted.checksum, sealed: true };
+      const carried = await sealFromEarlier(client, unit, meta, undo, ctx);
+      const counted = carried ?? (await countAndChecksum(client, asInstalled, names));
+      const sealed: CowMeta = { ...meta, count: counted.count, checksum: counted.checksum, sealed: true, ...(carried ? { sealedFrom: carried.from } : {}) };
       await client.query(`COMMENT ON TABLE ${undo.sql} IS ${literal(JSON.stringify(sealed))}`);
       return sealed;
     });
+  }
+
+  /**
+   * What rollback run `ctx.runId` is about to replace, recorded for `undo` (as the point of `ctx.deploymentId`,
+   * `undo-<run>`) before its restore from `restoring` writes, at the cost of the rows logged, not of the table.
+   *
+   * That restore writes only at the keys `restoring`'s undo table names, so the table it replaces differs from the one
+   * it leaves at those keys only. The record keeps, for each of them, the live row (kind `p`) or, where there is none,
+   * the key (kind `i`: a row the restore is about to insert): an undo log of the restore, made before it, which the
+   * ordinary copy-on-write restore consumes. Its count and checksum are those of the live scope, carried from the
+   * capture's without reading the table: the rows the log does not name are as captured (prepare's proof), so
+   * count(now) = count(capture) - pre-images in scope + live rows at logged keys in scope, and the checksum likewise
+   * with each row's term (it is a sum). Without that proof, after a schema change, or when the point cannot be restored
+   * anyway, it answers undefined and the caller takes a shadow copy. A record has no triggers: its own restore checks
+   * every row for writes since the record (prepare's pass over the table) before it writes.
+   *
+   * The table is held against writers while the record is made (the rows logged are read, not the table). Idempotent:
+   * the record this run already made is returned as it is.
+   */
+  async function undoRecord(unit: PostgresTableUnit, restoring: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<RestorePoint<CowDetails> | undefined> {
+    const runId = ctx.runId;
+    if (!runId) return undefined;
+    const undoName = undoTableName(ctx.pipeline, ctx.deploymentId, unit.id);
+    const undoSql = `${ident(ROLLBACK_SCHEMA)}.${ident(undoName)}`;
+    return withClient(ctx, restoring.details.connection, async (client) => {
+      await ensureRollbackSchema(client);
+      return inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey(undoName)]);
+        const existing = await findRelation(client, undoSql);
+        if (existing) {
+          const found = await readMeta(client, existing);
+          if (!found || found.record?.runId !== runId || found.unitId !== unit.id || found.deploymentId !== ctx.deploymentId) {
+            throw new PreflightError(`${existing.display} exists but is not the record of what run "${runId}" replaced in unit "${unit.id}"; inspect it, drop it if it is not needed, and rerun.`);
+          }
+          return pointFromMeta(unit, found, existing);
+        }
+        const target = await findRelation(client, restoring.details.table);
+        if (!target || !isTable(target)) return undefined;
+        await client.query(`LOCK TABLE ${target.sql} IN SHARE ROW EXCLUSIVE MODE`);
+        // The restore itself names what is wrong with the point (prepare's errors); the record just does not apply.
+        const p = await prepare(client, unit, restoring, ctx).catch(() => undefined);
+        if (!p || p.bypass.length > 0 || !p.untouchedProven || p.schema.changes.length > 0) return undefined;
+        await preferKeyLookups(client, p);
+        const names = p.meta.columns.map((c) => c.name);
+        const key = p.meta.primaryKey;
+        const kind = ident(KIND);
+        const logged = `${p.undo.sql} AS u LEFT JOIN ONLY ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'u')}`;
+        await createUndoTable(client, undoSql, p.live, p.columns, key);
+        // One pass over the log: each logged key looked up once; the rows written to the record and the terms that carry
+        // the count and checksum (a pre-image in scope leaves, the live row in scope comes) read from the same lookup.
+        const present = ident('etl_rollback$present');
+        const leaves = ident('etl_rollback$leaves');
+        const comes = ident('etl_rollback$comes');
+        const { rows: sum } = await client.query<{ count: string; checksum: string }>(
+          `WITH r AS MATERIALIZED (
+             SELECT ${names.map((n) => `${key.includes(n) ? 'u' : 'l'}.${ident(n)}`).join(', ')}, l.ctid IS NOT NULL AS ${present},
+                    CASE WHEN u.${kind} = 'p' AND ${p.inScope('u')} THEN ${rowHash(names, 'u')} END AS ${leaves},
+                    CASE WHEN l.ctid IS NOT NULL AND ${p.inScope('l')} THEN ${rowHash(names, 'l')} END AS ${comes}
+               FROM ${logged}),
+           kept AS (INSERT INTO ${undoSql} (${cols(names)}, ${kind}) SELECT ${cols(names)}, CASE WHEN ${present} THEN 'p' ELSE 'i' END FROM r RETURNING 1)
+           SELECT ($1::bigint - count(${leaves}) + count(${comes}))::text AS count,
+                  ($2::numeric - coalesce(sum(${leaves}), 0) + coalesce(sum(${comes}), 0))::text AS checksum,
+                  (SELECT count(*) FROM kept) AS kept
+             FROM r`,
+          [p.meta.count, p.meta.checksum],
+        );
+        const { rows: snap } = await client.query<{ txid: string; snapshot: string; xmax: string; filenode: string }>(
+          `SELECT pg_catalog.pg_current_xact_id()::text AS txid, pg_catalog.pg_current_snapshot()::text AS snapshot,
+                  pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS xmax, pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
+          [p.live.oid],
+        );
+        const meta: CowMeta = {
+          tool: 'etl-rollback',
+          kind: 'restore-point',
+          mode: 'copy-on-write',
+          version: 1,
+          pipeline: ctx.pipeline,
+          deploymentId: ctx.deploymentId,
+          unitId: unit.id,
+          sourceTable: p.live.display,
+          tableOid: p.live.oid,
+          capturedAt: ctx.now().toISOString(),
+          count: Number(sum[0]?.count ?? 0),
+          checksum: sum[0]?.checksum ?? '0',
+          primaryKey: key,
+          columns: p.meta.columns,
+          scope: p.meta.scope,
+          sequences: p.scope.kind === 'table' ? await ownedSequences(client, p.live.oid) : [],
+          captureTxid: snap[0]?.txid ?? '',
+          snapshot: snap[0]?.snapshot ?? '',
+          snapshotXmax: snap[0]?.xmax ?? '',
+          filenode: snap[0]?.filenode ?? '',
+          function: { name: '', oid: 0, md5: '' },
+          triggers: [],
+          sealed: true,
+          record: { runId, from: p.undo.display },
+        };
+        await client.query(`COMMENT ON TABLE ${undoSql} IS ${literal(JSON.stringify(meta))}`);
+        const undo = await findRelation(client, undoSql);
+        if (!undo) throw new Error(`record table ${undoSql} vanished inside its own transaction`);
+        ctx.log.info('postgres-table copy-on-write: what the rollback replaces recorded at the logged keys', { unit: unit.id, table: meta.sourceTable, record: undo.display, count: meta.count });
+        return pointFromMeta(unit, meta, undo);
+      });
+    });
+  }
+
+  /**
+   * The seal without reading the table, when an earlier restore point of the same unit still guards it (the daily
+   * deploy's, kept for its retention): its triggers have logged every write since its capture, so its count and
+   * checksum carry over to now (the rows its log does not name are as it captured them, proven by the catalog, as a
+   * restore proves it), and the new point's log carries them back to the install:
+   *
+   *   now     = earlier - (its pre-images in scope) + (live rows at its logged keys in scope)
+   *   install = now - (live rows at the new log's keys in scope) + (the new log's pre-images in scope)
+   *
+   * for the count and for the checksum (a sum of one term per row), all in the seal's one snapshot. The cost is the
+   * two logs, not the table. Only a point of the same pipeline and unit, on the same table (oid), with the same key,
+   * columns and scope; sealed, not a record; whose triggers, function and relfilenode are as it recorded them, with no
+   * schema change since. Otherwise (or when its log is a large part of the table, where the read costs as much)
+   * undefined: the caller reads the table.
+   */
+  async function sealFromEarlier(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<{ count: number; checksum: string; from: string } | undefined> {
+    const { rows: found } = await client.query<{ name: string; comment: string }>(
+      `SELECT c.relname AS name, pg_catalog.obj_description(c.oid, 'pg_class') AS comment FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = $1::text::regnamespace AND c.relkind = 'r' AND c.oid <> $2 AND pg_catalog.obj_description(c.oid, 'pg_class') LIKE '%"mode":"copy-on-write"%'`,
+      [ROLLBACK_SCHEMA, undo.oid],
+    );
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    const earlier = found
+      .map((r) => {
+        try {
+          return { name: r.name, meta: JSON.parse(r.comment) as Partial<CowMeta> };
+        } catch {
+          return undefined;
+        }
+      })
+      .filter((x): x is { name: string; meta: CowMeta } => {
+        const m = x?.meta;
+        return (
+          m?.tool === 'etl-rollback' && m.mode === 'copy-on-write' && m.sealed === true && m.record === undefined && m.pipeline === meta.pipeline && m.unitId === meta.unitId &&
+          m.deploymentId !== meta.deploymentId && m.tableOid === meta.tableOid && same(m.primaryKey, meta.primaryKey) && same(m.columns, meta.columns) && same(m.scope, meta.scope)
+        );
+      })
+      .sort((a, b) => b.meta.capturedAt.localeCompare(a.meta.capturedAt))[0];
+    if (!earlier) return undefined;
+    const earlierUndo = await findRelation(client, `${ident(ROLLBACK_SCHEMA)}.${ident(earlier.name)}`);
+    if (!earlierUndo) return undefined;
+    await client.query('SAVEPOINT etl_rollback_earlier');
+    try {
+      const p = await prepare(client, unit, pointFromMeta(unit, earlier.meta, earlierUndo), ctx, { scan: false });
+      const logged = p.recorded.preImages + p.recorded.inserted;
+      if (p.bypass.length > 0 || !p.untouchedProven || p.schema.changes.length > 0 || logged > Math.max(10_000, p.tableRows / 4)) {
+        await client.query('RELEASE SAVEPOINT etl_rollback_earlier');
+        return undefined;
+      }
+      await preferKeyLookups(client, p);
+      const names = meta.columns.map((c) => c.name);
+      const kind = ident(KIND);
+      const terms = (log: string) =>
+        `SELECT count(*) FILTER (WHERE u.${kind} = 'p' AND ${p.inScope('u')}) AS pn, coalesce(sum(${rowHash(names, 'u')}) FILTER (WHERE u.${kind} = 'p' AND ${p.inScope('u')}), 0) AS ps,
+                count(*) FILTER (WHERE l.ctid IS NOT NULL AND ${p.inScope('l')}) AS ln, coalesce(sum(${rowHash(names, 'l')}) FILTER (WHERE l.ctid IS NOT NULL AND ${p.inScope('l')}), 0) AS ls
+           FROM ${log} AS u LEFT JOIN ONLY ${p.live.sql} AS l ON ${keyMatch(meta.primaryKey, 'l', 'u')}`;
+      const { rows } = await client.query<{ count: string; checksum: string }>(
+        `SELECT ($1::bigint - e.pn + e.ln - n.ln + n.pn)::text AS count, ($2::numeric - e.ps + e.ls - n.ls + n.ps)::text AS checksum
+           FROM (${terms(earlierUndo.sql)}) AS e, (${terms(undo.sql)}) AS n`,
+        [earlier.meta.count, earlier.meta.checksum],
+      );
+      await client.query('RELEASE SAVEPOINT etl_rollback_earlier');
+      const count = Number(rows[0]?.count ?? Number.NaN);
+      const checksum = rows[0]?.checksum;
+      if (!Number.isSafeInteger(count) || count < 0 || !checksum) return undefined;
+      ctx.log.info('postgres-table copy-on-write seal carried from the earlier restore point', { unit: unit.id, from: earlierUndo.display, logged, count });
+      return { count, checksum, from: earlierUndo.display };
+    } catch (error) {
+      // Whatever stopped it (the earlier point half released, say), the full read decides.
+      await client.query('ROLLBACK TO SAVEPOINT etl_rollback_earlier');
+      ctx.log.warn('postgres-table copy-on-write seal could not be carried from the earlier restore point; reading the table', { unit: unit.id, from: earlierUndo.display, error: error instanceof Error ? error.message : String(error) });
+      return undefined;
+    }
   }
 
   async function triggerState(
@@ -357,7 +556,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
       `SELECT (SELECT coalesce(json_agg(json_build_object('name', t.tgname, 'oid', t.oid::int, 'enabled', t.tgenabled::text, 'fnOid', t.tgfoid::int, 'xmin', t.xmin::text) ORDER BY t.tgname), '[]')
                  FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = ANY($2)) AS triggers,
               (SELECT json_build_object('oid', p.oid::int, 'md5', md5(p.prosrc), 'xmin', p.xmin::text)
-                 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure($3 || '()')) AS fn,
+                 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure(nullif($3, '') || '()')) AS fn,
               pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
       [table.oid, names, fnSql],
     );
@@ -418,7 +617,11 @@ export function copyOnWrite(parts: CowAdapterParts) {
     notes: string[];
   }
 
-  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<Prepared> {
+  /**
+   * `scan: false`: without the catalog proof, do not read the table for writes the triggers missed (checks 2 and 3);
+   * `untouchedProven` is then the catalog proof alone. For a caller that has a cheaper way out than that pass.
+   */
+  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext, options: { scan?: boolean } = {}): Promise<Prepared> {
     const d = point.details;
     const undo = await findRelation(client, d.shadowTable);
     if (!undo) {
@@ -466,14 +669,17 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // 1. The triggers and the function, as installed at capture.
     const bypass: string[] = [];
     const expected = cowTriggerNames(meta.pipeline, meta.deploymentId, meta.unitId);
-    const state = await triggerState(client, live, Object.values(expected), meta.function.name);
+    // A record (undoRecord) has no triggers: only the pass over the table below can show it still holds.
+    const state = await triggerState(client, live, Object.values(expected), meta.record ? '' : meta.function.name);
     for (const want of meta.triggers) {
       const now = state.triggers.find((x) => x.name === want.name);
       if (!now) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
       else if (now.oid !== want.oid) bypass.push(`trigger ${want.name} was dropped and created again (oid ${want.oid} -> ${now.oid}): writes in between were not recorded`);
       else if (now.enabled !== 'A') bypass.push(`trigger ${want.name} is ${now.enabled === 'D' ? 'disabled' : `no longer ENABLE ALWAYS (tgenabled ${now.enabled})`}`);
     }
-    if (!state.function) bypass.push(`trigger function ${meta.function.name} was dropped`);
+    if (meta.record) {
+      // no function to check
+    } else if (!state.function) bypass.push(`trigger function ${meta.function.name} was dropped`);
     else if (state.function.oid !== meta.function.oid || state.function.md5 !== meta.function.md5) bypass.push(`trigger function ${meta.function.name} was replaced`);
 
     // Proof that the triggers saw every write since the capture, without reading the table: the catalog rows of the
@@ -504,6 +710,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     if (rel[0]?.children === true) bypass.push(`${live.display} has inheritance children now: writes addressed to them do not fire its triggers`);
     const catalog = meta.catalog;
     const intact =
+      !meta.record &&
       bypass.length === 0 &&
       !rewritten &&
       schema.changes.length === 0 &&
@@ -525,7 +732,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const xminCheck = span >= 0n && span < 2n ** 31n;
     const rec = rel[0]?.rec;
     const recorded = { preImages: Number(rec?.p ?? 0), inserted: Number(rec?.i ?? 0), preImagesInScope: Number(rec?.pin ?? 0) };
-    if (!intact) {
+    const scan = !intact && options.scan !== false;
+    if (scan) {
       const b32 = bound & 0xffffffffn;
       const exact = `NOT pg_catalog.pg_visible_in_snapshot((${bound} - ((${b32} - l.xmin::text::bigint) & 4294967295))::text::xid8, ${literal(meta.snapshot)}::pg_snapshot)`;
       const unlogged = `NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
@@ -546,7 +754,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
       const unrecorded = Number(scan[0]?.unrecorded ?? 0);
       if (unrecorded > 0) {
         bypass.push(
-          `${unrecorded} row(s) were written after the capture without the triggers recording them (first key ${sample ?? '?'}): ` +
+          meta.record
+            ? `${unrecorded} row(s) were written after the record without it holding them (first key ${sample ?? '?'}): putting back what run ${meta.record.runId} replaced would leave them as they are now`
+            : `${unrecorded} row(s) were written after the capture without the triggers recording them (first key ${sample ?? '?'}): ` +
             (rewritten ? 'the table was also rewritten since the capture (an ALTER TABLE that rewrites rows, or TRUNCATE with the triggers off)' : 'the triggers were disabled, or bypassed, while they were written'),
         );
       }
@@ -556,8 +766,13 @@ export function copyOnWrite(parts: CowAdapterParts) {
         bypass.push(`${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${recorded.preImagesInScope} recorded pre-images leave ${wantUntouched}: rows were deleted (or truncated) without the triggers recording them`);
       }
     }
-    const notes = [`capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${undo.display}`];
-    if (intact) notes.push('the triggers are as the capture left them (catalog rows unchanged, table not rewritten): the table was not read to look for unrecorded writes');
+    const notes = [
+      meta.record
+        ? `the record of what run ${meta.record.runId} replaced: the rows at the keys its copy-on-write restore point had logged, in ${undo.display}`
+        : `capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${undo.display}`,
+    ];
+    if (meta.record && xminCheck) notes.push('a record has no triggers: every row was checked for writes since the record');
+    else if (intact) notes.push('the triggers are as the capture left them (catalog rows unchanged, table not rewritten): the table was not read to look for unrecorded writes');
     else if (!xminCheck) notes.push(`the check for unrecorded writes by transaction id was skipped: the capture is ${span} transactions old (beyond 2^31); the count and checksum checks remain`);
     else notes.push('the triggers or the table changed in the catalog since the capture: every row was checked for writes the triggers did not record');
     if (scope.kind !== 'table') notes.push(`scope: ${scope.describe}`);
@@ -573,7 +788,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
       schema,
       bypass,
       recorded,
-      untouchedProven: bypass.length === 0 && (intact || xminCheck) && schema.changes.length === 0,
+      untouchedProven: bypass.length === 0 && (intact || (scan && xminCheck)) && schema.changes.length === 0,
       columns,
       rules: rel[0]?.rules === true,
       tableRows: Number(rel[0]?.n ?? 0),
@@ -865,6 +1080,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * Nothing else can have changed them in between: ALTER TABLE … TRIGGER needs the lock this transaction holds.
    */
   async function recordCatalog(client: pg.Client, p: Prepared): Promise<void> {
+    if (p.meta.record) return;
     const state = await triggerState(client, p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name);
     const catalog = catalogOf(state);
     const filenode = state.filenode || p.meta.filenode;
@@ -891,14 +1107,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
           for (const name of Object.values(names)) await client.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${table.sql}`);
         }
         const fn = meta?.function.name ?? `${ident(ROLLBACK_SCHEMA)}.${ident(`${undoTableName(ctx.pipeline, deploymentId, unit.id)}_fn`)}`;
-        await client.query(`DROP FUNCTION IF EXISTS ${fn}()`);
+        if (!meta?.record) await client.query(`DROP FUNCTION IF EXISTS ${fn}()`);
         if (undo) await client.query(`DROP TABLE ${undo.sql}`);
         ctx.log.info('postgres-table copy-on-write restore point released', { unit: unit.id, undoTable: d.shadowTable });
       }),
     );
   }
 
-  return { capture, diff, restore, release };
+  return { capture, diff, restore, release, undoRecord };
 }
 
 function changesOf(rows: { rowsInserted: number; rowsUpdated: number; rowsDeleted: number }, extra: { rowsQuarantined: number; schemaChanges: number; sequencesReset: number }): Changes {
