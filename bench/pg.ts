@@ -169,8 +169,10 @@ interface RestoreFigures {
 }
 
 interface CowFigures {
-  /** Each run's capture, install and seal. */
+  /** Each run's capture, install and seal; split by how the seal was made (read the table, or carried from the earlier point's log). */
   captureSeconds: number[];
+  captureRead: number[];
+  captureCarried: number[];
   /** The slowest write of a writer running through the capture: how long the capture held writers off. */
   writersHeld: number;
   probeWrites: number;
@@ -182,6 +184,11 @@ interface CowFigures {
   restore?: { seconds: number; runs: number[]; rows: number; stats: string; reported: string; check: string };
   /** The restore's seconds with a CHECKPOINT between the deploy and the restore. */
   afterCheckpoint: number[];
+  /**
+   * A rollback as the state machine runs it: the record of what it replaces (for undo) first, then the restore; then
+   * the undo of that rollback, from the record. Seconds of each run; rows the record kept; the undo's check.
+   */
+  withRecord: { record: number[]; restore: number[]; undo: number[]; recordRows: number; check: string };
   error?: string;
 }
 
@@ -454,11 +461,27 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     const cowUnit = postgresTableUnitSchema.parse({ ...unit, capture: 'copy-on-write' });
     const before = await liveChecksum();
     const { deploy } = await makeDeploy(opts.changed);
-    const figures: CowFigures = { captureSeconds: [], writersHeld: 0, probeWrites: 0, deployPlain: main.deployRuns, deployWithTriggers: [], undoRows: 0, afterCheckpoint: [] };
+    const figures: CowFigures = {
+      captureSeconds: [],
+      captureRead: [],
+      captureCarried: [],
+      writersHeld: 0,
+      probeWrites: 0,
+      deployPlain: main.deployRuns,
+      deployWithTriggers: [],
+      undoRows: 0,
+      afterCheckpoint: [],
+      withRecord: { record: [], restore: [], undo: [], recordRows: 0, check: 'verified' },
+    };
     // Each run is a whole cycle: capture (a fresh undo log, so the deploy pays for every pre-image it makes), the
     // deploy through the triggers, the restore, its check, the release. The second half of the runs puts a CHECKPOINT
     // between the deploy and the restore, as when the rollback comes minutes after the deploy (checkpoint_timeout is
     // 5 minutes by default): then the first write to each page after it puts a full-page image in the WAL.
+    // Each run's point is kept until the next run has captured, as a deploy's point is kept for its retention while
+    // the next deploy captures: the first capture reads the table for its seal, the later ones carry it from the
+    // earlier point's log. The earlier point is released before the deploy, so each deploy runs through one set of
+    // triggers.
+    let previous: { point: RestorePoint<PostgresTableDetails>; ctx: AdapterContext } | undefined;
     for (let r = 1; r <= 2 * opts.repeat; r++) {
       const checkpoint = r > opts.repeat;
       const of = ` (run ${r} of ${2 * opts.repeat}${checkpoint ? ', a checkpoint between deploy and restore' : ''})`;
@@ -482,9 +505,13 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       })();
       const t = performance.now();
       const cowPoint = await postgresTableAdapter.capture(cowUnit, cowCtx).finally(() => (capturing = false));
-      figures.captureSeconds.push((performance.now() - t) / 1000);
+      const captureSeconds = (performance.now() - t) / 1000;
+      figures.captureSeconds.push(captureSeconds);
       await probing;
       await probe.end();
+      const { rows: how } = await sql.query<{ from: string | null }>(`SELECT obj_description($1::regclass, 'pg_class')::json->>'sealedFrom' AS from`, [cowPoint.details.shadowTable]);
+      (how[0]?.from ? figures.captureCarried : figures.captureRead).push(captureSeconds);
+      if (previous) await postgresTableAdapter.release(cowUnit, previous.point, previous.ctx);
       progress(`PostgreSQL ${opts.changed}%: the same bad deploy, now through the triggers${of}`);
       await deploy();
       figures.deployWithTriggers.push(lastDeploySeconds);
@@ -517,10 +544,45 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       } catch (error) {
         figures.error = `${figures.error ? `${figures.error}; ` : ''}run ${r}: ${(error as Error).message}`;
       }
-      await postgresTableAdapter.release(cowUnit, cowPoint, cowCtx);
+      previous = { point: cowPoint, ctx: cowCtx };
       if (figures.error) break;
     }
+    if (previous) await postgresTableAdapter.release(cowUnit, previous.point, previous.ctx);
     if (figures.restore) figures.restore.seconds = median(figures.restore.runs);
+    // A rollback as the state machine runs it (core/workflow/undo.ts): first the record of what it replaces, so that
+    // it can be undone (the rows at the logged keys; before, a shadow copy of the table: the copy capture's cost), then
+    // the restore; then the undo of that rollback, from the record, which must end at the deployed state exactly.
+    for (let r = 1; r <= opts.repeat && !figures.error; r++) {
+      const of = ` (run ${r} of ${opts.repeat})`;
+      const cowCtx: AdapterContext = { ...ctx, deploymentId: `d-${suffix}-cowrec-${r}` };
+      progress(`PostgreSQL ${opts.changed}%: copy-on-write rollback with its undo record, then the undo${of}`);
+      const cowPoint = await postgresTableAdapter.capture(cowUnit, cowCtx);
+      const deployed = await deploy();
+      const runId = `run-${suffix}-cowrec-${r}`;
+      const recordCtx: AdapterContext = { ...ctx, deploymentId: `undo-${runId}`, runId };
+      try {
+        const t0 = performance.now();
+        const record = await postgresTableAdapter.undoRecord(cowUnit, recordCtx, cowPoint);
+        const t1 = performance.now();
+        await postgresTableAdapter.restore(cowUnit, cowPoint, { ...cowCtx, runId });
+        const t2 = performance.now();
+        await postgresTableAdapter.restore(cowUnit, record, { ...recordCtx, runId: `${runId}-undo` });
+        const t3 = performance.now();
+        figures.withRecord.record.push((t1 - t0) / 1000);
+        figures.withRecord.restore.push((t2 - t1) / 1000);
+        figures.withRecord.undo.push((t3 - t2) / 1000);
+        const { rows: kept } = await sql.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${record.details.shadowTable}`);
+        figures.withRecord.recordRows = Number(kept[0]?.n ?? 0);
+        if (record.details.capture !== 'copy-on-write') figures.withRecord.check = `the record was a ${record.details.capture ?? 'copy'} capture, not the logged rows`;
+        if ((await liveChecksum()) !== deployed) figures.withRecord.check = `run ${r}: after the undo the table is NOT the deployed state`;
+        await postgresTableAdapter.release(cowUnit, record, recordCtx);
+      } catch (error) {
+        figures.error = `${figures.error ? `${figures.error}; ` : ''}with record, run ${r}: ${(error as Error).message}`;
+      }
+      // The table back at the capture for what follows.
+      if (!figures.error) await postgresTableAdapter.restore(cowUnit, cowPoint, { ...cowCtx, runId: `${runId}-again` });
+      await postgresTableAdapter.release(cowUnit, cowPoint, cowCtx);
+    }
     return figures;
   })();
   // The CLI's own start-up, apart from the work in the database (node, module loading, argument parsing).
@@ -623,7 +685,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
   if (main.ours) three.push(['etl-rollback, capture: copy', fmtSec(captureOurs), main.ours.completed ? fmtRuns(main.ours.runs) : '-', fmtInt(main.ours.rows), '-']);
   three.push([
     'etl-rollback, capture: copy-on-write',
-    fmtSec(median(cowFigures.captureSeconds)),
+    cowFigures.captureCarried.length > 0 ? `${fmtSec(median(cowFigures.captureCarried))} (first ${fmtSec(cowFigures.captureRead[0] ?? 0)})` : fmtSec(median(cowFigures.captureSeconds)),
     cowFigures.restore ? fmtRuns(cowFigures.restore.runs) : 'FAILED',
     cowFigures.restore ? fmtInt(cowFigures.restore.rows) : '-',
     `${fmtRuns(cowFigures.deployWithTriggers)} s vs ${fmtRuns(cowFigures.deployPlain)} s: ${deployOverhead > 0 ? deployOverhead.toFixed(2) : '-'}x`,
@@ -639,9 +701,19 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
   );
   if (cowFigures.restore) console.log(`  copy-on-write: ${cowFigures.restore.check}; undo log held ${fmtInt(cowFigures.undoRows)} rows (pre-images and inserted keys)`);
   console.log(
-    `  copy-on-write capture: ${fmtRuns(cowFigures.captureSeconds)} s in all; writers were held off for at most ${fmtSec(cowFigures.writersHeld)} s (the slowest of ${fmtInt(cowFigures.probeWrites)} writes ` +
-      `made during ${cowFigures.captureSeconds.length > 1 ? `the ${cowFigures.captureSeconds.length} captures` : 'it'}: the install of the triggers); the rest is the sealing count and checksum, a read that holds nobody off`,
+    `  copy-on-write capture: writers were held off for at most ${fmtSec(cowFigures.writersHeld)} s (the slowest of ${fmtInt(cowFigures.probeWrites)} writes ` +
+      `made during ${cowFigures.captureSeconds.length > 1 ? `the ${cowFigures.captureSeconds.length} captures` : 'it'}: the install of the triggers); the rest is the seal (count and checksum), which holds nobody off: ` +
+      `${cowFigures.captureCarried.length > 0 ? `${fmtRuns(cowFigures.captureCarried)} s in all when carried from the earlier point's log (${cowFigures.captureCarried.length} captures), ` : ''}` +
+      `${cowFigures.captureRead.length > 0 ? `${fmtRuns(cowFigures.captureRead)} s in all when it reads the table (${cowFigures.captureRead.length}: the first capture of the table, no earlier point)` : ''}`,
   );
+  const wr = cowFigures.withRecord;
+  if (wr.record.length > 0) {
+    console.log(
+      `  copy-on-write rollback as the state machine runs it: the record of what it replaces (for undo) ${fmtRuns(wr.record)} s, ${fmtInt(wr.recordRows)} rows kept ` +
+        `(before: a shadow copy of the table, as the copy capture: ${fmtSec(captureOurs)} s), then the restore ${fmtRuns(wr.restore)} s`,
+    );
+    console.log(`  undo of that rollback, from the record (the table read once for writes since the record): ${fmtRuns(wr.undo)} s; ${wr.check}`);
+  }
   if (cowFigures.error) console.log(`  copy-on-write restore FAILED: ${cowFigures.error}`);
   console.log('  tables the deploy does not touch carry no trigger: their writes pay nothing');
   console.log(`  rollback times are the adapter's work in the database (a session, the transaction, the checks); the CLI's own start-up is apart: ${fmtSec(cliStart)} s (etl-rollback --version)`);
@@ -677,13 +749,20 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
   }
   lines.push(
     `  PG copy-on-write capture: writers held off ${fmtSec(cowFigures.writersHeld)} s (goal: under 1 s at any size) ${cowFigures.writersHeld < 1 ? 'MET' : 'NOT MET'}; ` +
-      `the whole capture with its sealing read ${fmtSec(median(cowFigures.captureSeconds))} s (${median(cowFigures.captureSeconds) < 1 ? 'under' : 'over'} 1 s; it grows with the table)`,
+      (cowFigures.captureCarried.length > 0
+        ? `the whole capture, sealed from the earlier point's log, ${fmtSec(median(cowFigures.captureCarried))} s (${median(cowFigures.captureCarried) < 1 ? 'under' : 'over'} 1 s; it grows with the rows changed since that point, not with the table); `
+        : '') +
+      (cowFigures.captureRead.length > 0 ? `the first capture of the table, which reads it for the seal, ${fmtSec(median(cowFigures.captureRead))} s (it grows with the table)` : ''),
   );
   if (deployOverhead > 0) {
     lines.push(
       `  PG copy-on-write deploy write overhead: ${deployOverhead.toFixed(2)}x the deploy's write time without triggers ` +
         `(medians of ${cowFigures.deployWithTriggers.length} and ${cowFigures.deployPlain.length} runs; goal: within 2x) ${deployOverhead <= 2 ? 'MET' : 'NOT MET'}`,
     );
+  }
+  if (main.dump && wr.record.length > 0) {
+    const whole = median(wr.record) + median(wr.restore);
+    lines.push(`  PG copy-on-write rollback with its undo record (record + restore, medians) vs pg_restore --clean: ${times(main.dump.seconds, whole)} faster; the record alone ${fmtSec(median(wr.record))} s against the shadow copy's ${fmtSec(captureOurs)} s`);
   }
   if (main.dump && main.ours?.completed) {
     const ratio = main.dump.seconds / main.ours.seconds;
