@@ -271,7 +271,8 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     return rows[0]?.c ?? '';
   };
 
-  const unit = postgresTableUnitSchema.parse({ id: 'orders', type: 'postgres-table', connection: 'warehouse', table: 'public.orders' });
+  // Copy mode asked for explicitly: without it, a table of 1 GiB or more (10,000,000 rows) would be captured copy-on-write.
+  const unit = postgresTableUnitSchema.parse({ id: 'orders', type: 'postgres-table', connection: 'warehouse', table: 'public.orders', capture: 'copy' });
   const ctx: AdapterContext = {
     pipeline: 'bench',
     deploymentId: `d-${suffix}`,

@@ -26,7 +26,7 @@ import {
 } from './postgres/catalog.ts';
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
-import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
+import { COPY_ON_WRITE_ABOVE_BYTES, copyOnWrite, gib, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { planRows, replacedRows, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
@@ -111,6 +111,8 @@ export interface PostgresTableOptions {
   triggers?: TriggerMode;
   /** When a restore reloads the scope instead of writing the difference. */
   reload?: Partial<ReloadPolicy>;
+  /** A unit without `capture` is captured copy-on-write when its table is at least this large (bytes) and eligible. */
+  copyOnWriteAbove?: number;
 }
 
 /** Default reload policy: more than half of at least 1,000 rows in scope differ. */
@@ -180,13 +182,15 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
   const triggerMode: TriggerMode = options.triggers ?? 'disable';
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
   const cow = copyOnWrite({ triggerMode });
+  const copyOnWriteAbove = options.copyOnWriteAbove ?? COPY_ON_WRITE_ABOVE_BYTES;
   const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
   const isPitr = (point: RestorePoint<PostgresTableDetails>): boolean => point.details.capture === 'point-in-time';
   /** Why this mode: the plan and the dry run say it. */
   const modeNote = (unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>): string[] => {
-    const asked = unit.capture ?? 'copy';
+    // Without `capture` the mode follows the table's size at capture: either is as asked.
+    if (unit.capture === undefined) return [];
     const used = point.details.capture ?? 'copy';
-    return asked === used ? [] : [`the unit now asks for capture: ${asked}, but this restore point was taken with capture: ${used}; it is restored as taken`];
+    return unit.capture === used ? [] : [`the unit now asks for capture: ${unit.capture}, but this restore point was taken with capture: ${used}; it is restored as taken`];
   };
 
   // -------------------------------------------------------------------------------------------------------------
@@ -214,6 +218,10 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
 
   async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
     if (unit.capture === 'copy-on-write') return cow.capture(unit, ctx);
+    if (unit.capture === undefined) {
+      const chosen = await cow.chooseDefault(unit, ctx, copyOnWriteAbove);
+      if (chosen) return cow.capture(unit, ctx, chosen);
+    }
     const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
     return withClient(ctx, unit.connection, async (client) => {
       await ensureRollbackSchema(client);
@@ -461,7 +469,8 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
         const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences ?? []) : [];
         const changes = changesOf(plan, { rowsQuarantined: plan.rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
         const writes = total(changes);
-        const notes = [`capture: copy (${unit.capture === 'copy' ? 'the unit sets capture: copy' : 'the default; the unit does not set capture'}): shadow copy ${p.shadow.display}`, ...modeNote(unit, point), ...p.notes];
+        const why = unit.capture === 'copy' ? 'the unit sets capture: copy' : `the default for a table under ${gib(copyOnWriteAbove)}, or one copy-on-write cannot protect; the unit does not set capture`;
+        const notes = [`capture: copy (${why}): shadow copy ${p.shadow.display}`, ...modeNote(unit, point), ...p.notes];
         if (p.schema.changes.length > 0) {
           notes.push(`schema will be restored: ${p.schema.changes.join(', ')}`);
           notes.push('row counts are estimated: they are measured exactly once the schema is restored');

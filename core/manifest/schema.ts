@@ -257,10 +257,11 @@ export const postgresTableUnitSchema = z.strictObject({
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),
   /**
-   * How the restore point is taken (absent means `copy`). `copy`: a shadow copy of the rows in scope (capture reads and
-   * writes the whole scope; restore finds changed rows by transaction id). `copy-on-write`: nothing is copied; triggers
-   * keep each row's pre-image the first time the deploy changes it (needs a primary key; not for partitioned tables).
-   * See core/adapters/postgres/copy-on-write.ts.
+   * How the restore point is taken. `copy`: a shadow copy of the rows in scope (capture reads and writes the whole
+   * scope; restore finds changed rows by transaction id). `copy-on-write`: nothing is copied; triggers keep each row's
+   * pre-image the first time the deploy changes it (needs a primary key; not for partitioned tables). Absent:
+   * `copy-on-write` for a table of at least 1 GiB (pg_total_relation_size) that it can protect, else `copy`. See
+   * core/adapters/postgres/copy-on-write.ts.
    */
   capture: z.enum(['copy', 'copy-on-write']).optional(),
   /** Refuse the named roles' writes to the table while it is restored (see tableFreezeSchema). */
@@ -332,10 +333,10 @@ export const mysqlTableUnitSchema = z.strictObject({
   /** SQL assertions checked by the gate after the unit's stage: each query must return one row whose first column is true. */
   assertions: z.array(assertionSchema).optional(),
   /**
-   * How the restore point is taken (absent means `copy`). `copy`: a shadow copy of the rows in scope. `copy-on-write`:
-   * nothing is copied; row triggers keep each row's pre-image the first time the deploy changes it, and a guard
-   * foreign key makes TRUNCATE fail (needs a primary key; not for partitioned tables). See
-   * core/adapters/mysql/copy-on-write.ts.
+   * How the restore point is taken (absent means `copy`, at any size: a MySQL copy-on-write seal reads the whole
+   * table under shared locks, as the copy does, so it would save only the copy's writes). `copy`: a shadow copy of the rows in scope. `copy-on-write`: nothing is copied; row
+   * triggers keep each row's pre-image the first time the deploy changes it, and a guard foreign key makes TRUNCATE
+   * fail (needs a primary key; not for partitioned tables). See core/adapters/mysql/copy-on-write.ts.
    */
   capture: z.enum(['copy', 'copy-on-write']).optional(),
   /** Refuse the named roles' writes to the table while it is restored (see tableFreezeSchema). */

@@ -360,6 +360,36 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     for (const [p, c] of [[third, c3], [second, c2], [first, c1]] as const) await adapter.release(u, p, c);
   });
 
+  it('without `capture`: copy-on-write for a table over the size threshold that it can protect, and the plan says why; a copy for smaller ones and ones it cannot protect', async () => {
+    await h.sql.query(`CREATE TABLE cw_big (id int PRIMARY KEY, v text); INSERT INTO cw_big SELECT g, repeat('v', 50) FROM generate_series(1, 2000) g`);
+    await h.sql.query(`CREATE TABLE cw_bignokey (id int, v text); INSERT INTO cw_bignokey SELECT g, repeat('v', 50) FROM generate_series(1, 2000) g`);
+    const sized = createPostgresTableAdapter({ copyOnWriteAbove: 64 * 1024 });
+    const big = h.unit({ id: 'big', table: 'cw_big' });
+    const c = h.ctx('d-auto');
+    const before = await h.rowsOf('cw_big');
+    const point = await sized.capture(big, c);
+    expect(point.details.capture).toBe('copy-on-write');
+    expect(await sized.capture(big, c)).toEqual(point); // a retry keeps the mode and the point
+    await h.sql.query(`UPDATE cw_big SET v = 'bad' WHERE id <= 10`);
+    const plan = await sized.diff(big, point, c);
+    expect(plan.notes[0]).toMatch(/^capture: copy-on-write \(the default for a table over 64\.0 KiB: public\.cw_big was \d+\.\d (KiB|MiB); the unit does not set capture\): undo table /);
+    expect(plan.notes.join('\n')).not.toMatch(/now asks for/);
+    await sized.restore(big, point, c);
+    expect(await h.rowsOf('cw_big')).toEqual(before);
+    await sized.release(big, point, c);
+
+    // Under the threshold (the default one, 1 GiB), and a large table without a primary key: copies.
+    const small = await adapter.capture(big, h.ctx('d-auto-small'));
+    expect(small.details.capture ?? 'copy').toBe('copy');
+    expect((await adapter.diff(big, small, h.ctx('d-auto-small'))).notes[0]).toMatch(/^capture: copy \(the default for a table under 1\.0 GiB, or one copy-on-write cannot protect; the unit does not set capture\)/);
+    const nokey = h.unit({ id: 'bignokey', table: 'cw_bignokey' });
+    const copied = await sized.capture(nokey, h.ctx('d-auto-nokey'));
+    expect(copied.details.capture ?? 'copy').toBe('copy');
+    expect(await ourTriggers('cw_bignokey')).toEqual([]);
+    await adapter.release(big, small, h.ctx('d-auto-small'));
+    await sized.release(nokey, copied, h.ctx('d-auto-nokey'));
+  });
+
   it('a `where` unit restores only its scope', async () => {
     await h.sql.query(`CREATE TABLE cw_sc (id int PRIMARY KEY, region text NOT NULL, v int)`);
     await h.sql.query(`INSERT INTO cw_sc SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 40) g`);

@@ -226,7 +226,7 @@ describe('postgres-table: schema changes', () => {
     await h.sql.query(`UPDATE sch SET quantity = NULL WHERE id = 2`);
 
     const plan = await adapter.diff(u, point, h.ctx('d-sch'));
-    expect(plan.notes[0]).toMatch(/^capture: copy \(the default; the unit does not set capture\): shadow copy etl_rollback\.rp_/);
+    expect(plan.notes[0]).toMatch(/^capture: copy \(the default for a table under 1\.0 GiB, or one copy-on-write cannot protect; the unit does not set capture\): shadow copy etl_rollback\.rp_/);
     expect(plan.notes[1]).toBe("full comparison: the deploy changed the table's definition, which can change rows without writing them");
     expect(plan.notes[2]).toBe(
       'schema will be restored: column "quantity" renamed back to "qty", column "qty" made NOT NULL again, default of column "note" restored to \'none\'::text',

@@ -68,6 +68,12 @@ import {
  * partitioned tables and `partition` scopes (InnoDB allows no foreign key to a partitioned table, so no guard).
  * Needs the TRIGGER and REFERENCES privileges on the table; with binary logging on, MySQL also asks for
  * log_bin_trust_function_creators (or SUPER) to create triggers.
+ *
+ * Not the default at any size (a unit without `capture` gets a copy): the baseline still reads the whole table under
+ * shared locks, as the copy does (its INSERT … SELECT takes shared next-key locks), so at capture it saves only the
+ * copy's writes, while its row triggers add to every write of the deploy, and its restore reads the whole table for
+ * the end-to-end check. A unit that wants it sets it. PostgreSQL's copy-on-write seals without holding writers (and
+ * from the earlier point's log, without reading the table), and is the default there above 1 GiB.
  */
 
 /** The undo table's column saying what a row is: `p` a pre-image, `i` the key of a row inserted since the capture. */

@@ -5,7 +5,7 @@ import { BACKSTOP } from '../backstop.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
-import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, undoTableName } from './names.ts';
+import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
@@ -87,9 +87,11 @@ import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './tri
  * partitioned tables and `partition` scopes, and tables with inheritance children (a write addressed to a partition or
  * a child directly does not fire the parent's statement triggers), and GENERATED ALWAYS identity columns outside the key (an UPDATE cannot put them back).
  *
- * Default: copy stays the default. Copy-on-write would become the default above 1 GiB (pg_total_relation_size): below
- * that the copy takes a few seconds and its restore does not depend on trigger integrity; above it the copy's time and
- * storage (a second copy of the table for every deploy) dominate, while copy-on-write costs only the deploy's changes.
+ * Default: a unit that does not set `capture` is captured copy-on-write when its table is at least 1 GiB
+ * (pg_total_relation_size: heap, indexes, TOAST; COPY_ON_WRITE_ABOVE_BYTES) and none of the above refuses it, else by
+ * a copy (chooseDefault): below that the copy takes a few seconds and its restore does not depend on the triggers'
+ * integrity; above it the copy's time and storage (a second copy of the table for every deploy) dominate, while
+ * copy-on-write costs only the deploy's changes. The point records why (`why`); the dry run says it.
  */
 
 
@@ -137,6 +139,8 @@ export type CowMeta = {
   record?: { runId: string; from: string };
   /** The undo table of the earlier point whose count and checksum this seal was carried from (sealFromEarlier). */
   sealedFrom?: string;
+  /** Why this point is copy-on-write: the unit asks for it, or the default for a table of its size. */
+  why?: string;
 };
 
 export interface CowDetails {
@@ -214,6 +218,27 @@ END
 $etl_rollback$`;
 }
 
+/** Why copy-on-write cannot protect `source` for `unit` (see "Not supported" above); undefined when it can. */
+async function copyOnWriteRefusal(client: pg.Client, source: Relation, unit: PostgresTableUnit): Promise<string | undefined> {
+  if (source.kind === 'p' || unit.partition !== undefined) {
+    return "it is partitioned (or the unit names partitions), and a write addressed to a partition directly does not fire the parent table's statement triggers";
+  }
+  const { rows: inh } = await client.query<{ children: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1) AS children', [source.oid]);
+  if (inh[0]?.children === true) return "it has inheritance children, and a write addressed to a child does not fire the parent table's triggers";
+  const primaryKey = await primaryKeyOf(client, source.oid);
+  if (primaryKey.length === 0) return 'it has no primary key, and the undo log records rows by key';
+  const always = (await liveColumns(client, source.oid)).filter((c) => c.identityAlways && !primaryKey.includes(c.name));
+  if (always.length > 0) return `column(s) ${always.map((c) => `"${c.name}"`).join(', ')} are GENERATED ALWAYS AS IDENTITY outside the key, which an UPDATE cannot put back`;
+  return undefined;
+}
+
+/** Tables at least this large (pg_total_relation_size: heap, indexes, TOAST) are captured copy-on-write when the unit does not set `capture`. */
+export const COPY_ON_WRITE_ABOVE_BYTES = 1024 ** 3;
+
+/** A size in GiB, MiB or KiB. */
+export const gib = (bytes: number): string =>
+  bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+
 /** An empty undo table beside `source`: its columns (only the key NOT NULL), the kind, a unique index on the key. */
 async function createUndoTable(client: pg.Client, undoSql: string, source: Relation, columns: PostgresColumn[], primaryKey: string[]): Promise<void> {
   await client.query(`CREATE TABLE ${undoSql} (LIKE ${source.sql})`);
@@ -230,7 +255,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
   // -------------------------------------------------------------------------------------------------------------
   // Capture
 
-  async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<CowDetails>> {
+  async function capture(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<RestorePoint<CowDetails>> {
     const undoName = undoTableName(ctx.pipeline, ctx.deploymentId, unit.id);
     const undoSql = `${ident(ROLLBACK_SCHEMA)}.${ident(undoName)}`;
     const fnSql = `${ident(ROLLBACK_SCHEMA)}.${ident(`${undoName}_fn`)}`;
@@ -260,18 +285,11 @@ export function copyOnWrite(parts: CowAdapterParts) {
                 : `unit "${unit.id}": table "${unit.table}" does not exist on connection "${unit.connection}".`,
             );
           }
-          const refuse = (why: string) => new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${why}. Use capture: copy (the default) for this unit.`);
-          if (source.kind === 'p' || unit.partition !== undefined) {
-            throw refuse('it is partitioned (or the unit names partitions), and a write addressed to a partition directly does not fire the parent table\'s statement triggers');
-          }
-          const { rows: inh } = await client.query<{ children: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1) AS children', [source.oid]);
-          if (inh[0]?.children === true) throw refuse('it has inheritance children, and a write addressed to a child does not fire the parent table\'s triggers');
-          const primaryKey = await primaryKeyOf(client, source.oid);
-          if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
           await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
+          const refusal = await copyOnWriteRefusal(client, source, unit);
+          if (refusal) throw new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${refusal}. Use capture: copy for this unit.`);
+          const primaryKey = await primaryKeyOf(client, source.oid);
           const columns = await liveColumns(client, source.oid);
-          const always = columns.filter((c) => c.identityAlways && !primaryKey.includes(c.name));
-          if (always.length > 0) throw refuse(`column(s) ${always.map((c) => `"${c.name}"`).join(', ')} are GENERATED ALWAYS AS IDENTITY outside the key, which an UPDATE cannot put back`);
           const { scope, recorded } = await resolveScope(client, source, scopeOfUnit(unit), unit.id);
           const colNames = columns.map((c) => c.name);
           if (unit.where !== undefined) {
@@ -322,6 +340,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
             triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid })),
             catalog: catalogOf(state),
             sealed: false,
+            why: options.why ?? 'the unit sets capture: copy-on-write',
           };
           await client.query(`COMMENT ON TABLE ${undoSql} IS ${literal(JSON.stringify(installed))}`);
           return installed;
@@ -335,6 +354,28 @@ export function copyOnWrite(parts: CowAdapterParts) {
       } finally {
         await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey(undoName)]).catch(() => undefined);
       }
+    });
+  }
+
+  /**
+   * The mode of a unit that does not set `capture`: copy-on-write for a table of at least `above` bytes that it can
+   * protect, else copy (undefined). A point already begun in either mode keeps it (a retried capture).
+   */
+  async function chooseDefault(unit: PostgresTableUnit, ctx: AdapterContext, above: number): Promise<{ why: string } | undefined> {
+    return withClient(ctx, unit.connection, async (client) => {
+      if (await findRelation(client, `${ident(ROLLBACK_SCHEMA)}.${ident(undoTableName(ctx.pipeline, ctx.deploymentId, unit.id))}`)) return { why: 'the default for a large table; this capture had begun copy-on-write' };
+      if (await findRelation(client, `${ident(ROLLBACK_SCHEMA)}.${ident(shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id))}`)) return undefined;
+      const source = await findRelation(client, unit.table);
+      if (!source || !isTable(source)) return undefined;
+      const { rows } = await client.query<{ bytes: string }>('SELECT pg_catalog.pg_total_relation_size($1::oid)::text AS bytes', [source.oid]);
+      const bytes = Number(rows[0]?.bytes ?? 0);
+      if (bytes < above) return undefined;
+      const refusal = await copyOnWriteRefusal(client, source, unit);
+      if (refusal) {
+        ctx.log.info('postgres-table: a large table captured by a copy, copy-on-write cannot protect it', { unit: unit.id, table: source.display, bytes, why: refusal });
+        return undefined;
+      }
+      return { why: `the default for a table over ${gib(above)}: ${source.display} was ${gib(bytes)}; the unit does not set capture` };
     });
   }
 
@@ -769,7 +810,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const notes = [
       meta.record
         ? `the record of what run ${meta.record.runId} replaced: the rows at the keys its copy-on-write restore point had logged, in ${undo.display}`
-        : `capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${undo.display}`,
+        : `capture: copy-on-write (${meta.why ?? 'the unit sets capture: copy-on-write'}): undo table ${undo.display}`,
     ];
     if (meta.record && xminCheck) notes.push('a record has no triggers: every row was checked for writes since the record');
     else if (intact) notes.push('the triggers are as the capture left them (catalog rows unchanged, table not rewritten): the table was not read to look for unrecorded writes');
@@ -1114,7 +1155,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     );
   }
 
-  return { capture, diff, restore, release, undoRecord };
+  return { capture, chooseDefault, diff, restore, release, undoRecord };
 }
 
 function changesOf(rows: { rowsInserted: number; rowsUpdated: number; rowsDeleted: number }, extra: { rowsQuarantined: number; schemaChanges: number; sequencesReset: number }): Changes {
