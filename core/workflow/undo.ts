@@ -140,7 +140,14 @@ function pointText(point: RestorePoint): string {
   const d = point.details as Record<string, unknown>;
   const kept = d.kept as { keptId?: string; runId?: string } | undefined;
   if (kept) return `the ${point.type === 'rds-cluster' ? 'DB cluster' : 'DB instance'} ${kept.keptId || '(none)'} kept by run ${kept.runId ?? '?'}, as recorded at ${point.capturedAt}`;
-  const where = typeof d.manifestKey === 'string' ? `, manifest ${d.manifestKey}` : typeof d.shadowTable === 'string' ? `, copy ${d.shadowTable}` : '';
+  const where =
+    typeof d.manifestKey === 'string'
+      ? `, manifest ${d.manifestKey}`
+      : typeof d.shadowTable === 'string'
+        ? d.capture === 'copy-on-write'
+          ? `, the rows at the keys the restore wrote in ${d.shadowTable}`
+          : `, copy ${d.shadowTable}`
+        : '';
   return `${point.count} ${point.type === 's3-prefix' ? 'object(s)' : point.type === 'glue-table' ? 'partition(s)' : 'row(s)'} as recorded at ${point.capturedAt}${where}`;
 }
 

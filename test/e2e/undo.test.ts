@@ -135,6 +135,7 @@ describe('undo <run>: the state a rollback replaced, put back in one step, and u
     expect(units.map((u) => u.unitId).sort()).toEqual(ALL);
     for (const u of units) expect(u.notes[0]).toMatch(new RegExp(`^undo of run ${rollbackRun}: put back \\d+ `));
     expect(units.find((u) => u.unitId === 'accounts')!.writes).toBe(3);
+    expect(units.find((u) => u.unitId === 'events')!.notes[0]).toMatch(/the rows at the keys the restore wrote in etl_rollback\.cw_/);
     expect(await state()).toEqual(rolledBack);
   });
 
