@@ -1136,7 +1136,17 @@ const atTime = tableAtTime<MysqlTableUnit, RestorePoint<MysqlTableDetails>>({
 const mergeFromCopy = atTime.mergeFromCopy;
 
 /** The adapter's operations with their exact types: `capture` always answers with a point (it never pends). */
-export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release, asOf, mergeFromCopy };
+/**
+ * What a rollback run is about to replace (core/workflow/undo.ts): restoring a copy-on-write point, the rows at the keys
+ * its undo log names (mysqlCopyOnWrite.undoRecord: the restore writes nowhere else); otherwise, and for the other
+ * modes, a shadow copy of the unit's scope.
+ */
+async function undoRecord(unit: MysqlTableUnit, ctx: AdapterContext, restoring?: RestorePoint<MysqlTableDetails>): Promise<RestorePoint<MysqlTableDetails>> {
+  const record = restoring && isCow(restoring) ? await mysqlCopyOnWrite.undoRecord(unit, restoring, ctx) : undefined;
+  return record ?? capture({ ...unit, capture: 'copy' }, ctx);
+}
+
+export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
 
 export const mysqlTableAdapter: UnitAdapter<MysqlTableUnit, MysqlTableDetails> = mysqlTable;
 

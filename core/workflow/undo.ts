@@ -21,11 +21,12 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  *   s3-prefix     a version manifest naming the version current for each key (no data copied: the versions a restore
  *                 replaces stay as noncurrent versions); copy mode copies the prefix, as its capture does
  *   postgres/mysql a shadow copy of the unit's scope (capture: copy, whatever the unit asks: a copy-on-write capture
- *                 would install triggers for a point that only an undo reads). A PostgreSQL restore from a copy-on-write
- *                 point writes only at the keys its undo log names, so its record (the adapter's `undoRecord`) keeps
- *                 the live rows at those keys and the keys it will insert: an undo log of the restore, made before it,
- *                 which the copy-on-write restore consumes; its count and checksum are carried from the capture's
- *                 without reading the table. The cost of the record is the rows the deploy changed, not the table
+ *                 would install triggers for a point that only an undo reads). A restore from a copy-on-write point
+ *                 writes only at the keys its undo log names, so its record (the adapter's `undoRecord`) keeps the
+ *                 live rows at those keys and the keys it will insert: an undo log of the restore, made before it,
+ *                 which the copy-on-write restore consumes (PostgreSQL carries its count and checksum from the
+ *                 capture's without reading the table; MySQL reads them). It writes the rows the deploy changed, not
+ *                 the table
  *   glue-table    the table and partition document, as its capture writes it
  *   rds-instance / rds-cluster  no capture (a snapshot takes minutes, and is not needed): the restore keeps the
  *                 instance (cluster) it replaces as `<id>-pre-rollback-<run>`, a name known before it writes; the

@@ -219,6 +219,51 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
   });
 });
 
+describe('mysql-table copy-on-write: what a rollback replaces (undo)', () => {
+  it('is recorded at the keys the undo log names, not by copying the table; the record puts it back, and refuses a write made since at another key', async () => {
+    await sql.query(`CREATE TABLE cw_undo (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL, n INT) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_undo SELECT seq, CONCAT('v', seq), seq FROM seq_1_to_500`);
+    const u = cow('undo', 'cw_undo');
+    const c = ctx('d-undo');
+    const point = await adapter.capture(u, c);
+    const captured = await rowsOf('cw_undo');
+    await sql.query(`UPDATE cw_undo SET v = 'bad' WHERE id <= 10`);
+    await sql.query(`DELETE FROM cw_undo WHERE id BETWEEN 11 AND 13`);
+    await sql.query(`INSERT INTO cw_undo VALUES (900, 'new', 0)`);
+    await sql.query(`UPDATE cw_undo SET id = 950 WHERE id = 14`);
+    const found = await rowsOf('cw_undo');
+
+    const rc = ctx('undo-r1', 'r1');
+    const record = await adapter.undoRecord(u, rc, point);
+    expect(record.details.capture).toBe('copy-on-write');
+    // 10 updated + 3 deleted + 1 inserted + the key moved (14 and 950): 16 rows kept, not the table's 498.
+    expect(Number(await one<number>(`SELECT COUNT(*) FROM etl_rollback.${record.details.shadowTable.split('.')[1]}`))).toBe(16);
+    expect(await one<string>(`SELECT GROUP_CONCAT(CONCAT(k, ':', n) ORDER BY k) FROM (SELECT etlrb_kind AS k, COUNT(*) AS n FROM etl_rollback.${record.details.shadowTable.split('.')[1]} GROUP BY 1) x`)).toBe('i:4,p:12');
+    expect(record.count).toBe(found.length);
+    expect(await checksOk(u, record, rc)).toBe(true);
+    expect(await adapter.undoRecord(u, rc, point)).toEqual(record); // a retry: the same record
+
+    await adapter.restore(u, point, c);
+    expect(await rowsOf('cw_undo')).toEqual(captured);
+    const uc = ctx('undo-r1', 'u1');
+    const plan = await adapter.diff(u, record, uc);
+    expect(plan.notes[0]).toMatch(/^the record of what run r1 replaced/);
+    await adapter.restore(u, record, uc);
+    expect(await rowsOf('cw_undo')).toEqual(found);
+
+    // Rolled back again, then a write at a key the record does not hold: undoing again would not give the table the
+    // run found. The end-to-end check fails it, and nothing is written.
+    await adapter.restore(u, point, ctx('d-undo', 'again'));
+    await sql.query(`UPDATE cw_undo SET v = 'later' WHERE id = 300`);
+    const before = await rowsOf('cw_undo');
+    await expect(adapter.restore(u, record, ctx('undo-r1', 'u2'))).rejects.toThrow(VerificationFailedError);
+    expect(await rowsOf('cw_undo')).toEqual(before);
+    await adapter.release(u, record, rc);
+    expect(Number(await one<number>(`SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'etl_rollback' AND TABLE_NAME = ?`, [record.details.shadowTable.split('.')[1]]))).toBe(0);
+    await adapter.release(u, point, c);
+  });
+});
+
 describe('mysql-table copy-on-write: property (MariaDB)', () => {
   it('any sequence of inserts, upserts, updates (of the key too) and deletes is undone exactly', async () => {
     await sql.query(`CREATE TABLE cw_prop (id INT PRIMARY KEY, v VARCHAR(200), n INT, UNIQUE KEY uv (v)) ENGINE=InnoDB`);
@@ -247,9 +292,16 @@ describe('mysql-table copy-on-write: property (MariaDB)', () => {
             if (Number(taken[0]!.n) === 0) await sql.query(`UPDATE cw_prop SET id = id + ? WHERE id BETWEEN ? AND ? ORDER BY id DESC`, [o.by, o.lo, o.lo + o.span]);
           } else await sql.query(`DELETE FROM cw_prop WHERE id BETWEEN ? AND ?`, [o.lo, o.lo + o.span]);
         }
+        // What the rollback replaces, recorded first at the logged keys: restoring the record puts it back exactly.
+        const found = await rowsOf('cw_prop');
+        const rc = ctx(`undo-r-prop-${run}`, `r-prop-${run}`);
+        const record = await adapter.undoRecord(u, rc, point);
         await adapter.restore(u, point, c);
         expect(await rowsOf('cw_prop')).toEqual(captured);
         expect((await adapter.restore(u, point, ctx(`d-prop-${run}`, 'again'))).writes).toBe(0);
+        await adapter.restore(u, record, ctx(`undo-r-prop-${run}`, `u-prop-${run}`));
+        expect(await rowsOf('cw_prop')).toEqual(found);
+        await adapter.release(u, record, rc);
         await adapter.release(u, point, c);
       }),
       { numRuns: 30 },

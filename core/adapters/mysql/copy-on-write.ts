@@ -96,6 +96,8 @@ type CowMeta = Omit<ShadowMeta, 'partitions' | 'indexes' | 'sealed'> & {
   guard: { table: string; constraint: string };
   triggers: TriggerRecord[];
   sealed: true;
+  /** Set on a record of what rollback run `runId` replaced (undoRecord), made from the undo table `from`: no triggers, no guard. */
+  record?: { runId: string; from: string };
 };
 
 /** The names of a point's undo table, guard table, guard constraint and triggers: deterministic, so a retry finds them. */
@@ -158,6 +160,14 @@ async function guardInPlace(conn: mysql.Connection, table: FoundTable, constrain
     [ROLLBACK_DATABASE, constraint, table.db, table.name],
   );
   return rows.length > 0;
+}
+
+/** An undo table: the stored columns (only the key NOT NULL), the kind, the key as primary key. */
+async function createUndoTable(conn: mysql.Connection, undo: string, kept: MysqlColumn[], keyColumns: MysqlColumn[], comment: string): Promise<void> {
+  const key = new Set(keyColumns.map((c) => c.name));
+  await conn.query(
+    `CREATE TABLE ${undo} (\n  ${kept.map((c) => columnDef(c, !key.has(c.name))).join(',\n  ')},\n  ${ident(KIND)} CHAR(1) NOT NULL,\n  PRIMARY KEY (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${comment}`,
+  );
 }
 
 /** Drops what a capture of this point made (any of it may be missing): triggers, guard, undo table. */
@@ -226,9 +236,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
       }
       const kept = stored(columns);
       const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-log', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, table: source.display }));
-      await conn.query(
-        `CREATE TABLE ${undo} (\n  ${kept.map((c) => columnDef(c, !primaryKey.includes(c.name))).join(',\n  ')},\n  ${ident(KIND)} CHAR(1) NOT NULL,\n  PRIMARY KEY (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${comment}`,
-      );
+      await createUndoTable(conn, undo, kept, keyColumns, comment);
       await conn.query(
         `CREATE TABLE ${inRollbackDb(n.guard)} (\n  ${keyColumns.map((c) => columnDef(c, false)).join(',\n  ')},\n  CONSTRAINT ${ident(n.constraint)} FOREIGN KEY (${colList(keyColumns)}) REFERENCES ${source.sql} (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='etl-rollback: stays empty; its foreign key makes InnoDB refuse TRUNCATE of the table while a copy-on-write restore point needs it'`,
       );
@@ -366,7 +374,7 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
       bypass.push(`trigger ${want.name} was dropped and created again (created ${want.created}, now ${found.created}): writes in between were not recorded`);
     }
   }
-  if (!(await guardInPlace(conn, live, meta.guard.constraint))) {
+  if (!meta.record && !(await guardInPlace(conn, live, meta.guard.constraint))) {
     bypass.push(`the guard foreign key ${ROLLBACK_DATABASE}.${meta.guard.table} (${meta.guard.constraint}) was dropped, so TRUNCATE was no longer stopped`);
   }
 
@@ -403,7 +411,11 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
             (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${update.length > 0 ? differs(update, 'l', 't') : 'FALSE'}) AS u,
             (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})) AS i`,
   );
-  const notes = [`capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${point.details.shadowTable}`];
+  const notes = [
+    meta.record
+      ? `the record of what run ${meta.record.runId} replaced: the rows at the keys its copy-on-write restore point had logged, in ${point.details.shadowTable}`
+      : `capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${point.details.shadowTable}`,
+  ];
   if (meta.where !== undefined) notes.push(`scope: rows where ${meta.where}`);
   return {
     live,
@@ -561,4 +573,89 @@ async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
   });
 }
 
-export const mysqlCopyOnWrite = { capture, diff, restore, release };
+// ---------------------------------------------------------------------------------------------------------------
+// Undo record
+
+/**
+ * What rollback run `ctx.runId` is about to replace, recorded for `undo` (as the point of `ctx.deploymentId`,
+ * `undo-<run>`) before its restore from `restoring` writes. That restore writes only at the keys the undo log names, so
+ * the record keeps the live row at each of them (kind `p`) or, where there is none, the key (kind `i`): an undo log of
+ * the rollback, in an undo table of its own, which the same restore consumes. It has no triggers and no guard behind
+ * it; MySQL has no per-row transaction id to prove the other rows unchanged, so its count and checksum are read from
+ * the table (under the same shared lock as a capture's baseline), and its restore's end-to-end check catches a write
+ * made since at a key it does not hold. The record writes the rows logged, not the table (a shadow copy writes it all).
+ * Undefined when the table's columns changed since the capture (the restore refuses that anyway): the caller copies.
+ * Idempotent: the record this run already made is returned as it is; a half-made one is made again.
+ */
+async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<RestorePoint<MysqlCowDetails> | undefined> {
+  const runId = ctx.runId;
+  if (!runId) return undefined;
+  const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
+  const undo = inRollbackDb(n.undo);
+  return withSession(ctx, restoring.details.connection, async (conn) =>
+    withPointLock(conn, n.undo, unit.id, async () => {
+      await ensureRollbackDatabase(conn);
+      const existing = await readPointRow(conn, n.undo);
+      if (existing?.state === 'sealed') {
+        const meta = cowMetaOf(existing.meta);
+        if (!meta || meta.record?.runId !== runId || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || !(await rollbackTableExists(conn, n.undo))) {
+          throw new PreflightError(`${ROLLBACK_DATABASE}.${n.undo} is recorded, but not as the record of what run "${runId}" replaced in unit "${unit.id}"; inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`);
+        }
+        return pointFromMeta(unit, meta, n.undo);
+      }
+      if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
+        throw new PreflightError(`${ROLLBACK_DATABASE}.${n.undo} is recorded for another restore point; refusing to reuse it. Inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`);
+      }
+      const { meta: from, undoName } = await sealedMeta(conn, unit, restoring, ctx);
+      const live = await findTable(conn, from.sourceTable);
+      if (!live || live.kind !== 'BASE TABLE') return undefined;
+      const columns = await columnsOf(conn, live);
+      if (JSON.stringify(columns) !== JSON.stringify(from.columns)) return undefined;
+      // DDL commits on its own: the pending row first, so a crash leaves a trace the next call cleans up.
+      await conn.query(`DROP TABLE IF EXISTS ${undo}`);
+      if (!existing) {
+        await write(
+          conn,
+          `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
+           VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
+          [n.undo, ctx.pipeline, ctx.deploymentId, unit.id, live.display],
+        );
+      }
+      const key = from.primaryKey;
+      const kept = stored(from.columns);
+      const keyColumns = key.map((k) => kept.find((c) => c.name === k)!);
+      const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-record', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, runId, table: live.display }));
+      await createUndoTable(conn, undo, kept, keyColumns, comment);
+      return inTransaction(conn, 'START TRANSACTION', async () => {
+        // Writers held off, as for a capture's baseline, so the rows kept and the count read are one state.
+        await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} LOCK IN SHARE MODE`);
+        const present = `l.${ident(key[0]!)} IS NOT NULL`;
+        await write(
+          conn,
+          `INSERT INTO ${undo} (${colList(kept)}, ${ident(KIND)})
+           SELECT ${kept.map((c) => `${key.includes(c.name) ? 'u' : 'l'}.${ident(c.name)}`).join(', ')}, CASE WHEN ${present} THEN 'p' ELSE 'i' END
+             FROM ${inRollbackDb(undoName)} AS u LEFT JOIN ${live.sql} AS l ON ${keyMatch(key, 'l', 'u')}`,
+        );
+        const counted = await countAndChecksum(conn, `${live.sql} AS t`, scopePredicate({ where: from.where }), from.columns);
+        const meta: CowMeta = {
+          ...from,
+          deploymentId: ctx.deploymentId,
+          capturedAt: ctx.now().toISOString(),
+          count: counted.count,
+          checksum: counted.checksum,
+          autoIncrement: from.where !== undefined ? null : await autoIncrementOf(conn, live),
+          guard: { table: '', constraint: '' },
+          triggers: [],
+          sealed: true,
+          record: { runId, from: `${ROLLBACK_DATABASE}.${undoName}` },
+        };
+        const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
+        if (sealed !== 1) throw new Error(`record of unit "${unit.id}": the pending row of ${ROLLBACK_DATABASE}.${n.undo} vanished; rerun`);
+        ctx.log.info('mysql-table copy-on-write: what the rollback replaces recorded at the logged keys', { unit: unit.id, table: live.display, record: `${ROLLBACK_DATABASE}.${n.undo}`, count: meta.count });
+        return pointFromMeta(unit, meta, n.undo);
+      });
+    }),
+  );
+}
+
+export const mysqlCopyOnWrite = { capture, diff, restore, release, undoRecord };
