@@ -29,7 +29,7 @@ import { countAndChecksum } from './postgres/checksum.ts';
 import { COPY_ON_WRITE_ABOVE_BYTES, copyOnWrite, gib, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
-import { planRows, replacedRows, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
+import { keyLookups, planRows, replacedRows, replacedRowsJoined, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
@@ -537,7 +537,19 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             );
             await client.query('ANALYZE etlrb_missing');
             const flaggedTids = 'ARRAY(SELECT t FROM etlrb_flagged)';
-            before = { ...before, changed: (a: string) => `${a}.ctid = ANY (${flaggedTids})`, flaggedTids, missing: 'etlrb_missing' };
+            const { rows: flagged } = await client.query<{ n: number; live: number }>(
+              // The planner's row count of the table, or a count where it has none (never analyzed).
+              `SELECT (SELECT count(*)::int FROM etlrb_flagged) AS n,
+                      (SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE (SELECT count(*) FROM ${p.live.sql}) END FROM pg_catalog.pg_class c WHERE c.oid = $1)::int AS live`,
+              [p.live.oid],
+            );
+            const flaggedCount = flagged[0]?.n ?? 0;
+            // A few flagged rows: each reached by its ctid and looked up by key. Most of the table (a deploy that
+            // rewrote it): the transaction-id test again in each statement, whose joins then hash or merge both sides.
+            before =
+              flaggedCount * 20 < (flagged[0]?.live ?? 1)
+                ? { ...before, changed: (a: string) => `${a}.ctid = ANY (${flaggedTids})`, flaggedTids, missing: 'etlrb_missing', flaggedCount }
+                : { ...before, missing: 'etlrb_missing', flaggedCount };
           }
           const estimate = await planRows(client, before, point.count, policy, p.reloadBlockedBy, { countQuarantine: false });
           // Without schema changes the estimate is the plan: refuse now, before anything is written.
@@ -562,8 +574,8 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
               restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, shadowTable: p.shadow.display },
             });
             const all = p.columns.map((c) => c.name);
-            rowsQuarantined =
-              (await client.query(`INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}`)).rowCount ?? 0;
+            const replaced = keyLookups(before, estimate.inScope) ? `FROM ${p.live.sql} AS l WHERE ${replacedRows(before)}` : replacedRowsJoined(before);
+            rowsQuarantined = (await client.query(`INSERT INTO ${q.sql} (${cols(all)}) SELECT ${cols(all, 'l')} ${replaced}`)).rowCount ?? 0;
             // Nothing replaced after all (a reload whose rows all equal the capture's): no empty quarantine left behind.
             if (rowsQuarantined === 0 && !q.existed) await client.query(`DROP TABLE ${q.sql}`);
             else keptAt = q.display;

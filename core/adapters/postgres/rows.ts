@@ -57,6 +57,8 @@ export interface RowSet {
    */
   flaggedTids?: string;
   missing?: string;
+  /** How many rows `flaggedTids` holds (with it). */
+  flaggedCount?: number;
   /**
    * The live and shadow columns compared have the same types (no schema change to put back, or after it): rows are
    * compared byte for byte (record_image_eq), cheaper than comparing their text and never calling equal two rows that
@@ -91,6 +93,29 @@ const differs = (pairs: { live: string; shadow: string }[], sameTypes: boolean |
 const candidate = (r: RowSet): string => (r.changed ? ` AND ${r.changed('l')}` : '');
 
 /** Live rows (alias `l`) the restore replaces, i.e. keeps in quarantine first. */
+/**
+ * The live rows a restore replaces, as `FROM … WHERE …` over alias `l`: as replacedRows, but one outer join to the
+ * shadow copy instead of two correlated lookups per row, so the planner can hash or merge the two sides in one pass.
+ * For a large share of rows to compare (no change detection, or most rows flagged: see keyLookups); with a few flagged
+ * rows replacedRows looks each up by key.
+ */
+export function replacedRowsJoined(r: RowSet): string {
+  if (r.allReplaced || r.key.length === 0) return `FROM ${r.live.sql} AS l WHERE ${replacedRows(r)}`;
+  const changed = [...r.update, ...r.alwaysIdentity];
+  const absent = `s.${ident(r.key[0]!)} IS NULL`;
+  // The scope and change predicates are unqualified SQL over the live row (its system columns too): evaluated where the
+  // live table is the only relation, before the join brings the shadow copy's columns of the same names.
+  const inScope = ident('etl_rollback$in');
+  const flagged = ident('etl_rollback$changed');
+  return (
+    `FROM (SELECT l.*, ${r.scope.predicate} AS ${inScope}, ${r.changed ? r.changed('l') : 'TRUE'} AS ${flagged} FROM ${r.live.sql} AS l) AS l ` +
+    `LEFT JOIN ${r.shadow} AS s ON ${keyMatch(r.key, 's', 'l')} ` +
+    `WHERE l.${flagged} AND ((l.${inScope} AND ${absent})` +
+    (changed.length === 0 ? '' : ` OR (NOT ${absent} AND ${differs(changed, r.sameTypes)})`) +
+    ')'
+  );
+}
+
 export function replacedRows(r: RowSet): string {
   if (r.allReplaced) return `(${r.scope.predicate} OR ${r.key.length ? `EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')})` : 'FALSE'})`;
   if (r.key.length === 0) return `(${r.scope.predicate})`;
@@ -114,6 +139,17 @@ export function replacedRows(r: RowSet): string {
  * planner cannot estimate (the xmin predicate has no statistics) and would otherwise join by hashing the whole shadow
  * copy. A nested loop over the flagged rows with the shadow's key index costs what changed. Settings are put back.
  */
+/**
+ * Whether the statements driven by change detection should look each flagged row up by key (nested loops): yes while
+ * the flagged rows are a small share of the scope (the planner, which cannot see how few they are, would hash the whole
+ * shadow copy); no once they are a large one (a deploy that rewrote most of the table), where hashing or merging the
+ * two sides in one pass is cheaper than a lookup per row. Without a count of the flagged rows (a read-only diff), yes.
+ */
+export function keyLookups(r: RowSet, inScope: number): boolean {
+  if (r.changed === undefined) return false;
+  return r.flaggedCount === undefined || r.flaggedCount * 20 < Math.max(1, inScope);
+}
+
 export async function withNestedLoops<T>(client: pg.Client, on: boolean, fn: () => Promise<T>): Promise<T> {
   return on ? withJoinsOff(client, ['hashjoin', 'mergejoin'], fn) : fn();
 }
@@ -170,7 +206,7 @@ export async function planRows(
   }
 
   const key = r.key;
-  const nested = r.changed !== undefined;
+  const nested = keyLookups(r, inScope);
   const rowsDeleted = await withNestedLoops(client, nested, () =>
     countOf(client, `SELECT 1 FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
   );
@@ -252,7 +288,7 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
   }
 
   // DELETE first frees unique values the UPDATE or INSERT may need.
-  const nested = r.changed !== undefined;
+  const nested = keyLookups(r, plan.inScope);
   const rowsDeleted = await withNestedLoops(client, nested, () =>
     rowCount(`DELETE FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
   );
