@@ -471,6 +471,21 @@ describe('postgres-table copy-on-write: what a rollback replaces (undo)', () => 
     await adapter.release(u, record3, rc3);
     await adapter.release(u, record2, rc2);
     for (const r of [record, record2, record3]) expect(await one<string | null>(`SELECT to_regclass('${r.details.shadowTable}')::text`)).toBeNull();
+
+    // A deploy that added a column: the rows at the logged keys no longer describe the table the rollback replaces
+    // (every row has the new column), so the record is a shadow copy, and the undo puts the column back too.
+    await h.sql.query(`ALTER TABLE cw_undo ADD COLUMN note text DEFAULT 'x'`);
+    await h.sql.query(`UPDATE cw_undo SET v = 'bad' WHERE id <= 3`);
+    const widened = await h.rowsOf('cw_undo');
+    const rc4 = h.ctx('undo-r4', 'r4');
+    const copied = await adapter.undoRecord(u, rc4, point);
+    expect(copied.details.capture ?? 'copy').toBe('copy');
+    expect(copied.count).toBe(2000);
+    await adapter.restore(u, point, h.ctx('d-undo', 'r4'));
+    expect(await h.rowsOf('cw_undo')).toEqual(captured);
+    await adapter.restore(u, copied, h.ctx('undo-r4', 'u4'));
+    expect(await h.rowsOf('cw_undo')).toEqual(widened);
+    await adapter.release(u, copied, rc4);
     await adapter.release(u, point, c);
   });
 });
