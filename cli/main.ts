@@ -1,3 +1,4 @@
+import { describeCapture } from '../core/adapters/capture-modes.ts';
 import { describeFreeze } from '../core/adapters/freeze/unit-freeze.ts';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
@@ -59,6 +60,8 @@ function stagesText(manifest: Manifest, stages: string[][], reasons: Record<stri
                   ? `handler:${'lambdaArn' in u.handler ? u.handler.lambdaArn : `${u.handler.module}#${u.handler.export}`}`
                   : `${u.connection}:${u.table}`;
       lines.push(`    ${id} (${u.type} ${where})${reasons[id] && reasons[id] !== 'requested' ? ` — ${reasons[id]}` : ''}`);
+      const capture = describeCapture(u);
+      if (capture) lines.push(`      ${capture}`);
       const freeze = describeFreeze(u);
       if (freeze) lines.push(`      ${freeze}`);
     }

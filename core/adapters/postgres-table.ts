@@ -26,7 +26,8 @@ import {
 } from './postgres/catalog.ts';
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
-import { COPY_ON_WRITE_ABOVE_BYTES, copyOnWrite, gib, type CowDetails } from './postgres/copy-on-write.ts';
+import { COPY_ON_WRITE_ABOVE_BYTES, gib } from './capture-modes.ts';
+import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { keyLookups, planRows, replacedRows, replacedRowsJoined, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';

@@ -26,7 +26,10 @@ describe('etl-rollback plan --format', () => {
     const json = await cli('plan', 'examples/orders.yaml', '--format', 'json');
     expect(JSON.parse(json.stdout).stages).toEqual([['mart'], ['staging'], ['raw']]);
     expect((await cli('plan', 'examples/orders.yaml', '--json')).stdout).toBe(json.stdout);
-    expect((await cli('plan', 'examples/orders.yaml')).stdout).toContain('stage 1:');
+    const text = (await cli('plan', 'examples/orders.yaml')).stdout;
+    expect(text).toContain('stage 1:');
+    // Each table unit says how its restore point will be taken (the example sets no capture: chosen by size).
+    expect(text).toContain('capture: chosen at snapshot by the table\'s size: copy-on-write at 1.0 GiB or more when it can protect the table, else copy');
   });
 
   it('refuses a format it does not know with exit 2, naming the choices', async () => {

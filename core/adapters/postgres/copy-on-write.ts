@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
+import { gib } from '../capture-modes.ts';
 import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
@@ -231,13 +232,6 @@ async function copyOnWriteRefusal(client: pg.Client, source: Relation, unit: Pos
   if (always.length > 0) return `column(s) ${always.map((c) => `"${c.name}"`).join(', ')} are GENERATED ALWAYS AS IDENTITY outside the key, which an UPDATE cannot put back`;
   return undefined;
 }
-
-/** Tables at least this large (pg_total_relation_size: heap, indexes, TOAST) are captured copy-on-write when the unit does not set `capture`. */
-export const COPY_ON_WRITE_ABOVE_BYTES = 1024 ** 3;
-
-/** A size in GiB, MiB or KiB. */
-export const gib = (bytes: number): string =>
-  bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
 
 /** An empty undo table beside `source`: its columns (only the key NOT NULL), the kind, a unique index on the key. */
 async function createUndoTable(client: pg.Client, undoSql: string, source: Relation, columns: PostgresColumn[], primaryKey: string[]): Promise<void> {

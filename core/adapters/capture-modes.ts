@@ -1,0 +1,20 @@
+import type { Unit } from '../manifest/schema.ts';
+
+/**
+ * Tables at least this large (PostgreSQL's pg_total_relation_size: heap, indexes, TOAST) are captured copy-on-write
+ * when the unit does not set `capture` and copy-on-write can protect them (core/adapters/postgres/copy-on-write.ts).
+ */
+export const COPY_ON_WRITE_ABOVE_BYTES = 1024 ** 3;
+
+/** A size in GiB, MiB or KiB. */
+export const gib = (bytes: number): string =>
+  bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+
+/** How a table unit's restore point will be taken, as far as the manifest says (the plan prints it); undefined for other units. */
+export function describeCapture(unit: Unit): string | undefined {
+  if (unit.type !== 'postgres-table' && unit.type !== 'mysql-table') return undefined;
+  if (unit.capture !== undefined) return `capture: ${unit.capture} (the unit sets it)`;
+  return unit.type === 'postgres-table'
+    ? `capture: chosen at snapshot by the table's size: copy-on-write at ${gib(COPY_ON_WRITE_ABOVE_BYTES)} or more when it can protect the table, else copy`
+    : 'capture: copy (the default at any size for MySQL/MariaDB)';
+}
