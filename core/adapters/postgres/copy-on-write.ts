@@ -233,6 +233,19 @@ async function copyOnWriteRefusal(client: pg.Client, source: Relation, unit: Pos
   return undefined;
 }
 
+/**
+ * This transaction's id and snapshot (a row whose xmin the snapshot does not see was written after it), and the
+ * table's relfilenode (a rewrite without triggers changes it): what a point records of the moment it was made.
+ */
+async function transactionMark(client: pg.Client, tableOid: number): Promise<{ txid: string; snapshot: string; xmax: string; filenode: string }> {
+  const { rows } = await client.query<{ txid: string; snapshot: string; xmax: string; filenode: string }>(
+    `SELECT pg_catalog.pg_current_xact_id()::text AS txid, pg_catalog.pg_current_snapshot()::text AS snapshot,
+            pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS xmax, pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
+    [tableOid],
+  );
+  return { txid: rows[0]?.txid ?? '', snapshot: rows[0]?.snapshot ?? '', xmax: rows[0]?.xmax ?? '', filenode: rows[0]?.filenode ?? '' };
+}
+
 /** An empty undo table beside `source`: its columns (only the key NOT NULL), the kind, a unique index on the key. */
 async function createUndoTable(client: pg.Client, undoSql: string, source: Relation, columns: PostgresColumn[], primaryKey: string[]): Promise<void> {
   await client.query(`CREATE TABLE ${undoSql} (LIKE ${source.sql})`);
@@ -303,11 +316,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           await client.query(`CREATE TRIGGER ${t(names.trn)} BEFORE TRUNCATE ON ${source.sql} FOR EACH STATEMENT EXECUTE FUNCTION ${fnSql}()`);
           for (const name of Object.values(names)) await client.query(`ALTER TABLE ${source.sql} ENABLE ALWAYS TRIGGER ${t(name)}`);
 
-          const { rows: snap } = await client.query<{ txid: string; snapshot: string; xmax: string; filenode: string }>(
-            `SELECT pg_catalog.pg_current_xact_id()::text AS txid, pg_catalog.pg_current_snapshot()::text AS snapshot,
-                    pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS xmax, pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
-            [source.oid],
-          );
+          const snap = await transactionMark(client, source.oid);
           const state = await triggerState(client, source, Object.values(names), fnSql);
           const installed: CowMeta = {
             tool: 'etl-rollback',
@@ -326,10 +335,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
             columns: columns.map(definitionOf),
             scope: recorded,
             sequences: scope.kind === 'table' ? await ownedSequences(client, source.oid) : [],
-            captureTxid: snap[0]?.txid ?? '',
-            snapshot: snap[0]?.snapshot ?? '',
-            snapshotXmax: snap[0]?.xmax ?? '',
-            filenode: snap[0]?.filenode ?? '',
+            captureTxid: snap.txid,
+            snapshot: snap.snapshot,
+            snapshotXmax: snap.xmax,
+            filenode: snap.filenode,
             function: { name: fnSql, oid: state.function?.oid ?? 0, md5: state.function?.md5 ?? '' },
             triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid })),
             catalog: catalogOf(state),
@@ -464,11 +473,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
              FROM r`,
           [p.meta.count, p.meta.checksum],
         );
-        const { rows: snap } = await client.query<{ txid: string; snapshot: string; xmax: string; filenode: string }>(
-          `SELECT pg_catalog.pg_current_xact_id()::text AS txid, pg_catalog.pg_current_snapshot()::text AS snapshot,
-                  pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS xmax, pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
-          [p.live.oid],
-        );
+        const snap = await transactionMark(client, p.live.oid);
         const meta: CowMeta = {
           tool: 'etl-rollback',
           kind: 'restore-point',
@@ -486,10 +491,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
           columns: p.meta.columns,
           scope: p.meta.scope,
           sequences: p.scope.kind === 'table' ? await ownedSequences(client, p.live.oid) : [],
-          captureTxid: snap[0]?.txid ?? '',
-          snapshot: snap[0]?.snapshot ?? '',
-          snapshotXmax: snap[0]?.xmax ?? '',
-          filenode: snap[0]?.filenode ?? '',
+          captureTxid: snap.txid,
+          snapshot: snap.snapshot,
+          snapshotXmax: snap.xmax,
+          filenode: snap.filenode,
           function: { name: '', oid: 0, md5: '' },
           triggers: [],
           sealed: true,
