@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { createPostgresTableAdapter, postgresTableAdapter as adapter } from '../../core/adapters/postgres-table.ts';
 import { quarantineTableName } from '../../core/adapters/postgres/names.ts';
 import { VerificationFailedError, PreflightError } from '../../core/errors.ts';
+import { postgresConnector } from '../../core/runtime/connections.ts';
 import { pgHarness, type PgHarness } from './postgres/harness.ts';
 
 let h: PgHarness;
@@ -388,6 +389,24 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     expect(await ourTriggers('cw_bignokey')).toEqual([]);
     await adapter.release(big, small, h.ctx('d-auto-small'));
     await sized.release(nokey, copied, h.ctx('d-auto-nokey'));
+
+    // A role that may read the table but does not own it cannot make the triggers fire always: a copy, not a failed
+    // snapshot; asked for copy-on-write explicitly, a clear refusal before anything is made.
+    await h.sql.query(`DO $$ BEGIN CREATE ROLE cw_reader_only LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await h.sql.query(`GRANT SELECT ON cw_big TO cw_reader_only; GRANT USAGE, CREATE ON SCHEMA etl_rollback TO cw_reader_only`);
+    await h.sql.query(`DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO cw_reader_only', current_database()); END $$`);
+    // The test database's drop recorder (test/support/postgres.ts) runs as the role that drops.
+    await h.sql.query(`GRANT USAGE ON SCHEMA etl_guard TO cw_reader_only; GRANT INSERT ON etl_guard.drops TO cw_reader_only`);
+    const url = new URL(h.db.url);
+    url.username = 'cw_reader_only';
+    const asReader = { ...h.ctx('d-auto-reader'), postgres: postgresConnector({ warehouse: { engine: 'postgres', url: url.toString() } }) };
+    const byReader = await sized.capture(big, asReader);
+    expect(byReader.details.capture ?? 'copy').toBe('copy');
+    expect(await ourTriggers('cw_big')).toEqual([]);
+    await sized.release(big, byReader, asReader);
+    await expect(sized.capture(h.unit({ id: 'big', table: 'cw_big', capture: 'copy-on-write' }), { ...asReader, deploymentId: 'd-auto-reader-2' })).rejects.toThrow(
+      /copy-on-write is not possible for public\.cw_big: the role etl-rollback connects as does not own it/,
+    );
   });
 
   it('a `where` unit restores only its scope', async () => {

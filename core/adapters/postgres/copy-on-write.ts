@@ -228,6 +228,8 @@ async function copyOnWriteRefusal(client: pg.Client, source: Relation, unit: Pos
   if (inh[0]?.children === true) return "it has inheritance children, and a write addressed to a child does not fire the parent table's triggers";
   const primaryKey = await primaryKeyOf(client, source.oid);
   if (primaryKey.length === 0) return 'it has no primary key, and the undo log records rows by key';
+  const { rows: own } = await client.query<{ owns: boolean }>("SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owns FROM pg_catalog.pg_class c WHERE c.oid = $1", [source.oid]);
+  if (own[0]?.owns !== true) return "the role etl-rollback connects as does not own it, and making its triggers fire always (ALTER TABLE … ENABLE ALWAYS TRIGGER) needs the table's owner";
   const always = (await liveColumns(client, source.oid)).filter((c) => c.identityAlways && !primaryKey.includes(c.name));
   if (always.length > 0) return `column(s) ${always.map((c) => `"${c.name}"`).join(', ')} are GENERATED ALWAYS AS IDENTITY outside the key, which an UPDATE cannot put back`;
   return undefined;
@@ -292,9 +294,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
                 : `unit "${unit.id}": table "${unit.table}" does not exist on connection "${unit.connection}".`,
             );
           }
-          await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
+          // Read from the catalog before the lock: a role that may not lock the table (it does not own it) is told why.
           const refusal = await copyOnWriteRefusal(client, source, unit);
           if (refusal) throw new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${refusal}. Use capture: copy for this unit.`);
+          await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
           const primaryKey = await primaryKeyOf(client, source.oid);
           const columns = await liveColumns(client, source.oid);
           const { scope, recorded } = await resolveScope(client, source, scopeOfUnit(unit), unit.id);
