@@ -236,6 +236,19 @@ async function copyOnWriteRefusal(client: pg.Client, source: Relation, unit: Pos
 }
 
 /**
+ * Carrying a count and checksum across an undo log `u` joined to the live table `l` by key (LEFT JOIN: `l.ctid` is
+ * null where the live row is missing): each logged row's checksum term that leaves (its pre-image, when in scope) and
+ * the one that comes (the live row at its key, when there is one in scope); null where none. count() of each is the
+ * rows, sum() the terms.
+ */
+function carriedTerms(p: { inScope: (alias: string) => string }, names: string[]): { leaves: string; comes: string } {
+  return {
+    leaves: `CASE WHEN u.${ident(KIND)} = 'p' AND ${p.inScope('u')} THEN ${rowHash(names, 'u')} END`,
+    comes: `CASE WHEN l.ctid IS NOT NULL AND ${p.inScope('l')} THEN ${rowHash(names, 'l')} END`,
+  };
+}
+
+/**
  * This transaction's id and snapshot (a row whose xmin the snapshot does not see was written after it), and the
  * table's relfilenode (a rewrite without triggers changes it): what a point records of the moment it was made.
  */
@@ -460,14 +473,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
         await createUndoTable(client, undoSql, p.live, p.columns, key);
         // One pass over the log: each logged key looked up once; the rows written to the record and the terms that carry
         // the count and checksum (a pre-image in scope leaves, the live row in scope comes) read from the same lookup.
+        const carried = carriedTerms(p, names);
         const present = ident('etl_rollback$present');
         const leaves = ident('etl_rollback$leaves');
         const comes = ident('etl_rollback$comes');
         const { rows: sum } = await client.query<{ count: string; checksum: string }>(
           `WITH r AS MATERIALIZED (
              SELECT ${names.map((n) => `${key.includes(n) ? 'u' : 'l'}.${ident(n)}`).join(', ')}, l.ctid IS NOT NULL AS ${present},
-                    CASE WHEN u.${kind} = 'p' AND ${p.inScope('u')} THEN ${rowHash(names, 'u')} END AS ${leaves},
-                    CASE WHEN l.ctid IS NOT NULL AND ${p.inScope('l')} THEN ${rowHash(names, 'l')} END AS ${comes}
+                    ${carried.leaves} AS ${leaves}, ${carried.comes} AS ${comes}
                FROM ${logged}),
            kept AS (INSERT INTO ${undoSql} (${cols(names)}, ${kind}) SELECT ${cols(names)}, CASE WHEN ${present} THEN 'p' ELSE 'i' END FROM r RETURNING 1)
            SELECT ($1::bigint - count(${leaves}) + count(${comes}))::text AS count,
@@ -563,10 +576,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
       }
       await preferKeyLookups(client, p);
       const names = meta.columns.map((c) => c.name);
-      const kind = ident(KIND);
+      const { leaves, comes } = carriedTerms(p, names);
       const terms = (log: string) =>
-        `SELECT count(*) FILTER (WHERE u.${kind} = 'p' AND ${p.inScope('u')}) AS pn, coalesce(sum(${rowHash(names, 'u')}) FILTER (WHERE u.${kind} = 'p' AND ${p.inScope('u')}), 0) AS ps,
-                count(*) FILTER (WHERE l.ctid IS NOT NULL AND ${p.inScope('l')}) AS ln, coalesce(sum(${rowHash(names, 'l')}) FILTER (WHERE l.ctid IS NOT NULL AND ${p.inScope('l')}), 0) AS ls
+        `SELECT count(${leaves}) AS pn, coalesce(sum(${leaves}), 0) AS ps, count(${comes}) AS ln, coalesce(sum(${comes}), 0) AS ls
            FROM ${log} AS u LEFT JOIN ONLY ${p.live.sql} AS l ON ${keyMatch(meta.primaryKey, 'l', 'u')}`;
       const { rows } = await client.query<{ count: string; checksum: string }>(
         `SELECT ($1::bigint - e.pn + e.ln - n.ln + n.pn)::text AS count, ($2::numeric - e.ps + e.ls - n.ls + n.ps)::text AS checksum
