@@ -141,12 +141,27 @@ async function cancelSlowRestore(stats: pg.Client, timeout: number): Promise<str
   return lines;
 }
 
-/** The adapter's sessions, with an 'error' listener: a session ended by the cleanup's DROP DATABASE must not crash the bench. */
-function quietConnector(inner: PostgresConnector): PostgresConnector {
+/** Sessions the adapter opened and statements it sent (each `query` call is one round trip). */
+interface Trips {
+  sessions: number;
+  queries: number;
+}
+
+/**
+ * The adapter's sessions, with an 'error' listener (a session ended by the cleanup's DROP DATABASE must not crash the
+ * bench), counting into `trips` the sessions opened and the round trips made.
+ */
+function quietConnector(inner: PostgresConnector, trips: Trips): PostgresConnector {
   return {
     async connect(name) {
       const client = await inner.connect(name);
       client.on('error', () => undefined);
+      trips.sessions += 1;
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        trips.queries += 1;
+        return query(...args);
+      };
       return client;
     },
   };
@@ -189,6 +204,8 @@ interface CowFigures {
    * the undo of that rollback, from the record. Seconds of each run; rows the record kept; the undo's check.
    */
   withRecord: { record: number[]; restore: number[]; undo: number[]; recordRows: number; check: string };
+  /** The last restore's sessions and round trips. */
+  trips?: Trips;
   error?: string;
 }
 
@@ -271,6 +288,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     return rows[0]?.c ?? '';
   };
 
+  const trips: Trips = { sessions: 0, queries: 0 };
   // Copy mode asked for explicitly: without it, a table of 1 GiB or more (10,000,000 rows) would be captured copy-on-write.
   const unit = postgresTableUnitSchema.parse({ id: 'orders', type: 'postgres-table', connection: 'warehouse', table: 'public.orders', capture: 'copy' });
   const ctx: AdapterContext = {
@@ -279,7 +297,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     runId: `run-${suffix}`,
     s3,
     stateBucket: 'unused-by-postgres-table',
-    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } })),
+    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } }), trips),
     ...unusedServices(),
     now: () => new Date(),
     log: silentLog,
@@ -524,9 +542,11 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       if (checkpoint) await sql.query('CHECKPOINT');
       progress(`PostgreSQL ${opts.changed}%: copy-on-write restore${of}`);
       try {
+        const tripsBefore = { ...trips };
         const r0 = performance.now();
         const out = await postgresTableAdapter.restore(cowUnit, cowPoint, { ...cowCtx, runId: `run-${suffix}-cow-${r}` });
         const seconds = (performance.now() - r0) / 1000;
+        figures.trips = { sessions: trips.sessions - tripsBefore.sessions, queries: trips.queries - tripsBefore.queries };
         const checks = await postgresTableAdapter.verify(cowUnit, cowPoint, cowCtx);
         const equal = (await liveChecksum()) === before;
         const check = `${checksLine(checks)}; live count:checksum ${equal ? 'equal to' : 'DIFFERENT from'} the state before the capture`;
@@ -701,6 +721,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     new Set([1, 2, 3]),
   );
   if (cowFigures.restore) console.log(`  copy-on-write: ${cowFigures.restore.check}; undo log held ${fmtInt(cowFigures.undoRows)} rows (pre-images and inserted keys)`);
+  if (cowFigures.trips) console.log(`  copy-on-write restore: ${cowFigures.trips.sessions} session(s), ${cowFigures.trips.queries} round trips to the server (its checks, the writes in one statement, the commit)`);
   console.log(
     `  copy-on-write capture: writers were held off for at most ${fmtSec(cowFigures.writersHeld)} s (the slowest of ${fmtInt(cowFigures.probeWrites)} writes ` +
       `made during ${cowFigures.captureSeconds.length > 1 ? `the ${cowFigures.captureSeconds.length} captures` : 'it'}: the install of the triggers); the rest is the seal (count and checksum), which holds nobody off: ` +

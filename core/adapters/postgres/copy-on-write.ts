@@ -10,8 +10,8 @@ import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableNa
 import { planSchemaRestore } from './schema-restore.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
-import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './triggers.ts';
+import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
+import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
 /**
  * Copy-on-write restore points for a PostgreSQL table (`capture: copy-on-write`).
@@ -599,28 +599,31 @@ export function copyOnWrite(parts: CowAdapterParts) {
     }
   }
 
-  async function triggerState(
-    client: pg.Client,
-    table: Relation,
-    names: string[],
-    fnSql: string,
-  ): Promise<{ triggers: { name: string; oid: number; enabled: string; fnOid: number; xmin: string }[]; function: { oid: number; md5: string; xmin: string } | undefined; filenode: string }> {
-    // One round trip: the triggers, the function and the table's relfilenode.
-    type Row = { triggers: Array<{ name: string; oid: number; enabled: string; fnOid: number; xmin: string }>; fn: { oid: number; md5: string; xmin: string } | null; filenode: string };
-    const { rows } = await client.query<Row>(
-      `SELECT (SELECT coalesce(json_agg(json_build_object('name', t.tgname, 'oid', t.oid::int, 'enabled', t.tgenabled::text, 'fnOid', t.tgfoid::int, 'xmin', t.xmin::text) ORDER BY t.tgname), '[]')
-                 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = $1 AND t.tgname = ANY($2)) AS triggers,
+  type TriggerState = { triggers: { name: string; oid: number; enabled: string; fnOid: number; xmin: string }[]; function: { oid: number; md5: string; xmin: string } | undefined; filenode: string };
+
+  async function triggerState(client: pg.Client, table: Relation, names: string[], fnSql: string): Promise<TriggerState> {
+    return triggerStateOf((await client.query(triggerStateSql(table, names, fnSql))).rows[0]);
+  }
+
+  /**
+   * The triggers, the function and the table's relfilenode, in one statement (values as literals, so that it can ride
+   * in a batch with other statements).
+   */
+  function triggerStateSql(table: Relation, names: string[], fnSql: string): string {
+    return `SELECT (SELECT coalesce(json_agg(json_build_object('name', t.tgname, 'oid', t.oid::int, 'enabled', t.tgenabled::text, 'fnOid', t.tgfoid::int, 'xmin', t.xmin::text) ORDER BY t.tgname), '[]')
+                 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = ${Number(table.oid)} AND t.tgname = ANY(ARRAY[${names.map((n) => literal(n)).join(', ')}]::text[])) AS triggers,
               (SELECT json_build_object('oid', p.oid::int, 'md5', md5(p.prosrc), 'xmin', p.xmin::text)
-                 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure(nullif($3, '') || '()')) AS fn,
-              pg_catalog.pg_relation_filenode($1::oid::regclass)::text AS filenode`,
-      [table.oid, names, fnSql],
-    );
-    const row = rows[0];
-    return { triggers: row?.triggers ?? [], function: row?.fn ?? undefined, filenode: row?.filenode ?? '' };
+                 FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure(nullif(${literal(fnSql)}, '') || '()')) AS fn,
+              pg_catalog.pg_relation_filenode(${Number(table.oid)}::oid::regclass)::text AS filenode`;
+  }
+
+  function triggerStateOf(row: unknown): TriggerState {
+    const r = row as { triggers: TriggerState['triggers']; fn: TriggerState['function'] | null; filenode: string } | undefined;
+    return { triggers: r?.triggers ?? [], function: r?.fn ?? undefined, filenode: r?.filenode ?? '' };
   }
 
   /** The `catalog` record of the triggers and function as they are now (see CowMeta.catalog). */
-  function catalogOf(state: Awaited<ReturnType<typeof triggerState>>): NonNullable<CowMeta['catalog']> {
+  function catalogOf(state: TriggerState): NonNullable<CowMeta['catalog']> {
     return {
       triggers: state.triggers.map((x) => ({ name: x.name, oid: x.oid, xmin: x.xmin })),
       function: { oid: state.function?.oid ?? 0, xmin: state.function?.xmin ?? '' },
@@ -952,11 +955,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * (nested loops), and the restore costs the rows logged. Above 5% the planner chooses as usual.
    */
   async function preferKeyLookups(client: pg.Client, p: Prepared): Promise<void> {
-    if ((p.recorded.preImages + p.recorded.inserted) * 20 < p.tableRows) {
-      // The restore's plan (fusedRestoreSql) holds a row per logged key: in memory, not spilled to a temporary file.
-      const memory = p.workMem < 64 * 1024 ** 2 ? "; SET LOCAL work_mem = '64MB'" : '';
-      await client.query(`SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off${memory}`);
-    }
+    const settings = keyLookupSettings(p);
+    if (settings.length > 0) await client.query(settings.join('; '));
+  }
+
+  function keyLookupSettings(p: Prepared): string[] {
+    if ((p.recorded.preImages + p.recorded.inserted) * 20 >= p.tableRows) return [];
+    // The restore's plan (fusedRestoreSql) holds a row per logged key: in memory, not spilled to a temporary file.
+    return ['SET LOCAL enable_hashjoin = off', 'SET LOCAL enable_mergejoin = off', ...(p.workMem < 64 * 1024 ** 2 ? ["SET LOCAL work_mem = '64MB'"] : [])];
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -1004,7 +1010,6 @@ export function copyOnWrite(parts: CowAdapterParts) {
           );
         }
         const notes = [...p.notes];
-        await preferKeyLookups(client, p);
         const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences) : [];
         const quarantine = () =>
           ensureQuarantine(client, ctx, {
@@ -1024,17 +1029,29 @@ export function copyOnWrite(parts: CowAdapterParts) {
         let rows: { rowsDeleted: number; rowsUpdated: number; rowsInserted: number; rowsQuarantined: number };
         /** The rows the fused writes wrote, and how many of them equal their pre-image. */
         let written: { updated: { n: number; same: number }; inserted: { n: number; same: number } } | undefined;
+        /** The triggers and function as the fused writes left them (read in the same round trip). */
+        let after: TriggerState | undefined;
         if (p.schema.changes.length === 0) {
           // The usual case: one statement (see fusedRestoreSql). The restore's own writes are not business writes: user
           // triggers off (ours included: their undo inserts would all be conflicts anyway), put back before commit.
           const q = await quarantine();
-          const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
+          const triggers = parts.triggerMode === 'disable' ? await triggerSuspension(client, p.live, unit.id) : { disable: [], resume: [] };
           // Each row written is the undo row's values, verbatim, unless something on the table can rewrite it on the
           // way in: a user trigger left firing (triggers: 'fire'), a rule, a generated column. Then each row written is
           // compared, as written, with its pre-image in the text the checksum hashes. See the end-to-end check below.
           const verbatim = parts.triggerMode === 'disable' && !p.rules && !p.meta.columns.some((c) => c.generated);
-          const { rows: out } = await client.query<FusedCounts>(fusedRestoreSql(p, q.sql, all, verbatim));
-          const c = out[0];
+          // One round trip: the planner settings, the triggers off, the writes, the triggers back as they were, and
+          // the catalog as that leaves it (recorded below). A failed check below rolls all of it back.
+          const settings = keyLookupSettings(p);
+          const results = await batch(client, [
+            ...settings,
+            ...triggers.disable,
+            fusedRestoreSql(p, q.sql, all, verbatim),
+            ...triggers.resume,
+            ...(p.meta.record ? [] : [triggerStateSql(p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name)]),
+          ]);
+          const c = results[settings.length + triggers.disable.length]?.rows[0] as FusedCounts | undefined;
+          if (!p.meta.record) after = triggerStateOf(results.at(-1)?.rows[0]);
           const n = (v: string | undefined) => Number(v ?? 0);
           const planned = { r: n(c?.planned_r), o: n(c?.planned_o), m: n(c?.planned_m) };
           const done = { d: n(c?.deleted), u: n(c?.updated), i: n(c?.inserted), k: n(c?.kept) };
@@ -1051,7 +1068,6 @@ export function copyOnWrite(parts: CowAdapterParts) {
           const inserted = { n: done.i, same: n(c?.inserted_same) };
           const rowsDeleted = done.d;
           written = { updated, inserted };
-          await resumeUserTriggers(client, saved);
           await resetSequences(client, sequences);
           rows = { rowsDeleted, rowsUpdated: updated.n, rowsInserted: inserted.n, rowsQuarantined: rowsDeleted + updated.n };
           // Nothing replaced (a rerun over a restored table): no quarantine table of this run is left behind.
@@ -1061,6 +1077,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           // The schema is put back too: keep what is about to be deleted or overwritten first, under the live columns,
           // then alter, then write. Dropping a column the deploy added changes every row: then every row is kept (as
           // in copy mode).
+          await preferKeyLookups(client, p);
           const estimate = await counts(client, p);
           const w = writeSql(p);
           let rowsQuarantined = 0;
@@ -1113,7 +1130,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
               `checksum ${now.checksum}, expected ${p.meta.checksum}): changes were made that the triggers did not record. The restore was rolled back; nothing was written. ${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
           );
         }
-        await recordCatalog(client, p);
+        await recordCatalog(client, p, after);
         if (p.schema.changes.length > 0) notes.push(`schema restored: ${p.schema.changes.join(', ')}`);
         if (sequences.length > 0) notes.push(`sequences set back: ${sequences.map((s) => `${s.name} to ${s.lastValue}`).join(', ')}`);
         notes.push(
@@ -1134,9 +1151,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * new reference, so that a later restore of this point can again prove the triggers intact without reading the table.
    * Nothing else can have changed them in between: ALTER TABLE … TRIGGER needs the lock this transaction holds.
    */
-  async function recordCatalog(client: pg.Client, p: Prepared): Promise<void> {
+  async function recordCatalog(client: pg.Client, p: Prepared, read?: TriggerState): Promise<void> {
     if (p.meta.record) return;
-    const state = await triggerState(client, p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name);
+    const state = read ?? (await triggerState(client, p.live, p.meta.triggers.map((t) => t.name), p.meta.function.name));
     const catalog = catalogOf(state);
     const filenode = state.filenode || p.meta.filenode;
     if (filenode === p.meta.filenode && JSON.stringify(catalog) === JSON.stringify(p.meta.catalog)) return;

@@ -61,6 +61,17 @@ export async function inTransaction<T>(client: pg.Client, begin: string, fn: () 
   }
 }
 
+/**
+ * Runs the statements in one round trip (the simple query protocol runs them in order and stops at the first error)
+ * and returns each one's result, in order. For statements whose text does not depend on an earlier one's answer:
+ * parameters cannot be sent this way, so values go in as literals (`literal`).
+ */
+export async function batch(client: pg.Client, statements: string[]): Promise<pg.QueryResult[]> {
+  if (statements.length === 0) return [];
+  const out = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];
+  return Array.isArray(out) ? out : [out];
+}
+
 /** Runs `sql`; if it fails, undoes just it (a savepoint) and runs `fallback` instead. */
 export async function withFallback(client: pg.Client, sql: string, fallback: string): Promise<'first' | 'fallback'> {
   await client.query('SAVEPOINT etl_rollback_try');
@@ -80,11 +91,8 @@ export async function withFallback(client: pg.Client, sql: string, fallback: str
 export async function ensureRollbackSchema(client: pg.Client): Promise<void> {
   // Its own short transaction, serialised: two units captured in parallel on one database would otherwise race on
   // CREATE SCHEMA IF NOT EXISTS (a unique violation on pg_namespace).
-  await client.query('BEGIN');
   try {
-    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey('schema')]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${ident(ROLLBACK_SCHEMA)}`);
-    await client.query('COMMIT');
+    await batch(client, ['BEGIN', `SELECT pg_advisory_xact_lock(hashtextextended(${literal(lockKey('schema'))}, 0))`, `CREATE SCHEMA IF NOT EXISTS ${ident(ROLLBACK_SCHEMA)}`, 'COMMIT']);
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;
@@ -102,9 +110,6 @@ export async function ensureQuarantine(
 ): Promise<{ sql: string; display: string; existed: boolean }> {
   const name = quarantineTableName(ctx.pipeline, q.runId, q.unitId);
   const sql = `${ident(ROLLBACK_SCHEMA)}.${ident(name)}`;
-  // Whether an earlier attempt of this run made it: a caller that ends up keeping nothing drops only a table it made.
-  const { rows } = await client.query<{ t: string | null }>('SELECT pg_catalog.to_regclass($1)::text AS t', [`${ROLLBACK_SCHEMA}.${name}`]);
-  await client.query(`CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`);
   const note = {
     tool: 'etl-rollback',
     kind: 'quarantine',
@@ -117,6 +122,12 @@ export async function ensureQuarantine(
     at: ctx.now().toISOString(),
     reason: 'live rows deleted or overwritten by the rollback restore',
   };
-  await client.query(`COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`);
-  return { sql, display: `${ROLLBACK_SCHEMA}.${name}`, existed: rows[0]?.t != null };
+  // One round trip. Whether an earlier attempt of this run made it: a caller that ends up keeping nothing drops only a
+  // table it made.
+  const [found] = await batch(client, [
+    `SELECT pg_catalog.to_regclass(${literal(`${ROLLBACK_SCHEMA}.${name}`)})::text AS t`,
+    `CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`,
+    `COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`,
+  ]);
+  return { sql, display: `${ROLLBACK_SCHEMA}.${name}`, existed: (found?.rows[0] as { t: string | null } | undefined)?.t != null };
 }

@@ -24,10 +24,20 @@ const stateCommand: Record<string, string> = { O: 'ENABLE TRIGGER', D: 'DISABLE 
 
 /** Disables the enabled user triggers of the table (and its partitions); returns what to put back. */
 export async function suspendUserTriggers(client: pg.Client, table: Relation, unitId: string): Promise<UserTrigger[]> {
+  const plan = await triggerSuspension(client, table, unitId);
+  if (plan.disable.length > 0) await client.query(plan.disable.join('; '));
+  return plan.saved;
+}
+
+/**
+ * What suspendUserTriggers does, as statements for the caller to send with its own (one round trip for the writes):
+ * `disable` before them, `resume` after them, in the same transaction. Reads the triggers (one round trip).
+ */
+export async function triggerSuspension(client: pg.Client, table: Relation, unitId: string): Promise<{ saved: UserTrigger[]; disable: string[]; resume: string[] }> {
   const { triggers: all, owner } = await userTriggers(client, table.oid);
   // 'R' triggers fire only in replica sessions and 'D' ones never: only 'O' and 'A' would fire for the restore.
   const firing = all.filter((t) => t.enabled === 'O' || t.enabled === 'A');
-  if (firing.length === 0) return [];
+  if (firing.length === 0) return { saved: [], disable: [], resume: [] };
   if (!owner) {
     throw new PreflightError(
       `unit "${unitId}": ${table.display} has user triggers (${firing.map((t) => t.name).join(', ')}) that must not fire for a restore, ` +
@@ -35,8 +45,11 @@ export async function suspendUserTriggers(client: pg.Client, table: Relation, un
         'Connect as the owner (or a member of its role), or configure the adapter with triggers: "fire".',
     );
   }
-  await alterTriggers(client, firing.map((t) => ({ relation: t.relation, action: `DISABLE TRIGGER ${ident(t.name)}` })));
-  return all;
+  return {
+    saved: all,
+    disable: alterStatements(firing.map((t) => ({ relation: t.relation, action: `DISABLE TRIGGER ${ident(t.name)}` }))),
+    resume: resumeStatements(all),
+  };
 }
 
 /**
@@ -44,11 +57,15 @@ export async function suspendUserTriggers(client: pg.Client, table: Relation, un
  * trigger recurses into the partitions' clones, so each partition's own state is set again after its parent's.
  */
 export async function resumeUserTriggers(client: pg.Client, saved: UserTrigger[]): Promise<void> {
-  await alterTriggers(client, saved.map((t) => ({ relation: t.relation, action: `${stateCommand[t.enabled] ?? 'ENABLE TRIGGER'} ${ident(t.name)}` })));
+  const statements = resumeStatements(saved);
+  if (statements.length > 0) await client.query(statements.join('; '));
 }
 
-/** The actions in order, one ALTER TABLE per run of the same relation (its actions comma-separated), all in one round trip. */
-async function alterTriggers(client: pg.Client, actions: Array<{ relation: string; action: string }>): Promise<void> {
+const resumeStatements = (saved: UserTrigger[]): string[] =>
+  alterStatements(saved.map((t) => ({ relation: t.relation, action: `${stateCommand[t.enabled] ?? 'ENABLE TRIGGER'} ${ident(t.name)}` })));
+
+/** The actions in order, one ALTER TABLE per run of the same relation (its actions comma-separated). */
+function alterStatements(actions: Array<{ relation: string; action: string }>): string[] {
   const statements: string[] = [];
   let run: { relation: string; actions: string[] } | undefined;
   for (const a of actions) {
@@ -59,5 +76,5 @@ async function alterTriggers(client: pg.Client, actions: Array<{ relation: strin
     run.actions.push(a.action);
   }
   if (run) statements.push(`ALTER TABLE ${run.relation} ${run.actions.join(', ')}`);
-  if (statements.length > 0) await client.query(statements.join('; '));
+  return statements;
 }
