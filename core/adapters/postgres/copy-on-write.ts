@@ -208,8 +208,13 @@ BEGIN
   IF TG_OP = 'UPDATE' OR TG_OP = 'DELETE' THEN
     INSERT INTO ${undo} (${all}, ${kind}) SELECT ${all}, 'p' FROM etl_old ON CONFLICT (${k}) DO NOTHING;
   END IF;
-  IF TG_OP = 'UPDATE' OR TG_OP = 'INSERT' THEN
+  IF TG_OP = 'INSERT' THEN
     INSERT INTO ${undo} (${k}, ${kind}) SELECT ${k}, 'i' FROM etl_new ON CONFLICT (${k}) DO NOTHING;
+  END IF;
+  -- An UPDATE logs a key as inserted only where it moved a row onto it: the keys it kept were just logged from
+  -- etl_old, and probing the undo table's index again for each of them would only find them there.
+  IF TG_OP = 'UPDATE' THEN
+    INSERT INTO ${undo} (${k}, ${kind}) SELECT ${cols(key, 'n')}, 'i' FROM etl_new AS n WHERE NOT EXISTS (SELECT 1 FROM etl_old AS o WHERE ${keyMatch(key, 'o', 'n')}) ON CONFLICT (${k}) DO NOTHING;
   END IF;
   IF TG_OP = 'TRUNCATE' THEN
     INSERT INTO ${undo} (${all}, ${kind}) SELECT ${all}, 'p' FROM ONLY ${table.sql} ON CONFLICT (${k}) DO NOTHING;
