@@ -250,6 +250,44 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await adapter.release(u, point, c);
   });
 
+  it('writes that fail part-way (a CHECK the deploy added that a pre-image breaks) leave the table, the user triggers and ours as they were; the catalog proof holds for the next restore', async () => {
+    await h.sql.query(`CREATE TABLE cw_check (id int PRIMARY KEY, v int NOT NULL)`);
+    await h.sql.query(`INSERT INTO cw_check SELECT g, g FROM generate_series(1, 100) g`);
+    await h.sql.query(`CREATE TABLE cw_check_audit (id int, at timestamptz DEFAULT now())`);
+    await h.sql.query(`CREATE FUNCTION cw_check_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO cw_check_audit (id) VALUES (NEW.id); RETURN NEW; END $$`);
+    await h.sql.query(`CREATE TRIGGER cw_check_audit_t AFTER UPDATE ON cw_check FOR EACH ROW EXECUTE FUNCTION cw_check_fn()`);
+    const u = h.unit({ id: 'check', table: 'cw_check', capture: 'copy-on-write' });
+    const c = h.ctx('d-check');
+    const captured = await h.rowsOf('cw_check');
+    const point = await adapter.capture(u, c);
+    await h.sql.query(`UPDATE cw_check SET v = -v WHERE id <= 5`);
+    await h.sql.query(`DELETE FROM cw_check WHERE id BETWEEN 50 AND 52`);
+    await h.sql.query(`INSERT INTO cw_check VALUES (1000, -1)`);
+    // Added without rewriting the table: the catalog proof still stands, so the restore takes its one-statement path.
+    await h.sql.query(`ALTER TABLE cw_check ADD CONSTRAINT cw_check_negative_first CHECK (id > 5 OR v < 0)`);
+    const deployed = await h.rowsOf('cw_check');
+    const catalog = async () => h.rowsOf(`(SELECT tgname, tgenabled, xmin::text AS x FROM pg_trigger WHERE tgrelid = 'cw_check'::regclass AND NOT tgisinternal ORDER BY tgname)`);
+    const before = await catalog();
+    const audited = await one<string>(`SELECT count(*)::text FROM cw_check_audit`);
+
+    const err = await adapter.restore(u, point, { ...c, runId: 'run-check' }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/cw_check_negative_first/);
+    // Nothing was written: the deployed rows, every trigger in its state (the switches went with the writes, in one
+    // round trip, and were rolled back with them), no user trigger fired, no quarantine table left.
+    expect(await h.rowsOf('cw_check')).toEqual(deployed);
+    expect(await catalog()).toEqual(before);
+    expect(await one<string>(`SELECT count(*)::text FROM cw_check_audit`)).toBe(audited);
+    expect(await one<string | null>(`SELECT to_regclass('etl_rollback.${quarantineTableName(c.pipeline, 'run-check', u.id)}')::text`)).toBeNull();
+
+    // Without the constraint the same point restores, still proven by the catalog (the table is not read).
+    await h.sql.query(`ALTER TABLE cw_check DROP CONSTRAINT cw_check_negative_first`);
+    const done = await adapter.restore(u, point, { ...c, runId: 'run-check-2' });
+    expect(done.notes.join('\n')).toMatch(/the table was not read to look for unrecorded writes/);
+    expect(await h.rowsOf('cw_check')).toEqual(captured);
+    expect(await one<string>(`SELECT count(*)::text FROM cw_check_audit`)).toBe(audited);
+    await adapter.release(u, point, c);
+  });
+
   it('a table with inheritance children is refused at capture, and a child added after the capture fails the restore', async () => {
     await h.sql.query(`CREATE TABLE cw_parent (id int PRIMARY KEY, v text)`);
     await h.sql.query(`CREATE TABLE cw_child () INHERITS (cw_parent)`);
