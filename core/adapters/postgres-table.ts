@@ -30,7 +30,7 @@ import { COPY_ON_WRITE_ABOVE_BYTES, gib } from './capture-modes.ts';
 import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
-import { keyLookups, planRows, replacedRows, replacedRowsJoined, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
+import { fewOf, keyLookups, planRows, replacedRows, replacedRowsJoined, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
@@ -548,7 +548,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
             // A few flagged rows: each reached by its ctid and looked up by key. Most of the table (a deploy that
             // rewrote it): the transaction-id test again in each statement, whose joins then hash or merge both sides.
             before =
-              flaggedCount * 20 < (flagged[0]?.live ?? 1)
+              fewOf(flaggedCount, flagged[0]?.live ?? 1)
                 ? { ...before, changed: (a: string) => `${a}.ctid = ANY (${flaggedTids})`, flaggedTids, missing: 'etlrb_missing', flaggedCount }
                 : { ...before, missing: 'etlrb_missing', flaggedCount };
           }

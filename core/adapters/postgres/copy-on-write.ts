@@ -8,6 +8,7 @@ import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, prima
 import { countAndChecksum, rowHash } from './checksum.ts';
 import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
+import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
 import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
@@ -965,7 +966,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
   }
 
   function keyLookupSettings(p: Prepared): string[] {
-    if ((p.recorded.preImages + p.recorded.inserted) * 20 >= p.tableRows) return [];
+    if (!fewOf(p.recorded.preImages + p.recorded.inserted, p.tableRows)) return [];
     // The restore's plan (fusedRestoreSql) holds a row per logged key: in memory, not spilled to a temporary file.
     return ['SET LOCAL enable_hashjoin = off', 'SET LOCAL enable_mergejoin = off', ...(p.workMem < 64 * 1024 ** 2 ? ["SET LOCAL work_mem = '64MB'"] : [])];
   }

@@ -92,7 +92,6 @@ const differs = (pairs: { live: string; shadow: string }[], sameTypes: boolean |
 /** `AND <change predicate>` over alias `l`, or nothing (every row is a candidate). */
 const candidate = (r: RowSet): string => (r.changed ? ` AND ${r.changed('l')}` : '');
 
-/** Live rows (alias `l`) the restore replaces, i.e. keeps in quarantine first. */
 /**
  * The live rows a restore replaces, as `FROM … WHERE …` over alias `l`: as replacedRows, but one outer join to the
  * shadow copy instead of two correlated lookups per row, so the planner can hash or merge the two sides in one pass.
@@ -116,6 +115,7 @@ export function replacedRowsJoined(r: RowSet): string {
   );
 }
 
+/** Live rows (alias `l`) the restore replaces, i.e. keeps in quarantine first. */
 export function replacedRows(r: RowSet): string {
   if (r.allReplaced) return `(${r.scope.predicate} OR ${r.key.length ? `EXISTS (SELECT 1 FROM ${r.shadow} AS s WHERE ${keyMatch(r.key, 's', 'l')})` : 'FALSE'})`;
   if (r.key.length === 0) return `(${r.scope.predicate})`;
@@ -135,11 +135,6 @@ export function replacedRows(r: RowSet): string {
 }
 
 /**
- * Runs `fn` with hash and merge joins off: with change detection the live side is the few flagged rows, which the
- * planner cannot estimate (the xmin predicate has no statistics) and would otherwise join by hashing the whole shadow
- * copy. A nested loop over the flagged rows with the shadow's key index costs what changed. Settings are put back.
- */
-/**
  * Whether the statements driven by change detection should look each flagged row up by key (nested loops): yes while
  * the flagged rows are a small share of the scope (the planner, which cannot see how few they are, would hash the whole
  * shadow copy); no once they are a large one (a deploy that rewrote most of the table), where hashing or merging the
@@ -147,9 +142,20 @@ export function replacedRows(r: RowSet): string {
  */
 export function keyLookups(r: RowSet, inScope: number): boolean {
   if (r.changed === undefined) return false;
-  return r.flaggedCount === undefined || r.flaggedCount * 20 < Math.max(1, inScope);
+  return r.flaggedCount === undefined || fewOf(r.flaggedCount, Math.max(1, inScope));
 }
 
+/**
+ * Whether `n` rows are few enough among `of` (under 5%) to be looked up one by one by key rather than found by
+ * hashing or merging with the whole table: the rule a restore from a copy and one from an undo log both follow.
+ */
+export const fewOf = (n: number, of: number): boolean => n * 20 < of;
+
+/**
+ * Runs `fn` with hash and merge joins off: with change detection the live side is the few flagged rows, which the
+ * planner cannot estimate (the xmin predicate has no statistics) and would otherwise join by hashing the whole shadow
+ * copy. A nested loop over the flagged rows with the shadow's key index costs what changed. Settings are put back.
+ */
 export async function withNestedLoops<T>(client: pg.Client, on: boolean, fn: () => Promise<T>): Promise<T> {
   return on ? withJoinsOff(client, ['hashjoin', 'mergejoin'], fn) : fn();
 }
