@@ -30,6 +30,11 @@ export interface SnapshotArgs {
   reason: string;
   /** Execution name. */
   name: string;
+  /**
+   * Snapshots: return once every unit records (`in-place`, deployment IN_PLACE: the deploy may start; the execution
+   * seals on) or only when sealed (the default).
+   */
+  until?: 'in-place' | 'sealed';
 }
 
 export interface RollbackArgs extends Omit<SnapshotArgs, 'deploymentId'> {

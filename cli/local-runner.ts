@@ -22,6 +22,7 @@ import { handler as recordFailure } from '../lambdas/record-failure.ts';
 import { handler as releaseLock } from '../lambdas/release-lock.ts';
 import { handler as restoreShard } from '../lambdas/restore-shard.ts';
 import { handler as restoreUnit } from '../lambdas/restore-unit.ts';
+import { handler as markInPlace } from '../lambdas/mark-in-place.ts';
 import { handler as sealSnapshot } from '../lambdas/seal-snapshot.ts';
 import { handler as verifyStage } from '../lambdas/verify-stage.ts';
 import { handler as listExpiredDeployments } from '../lambdas/list-expired-deployments.ts';
@@ -54,6 +55,7 @@ type LambdaHandler = ((event: unknown, context: Context) => Promise<unknown>) & 
 export const HANDLERS: Record<string, LambdaHandler> = {
   BeginSnapshot: beginSnapshot,
   CaptureUnit: captureUnit,
+  MarkInPlace: markInPlace,
   SealSnapshot: sealSnapshot,
   RecordFailure: recordFailure,
   PlanRollback: planRollback,

@@ -164,8 +164,18 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       .description('take a restore point of every unit before a deploy')
       .argument('<manifest>', 'manifest YAML file')
       .requiredOption('--deployment <id>', 'deployment id (e.g. the release tag or CI run id)')
+      .addOption(
+        new Option('--until <point>', 'return when the restore points are in place (every unit recording: the deploy may start; copy-on-write tables seal while it runs) or sealed')
+          .choices(['in-place', 'sealed'])
+          .default('sealed'),
+      )
       .addOption(new Option('--state-machine-arn <arn>', 'deployed snapshot state machine').env('ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN')),
-  ).action(async (file: string, opts: { deployment: string; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string }) => {
+  ).action(async (file: string, opts: { deployment: string; until: 'in-place' | 'sealed'; local: boolean; json: boolean; ledgerTable?: string; stateBucket?: string; requestedBy?: string; reason: string; stateMachineArn?: string }) => {
+    if (opts.local && opts.until === 'in-place') {
+      throw new InputError(
+        '--until in-place needs the deployed snapshot state machine (without --local): a local snapshot seals in this process, so it returns only when sealed; it prints when the restore points are in place',
+      );
+    }
     const manifest = await loadManifestFile(file);
     const engine = await engineFor(opts.local, { ...opts, snapshotArn: opts.stateMachineArn, manifestFile: file }, io);
     const result = await engine.snapshot(manifest, {
@@ -173,9 +183,14 @@ export function buildProgram(io: Io = stdio, setExit: (code: number) => void = (
       requestedBy: opts.requestedBy ?? currentUser(),
       reason: opts.reason,
       name: defaultRunName('snapshot', manifest.pipeline, opts.deployment),
+      until: opts.until,
     });
     if (opts.json) io.out(JSON.stringify(result, null, 2));
-    else if (result.status === 'SUCCEEDED') {
+    else if (result.status === 'SUCCEEDED' && (result.output as { status?: string }).status === 'IN_PLACE') {
+      const inPlace = result.output as { sealing?: string[]; executionArn?: string };
+      io.out(`restore points of ${manifest.pipeline}/${opts.deployment} in place: the deploy may start`);
+      if (inPlace.sealing?.length) io.out(`  sealing ${inPlace.sealing.join(', ')} while it runs (a rollback waits for the seal): ${inPlace.executionArn ?? ''}`.trimEnd());
+    } else if (result.status === 'SUCCEEDED') {
       const sealed = result.output as { points: { unitId: string; type: string; count: number }[] };
       io.out(`restore point of ${manifest.pipeline}/${opts.deployment} sealed:`);
       for (const p of sealed.points) io.out(`  ${p.unitId} (${p.type}): ${p.count} ${p.type === 's3-prefix' ? 'objects' : p.type === 'glue-table' ? 'partitions' : p.type === 'custom' ? 'recorded by its handler' : 'rows'}`);

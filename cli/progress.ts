@@ -17,6 +17,14 @@ export function progressLine(stateName: string, input: unknown): string | undefi
       return `› waiting ${i.capture?.waitSeconds ?? '?'} s: ${i.capture?.status ?? i.unitId}`;
     case 'Wait for restore':
       return `› waiting ${i.restore?.waitSeconds ?? '?'} s: ${i.restore?.status ?? i.unitId}`;
+    case 'Restore points in place':
+      return '› every unit is recording';
+    case 'Seal units': {
+      const sealing = (i as { inPlace?: { sealing?: string[] } }).inPlace?.sealing ?? [];
+      return sealing.length > 0 ? `› restore points in place: the deploy may start; sealing ${sealing.join(', ')} while it runs` : undefined;
+    }
+    case 'Seal unit':
+      return `› sealing ${i.unitId}: count and checksum as it was when its triggers went in`;
     case 'Seal restore points':
       return '› sealing restore points';
     case 'Plan rollback':

@@ -16,17 +16,27 @@ interface Io {
 
 const POLL_MS = 2000;
 
+/** The snapshot state after which the deploy may start (its output's `inPlace`: status IN_PLACE, the units sealing). */
+const IN_PLACE_STATE = 'Restore points in place';
+
 /** Remote engine: starts an execution of the deployed state machine and follows it until it ends. */
 export async function remoteEngine(opts: EngineOptions, io: Io): Promise<Engine> {
   const sfn = new SFNClient({});
 
-  async function follow(executionArn: string): Promise<{ status: string; output?: string; error?: string; cause?: string }> {
+  /**
+   * Follows the execution until it ends, or until the state `stopAt` has exited (its output is then returned with
+   * status `STOPPED_AT`): the execution goes on without us.
+   */
+  async function follow(executionArn: string, stopAt?: string): Promise<{ status: string; output?: string; error?: string; cause?: string }> {
     let nextToken: string | undefined;
     for (;;) {
       // Print the steps as they happen (TaskStateEntered events), then check whether the execution ended.
       do {
         const page = await sfn.send(new GetExecutionHistoryCommand({ executionArn, nextToken, maxResults: 200 }));
-        for (const e of page.events ?? []) printEvent(e);
+        for (const e of page.events ?? []) {
+          printEvent(e);
+          if (stopAt !== undefined && e.stateExitedEventDetails?.name === stopAt) return { status: 'STOPPED_AT', output: e.stateExitedEventDetails.output };
+        }
         nextToken = page.nextToken;
         if (!nextToken) break;
       } while (nextToken);
@@ -47,11 +57,15 @@ export async function remoteEngine(opts: EngineOptions, io: Io): Promise<Engine>
     }
   }
 
-  async function start(arn: string | undefined, what: string, name: string, input: unknown): Promise<ExecutionResult> {
+  async function start(arn: string | undefined, what: string, name: string, input: unknown, stopAt?: string): Promise<ExecutionResult> {
     if (!arn) throw new InputError(`--state-machine-arn (or ETL_ROLLBACK_${what.toUpperCase()}_STATE_MACHINE_ARN) is required without --local: the ARN of the deployed ${what} state machine (a stack output)`);
     const started = await sfn.send(new StartExecutionCommand({ stateMachineArn: arn, name, input: JSON.stringify(input) }));
     io.err(`› started ${started.executionArn}`);
-    const end = await follow(started.executionArn!);
+    const end = await follow(started.executionArn!, stopAt);
+    if (end.status === 'STOPPED_AT') {
+      const state = end.output ? (JSON.parse(end.output) as { inPlace?: unknown }) : {};
+      return { status: 'SUCCEEDED', name, output: { ...(state.inPlace as object), executionArn: started.executionArn } };
+    }
     if (end.status === 'SUCCEEDED') return { status: 'SUCCEEDED', name, output: end.output ? JSON.parse(end.output) : null };
     return { status: 'FAILED', name, error: end.error ?? end.status, cause: end.cause ?? '' };
   }
@@ -67,7 +81,9 @@ export async function remoteEngine(opts: EngineOptions, io: Io): Promise<Engine>
   return {
     snapshot: (manifest, args) => {
       refuseModuleHandlers(manifest);
-      return start(opts.snapshotArn, 'snapshot', args.name, { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason });
+      const input = { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason };
+      // --until in-place: back as soon as every unit records (statemachines/snapshot.asl.json); the seal goes on.
+      return start(opts.snapshotArn, 'snapshot', args.name, input, args.until === 'in-place' ? IN_PLACE_STATE : undefined);
     },
     async rollback(manifest, args) {
       const result = await start(opts.rollbackArn, 'rollback', args.name, rollbackInput(manifest, args));

@@ -67,6 +67,15 @@ export class LockHeldError extends EtlRollbackError {
   readonly exitCode = EXIT.refused;
 }
 
+/**
+ * The deployment's restore points are in place but not yet sealed (IN_PLACE: the deploy may already be writing). A
+ * rollback waits: the rollback state machine retries its plan on this error until the snapshot seals (or fails).
+ */
+export class SealPendingError extends EtlRollbackError {
+  override readonly name = 'SealPendingError';
+  readonly exitCode = EXIT.refused;
+}
+
 /** A validation gate found the restored state different from its restore point. */
 export class VerificationFailedError extends EtlRollbackError {
   override readonly name = 'VerificationFailedError';
@@ -153,6 +162,7 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   PreflightError: EXIT.badInput,
   OutsideRestorableWindowError: EXIT.badInput,
   LockHeldError: EXIT.refused,
+  SealPendingError: EXIT.refused,
   VerificationFailedError: EXIT.failed,
   ApprovalRejectedError: EXIT.refused,
   ApprovalTimedOutError: EXIT.refused,

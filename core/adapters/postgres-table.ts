@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { PostgresTableUnit } from '../manifest/schema.ts';
-import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import type { AdapterContext, Changes, Check, Diff, InPlace, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import type { Endpoint } from '../runtime/connections.ts';
 import {
   checkSourceWindow,
@@ -215,6 +215,14 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
         ...(meta.sequences ? { sequences: meta.sequences } : {}),
       },
     };
+  }
+
+  /** Copy-on-write units only (explicit, or the default for a large table): the triggers in place, the seal to follow. */
+  async function install(unit: PostgresTableUnit, ctx: AdapterContext): Promise<InPlace | undefined> {
+    if (unit.capture === 'copy-on-write') return cow.install(unit, ctx);
+    if (unit.capture !== undefined) return undefined;
+    const chosen = await cow.chooseDefault(unit, ctx, copyOnWriteAbove);
+    return chosen ? cow.install(unit, ctx, chosen) : undefined;
   }
 
   async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
@@ -914,7 +922,7 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     return record ?? capture({ ...unit, capture: 'copy' }, ctx);
   }
 
-  return { type: 'postgres-table', capture, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
+  return { type: 'postgres-table', capture, install, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
 }
 
 /** The adapter with the defaults: user triggers disabled during a restore, reload above 50% of at least 1,000 rows. */

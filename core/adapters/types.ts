@@ -86,6 +86,12 @@ export interface PendingCapture {
   pending: Pending;
 }
 
+/** What `install` answers: the unit is recording (the deploy may write); its seal comes with the next `capture`. */
+export interface InPlace {
+  /** What is in place, as a sentence for people ("triggers on public.orders log every change since …"). */
+  status: string;
+}
+
 /** A capture's answer: the restore point, or "call me again". */
 export type CaptureResult<D = Record<string, unknown>> = RestorePoint<D> | PendingCapture;
 
@@ -137,6 +143,14 @@ export interface UnitAdapter<U extends Unit = Unit, D = Record<string, unknown>,
    * `{ pending }` when the point is not ready yet (an RDS snapshot being created): call again after the wait.
    */
   capture(unit: U, ctx: AdapterContext): Promise<C>;
+  /**
+   * The first half of a capture that can be split: what must be in place before the deploy may write (copy-on-write:
+   * the triggers that log every change from now on), without what can be done while it writes (the seal: count and
+   * checksum of the state as installed, exact from any later moment because every change since is logged). Answers
+   * `{ status }` when it stopped there; `capture` afterwards finishes the same point. Undefined when this unit's
+   * capture cannot be split (a copy is the restore point): call `capture`. Idempotent, as capture is.
+   */
+  install?(unit: U, ctx: AdapterContext): Promise<InPlace | undefined>;
   /** What a restore would change, without changing anything (dry run). */
   diff(unit: U, point: RestorePoint<D>, ctx: AdapterContext): Promise<Diff>;
   /** Put the unit back as the point describes. Idempotent; keeps what it replaces. May answer `pending` (call again). */

@@ -24,7 +24,12 @@ import { HISTORY_RUNS, throughputSampleSchema, type ThroughputSample } from '../
  *   THROUGHPUT#<pipeline>           RUN#<startedAt>#<runId>  how fast a successful run restored each unit (for estimates)
  */
 
-export type DeploymentStatus = 'SNAPSHOTTING' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' | 'RELEASED';
+/**
+ * SNAPSHOTTING: the units are being captured; the deploy must wait. IN_PLACE: every unit is recording (a copy-on-write
+ * table's triggers log every change), so the deploy may start, while the seal (count and checksum of the state as it was)
+ * is still being read; a rollback waits for READY. READY: sealed, the deployment can be rolled back.
+ */
+export type DeploymentStatus = 'SNAPSHOTTING' | 'IN_PLACE' | 'READY' | 'FAILED' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' | 'RELEASED';
 /**
  * REJECTED: an approver said no, or nobody decided in time (the run's policy asked for approval); nothing was touched.
  * CANCELLED: someone asked the run to stop (`etl-rollback cancel`, Ctrl-C, StopExecution); it stopped at a safe point

@@ -1,6 +1,6 @@
 import { adapterFor } from '../adapters/registry.ts';
 import { DEFAULT_MAX_POLLS } from '../adapters/types.ts';
-import { InputError, LockHeldError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
+import { InputError, LockHeldError, RestorePointMissingError, SealPendingError, VerificationFailedError } from '../errors.ts';
 import type { DeploymentStatus, PlannedStage, Run, RunTrigger, Step } from '../ledger/ledger.ts';
 import { stateKeys } from '../runtime/state-store.ts';
 import { planRollback } from '../plan/plan.ts';
@@ -67,6 +67,12 @@ export async function planRun(deps: WorkflowDeps, input: { request: unknown; exe
     (parsed.toTime !== undefined ? (await deriveDeploymentAt(deps, { ...parsed, toTime: parsed.toTime }, input.executionName)).deploymentId : parsed.deploymentId!);
   const request = { ...parsed, deploymentId, ...(undo && parsed.resume === undefined ? { units: undo.units, cascade: false } : {}) };
   const deployment = await deps.ledger.requireDeployment(request.pipeline, request.deploymentId);
+  if (deployment.status === 'IN_PLACE') {
+    // The deploy may already be writing; the seal is being read. The state machine retries the plan on this error.
+    throw new SealPendingError(
+      `deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is IN_PLACE: its restore points record every change but are not sealed yet; the rollback waits for the snapshot to seal them`,
+    );
+  }
   if (!ROLLBACKABLE.has(deployment.status)) {
     throw new RestorePointMissingError(
       `deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points are not sealed, so there is nothing safe to roll back to`,

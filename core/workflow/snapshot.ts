@@ -74,6 +74,10 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
     // captured now. The deploy must not have started meanwhile: a failed snapshot is what stops it.
     await deps.ledger.setDeploymentStatus(request.pipeline, request.deploymentId, 'SNAPSHOTTING');
     deps.log.info('snapshot of a failed deployment taken again', { pipeline: request.pipeline, deploymentId: request.deploymentId, error: deployment.error });
+  } else if (!created && deployment.status === 'IN_PLACE') {
+    // A retried "Register deployment" of the same execution, or the same snapshot started again while the first seals:
+    // the units in place stay recording (the deploy may be writing); capture finishes them.
+    deps.log.info('snapshot of a deployment in place taken again', { pipeline: request.pipeline, deploymentId: request.deploymentId });
   } else if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
     throw new InputError(`deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points cannot be retaken; use a new deployment id`);
   }
@@ -89,16 +93,22 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
  */
 export type CaptureProgress =
   | (CapturedUnit & { done: true; waitSeconds: 0; maxPolls: number })
+  /** `until: 'in-place'`: the unit records every change (copy-on-write triggers); its seal comes in "Seal units". */
+  | { done: true; inPlace: true; unitId: string; type: string; waitSeconds: 0; maxPolls: number; status: string }
   | { done: false; unitId: string; type: string; waitSeconds: number; maxPolls: number; status: string };
 
 /**
  * Captures one unit and records its restore point. Idempotent (adapters reuse a sealed capture). An adapter that
  * answers "pending" (an RDS snapshot being created) is called again by the state machine after a Wait state:
  * `polls` is how many times it has waited so far.
+ *
+ * `until: 'in-place'` (the snapshot's "Capture units"): a unit whose capture can be split (copy-on-write) stops once it
+ * records every change, before its seal, and nothing is written to the ledger for it yet; every other unit is captured
+ * whole. `until: 'sealed'` (the default; "Seal units"): the whole capture, finishing a unit left in place.
  */
 export async function captureUnit(
   deps: WorkflowDeps,
-  ids: { pipeline: string; deploymentId: string; unitId: string; polls?: number },
+  ids: { pipeline: string; deploymentId: string; unitId: string; polls?: number; until?: 'in-place' | 'sealed' },
 ): Promise<CaptureProgress> {
   const existing = await deps.ledger.getRestorePoint(ids.pipeline, ids.deploymentId, ids.unitId);
   const manifest = existing ? undefined : await deployedManifest(deps, ids.pipeline, ids.deploymentId);
@@ -108,7 +118,13 @@ export async function captureUnit(
   const adapter: UnitAdapter<Unit, Record<string, unknown>, CaptureResult> = adapterFor(unit);
   const maxPolls = adapter.maxPolls ?? DEFAULT_MAX_POLLS;
   const started = Date.now();
-  const result = await adapter.capture(unit, adapterContext(deps, manifest!, ids));
+  const ctx = adapterContext(deps, manifest!, ids);
+  const inPlace = ids.until === 'in-place' && adapter.install ? await adapter.install(unit, ctx) : undefined;
+  if (inPlace) {
+    deps.log.info('unit in place; its seal follows', { unitId: unit.id, type: unit.type, status: inPlace.status, ms: Date.now() - started });
+    return { done: true, inPlace: true, unitId: unit.id, type: unit.type, waitSeconds: 0, maxPolls, status: inPlace.status };
+  }
+  const result = await adapter.capture(unit, ctx);
   if (isPendingCapture(result)) {
     const polls = ids.polls ?? 0;
     const status = `${unit.type} unit "${unit.id}": ${result.pending.status} (poll ${polls} of ${maxPolls})`;
@@ -120,6 +136,34 @@ export async function captureUnit(
   return { done: true, waitSeconds: 0, maxPolls, unitId: stored.unitId, type: stored.type, count: stored.count, checksum: stored.checksum };
 }
 
+/** What "Restore points in place" answers: every unit records from now on, so the deploy may start. */
+export interface SnapshotInPlace {
+  pipeline: string;
+  deploymentId: string;
+  status: 'IN_PLACE';
+  /** Units whose seal is still to be read (copy-on-write tables); the others' restore points are complete. */
+  sealing: string[];
+}
+
+/**
+ * Every unit is captured or recording: the deployment becomes IN_PLACE and the deploy may start, while "Seal units"
+ * reads what remains (a copy-on-write table's count and checksum as it was, exact from any later moment because every
+ * change since is logged). A rollback asked for meanwhile waits for READY (SealPendingError, retried by its state
+ * machine). The pipeline's lock stays with the snapshot until the seal. Idempotent.
+ */
+export async function markInPlace(deps: WorkflowDeps, ids: { pipeline: string; deploymentId: string }): Promise<SnapshotInPlace> {
+  const deployment = await deps.ledger.requireDeployment(ids.pipeline, ids.deploymentId);
+  const points = await deps.ledger.listRestorePoints(ids.pipeline, ids.deploymentId);
+  const have = new Set(points.map((p) => p.unitId));
+  const sealing = deployment.units.filter((u) => !have.has(u));
+  if (deployment.status === 'SNAPSHOTTING') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'IN_PLACE');
+  else if (deployment.status !== 'IN_PLACE' && deployment.status !== 'READY') {
+    throw new InputError(`deployment "${ids.deploymentId}" of pipeline "${ids.pipeline}" is ${deployment.status}: its restore points cannot be put in place`);
+  }
+  deps.log.info('restore points in place: the deploy may start', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, sealing });
+  return { pipeline: ids.pipeline, deploymentId: ids.deploymentId, status: 'IN_PLACE', sealing };
+}
+
 /** Checks every unit has its restore point and marks the deployment READY. */
 export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; deploymentId: string }): Promise<SnapshotSealed> {
   const deployment = await deps.ledger.requireDeployment(ids.pipeline, ids.deploymentId);
@@ -129,8 +173,9 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
   if (missing.length > 0) {
     throw new RestorePointMissingError(`deployment "${ids.deploymentId}" lacks restore points for: ${missing.join(', ')}`);
   }
-  if (deployment.status !== 'READY') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'READY');
+  // The lock first: a rollback that waited for the seal (SealPendingError) goes on to take it as soon as it sees READY.
   await deps.ledger.releaseLock(ids.pipeline, snapshotLockHolder(ids.deploymentId));
+  if (deployment.status !== 'READY') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'READY');
   deps.log.info('snapshot sealed', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, units: points.length });
   return {
     pipeline: ids.pipeline,
@@ -144,6 +189,11 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
 export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipeline: string; deploymentId: string; error?: CaughtError }): Promise<void> {
   const error = summarizeCaught(input.error);
   const deployment = await deps.ledger.getDeployment(input.pipeline, input.deploymentId);
+  // Failed after "in place": the deploy may be writing. The units in place go on recording (their triggers stay until
+  // the point is released), and the same snapshot run again under the same id seals them; the error says so.
+  if (deployment?.status === 'IN_PLACE') {
+    error.message = `${error.message}\nthe restore points were in place (the deploy may have started) but not sealed: their triggers keep recording; run the same snapshot again under deployment id "${input.deploymentId}" to seal them`;
+  }
   // Refused because the pipeline was locked by another run: nothing of this snapshot was written, nothing to mark.
   if (deployment && error.name !== 'LockHeldError') await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
   await deps.ledger.releaseLock(input.pipeline, snapshotLockHolder(input.deploymentId));

@@ -39,7 +39,8 @@ import { parseInput, type RollbackRequestInput } from './requests.ts';
  *   own history; a person reruns it from the console or the CLI.
  *
  * The current deployment is the pipeline's most recent one (or the one the custom event names). It must be READY
- * (restore points sealed) or ROLLBACK_FAILED (a retry). If the most recent deployment has no sealed restore point
+ * (restore points sealed), IN_PLACE (recording, the seal still being read: the rollback waits for it) or
+ * ROLLBACK_FAILED (a retry). If the most recent deployment has no sealed restore point
  * (SNAPSHOTTING, FAILED) or the pipeline has none, the trigger is refused — never falls back to an older deployment,
  * whose restore point predates a deploy that may have been good — and the deploy without a restore point is made
  * visible: an error log line and the metric TriggerWithoutRestorePoint.
@@ -261,6 +262,8 @@ async function decide(deps: TriggerDeps, pipeline: string, event: TriggerEvent, 
       );
     case 'ROLLED_BACK':
       return refuse('ALREADY_ROLLED_BACK', `deployment "${d.deploymentId}" of pipeline "${pipeline}" is already rolled back`);
+    // In place: the deploy ran on restore points still being sealed; the rollback waits for the seal, then restores.
+    case 'IN_PLACE':
     case 'READY':
     case 'ROLLBACK_FAILED':
     case 'ROLLING_BACK':

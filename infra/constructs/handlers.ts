@@ -22,6 +22,7 @@ export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const HANDLER_SPECS = [
   { name: 'begin-snapshot', substitution: 'BeginSnapshotFunctionArn', long: false, dataAccess: false },
   { name: 'capture-unit', substitution: 'CaptureUnitFunctionArn', long: true, dataAccess: true },
+  { name: 'mark-in-place', substitution: 'MarkInPlaceFunctionArn', long: false, dataAccess: false },
   { name: 'seal-snapshot', substitution: 'SealSnapshotFunctionArn', long: false, dataAccess: false },
   { name: 'record-failure', substitution: 'RecordFailureFunctionArn', long: false, dataAccess: false },
   // Data access and the long timeout for a rollback to a time: its plan reads each unit's history (an s3-prefix's

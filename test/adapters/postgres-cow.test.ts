@@ -353,6 +353,47 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await adapter.release(u, sealed, c);
   });
 
+  it('install puts the triggers in place and stops before the seal (the deploy may start); the seal read while the deploy writes is the table as installed; a copy unit has no install', async () => {
+    await h.sql.query(`CREATE TABLE cw_inplace (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_inplace SELECT g, 'v' || g FROM generate_series(1, 300) g`);
+    const u = h.unit({ id: 'inplace', table: 'cw_inplace', capture: 'copy-on-write' });
+    const c = h.ctx('d-inplace');
+    const captured = await h.rowsOf('cw_inplace');
+    const reference = await adapter.capture(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), h.ctx('d-inplace-copy'));
+
+    const inPlace = await adapter.install!(u, c);
+    expect(inPlace?.status).toMatch(/^in place, seal to follow: triggers on public\.cw_inplace log every change since .* into etl_rollback\.cw_/);
+    expect(await ourTriggers('cw_inplace')).toHaveLength(4);
+    const undo = `etl_rollback.${String(/etl_rollback\.(cw_\w+)/.exec(inPlace!.status)![1])}`;
+    expect(JSON.parse(await one<string>(`SELECT obj_description('${undo}'::regclass, 'pg_class')`))).toMatchObject({ sealed: false, count: 0, checksum: '' });
+    // Installing again (a retried task) finds it in place.
+    expect((await adapter.install!(u, c))?.status).toMatch(/^in place, seal to follow/);
+
+    // The deploy writes before the seal; in one of its transactions the seal runs.
+    await h.sql.query(`UPDATE cw_inplace SET v = 'bad' WHERE id <= 30`);
+    await h.sql.query(`DELETE FROM cw_inplace WHERE id > 290`);
+    const writer = await h.db.client();
+    try {
+      await writer.query(`BEGIN`);
+      await writer.query(`INSERT INTO cw_inplace SELECT g, 'new' FROM generate_series(1000, 1004) g`);
+      await writer.query(`UPDATE cw_inplace SET v = 'bad again' WHERE id BETWEEN 25 AND 40`);
+      const sealed = await adapter.capture(u, c); // not held up by the open transaction
+      await writer.query(`COMMIT`);
+      expect({ count: sealed.count, checksum: sealed.checksum }).toEqual({ count: reference.count, checksum: reference.checksum });
+      // Sealed: install answers so, and the restore puts back the table as it was before the install.
+      expect((await adapter.install!(u, c))?.status).toMatch(/^sealed: /);
+      const out = await adapter.restore(u, sealed, c);
+      expect(out.changes).toMatchObject({ rowsUpdated: 40, rowsInserted: 10, rowsDeleted: 5 });
+      expect(await h.rowsOf('cw_inplace')).toEqual(captured);
+      await adapter.release(u, sealed, c);
+    } finally {
+      await writer.end();
+    }
+    // A unit captured by a copy cannot stop half-way: no install, the caller captures it whole.
+    expect(await adapter.install!(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), h.ctx('d-inplace-copy-2'))).toBeUndefined();
+    await adapter.release(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), reference, h.ctx('d-inplace-copy'));
+  });
+
   it('an earlier point of the unit still guarding the table seals the next capture from the two logs, without reading the table; exact, writes during the capture included; no proof, a full read', async () => {
     await h.sql.query(`CREATE TABLE cw_carry (id int PRIMARY KEY, region text NOT NULL, v text)`);
     await h.sql.query(`INSERT INTO cw_carry SELECT g, CASE WHEN g % 3 = 0 THEN 'eu' ELSE 'us' END, 'v' || g FROM generate_series(1, 3000) g`);
@@ -559,21 +600,26 @@ describe('postgres-table copy-on-write: property', () => {
       fc.constant({ kind: 'truncate' as const }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(op, { maxLength: 12 }), async (ops) => {
+      // `sealAfter`: the point is installed, and sealed only after that many of the deploy's operations (the deploy
+      // starts once the point is in place; the seal is read while it writes).
+      fc.asyncProperty(fc.array(op, { maxLength: 12 }), fc.nat({ max: 12 }), async (ops, sealAfter) => {
         run += 1;
         await h.sql.query(`TRUNCATE cw_prop`);
         await h.sql.query(`INSERT INTO cw_prop SELECT g, 'v' || g, g FROM generate_series(1, 40) g`);
         const u = h.unit({ id: 'prop', table: 'cw_prop', capture: 'copy-on-write' });
         const c = h.ctx(`d-prop-${run}`);
-        const point = await adapter.capture(u, c);
         const captured = await h.rowsOf('cw_prop');
-        for (const o of ops) {
+        await adapter.install!(u, c);
+        let point = sealAfter === 0 ? await adapter.capture(u, c) : undefined;
+        for (const [index, o] of ops.entries()) {
+          if (index === sealAfter && index > 0) point = await adapter.capture(u, c);
           if (o.kind === 'insert') await h.sql.query(`INSERT INTO cw_prop VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
           else if (o.kind === 'update') await h.sql.query(`UPDATE cw_prop SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
           else if (o.kind === 'rekey') await h.sql.query(`UPDATE cw_prop SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM cw_prop p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
           else if (o.kind === 'delete') await h.sql.query(`DELETE FROM cw_prop WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
           else await h.sql.query(`TRUNCATE cw_prop`);
         }
+        point ??= await adapter.capture(u, c);
         // The next deploy's capture, sealed from this point's log without reading the table: the gate's own count and
         // checksum of the table agree with it.
         const nc = h.ctx(`d-prop-next-${run}`);

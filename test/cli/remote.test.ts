@@ -70,6 +70,23 @@ describe('rollback against the deployed state machine (Step Functions API)', () 
     expect(JSON.parse(f.stdout)).toMatchObject({ status: 'FAILED', error: 'VerificationFailedError' });
   });
 
+  it('snapshot --until in-place returns once the restore points are in place (the deploy may start), while the execution seals on', async () => {
+    const arn = await machine({
+      StartAt: 'Restore points in place',
+      States: {
+        'Restore points in place': { Type: 'Pass', Result: { pipeline: 'orders', deploymentId: 'd-1', status: 'IN_PLACE', sealing: ['mart'] }, ResultPath: '$.inPlace', Next: 'Seal units' },
+        'Seal units': { Type: 'Wait', Seconds: 600, Next: 'Seal restore points' },
+        'Seal restore points': { Type: 'Pass', Result: { status: 'READY', points: [] }, End: true },
+      },
+    });
+    const r = await cli('snapshot', 'examples/orders.yaml', '--deployment', 'd-1', '--until', 'in-place', '--state-machine-arn', arn);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('restore points of orders/d-1 in place: the deploy may start');
+    expect(r.stdout).toMatch(/sealing mart while it runs \(a rollback waits for the seal\): arn:aws:states:.*:execution:/);
+    const executions = await sfn.send(new ListExecutionsCommand({ stateMachineArn: arn }));
+    expect(executions.executions![0]!.status).toBe('RUNNING');
+  });
+
   it('without --local and without a state machine ARN, says which option is missing and exits 2', async () => {
     const r = await cli('rollback', 'examples/orders.yaml', '--deployment', 'd-1');
     expect(r.code).toBe(2);

@@ -133,7 +133,7 @@ describe('EtlRollbackStack', () => {
 
   describe('state machines', () => {
     it.each([
-      ['snapshot', () => stack.snapshot, ['begin-snapshot', 'capture-unit', 'seal-snapshot', 'record-failure']],
+      ['snapshot', () => stack.snapshot, ['begin-snapshot', 'capture-unit', 'mark-in-place', 'seal-snapshot', 'record-failure']],
       [
         'rollback',
         () => stack.rollback,

@@ -49,7 +49,7 @@ function observed(rollbackStateMachineArn: string): Observed {
   };
 }
 
-async function deployment(pipeline: string, deploymentId: string, status: 'READY' | 'SNAPSHOTTING' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' = 'READY') {
+async function deployment(pipeline: string, deploymentId: string, status: 'READY' | 'SNAPSHOTTING' | 'IN_PLACE' | 'ROLLED_BACK' | 'ROLLBACK_FAILED' = 'READY') {
   await ledger.registerDeployment({ pipeline, deploymentId, manifestKey: `deployments/${pipeline}/${deploymentId}/manifest.json`, units: ['raw'] });
   if (status !== 'SNAPSHOTTING') await ledger.setDeploymentStatus(pipeline, deploymentId, status);
 }
@@ -268,11 +268,16 @@ describe('starting the rollback from an EventBridge event (moto Step Functions +
     const unsealed = await startRollbackFromEvent(deps, { pipeline, event: alarmEvent('orders-errors') });
     expect(unsealed).toMatchObject({ outcome: 'REFUSED', code: 'NO_RESTORE_POINT', deploymentId: 'd-2' });
     expect((unsealed as { reason: string }).reason).toMatch(/SNAPSHOTTING: its restore points were never sealed/);
+    // In place (the deploy started while the seal is read): started; the rollback machine waits for the seal.
+    await new Promise((r) => setTimeout(r, 5));
+    await deployment(pipeline, 'd-3', 'IN_PLACE');
+    const inPlace = await startRollbackFromEvent(deps, { pipeline, event: alarmEvent('orders-errors') });
+    expect(inPlace).toMatchObject({ outcome: 'STARTED', deploymentId: 'd-3', attempt: 1 });
     // A named deployment that does not exist.
     const unknown = await startRollbackFromEvent(deps, { pipeline, event: deploymentFailedEvent({ pipeline, deploymentId: 'd-404' }) });
     expect(unknown).toMatchObject({ outcome: 'REFUSED', code: 'NO_RESTORE_POINT' });
     expect(metrics.filter((m) => m === 'TriggerWithoutRestorePoint')).toHaveLength(3);
-    expect(await executions(machine)).toHaveLength(0);
+    expect(await executions(machine)).toHaveLength(1);
   });
 
   it('refuses a rolled-back deployment and ignores events that are not failures of this pipeline', async () => {

@@ -3,7 +3,7 @@ import { PreflightError, RestorePointMissingError, VerificationFailedError } fro
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
 import { gib } from '../capture-modes.ts';
-import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
+import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
 import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableName } from './names.ts';
@@ -283,7 +283,36 @@ export function copyOnWrite(parts: CowAdapterParts) {
   // -------------------------------------------------------------------------------------------------------------
   // Capture
 
+  /** The whole capture: install, then seal (see `seal`). */
   async function capture(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<RestorePoint<CowDetails>> {
+    return installed(unit, ctx, options, async (client, meta, undo) => {
+      // 2. Seal: the count and checksum of the table as installed, read without holding writers off.
+      const sealed = meta.sealed ? meta : await seal(client, unit, meta, undo, ctx);
+      ctx.log.info('postgres-table copy-on-write restore point captured', { unit: unit.id, table: sealed.sourceTable, undoTable: undo.display, count: sealed.count });
+      return pointFromMeta(unit, sealed, undo);
+    });
+  }
+
+  /**
+   * The capture's first half: the triggers in place and the point recorded unsealed, in milliseconds at any size. From
+   * then on every write is logged, so the deploy may start; the next `capture` of the same point seals it while the
+   * deploy writes (the seal reads the table as installed from any later snapshot).
+   */
+  async function install(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<InPlace> {
+    return installed(unit, ctx, options, async (_client, meta, undo) => {
+      const since = meta.capturedAt;
+      ctx.log.info('postgres-table copy-on-write triggers in place', { unit: unit.id, table: meta.sourceTable, undoTable: undo.display, sealed: meta.sealed });
+      return { status: `${meta.sealed ? 'sealed' : 'in place, seal to follow'}: triggers on ${meta.sourceTable} log every change since ${since} into ${undo.display}` };
+    });
+  }
+
+  /** Installs the point (or finds it installed: a retried capture), then runs `next` under the point's advisory lock. */
+  async function installed<T>(
+    unit: PostgresTableUnit,
+    ctx: AdapterContext,
+    options: { why?: string },
+    next: (client: pg.Client, meta: CowMeta, undo: Relation) => Promise<T>,
+  ): Promise<T> {
     const undoName = undoTableName(ctx.pipeline, ctx.deploymentId, unit.id);
     const undoSql = `${ident(ROLLBACK_SCHEMA)}.${ident(undoName)}`;
     const fnSql = `${ident(ROLLBACK_SCHEMA)}.${ident(`${undoName}_fn`)}`;
@@ -294,7 +323,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
       try {
         // 1. Install, in one short transaction: the table locked against writers (not readers) only while the undo
         // table and the triggers are made. READ COMMITTED, and the LOCK before anything reads the table.
-        let meta = await inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        const meta = await inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
           const existing = await findRelation(client, undoSql);
           if (existing) {
             const found = await readMeta(client, existing, { pending: true });
@@ -372,10 +401,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         });
         const undo = await findRelation(client, undoSql);
         if (!undo) throw new Error(`undo table ${undoSql} vanished after its capture committed`);
-        // 2. Seal: the count and checksum of the table as installed, read without holding writers off.
-        if (!meta.sealed) meta = await seal(client, unit, meta, undo, ctx);
-        ctx.log.info('postgres-table copy-on-write restore point captured', { unit: unit.id, table: meta.sourceTable, undoTable: undo.display, count: meta.count });
-        return pointFromMeta(unit, meta, undo);
+        return await next(client, meta, undo);
       } finally {
         await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey(undoName)]).catch(() => undefined);
       }
@@ -1192,7 +1218,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     );
   }
 
-  return { capture, chooseDefault, diff, restore, release, undoRecord };
+  return { capture, install, chooseDefault, diff, restore, release, undoRecord };
 }
 
 function changesOf(rows: { rowsInserted: number; rowsUpdated: number; rowsDeleted: number }, extra: { rowsQuarantined: number; schemaChanges: number; sequencesReset: number }): Changes {
