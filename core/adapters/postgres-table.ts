@@ -168,8 +168,9 @@ function definitionDrift(captured: PostgresColumn[], live: LiveColumn[]): boolea
 const EXTRACT_BATCH_ROWS = 5000;
 
 /** The adapter's own type: its capture never pends (a shadow copy is made in one transaction). */
-export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresTableDetails>, 'capture' | 'undoRecord'> & {
+export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresTableDetails>, 'capture' | 'install' | 'undoRecord'> & {
   capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>>;
+  install(unit: PostgresTableUnit, ctx: AdapterContext): Promise<InPlace | undefined>;
   undoRecord(unit: PostgresTableUnit, ctx: AdapterContext, restoring?: RestorePoint<PostgresTableDetails>): Promise<RestorePoint<PostgresTableDetails>>;
   /**
    * The data path of a point-in-time restore alone, against a database already standing at `endpoint` (the temporary

@@ -361,13 +361,13 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     const captured = await h.rowsOf('cw_inplace');
     const reference = await adapter.capture(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), h.ctx('d-inplace-copy'));
 
-    const inPlace = await adapter.install!(u, c);
+    const inPlace = await adapter.install(u, c);
     expect(inPlace?.status).toMatch(/^in place, seal to follow: triggers on public\.cw_inplace log every change since .* into etl_rollback\.cw_/);
     expect(await ourTriggers('cw_inplace')).toHaveLength(4);
     const undo = `etl_rollback.${String(/etl_rollback\.(cw_\w+)/.exec(inPlace!.status)![1])}`;
     expect(JSON.parse(await one<string>(`SELECT obj_description('${undo}'::regclass, 'pg_class')`))).toMatchObject({ sealed: false, count: 0, checksum: '' });
     // Installing again (a retried task) finds it in place.
-    expect((await adapter.install!(u, c))?.status).toMatch(/^in place, seal to follow/);
+    expect((await adapter.install(u, c))?.status).toMatch(/^in place, seal to follow/);
 
     // The deploy writes before the seal; in one of its transactions the seal runs.
     await h.sql.query(`UPDATE cw_inplace SET v = 'bad' WHERE id <= 30`);
@@ -381,7 +381,7 @@ describe('postgres-table copy-on-write: capture and restore', () => {
       await writer.query(`COMMIT`);
       expect({ count: sealed.count, checksum: sealed.checksum }).toEqual({ count: reference.count, checksum: reference.checksum });
       // Sealed: install answers so, and the restore puts back the table as it was before the install.
-      expect((await adapter.install!(u, c))?.status).toMatch(/^sealed: /);
+      expect((await adapter.install(u, c))?.status).toMatch(/^sealed: /);
       const out = await adapter.restore(u, sealed, c);
       expect(out.changes).toMatchObject({ rowsUpdated: 40, rowsInserted: 10, rowsDeleted: 5 });
       expect(await h.rowsOf('cw_inplace')).toEqual(captured);
@@ -390,7 +390,7 @@ describe('postgres-table copy-on-write: capture and restore', () => {
       await writer.end();
     }
     // A unit captured by a copy cannot stop half-way: no install, the caller captures it whole.
-    expect(await adapter.install!(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), h.ctx('d-inplace-copy-2'))).toBeUndefined();
+    expect(await adapter.install(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), h.ctx('d-inplace-copy-2'))).toBeUndefined();
     await adapter.release(h.unit({ id: 'inplace-copy', table: 'cw_inplace', capture: 'copy' }), reference, h.ctx('d-inplace-copy'));
   });
 
@@ -609,7 +609,7 @@ describe('postgres-table copy-on-write: property', () => {
         const u = h.unit({ id: 'prop', table: 'cw_prop', capture: 'copy-on-write' });
         const c = h.ctx(`d-prop-${run}`);
         const captured = await h.rowsOf('cw_prop');
-        await adapter.install!(u, c);
+        await adapter.install(u, c);
         let point = sealAfter === 0 ? await adapter.capture(u, c) : undefined;
         for (const [index, o] of ops.entries()) {
           if (index === sealAfter && index > 0) point = await adapter.capture(u, c);
