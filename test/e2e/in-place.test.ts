@@ -1,11 +1,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { ensureLedgerTable, Ledger } from '../../core/ledger/ledger.ts';
 import { ensureStateBucket } from '../../core/runtime/state-store.ts';
 import { testDynamo, testS3, uniqueName } from '../support/aws.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
+import { gate, type Handler } from '../support/gate.ts';
 
 /**
  * The snapshot's two halves on the real state machines: the deployment is IN_PLACE (the deploy may start) once every
@@ -17,21 +17,11 @@ process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-in-place');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-in-place');
 
 type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
-type Handler = (event: unknown, context: Context) => Promise<unknown>;
 
 let s: Scenario;
 let runLocal: RunLocal;
 let ledger: Ledger;
 let manifest: Record<string, unknown>;
-
-/** A gate a replaced handler waits at until the test opens it; `reached` resolves when the run arrives there. */
-function gate() {
-  let open!: () => void;
-  let arrive!: () => void;
-  const opened = new Promise<void>((r) => (open = r));
-  const reached = new Promise<void>((r) => (arrive = r));
-  return { open, reached, wait: async () => (arrive(), opened) };
-}
 
 const events = async () => (await s.sql.query<{ id: number; kind: string }>('SELECT id, kind FROM staging.events ORDER BY id')).rows;
 

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
-import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Ledger } from '../../core/ledger/ledger.ts';
 import { testDynamo, uniqueName } from '../support/aws.ts';
 import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
+import { gate, type Handler } from '../support/gate.ts';
 
 /**
  * Runs of one pipeline that meet, on the real state machines: the pipeline's lock lets exactly one of them work, and
@@ -15,21 +15,11 @@ process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-races');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-races');
 
 type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
-type Handler = (event: unknown, context: Context) => Promise<unknown>;
 
 let s: Scenario;
 let runLocal: RunLocal;
 let ledger: Ledger;
 let manifest: unknown;
-
-/** A gate a replaced handler waits at until the test opens it; `reached` resolves when the run arrives there. */
-function gate() {
-  let open!: () => void;
-  let arrive!: () => void;
-  const opened = new Promise<void>((r) => (open = r));
-  const reached = new Promise<void>((r) => (arrive = r));
-  return { open, reached, wait: async () => (arrive(), opened) };
-}
 
 beforeAll(async () => {
   s = await createScenario();
