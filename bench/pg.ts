@@ -255,11 +255,12 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
   await stats.connect();
   onCleanup('close database sessions', async () => void (await Promise.allSettled([sql.end(), stats.end()])));
 
-  const { rows: v } = await sql.query<{ version: string; num: string; force: boolean }>(
+  const { rows: v } = await sql.query<{ version: string; num: string; force: boolean; buffers: string }>(
     "SELECT current_setting('server_version') AS version, current_setting('server_version_num') AS num, " +
-      "to_regproc('pg_catalog.pg_stat_force_next_flush') IS NOT NULL AS force",
+      "to_regproc('pg_catalog.pg_stat_force_next_flush') IS NOT NULL AS force, current_setting('shared_buffers') AS buffers",
   );
-  const version = v[0]?.version ?? '?';
+  // The buffer cache: a table larger than it restores slower (RDS sizes it at a quarter of the instance's memory).
+  const version = `${v[0]?.version ?? '?'}, shared_buffers ${v[0]?.buffers ?? '?'}`;
   const serverMajor = Math.floor(Number(v[0]?.num ?? 0) / 10000);
   const canForceFlush = v[0]?.force === true;
   const forceFlush = async () => {

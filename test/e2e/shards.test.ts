@@ -10,6 +10,9 @@ import { shardIndexSchema } from '../../core/adapters/s3-prefix.ts';
 import { del, newBucket, put, s3, versionFingerprint } from '../adapters/s3/helpers.ts';
 import { liveEtags, uniqueName } from '../support/aws.ts';
 
+/** 2,500 objects through moto, which the other test files share: minutes on a loaded 2-core machine, not one. */
+const SHARDED_TIMEOUT_MS = 180_000;
+
 // This file's own ledger table and state bucket (the handlers read them at first import), and the s3-prefix adapter's
 // shard size and distributed threshold lowered so that 2,500 objects take the Distributed Map path.
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
@@ -86,5 +89,5 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
     const second = JSON.parse(again.stdout) as { report: RunReport };
     expect(second.report.totals.writes).toBe(0);
     expect(await versionFingerprint(bucket, '')).toEqual(after);
-  });
+  }, SHARDED_TIMEOUT_MS);
 });

@@ -14,6 +14,9 @@ import {
 import { bytes, contextFor, del, newBucket, put, s3, unitFor, versionFingerprint } from './helpers.ts';
 import { liveEtags } from '../../support/aws.ts';
 
+/** 2,500 objects through moto, which the other test files share: minutes on a loaded 2-core machine, not one. */
+const SHARDED_TIMEOUT_MS = 180_000;
+
 
 async function putMany(bucket: string, keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => put(bucket, k, `v1 of ${k}`, { ContentType: 'text/csv' })));
@@ -94,7 +97,7 @@ describe('s3-prefix sharded version manifests (moto)', () => {
     const again = await adapter.restoreShards(unit, point, [0, 1, 2], ctx);
     expect(again.writes).toBe(0);
     expect(await versionFingerprint(bucket, '')).toEqual(after);
-  });
+  }, SHARDED_TIMEOUT_MS);
 
   it('below the threshold a sharded point restores inline; a prefix that fits in one shard stays a single-file manifest', async () => {
     const bucket = await newBucket('data', true);
