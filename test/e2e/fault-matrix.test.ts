@@ -23,7 +23,7 @@ import { Ledger } from '../../core/ledger/ledger.ts';
 import { mysqlConnector, postgresConnector } from '../../core/runtime/connections.ts';
 import type { WorkflowDeps } from '../../core/workflow/deps.ts';
 import { main } from '../../cli/main.ts';
-import { uniqueName } from '../support/aws.ts';
+import { FAULTS_ENDPOINT_ENV, uniqueName } from '../support/aws.ts';
 import { FaultPlan, faultyMysql, faultyPostgres, pointName, withFaults, type When, type WritePoint } from '../support/faults.ts';
 import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
@@ -48,6 +48,10 @@ import { createTestDatabase, type TestDatabase } from '../support/postgres.ts';
 const ALL_WAYS = process.env.ETL_ROLLBACK_FAULTS === 'all';
 const waysFor = (index: number): When[] => (ALL_WAYS ? ['before', 'after'] : [index % 2 === 0 ? 'before' : 'after']);
 
+// The matrix's own moto server (test/support/global-setup.ts), before any client is made or handler imported; put
+// back after it, in case the worker runs another file after this one.
+const sharedEndpoint = process.env.AWS_ENDPOINT_URL;
+process.env.AWS_ENDPOINT_URL = process.env[FAULTS_ENDPOINT_ENV] ?? sharedEndpoint;
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-faults');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-faults');
 
@@ -223,6 +227,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  process.env.AWS_ENDPOINT_URL = sharedEndpoint;
   await pgSql?.end().catch(() => undefined);
   await pgDb?.drop();
   await myDb?.drop();

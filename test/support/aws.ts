@@ -5,6 +5,9 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { randomBytes } from 'node:crypto';
 import { COUNTS_PATH, TEST_COUNT_HEADER, TEST_INTENT_HEADER } from './version-guard.ts';
 
+/** The endpoint (a version guard in front of its own moto server) the fault matrix points the SDK at (global-setup.ts). */
+export const FAULTS_ENDPOINT_ENV = 'ETL_ROLLBACK_TEST_FAULTS_ENDPOINT';
+
 /** SDK clients for tests: endpoint and credentials come from the environment, as in production. */
 export function testS3(): S3Client {
   return new S3Client({ forcePathStyle: true });
