@@ -45,11 +45,11 @@ async function newBucket(name: string): Promise<string> {
 const put = (bucket: string, key: string, body: string, extra: { ContentType: string }) => s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ...extra }));
 
 /**
- * Objects in the big prefix: 5,000 in `npm test` (CI's time budget; moto's listing of a versioned prefix is quadratic-ish,
+ * Objects in the big prefix: 2,500 in `npm test` (CI's time budget; moto's listing of a versioned prefix is quadratic-ish,
  * so 20,000 take minutes), 20,000 with ETL_ROLLBACK_CHANGE_CAPTURE_OBJECTS=20000. The claims are the same at any size:
  * no listing before the final check, heads in proportion to the changed keys, the prefix equal to its restore point.
  */
-const OBJECTS = Number(process.env.ETL_ROLLBACK_CHANGE_CAPTURE_OBJECTS ?? 5_000);
+const OBJECTS = Number(process.env.ETL_ROLLBACK_CHANGE_CAPTURE_OBJECTS ?? 2_500);
 const PREFIX = 'events/';
 const keyOf = (i: number) => `${PREFIX}part-${String(i).padStart(5, '0')}.json`;
 

@@ -10,15 +10,15 @@ import { shardIndexSchema } from '../../core/adapters/s3-prefix.ts';
 import { del, newBucket, put, s3, versionFingerprint } from '../adapters/s3/helpers.ts';
 import { liveEtags, uniqueName } from '../support/aws.ts';
 
-/** 2,500 objects through moto, which the other test files share: minutes on a loaded 2-core machine, not one. */
+/** Objects through moto, which the other test files share: slow on a loaded 2-core machine. */
 const SHARDED_TIMEOUT_MS = 180_000;
 
 // This file's own ledger table and state bucket (the handlers read them at first import), and the s3-prefix adapter's
-// shard size and distributed threshold lowered so that 2,500 objects take the Distributed Map path.
+// shard size and distributed threshold lowered so that 250 objects take the Distributed Map path.
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state');
-process.env.ETL_ROLLBACK_S3_SHARD_SIZE = '1000';
-process.env.ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD = '2000';
+process.env.ETL_ROLLBACK_S3_SHARD_SIZE = '100';
+process.env.ETL_ROLLBACK_S3_DISTRIBUTED_THRESHOLD = '200';
 
 const keyOf = (i: number) => `data/part-${String(i).padStart(4, '0')}.csv`;
 
@@ -38,7 +38,7 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
 
   beforeAll(async () => {
     bucket = await newBucket('lake', true);
-    const keys = Array.from({ length: 2500 }, (_, i) => keyOf(i));
+    const keys = Array.from({ length: 250 }, (_, i) => keyOf(i));
     for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => put(bucket, k, `v1 of ${k}`, { ContentType: 'text/csv' })));
     await put(bucket, 'data-archive/keep.csv', 'neighbour');
     const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-shards-'));
@@ -55,13 +55,13 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
     const indexKey = `restore-points/${pipeline}/${deployment}/lake/versions.json`;
     const indexObject = await s3.send(new GetObjectCommand({ Bucket: process.env.ETL_ROLLBACK_STATE_BUCKET, Key: indexKey }));
     const index = shardIndexSchema.parse(JSON.parse(await indexObject.Body!.transformToString()));
-    expect(index.shards.map((s) => s.count)).toEqual([1000, 1000, 500]);
+    expect(index.shards.map((s) => s.count)).toEqual([100, 100, 50]);
 
     // The bad deploy: damage in every shard, additions before, between and after the shards' key ranges.
     await put(bucket, keyOf(10), 'bad', { ContentType: 'application/json' });
-    await del(bucket, keyOf(1200));
-    await put(bucket, keyOf(2222), 'bad too');
-    for (const k of ['data/0-early.csv', 'data/part-1999x.csv', 'data/zz-late.csv']) await put(bucket, k, 'added');
+    await del(bucket, keyOf(120));
+    await put(bucket, keyOf(222), 'bad too');
+    for (const k of ['data/0-early.csv', 'data/part-0199x.csv', 'data/zz-late.csv']) await put(bucket, k, 'added');
     const before = await versionFingerprint(bucket, '');
 
     const r = await cli('rollback', manifestPath, '--deployment', deployment, '--local', '--json');
@@ -70,9 +70,9 @@ describe('a large S3 prefix rolls back shard by shard through the Distributed Ma
     expect(out.status).toBe('SUCCEEDED');
     const unit = out.report.stages.flatMap((s) => s.units).find((u) => u.unitId === 'lake')!;
     expect(unit.status).toBe('VERIFIED');
-    expect(unit.changes).toMatchObject({ objectsCopied: 2, deleteMarkersRemoved: 1, objectsDeleted: 3, objectsUnchanged: 2497 });
+    expect(unit.changes).toMatchObject({ objectsCopied: 2, deleteMarkersRemoved: 1, objectsDeleted: 3, objectsUnchanged: 247 });
     expect(unit.writes).toBe(6);
-    expect(unit.notes.join(' | ')).toContain('restored shard by shard (3 shards of up to 1000 keys');
+    expect(unit.notes.join(' | ')).toContain('restored shard by shard (3 shards of up to 100 keys');
     expect(unit.notes.join(' | ')).toContain('3 shard(s) restored by 1 batch(es)');
     expect(unit.notes.join(' | ')).not.toContain('restore in progress');
 

@@ -14,7 +14,7 @@ import {
 import { bytes, contextFor, del, newBucket, put, s3, unitFor, versionFingerprint } from './helpers.ts';
 import { liveEtags } from '../../support/aws.ts';
 
-/** 2,500 objects through moto, which the other test files share: minutes on a loaded 2-core machine, not one. */
+/** Objects through moto, which the other test files share: slow on a loaded 2-core machine. */
 const SHARDED_TIMEOUT_MS = 180_000;
 
 
@@ -30,25 +30,25 @@ async function body(bucket: string, key: string): Promise<Buffer> {
 const keyOf = (i: number) => `p/part-${String(i).padStart(4, '0')}.csv`;
 
 describe('s3-prefix sharded version manifests (moto)', () => {
-  it('captures 2,500 objects as 3 gzip JSON-lines shards + an index, and restores shard by shard above the threshold', async () => {
-    const adapter = createS3PrefixAdapter({ shardSize: 1000, distributedThreshold: 2000 });
+  it('captures 250 objects as 3 gzip JSON-lines shards + an index, and restores shard by shard above the threshold', async () => {
+    const adapter = createS3PrefixAdapter({ shardSize: 100, distributedThreshold: 200 });
     const bucket = await newBucket('data', true);
     const state = await newBucket('state', false);
-    await putMany(bucket, Array.from({ length: 2500 }, (_, i) => keyOf(i)));
+    await putMany(bucket, Array.from({ length: 250 }, (_, i) => keyOf(i)));
     await put(bucket, 'p-archive/keep.csv', 'neighbour');
     const unit = unitFor(bucket, 'p/');
     const ctx = contextFor(state);
     const point = await adapter.capture(unit, ctx);
-    expect(point.count).toBe(2500);
+    expect(point.count).toBe(250);
     const captured = await liveEtags(s3, bucket, 'p/');
 
     // The index, read back from the state bucket; each shard is gzip JSON lines matching its index entry.
     const index = shardIndexSchema.parse(JSON.parse((await body(state, manifestKeyFor('orders', ctx.deploymentId, 'raw'))).toString('utf8')));
     expect(index.format).toBe(SHARDED_MANIFEST_FORMAT);
     expect(index.shards.map((sh) => [sh.firstKey, sh.lastKey, sh.count])).toEqual([
-      [keyOf(0), keyOf(999), 1000],
-      [keyOf(1000), keyOf(1999), 1000],
-      [keyOf(2000), keyOf(2499), 500],
+      [keyOf(0), keyOf(99), 100],
+      [keyOf(100), keyOf(199), 100],
+      [keyOf(200), keyOf(249), 50],
     ]);
     const all: ManifestEntry[] = [];
     for (const sh of index.shards) {
@@ -63,9 +63,9 @@ describe('s3-prefix sharded version manifests (moto)', () => {
 
     // Damage in every shard, and additions before, between and after the shards' key ranges.
     await put(bucket, keyOf(5), 'bad', { ContentType: 'application/json' });
-    await del(bucket, keyOf(1500));
-    await put(bucket, keyOf(2400), 'bad too');
-    for (const k of ['p/0-early.csv', 'p/part-0999x.csv', 'p/zz-late.csv']) await put(bucket, k, 'added');
+    await del(bucket, keyOf(150));
+    await put(bucket, keyOf(240), 'bad too');
+    for (const k of ['p/0-early.csv', 'p/part-0099x.csv', 'p/zz-late.csv']) await put(bucket, k, 'added');
     const before = await versionFingerprint(bucket, '');
 
     // A second capture of the same deployment answers the same point (the index is written once).
@@ -77,10 +77,10 @@ describe('s3-prefix sharded version manifests (moto)', () => {
     expect(await versionFingerprint(bucket, '')).toEqual(before);
 
     const first = await adapter.restoreShards(unit, point, [0], ctx);
-    // Shard i answers for the keys after shard i-1's lastKey up to its own: p/part-0999x.csv is shard 1's.
-    expect(first.changes).toMatchObject({ objectsCopied: 1, objectsDeleted: 1, deleteMarkersRemoved: 0, objectsUnchanged: 999 });
+    // Shard i answers for the keys after shard i-1's lastKey up to its own: p/part-0099x.csv is shard 1's.
+    expect(first.changes).toMatchObject({ objectsCopied: 1, objectsDeleted: 1, deleteMarkersRemoved: 0, objectsUnchanged: 99 });
     const rest = await adapter.restoreShards(unit, point, [2, 1], ctx);
-    expect(rest.changes).toMatchObject({ objectsCopied: 1, objectsDeleted: 2, deleteMarkersRemoved: 1, objectsUnchanged: 1498 });
+    expect(rest.changes).toMatchObject({ objectsCopied: 1, objectsDeleted: 2, deleteMarkersRemoved: 1, objectsUnchanged: 148 });
     expect(first.writes + rest.writes).toBe(6);
 
     expect(await liveEtags(s3, bucket, 'p/')).toEqual(captured);
