@@ -32,7 +32,9 @@ import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type Trigge
  * It records the capture snapshot, the relfilenode, the triggers' oids and the function's source hash in the undo
  * table's COMMENT and commits: writers wait only for the DDL, milliseconds at any table size. Then a second,
  * read-only transaction (see `seal`) reads the count and checksum of the rows in scope as they were at the install
- * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals. While
+ * (the same function as copy mode: the gate compares the same numbers) without holding writers off, and seals; the
+ * snapshot machine lets the deploy start between the two (`install`, deployment IN_PLACE), since the seal is exact
+ * from any later snapshot. While
  * an earlier point of the same unit still guards the table with its triggers provably intact (the last deploy's, kept
  * for its retention), the seal is carried from that point's log and the new one's instead (see `sealFromEarlier`):
  * then the whole capture costs the rows changed since the earlier point, not the table.
@@ -300,9 +302,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
    */
   async function install(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<InPlace> {
     return installed(unit, ctx, options, async (_client, meta, undo) => {
-      const since = meta.capturedAt;
       ctx.log.info('postgres-table copy-on-write triggers in place', { unit: unit.id, table: meta.sourceTable, undoTable: undo.display, sealed: meta.sealed });
-      return { status: `${meta.sealed ? 'sealed' : 'in place, seal to follow'}: triggers on ${meta.sourceTable} log every change since ${since} into ${undo.display}` };
+      return { status: `${meta.sealed ? 'sealed' : 'in place, seal to follow'}: triggers on ${meta.sourceTable} log every change since ${meta.capturedAt} into ${undo.display}` };
     });
   }
 
