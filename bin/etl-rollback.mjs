@@ -20,3 +20,6 @@ const { register } = await import('tsx/esm/api');
 register();
 const { main } = await import('../cli/main.ts');
 process.exitCode = await main(process.argv.slice(2));
+// Everything the command does is done when main returns. Work still under way then was orphaned by a stopped run (a
+// capture whose result nobody reads after Ctrl-C): it must not hold the terminal; the server rolls its transaction back.
+setTimeout(() => process.exit(), 1000).unref();

@@ -60,8 +60,29 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
   return {
     async snapshot(manifest, args): Promise<ExecutionResult> {
       const input = { pipeline: manifest.pipeline, deploymentId: args.deploymentId, manifest, requestedBy: args.requestedBy, reason: args.reason };
-      const out = await runLocal('snapshot', input, { name: args.name, onEvent, deps });
-      return out.status === 'SUCCEEDED' ? { ...out, name: args.name } : { ...out, name: args.name };
+      // Ctrl-C stops a snapshot at once (there is no safe point to wait for: a capture is redone whole by the next run).
+      const stopNow = new AbortController();
+      const release = trapSignals(io, { stopNow: () => stopNow.abort() });
+      try {
+        const out = await runLocal('snapshot', input, { name: args.name, onEvent, deps, signal: stopNow.signal });
+        if (stopNow.signal.aborted) {
+          // As StopExecution in AWS: the definition's failure path did not run; its cleanup does that part.
+          io.err('› stopped: marking the deployment FAILED unless it was sealed, releasing the lock');
+          const [{ cleanUpStoppedSnapshot }, { deps: handlerDeps }] = await Promise.all([import('../core/workflow/snapshot.ts'), import('../lambdas/task.ts')]);
+          const ids = { pipeline: manifest.pipeline, deploymentId: args.deploymentId };
+          const cleanup = await cleanUpStoppedSnapshot({ ...handlerDeps, ...deps }, { ...ids, executionName: args.name, status: 'ABORTED', by: 'Ctrl-C' });
+          const deployment = await ledger.getDeployment(ids.pipeline, ids.deploymentId);
+          return {
+            status: 'FAILED',
+            name: args.name,
+            error: deployment?.error?.name ?? 'SnapshotStopped',
+            cause: deployment?.error?.message ?? `stopped by Ctrl-C (deployment ${cleanup.outcome === 'unknown' ? 'not registered yet' : (deployment?.status ?? 'unknown')})`,
+          };
+        }
+        return { ...out, name: args.name };
+      } finally {
+        release();
+      }
     },
     async rollback(manifest, args): Promise<ExecutionResult> {
       const stopNow = new AbortController();
@@ -102,16 +123,20 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
  * cancel request in the ledger: the run then ends through its own failure path, CANCELLED, exit 1); the second stops
  * the execution at once, and the engine runs the cleanup StopExecution gets in AWS (triggers resumed, run recorded
  * CANCELLED "stopped mid-stage", lock released). Later signals are ignored while that cleanup runs: a third Ctrl-C must
- * not leave the pipeline paused and locked. Returns the function that removes the handlers.
+ * not leave the pipeline paused and locked. Without `cancel` (a snapshot), the first one stops the execution at once.
+ * Returns the function that removes the handlers.
  */
-function trapSignals(io: Io, on: { cancel(signal: string): Promise<void>; stopNow(): void }): () => void {
+function trapSignals(io: Io, on: { cancel?(signal: string): Promise<void>; stopNow(): void }): () => void {
   let count = 0;
   const handle = (signal: NodeJS.Signals) => {
     count += 1;
-    if (count === 1) {
+    if (count === 1 && !on.cancel) {
+      io.err('stopping now (the cleanup still runs)');
+      on.stopNow();
+    } else if (count === 1 && on.cancel) {
       io.err('cancelling at the next safe point (Ctrl-C again to stop now)');
       on.cancel(signal).catch((error: unknown) => io.err(`could not record the cancel request: ${(error as Error).message}; Ctrl-C again to stop now`));
-    } else if (count === 2) {
+    } else if (count === 2 && on.cancel) {
       io.err('stopping now (the cleanup still runs)');
       on.stopNow();
     }

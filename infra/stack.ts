@@ -223,6 +223,7 @@ export class EtlRollbackStack extends Stack {
     });
 
     this.stoppedRuns.addRule(this.rollback.stateMachine);
+    this.stoppedRuns.addSnapshotRule(this.snapshot.stateMachine);
 
     this.replayAccess = new ReplayAccess(this, 'ReplayAccess', { rollback: this.rollback.stateMachine, replayStateMachines: props.replayStateMachines ?? [] });
 

@@ -62,6 +62,11 @@ export interface Deployment {
    * (`at-<time>`) or from what a run replaced (`undo-<runId>`, core/workflow/undo.ts). Absent on deploys.
    */
   origin?: { kind: 'time'; at: string } | { kind: 'undo'; runId: string };
+  /**
+   * The name of the snapshot execution that last began capturing it (set by "Register deployment"): a stopped execution
+   * is cleaned up only while it is still the one capturing (core/workflow/snapshot.ts, cleanUpStoppedSnapshot).
+   */
+  snapshotExecution?: string;
 }
 
 export interface ErrorSummary {
@@ -358,6 +363,19 @@ export class Ledger {
         ConditionExpression: 'attribute_exists(pk)',
         ExpressionAttributeNames: { '#s': 'status', '#e': 'error' },
         ExpressionAttributeValues: { ':s': status, ':u': this.now().toISOString(), ...(error ? { ':e': error } : {}) },
+      }),
+    );
+  }
+
+  /** Records which snapshot execution is capturing the deployment now (see Deployment.snapshotExecution). */
+  async setSnapshotExecution(pipeline: string, deploymentId: string, executionName: string): Promise<void> {
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: key.deployment(pipeline, deploymentId),
+        UpdateExpression: 'SET snapshotExecution = :x',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: { ':x': executionName },
       }),
     );
   }

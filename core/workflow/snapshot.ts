@@ -39,7 +39,7 @@ export const snapshotLockHolder = (deploymentId: string): string => `snapshot-${
  * Validates the request and its manifest, stores the manifest as deployed and registers the deployment.
  * Idempotent: a retry with the same manifest returns the same units; a different manifest is refused.
  */
-export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise<SnapshotStarted> {
+export async function beginSnapshot(deps: WorkflowDeps, input: unknown, execution: { executionName?: string } = {}): Promise<SnapshotStarted> {
   const request = parseInput(snapshotRequestSchema, input, 'snapshot request');
   const store = stateStore(deps);
   let manifest: Manifest;
@@ -67,6 +67,7 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
     units,
     requestedBy: request.requestedBy,
     reason: request.reason,
+    ...(execution.executionName !== undefined ? { snapshotExecution: execution.executionName } : {}),
   });
   if (!created && deployment.status === 'FAILED') {
     // A snapshot that failed part-way is finished by running it again under the same id (same manifest, checked
@@ -80,6 +81,10 @@ export async function beginSnapshot(deps: WorkflowDeps, input: unknown): Promise
     deps.log.info('snapshot of a deployment in place taken again', { pipeline: request.pipeline, deploymentId: request.deploymentId });
   } else if (!created && deployment.status !== 'SNAPSHOTTING' && deployment.status !== 'READY') {
     throw new InputError(`deployment "${request.deploymentId}" of pipeline "${request.pipeline}" is ${deployment.status}: its restore points cannot be retaken; use a new deployment id`);
+  }
+  // This execution captures it from now on: a stopped earlier one must no longer mark it (cleanUpStoppedSnapshot).
+  if (execution.executionName !== undefined && deployment.snapshotExecution !== execution.executionName) {
+    await deps.ledger.setSnapshotExecution(request.pipeline, request.deploymentId, execution.executionName);
   }
   // Before any unit is captured (listed): a change made meanwhile lands in the log as well as in the manifest.
   await openChangeCapture(deps, manifest, request.deploymentId);
@@ -186,7 +191,7 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
 }
 
 /** A snapshot failed: the deployment is marked FAILED, so nobody rolls back to a partial restore point. */
-export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipeline: string; deploymentId: string; error?: CaughtError }): Promise<void> {
+export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipeline: string; deploymentId: string; error?: CaughtError }): Promise<{ lockReleased: boolean }> {
   const error = summarizeCaught(input.error);
   const deployment = await deps.ledger.getDeployment(input.pipeline, input.deploymentId);
   // Failed after "in place": the deploy may be writing. The units in place go on recording (their triggers stay until
@@ -196,6 +201,67 @@ export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipelin
   }
   // Refused because the pipeline was locked by another run: nothing of this snapshot was written, nothing to mark.
   if (deployment && error.name !== 'LockHeldError') await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
-  await deps.ledger.releaseLock(input.pipeline, snapshotLockHolder(input.deploymentId));
+  const lockReleased = await deps.ledger.releaseLock(input.pipeline, snapshotLockHolder(input.deploymentId));
   deps.log.warn('snapshot failed', { pipeline: input.pipeline, deploymentId: input.deploymentId, error });
+  return { lockReleased };
+}
+
+/** A snapshot execution that ended without its own failure path: StopExecution, its timeout, a local run's Ctrl-C. */
+export interface StoppedSnapshot {
+  pipeline: string;
+  deploymentId: string;
+  /** The execution's name; undefined when not known (then the deployment's latest execution is assumed). */
+  executionName?: string;
+  status: 'ABORTED' | 'TIMED_OUT';
+  /** Who or what stopped it, in a few words. */
+  by: string;
+}
+
+export interface StoppedSnapshotCleanup {
+  pipeline: string;
+  deploymentId: string;
+  /**
+   * `failed`: the deployment was still being captured; it is marked FAILED here. `ended`: it had ended (READY, FAILED,
+   * ...), only the lock was seen to. `superseded`: another execution has begun capturing it since: left alone.
+   * `unknown`: no such deployment (stopped before it was registered): only the lock was seen to.
+   */
+  outcome: 'failed' | 'ended' | 'superseded' | 'unknown';
+  status?: string;
+  lockReleased: boolean;
+}
+
+/**
+ * The cleanup of a snapshot execution stopped at once (StopExecution, the console's Stop, its timeout, a local run's
+ * Ctrl-C): none of its states ran after that, so its failure path did not either. Left as it was, the deployment would
+ * stay SNAPSHOTTING or IN_PLACE: a rollback would wait for a seal that never comes, and the pipeline's lock would stay
+ * with the snapshot until its TTL. This does what the failure path does (recordSnapshotFailure): the deployment is
+ * FAILED, with the reason and the way on (the same snapshot again under the same id finishes it: restore points
+ * already captured are kept, units in place keep recording until then), and the snapshot's lock is released, so a
+ * rollback waiting for the seal fails at once with that reason instead of waiting out its retries.
+ *
+ * Idempotent and safe on any execution: a deployment that ended (sealed READY, or FAILED by its own failure path) keeps
+ * its status; one that a later execution captures now (Deployment.snapshotExecution) is left alone, lock included.
+ */
+export async function cleanUpStoppedSnapshot(deps: WorkflowDeps, stopped: StoppedSnapshot): Promise<StoppedSnapshotCleanup> {
+  const ids = { pipeline: stopped.pipeline, deploymentId: stopped.deploymentId };
+  const deployment = await deps.ledger.getDeployment(stopped.pipeline, stopped.deploymentId);
+  if (deployment && stopped.executionName !== undefined && deployment.snapshotExecution !== undefined && deployment.snapshotExecution !== stopped.executionName) {
+    deps.log.info('stopped snapshot execution is no longer the one capturing the deployment: left alone', { ...ids, execution: stopped.executionName, current: deployment.snapshotExecution });
+    return { ...ids, outcome: 'superseded', status: deployment.status, lockReleased: false };
+  }
+  if (deployment && (deployment.status === 'SNAPSHOTTING' || deployment.status === 'IN_PLACE')) {
+    const execution = stopped.executionName !== undefined ? `the snapshot execution ${stopped.executionName}` : 'the snapshot execution';
+    const what = stopped.status === 'ABORTED' ? `was stopped by ${stopped.by}` : 'timed out';
+    // recordSnapshotFailure adds, for IN_PLACE, that the units in place keep recording and how to seal them.
+    const cause =
+      deployment.status === 'SNAPSHOTTING'
+        ? `${execution} ${what} before every unit was captured: the deploy must not start; run the same snapshot again under deployment id "${stopped.deploymentId}" to finish it`
+        : `${execution} ${what} after its restore points were in place`;
+    const { lockReleased } = await recordSnapshotFailure(deps, { ...ids, error: { Error: stopped.status === 'ABORTED' ? 'SnapshotStopped' : 'ExecutionTimedOut', Cause: cause } });
+    deps.log.warn('stopped snapshot execution cleaned up', { ...ids, execution: stopped.executionName, was: deployment.status, lockReleased });
+    return { ...ids, outcome: 'failed', status: 'FAILED', lockReleased };
+  }
+  // Ended already, or never registered: only the snapshot's own lock, if it still holds it.
+  const lockReleased = await deps.ledger.releaseLock(stopped.pipeline, snapshotLockHolder(stopped.deploymentId));
+  return { ...ids, outcome: deployment ? 'ended' : 'unknown', ...(deployment ? { status: deployment.status } : {}), lockReleased };
 }

@@ -28,21 +28,25 @@ export interface StoppedRunsProps {
 }
 
 /**
- * StopExecution (the console's Stop) ends a rollback execution at once: none of its states run after that, so the
- * failure path that resumes the pipeline's triggers, records the run and releases the lock never runs either. This
- * function does that work for the stopped run (core/workflow/cancel.ts), started by an EventBridge rule on the rollback
- * machine's own executions ending ABORTED or TIMED_OUT (addRule, once the machine exists: the notifications, which are
- * made before it, must already know this function).
+ * StopExecution (the console's Stop) ends an execution at once: none of its states run after that, so its failure path
+ * never runs either. For a rollback, that path resumes the pipeline's triggers, records the run and releases the lock;
+ * for a snapshot, it marks the deployment FAILED (a rollback waiting for its seal would wait out its retries) and
+ * releases the lock. This function does that work for the stopped execution (core/workflow/cancel.ts,
+ * core/workflow/snapshot.ts), started by EventBridge rules on each machine's own executions ending ABORTED or TIMED_OUT
+ * (addRule and addSnapshotRule, once the machines exist: the notifications, which are made before them, must already
+ * know this function).
  *
- * Its role: the ledger (the run, its steps, the lock, the paused triggers), the state bucket's objects (the deployed
- * manifest, the report); the Notifications construct adds publishing and trigger control, the audit store its reports
- * prefix, exactly as for the failure path's own handlers. Events it cannot take land in an encrypted DLQ.
+ * Its role: the ledger (the run, its steps, the lock, the paused triggers, the deployment), the state bucket's objects
+ * (the deployed manifest, the report); the Notifications construct adds publishing and trigger control, the audit
+ * store its reports prefix, exactly as for the failure path's own handlers. Events it cannot take land in an encrypted
+ * DLQ.
  */
 export class StoppedRuns extends Construct {
   readonly fn: NodejsFunction;
   readonly role: Role;
   readonly deadLetterQueue: Queue;
   rule?: Rule;
+  snapshotRule?: Rule;
 
   constructor(scope: Construct, id: string, props: StoppedRunsProps) {
     super(scope, id);
@@ -120,5 +124,23 @@ export class StoppedRuns extends Construct {
     });
     this.rule.addTarget(new LambdaFunction(this.fn, { deadLetterQueue: this.deadLetterQueue, retryAttempts: 8, maxEventAge: Duration.hours(2) }));
     return this.rule;
+  }
+
+  /**
+   * The rule for `snapshot` (that machine only) ending ABORTED or TIMED_OUT: the same function marks the deployment
+   * FAILED if it was still being captured and releases the snapshot's lock (it tells the machines apart by this ARN).
+   */
+  addSnapshotRule(snapshot: IStateMachine): Rule {
+    this.fn.addEnvironment('ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN', snapshot.stateMachineArn);
+    this.snapshotRule = new Rule(this, 'SnapshotRule', {
+      description: 'etl-rollback: a snapshot execution was stopped (ABORTED) or timed out: mark its deployment FAILED, release its lock',
+      eventPattern: {
+        source: ['aws.states'],
+        detailType: ['Step Functions Execution Status Change'],
+        detail: { status: [...STOPPED_STATUSES], stateMachineArn: [snapshot.stateMachineArn] },
+      },
+    });
+    this.snapshotRule.addTarget(new LambdaFunction(this.fn, { deadLetterQueue: this.deadLetterQueue, retryAttempts: 8, maxEventAge: Duration.hours(2) }));
+    return this.snapshotRule;
   }
 }

@@ -1,4 +1,9 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { ensureLedgerTable, Ledger } from '../../core/ledger/ledger.ts';
@@ -10,11 +15,17 @@ import { gate, type Handler } from '../support/gate.ts';
 /**
  * The snapshot's two halves on the real state machines: the deployment is IN_PLACE (the deploy may start) once every
  * unit is captured or recording, before a copy-on-write table's seal is read; a rollback asked for meanwhile waits for
- * the seal, then restores every unit to the state before the snapshot, writes made during the seal included.
+ * the seal, then restores every unit to the state before the snapshot, writes made during the seal included. A snapshot
+ * stopped at once (StopExecution, Ctrl-C) is cleaned up: its deployment FAILED, saying how to finish it, its lock freed.
  */
 
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-in-place');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-in-place');
+// The cleanup function tells the snapshot machine's events by its ARN (the stack sets it); read when it is imported.
+const SNAPSHOT_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:etl-rollback-snapshot';
+process.env.ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN = SNAPSHOT_ARN;
+
+const CLI = fileURLToPath(new URL('../../bin/etl-rollback.mjs', import.meta.url));
 
 type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
 
@@ -105,5 +116,112 @@ describe('restore points in place before their seal', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('--until in-place needs the deployed snapshot state machine');
     expect(await ledger.getDeployment(s.pipeline, 'd-3')).toBeUndefined();
+  });
+});
+
+describe('a stopped snapshot', () => {
+  it('a snapshot stopped during its seal (StopExecution): the cleanup marks the deployment FAILED and frees the lock, the waiting rollback fails at once naming why; the same snapshot again seals it, and the rollback restores the state before the first', async () => {
+    const { handler: realCapture } = (await import('../../lambdas/capture-unit.ts')) as unknown as { handler: Handler };
+    const g = gate();
+    const inflight: Promise<unknown>[] = [];
+    // The seal waits at the gate; as in AWS, a task under way when the execution stops runs on, and its result is dropped.
+    const gatedSeal: Handler = (event, context) => {
+      const run = (event as { until?: string }).until === 'sealed' ? g.wait().then(() => realCapture(event, context)) : realCapture(event, context);
+      inflight.push(run);
+      return run;
+    };
+    const before = { staging: await s.rows('staging.orders'), events: await events(), objects: await s.objects() };
+    const first = uniqueName('snap-stopped');
+    const stop = new AbortController();
+    const input = { pipeline: s.pipeline, deploymentId: 'd-4', manifest, requestedBy: 'test' };
+    const snapshot = runLocal('snapshot', input, { name: first, handlers: { CaptureUnit: gatedSeal }, signal: stop.signal });
+    await g.reached;
+    expect(await ledger.requireDeployment(s.pipeline, 'd-4')).toMatchObject({ status: 'IN_PLACE', snapshotExecution: first });
+
+    await badDeploy(s);
+    await s.sql.query("UPDATE staging.events SET kind = 'bad' WHERE id <= 10; DELETE FROM staging.events WHERE id > 45");
+    const name = uniqueName('rollback');
+    const rollback = runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-4' }, { name });
+
+    stop.abort();
+    expect(await snapshot).toMatchObject({ status: 'FAILED', error: 'ExecutionAborted' });
+    // Nothing of the failure path ran: still IN_PLACE, the lock still the snapshot's.
+    expect((await ledger.requireDeployment(s.pipeline, 'd-4')).status).toBe('IN_PLACE');
+    expect((await ledger.getLock(s.pipeline))?.holder).toBe('snapshot-d-4');
+
+    // The rule's event for the stopped execution, as EventBridge delivers it (test/fixtures/events).
+    const fixture = JSON.parse(readFileSync(new URL('../fixtures/events/step-functions-execution-aborted.json', import.meta.url), 'utf8')) as { detail: Record<string, unknown> };
+    const eventOf = (execution: string) => ({
+      ...fixture,
+      detail: { ...fixture.detail, name: execution, stateMachineArn: SNAPSHOT_ARN, executionArn: `${SNAPSHOT_ARN.replace(':stateMachine:', ':execution:')}:${execution}`, input: JSON.stringify(input) },
+    });
+    const { handler: cleanup } = await import('../../lambdas/cancel-stopped-run.ts');
+    const context = { functionName: 'cancel-stopped-run', awsRequestId: 'r-1', getRemainingTimeInMillis: () => 30_000 } as unknown as Context;
+    expect(await cleanup(eventOf(first), context)).toMatchObject({ outcome: 'failed', status: 'FAILED', lockReleased: true });
+    const failed = await ledger.requireDeployment(s.pipeline, 'd-4');
+    expect(failed.status).toBe('FAILED');
+    expect(failed.error).toMatchObject({ name: 'SnapshotStopped' });
+    expect(failed.error?.message).toContain(`the snapshot execution ${first} was stopped by StopExecution after its restore points were in place`);
+    expect(failed.error?.message).toContain('their triggers keep recording; run the same snapshot again under deployment id "d-4" to seal them');
+    expect(await ledger.getLock(s.pipeline)).toBeUndefined();
+    // The rollback that waited for the seal fails now, naming the deployment's status; it recorded no run, wrote nothing.
+    const refused = await rollback;
+    expect(refused).toMatchObject({ status: 'FAILED', error: 'RestorePointMissingError' });
+    expect(JSON.stringify(refused)).toContain('is FAILED');
+    expect(await ledger.getRun(name)).toBeUndefined();
+    // Delivered twice: the deployment keeps its record.
+    expect(await cleanup(eventOf(first), context)).toMatchObject({ outcome: 'ended', status: 'FAILED', lockReleased: false });
+
+    // The stopped execution's seal, still under way, finishes (its restore point is exact whenever it is read).
+    g.open();
+    await Promise.allSettled(inflight);
+
+    // The same snapshot again, under the same id: the restore points are kept, the deployment is READY.
+    const again = uniqueName('snap-again');
+    expect((await runLocal('snapshot', input, { name: again })).status).toBe('SUCCEEDED');
+    expect(await ledger.requireDeployment(s.pipeline, 'd-4')).toMatchObject({ status: 'READY', snapshotExecution: again });
+    // A late event of the first execution leaves the deployment and the lock alone.
+    expect(await cleanup(eventOf(first), context)).toMatchObject({ outcome: 'superseded', status: 'READY', lockReleased: false });
+
+    const restored = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-4' }, { name: uniqueName('rollback') });
+    expect(restored.status, JSON.stringify(restored)).toBe('SUCCEEDED');
+    expect({ staging: await s.rows('staging.orders'), events: await events(), objects: await s.objects() }).toEqual(before);
+  });
+
+  it('Ctrl-C stops a local snapshot at once: exit 1, the deployment FAILED with the reason and the way on, the lock released', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'etl-rollback-stop-'));
+    const marker = join(dir, 'capturing');
+    // A unit whose capture takes minutes (a custom handler in the CLI's process): Ctrl-C arrives while it runs.
+    writeFileSync(
+      join(dir, 'slow.mjs'),
+      `import { writeFileSync } from 'node:fs';
+export async function handler(req) {
+  if (req.action === 'capture') { writeFileSync(${JSON.stringify(marker)}, 'x'); await new Promise((r) => setTimeout(r, 300000)); }
+  return { restorePoint: {}, changed: {}, message: 'ok' };
+}`,
+    );
+    const pipeline = uniqueName('stopped');
+    writeFileSync(join(dir, 'manifest.yaml'), stringify({ pipeline, units: [{ id: 'feed', type: 'custom', handler: { module: './slow.mjs' }, timeoutSeconds: 600 }] }));
+    const child = spawn(process.execPath, [CLI, 'snapshot', join(dir, 'manifest.yaml'), '--deployment', 'd-5', '--local'], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    for (let waited = 0; !existsSync(marker); waited += 50) {
+      expect(waited, stderr).toBeLessThan(60_000);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await ledger.getLock(pipeline))?.holder).toBe('snapshot-d-5');
+    const signalled = Date.now();
+    child.kill('SIGINT');
+    expect(await exited, stderr).toBe(1);
+    // It does not wait for the capture under way (minutes): it stops, cleans up and exits.
+    expect(Date.now() - signalled).toBeLessThan(30_000);
+    expect(stderr).toContain('stopping now (the cleanup still runs)');
+    expect(stderr).toContain('› stopped: marking the deployment FAILED unless it was sealed, releasing the lock');
+    const deployment = await ledger.requireDeployment(pipeline, 'd-5');
+    expect(deployment.status).toBe('FAILED');
+    expect(deployment.error).toMatchObject({ name: 'SnapshotStopped' });
+    expect(deployment.error?.message).toContain('was stopped by Ctrl-C before every unit was captured: the deploy must not start; run the same snapshot again under deployment id "d-5" to finish it');
+    expect(await ledger.getLock(pipeline)).toBeUndefined();
   });
 });

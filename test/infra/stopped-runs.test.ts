@@ -13,8 +13,8 @@ interface Statement {
 }
 
 /**
- * StopExecution of a rollback (issue 10, part 5): an EventBridge rule on the rollback machine's own executions ending
- * ABORTED or TIMED_OUT starts the cleanup function; its role reaches the ledger table, the state bucket's objects, the
+ * StopExecution of a rollback (issue 10, part 5) or of a snapshot: an EventBridge rule on each machine's own executions
+ * ending ABORTED or TIMED_OUT starts the cleanup function; its role reaches the ledger table, the state bucket's objects, the
  * audit reports, the notifications and the pausable triggers, nothing else; cdk-nag has nothing unacknowledged.
  */
 describe('stopped rollback executions are cleaned up (template)', () => {
@@ -42,6 +42,20 @@ describe('stopped rollback executions are cleaned up (template)', () => {
     expect(Object.keys((fn.Environment as { Variables: Json }).Variables)).toEqual(
       expect.arrayContaining(['ETL_ROLLBACK_LEDGER_TABLE', 'ETL_ROLLBACK_STATE_BUCKET', 'ETL_ROLLBACK_AUDIT_BUCKET', 'ETL_ROLLBACK_TOPIC_ARN']),
     );
+  });
+
+  it('a second rule, scoped to the snapshot state machine ARN, targets the same function, which is told that ARN', () => {
+    const rule = resources[logicalId(stack.stoppedRuns.snapshotRule!)]!;
+    expect(rule.Properties.EventPattern).toEqual({
+      source: ['aws.states'],
+      'detail-type': ['Step Functions Execution Status Change'],
+      detail: { status: ['ABORTED', 'TIMED_OUT'], stateMachineArn: [{ Ref: logicalId(stack.snapshot.stateMachine) }] },
+    });
+    const targets = rule.Properties.Targets as { Arn: unknown; DeadLetterConfig?: { Arn: unknown } }[];
+    expect(targets.map((t) => t.Arn)).toEqual([{ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.fn), 'Arn'] }]);
+    expect(targets[0]!.DeadLetterConfig?.Arn).toEqual({ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.deadLetterQueue), 'Arn'] });
+    const variables = (resources[logicalId(stack.stoppedRuns.fn)]!.Properties.Environment as { Variables: Json }).Variables as Record<string, unknown>;
+    expect(variables.ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN).toEqual({ Ref: logicalId(stack.snapshot.stateMachine) });
   });
 
   it('least privilege: the ledger table, state objects, audit reports, notifications and the pausable rule; no "*" but X-Ray, no delete on S3', () => {

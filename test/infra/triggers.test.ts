@@ -52,9 +52,9 @@ describe('EventBridge triggers (template)', () => {
   });
 
   it('one rule per pipeline and trigger kind, with exactly the patterns the pattern tests prove', () => {
-    // The stack's own rule on stopped rollback executions (test/infra/stopped-runs.test.ts) is not a trigger.
-    const stopped = logicalId(stack.stoppedRuns.rule!);
-    const rules = Object.entries(resources).filter(([id, r]) => r.Type === 'AWS::Events::Rule' && id !== stopped).map(([, r]) => r);
+    // The stack's own rules on stopped rollback and snapshot executions (test/infra/stopped-runs.test.ts) are not triggers.
+    const stopped = [logicalId(stack.stoppedRuns.rule!), logicalId(stack.stoppedRuns.snapshotRule!)];
+    const rules = Object.entries(resources).filter(([id, r]) => r.Type === 'AWS::Events::Rule' && !stopped.includes(id)).map(([, r]) => r);
     const patterns = rules.map((r) => r.Properties.EventPattern);
     expect(patterns).toHaveLength(5);
     expect(patterns).toEqual(
@@ -139,8 +139,8 @@ describe('EventBridge triggers (template)', () => {
   it('no pipelines: no triggers, no trigger rule', () => {
     const plain = buildEtlRollbackApp(testApp());
     expect(plain.triggers).toBeUndefined();
-    // Only the stack's own rule on stopped rollback executions.
-    Template.fromStack(plain).resourceCountIs('AWS::Events::Rule', 1);
+    // Only the stack's own rules on stopped rollback and snapshot executions.
+    Template.fromStack(plain).resourceCountIs('AWS::Events::Rule', 2);
   });
 
   it('context pipelines: JSON text or array, validated with every problem named', () => {
