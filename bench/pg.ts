@@ -15,8 +15,9 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { postgresTableAdapter, type PostgresTableDetails } from '../core/adapters/postgres-table.ts';
+import { createPostgresTableAdapter, postgresTableAdapter, type PostgresTableDetails } from '../core/adapters/postgres-table.ts';
 import type { AdapterContext, Outcome, RestorePoint } from '../core/adapters/types.ts';
+import { DEFAULT_SEAL_SLICING } from '../core/adapters/postgres/copy-on-write.ts';
 import { postgresTableUnitSchema } from '../core/manifest/schema.ts';
 import { postgresConnector, type PostgresConnector } from '../core/runtime/connections.ts';
 import type { PostgresServer } from '../scripts/local-services.ts';
@@ -192,6 +193,9 @@ interface CowFigures {
   inPlaceSeconds: number[];
   sealRead: number[];
   sealCarried: number[];
+  /** The first seal's count and checksum, read whole; the same seal read in key ranges, a range a call. */
+  sealWhole?: { count: number; checksum: string };
+  sealSliced?: { seconds: number; calls: number; chunkRows: number; equal: boolean };
   /** The slowest write of a writer running through the capture: how long the capture held writers off. */
   writersHeld: number;
   probeWrites: number;
@@ -557,6 +561,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       const { point: cowPoint, seconds: sealSeconds } = await sealing;
       const { rows: how } = await sql.query<{ from: string | null }>(`SELECT obj_description($1::regclass, 'pg_class')::json->>'sealedFrom' AS from`, [cowPoint.details.shadowTable]);
       (how[0]?.from ? figures.sealCarried : figures.sealRead).push(sealSeconds);
+      if (!how[0]?.from) figures.sealWhole ??= { count: cowPoint.count, checksum: cowPoint.checksum };
       if (!retained) {
         if (previous) await postgresTableAdapter.release(cowUnit, previous.point, previous.ctx);
         progress(`PostgreSQL ${opts.changed}%: the same bad deploy, now through the triggers${of}`);
@@ -600,6 +605,28 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     }
     if (previous) await postgresTableAdapter.release(cowUnit, previous.point, previous.ctx);
     if (figures.restore) figures.restore.seconds = median(figures.restore.runs);
+    // The first seal read in key ranges, one range a call, as the snapshot's capture function reads a table over
+    // DEFAULT_SEAL_SLICING.above rows (pending between calls, each within its timeout); here in ten ranges, on the
+    // same table, no earlier point to carry from: its seconds and count and checksum against the whole read's.
+    if (!figures.error && figures.sealRead.length > 0) {
+      const chunkRows = Math.max(1000, Math.ceil(opts.rows / 10));
+      const sliced = createPostgresTableAdapter({ sealing: { above: 0, chunkRows, sliceSeconds: 0 } });
+      const slicedCtx: AdapterContext = { ...ctx, deploymentId: `d-${suffix}-cow-sliced` };
+      progress(`PostgreSQL: copy-on-write first seal in key ranges of ${fmtInt(chunkRows)} rows, one range a call`);
+      await sliced.install(cowUnit, slicedCtx);
+      const t = performance.now();
+      let calls = 0;
+      let point: RestorePoint<PostgresTableDetails> | undefined;
+      while (!point) {
+        calls += 1;
+        const r = await sliced.capture(cowUnit, slicedCtx);
+        if (!('pending' in r)) point = r;
+      }
+      const seconds = (performance.now() - t) / 1000;
+      const whole = figures.sealWhole;
+      figures.sealSliced = { seconds, calls, chunkRows, equal: whole !== undefined && point.count === whole.count && point.checksum === whole.checksum };
+      await sliced.release(cowUnit, point, slicedCtx);
+    }
     // A rollback as the state machine runs it (core/workflow/undo.ts): first the record of what it replaces, so that
     // it can be undone (the rows at the logged keys; before, a shadow copy of the table: the copy capture's cost), then
     // the restore; then the undo of that rollback, from the record, which must end at the deployed state exactly.
@@ -768,6 +795,14 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       `${cowFigures.sealCarried.length > 0 ? `${fmtRuns(cowFigures.sealCarried)} s when carried from the earlier point's log (${cowFigures.sealCarried.length} seals), ` : ''}` +
       `${cowFigures.sealRead.length > 0 ? `${fmtRuns(cowFigures.sealRead)} s when it reads the table (${cowFigures.sealRead.length}: the first capture of the table, no earlier point)` : ''}`,
   );
+  const ss = cowFigures.sealSliced;
+  if (ss) {
+    console.log(
+      `  copy-on-write first seal in key ranges (a table over ${fmtInt(DEFAULT_SEAL_SLICING.above)} rows is sealed so, ${fmtInt(DEFAULT_SEAL_SLICING.chunkRows)} rows a range, ` +
+        `about ${DEFAULT_SEAL_SLICING.sliceSeconds} s a call, within the capture function's timeout): ${fmtSec(ss.seconds)} s in ${ss.calls} calls of ${fmtInt(ss.chunkRows)} rows, ` +
+        `against ${fmtSec(cowFigures.sealRead[0] ?? 0)} s read whole; count and checksum ${ss.equal ? 'equal to' : 'DIFFERENT from'} the whole read's`,
+    );
+  }
   const wr = cowFigures.withRecord;
   if (wr.record.length > 0) {
     console.log(

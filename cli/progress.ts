@@ -7,6 +7,8 @@ export function progressLine(stateName: string, input: unknown): string | undefi
     capture?: { status?: string; waitSeconds?: number };
     restore?: { status?: string; waitSeconds?: number };
     rehearsal?: { status?: string; waitSeconds?: number };
+    seal?: { status?: string };
+    poll?: { count?: number };
   };
   switch (stateName) {
     case 'Register deployment':
@@ -24,7 +26,10 @@ export function progressLine(stateName: string, input: unknown): string | undefi
       return sealing.length > 0 ? `› restore points in place: the deploy may start; sealing ${sealing.join(', ')} while it runs` : undefined;
     }
     case 'Seal unit':
-      return `› sealing ${i.unitId}: count and checksum as it was when its triggers went in`;
+      // Once per unit: a large table's seal comes back to this state between its key ranges ("Wait for seal").
+      return (i.poll?.count ?? 0) === 0 ? `› sealing ${i.unitId}: count and checksum as it was when its triggers went in` : undefined;
+    case 'Wait for seal':
+      return `› ${i.seal?.status ?? `sealing ${i.unitId}`}`;
     case 'Seal restore points':
       return '› sealing restore points';
     case 'Plan rollback':

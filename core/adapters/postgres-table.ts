@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { PostgresTableUnit } from '../manifest/schema.ts';
-import type { AdapterContext, Changes, Check, Diff, InPlace, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import type { AdapterContext, CaptureResult, Changes, Check, Diff, InPlace, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import type { Endpoint } from '../runtime/connections.ts';
 import {
   checkSourceWindow,
@@ -27,7 +27,7 @@ import {
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
 import { COPY_ON_WRITE_ABOVE_BYTES, gib } from './capture-modes.ts';
-import { copyOnWrite, type CowDetails } from './postgres/copy-on-write.ts';
+import { copyOnWrite, type CowDetails, type SealSlicing } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
 import { fewOf, keyLookups, planRows, replacedRows, replacedRowsJoined, withJoinsOff, writeRows, type ReloadPolicy, type RowPlan, type RowSet } from './postgres/rows.ts';
@@ -180,10 +180,10 @@ export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresT
   mergeFromCopy(unit: PostgresTableUnit, point: RestorePoint<PostgresTableDetails>, ctx: AdapterContext, endpoint: Endpoint): Promise<Outcome>;
 };
 
-export function createPostgresTableAdapter(options: PostgresTableOptions = {}): PostgresTableAdapter {
+function postgresTable(options: PostgresTableOptions & { sealing?: SealSlicing }) {
   const triggerMode: TriggerMode = options.triggers ?? 'disable';
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
-  const cow = copyOnWrite({ triggerMode });
+  const cow = copyOnWrite({ triggerMode, ...(options.sealing ? { slicing: options.sealing } : {}) });
   const copyOnWriteAbove = options.copyOnWriteAbove ?? COPY_ON_WRITE_ABOVE_BYTES;
   const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
   const isPitr = (point: RestorePoint<PostgresTableDetails>): boolean => point.details.capture === 'point-in-time';
@@ -226,12 +226,18 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
     return chosen ? cow.install(unit, ctx, chosen) : undefined;
   }
 
-  async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
+  /** A restore point; pending only between the slices of a sliced copy-on-write seal (`sealing`). */
+  async function capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<CaptureResult<PostgresTableDetails>> {
     if (unit.capture === 'copy-on-write') return cow.capture(unit, ctx);
     if (unit.capture === undefined) {
       const chosen = await cow.chooseDefault(unit, ctx, copyOnWriteAbove);
       if (chosen) return cow.capture(unit, ctx, chosen);
     }
+    return copy(unit, ctx);
+  }
+
+  /** The copy mode's capture: a sealed shadow copy, in one transaction. */
+  async function copy(unit: PostgresTableUnit, ctx: AdapterContext): Promise<RestorePoint<PostgresTableDetails>> {
     const shadowName = shadowTableName(ctx.pipeline, ctx.deploymentId, unit.id);
     return withClient(ctx, unit.connection, async (client) => {
       await ensureRollbackSchema(client);
@@ -920,11 +926,27 @@ export function createPostgresTableAdapter(options: PostgresTableOptions = {}): 
    */
   async function undoRecord(unit: PostgresTableUnit, ctx: AdapterContext, restoring?: RestorePoint<PostgresTableDetails>): Promise<RestorePoint<PostgresTableDetails>> {
     const record = restoring && isCow(restoring) ? await cow.undoRecord(unit, restoring, ctx) : undefined;
-    return record ?? capture({ ...unit, capture: 'copy' }, ctx);
+    return record ?? copy(unit, ctx);
   }
 
   return { type: 'postgres-table', capture, install, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
 }
+
+/**
+ * Without `sealing`, a capture never pends (every seal is one read): the adapter as the CLI's commands, the benchmark
+ * and the tests call it. With it, a first copy-on-write seal of a large table is read in slices, and a capture answers
+ * pending between them: the adapter the snapshot's capture function runs (registry.ts), within its timeout.
+ */
+export function createPostgresTableAdapter(options?: PostgresTableOptions & { sealing?: undefined }): PostgresTableAdapter;
+export function createPostgresTableAdapter(options: PostgresTableOptions & { sealing: SealSlicing }): SlicedPostgresTableAdapter;
+export function createPostgresTableAdapter(options: PostgresTableOptions = {}): PostgresTableAdapter | SlicedPostgresTableAdapter {
+  return postgresTable(options) as PostgresTableAdapter | SlicedPostgresTableAdapter;
+}
+
+/** The adapter whose capture may answer pending (a sliced seal). */
+export type SlicedPostgresTableAdapter = Omit<PostgresTableAdapter, 'capture'> & {
+  capture(unit: PostgresTableUnit, ctx: AdapterContext): Promise<CaptureResult<PostgresTableDetails>>;
+};
 
 /** The adapter with the defaults: user triggers disabled during a restore, reload above 50% of at least 1,000 rows. */
 export const postgresTableAdapter: PostgresTableAdapter = createPostgresTableAdapter();

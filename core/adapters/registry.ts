@@ -2,7 +2,8 @@ import type { Unit } from '../manifest/schema.ts';
 import { customAdapter } from './custom.ts';
 import { glueTableAdapter } from './glue-table.ts';
 import { mysqlTableAdapter } from './mysql-table.ts';
-import { postgresTableAdapter } from './postgres-table.ts';
+import { createPostgresTableAdapter } from './postgres-table.ts';
+import { DEFAULT_SEAL_SLICING } from './postgres/copy-on-write.ts';
 import { rdsClusterAdapter } from './rds-cluster.ts';
 import { rdsInstanceAdapter } from './rds-instance.ts';
 import { s3PrefixAdapter } from './s3-prefix.ts';
@@ -11,7 +12,8 @@ import type { UnitAdapter } from './types.ts';
 /** One adapter per unit type. A new unit type adds one line here (and its schema and adapter file). */
 export const adapters: { [T in Unit['type']]: UnitAdapter<Extract<Unit, { type: T }>, never> } = {
   's3-prefix': s3PrefixAdapter as unknown as UnitAdapter<Extract<Unit, { type: 's3-prefix' }>, never>,
-  'postgres-table': postgresTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
+  // A first copy-on-write seal of a large table is read in slices (pending between them), within a call's timeout.
+  'postgres-table': createPostgresTableAdapter({ sealing: DEFAULT_SEAL_SLICING }) as unknown as UnitAdapter<Extract<Unit, { type: 'postgres-table' }>, never>,
   'rds-instance': rdsInstanceAdapter as UnitAdapter<Extract<Unit, { type: 'rds-instance' }>, never>,
   'rds-cluster': rdsClusterAdapter as UnitAdapter<Extract<Unit, { type: 'rds-cluster' }>, never>,
   'mysql-table': mysqlTableAdapter as unknown as UnitAdapter<Extract<Unit, { type: 'mysql-table' }>, never>,

@@ -103,6 +103,35 @@ describe('restore points in place before their seal', () => {
     expect((await ledger.requireDeployment(s.pipeline, 'd-1')).status).toBe('ROLLED_BACK');
   });
 
+  it('a seal that answers not done yet (a large table read in key ranges) is called again, its polls counted, until it seals', async () => {
+    const { handler: realCapture } = (await import('../../lambdas/capture-unit.ts')) as unknown as { handler: Handler };
+    const polls: number[] = [];
+    // The first two seal calls answer as a sliced seal does between its ranges; the third is the real one.
+    const slicedSeal: Handler = async (event, context) => {
+      const e = event as { unitId: string; until?: string; polls?: number };
+      if (e.until !== 'sealed') return realCapture(event, context);
+      polls.push(e.polls ?? -1);
+      if (polls.length <= 2) {
+        return { done: false, unitId: e.unitId, type: 'postgres-table', waitSeconds: 1, maxPolls: 120, status: `sealing public.events in key ranges: ${polls.length} read` };
+      }
+      return realCapture(event, context);
+    };
+    const entered: string[] = [];
+    const out = await runLocal('snapshot', { pipeline: s.pipeline, deploymentId: 'd-6', manifest, requestedBy: 'test' }, {
+      name: uniqueName('snap-sliced'),
+      handlers: { CaptureUnit: slicedSeal },
+      waitTimeOverrides: { 'Wait for seal': 0 },
+      onEvent: (e) => {
+        if (e.type === 'StateEntered') entered.push(e.state.name);
+      },
+    });
+    expect(out.status, JSON.stringify(out)).toBe('SUCCEEDED');
+    expect(polls).toEqual([0, 1, 2]);
+    expect(entered.filter((n) => n === 'Wait for seal')).toHaveLength(2);
+    expect((await ledger.requireDeployment(s.pipeline, 'd-6')).status).toBe('READY');
+    expect((await ledger.listRestorePoints(s.pipeline, 'd-6')).find((p) => p.unitId === 'events')).toMatchObject({ count: 50, details: { capture: 'copy-on-write' } });
+  });
+
   it('the CLI prints when the restore points are in place; --until in-place is refused with --local (exit 2), which seals in its own process', async () => {
     const r = await s.cli('snapshot', s.manifestPath, '--deployment', 'd-2', '--local');
     expect(r.code, r.stderr).toBe(0);

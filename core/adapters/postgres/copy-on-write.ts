@@ -3,7 +3,7 @@ import { PreflightError, RestorePointMissingError, VerificationFailedError } fro
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
 import { gib } from '../capture-modes.ts';
-import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
+import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
 import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableName } from './names.ts';
@@ -143,6 +143,13 @@ export type CowMeta = {
   record?: { runId: string; from: string };
   /** The undo table of the earlier point whose count and checksum this seal was carried from (sealFromEarlier). */
   sealedFrom?: string;
+  /**
+   * A seal read in key ranges over several calls (sealInSlices), while it is under way: the last key read (each
+   * column as text), and the count and checksum of the table as installed up to it. Gone once sealed.
+   */
+  sealProgress?: { after: string[]; count: number; checksum: string; chunks: number };
+  /** How many key ranges the seal was read in, when it was read in slices. */
+  sealedInChunks?: number;
   /** Why this point is copy-on-write: the unit asks for it, or the default for a table of its size. */
   why?: string;
 };
@@ -279,17 +286,39 @@ async function createUndoTable(client: pg.Client, undoSql: string, source: Relat
 
 export interface CowAdapterParts {
   triggerMode: TriggerMode;
+  /**
+   * Seal large tables in slices (sealInSlices), so that no call reads longer than a function may run: a capture then
+   * answers "pending" between slices and is called again (the snapshot machine's poll loop). Absent: every seal is
+   * one read, and a capture never pends.
+   */
+  slicing?: SealSlicing;
 }
+
+export interface SealSlicing {
+  /** A first seal reads the table in slices when it holds at least this many rows (pg_class.reltuples). */
+  above: number;
+  /** Rows of the table per key range (one statement, one snapshot). */
+  chunkRows: number;
+  /** A call reads key ranges until this many seconds have passed, then answers pending. */
+  sliceSeconds: number;
+}
+
+/**
+ * The capture function may run 5 minutes: a call reads for about 2, in ranges of a million rows (5-10 s each at the
+ * 5 µs a row measured). A table under 20 million rows is read whole, in parallel, as before (about 100 s at most).
+ */
+export const DEFAULT_SEAL_SLICING: SealSlicing = { above: 20_000_000, chunkRows: 1_000_000, sliceSeconds: 120 };
 
 export function copyOnWrite(parts: CowAdapterParts) {
   // -------------------------------------------------------------------------------------------------------------
   // Capture
 
-  /** The whole capture: install, then seal (see `seal`). */
-  async function capture(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<RestorePoint<CowDetails>> {
-    return installed(unit, ctx, options, async (client, meta, undo) => {
+  /** The whole capture: install, then seal (see `seal`); pending between the slices of a sliced seal. */
+  async function capture(unit: PostgresTableUnit, ctx: AdapterContext, options: { why?: string } = {}): Promise<CaptureResult<CowDetails>> {
+    return installed<CaptureResult<CowDetails>>(unit, ctx, options, async (client, meta, undo) => {
       // 2. Seal: the count and checksum of the table as installed, read without holding writers off.
       const sealed = meta.sealed ? meta : await seal(client, unit, meta, undo, ctx);
+      if ('pending' in sealed) return sealed;
       ctx.log.info('postgres-table copy-on-write restore point captured', { unit: unit.id, table: sealed.sourceTable, undoTable: undo.display, count: sealed.count });
       return pointFromMeta(unit, sealed, undo);
     });
@@ -439,23 +468,100 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * A capture that stopped between install and seal leaves a record with `sealed: false`; the next capture of the
    * same point seals it (the triggers have been logging since the install).
    */
-  async function seal(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<CowMeta> {
-    return inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
-      const live = await findRelation(client, meta.sourceTable);
-      if (!live || live.oid !== meta.tableOid) throw new Error(`capture of unit "${unit.id}": table ${meta.sourceTable} was replaced before its restore point was sealed; release the point and capture again`);
-      const { scope } = await resolveScope(client, live, meta.scope, unit.id);
-      const names = meta.columns.map((c) => c.name);
-      const inScope = inScopeOf(scope, names);
-      const key = meta.primaryKey;
-      const asInstalled =
-        `SELECT ${cols(names, 'l')} FROM ${live.sql} AS l WHERE ${inScope('l')} AND NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')}) ` +
-        `UNION ALL SELECT ${cols(names, 'u')} FROM ${undo.sql} AS u WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')}`;
-      const carried = await sealFromEarlier(client, unit, meta, undo, ctx);
-      const counted = carried ?? (await countAndChecksum(client, asInstalled, names));
-      const sealed: CowMeta = { ...meta, count: counted.count, checksum: counted.checksum, sealed: true, ...(carried ? { sealedFrom: carried.from } : {}) };
-      await client.query(`COMMENT ON TABLE ${undo.sql} IS ${literal(JSON.stringify(sealed))}`);
-      return sealed;
-    });
+  async function seal(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<CowMeta | PendingCapture> {
+    if (!meta.sealProgress) {
+      const whole = await inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
+        const live = await sealedTable(client, unit, meta);
+        const { scope } = await resolveScope(client, live, meta.scope, unit.id);
+        const names = meta.columns.map((c) => c.name);
+        const inScope = inScopeOf(scope, names);
+        const carried = await sealFromEarlier(client, unit, meta, undo, ctx);
+        if (!carried && parts.slicing && (await estimatedRows(client, live.oid)) >= parts.slicing.above) return undefined;
+        const counted = carried ?? (await countAndChecksum(client, asInstalled(live, undo, meta, inScope), names));
+        const sealed: CowMeta = { ...meta, count: counted.count, checksum: counted.checksum, sealed: true, ...(carried ? { sealedFrom: carried.from } : {}) };
+        await client.query(`COMMENT ON TABLE ${undo.sql} IS ${literal(JSON.stringify(sealed))}`);
+        return sealed;
+      });
+      if (whole) return whole;
+    }
+    return sealInSlices(client, unit, meta, undo, ctx);
+  }
+
+  async function sealedTable(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta): Promise<Relation> {
+    const live = await findRelation(client, meta.sourceTable);
+    if (!live || live.oid !== meta.tableOid) throw new Error(`capture of unit "${unit.id}": table ${meta.sourceTable} was replaced before its restore point was sealed; release the point and capture again`);
+    return live;
+  }
+
+  /** The table as installed (see `seal`), as rows; `range` limits both halves to the same keys (sealInSlices). */
+  function asInstalled(live: Relation, undo: Relation, meta: CowMeta, inScope: (alias: string) => string, range: (alias: string) => string = () => 'true'): string {
+    const names = meta.columns.map((c) => c.name);
+    const key = meta.primaryKey;
+    return (
+      `SELECT ${cols(names, 'l')} FROM ${live.sql} AS l WHERE ${range('l')} AND ${inScope('l')} AND NOT EXISTS (SELECT 1 FROM ${undo.sql} AS u WHERE ${keyMatch(key, 'u', 'l')}) ` +
+      `UNION ALL SELECT ${cols(names, 'u')} FROM ${undo.sql} AS u WHERE u.${ident(KIND)} = 'p' AND ${range('u')} AND ${inScope('u')}`
+    );
+  }
+
+  /**
+   * The seal of a large table in slices, each call reading key ranges for `sliceSeconds`, then answering pending (its
+   * progress in the undo table's record), so a table of any size is sealed within the capture function's timeout.
+   *
+   * Why the ranges add up to the seal: the table as installed, restricted to the keys of one range, is, in any one
+   * snapshot, the live rows of that range without a log entry plus the logged pre-images of that range (the argument of
+   * `seal`, for a subset of the keys). Each range is read in its own snapshot, the next range's bounds taken in that
+   * snapshot from the live table's key order: (-inf, k1], (k1, k2], ..., (kn, +inf) partition every key, so every row
+   * of the table as installed is counted once, under its key as installed (a pre-image carries it), in whichever slice
+   * covers that key, whatever was written before or after that slice was read: a row moved to a key not yet read is
+   * logged there as inserted and left out; a row deleted ahead is counted from its pre-image. Count and checksum are
+   * sums, so the slices' add up. Row comparison on the primary key follows its index order (its collations).
+   */
+  async function sealInSlices(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<CowMeta | PendingCapture> {
+    const slicing = parts.slicing ?? DEFAULT_SEAL_SLICING;
+    const started = Date.now();
+    const names = meta.columns.map((c) => c.name);
+    const key = meta.primaryKey;
+    const types = key.map((k) => meta.columns.find((c) => c.name === k)?.type ?? 'text');
+    const row = (values: string[]) => `ROW(${values.map((v, i) => `${literal(v)}::${types[i]}`).join(', ')})`;
+    let current = meta;
+    for (;;) {
+      const progress = current.sealProgress ?? { after: [], count: 0, checksum: '0', chunks: 0 };
+      const next = await inTransaction(client, 'BEGIN ISOLATION LEVEL REPEATABLE READ', async () => {
+        const live = await sealedTable(client, unit, meta);
+        const { scope } = await resolveScope(client, live, meta.scope, unit.id);
+        const inScope = inScopeOf(scope, names);
+        const lower = (alias: string) => (progress.after.length > 0 ? `ROW(${cols(key, alias)}) > ${row(progress.after)}` : 'true');
+        const { rows: bound } = await client.query<Record<string, string>>(
+          `SELECT ${key.map((k, i) => `l.${ident(k)}::text AS k${i}`).join(', ')} FROM ${live.sql} AS l WHERE ${lower('l')} ORDER BY ${cols(key, 'l')} OFFSET ${slicing.chunkRows - 1} LIMIT 1`,
+        );
+        const upper = bound[0] ? key.map((_, i) => bound[0]![`k${i}`]!) : undefined;
+        const range = (alias: string) => `${lower(alias)}${upper ? ` AND ROW(${cols(key, alias)}) <= ${row(upper)}` : ''}`;
+        const part = await countAndChecksum(client, asInstalled(live, undo, meta, inScope, range), names);
+        const sum = { count: progress.count + part.count, checksum: (BigInt(progress.checksum) + BigInt(part.checksum)).toString(), chunks: progress.chunks + 1 };
+        const { sealProgress: _, ...rest } = current;
+        const after: CowMeta = upper ? { ...rest, sealProgress: { after: upper, ...sum } } : { ...rest, count: sum.count, checksum: sum.checksum, sealed: true, sealedInChunks: sum.chunks };
+        await client.query(`COMMENT ON TABLE ${undo.sql} IS ${literal(JSON.stringify(after))}`);
+        return after;
+      });
+      if (next.sealed) {
+        ctx.log.info('postgres-table copy-on-write seal read in slices', { unit: unit.id, table: meta.sourceTable, chunks: next.sealedInChunks, count: next.count });
+        return next;
+      }
+      current = next;
+      if ((Date.now() - started) / 1000 >= slicing.sliceSeconds) {
+        const p = next.sealProgress!;
+        return { pending: { status: `sealing ${meta.sourceTable} in key ranges: ${p.chunks} read, ${p.count} rows of the table as installed so far`, waitSeconds: 1 } };
+      }
+    }
+  }
+
+  /** The planner's row estimate of a table (reltuples; from its size when never analyzed or vacuumed). */
+  async function estimatedRows(client: pg.Client, oid: number): Promise<number> {
+    const { rows } = await client.query<{ n: string }>(
+      'SELECT (CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE pg_catalog.pg_relation_size(c.oid) / 100 END)::bigint::text AS n FROM pg_catalog.pg_class c WHERE c.oid = $1',
+      [oid],
+    );
+    return Number(rows[0]?.n ?? 0);
   }
 
   /**
