@@ -517,7 +517,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * sums, so the slices' add up. Row comparison on the primary key follows its index order (its collations).
    */
   async function sealInSlices(client: pg.Client, unit: PostgresTableUnit, meta: CowMeta, undo: Relation, ctx: AdapterContext): Promise<CowMeta | PendingCapture> {
-    const slicing = parts.slicing ?? DEFAULT_SEAL_SLICING;
+    // An adapter without slicing that finds a sliced seal under way (begun by the capture function) finishes it in
+    // this call: it never answers pending.
+    const slicing = parts.slicing ?? { ...DEFAULT_SEAL_SLICING, sliceSeconds: Number.POSITIVE_INFINITY };
     const started = Date.now();
     const names = meta.columns.map((c) => c.name);
     const key = meta.primaryKey;
