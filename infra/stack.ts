@@ -200,7 +200,7 @@ export class EtlRollbackStack extends Stack {
     const handler = (name: Parameters<Handlers['byName']>[0]) => this.handlers.byName(name);
     this.notifications = new Notifications(this, 'Notifications', {
       // The stopped-run cleanup notifies and resumes triggers as the failure path's own handlers do.
-      publishers: [...(['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'] as const).map(handler), this.stoppedRuns],
+      publishers: [...(['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill', 'mark-in-place', 'seal-snapshot'] as const).map(handler), this.stoppedRuns],
       triggerControllers: [...(['pause-triggers', 'resume-triggers'] as const).map(handler), this.stoppedRuns],
       pausableRules: props.pausableRules ?? [],
       pausableSchedules: props.pausableSchedules ?? [],

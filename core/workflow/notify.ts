@@ -11,14 +11,21 @@ import { describeTrigger, type RunReport } from '../report/report.ts';
  */
 export const EVENT_SOURCE = 'etl.rollback';
 export type RollbackEventType = 'Rollback Started' | 'Approval Requested' | 'Stage Completed' | 'Rollback Succeeded' | 'Rollback Failed' | 'Drill Failed';
+/** The snapshot's moments (core/workflow/snapshot-notify.ts): what a deploy pipeline waits for, and its failure. */
+export type SnapshotEventType = 'Restore Points In Place' | 'Restore Points Sealed' | 'Snapshot Failed';
 
 export interface Notification {
-  detailType: RollbackEventType;
+  detailType: RollbackEventType | SnapshotEventType;
   /** SNS subject: at most 100 characters. */
   subject: string;
   message: string;
-  /** The EventBridge event's detail. Always has pipeline, deploymentId, runId. */
-  detail: { pipeline: string; deploymentId: string; runId: string } & Record<string, unknown>;
+  /**
+   * The EventBridge event's detail. Always has pipeline and deploymentId; a run's events (rollback, drill) its runId,
+   * a snapshot's its execution name.
+   */
+  detail: { pipeline: string; deploymentId: string; runId?: string } & Record<string, unknown>;
+  /** `systems`: EventBridge only (a moment other systems wait for, which people need not be told). Default: both. */
+  audience?: 'systems';
 }
 
 export interface Notifier {
@@ -33,7 +40,7 @@ export function awsNotifier(options: { sns?: SNSClient; topicArn?: string; event
   return {
     async send(n) {
       const sends: Promise<unknown>[] = [];
-      if (options.sns && options.topicArn) {
+      if (options.sns && options.topicArn && n.audience !== 'systems') {
         sends.push(
           options.sns.send(
             new PublishCommand({
@@ -70,7 +77,7 @@ export async function announce(deps: { notifier?: Notifier; log: Log }, notifica
   try {
     await deps.notifier.send(notification);
   } catch (error) {
-    deps.log.warn('notification not sent', { detailType: notification.detailType, runId: notification.detail.runId, error: (error as Error).message });
+    deps.log.warn('notification not sent', { detailType: notification.detailType, pipeline: notification.detail.pipeline, deploymentId: notification.detail.deploymentId, runId: notification.detail.runId, error: (error as Error).message });
   }
 }
 

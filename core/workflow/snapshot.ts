@@ -6,7 +6,9 @@ import { validateManifest } from '../manifest/load.ts';
 import type { Manifest, Unit } from '../manifest/schema.ts';
 import { openChangeCapture } from './change-capture.ts';
 import { adapterContext, deployedManifest, stateStore, summarizeCaught, unitOf, type CaughtError, type WorkflowDeps } from './deps.ts';
+import { announce } from './notify.ts';
 import { parseInput, snapshotRequestSchema } from './requests.ts';
+import { restorePointsInPlace, restorePointsSealed, snapshotFailed } from './snapshot-notify.ts';
 
 /** Output of the first snapshot state: what the Map captures. */
 export interface SnapshotStarted {
@@ -166,6 +168,7 @@ export async function markInPlace(deps: WorkflowDeps, ids: { pipeline: string; d
     throw new InputError(`deployment "${ids.deploymentId}" of pipeline "${ids.pipeline}" is ${deployment.status}: its restore points cannot be put in place`);
   }
   deps.log.info('restore points in place: the deploy may start', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, sealing });
+  await announce(deps, restorePointsInPlace({ ...ids, execution: deployment.snapshotExecution }, deployment.units, sealing));
   return { pipeline: ids.pipeline, deploymentId: ids.deploymentId, status: 'IN_PLACE', sealing };
 }
 
@@ -182,12 +185,9 @@ export async function sealSnapshot(deps: WorkflowDeps, ids: { pipeline: string; 
   await deps.ledger.releaseLock(ids.pipeline, snapshotLockHolder(ids.deploymentId));
   if (deployment.status !== 'READY') await deps.ledger.setDeploymentStatus(ids.pipeline, ids.deploymentId, 'READY');
   deps.log.info('snapshot sealed', { pipeline: ids.pipeline, deploymentId: ids.deploymentId, units: points.length });
-  return {
-    pipeline: ids.pipeline,
-    deploymentId: ids.deploymentId,
-    status: 'READY',
-    points: points.map((p) => ({ unitId: p.unitId, type: p.type, count: p.count, checksum: p.checksum })).sort((a, b) => a.unitId.localeCompare(b.unitId)),
-  };
+  const sealed = points.map((p) => ({ unitId: p.unitId, type: p.type, count: p.count, checksum: p.checksum })).sort((a, b) => a.unitId.localeCompare(b.unitId));
+  await announce(deps, restorePointsSealed({ ...ids, execution: deployment.snapshotExecution }, sealed.map(({ unitId, type, count }) => ({ unitId, type, count }))));
+  return { pipeline: ids.pipeline, deploymentId: ids.deploymentId, status: 'READY', points: sealed };
 }
 
 /** A snapshot failed: the deployment is marked FAILED, so nobody rolls back to a partial restore point. */
@@ -203,6 +203,7 @@ export async function recordSnapshotFailure(deps: WorkflowDeps, input: { pipelin
   if (deployment && error.name !== 'LockHeldError') await deps.ledger.setDeploymentStatus(input.pipeline, input.deploymentId, 'FAILED', error);
   const lockReleased = await deps.ledger.releaseLock(input.pipeline, snapshotLockHolder(input.deploymentId));
   deps.log.warn('snapshot failed', { pipeline: input.pipeline, deploymentId: input.deploymentId, error });
+  await announce(deps, snapshotFailed({ pipeline: input.pipeline, deploymentId: input.deploymentId, execution: deployment?.snapshotExecution }, error, deployment?.status === 'IN_PLACE'));
   return { lockReleased };
 }
 

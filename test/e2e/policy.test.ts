@@ -312,4 +312,33 @@ describe('rollback policy, local runs: maintenance windows, approval, paused pip
     expect(last.Message).toContain('ConnectionLost: connection to the warehouse lost');
     expect(last.Message).toContain(`Pipeline triggers re-enabled: rule ${rules.enabled}, schedule ${schedule.group}/${schedule.name}`);
   });
+  it('a snapshot tells other systems when its restore points are in place and when they are sealed (EventBridge only), and people too when it fails', async () => {
+    await drain(sqsFromSns);
+    await drain(sqsFromEvents);
+    const manifest = parse(readFileSync(s.manifestPath, 'utf8')) as { units: Record<string, unknown>[] };
+    const name = uniqueName('snap-events');
+    const ok = await runLocal('snapshot', { pipeline: s.pipeline, deploymentId: 'd-events', manifest, requestedBy: 'test' }, { name });
+    expect(ok.status, JSON.stringify(ok)).toBe('SUCCEEDED');
+    // A unit whose table does not exist: the capture fails after the deployment is registered.
+    const broken = { ...manifest, units: [...manifest.units, { id: 'ghost', type: 'postgres-table', connection: 'warehouse', table: 'staging.ghost' }] };
+    const bad = await runLocal('snapshot', { pipeline: s.pipeline, deploymentId: 'd-events-bad', manifest: broken, requestedBy: 'test' }, { name: uniqueName('snap-bad') });
+    expect(bad.status).toBe('FAILED');
+
+    const received = (await drain(sqsFromEvents)).map((b) => JSON.parse(b) as { source: string; 'detail-type': string; detail: Record<string, unknown> });
+    const of = (deploymentId: string) => received.filter((e) => e.detail.deploymentId === deploymentId);
+    expect(of('d-events').map((e) => e['detail-type'])).toEqual(['Restore Points In Place', 'Restore Points Sealed']);
+    expect(of('d-events').every((e) => e.source === 'etl.rollback')).toBe(true);
+    expect(of('d-events')[0]!.detail).toMatchObject({ pipeline: s.pipeline, execution: name, status: 'IN_PLACE', units: ['raw', 'staging', 'mart'], sealing: [] });
+    expect(of('d-events')[1]!.detail).toMatchObject({ status: 'READY', points: expect.arrayContaining([expect.objectContaining({ unitId: 'staging', type: 'postgres-table' })]) });
+    expect(of('d-events-bad').map((e) => e['detail-type'])).toEqual(['Snapshot Failed']);
+    expect(of('d-events-bad')[0]!.detail).toMatchObject({ status: 'FAILED', wasInPlace: false, error: { name: 'PreflightError' } });
+
+    // People hear of the failure only: the deploy must not start.
+    const messages = (await drain(sqsFromSns)).map((b) => JSON.parse(b) as { Subject: string; Message: string; MessageAttributes: { event: { Value: string } } });
+    const mine = messages.filter((m) => m.Message.includes(s.pipeline) && m.Message.includes('d-events'));
+    expect(mine.map((m) => m.MessageAttributes.event.Value)).toEqual(['Snapshot Failed']);
+    expect(mine[0]!.Subject).toBe(`etl-rollback: ${s.pipeline} / d-events-bad snapshot FAILED`);
+    expect(mine[0]!.Message).toContain('The deploy must not start: there is no restore point to roll back to.');
+    expect(mine[0]!.Message).toContain('staging.ghost');
+  });
 });

@@ -28,7 +28,7 @@ interface Statement {
 }
 
 const DATA_HANDLERS: HandlerName[] = ['capture-unit', 'describe-changes', 'plan-rollback', 'restore-unit', 'restore-shard', 'verify-stage'];
-const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill'];
+const NOTIFYING: HandlerName[] = ['plan-rollback', 'verify-stage', 'finish-run', 'record-failure', 'request-approval', 'finish-drill', 'mark-in-place', 'seal-snapshot'];
 const LONG_RUNNING: HandlerName[] = [
   'plan-rollback',
   'capture-unit',
