@@ -114,15 +114,7 @@ export class StoppedRuns extends Construct {
 
   /** The rule: executions of `rollback` (that machine only) ending ABORTED or TIMED_OUT. */
   addRule(rollback: IStateMachine): Rule {
-    this.rule = new Rule(this, 'Rule', {
-      description: 'etl-rollback: a rollback execution was stopped (ABORTED) or timed out: clean up its run',
-      eventPattern: {
-        source: ['aws.states'],
-        detailType: ['Step Functions Execution Status Change'],
-        detail: { status: [...STOPPED_STATUSES], stateMachineArn: [rollback.stateMachineArn] },
-      },
-    });
-    this.rule.addTarget(new LambdaFunction(this.fn, { deadLetterQueue: this.deadLetterQueue, retryAttempts: 8, maxEventAge: Duration.hours(2) }));
+    this.rule = this.stoppedRule('Rule', 'etl-rollback: a rollback execution was stopped (ABORTED) or timed out: clean up its run', rollback);
     return this.rule;
   }
 
@@ -132,15 +124,21 @@ export class StoppedRuns extends Construct {
    */
   addSnapshotRule(snapshot: IStateMachine): Rule {
     this.fn.addEnvironment('ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN', snapshot.stateMachineArn);
-    this.snapshotRule = new Rule(this, 'SnapshotRule', {
-      description: 'etl-rollback: a snapshot execution was stopped (ABORTED) or timed out: mark its deployment FAILED, release its lock',
+    this.snapshotRule = this.stoppedRule('SnapshotRule', 'etl-rollback: a snapshot execution was stopped (ABORTED) or timed out: mark its deployment FAILED, release its lock', snapshot);
+    return this.snapshotRule;
+  }
+
+  /** A rule on one machine's executions ending ABORTED or TIMED_OUT, targeting the function (DLQ, 8 retries, 2 hours). */
+  private stoppedRule(id: string, description: string, machine: IStateMachine): Rule {
+    const rule = new Rule(this, id, {
+      description,
       eventPattern: {
         source: ['aws.states'],
         detailType: ['Step Functions Execution Status Change'],
-        detail: { status: [...STOPPED_STATUSES], stateMachineArn: [snapshot.stateMachineArn] },
+        detail: { status: [...STOPPED_STATUSES], stateMachineArn: [machine.stateMachineArn] },
       },
     });
-    this.snapshotRule.addTarget(new LambdaFunction(this.fn, { deadLetterQueue: this.deadLetterQueue, retryAttempts: 8, maxEventAge: Duration.hours(2) }));
-    return this.snapshotRule;
+    rule.addTarget(new LambdaFunction(this.fn, { deadLetterQueue: this.deadLetterQueue, retryAttempts: 8, maxEventAge: Duration.hours(2) }));
+    return rule;
   }
 }

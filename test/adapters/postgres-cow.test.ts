@@ -647,18 +647,27 @@ describe('postgres-table copy-on-write: what a rollback replaces (undo)', () => 
 });
 
 describe('postgres-table copy-on-write: property', () => {
+  /** One statement of a deploy over a table (id int PRIMARY KEY, v text, n int) of keys 1..40. */
+  const deployOp = fc.oneof(
+    fc.record({ kind: fc.constant('insert' as const), id: fc.integer({ min: 1, max: 60 }), n: fc.integer({ min: -5, max: 5 }) }),
+    fc.record({ kind: fc.constant('update' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }), n: fc.integer({ min: -5, max: 5 }) }),
+    fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: -40, max: 80 }) }),
+    fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
+    fc.constant({ kind: 'truncate' as const }),
+  );
+  async function applyOp(table: string, o: typeof deployOp extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
+    if (o.kind === 'insert') await h.sql.query(`INSERT INTO ${table} VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
+    else if (o.kind === 'update') await h.sql.query(`UPDATE ${table} SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
+    else if (o.kind === 'rekey') await h.sql.query(`UPDATE ${table} SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
+    else if (o.kind === 'delete') await h.sql.query(`DELETE FROM ${table} WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
+    else await h.sql.query(`TRUNCATE ${table}`);
+  }
+
   it('a seal read in key ranges of any size, with any writes between the calls, equals the table as installed; the restore is exact', async () => {
     await h.sql.query(`CREATE TABLE cw_prop_slices (id int PRIMARY KEY, v text, n int)`);
     let run = 0;
-    const op = fc.oneof(
-      fc.record({ kind: fc.constant('insert' as const), id: fc.integer({ min: 1, max: 60 }), n: fc.integer({ min: -5, max: 5 }) }),
-      fc.record({ kind: fc.constant('update' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }), n: fc.integer({ min: -5, max: 5 }) }),
-      fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: -40, max: 40 }) }),
-      fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
-      fc.constant({ kind: 'truncate' as const }),
-    );
     // Each step: one of the deploy's statements, then (or not) one call of the capture, reading one key range.
-    const step = fc.record({ op, call: fc.boolean() });
+    const step = fc.record({ op: deployOp, call: fc.boolean() });
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 12 }), fc.array(step, { maxLength: 14 }), async (chunkRows, steps) => {
         run += 1;
@@ -672,12 +681,7 @@ describe('postgres-table copy-on-write: property', () => {
         await sliced.install(u, c);
         let point: Awaited<ReturnType<typeof adapter.capture>> | undefined;
         for (const { op: o, call } of steps) {
-          if (o.kind === 'insert') await h.sql.query(`INSERT INTO cw_prop_slices VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
-          else if (o.kind === 'update') await h.sql.query(`UPDATE cw_prop_slices SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
-          else if (o.kind === 'rekey')
-            await h.sql.query(`UPDATE cw_prop_slices SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM cw_prop_slices p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
-          else if (o.kind === 'delete') await h.sql.query(`DELETE FROM cw_prop_slices WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
-          else await h.sql.query(`TRUNCATE cw_prop_slices`);
+          await applyOp('cw_prop_slices', o);
           if (call && !point) {
             const r = await sliced.capture(u, c);
             if (!('pending' in r)) point = r;
@@ -700,17 +704,10 @@ describe('postgres-table copy-on-write: property', () => {
   it('any sequence of inserts, updates (of the key too), deletes and TRUNCATE is undone exactly', async () => {
     await h.sql.query(`CREATE TABLE cw_prop (id int PRIMARY KEY, v text, n int)`);
     let run = 0;
-    const op = fc.oneof(
-      fc.record({ kind: fc.constant('insert' as const), id: fc.integer({ min: 1, max: 60 }), n: fc.integer({ min: -5, max: 5 }) }),
-      fc.record({ kind: fc.constant('update' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }), n: fc.integer({ min: -5, max: 5 }) }),
-      fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: 1, max: 80 }) }),
-      fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
-      fc.constant({ kind: 'truncate' as const }),
-    );
     await fc.assert(
       // `sealAfter`: the point is installed, and sealed only after that many of the deploy's operations (the deploy
       // starts once the point is in place; the seal is read while it writes).
-      fc.asyncProperty(fc.array(op, { maxLength: 12 }), fc.nat({ max: 12 }), async (ops, sealAfter) => {
+      fc.asyncProperty(fc.array(deployOp, { maxLength: 12 }), fc.nat({ max: 12 }), async (ops, sealAfter) => {
         run += 1;
         await h.sql.query(`TRUNCATE cw_prop`);
         await h.sql.query(`INSERT INTO cw_prop SELECT g, 'v' || g, g FROM generate_series(1, 40) g`);
@@ -721,11 +718,7 @@ describe('postgres-table copy-on-write: property', () => {
         let point = sealAfter === 0 ? await adapter.capture(u, c) : undefined;
         for (const [index, o] of ops.entries()) {
           if (index === sealAfter && index > 0) point = await adapter.capture(u, c);
-          if (o.kind === 'insert') await h.sql.query(`INSERT INTO cw_prop VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
-          else if (o.kind === 'update') await h.sql.query(`UPDATE cw_prop SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
-          else if (o.kind === 'rekey') await h.sql.query(`UPDATE cw_prop SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM cw_prop p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
-          else if (o.kind === 'delete') await h.sql.query(`DELETE FROM cw_prop WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
-          else await h.sql.query(`TRUNCATE cw_prop`);
+          await applyOp('cw_prop', o);
         }
         point ??= await adapter.capture(u, c);
         // The next deploy's capture, sealed from this point's log without reading the table: the gate's own count and

@@ -1,5 +1,6 @@
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import type { Construct } from 'constructs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildEtlRollbackApp } from '../../infra/etl-rollback-app.ts';
 import type { EtlRollbackStack } from '../../infra/stack.ts';
@@ -26,17 +27,21 @@ describe('stopped rollback executions are cleaned up (template)', () => {
     resources = Template.fromStack(stack).toJSON().Resources as typeof resources;
   });
 
-  it('one rule, scoped to the rollback state machine ARN and to ABORTED / TIMED_OUT, targets the cleanup function with a DLQ', () => {
-    const rule = resources[logicalId(stack.stoppedRuns.rule!)]!;
-    expect(rule.Properties.EventPattern).toEqual({
+  /** The rule's pattern: that machine's executions ending ABORTED or TIMED_OUT; its one target: the function, with the DLQ. */
+  function expectStoppedRule(rule: Construct, machine: Construct): void {
+    const props = resources[logicalId(rule)]!.Properties;
+    expect(props.EventPattern).toEqual({
       source: ['aws.states'],
       'detail-type': ['Step Functions Execution Status Change'],
-      detail: { status: ['ABORTED', 'TIMED_OUT'], stateMachineArn: [{ Ref: logicalId(stack.rollback.stateMachine) }] },
+      detail: { status: ['ABORTED', 'TIMED_OUT'], stateMachineArn: [{ Ref: logicalId(machine) }] },
     });
-    const targets = rule.Properties.Targets as { Arn: unknown; DeadLetterConfig?: { Arn: unknown } }[];
-    expect(targets).toHaveLength(1);
-    expect(targets[0]!.Arn).toEqual({ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.fn), 'Arn'] });
+    const targets = props.Targets as { Arn: unknown; DeadLetterConfig?: { Arn: unknown } }[];
+    expect(targets.map((t) => t.Arn)).toEqual([{ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.fn), 'Arn'] }]);
     expect(targets[0]!.DeadLetterConfig?.Arn).toEqual({ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.deadLetterQueue), 'Arn'] });
+  }
+
+  it('one rule, scoped to the rollback state machine ARN and to ABORTED / TIMED_OUT, targets the cleanup function with a DLQ', () => {
+    expectStoppedRule(stack.stoppedRuns.rule!, stack.rollback.stateMachine);
     const fn = resources[logicalId(stack.stoppedRuns.fn)]!.Properties;
     expect(fn).toMatchObject({ Runtime: 'nodejs22.x', TracingConfig: { Mode: 'Active' } });
     expect(Object.keys((fn.Environment as { Variables: Json }).Variables)).toEqual(
@@ -45,15 +50,7 @@ describe('stopped rollback executions are cleaned up (template)', () => {
   });
 
   it('a second rule, scoped to the snapshot state machine ARN, targets the same function, which is told that ARN', () => {
-    const rule = resources[logicalId(stack.stoppedRuns.snapshotRule!)]!;
-    expect(rule.Properties.EventPattern).toEqual({
-      source: ['aws.states'],
-      'detail-type': ['Step Functions Execution Status Change'],
-      detail: { status: ['ABORTED', 'TIMED_OUT'], stateMachineArn: [{ Ref: logicalId(stack.snapshot.stateMachine) }] },
-    });
-    const targets = rule.Properties.Targets as { Arn: unknown; DeadLetterConfig?: { Arn: unknown } }[];
-    expect(targets.map((t) => t.Arn)).toEqual([{ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.fn), 'Arn'] }]);
-    expect(targets[0]!.DeadLetterConfig?.Arn).toEqual({ 'Fn::GetAtt': [logicalId(stack.stoppedRuns.deadLetterQueue), 'Arn'] });
+    expectStoppedRule(stack.stoppedRuns.snapshotRule!, stack.snapshot.stateMachine);
     const variables = (resources[logicalId(stack.stoppedRuns.fn)]!.Properties.Environment as { Variables: Json }).Variables as Record<string, unknown>;
     expect(variables.ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN).toEqual({ Ref: logicalId(stack.snapshot.stateMachine) });
   });
