@@ -411,6 +411,37 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     if (!('pending' in once)) await whole.release(u, once, c2);
   });
 
+  it('a column the deploy retyped, dropped or renamed before the seal (or between its key ranges) fails the seal, naming it and the backstop; an added one does not', async () => {
+    await h.sql.query(`CREATE TABLE cw_sealcols (id int PRIMARY KEY, v text, amount numeric(12,2))`);
+    await h.sql.query(`INSERT INTO cw_sealcols SELECT g, 'v' || g, g / 4.0 FROM generate_series(1, 30) g`);
+    const u = h.unit({ id: 'sealcols', table: 'cw_sealcols', capture: 'copy-on-write' });
+    const reference = await countAndChecksum(h.sql, 'SELECT id, v, amount FROM cw_sealcols', ['id', 'v', 'amount']);
+    // An added column: the seal reads the captured ones, and is the table as installed.
+    const c1 = h.ctx('d-sealcols-1');
+    await adapter.install(u, c1);
+    await h.sql.query(`ALTER TABLE cw_sealcols ADD COLUMN note text DEFAULT 'x'`);
+    const added = await adapter.capture(u, c1);
+    expect({ count: added.count, checksum: added.checksum }).toEqual(reference);
+    await adapter.release(u, added, c1);
+    await h.sql.query(`ALTER TABLE cw_sealcols DROP COLUMN note`);
+    // A retyped column: every row's text changes (1.25 reads 1.2500), so no seal is read.
+    const c2 = h.ctx('d-sealcols-2');
+    await adapter.install(u, c2);
+    await h.sql.query(`ALTER TABLE cw_sealcols ALTER COLUMN amount TYPE numeric(12,4)`);
+    const retyped = await adapter.capture(u, c2).catch((e: unknown) => e);
+    expect(retyped).toBeInstanceOf(PreflightError);
+    expect((retyped as Error).message).toContain('its columns changed after its triggers went in (column amount is numeric(12,4), was numeric(12,2))');
+    expect((retyped as Error).message).toContain('This restore point cannot be sealed; the backstop is');
+    await h.sql.query(`ALTER TABLE cw_sealcols ALTER COLUMN amount TYPE numeric(12,2)`);
+    // Read in key ranges: a column renamed between two ranges fails the next one.
+    const sliced = createPostgresTableAdapter({ sealing: { above: 0, chunkRows: 10, sliceSeconds: 0 } });
+    const c3 = h.ctx('d-sealcols-3');
+    await sliced.install(u, c3);
+    expect('pending' in (await sliced.capture(u, c3))).toBe(true);
+    await h.sql.query(`ALTER TABLE cw_sealcols RENAME COLUMN v TO label`);
+    await expect(sliced.capture(u, c3)).rejects.toThrow('(column v is gone (dropped or renamed))');
+  });
+
   it('install puts the triggers in place and stops before the seal (the deploy may start); the seal read while the deploy writes is the table as installed; a copy unit has no install', async () => {
     await h.sql.query(`CREATE TABLE cw_inplace (id int PRIMARY KEY, v text)`);
     await h.sql.query(`INSERT INTO cw_inplace SELECT g, 'v' || g FROM generate_series(1, 300) g`);
