@@ -196,6 +196,8 @@ interface CowFigures {
   /** The first seal's count and checksum, read whole; the same seal read in key ranges, a range a call. */
   sealWhole?: { count: number; checksum: string };
   sealSliced?: { seconds: number; calls: number; chunkRows: number; equal: boolean };
+  /** A deploy's ADD COLUMN issued 0.2 s into the first seal: its wait and the seal's seconds, read whole or in ranges. */
+  ddlWait: Partial<Record<'whole' | 'ranges', { ddl: number; seal: number; rangesOf?: number }>>;
   /** The slowest write of a writer running through the capture: how long the capture held writers off. */
   writersHeld: number;
   probeWrites: number;
@@ -507,6 +509,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       restoreRetained: [],
       undoRows: 0,
       afterCheckpoint: [],
+      ddlWait: {},
       withRecord: { record: [], restore: [], undo: [], recordRows: 0, check: 'verified' },
     };
     // Each run is a whole cycle: capture (a fresh undo log, so the deploy pays for every pre-image it makes), the
@@ -626,6 +629,34 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       const whole = figures.sealWhole;
       figures.sealSliced = { seconds, calls, chunkRows, equal: whole !== undefined && point.count === whole.count && point.checksum === whole.checksum };
       await sliced.release(cowUnit, point, slicedCtx);
+
+      // A deploy's DDL issued while the first seal reads (the deploy may start once the triggers are in): how long it
+      // waits for the seal's ACCESS SHARE lock, with the seal read whole against read as the capture function reads a
+      // table of this size (DEFAULT_SEAL_SLICING).
+      const production = createPostgresTableAdapter({ sealing: DEFAULT_SEAL_SLICING });
+      for (const [how, adapter] of [['whole', postgresTableAdapter], ['ranges', production]] as const) {
+        const ddlCtx: AdapterContext = { ...ctx, deploymentId: `d-${suffix}-cow-ddl-${how}` };
+        progress(`PostgreSQL: a deploy's ALTER TABLE … ADD COLUMN while the first seal reads (${how === 'whole' ? 'read whole' : 'in key ranges'})`);
+        await adapter.install(cowUnit, ddlCtx);
+        const s0 = performance.now();
+        const sealing = (async () => {
+          for (;;) {
+            const r = await adapter.capture(cowUnit, ddlCtx);
+            if (!('pending' in r)) return { point: r, seconds: (performance.now() - s0) / 1000 };
+          }
+        })();
+        await new Promise((r) => setTimeout(r, 200));
+        const ddl = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench-ddl' });
+        await ddl.connect();
+        const d0 = performance.now();
+        await ddl.query('ALTER TABLE public.orders ADD COLUMN bench_ddl int');
+        const waited = (performance.now() - d0) / 1000;
+        await ddl.query('ALTER TABLE public.orders DROP COLUMN bench_ddl');
+        await ddl.end();
+        const { point, seconds } = await sealing;
+        figures.ddlWait[how] = { ddl: waited, seal: seconds, rangesOf: how === 'ranges' && opts.rows >= DEFAULT_SEAL_SLICING.above ? DEFAULT_SEAL_SLICING.chunkRows : undefined };
+        await adapter.release(cowUnit, point, ddlCtx);
+      }
     }
     // A rollback as the state machine runs it (core/workflow/undo.ts): first the record of what it replaces, so that
     // it can be undone (the rows at the logged keys; before, a shadow copy of the table: the copy capture's cost), then
@@ -801,6 +832,14 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       `  copy-on-write first seal in key ranges (a table over ${fmtInt(DEFAULT_SEAL_SLICING.above)} rows is sealed so, ${fmtInt(DEFAULT_SEAL_SLICING.chunkRows)} rows a range, ` +
         `about ${DEFAULT_SEAL_SLICING.sliceSeconds} s a call, within the capture function's timeout): ${fmtSec(ss.seconds)} s in ${ss.calls} calls of ${fmtInt(ss.chunkRows)} rows, ` +
         `against ${fmtSec(cowFigures.sealRead[0] ?? 0)} s read whole; count and checksum ${ss.equal ? 'equal to' : 'DIFFERENT from'} the whole read's`,
+    );
+  }
+  const dw = cowFigures.ddlWait;
+  if (dw.whole && dw.ranges) {
+    console.log(
+      `  a deploy's ALTER TABLE … ADD COLUMN issued 0.2 s into the first seal waits for the seal's lock: ${fmtSec(dw.whole.ddl)} s with the seal read whole (${fmtSec(dw.whole.seal)} s), ` +
+        `${fmtSec(dw.ranges.ddl)} s with it read ${dw.ranges.rangesOf ? `in ranges of ${fmtInt(dw.ranges.rangesOf)} rows` : 'as the capture function reads a table of this size (whole, under the range threshold)'} (${fmtSec(dw.ranges.seal)} s); ` +
+        'every query on the table queues behind the waiting DDL',
     );
   }
   const wr = cowFigures.withRecord;
