@@ -1,7 +1,7 @@
 import mysql from 'mysql2/promise';
 import { EtlRollbackError, InputError, PreflightError, RestorePointMissingError, VerificationFailedError } from '../errors.ts';
 import type { MysqlTableUnit } from '../manifest/schema.ts';
-import type { AdapterContext, Changes, Check, Diff, Outcome, RestorePoint, UnitAdapter } from './types.ts';
+import type { AdapterContext, Changes, Check, Diff, InPlace, Outcome, RestorePoint, UnitAdapter } from './types.ts';
 import {
   autoIncrementOf, bytesOf, cascadingForeignKeys, colList, columnsOf, countAndChecksum, describeScope, differs,
   ensureRollbackDatabase, findTable, type FoundTable, ident, indexesOf, indexName, inRollbackDb, inTransaction,
@@ -1146,7 +1146,12 @@ async function undoRecord(unit: MysqlTableUnit, ctx: AdapterContext, restoring?:
   return record ?? capture({ ...unit, capture: 'copy' }, ctx);
 }
 
-export const mysqlTable = { type: 'mysql-table' as const, capture, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
+/** Copy-on-write units only: the triggers in place (the deploy may start), the seal to follow with the next capture. */
+async function install(unit: MysqlTableUnit, ctx: AdapterContext): Promise<InPlace | undefined> {
+  return unit.capture === 'copy-on-write' ? mysqlCopyOnWrite.install(unit, ctx) : undefined;
+}
+
+export const mysqlTable = { type: 'mysql-table' as const, capture, install, diff, restore, verify, release, asOf, mergeFromCopy, undoRecord };
 
 export const mysqlTableAdapter: UnitAdapter<MysqlTableUnit, MysqlTableDetails> = mysqlTable;
 

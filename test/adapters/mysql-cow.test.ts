@@ -126,6 +126,64 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await sql.query(`SET foreign_key_checks = 1`);
   });
 
+  it('install puts the triggers in place without reading the table (the deploy may start); the seal, read while the deploy writes (one of its transactions open), is the table as installed; the restore is exact', async () => {
+    await sql.query(`CREATE TABLE cw_inplace (id INT PRIMARY KEY, v VARCHAR(20), n DECIMAL(10,2)) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_inplace SELECT seq, CONCAT('v', seq), seq / 4 FROM seq_1_to_300`);
+    const captured = await rowsOf('cw_inplace');
+    const refUnit = mysqlUnit('inplace-ref', 'cw_inplace');
+    const reference = await adapter.capture(refUnit, ctx('d-inplace-ref'));
+    const u = cow('inplace', 'cw_inplace');
+    const c = ctx('d-inplace');
+    const inPlace = await adapter.install(u, c);
+    expect(inPlace?.status).toMatch(/^in place, seal to follow: triggers on \S*cw_inplace\S* log every change since \S+ into \S*etl_rollback\S*cw_shop_inplace_/);
+    expect(await ourTriggers('cw_inplace')).toHaveLength(3);
+    // Installing again (a retried task) finds it in place.
+    expect((await adapter.install(u, c))?.status).toMatch(/^in place, seal to follow/);
+
+    // The deploy writes before the seal; one of its transactions is open while the seal is read.
+    await sql.query(`UPDATE cw_inplace SET v = 'bad' WHERE id <= 30`);
+    await sql.query(`DELETE FROM cw_inplace WHERE id > 290`);
+    await sql.query(`UPDATE cw_inplace SET id = id + 1000 WHERE id BETWEEN 100 AND 102 ORDER BY id DESC`);
+    const writer = await db.connection();
+    try {
+      await writer.query(`START TRANSACTION`);
+      await writer.query(`INSERT INTO cw_inplace SELECT seq, 'new', 0 FROM seq_2000_to_2004`);
+      await writer.query(`UPDATE cw_inplace SET v = 'bad again' WHERE id BETWEEN 25 AND 40`);
+      const sealed = await adapter.capture(u, c); // not held up by the open transaction
+      await writer.query(`COMMIT`);
+      expect({ count: sealed.count, checksum: sealed.checksum }).toEqual({ count: reference.count, checksum: reference.checksum });
+      // Sealed: install leaves it to the capture, which answers it at once.
+      expect(await adapter.install(u, c)).toBeUndefined();
+      expect(await adapter.capture(u, c)).toEqual(sealed);
+      const out = await adapter.restore(u, sealed, c);
+      expect(out.changes).toMatchObject({ rowsUpdated: 40, rowsDeleted: 8, rowsInserted: 13 });
+      expect(await rowsOf('cw_inplace')).toEqual(captured);
+      expect(await checksOk(u, sealed, c)).toBe(true);
+      await adapter.release(u, sealed, c);
+    } finally {
+      await writer.end();
+    }
+    await adapter.release(refUnit, reference, ctx('d-inplace-ref'));
+    // A copy unit cannot stop half-way: no install, the caller captures it whole.
+    expect(await adapter.install(refUnit, ctx('d-inplace-ref-2'))).toBeUndefined();
+  });
+
+  it('a column the deploy changed before the seal fails the seal, naming it and the backstop; an installed point whose undo log was dropped is never installed again', async () => {
+    await sql.query(`CREATE TABLE cw_sealfail (id INT PRIMARY KEY, amount DECIMAL(12,2)) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_sealfail SELECT seq, seq / 4 FROM seq_1_to_30`);
+    const u = cow('sealfail', 'cw_sealfail');
+    await adapter.install(u, ctx('d-sealfail-1'));
+    await sql.query(`ALTER TABLE cw_sealfail MODIFY amount DECIMAL(12,4)`);
+    await expect(adapter.capture(u, ctx('d-sealfail-1'))).rejects.toThrow(/the seal of .*cw_sealfail.* cannot be read: its columns changed after its triggers went in \(amount\).*This restore point cannot be sealed; the backstop is/);
+    await sql.query(`ALTER TABLE cw_sealfail MODIFY amount DECIMAL(12,2)`);
+    // An installed point whose undo table was dropped: never installed again (that would take the table as it is now).
+    const inPlace = await adapter.install(u, ctx('d-sealfail-2'));
+    const undo = /into (\S+)$/.exec(inPlace!.status)![1]!;
+    await sql.query(`DROP TABLE ${undo}`);
+    await expect(adapter.capture(u, ctx('d-sealfail-2'))).rejects.toThrow(/was installed, but its undo table .* is gone \(dropped\).*installing it again would take the table as it is now/);
+    await expect(adapter.install(u, ctx('d-sealfail-2'))).rejects.toThrow(/was installed, but its undo table/);
+  });
+
   it('a deploy that bypasses the triggers makes the restore fail, name the cause and the backstop, and write nothing', async () => {
     await sql.query(`CREATE TABLE cw_by (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB`);
     await sql.query(`INSERT INTO cw_by SELECT seq, CONCAT('v', seq) FROM seq_1_to_100`);

@@ -4,11 +4,11 @@ import { PreflightError, RestorePointMissingError, VerificationFailedError } fro
 import type { MysqlTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
 import { nameHash, readablePart } from '../table-names.ts';
-import type { AdapterContext, Changes, Diff, Outcome, RestorePoint } from '../types.ts';
+import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
 import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
-  preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
+  type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
   select, withPointLock, withSession, write,
 } from './sql.ts';
 
@@ -38,6 +38,16 @@ import {
  * and seals the point's row in `etl_rollback.restore_points` with the triggers' definitions and creation times. The
  * DDL before it commits on its own; a `pending` row marks a capture that has not sealed, and the next capture of the
  * same point drops its leftovers and starts again.
+ *
+ * In two halves (the snapshot machine's way: the deploy waits for the first only). `install` makes the same objects,
+ * then takes the baseline without reading the table: LOCK TABLES … READ waits for the transactions that wrote the
+ * table and holds new writers off while the log is emptied of what they wrote since the triggers went in
+ * (milliseconds at any size); its record (the `pending` row's meta, `installed`) keeps the columns, the triggers and
+ * the AUTO_INCREMENT counter of that moment. The next `capture` seals it: in one consistent snapshot, the live rows
+ * without a log entry plus the logged pre-images are the table at the baseline (every later write logged its
+ * pre-image in its own transaction), read without row locks while the deploy writes on. It refuses when the captured
+ * columns or the triggers changed since the install. A table with a generated column is captured whole (the seal
+ * hashes every column; the log keeps the stored ones).
  *
  * Restore, one transaction with every row and gap of the table locked (`FOR UPDATE`): checks the window (below);
  * copies the pre-images in scope and the keys of the live rows in scope that the log touched into temporary tables
@@ -69,10 +79,10 @@ import {
  * Needs the TRIGGER and REFERENCES privileges on the table; with binary logging on, MySQL also asks for
  * log_bin_trust_function_creators (or SUPER) to create triggers.
  *
- * Not the default at any size (a unit without `capture` gets a copy): the baseline still reads the whole table under
- * shared locks, as the copy does (its INSERT … SELECT takes shared next-key locks), so at capture it saves only the
- * copy's writes, while its row triggers add to every write of the deploy, and its restore reads the whole table for
- * the end-to-end check. A unit that wants it sets it. PostgreSQL's copy-on-write seals without holding writers (and
+ * Not the default at any size (a unit without `capture` gets a copy): its row triggers add to every write of the
+ * deploy, its restore reads the whole table for the end-to-end check, and the whole capture (without `install`) reads
+ * the table under shared locks, as the copy does. A unit that wants it sets it; the snapshot machine then holds the
+ * deploy only for `install`. PostgreSQL's copy-on-write seals without holding writers (and
  * from the earlier point's log, without reading the table), and is the default there above 1 GiB.
  */
 
@@ -98,7 +108,17 @@ type CowMeta = Omit<ShadowMeta, 'partitions' | 'indexes' | 'sealed'> & {
   sealed: true;
   /** Set on a record of what rollback run `runId` replaced (undoRecord), made from the undo table `from`: no triggers, no guard. */
   record?: { runId: string; from: string };
+  /** The point was installed first (install), its seal read afterwards, while the deploy may have been writing. */
+  sealedAfterInstall?: true;
 };
+
+/** The record of a point installed but not sealed yet (install): the `pending` row's meta; count and checksum to come. */
+type InstalledMeta = Omit<CowMeta, 'sealed' | 'count' | 'checksum' | 'sealedAfterInstall'> & { sealed: false; installed: true };
+
+function installedMetaOf(meta: unknown): InstalledMeta | undefined {
+  const m = meta as Partial<InstalledMeta> | undefined;
+  return m?.tool === 'etl-rollback' && m.mode === 'copy-on-write' && m.installed === true && m.sealed === false ? (m as InstalledMeta) : undefined;
+}
 
 /** The names of a point's undo table, guard table, guard constraint and triggers: deterministic, so a retry finds them. */
 export function cowNames(pipeline: string, deploymentId: string, unitId: string) {
@@ -180,20 +200,119 @@ async function dropObjects(conn: mysql.Connection, table: FoundTable | undefined
 // ---------------------------------------------------------------------------------------------------------------
 // Capture
 
+type Names = ReturnType<typeof cowNames>;
+
+/** An installed point whose undo table is gone: what the deploy changed since is lost to it; never installed again. */
+const lostUndo = (unit: MysqlTableUnit, n: Names): PreflightError =>
+  new PreflightError(
+    `unit "${unit.id}": the copy-on-write restore point was installed, but its undo table ${ROLLBACK_DATABASE}.${n.undo} is gone (dropped): the changes made since cannot be undone from it, ` +
+      `and installing it again would take the table as it is now. This restore point cannot be sealed; ${BACKSTOP}.`,
+  );
+
+/** The point's bookkeeping row, checked to be this unit's, and whether its undo table exists. */
+async function existingPoint(conn: mysql.Connection, unit: MysqlTableUnit, ctx: AdapterContext, n: Names) {
+  await ensureRollbackDatabase(conn);
+  const existing = await readPointRow(conn, n.undo);
+  if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
+    throw new PreflightError(
+      `${ROLLBACK_DATABASE}.${n.undo} is recorded for another restore point (pipeline "${existing.pipeline}", deployment "${existing.deploymentId}", ` +
+        `unit "${existing.unitId}"); refusing to reuse it. Inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`,
+    );
+  }
+  const undoExists = await rollbackTableExists(conn, n.undo);
+  if (!existing && undoExists) {
+    throw new PreflightError(`${ROLLBACK_DATABASE}.${n.undo} exists but is not recorded in ${ROLLBACK_DATABASE}.${POINTS_TABLE}; inspect it, drop it if it is not needed, and capture again.`);
+  }
+  return { existing, undoExists };
+}
+
+/** The table, if copy-on-write can protect it; refused with the reason otherwise. */
+async function protectable(conn: mysql.Connection, unit: MysqlTableUnit) {
+  const { source, columns } = await preflightSource(conn, unit);
+  const refuse = (why: string) => new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${why}. Use capture: copy (the default) for this unit.`);
+  if (unit.partition !== undefined || (await partitionNamesOf(conn, source)).length > 0) {
+    throw refuse('it is partitioned (or the unit names partitions), and InnoDB allows no foreign key to a partitioned table: the guard that stops TRUNCATE cannot be made');
+  }
+  const primaryKey = await primaryKeyOf(conn, source);
+  if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
+  const keyColumns = primaryKey.map((k) => columns.find((c) => c.name === k)!);
+  if (keyColumns.some((c) => c.generated)) throw refuse('a column of its primary key is generated');
+  return { source, columns, primaryKey, keyColumns, refuse };
+}
+
+/**
+ * 1. The DDL, each statement committing on its own: the `pending` row first (so a crash leaves a trace to clean up;
+ * an earlier half-made capture of the point is dropped), the undo table, the guard, the triggers; then the check that
+ * a `where` predicate reads only stored columns (it is evaluated on undo rows at restore).
+ */
+async function installObjects(conn: mysql.Connection, unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaited<ReturnType<typeof protectable>>, existing: PointRow | undefined): Promise<void> {
+  const { source, columns, keyColumns, refuse } = t;
+  const undo = inRollbackDb(n.undo);
+  if (existing?.state === 'pending') {
+    ctx.log.warn('mysql-table found an unsealed copy-on-write capture of this point; dropping its leftovers and capturing again', { unit: unit.id });
+    await dropObjects(conn, source, n);
+    await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET source_table = ?, created_at = UTC_TIMESTAMP(6), meta = NULL WHERE shadow_table = ?`, [source.display, n.undo]);
+  } else {
+    await write(
+      conn,
+      `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
+       VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
+      [n.undo, ctx.pipeline, ctx.deploymentId, unit.id, source.display],
+    );
+  }
+  const kept = stored(columns);
+  const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-log', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, table: source.display }));
+  await createUndoTable(conn, undo, kept, keyColumns, comment);
+  await conn.query(
+    `CREATE TABLE ${inRollbackDb(n.guard)} (\n  ${keyColumns.map((c) => columnDef(c, false)).join(',\n  ')},\n  CONSTRAINT ${ident(n.constraint)} FOREIGN KEY (${colList(keyColumns)}) REFERENCES ${source.sql} (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='etl-rollback: stays empty; its foreign key makes InnoDB refuse TRUNCATE of the table while a copy-on-write restore point needs it'`,
+  );
+  const noop = `ON DUPLICATE KEY UPDATE ${ident(KIND)} = ${ident(KIND)}`;
+  const pre = `INSERT INTO ${undo} (${colList(kept)}, ${ident(KIND)}) VALUES (${kept.map((c) => `OLD.${ident(c.name)}`).join(', ')}, 'p') ${noop}`;
+  const key = `INSERT INTO ${undo} (${colList(keyColumns)}, ${ident(KIND)}) VALUES (${keyColumns.map((c) => `NEW.${ident(c.name)}`).join(', ')}, 'i') ${noop}`;
+  const trigger = (name: string, event: string, body: string) => conn.query(`CREATE TRIGGER ${ident(source.db)}.${ident(name)} AFTER ${event} ON ${source.sql} FOR EACH ROW ${body}`);
+  await trigger(n.triggers.ins, 'INSERT', key);
+  await trigger(n.triggers.upd, 'UPDATE', `BEGIN\n  ${pre};\n  ${key};\nEND`);
+  await trigger(n.triggers.del, 'DELETE', pre);
+  if (unit.where !== undefined) {
+    try {
+      await select(conn, `SELECT COUNT(*) AS n FROM ${undo} WHERE ${scopePredicate({ where: unit.where })}`);
+    } catch (error) {
+      throw refuse(`its "where" predicate cannot be evaluated on the undo log (${(error as Error).message}); it may read only stored columns`);
+    }
+  }
+}
+
+/** The record's fields both halves share: what the table was at the baseline, and what protects it. */
+function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaited<ReturnType<typeof protectable>>, at: { autoIncrement: string | null; triggers: TriggerRecord[] }) {
+  return {
+    tool: 'etl-rollback' as const,
+    kind: 'restore-point' as const,
+    mode: 'copy-on-write' as const,
+    version: 1 as const,
+    pipeline: ctx.pipeline,
+    deploymentId: ctx.deploymentId,
+    unitId: unit.id,
+    sourceTable: t.source.display,
+    capturedAt: ctx.now().toISOString(),
+    primaryKey: t.primaryKey,
+    columns: t.columns,
+    ...(unit.where !== undefined ? { where: unit.where } : {}),
+    autoIncrement: unit.where !== undefined ? null : at.autoIncrement,
+    guard: { table: n.guard, constraint: n.constraint },
+    triggers: at.triggers,
+  };
+}
+
+/**
+ * The whole capture: install and baseline in one go, the table share-locked (writers held off) while its count and
+ * checksum are read; or, for a point installed first (`install`), its seal (`seal`).
+ */
 async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<RestorePoint<MysqlCowDetails>> {
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
   const undo = inRollbackDb(n.undo);
   return withSession(ctx, unit.connection, async (conn) => {
     return withPointLock(conn, n.undo, unit.id, async () => {
-      await ensureRollbackDatabase(conn);
-      const existing = await readPointRow(conn, n.undo);
-      if (existing && (existing.pipeline !== ctx.pipeline || existing.deploymentId !== ctx.deploymentId || existing.unitId !== unit.id)) {
-        throw new PreflightError(
-          `${ROLLBACK_DATABASE}.${n.undo} is recorded for another restore point (pipeline "${existing.pipeline}", deployment "${existing.deploymentId}", ` +
-            `unit "${existing.unitId}"); refusing to reuse it. Inspect ${ROLLBACK_DATABASE}.${POINTS_TABLE}.`,
-        );
-      }
-      const undoExists = await rollbackTableExists(conn, n.undo);
+      const { existing, undoExists } = await existingPoint(conn, unit, ctx, n);
       if (existing?.state === 'sealed') {
         const meta = cowMetaOf(existing.meta);
         if (!meta || !undoExists) {
@@ -205,97 +324,113 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
         ctx.log.info('mysql-table copy-on-write restore point already sealed', { unit: unit.id, undoTable: `${ROLLBACK_DATABASE}.${n.undo}` });
         return pointFromMeta(unit, meta, n.undo);
       }
-      if (!existing && undoExists) {
-        throw new PreflightError(
-          `${ROLLBACK_DATABASE}.${n.undo} exists but is not recorded in ${ROLLBACK_DATABASE}.${POINTS_TABLE}; inspect it, drop it if it is not needed, and capture again.`,
-        );
-      }
+      const installed = existing?.state === 'pending' ? installedMetaOf(existing.rawMeta) : undefined;
+      // Installed, and the deploy may be writing since: its triggers' log is the way back, so it is sealed, never redone.
+      if (installed) return seal(conn, unit, n, installed, undoExists);
 
-      const { source, columns } = await preflightSource(conn, unit);
-      const refuse = (why: string) => new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${why}. Use capture: copy (the default) for this unit.`);
-      if (unit.partition !== undefined || (await partitionNamesOf(conn, source)).length > 0) {
-        throw refuse('it is partitioned (or the unit names partitions), and InnoDB allows no foreign key to a partitioned table: the guard that stops TRUNCATE cannot be made');
-      }
-      const primaryKey = await primaryKeyOf(conn, source);
-      if (primaryKey.length === 0) throw refuse('it has no primary key, and the undo log records rows by key');
-      const keyColumns = primaryKey.map((k) => columns.find((c) => c.name === k)!);
-      if (keyColumns.some((c) => c.generated)) throw refuse('a column of its primary key is generated');
-
-      // 1. DDL, each statement committing on its own; the `pending` row first, so a crash leaves a trace to clean up.
-      if (existing?.state === 'pending') {
-        ctx.log.warn('mysql-table found an unsealed copy-on-write capture of this point; dropping its leftovers and capturing again', { unit: unit.id });
-        await dropObjects(conn, source, n);
-        await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET source_table = ?, created_at = UTC_TIMESTAMP(6) WHERE shadow_table = ?`, [source.display, n.undo]);
-      } else {
-        await write(
-          conn,
-          `INSERT INTO ${inRollbackDb(POINTS_TABLE)} (shadow_table, state, pipeline, deployment_id, unit_id, source_table, created_at, meta)
-           VALUES (?, 'pending', ?, ?, ?, ?, UTC_TIMESTAMP(6), NULL)`,
-          [n.undo, ctx.pipeline, ctx.deploymentId, unit.id, source.display],
-        );
-      }
-      const kept = stored(columns);
-      const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-log', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, table: source.display }));
-      await createUndoTable(conn, undo, kept, keyColumns, comment);
-      await conn.query(
-        `CREATE TABLE ${inRollbackDb(n.guard)} (\n  ${keyColumns.map((c) => columnDef(c, false)).join(',\n  ')},\n  CONSTRAINT ${ident(n.constraint)} FOREIGN KEY (${colList(keyColumns)}) REFERENCES ${source.sql} (${colList(keyColumns)})\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT='etl-rollback: stays empty; its foreign key makes InnoDB refuse TRUNCATE of the table while a copy-on-write restore point needs it'`,
-      );
-      const noop = `ON DUPLICATE KEY UPDATE ${ident(KIND)} = ${ident(KIND)}`;
-      const pre = `INSERT INTO ${undo} (${colList(kept)}, ${ident(KIND)}) VALUES (${kept.map((c) => `OLD.${ident(c.name)}`).join(', ')}, 'p') ${noop}`;
-      const key = `INSERT INTO ${undo} (${colList(keyColumns)}, ${ident(KIND)}) VALUES (${keyColumns.map((c) => `NEW.${ident(c.name)}`).join(', ')}, 'i') ${noop}`;
-      const trigger = (name: string, event: string, body: string) => conn.query(`CREATE TRIGGER ${ident(source.db)}.${ident(name)} AFTER ${event} ON ${source.sql} FOR EACH ROW ${body}`);
-      await trigger(n.triggers.ins, 'INSERT', key);
-      await trigger(n.triggers.upd, 'UPDATE', `BEGIN\n  ${pre};\n  ${key};\nEND`);
-      await trigger(n.triggers.del, 'DELETE', pre);
-
+      const t = await protectable(conn, unit);
+      await installObjects(conn, unit, ctx, n, t, existing);
       // 2. The baseline: writers held off, what slipped in since the triggers forgotten, count and checksum, seal.
       return await inTransaction(conn, 'START TRANSACTION', async () => {
-        await select(conn, `SELECT COUNT(*) AS n FROM ${source.sql} LOCK IN SHARE MODE`);
+        await select(conn, `SELECT COUNT(*) AS n FROM ${t.source.sql} LOCK IN SHARE MODE`);
         await write(conn, `DELETE FROM ${undo}`);
-        if (unit.where !== undefined) {
-          // The predicate is evaluated on undo rows at restore: it must read only stored columns.
-          try {
-            await select(conn, `SELECT COUNT(*) AS n FROM ${undo} WHERE ${scopePredicate({ where: unit.where })}`);
-          } catch (error) {
-            throw refuse(`its "where" predicate cannot be evaluated on the undo log (${(error as Error).message}); it may read only stored columns`);
-          }
-        }
-        const now = await columnsOf(conn, source);
-        if (JSON.stringify(now) !== JSON.stringify(columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${source.display} changed during the capture; capture again`);
+        const now = await columnsOf(conn, t.source);
+        if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
         let counted: { count: number; checksum: string };
         try {
-          counted = await countAndChecksum(conn, `${source.sql} AS t`, scopePredicate({ where: unit.where }), columns);
+          counted = await countAndChecksum(conn, `${t.source.sql} AS t`, scopePredicate({ where: unit.where }), t.columns);
         } catch (error) {
           if (unit.where === undefined) throw error;
-          throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
+          throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${t.source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
         }
-        const meta: CowMeta = {
-          tool: 'etl-rollback',
-          kind: 'restore-point',
-          mode: 'copy-on-write',
-          version: 1,
-          pipeline: ctx.pipeline,
-          deploymentId: ctx.deploymentId,
-          unitId: unit.id,
-          sourceTable: source.display,
-          capturedAt: ctx.now().toISOString(),
-          count: counted.count,
-          checksum: counted.checksum,
-          primaryKey,
-          columns,
-          ...(unit.where !== undefined ? { where: unit.where } : {}),
-          autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, source),
-          guard: { table: n.guard, constraint: n.constraint },
-          triggers: await triggersOf(conn, source, Object.values(n.triggers)),
-          sealed: true,
-        };
-        if (meta.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${source.display} vanished during the capture; capture again`);
+        const at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
+        const meta: CowMeta = { ...recordOf(unit, ctx, n, t, at), count: counted.count, checksum: counted.checksum, sealed: true };
+        if (meta.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
         const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
         if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
-        ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
+        ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
         return pointFromMeta(unit, meta, n.undo);
       });
     });
+  });
+}
+
+/**
+ * The capture's first half (the snapshot's "Capture units"; the deploy may start once it returns): the objects, then
+ * the baseline without reading the table. LOCK TABLES … READ waits for every transaction that has written the table
+ * (it holds the table's metadata lock until it ends) and holds new writers off while the log is emptied of what they
+ * wrote since the triggers went in: milliseconds, not a pass over the table. From then on every write is in the log, in
+ * the writer's own transaction, so the seal can be read from any later consistent snapshot (`seal`). Undefined for a
+ * table with a generated column (the seal hashes every column; the log keeps stored ones): captured whole instead.
+ */
+async function install(unit: MysqlTableUnit, ctx: AdapterContext): Promise<InPlace | undefined> {
+  const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
+  const undo = inRollbackDb(n.undo);
+  return withSession(ctx, unit.connection, async (conn) => {
+    return withPointLock(conn, n.undo, unit.id, async () => {
+      const { existing, undoExists } = await existingPoint(conn, unit, ctx, n);
+      // Sealed already: the capture answers it at once.
+      if (existing?.state === 'sealed') return undefined;
+      const found = existing?.state === 'pending' ? installedMetaOf(existing.rawMeta) : undefined;
+      if (found) {
+        if (!undoExists) throw lostUndo(unit, n);
+        return { status: `in place, seal to follow: triggers on ${found.sourceTable} log every change since ${found.capturedAt} into ${undo}` };
+      }
+      const t = await protectable(conn, unit);
+      if (t.columns.some((c) => c.generated)) return undefined;
+      await installObjects(conn, unit, ctx, n, t, existing);
+      await conn.query('SET SESSION lock_wait_timeout = 60');
+      await conn.query(`LOCK TABLES ${t.source.sql} READ, ${undo} WRITE`);
+      let at: { autoIncrement: string | null; triggers: TriggerRecord[] };
+      try {
+        await write(conn, `DELETE FROM ${undo}`);
+        const now = await columnsOf(conn, t.source);
+        if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
+        at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
+      } finally {
+        await conn.query('UNLOCK TABLES');
+      }
+      if (at.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
+      const meta: InstalledMeta = { ...recordOf(unit, ctx, n, t, at), sealed: false, installed: true };
+      const recorded = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
+      if (recorded !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+      ctx.log.info('mysql-table copy-on-write triggers in place', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}` });
+      return { status: `in place, seal to follow: triggers on ${t.source.display} log every change since ${meta.capturedAt} into ${undo}` };
+    });
+  });
+}
+
+/**
+ * The seal of an installed point: in one consistent snapshot, the live rows without a log entry plus the logged
+ * pre-images are the table at the baseline (every later write is logged in its own transaction), so their count and
+ * checksum are the capture's, read while the deploy writes on (a plain InnoDB read takes no row locks). Refused when
+ * the table no longer has the captured columns, or its triggers are not the ones installed (writes may be missing).
+ */
+async function seal(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, installed: InstalledMeta, undoExists: boolean): Promise<RestorePoint<MysqlCowDetails>> {
+  if (!undoExists) throw lostUndo(unit, n);
+  const undo = inRollbackDb(n.undo);
+  const source = await findTable(conn, installed.sourceTable);
+  if (!source) throw new PreflightError(`unit "${unit.id}": table ${installed.sourceTable} is gone; its copy-on-write restore point cannot be sealed; ${BACKSTOP}.`);
+  await conn.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+  return inTransaction(conn, 'START TRANSACTION WITH CONSISTENT SNAPSHOT', async () => {
+    const now = await columnsOf(conn, source);
+    const changed = installed.columns.filter((c) => JSON.stringify(now.find((x) => x.name === c.name)) !== JSON.stringify(c)).map((c) => c.name);
+    const triggers = await triggersOf(conn, source, Object.values(n.triggers));
+    const problems = [
+      ...(changed.length > 0 ? [`its columns changed after its triggers went in (${changed.join(', ')}), so its rows no longer show the table as it was`] : []),
+      ...(JSON.stringify(triggers) !== JSON.stringify(installed.triggers) ? ['its triggers are not the ones installed (dropped or made again since): writes may be missing from the log'] : []),
+    ];
+    if (problems.length > 0) throw new PreflightError(`unit "${unit.id}": the seal of ${source.display} cannot be read: ${problems.join('; ')}. This restore point cannot be sealed; ${BACKSTOP}.`);
+    const kind = ident(KIND);
+    const rows =
+      `(SELECT ${colList(installed.columns, 'l')} FROM ${source.sql} AS l WHERE NOT EXISTS (SELECT 1 FROM ${undo} AS u WHERE ${keyMatch(installed.primaryKey, 'u', 'l')}) ` +
+      `UNION ALL SELECT ${colList(installed.columns, 'u')} FROM ${undo} AS u WHERE u.${kind} = 'p') AS t`;
+    const counted = await countAndChecksum(conn, rows, scopePredicate({ where: installed.where }), installed.columns);
+    const { installed: _, ...rest } = installed;
+    const meta: CowMeta = { ...rest, count: counted.count, checksum: counted.checksum, sealed: true, sealedAfterInstall: true };
+    const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
+    if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+    return pointFromMeta(unit, meta, n.undo);
   });
 }
 
@@ -658,4 +793,4 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
   );
 }
 
-export const mysqlCopyOnWrite = { capture, diff, restore, release, undoRecord };
+export const mysqlCopyOnWrite = { capture, install, diff, restore, release, undoRecord };

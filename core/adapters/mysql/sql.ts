@@ -373,6 +373,8 @@ export interface PointRow {
   deploymentId: string;
   unitId: string;
   meta: ShadowMeta | undefined;
+  /** The record as stored, sealed or not (a copy-on-write point installed before its seal keeps its record here). */
+  rawMeta?: unknown;
 }
 
 /** The bookkeeping row of a shadow table; undefined when there is none (or no etl_rollback database yet). */
@@ -397,7 +399,13 @@ export async function readPointRow(conn: mysql.Connection, shadowName: string): 
   } catch {
     meta = undefined;
   }
-  return { state: row.state, pipeline: row.pipeline, deploymentId: row.deploymentId, unitId: row.unitId, meta };
+  let rawMeta: unknown;
+  try {
+    rawMeta = row.meta ? (JSON.parse(row.meta) as unknown) : undefined;
+  } catch {
+    rawMeta = undefined;
+  }
+  return { state: row.state, pipeline: row.pipeline, deploymentId: row.deploymentId, unitId: row.unitId, meta, rawMeta };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
