@@ -323,7 +323,7 @@ describe('mysql-table copy-on-write: what a rollback replaces (undo)', () => {
 });
 
 describe('mysql-table copy-on-write: property (MariaDB)', () => {
-  it('any sequence of inserts, upserts, updates (of the key too) and deletes is undone exactly', async () => {
+  it('any sequence of inserts, upserts, updates (of the key too) and deletes is undone exactly, the point captured whole or installed first and sealed while they run', async () => {
     await sql.query(`CREATE TABLE cw_prop (id INT PRIMARY KEY, v VARCHAR(200), n INT, UNIQUE KEY uv (v)) ENGINE=InnoDB`);
     let run = 0;
     const op = fc.oneof(
@@ -333,15 +333,19 @@ describe('mysql-table copy-on-write: property (MariaDB)', () => {
       fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(op, { maxLength: 12 }), async (ops) => {
+      // `sealAfter`: undefined, the whole capture before the deploy; a number, the snapshot machine's way: installed
+      // before the deploy, sealed after that many of its statements (the seal is read while it writes).
+      fc.asyncProperty(fc.array(op, { maxLength: 12 }), fc.option(fc.nat({ max: 12 }), { nil: undefined }), async (ops, sealAfter) => {
         run += 1;
         await sql.query(`DELETE FROM cw_prop`);
         await sql.query(`INSERT INTO cw_prop SELECT seq, CONCAT('v', seq), seq FROM seq_1_to_40`);
         const u = cow('prop', 'cw_prop');
         const c = ctx(`d-prop-${run}`);
-        const point = await adapter.capture(u, c);
         const captured = await rowsOf('cw_prop');
-        for (const o of ops) {
+        if (sealAfter !== undefined) expect((await adapter.install(u, c))?.status).toMatch(/^in place, seal to follow/);
+        let point = sealAfter === undefined || sealAfter === 0 ? await adapter.capture(u, c) : undefined;
+        for (const [index, o] of ops.entries()) {
+          if (index === sealAfter && index > 0) point = await adapter.capture(u, c);
           if (o.kind === 'insert') await sql.query(`INSERT INTO cw_prop VALUES (?, CONCAT('ins', ?), ?) ON DUPLICATE KEY UPDATE v = CONCAT('upsert', id), n = VALUES(n)`, [o.id, o.id, o.n]);
           else if (o.kind === 'update') await sql.query(`UPDATE cw_prop SET n = n + ?, v = CONCAT(v, '!') WHERE id BETWEEN ? AND ?`, [o.n, o.lo, o.lo + o.span]);
           else if (o.kind === 'rekey') {
@@ -350,6 +354,7 @@ describe('mysql-table copy-on-write: property (MariaDB)', () => {
             if (Number(taken[0]!.n) === 0) await sql.query(`UPDATE cw_prop SET id = id + ? WHERE id BETWEEN ? AND ? ORDER BY id DESC`, [o.by, o.lo, o.lo + o.span]);
           } else await sql.query(`DELETE FROM cw_prop WHERE id BETWEEN ? AND ?`, [o.lo, o.lo + o.span]);
         }
+        point ??= await adapter.capture(u, c);
         // What the rollback replaces, recorded first at the logged keys: restoring the record puts it back exactly.
         const found = await rowsOf('cw_prop');
         const rc = ctx(`undo-r-prop-${run}`, `r-prop-${run}`);
