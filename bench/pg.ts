@@ -15,10 +15,10 @@ import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { createPostgresTableAdapter, postgresTableAdapter, type PostgresTableDetails } from '../core/adapters/postgres-table.ts';
+import { createPostgresTableAdapter, postgresTableAdapter, type PostgresTableDetails, type SlicedPostgresTableAdapter } from '../core/adapters/postgres-table.ts';
 import type { AdapterContext, Outcome, RestorePoint } from '../core/adapters/types.ts';
 import { DEFAULT_SEAL_SLICING } from '../core/adapters/postgres/copy-on-write.ts';
-import { postgresTableUnitSchema } from '../core/manifest/schema.ts';
+import { postgresTableUnitSchema, type PostgresTableUnit } from '../core/manifest/schema.ts';
 import { postgresConnector, type PostgresConnector } from '../core/runtime/connections.ts';
 import type { PostgresServer } from '../scripts/local-services.ts';
 import { changeMix, checksLine, fmtBytes, fmtInt, fmtRuns, fmtSec, median, onCleanup, printTable, progress, silentLog, times, unusedServices, type Options } from './common.ts';
@@ -166,6 +166,18 @@ function quietConnector(inner: PostgresConnector, trips: Trips): PostgresConnect
       return client;
     },
   };
+}
+
+/** A capture called until it answers the restore point (a sliced seal pends between its calls), and how many calls. */
+async function sealedPoint(
+  adapter: SlicedPostgresTableAdapter,
+  unit: PostgresTableUnit,
+  ctx: AdapterContext,
+): Promise<{ point: RestorePoint<PostgresTableDetails>; calls: number }> {
+  for (let calls = 1; ; calls += 1) {
+    const r = await adapter.capture(unit, ctx);
+    if (!('pending' in r)) return { point: r, calls };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -618,13 +630,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       progress(`PostgreSQL: copy-on-write first seal in key ranges of ${fmtInt(chunkRows)} rows, one range a call`);
       await sliced.install(cowUnit, slicedCtx);
       const t = performance.now();
-      let calls = 0;
-      let point: RestorePoint<PostgresTableDetails> | undefined;
-      while (!point) {
-        calls += 1;
-        const r = await sliced.capture(cowUnit, slicedCtx);
-        if (!('pending' in r)) point = r;
-      }
+      const { point, calls } = await sealedPoint(sliced, cowUnit, slicedCtx);
       const seconds = (performance.now() - t) / 1000;
       const whole = figures.sealWhole;
       figures.sealSliced = { seconds, calls, chunkRows, equal: whole !== undefined && point.count === whole.count && point.checksum === whole.checksum };
@@ -639,12 +645,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
         progress(`PostgreSQL: a deploy's ALTER TABLE … ADD COLUMN while the first seal reads (${how === 'whole' ? 'read whole' : 'in key ranges'})`);
         await adapter.install(cowUnit, ddlCtx);
         const s0 = performance.now();
-        const sealing = (async () => {
-          for (;;) {
-            const r = await adapter.capture(cowUnit, ddlCtx);
-            if (!('pending' in r)) return { point: r, seconds: (performance.now() - s0) / 1000 };
-          }
-        })();
+        const sealing = sealedPoint(adapter, cowUnit, ddlCtx).then(({ point }) => ({ point, seconds: (performance.now() - s0) / 1000 }));
         await new Promise((r) => setTimeout(r, 200));
         const ddl = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench-ddl' });
         await ddl.connect();

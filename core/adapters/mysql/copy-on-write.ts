@@ -304,6 +304,24 @@ function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaite
 }
 
 /**
+ * The baseline's facts, read with writers held off and the log just emptied: the columns as they were checked, the
+ * AUTO_INCREMENT counter (none for a scoped unit) and the three triggers as installed.
+ */
+async function baselineOf(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, t: Awaited<ReturnType<typeof protectable>>) {
+  const now = await columnsOf(conn, t.source);
+  if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
+  const at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
+  if (at.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
+  return at;
+}
+
+/** Writes the `pending` row's record: sealed (state `sealed`) or installed (still `pending`). */
+async function recordPoint(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, meta: CowMeta | InstalledMeta): Promise<void> {
+  const written = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = ?, meta = ? WHERE shadow_table = ? AND state = 'pending'`, [meta.sealed ? 'sealed' : 'pending', JSON.stringify(meta), n.undo]);
+  if (written !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+}
+
+/**
  * The whole capture: install and baseline in one go, the table share-locked (writers held off) while its count and
  * checksum are read; or, for a point installed first (`install`), its seal (`seal`).
  */
@@ -334,8 +352,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
       return await inTransaction(conn, 'START TRANSACTION', async () => {
         await select(conn, `SELECT COUNT(*) AS n FROM ${t.source.sql} LOCK IN SHARE MODE`);
         await write(conn, `DELETE FROM ${undo}`);
-        const now = await columnsOf(conn, t.source);
-        if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
+        const at = await baselineOf(conn, unit, n, t);
         let counted: { count: number; checksum: string };
         try {
           counted = await countAndChecksum(conn, `${t.source.sql} AS t`, scopePredicate({ where: unit.where }), t.columns);
@@ -343,11 +360,8 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
           if (unit.where === undefined) throw error;
           throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${t.source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
         }
-        const at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
         const meta: CowMeta = { ...recordOf(unit, ctx, n, t, at), count: counted.count, checksum: counted.checksum, sealed: true };
-        if (meta.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
-        const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
-        if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+        await recordPoint(conn, unit, n, meta);
         ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
         return pointFromMeta(unit, meta, n.undo);
       });
@@ -381,19 +395,15 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext): Promise<InPla
       await installObjects(conn, unit, ctx, n, t, existing);
       await conn.query('SET SESSION lock_wait_timeout = 60');
       await conn.query(`LOCK TABLES ${t.source.sql} READ, ${undo} WRITE`);
-      let at: { autoIncrement: string | null; triggers: TriggerRecord[] };
+      let at: Awaited<ReturnType<typeof baselineOf>>;
       try {
         await write(conn, `DELETE FROM ${undo}`);
-        const now = await columnsOf(conn, t.source);
-        if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
-        at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
+        at = await baselineOf(conn, unit, n, t);
       } finally {
         await conn.query('UNLOCK TABLES');
       }
-      if (at.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
       const meta: InstalledMeta = { ...recordOf(unit, ctx, n, t, at), sealed: false, installed: true };
-      const recorded = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
-      if (recorded !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+      await recordPoint(conn, unit, n, meta);
       ctx.log.info('mysql-table copy-on-write triggers in place', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}` });
       return { status: `in place, seal to follow: triggers on ${t.source.display} log every change since ${meta.capturedAt} into ${undo}` };
     });
@@ -428,8 +438,7 @@ async function seal(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, inst
     const counted = await countAndChecksum(conn, rows, scopePredicate({ where: installed.where }), installed.columns);
     const { installed: _, ...rest } = installed;
     const meta: CowMeta = { ...rest, count: counted.count, checksum: counted.checksum, sealed: true, sealedAfterInstall: true };
-    const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
-    if (sealed !== 1) throw new Error(`capture of unit "${unit.id}": the pending record of ${ROLLBACK_DATABASE}.${n.undo} vanished; capture again`);
+    await recordPoint(conn, unit, n, meta);
     return pointFromMeta(unit, meta, n.undo);
   });
 }
