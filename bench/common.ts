@@ -11,7 +11,7 @@ import type { AdapterContext, Check } from '../core/adapters/types.ts';
 export const DEFAULTS = { objects: 20_000, rows: 1_000_000, changed: 1, objectBytes: 1024, pgTimeout: 600, workers: 16, repeat: 5 };
 
 export interface Options {
-  only: 's3' | 'pg' | undefined;
+  only: 's3' | 'pg' | 'mysql' | undefined;
   objects: number;
   rows: number;
   changed: number;
@@ -23,10 +23,11 @@ export interface Options {
   repeat: number;
 }
 
-export const USAGE = `usage: npm run bench -- [--only s3|pg] [--objects N] [--changed P] [--rows N] [--object-bytes B]
+export const USAGE = `usage: npm run bench -- [--only s3|pg|mysql] [--objects N] [--changed P] [--rows N] [--object-bytes B]
                         [--no-full-reload] [--pg-timeout S] [--workers W] [--repeat N]
 
-  --only s3|pg      run one section only (default: both, S3 first)
+  --only s3|pg|mysql  run one section only (default: all, S3 first; mysql: copy-on-write on this
+                    machine's MariaDB, ETL_ROLLBACK_BENCH_MYSQL_URL, skipped when none answers)
   --objects N       objects under the S3 prefix (default ${DEFAULTS.objects.toLocaleString('en-US')})
   --changed P       percent changed by the bad deploy, S3 and PostgreSQL (default ${DEFAULTS.changed}):
                     half modified, a quarter deleted, a quarter added
@@ -70,8 +71,8 @@ export function parseOptions(argv: string[]): Options {
   if (!Number.isFinite(changed) || changed <= 0 || changed > 100) {
     throw new Error(`--changed must be a number above 0 and at most 100, got ${JSON.stringify(values.changed)}\n${USAGE}`);
   }
-  if (values.only !== undefined && values.only !== 's3' && values.only !== 'pg') {
-    throw new Error(`--only must be s3 or pg, got ${JSON.stringify(values.only)}\n${USAGE}`);
+  if (values.only !== undefined && values.only !== 's3' && values.only !== 'pg' && values.only !== 'mysql') {
+    throw new Error(`--only must be s3, pg or mysql, got ${JSON.stringify(values.only)}\n${USAGE}`);
   }
   return {
     only: values.only,

@@ -2,7 +2,7 @@
  * Benchmark: etl-rollback's restores against the tools a team would use without it, on real local services (moto for
  * S3, PostgreSQL), in one run, on identical data. Prints figures; asserts no timings.
  *
- *   npm run bench -- [--only s3|pg] [--objects 20000] [--changed 1] [--rows 1000000] [--object-bytes 1024]
+ *   npm run bench -- [--only s3|pg|mysql] [--objects 20000] [--changed 1] [--rows 1000000] [--object-bytes 1024]
  *
  * S3 (bench/s3.ts): etl-rollback vs s3-pit-restore vs a naive full copy, requests counted at the server by moto's own
  * request recorder (bench/moto-requests.ts). PostgreSQL (bench/pg.ts): etl-rollback vs pg_dump -Fc -t + pg_restore
@@ -21,6 +21,7 @@ import { benchPointInTimeMerge } from './pitr-merge.ts';
 import { startMoto, startPostgres, type MotoServer, type PostgresServer } from '../scripts/local-services.ts';
 import { cleanUp, fmtBytes, fmtInt, fmtSec, onCleanup, parseOptions, progress } from './common.ts';
 import { MotoRecorder } from './moto-requests.ts';
+import { mysqlSection } from './mysql.ts';
 import { pgSection, type PgSummary } from './pg.ts';
 import { S3_PIT_RESTORE_VERSION, SdkCounter, s3Section, type S3Summary } from './s3.ts';
 
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
   let moto: MotoServer | undefined;
   let server: PostgresServer | undefined;
 
-  if (opts.only !== 'pg') {
+  if (opts.only === undefined || opts.only === 's3') {
     // moto's request recorder writes its log here (it is off until the bench starts it around one tool).
     const recordings = mkdtempSync(path.join(os.tmpdir(), 'etl-rollback-bench-moto-'));
     onCleanup(`remove ${recordings}`, async () => rmSync(recordings, { recursive: true, force: true }));
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
     sdk.install(s3);
     s3Summary = await s3Section(s3, sdk, new MotoRecorder(moto.endpoint), moto.endpoint, suffix, opts);
   }
-  if (opts.only !== 's3') {
+  if (opts.only === undefined || opts.only === 'pg') {
     progress('starting PostgreSQL (this machine\'s, else embedded)');
     server = await startPostgres();
     const srv = server;
@@ -94,6 +95,8 @@ async function main(): Promise<void> {
         `(${fmtInt(c.rowsUpdated ?? 0)} updated, ${fmtInt(c.rowsDeleted ?? 0)} deleted, ${fmtInt(c.rowsInserted ?? 0)} inserted), ${fmtInt(c.rowsQuarantined ?? 0)} replaced rows quarantined`,
     );
   }
+
+  if (opts.only === undefined || opts.only === 'mysql') await mysqlSection(s3, suffix, opts);
 
   const cpu = os.cpus();
   console.log('\nEnvironment');

@@ -1,0 +1,123 @@
+/**
+ * MySQL/MariaDB copy-on-write (issue 8): what the deploy waits for at capture, the whole capture (the table
+ * share-locked while it is counted and summed) against the snapshot machine's two halves (install, then the seal read
+ * while the deploy may write), with a writer probing the table meanwhile; then the restore of a 1% deploy. On this
+ * machine's MariaDB (ETL_ROLLBACK_BENCH_MYSQL_URL, default mysql://root@127.0.0.1:3306); skipped, saying so, when none
+ * answers. Prints figures; asserts nothing.
+ */
+import { performance } from 'node:perf_hooks';
+import mysql from 'mysql2/promise';
+import { mysqlTable } from '../core/adapters/mysql-table.ts';
+import type { AdapterContext } from '../core/adapters/types.ts';
+import { mysqlTableUnitSchema } from '../core/manifest/schema.ts';
+import { mysqlConnector } from '../core/runtime/connections.ts';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { changeMix, fmtInt, fmtSec, onCleanup, progress, silentLog, unusedServices, type Options } from './common.ts';
+
+export async function mysqlSection(s3: S3Client, suffix: string, opts: Options): Promise<void> {
+  const base = new URL(process.env.ETL_ROLLBACK_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306');
+  const options = { host: base.hostname, port: Number(base.port || 3306), user: decodeURIComponent(base.username), password: decodeURIComponent(base.password) };
+  let admin: mysql.Connection;
+  try {
+    admin = await mysql.createConnection(options);
+  } catch (error) {
+    console.log(`\nMySQL/MariaDB copy-on-write: skipped, no server answers at ${base.host} (${(error as Error).message}); set ETL_ROLLBACK_BENCH_MYSQL_URL`);
+    return;
+  }
+  const db = `bench_${suffix}`;
+  await admin.query(`CREATE DATABASE \`${db}\``);
+  onCleanup(`drop MySQL database ${db}`, async () => {
+    // The copy-on-write guard's foreign key into the database would stop DROP DATABASE: release drops it first.
+    await admin.query(`DROP DATABASE IF EXISTS \`${db}\``).catch(() => undefined);
+    await admin.end();
+  });
+  const [[version]] = await admin.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v');
+  const sql = await mysql.createConnection({ ...options, database: db });
+  onCleanup('close the MySQL session', () => sql.end());
+  const R = opts.rows;
+  progress(`MySQL ${String(version?.v)}: seeding ${fmtInt(R)} rows in ${db}.orders`);
+  await sql.query(`CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(64) NOT NULL, amount DECIMAL(12,2) NOT NULL, ordered_at DATETIME(3) NOT NULL, note VARCHAR(64)) ENGINE=InnoDB`);
+  for (let from = 1; from <= R; from += 1_000_000) {
+    const to = Math.min(R, from + 999_999);
+    await sql.query(
+      `INSERT INTO orders SELECT seq, CONCAT('customer-', (seq * 7919) % 50000), ((seq * 37) % 100000) / 100.0, '2024-01-01' + INTERVAL seq * 13 SECOND, MD5(seq) FROM seq_${from}_to_${to}`,
+    );
+  }
+  await sql.query('ANALYZE TABLE orders');
+  const url = `mysql://${encodeURIComponent(options.user)}${options.password ? `:${encodeURIComponent(options.password)}` : ''}@${options.host}:${options.port}/${db}`;
+  const unit = mysqlTableUnitSchema.parse({ id: 'orders', type: 'mysql-table', connection: 'warehouse', table: `${db}.orders`, capture: 'copy-on-write' });
+  const ctx = (deploymentId: string): AdapterContext => ({
+    pipeline: 'bench',
+    deploymentId,
+    runId: `run-${deploymentId}`,
+    s3,
+    stateBucket: 'unused-by-mysql-table',
+    ...unusedServices(),
+    postgres: { connect: () => Promise.reject(new Error('the MySQL section uses no PostgreSQL')) },
+    mysql: mysqlConnector({ warehouse: { engine: 'mysql', url } }),
+    now: () => new Date(),
+    log: silentLog,
+  });
+
+  /** Runs `work` while a writer updates one row again and again (rolled back): the slowest write is how long writers were held off. */
+  async function probed<T>(work: () => Promise<T>): Promise<{ result: T; seconds: number; held: number; writes: number }> {
+    const probe = await mysql.createConnection({ ...options, database: db });
+    let running = true;
+    let held = 0;
+    let writes = 0;
+    const probing = (async () => {
+      while (running) {
+        const w = performance.now();
+        await probe.query('START TRANSACTION');
+        await probe.query('UPDATE orders SET amount = amount WHERE id = 1');
+        await probe.query('ROLLBACK');
+        held = Math.max(held, (performance.now() - w) / 1000);
+        writes += 1;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    const t = performance.now();
+    const result = await work().finally(() => (running = false));
+    const seconds = (performance.now() - t) / 1000;
+    await probing;
+    await probe.end();
+    return { result, seconds, held, writes };
+  }
+
+  // The whole capture: triggers, then the table share-locked while it is counted and summed.
+  progress('MySQL: copy-on-write capture, whole (the table share-locked while it is read), a writer probing meanwhile');
+  const whole = await probed(() => mysqlTable.capture(unit, ctx(`d-${suffix}-whole`)));
+  await mysqlTable.release(unit, whole.result, ctx(`d-${suffix}-whole`));
+
+  // The snapshot machine's way: install (the deploy may start), the deploy, the seal read meanwhile, the restore.
+  progress('MySQL: copy-on-write install (the triggers and the baseline; nothing read), a writer probing meanwhile');
+  const c = ctx(`d-${suffix}-cow`);
+  const installed = await probed(() => mysqlTable.install(unit, c));
+  const mix = changeMix(R, opts.changed);
+  progress(`MySQL ${opts.changed}%: the bad deploy through the triggers (${fmtInt(mix.modified)} updated, ${fmtInt(mix.deleted)} deleted, ${fmtInt(mix.added)} inserted), the seal read while it runs`);
+  const s0 = performance.now();
+  const sealing = mysqlTable.capture(unit, c).then((point) => ({ point, seconds: (performance.now() - s0) / 1000 }));
+  const step = Math.max(1, Math.floor(R / (mix.modified + mix.deleted)));
+  await sql.query(`UPDATE orders SET customer = CONCAT('bad ', customer), amount = 999999.99 WHERE id % ${step} = 0 AND id <= ${step * mix.modified}`);
+  await sql.query(`DELETE FROM orders WHERE id % ${step} = 1 AND id <= ${step * mix.deleted}`);
+  await sql.query(`INSERT INTO orders SELECT ${R} + seq, 'added by bad deploy', 0, '2030-01-01', NULL FROM seq_1_to_${Math.max(1, mix.added)}`);
+  const sealed = await sealing;
+  progress(`MySQL ${opts.changed}%: copy-on-write restore`);
+  const r0 = performance.now();
+  const out = await mysqlTable.restore(unit, sealed.point, { ...c, runId: `run-${suffix}-cow` });
+  const restoreSeconds = (performance.now() - r0) / 1000;
+  const checks = await mysqlTable.verify(unit, sealed.point, c);
+  await mysqlTable.release(unit, sealed.point, c);
+
+  const inPlace = installed.seconds;
+  console.log(`\nMySQL/MariaDB table, copy-on-write (${String(version?.v)}; ${fmtInt(R)} rows, id BIGINT PK, varchar, decimal, datetime, varchar)`);
+  console.log(`  whole capture (the deploy waits for all of it): ${fmtSec(whole.seconds)} s; writers held off ${fmtSec(whole.held)} s at most (the slowest of ${fmtInt(whole.writes)} probe writes)`);
+  console.log(
+    `  in two halves: install ${fmtSec(inPlace)} s (what the deploy waits for); writers held off ${fmtSec(installed.held)} s at most (of ${fmtInt(installed.writes)} probe writes); ` +
+      `then the seal ${fmtSec(sealed.seconds)} s, read while the deploy wrote`,
+  );
+  console.log(
+    `  restore of the ${opts.changed}% deploy: ${fmtSec(restoreSeconds)} s, ${fmtInt(out.writes)} rows written; ${checks.every((x) => x.ok) ? 'verified' : 'NOT VERIFIED'} (${checks.map((x) => x.name).join(', ')})`,
+  );
+  console.log(`  MySQL copy-on-write capture, what the deploy waits for (install): ${fmtSec(inPlace)} s (goal: under 1 s at any size) ${inPlace < 1 ? 'MET' : 'NOT MET'}; the whole capture: ${fmtSec(whole.seconds)} s`);
+}
