@@ -6,6 +6,23 @@ import type { Unit } from '../manifest/schema.ts';
  */
 export const COPY_ON_WRITE_ABOVE_BYTES = 1024 ** 3;
 
+/** How long a copy-on-write install waits for its table lock, and how often it tries. */
+export interface InstallLock {
+  /** One try's wait, in milliseconds (MySQL waits whole seconds, at least one). */
+  timeoutMs: number;
+  tries: number;
+  /** Pause between two tries, in milliseconds. */
+  pauseMs: number;
+}
+
+/**
+ * The install's table lock (PostgreSQL LOCK TABLE … SHARE ROW EXCLUSIVE, MySQL LOCK TABLES … READ) waits for every
+ * transaction that has written the table, and every writer that comes after it queues behind it. So one try waits
+ * 2 s at most (then the writers it held go on), and it tries 5 times, a second apart: a long open write transaction
+ * makes the install fail in about 15 s, naming it, instead of stalling the table's writers for as long as it stays open.
+ */
+export const INSTALL_LOCK: InstallLock = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
+
 /** A size in GiB, MiB or KiB. */
 export const gib = (bytes: number): string =>
   bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;

@@ -26,7 +26,7 @@ import {
 } from './postgres/catalog.ts';
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
-import { COPY_ON_WRITE_ABOVE_BYTES, gib } from './capture-modes.ts';
+import { COPY_ON_WRITE_ABOVE_BYTES, gib, type InstallLock } from './capture-modes.ts';
 import { copyOnWrite, type CowDetails, type SealSlicing } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
@@ -114,6 +114,8 @@ export interface PostgresTableOptions {
   reload?: Partial<ReloadPolicy>;
   /** A unit without `capture` is captured copy-on-write when its table is at least this large (bytes) and eligible. */
   copyOnWriteAbove?: number;
+  /** How long a copy-on-write install waits for its table lock, and how often it tries (default INSTALL_LOCK). */
+  installLock?: InstallLock;
 }
 
 /** Default reload policy: more than half of at least 1,000 rows in scope differ. */
@@ -183,7 +185,7 @@ export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresT
 function postgresTable(options: PostgresTableOptions & { sealing?: SealSlicing }) {
   const triggerMode: TriggerMode = options.triggers ?? 'disable';
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
-  const cow = copyOnWrite({ triggerMode, ...(options.sealing ? { slicing: options.sealing } : {}) });
+  const cow = copyOnWrite({ triggerMode, ...(options.sealing ? { slicing: options.sealing } : {}), ...(options.installLock ? { installLock: options.installLock } : {}) });
   const copyOnWriteAbove = options.copyOnWriteAbove ?? COPY_ON_WRITE_ABOVE_BYTES;
   const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
   const isPitr = (point: RestorePoint<PostgresTableDetails>): boolean => point.details.capture === 'point-in-time';

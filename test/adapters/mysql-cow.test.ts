@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type mysql from 'mysql2/promise';
 import { mysqlTable as adapter, type MysqlTableDetails } from '../../core/adapters/mysql-table.ts';
+import { mysqlCopyOnWrite } from '../../core/adapters/mysql/copy-on-write.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { PreflightError, VerificationFailedError } from '../../core/errors.ts';
 import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
@@ -166,6 +167,32 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await adapter.release(refUnit, reference, ctx('d-inplace-ref'));
     // A copy unit cannot stop half-way: no install, the caller captures it whole.
     expect(await adapter.install(refUnit, ctx('d-inplace-ref-2'))).toBeUndefined();
+  });
+
+  it('an install that cannot lock the table within its wait (a write transaction left open) tries again, then fails naming it; later writers are not held; once it ends, the install goes through', async () => {
+    await sql.query(`CREATE TABLE cw_locked (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_locked SELECT seq, CONCAT('v', seq) FROM seq_1_to_20`);
+    const u = cow('locked', 'cw_locked');
+    const c = ctx('d-locked');
+    const quick = { timeoutMs: 1000, tries: 2, pauseMs: 100 };
+    const blocker = await db.connection();
+    try {
+      await blocker.query('START TRANSACTION');
+      await blocker.query(`UPDATE cw_locked SET v = 'open' WHERE id = 1`);
+      const error = await mysqlCopyOnWrite.install(u, c, quick).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(PreflightError);
+      expect((error as Error).message).toMatch(/could not lock .*cw_locked.* to install its triggers: 2 tries of 1 s each, and open transactions held it \(the oldest: thread \d+ \(a transaction open since /);
+      // The install gave up its place in the lock queue: another writer goes on.
+      await sql.query(`UPDATE cw_locked SET v = 'other' WHERE id = 2`);
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    // The half-made install is made again, then sealed.
+    expect((await mysqlCopyOnWrite.install(u, c, quick))?.status).toMatch(/^in place, seal to follow/);
+    const point = await adapter.capture(u, c);
+    expect(point.count).toBe(20);
+    await adapter.release(u, point, c);
   });
 
   it('a column the deploy changed before the seal fails the seal, naming it and the backstop; an installed point whose undo log was dropped is never installed again', async () => {

@@ -442,6 +442,36 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     await expect(sliced.capture(u, c3)).rejects.toThrow('(column v is gone (dropped or renamed))');
   });
 
+  it('an install that cannot lock the table within its wait (a write transaction left open) tries again, then fails naming that session; nothing is made, later writers are not held; once it ends, the install goes through', async () => {
+    await h.sql.query(`CREATE TABLE cw_locked (id int PRIMARY KEY, v text)`);
+    await h.sql.query(`INSERT INTO cw_locked SELECT g, 'v' || g FROM generate_series(1, 20) g`);
+    const quick = createPostgresTableAdapter({ installLock: { timeoutMs: 150, tries: 3, pauseMs: 50 } });
+    const u = h.unit({ id: 'locked', table: 'cw_locked', capture: 'copy-on-write' });
+    const c = h.ctx('d-locked');
+    const blocker = await h.db.client();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query(`UPDATE cw_locked SET v = 'open' WHERE id = 1`);
+      const started = Date.now();
+      const error = await quick.install(u, c).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(PreflightError);
+      expect((error as Error).message).toMatch(
+        /could not lock cw_locked to install its triggers: 3 tries of 150 ms each, and open transactions still held it \(pid \d+ \(postgres, idle in transaction, in a transaction open since [-\d: ]+: UPDATE cw_locked SET v = 'open'/,
+      );
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(await ourTriggers('cw_locked')).toEqual([]);
+      // The install gave up its place in the lock queue: another writer goes on.
+      await h.sql.query(`UPDATE cw_locked SET v = 'other' WHERE id = 2`);
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    expect((await quick.install(u, c))?.status).toMatch(/^in place, seal to follow/);
+    const point = await quick.capture(u, c);
+    expect(point.count).toBe(20);
+    await quick.release(u, point, c);
+  });
+
   it('install puts the triggers in place and stops before the seal (the deploy may start); the seal read while the deploy writes is the table as installed; a copy unit has no install', async () => {
     await h.sql.query(`CREATE TABLE cw_inplace (id int PRIMARY KEY, v text)`);
     await h.sql.query(`INSERT INTO cw_inplace SELECT g, 'v' || g FROM generate_series(1, 300) g`);

@@ -3,6 +3,7 @@ import type mysql from 'mysql2/promise';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { MysqlTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
+import { INSTALL_LOCK, type InstallLock } from '../capture-modes.ts';
 import { nameHash, readablePart } from '../table-names.ts';
 import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
 import {
@@ -202,6 +203,10 @@ async function dropObjects(conn: mysql.Connection, table: FoundTable | undefined
 
 type Names = ReturnType<typeof cowNames>;
 
+/** MySQL's "Lock wait timeout exceeded" (a metadata lock too: LOCK TABLES waiting for lock_wait_timeout). */
+const ER_LOCK_WAIT_TIMEOUT = 1205;
+
+
 /** An installed point whose undo table is gone: what the deploy changed since is lost to it; never installed again. */
 const lostUndo = (unit: MysqlTableUnit, n: Names): PreflightError =>
   new PreflightError(
@@ -377,7 +382,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
  * the writer's own transaction, so the seal can be read from any later consistent snapshot (`seal`). Undefined for a
  * table with a generated column (the seal hashes every column; the log keeps stored ones): captured whole instead.
  */
-async function install(unit: MysqlTableUnit, ctx: AdapterContext): Promise<InPlace | undefined> {
+async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: InstallLock = INSTALL_LOCK): Promise<InPlace | undefined> {
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
   const undo = inRollbackDb(n.undo);
   return withSession(ctx, unit.connection, async (conn) => {
@@ -392,22 +397,55 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext): Promise<InPla
       }
       const t = await protectable(conn, unit);
       if (t.columns.some((c) => c.generated)) return undefined;
-      await installObjects(conn, unit, ctx, n, t, existing);
-      await conn.query('SET SESSION lock_wait_timeout = 60');
-      await conn.query(`LOCK TABLES ${t.source.sql} READ, ${undo} WRITE`);
-      let at: Awaited<ReturnType<typeof baselineOf>>;
-      try {
-        await write(conn, `DELETE FROM ${undo}`);
-        at = await baselineOf(conn, unit, n, t);
-      } finally {
-        await conn.query('UNLOCK TABLES');
-      }
+      const at = await withInstallLock(conn, unit, t.source, lock, async () => {
+        // A try that timed out left its objects `pending`: installObjects drops them and makes them again.
+        await installObjects(conn, unit, ctx, n, t, (await existingPoint(conn, unit, ctx, n)).existing);
+        await conn.query(`LOCK TABLES ${t.source.sql} READ, ${undo} WRITE`);
+        try {
+          await write(conn, `DELETE FROM ${undo}`);
+          return await baselineOf(conn, unit, n, t);
+        } finally {
+          await conn.query('UNLOCK TABLES');
+        }
+      });
       const meta: InstalledMeta = { ...recordOf(unit, ctx, n, t, at), sealed: false, installed: true };
       await recordPoint(conn, unit, n, meta);
       ctx.log.info('mysql-table copy-on-write triggers in place', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}` });
       return { status: `in place, seal to follow: triggers on ${t.source.display} log every change since ${meta.capturedAt} into ${undo}` };
     });
   });
+}
+
+/**
+ * The install's DDL (CREATE TRIGGER, the guard's foreign key, DROP TRIGGER of a half-made try) and its LOCK TABLES …
+ * READ each wait for every transaction that has written the table, and writers that come after them queue behind.
+ * So each waits `lock.timeoutMs` at most (lock_wait_timeout, whole seconds), and the install is tried `lock.tries`
+ * times. Then it fails, naming the oldest open transactions; what it made stays `pending`, and the next capture of
+ * the point starts again (the deploy has not started: install did not return).
+ */
+async function withInstallLock<T>(conn: mysql.Connection, unit: MysqlTableUnit, source: FoundTable, lock: InstallLock, install: () => Promise<T>): Promise<T> {
+  const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
+  await conn.query(`SET SESSION lock_wait_timeout = ${seconds}`);
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await install();
+    } catch (error) {
+      if ((error as { errno?: number }).errno !== ER_LOCK_WAIT_TIMEOUT) throw error;
+      if (attempt >= lock.tries) {
+        const open = await select<{ who: string }>(
+          conn,
+          `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
+             FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
+        );
+        throw new PreflightError(
+          `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${seconds} s each, ` +
+            `and open transactions held it (the oldest: ${open.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Writers were held for at most one try. ` +
+            'Capture again once they end; the deploy must not start before.',
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, lock.pauseMs));
+    }
+  }
 }
 
 /**

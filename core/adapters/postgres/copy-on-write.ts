@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { gib } from '../capture-modes.ts';
+import { gib, INSTALL_LOCK, type InstallLock } from '../capture-modes.ts';
 import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
@@ -292,6 +292,8 @@ export interface CowAdapterParts {
    * one read, and a capture never pends.
    */
   slicing?: SealSlicing;
+  /** How long the install waits for its table lock, and how often it tries. @default INSTALL_LOCK */
+  installLock?: InstallLock;
 }
 
 export interface SealSlicing {
@@ -340,6 +342,39 @@ export function copyOnWrite(parts: CowAdapterParts) {
     });
   }
 
+  const lockWait = parts.installLock ?? INSTALL_LOCK;
+
+  /**
+   * Runs the install's transaction until it gets its table lock within `lockWait`, at most `lockWait.tries` times. Then
+   * it fails, naming the sessions whose open transactions hold the table: nothing was made, and the deploy must not
+   * start before a capture gets through.
+   */
+  async function withInstallLock<T>(client: pg.Client, unit: PostgresTableUnit, install: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await install();
+      } catch (error) {
+        if ((error as { code?: string }).code !== '55P03') throw error;
+        if (attempt >= lockWait.tries) {
+          const { rows } = await client.query<{ who: string }>(
+            `SELECT format('pid %s (%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
+               FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
+                AND l.relation = (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1))
+              ORDER BY a.xact_start LIMIT 3`,
+            [unit.table],
+          );
+          throw new PreflightError(
+            `unit "${unit.id}": capture: copy-on-write could not lock ${unit.table} to install its triggers: ${lockWait.tries} tries of ${lockWait.timeoutMs} ms each, ` +
+              `and open transactions still held it (${rows.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
+              'Capture again once they end; the deploy must not start before.',
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, lockWait.pauseMs));
+      }
+    }
+  }
+
   /** Installs the point (or finds it installed: a retried capture), then runs `next` under the point's advisory lock. */
   async function installed<T>(
     unit: PostgresTableUnit,
@@ -356,8 +391,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
       await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [lockKey(undoName)]);
       try {
         // 1. Install, in one short transaction: the table locked against writers (not readers) only while the undo
-        // table and the triggers are made. READ COMMITTED, and the LOCK before anything reads the table.
-        const meta = await inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        // table and the triggers are made. READ COMMITTED, and the LOCK before anything reads the table; a lock not
+        // had within INSTALL_LOCK's wait is tried again (the transaction rolled back: nothing made yet).
+        const meta = await withInstallLock(client, unit, () => inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
           const existing = await findRelation(client, undoSql);
           if (existing) {
             const found = await readMeta(client, existing, { pending: true });
@@ -379,7 +415,9 @@ export function copyOnWrite(parts: CowAdapterParts) {
           // Read from the catalog before the lock: a role that may not lock the table (it does not own it) is told why.
           const refusal = await copyOnWriteRefusal(client, source, unit);
           if (refusal) throw new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${refusal}. Use capture: copy for this unit.`);
+          await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(lockWait.timeoutMs))}`);
           await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
+          await client.query('SET LOCAL lock_timeout = 0');
           const primaryKey = await primaryKeyOf(client, source.oid);
           const columns = await liveColumns(client, source.oid);
           const { scope, recorded } = await resolveScope(client, source, scopeOfUnit(unit), unit.id);
@@ -432,7 +470,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           };
           await client.query(`COMMENT ON TABLE ${undoSql} IS ${literal(JSON.stringify(installed))}`);
           return installed;
-        });
+        }));
         const undo = await findRelation(client, undoSql);
         if (!undo) throw new Error(`undo table ${undoSql} vanished after its capture committed`);
         return await next(client, meta, undo);
