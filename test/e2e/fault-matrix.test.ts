@@ -272,54 +272,66 @@ describe('fault matrix: every write of a rollback fails once, before or after it
     /** Points neither the faulted run nor its clean rerun reached: that write is not made by every run. */
     const notMade: string[] = [];
     let locksBroken = 0;
+    /**
+     * One faulted run at `point` (`when`), then the clean rerun and every check. Answers whether the fault fired, and
+     * whether the rerun made that write (a point the faulted run never reached is a gap only then).
+     */
+    const tryPoint = async (point: WritePoint, when: 'before' | 'after'): Promise<{ fired: boolean; made: boolean }> => {
+      await damage();
+      const versionsBefore = await versionCount();
+      const instancesBefore = await instances();
+      const first = uniqueName('faulted');
+      plan.arm({ ...point, when });
+      const r1 = await runLocal('rollback', request, { name: first, deps, waitTimeOverrides: NO_WAITS });
+      const fired = plan.fired;
+      plan.arm();
+      const label = `${when} ${pointName(point)}`;
+      if (fired) injected += 1;
+      const afterFirst = await snapshot();
+      const run1 = await ledger.getRun(first);
+      // The ledger tells the truth: a run it calls SUCCEEDED left the data at the restore point, and has its report.
+      if (run1?.status === 'SUCCEEDED') {
+        expect(afterFirst, `${label}: run recorded SUCCEEDED`).toEqual(captured);
+        expect(await reportOf(first), `${label}: the report of a run recorded SUCCEEDED`).toMatchObject({ runId: first, status: 'SUCCEEDED' });
+      }
+      // A run that died holding the lock (its failure could not be recorded) leaves it to expire; the operator's
+      // `etl-rollback unlock` breaks it, as here.
+      const lock = await ledger.getLock(pipeline);
+      if (lock) {
+        expect(lock.holder, `${label}: lock held by another run`).toBe(first);
+        await ledger.breakLock(pipeline, 'fault-matrix', `run ${first} died holding the lock (${label})`);
+        locksBroken += 1;
+      }
+      const second = uniqueName('rerun');
+      const r2 = await runLocal('rollback', request, { name: second, deps, waitTimeOverrides: NO_WAITS });
+      const made = plan.recorded.some((p) => p.channel === point.channel && p.kind === point.kind && p.n === point.n);
+      expect(r2.status, `${label}: the rerun: ${JSON.stringify(r2)}`).toBe('SUCCEEDED');
+      expect(await snapshot(), `${label}: converged`).toEqual(captured);
+      expect(await ledger.getLock(pipeline), `${label}: lock released`).toBeUndefined();
+      expect((await ledger.requireRun(second)).status).toBe('SUCCEEDED');
+      expect(await reportOf(second), `${label}: the rerun's report`).toMatchObject({ runId: second, status: 'SUCCEEDED' });
+      // Nothing lost: the deploy's rows are in a quarantine of one of the two runs; no object version is gone.
+      expect(await quarantinedBad([first, second]), `${label}: rows kept`).toEqual({ staging: [1, 2, 100], carts: [1, 2, 100] });
+      expect(await versionCount(), `${label}: versions kept`).toBeGreaterThanOrEqual(versionsBefore);
+      // No database instance is deleted: the original is kept renamed, the restored copy is swapped in.
+      const instancesAfter = await instances();
+      expect(instancesBefore.filter((id) => id !== instanceId && !instancesAfter.includes(id)), `${label}: instances kept`).toEqual([]);
+      outcomes.push(`${label}: first run ${r1.status}${r1.status === 'FAILED' ? ` (${r1.error})` : ''}, ledger ${run1?.status ?? 'none'}${lock ? ', lock broken' : ''}`);
+      return { fired, made };
+    };
+    let tried = 0;
     for (const [index, point] of triedByDefault(points)) {
       for (const when of waysFor(index)) {
-        await damage();
-        const versionsBefore = await versionCount();
-        const instancesBefore = await instances();
-        const first = uniqueName('faulted');
-        plan.arm({ ...point, when });
-        const r1 = await runLocal('rollback', request, { name: first, deps, waitTimeOverrides: NO_WAITS });
-        const fired = plan.fired;
-        plan.arm();
-        const label = `${when} ${pointName(point)}`;
-        if (fired) injected += 1;
-        const afterFirst = await snapshot();
-        const run1 = await ledger.getRun(first);
-        // The ledger tells the truth: a run it calls SUCCEEDED left the data at the restore point, and has its report.
-        if (run1?.status === 'SUCCEEDED') {
-          expect(afterFirst, `${label}: run recorded SUCCEEDED`).toEqual(captured);
-          expect(await reportOf(first), `${label}: the report of a run recorded SUCCEEDED`).toMatchObject({ runId: first, status: 'SUCCEEDED' });
-        }
-        // A run that died holding the lock (its failure could not be recorded) leaves it to expire; the operator's
-        // `etl-rollback unlock` breaks it, as here.
-        const lock = await ledger.getLock(pipeline);
-        if (lock) {
-          expect(lock.holder, `${label}: lock held by another run`).toBe(first);
-          await ledger.breakLock(pipeline, 'fault-matrix', `run ${first} died holding the lock (${label})`);
-          locksBroken += 1;
-        }
-        const second = uniqueName('rerun');
-        const r2 = await runLocal('rollback', request, { name: second, deps, waitTimeOverrides: NO_WAITS });
+        tried += 1;
+        let { fired, made } = await tryPoint(point, when);
         // A point the faulted run never reached is a gap in the matrix only if a run from the same state makes that
         // write: the rerun (recorded, no fault) says. Otherwise the number of writes of that kind differs between runs
-        // (a best-effort write such as a report, made or not), and the point is listed apart.
-        if (!fired) {
-          const made = plan.recorded.some((p) => p.channel === point.channel && p.kind === point.kind && p.n === point.n);
-          (made ? unfired : notMade).push(label);
-        }
-        expect(r2.status, `${label}: the rerun: ${JSON.stringify(r2)}`).toBe('SUCCEEDED');
-        expect(await snapshot(), `${label}: converged`).toEqual(captured);
-        expect(await ledger.getLock(pipeline), `${label}: lock released`).toBeUndefined();
-        expect((await ledger.requireRun(second)).status).toBe('SUCCEEDED');
-        expect(await reportOf(second), `${label}: the rerun's report`).toMatchObject({ runId: second, status: 'SUCCEEDED' });
-        // Nothing lost: the deploy's rows are in a quarantine of one of the two runs; no object version is gone.
-        expect(await quarantinedBad([first, second]), `${label}: rows kept`).toEqual({ staging: [1, 2, 100], carts: [1, 2, 100] });
-        expect(await versionCount(), `${label}: versions kept`).toBeGreaterThanOrEqual(versionsBefore);
-        // No database instance is deleted: the original is kept renamed, the restored copy is swapped in.
-        const instancesAfter = await instances();
-        expect(instancesBefore.filter((id) => id !== instanceId && !instancesAfter.includes(id)), `${label}: instances kept`).toEqual([]);
-        outcomes.push(`${label}: first run ${r1.status}${r1.status === 'FAILED' ? ` (${r1.error})` : ''}, ledger ${run1?.status ?? 'none'}${lock ? ', lock broken' : ''}`);
+        // (a best-effort write such as a report, made or not), and the point is listed apart. The number of ledger
+        // writes of a kind can also differ by one between two runs from the same state (seen once in five full runs:
+        // a faulted run made 6 UpdateItems where its rerun made 7), so a point missed while the rerun made it is tried
+        // once more before it counts as a gap.
+        if (!fired && made) ({ fired, made } = await tryPoint(point, when));
+        if (!fired) (made ? unfired : notMade).push(`${when} ${pointName(point)}`);
       }
     }
     const absorbed = outcomes.filter((o) => o.includes('first run SUCCEEDED')).map((o) => o.split(':')[0]);
@@ -329,8 +341,8 @@ describe('fault matrix: every write of a rollback fails once, before or after it
         .join(', ')}), ${outcomes.length} runs with a fault (${ALL_WAYS ? 'each point both ways' : 'each point one way, alternating; every other ledger write'}; ${injected} fired): ${outcomes.length - absorbed.length} stopped FAILED, ` +
         `${absorbed.length} finished anyway (${absorbed.join('; ') || 'none'}); ${notMade.length} not made by the rerun either (${notMade.join('; ') || 'none'}); ${locksBroken} lock(s) left by a dead run and broken; all converged on the rerun, nothing lost`,
     );
-    expect(unfired, `write points the faulted runs did not reach (of ${outcomes.length})`).toEqual([]);
-    expect(injected + notMade.length).toBe(outcomes.length);
+    expect(unfired, `write points the faulted runs did not reach (of ${tried})`).toEqual([]);
+    expect(injected + notMade.length).toBe(tried);
   }, ALL_WAYS ? 3_600_000 : 1_200_000);
 
   it('every write of a snapshot fails once, before or after; a second snapshot of the deployment converges to a restore point that rolls back exactly', async () => {
