@@ -1,4 +1,5 @@
 /** Shared by the bench's sections: options, formatting, progress, cleanup. */
+import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { GlueClient } from '@aws-sdk/client-glue';
 import { RDSClient } from '@aws-sdk/client-rds';
@@ -93,6 +94,29 @@ export function changeMix(total: number, percent: number): { modified: number; a
   const deleted = Math.floor(changed / 4);
   const added = Math.floor(changed / 4);
   return { modified: changed - added - deleted, added, deleted };
+}
+
+/**
+ * Runs `work` while a writer makes `write` (one short write transaction, rolled back) again and again: the slowest of
+ * those writes is how long `work` held writers off.
+ */
+export async function whileWriting<T>(write: () => Promise<void>, work: () => Promise<T>): Promise<{ result: T; seconds: number; held: number; writes: number }> {
+  let running = true;
+  let held = 0;
+  let writes = 0;
+  const probing = (async () => {
+    while (running) {
+      const w = performance.now();
+      await write();
+      held = Math.max(held, (performance.now() - w) / 1000);
+      writes += 1;
+    }
+  })();
+  const t = performance.now();
+  const result = await work().finally(() => (running = false));
+  const seconds = (performance.now() - t) / 1000;
+  await probing;
+  return { result, seconds, held, writes };
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import type { AdapterContext } from '../core/adapters/types.ts';
 import { mysqlTableUnitSchema } from '../core/manifest/schema.ts';
 import { mysqlConnector } from '../core/runtime/connections.ts';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { changeMix, fmtInt, fmtSec, onCleanup, progress, silentLog, unusedServices, type Options } from './common.ts';
+import { changeMix, fmtInt, fmtSec, onCleanup, progress, silentLog, unusedServices, whileWriting, type Options } from './common.ts';
 
 export async function mysqlSection(s3: S3Client, suffix: string, opts: Options): Promise<void> {
   const base = new URL(process.env.ETL_ROLLBACK_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306');
@@ -60,28 +60,14 @@ export async function mysqlSection(s3: S3Client, suffix: string, opts: Options):
   });
 
   /** Runs `work` while a writer updates one row again and again (rolled back): the slowest write is how long writers were held off. */
-  async function probed<T>(work: () => Promise<T>): Promise<{ result: T; seconds: number; held: number; writes: number }> {
+  async function probed<T>(work: () => Promise<T>) {
     const probe = await mysql.createConnection({ ...options, database: db });
-    let running = true;
-    let held = 0;
-    let writes = 0;
-    const probing = (async () => {
-      while (running) {
-        const w = performance.now();
-        await probe.query('START TRANSACTION');
-        await probe.query('UPDATE orders SET amount = amount WHERE id = 1');
-        await probe.query('ROLLBACK');
-        held = Math.max(held, (performance.now() - w) / 1000);
-        writes += 1;
-      }
-    })();
-    await new Promise((r) => setTimeout(r, 50));
-    const t = performance.now();
-    const result = await work().finally(() => (running = false));
-    const seconds = (performance.now() - t) / 1000;
-    await probing;
-    await probe.end();
-    return { result, seconds, held, writes };
+    const write = async () => {
+      await probe.query('START TRANSACTION');
+      await probe.query('UPDATE orders SET amount = amount WHERE id = 1');
+      await probe.query('ROLLBACK');
+    };
+    return whileWriting(write, work).finally(() => probe.end());
   }
 
   // The whole capture: triggers, then the table share-locked while it is counted and summed.

@@ -21,7 +21,7 @@ import { DEFAULT_SEAL_SLICING } from '../core/adapters/postgres/copy-on-write.ts
 import { postgresTableUnitSchema, type PostgresTableUnit } from '../core/manifest/schema.ts';
 import { postgresConnector, type PostgresConnector } from '../core/runtime/connections.ts';
 import type { PostgresServer } from '../scripts/local-services.ts';
-import { changeMix, checksLine, fmtBytes, fmtInt, fmtRuns, fmtSec, median, onCleanup, printTable, progress, silentLog, times, unusedServices, type Options } from './common.ts';
+import { changeMix, checksLine, fmtBytes, fmtInt, fmtRuns, fmtSec, median, onCleanup, printTable, progress, silentLog, times, unusedServices, whileWriting, type Options } from './common.ts';
 
 const run = promisify(execFile);
 
@@ -548,22 +548,15 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
       const probe = new pg.Client({ connectionString: dbUrl, application_name: 'etl-rollback-bench-writer' });
       probe.on('error', () => undefined);
       await probe.connect();
-      let capturing = true;
-      const probing = (async () => {
-        while (capturing) {
-          const w = performance.now();
-          await probe.query('BEGIN');
-          await probe.query('UPDATE public.orders SET amount = amount WHERE id = 1');
-          await probe.query('ROLLBACK');
-          figures.writersHeld = Math.max(figures.writersHeld, (performance.now() - w) / 1000);
-          figures.probeWrites += 1;
-        }
-      })();
-      const t = performance.now();
-      await postgresTableAdapter.install(cowUnit, cowCtx).finally(() => (capturing = false));
-      figures.inPlaceSeconds.push((performance.now() - t) / 1000);
-      await probing;
-      await probe.end();
+      const write = async () => {
+        await probe.query('BEGIN');
+        await probe.query('UPDATE public.orders SET amount = amount WHERE id = 1');
+        await probe.query('ROLLBACK');
+      };
+      const installed = await whileWriting(write, () => postgresTableAdapter.install(cowUnit, cowCtx)).finally(() => probe.end());
+      figures.inPlaceSeconds.push(installed.seconds);
+      figures.writersHeld = Math.max(figures.writersHeld, installed.held);
+      figures.probeWrites += installed.writes;
       // The seal: the whole capture of the point in place. With the earlier point retained, while the deploy writes.
       progress(`PostgreSQL ${opts.changed}%: copy-on-write seal (count + checksum as installed)${retained ? ', the deploy writing meanwhile' : ''}${of}`);
       const s0 = performance.now();
