@@ -130,13 +130,10 @@ function trapSignals(io: Io, on: { cancel?(signal: string): Promise<void>; stopN
   let count = 0;
   const handle = (signal: NodeJS.Signals) => {
     count += 1;
-    if (count === 1 && !on.cancel) {
-      io.err('stopping now (the cleanup still runs)');
-      on.stopNow();
-    } else if (count === 1 && on.cancel) {
+    if (count === 1 && on.cancel) {
       io.err('cancelling at the next safe point (Ctrl-C again to stop now)');
       on.cancel(signal).catch((error: unknown) => io.err(`could not record the cancel request: ${(error as Error).message}; Ctrl-C again to stop now`));
-    } else if (count === 2 && on.cancel) {
+    } else if (count === (on.cancel ? 2 : 1)) {
       io.err('stopping now (the cleanup still runs)');
       on.stopNow();
     }

@@ -23,6 +23,23 @@ export interface InstallLock {
  */
 export const INSTALL_LOCK: InstallLock = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
 
+/**
+ * Runs `install` (one try, its lock wait bounded by the caller's server setting) until it does not fail with a lock
+ * timeout, at most `lock.tries` times, `lock.pauseMs` apart; after the last, throws what `giveUp` makes (naming the
+ * sessions that held the table).
+ */
+export async function withLockTries<T>(lock: InstallLock, isLockTimeout: (error: unknown) => boolean, giveUp: () => Promise<Error>, install: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await install();
+    } catch (error) {
+      if (!isLockTimeout(error)) throw error;
+      if (attempt >= lock.tries) throw await giveUp();
+      await new Promise((resolve) => setTimeout(resolve, lock.pauseMs));
+    }
+  }
+}
+
 /** A size in GiB, MiB or KiB. */
 export const gib = (bytes: number): string =>
   bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : bytes >= 1024 ** 2 ? `${(bytes / 1024 ** 2).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;

@@ -3,11 +3,11 @@ import type mysql from 'mysql2/promise';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { MysqlTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { INSTALL_LOCK, type InstallLock } from '../capture-modes.ts';
+import { INSTALL_LOCK, withLockTries, type InstallLock } from '../capture-modes.ts';
 import { nameHash, readablePart } from '../table-names.ts';
 import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
 import {
-  autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
+  autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, ER_LOCK_WAIT_TIMEOUT, errno, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
   select, withPointLock, withSession, write,
@@ -203,8 +203,6 @@ async function dropObjects(conn: mysql.Connection, table: FoundTable | undefined
 
 type Names = ReturnType<typeof cowNames>;
 
-/** MySQL's "Lock wait timeout exceeded" (a metadata lock too: LOCK TABLES waiting for lock_wait_timeout). */
-const ER_LOCK_WAIT_TIMEOUT = 1205;
 
 
 /** An installed point whose undo table is gone: what the deploy changed since is lost to it; never installed again. */
@@ -426,26 +424,19 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: InstallL
 async function withInstallLock<T>(conn: mysql.Connection, unit: MysqlTableUnit, source: FoundTable, lock: InstallLock, install: () => Promise<T>): Promise<T> {
   const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
   await conn.query(`SET SESSION lock_wait_timeout = ${seconds}`);
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await install();
-    } catch (error) {
-      if ((error as { errno?: number }).errno !== ER_LOCK_WAIT_TIMEOUT) throw error;
-      if (attempt >= lock.tries) {
-        const open = await select<{ who: string }>(
-          conn,
-          `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
-             FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
-        );
-        throw new PreflightError(
-          `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${seconds} s each, ` +
-            `and open transactions held it (the oldest: ${open.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Writers were held for at most one try. ` +
-            'Capture again once they end; the deploy must not start before.',
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, lock.pauseMs));
-    }
-  }
+  const giveUp = async () => {
+    const open = await select<{ who: string }>(
+      conn,
+      `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
+         FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
+    );
+    return new PreflightError(
+      `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${seconds} s each, ` +
+        `and open transactions held it (the oldest: ${open.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Writers were held for at most one try. ` +
+        'Capture again once they end; the deploy must not start before.',
+    );
+  };
+  return withLockTries(lock, (error) => errno(error) === ER_LOCK_WAIT_TIMEOUT, giveUp, install);
 }
 
 /**

@@ -192,6 +192,8 @@ export async function withPointLock<T>(conn: mysql.Connection, tableName: string
 export const errno = (error: unknown): number | undefined => (error as { errno?: unknown } | null)?.errno as number | undefined;
 export const ER_BAD_DB_ERROR = 1049;
 export const ER_NO_SUCH_TABLE = 1146;
+/** "Lock wait timeout exceeded": a row lock, or a metadata lock (DDL, LOCK TABLES) past lock_wait_timeout. */
+export const ER_LOCK_WAIT_TIMEOUT = 1205;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Catalog
@@ -392,19 +394,14 @@ export async function readPointRow(conn: mysql.Connection, shadowName: string): 
   }
   const row = rows[0];
   if (!row) return undefined;
-  let meta: ShadowMeta | undefined;
-  try {
-    const parsed = row.meta ? (JSON.parse(row.meta) as Partial<ShadowMeta>) : undefined;
-    meta = parsed?.tool === 'etl-rollback' && parsed.kind === 'restore-point' && parsed.sealed === true ? (parsed as ShadowMeta) : undefined;
-  } catch {
-    meta = undefined;
-  }
   let rawMeta: unknown;
   try {
     rawMeta = row.meta ? (JSON.parse(row.meta) as unknown) : undefined;
   } catch {
     rawMeta = undefined;
   }
+  const parsed = rawMeta as Partial<ShadowMeta> | undefined;
+  const meta = parsed?.tool === 'etl-rollback' && parsed.kind === 'restore-point' && parsed.sealed === true ? (parsed as ShadowMeta) : undefined;
   return { state: row.state, pipeline: row.pipeline, deploymentId: row.deploymentId, unitId: row.unitId, meta, rawMeta };
 }
 

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { gib, INSTALL_LOCK, type InstallLock } from '../capture-modes.ts';
+import { gib, INSTALL_LOCK, withLockTries, type InstallLock } from '../capture-modes.ts';
 import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
@@ -350,29 +350,21 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * start before a capture gets through.
    */
   async function withInstallLock<T>(client: pg.Client, unit: PostgresTableUnit, install: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return await install();
-      } catch (error) {
-        if ((error as { code?: string }).code !== '55P03') throw error;
-        if (attempt >= lockWait.tries) {
-          const { rows } = await client.query<{ who: string }>(
-            `SELECT format('pid %s (%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
-               FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-              WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid()
-                AND l.relation = (SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1))
-              ORDER BY a.xact_start LIMIT 3`,
-            [unit.table],
-          );
-          throw new PreflightError(
-            `unit "${unit.id}": capture: copy-on-write could not lock ${unit.table} to install its triggers: ${lockWait.tries} tries of ${lockWait.timeoutMs} ms each, ` +
-              `and open transactions still held it (${rows.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
-              'Capture again once they end; the deploy must not start before.',
-          );
-        }
-        await new Promise((resolve) => setTimeout(resolve, lockWait.pauseMs));
-      }
-    }
+    const giveUp = async () => {
+      const { rows } = await client.query<{ who: string }>(
+        `SELECT format('pid %s (%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
+           FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.relation = to_regclass($1)
+          ORDER BY a.xact_start LIMIT 3`,
+        [unit.table],
+      );
+      return new PreflightError(
+        `unit "${unit.id}": capture: copy-on-write could not lock ${unit.table} to install its triggers: ${lockWait.tries} tries of ${lockWait.timeoutMs} ms each, ` +
+          `and open transactions still held it (${rows.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
+          'Capture again once they end; the deploy must not start before.',
+      );
+    };
+    return withLockTries(lockWait, (error) => (error as { code?: string }).code === '55P03', giveUp, install);
   }
 
   /** Installs the point (or finds it installed: a retried capture), then runs `next` under the point's advisory lock. */
