@@ -9,7 +9,7 @@ import { readRuntimeConfig } from '../core/runtime/config.ts';
 import { lambdaInvoker } from '../core/runtime/custom-invoker.ts';
 import { localCustomInvoker } from './custom-handlers.ts';
 import { drillInput, rollbackInput, type Engine, type EngineOptions, type ExecutionResult } from './engine.ts';
-import { progressLine } from './progress.ts';
+import { progressLine, retryLine, type RetryPolicy } from './progress.ts';
 import { formatUtc } from '../core/manifest/time.ts';
 
 interface Io {
@@ -45,10 +45,24 @@ export async function localEngine(opts: EngineOptions, io: Io): Promise<Engine> 
   const manifestDir = opts.manifestFile ? dirname(resolve(opts.manifestFile)) : process.cwd();
   const deps = { invokeCustom: localCustomInvoker(manifestDir, lambdaInvoker(new LambdaClient({ maxAttempts: 3 }))) };
 
-  const onEvent = (event: { type: string; state?: { name: string; input: unknown } }) => {
+  // A retried state fails first (StateFailed, with the error), then is retried (StateRetried, with the policy).
+  const failed = new Map<string, { name: string; cause: string }>();
+  const onEvent = (event: {
+    type: string;
+    state?: { name: string; input: unknown };
+    index?: number;
+    Error?: string;
+    Cause?: unknown;
+    retry?: { attempt: number; retrier: RetryPolicy };
+  }) => {
+    const at = event.state ? `${event.state.name}#${event.index ?? ''}` : '';
     if (event.type === 'StateEntered' && event.state) {
       const line = progressLine(event.state.name, event.state.input);
       if (line) io.err(line);
+    } else if (event.type === 'StateFailed' && event.state) {
+      failed.set(at, { name: event.Error ?? 'Error', cause: typeof event.Cause === 'string' ? event.Cause : JSON.stringify(event.Cause ?? '') });
+    } else if (event.type === 'StateRetried' && event.state && event.retry) {
+      io.err(retryLine(event.state.name, event.state.input, failed.get(at), event.retry.attempt, event.retry.retrier));
     }
   };
 

@@ -195,6 +195,11 @@ export interface RunOptions {
    */
   waitTimeOverrides?: Record<string, number>;
   /**
+   * Milliseconds a state's Retry waits before it runs the state again, by state name, instead of its IntervalSeconds
+   * and BackoffRate: `{ 'Restore unit': 0 }` retries at once. Default: the definition's intervals, waited for real.
+   */
+  retryIntervalOverrides?: Record<string, number>;
+  /**
    * The clock every handler reads (`deps.now`), injected through the handlers' `withDeps`. A clock that can
    * `advanceTo` makes the run time-travel: each Wait state takes no real time and moves the clock to its end
    * (a Wait for the next maintenance window jumps to its opening). Default: the system clock, real waits.
@@ -567,7 +572,11 @@ export async function runLocal(name: MachineName, input: unknown, options: RunOp
   };
   const machine = new StateMachine(definition as never, { validationOptions: { checkPaths: true, checkArn: true } });
   const execution = machine.run(input as never, {
-    overrides: { taskResourceLocalHandlers: overrides as never, ...(Object.keys(waitTimeOverrides).length > 0 ? { waitTimeOverrides } : {}) },
+    overrides: {
+      taskResourceLocalHandlers: overrides as never,
+      ...(Object.keys(waitTimeOverrides).length > 0 ? { waitTimeOverrides } : {}),
+      ...(options.retryIntervalOverrides ? { retryIntervalOverrides: options.retryIntervalOverrides } : {}),
+    },
     context: {
       Execution: { Name: options.name, Id: `arn:aws:states:local:000000000000:execution:${name}:${options.name}`, Input: input, StartTime: now().toISOString() },
       // One token per execution: each .waitForTaskToken task (the approvals) runs at most once per run, and the local

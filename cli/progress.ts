@@ -78,3 +78,22 @@ export function progressLine(stateName: string, input: unknown): string | undefi
       return undefined;
   }
 }
+
+/** The retry policy of a state, as far as a progress line needs it (ASL Retrier). */
+export interface RetryPolicy {
+  IntervalSeconds?: number;
+  MaxAttempts?: number;
+  BackoffRate?: number;
+  MaxDelaySeconds?: number;
+}
+
+/**
+ * A state failed with an error its Retry names, and will run again: what failed (the cause's first line) and when it
+ * runs again. `attempt` counts the retries so far, this one included. The engine waits the delay, not our code.
+ */
+export function retryLine(stateName: string, input: unknown, error: { name: string; cause: string } | undefined, attempt: number, policy: RetryPolicy): string {
+  const unitId = (input as { unitId?: string } | null)?.unitId;
+  const delay = Math.min((policy.IntervalSeconds ?? 1) * (policy.BackoffRate ?? 2) ** Math.max(0, attempt - 1), policy.MaxDelaySeconds ?? Number.POSITIVE_INFINITY);
+  const what = error ? `${error.name}: ${error.cause.split('\n')[0]}` : 'failed';
+  return `› ${stateName}${unitId ? ` (${unitId})` : ''}: ${what}\n  trying again (${attempt} of ${policy.MaxAttempts ?? 3}) in up to ${Math.round(delay)} s`;
+}

@@ -147,6 +147,16 @@ export class FreezeNotLiftedError extends EtlRollbackError {
   readonly exitCode = EXIT.failed;
 }
 
+/**
+ * A table could not be locked in time: other sessions' open transactions held it through every try (the message names
+ * the oldest). Nothing was written to it. A capture fails (the deploy must not start); a rollback machine tries the
+ * unit again later (its Retry on this name), then fails like any run that did not finish (exit 1; `--resume` goes on).
+ */
+export class TableBusyError extends EtlRollbackError {
+  override readonly name = 'TableBusyError';
+  readonly exitCode = EXIT.failed;
+}
+
 /** Exit code for any error: ours carry one; anything else is a failed run. */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof EtlRollbackError) return error.exitCode;
@@ -175,4 +185,5 @@ export const EXIT_BY_NAME: Record<string, ExitCode> = {
   /** Cancelled at a safe point (or stopped): the run did not finish; `--resume` continues it. */
   RunCancelled: EXIT.failed,
   FreezeNotLiftedError: EXIT.failed,
+  TableBusyError: EXIT.failed,
 };

@@ -6,8 +6,8 @@ import type { Unit } from '../manifest/schema.ts';
  */
 export const COPY_ON_WRITE_ABOVE_BYTES = 1024 ** 3;
 
-/** How long a copy-on-write install waits for its table lock, and how often it tries. */
-export interface InstallLock {
+/** How long a table lock is waited for, and how often it is tried (PostgreSQL lock_timeout, MySQL lock_wait_timeout). */
+export interface TableLockWait {
   /** One try's wait, in milliseconds (MySQL waits whole seconds, at least one). */
   timeoutMs: number;
   tries: number;
@@ -21,20 +21,30 @@ export interface InstallLock {
  * 2 s at most (then the writers it held go on), and it tries 5 times, a second apart: a long open write transaction
  * makes the install fail in about 15 s, naming it, instead of stalling the table's writers for as long as it stays open.
  */
-export const INSTALL_LOCK: InstallLock = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
+export const INSTALL_LOCK: TableLockWait = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
 
 /**
- * Runs `install` (one try, its lock wait bounded by the caller's server setting) until it does not fail with a lock
- * timeout, at most `lock.tries` times, `lock.pauseMs` apart; after the last, throws what `giveUp` makes (naming the
- * sessions that held the table).
+ * A restore's table lock, the same way. PostgreSQL: SHARE ROW EXCLUSIVE (writers queue behind it), ACCESS EXCLUSIVE
+ * when the columns are put back too (then readers queue as well); MySQL: the locking read over the rows it may
+ * rewrite, and LOCK TABLES … WRITE for a schema restore. A lock request that waits holds up everything queued behind
+ * it, and a function that times out can leave its session waiting on the server. So each try waits 2 s at most, 5
+ * tries; then the restore fails with TableBusyError (nothing written, naming who holds the table), and the rollback
+ * machine tries the unit again later, the queue drained in between (its Retry on TableBusyError).
  */
-export async function withLockTries<T>(lock: InstallLock, isLockTimeout: (error: unknown) => boolean, giveUp: () => Promise<Error>, install: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt += 1) {
+export const RESTORE_LOCK: TableLockWait = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
+
+/**
+ * Runs `attempt` (one try, its lock wait bounded by the caller's server setting) until it does not fail with a lock
+ * timeout, at most `lock.tries` times, `lock.pauseMs` apart; after the last, throws what `giveUp` makes (naming the
+ * sessions that held the table). Each try must leave nothing behind when it fails (its transaction rolled back).
+ */
+export async function withLockTries<T>(lock: TableLockWait, isLockTimeout: (error: unknown) => boolean, giveUp: () => Promise<Error>, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n += 1) {
     try {
-      return await install();
+      return await attempt();
     } catch (error) {
       if (!isLockTimeout(error)) throw error;
-      if (attempt >= lock.tries) throw await giveUp();
+      if (n >= lock.tries) throw await giveUp();
       await new Promise((resolve) => setTimeout(resolve, lock.pauseMs));
     }
   }

@@ -8,9 +8,10 @@ import {
   isScoped, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionClause, partitionNamesOf,
   PASSIVE_RULES, POINTS_TABLE, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE,
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
-  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, withPointLock, withSession, write,
+  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, busyRestore, withBoundedLocks, withPointLock, withSession, write,
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
+import { RESTORE_LOCK, type TableLockWait } from './capture-modes.ts';
 import type { Endpoint } from '../runtime/connections.ts';
 import { checkSourceWindow, describeRds, tableAtTime } from './rds/temporary-copy.ts';
 import { isoUtc } from './rds/window.ts';
@@ -626,7 +627,8 @@ const ROW_DIGEST_COLUMN = '_etlrb_row_md5';
  * schema quarantine, then one ALTER TABLE back to the captured columns, both under LOCK TABLES … WRITE.
  * Returns the quarantine table's name.
  */
-async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: SchemaPlan, marker: SchemaQuarantineMarker, unitId: string, ctx: AdapterContext): Promise<string> {
+async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: SchemaPlan, marker: SchemaQuarantineMarker, unit: MysqlTableUnit, ctx: AdapterContext, lock: TableLockWait): Promise<string> {
+  const unitId = unit.id;
   const qsName = schemaQuarantineTableName(marker.pipeline, marker.runId, unitId);
   const qs = inRollbackDb(qsName);
   const keptAt = `${ROLLBACK_DATABASE}.${qsName}`;
@@ -667,7 +669,9 @@ async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: Schema
 
   // 2. Copy (top-up: rows whose digest is not kept yet), then ALTER, with writers held off in between.
   const digestOf = rowDigest(liveCols, 'l');
-  await conn.query(`LOCK TABLES ${p.live.sql} WRITE, ${p.live.sql} AS l READ, ${qs} WRITE, ${qs} AS x READ`);
+  // LOCK TABLES … WRITE queues readers too: waited for within `lock`'s tries, so that a long transaction on the table
+  // holds them up for one try at most, not for as long as it stays open.
+  await withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, p.live.display, lock, holders), () => conn.query(`LOCK TABLES ${p.live.sql} WRITE, ${p.live.sql} AS l READ, ${qs} WRITE, ${qs} AS x READ`));
   try {
     const copied = await write(
       conn,
@@ -694,8 +698,8 @@ async function restoreSchema(conn: mysql.Connection, p: Prepared, schema: Schema
   return keptAt;
 }
 
-async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext): Promise<Outcome> {
-  if (isCow(point)) return mysqlCopyOnWrite.restore(unit, point, ctx);
+async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetails>, ctx: AdapterContext, lock: TableLockWait = RESTORE_LOCK): Promise<Outcome> {
+  if (isCow(point)) return mysqlCopyOnWrite.restore(unit, point, ctx, lock);
   if (!ctx.runId) {
     throw new InputError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   }
@@ -719,7 +723,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
         shadowTable: d.shadowTable,
         state: 'schema restore in progress',
       };
-      const schemaKeptAt = await restoreSchema(conn, p, p.schema, marker, unit.id, ctx);
+      const schemaKeptAt = await restoreSchema(conn, p, p.schema, marker, unit, ctx, lock);
       schemaNotes.push(`schema restored: ${p.schema.changes.join('; ')}; the live rows with the deploy's columns are kept in ${schemaKeptAt}`);
       p = await prepare(conn, unit, point, ctx);
       if (p.schema) throw new Error(`restore of unit "${unit.id}": ${p.live.display} still differs from the captured definition after ALTER TABLE: ${p.schema.changes.join('; ')}`);
@@ -729,7 +733,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
       let quarantineReady = await rollbackTableExists(conn, qName);
       let result: Outcome | undefined;
       for (let attempt = 0; attempt < 3 && !result; attempt++) {
-        result = await inTransaction(conn, 'START TRANSACTION', async () => {
+        result = await withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, p.live.display, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
           await lockScope(conn, p);
           const planned = await plan(conn, p);
           const notes = planned.fullReload ? [noPkNote(p, planned)] : [];
@@ -738,7 +742,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlTableDetai
           if (!quarantineReady) return undefined; // DDL cannot run here: roll back, create it, go again.
           const changes = await writeDifference(conn, p, qName);
           return { changes, writes: total(changes), notes, keptAt };
-        });
+        }));
         if (!result) {
           await ensureQuarantine(conn, p, qName, {
             tool: 'etl-rollback',

@@ -26,7 +26,7 @@ import {
 } from './postgres/catalog.ts';
 import { captureTracking, changeDetection, type ChangeTracking } from './postgres/changes.ts';
 import { countAndChecksum } from './postgres/checksum.ts';
-import { COPY_ON_WRITE_ABOVE_BYTES, gib, type InstallLock } from './capture-modes.ts';
+import { COPY_ON_WRITE_ABOVE_BYTES, gib, RESTORE_LOCK, type TableLockWait } from './capture-modes.ts';
 import { copyOnWrite, type CowDetails, type SealSlicing } from './postgres/copy-on-write.ts';
 import { lockKey, ROLLBACK_SCHEMA, shadowTableName } from './postgres/names.ts';
 import { refuseCascades } from './postgres/cascades.ts';
@@ -34,7 +34,7 @@ import { fewOf, keyLookups, planRows, replacedRows, replacedRowsJoined, withJoin
 import { planSchemaRestore, type SchemaPlan } from './postgres/schema-restore.ts';
 import { resolveScope, sameScope, scopeOfUnit, type Scope, type ScopeSpec } from './postgres/scope.ts';
 import { resetSequences, sequencesToReset } from './postgres/sequences.ts';
-import { cols, countOf, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, withClient, withFallback } from './postgres/sql.ts';
+import { cols, countOf, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, lockTableWithin, withClient, withFallback, withRestoreLock } from './postgres/sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, type TriggerMode } from './postgres/triggers.ts';
 
 /**
@@ -115,7 +115,9 @@ export interface PostgresTableOptions {
   /** A unit without `capture` is captured copy-on-write when its table is at least this large (bytes) and eligible. */
   copyOnWriteAbove?: number;
   /** How long a copy-on-write install waits for its table lock, and how often it tries (default INSTALL_LOCK). */
-  installLock?: InstallLock;
+  installLock?: TableLockWait;
+  /** The same for a restore's table lock, in either mode (default RESTORE_LOCK). */
+  restoreLock?: TableLockWait;
 }
 
 /** Default reload policy: more than half of at least 1,000 rows in scope differ. */
@@ -185,7 +187,13 @@ export type PostgresTableAdapter = Omit<UnitAdapter<PostgresTableUnit, PostgresT
 function postgresTable(options: PostgresTableOptions & { sealing?: SealSlicing }) {
   const triggerMode: TriggerMode = options.triggers ?? 'disable';
   const policy: ReloadPolicy = { ...DEFAULT_RELOAD_POLICY, ...options.reload };
-  const cow = copyOnWrite({ triggerMode, ...(options.sealing ? { slicing: options.sealing } : {}), ...(options.installLock ? { installLock: options.installLock } : {}) });
+  const restoreLock = options.restoreLock ?? RESTORE_LOCK;
+  const cow = copyOnWrite({
+    triggerMode,
+    restoreLock,
+    ...(options.sealing ? { slicing: options.sealing } : {}),
+    ...(options.installLock ? { installLock: options.installLock } : {}),
+  });
   const copyOnWriteAbove = options.copyOnWriteAbove ?? COPY_ON_WRITE_ABOVE_BYTES;
   const isCow = (point: RestorePoint<PostgresTableDetails>): point is RestorePoint<PostgresTableDetails & CowDetails> => point.details.capture === 'copy-on-write';
   const isPitr = (point: RestorePoint<PostgresTableDetails>): boolean => point.details.capture === 'point-in-time';
@@ -527,13 +535,13 @@ function postgresTable(options: PostgresTableOptions & { sealing?: SealSlicing }
     const d = point.details;
     return withClient(ctx, d.connection, async (client) => {
       try {
-        return await inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+        return await withRestoreLock(client, restoreLock, unit.id, d.table, () => inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
           const target = await findRelation(client, d.table);
           if (target && isTable(target)) {
             // SHARE ROW EXCLUSIVE blocks writers (and other restores of this table) until commit; readers go on
             // reading the old rows. Altering columns needs ACCESS EXCLUSIVE: taken up front, never upgraded later.
             const drift = definitionDrift(d.columns, await liveColumns(client, target.oid));
-            await client.query(`LOCK TABLE ${target.sql} IN ${drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE'} MODE`);
+            await lockTableWithin(client, target.sql, drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE', restoreLock.timeoutMs);
           }
           const p = await prepare(client, unit, point, ctx, 'own');
           const notes = [...p.notes];
@@ -634,7 +642,7 @@ function postgresTable(options: PostgresTableOptions & { sealing?: SealSlicing }
           const changes = changesOf(written, { rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
           ctx.log.info('postgres-table restored', { unit: unit.id, table: p.live.display, strategy: plan.strategy, ...changes, keptAt });
           return { changes, writes: total(changes), notes, ...(keptAt ? { keptAt } : {}) };
-        });
+        }));
       } catch (error) {
         if (error instanceof EtlRollbackError) throw error;
         const reason = error instanceof Error ? error.message : String(error);

@@ -4,7 +4,7 @@ import type mysql from 'mysql2/promise';
 import { mysqlTable as adapter, type MysqlTableDetails } from '../../core/adapters/mysql-table.ts';
 import { mysqlCopyOnWrite } from '../../core/adapters/mysql/copy-on-write.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
-import { PreflightError, VerificationFailedError } from '../../core/errors.ts';
+import { PreflightError, TableBusyError, VerificationFailedError } from '../../core/errors.ts';
 import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
 import { mysqlConnector, type MysqlConnector } from '../../core/runtime/connections.ts';
 import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
@@ -180,7 +180,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
       await blocker.query('START TRANSACTION');
       await blocker.query(`UPDATE cw_locked SET v = 'open' WHERE id = 1`);
       const error = await mysqlCopyOnWrite.install(u, c, quick).catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(PreflightError);
+      expect(error).toBeInstanceOf(TableBusyError);
       expect((error as Error).message).toMatch(/could not lock .*cw_locked.* to install its triggers: 2 tries of 1 s each, and open transactions held it \(the oldest: thread \d+ \(a transaction open since /);
       // The install gave up its place in the lock queue: another writer goes on.
       await sql.query(`UPDATE cw_locked SET v = 'other' WHERE id = 2`);

@@ -3,14 +3,14 @@ import type mysql from 'mysql2/promise';
 import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { MysqlTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { INSTALL_LOCK, withLockTries, type InstallLock } from '../capture-modes.ts';
+import { INSTALL_LOCK, RESTORE_LOCK, type TableLockWait } from '../capture-modes.ts';
 import { nameHash, readablePart } from '../table-names.ts';
 import type { AdapterContext, Changes, Diff, InPlace, Outcome, RestorePoint } from '../types.ts';
 import {
-  autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, ER_LOCK_WAIT_TIMEOUT, errno, findTable, type FoundTable, ident,
+  autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, withPointLock, withSession, write,
+  select, busyRestore, withBoundedLocks, withPointLock, withSession, write,
 } from './sql.ts';
 
 /**
@@ -204,7 +204,6 @@ async function dropObjects(conn: mysql.Connection, table: FoundTable | undefined
 type Names = ReturnType<typeof cowNames>;
 
 
-
 /** An installed point whose undo table is gone: what the deploy changed since is lost to it; never installed again. */
 const lostUndo = (unit: MysqlTableUnit, n: Names): PreflightError =>
   new PreflightError(
@@ -380,7 +379,7 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
  * the writer's own transaction, so the seal can be read from any later consistent snapshot (`seal`). Undefined for a
  * table with a generated column (the seal hashes every column; the log keeps stored ones): captured whole instead.
  */
-async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: InstallLock = INSTALL_LOCK): Promise<InPlace | undefined> {
+async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: TableLockWait = INSTALL_LOCK): Promise<InPlace | undefined> {
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
   const undo = inRollbackDb(n.undo);
   return withSession(ctx, unit.connection, async (conn) => {
@@ -417,26 +416,21 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: InstallL
 /**
  * The install's DDL (CREATE TRIGGER, the guard's foreign key, DROP TRIGGER of a half-made try) and its LOCK TABLES …
  * READ each wait for every transaction that has written the table, and writers that come after them queue behind.
- * So each waits `lock.timeoutMs` at most (lock_wait_timeout, whole seconds), and the install is tried `lock.tries`
- * times. Then it fails, naming the oldest open transactions; what it made stays `pending`, and the next capture of
- * the point starts again (the deploy has not started: install did not return).
+ * So each waits `lock.timeoutMs` at most, and the install is tried `lock.tries` times (withBoundedLocks). Then it
+ * fails, naming the oldest open transactions; what it made stays `pending`, and the next capture of the point starts
+ * again (the deploy has not started: install did not return).
  */
-async function withInstallLock<T>(conn: mysql.Connection, unit: MysqlTableUnit, source: FoundTable, lock: InstallLock, install: () => Promise<T>): Promise<T> {
+async function withInstallLock<T>(conn: mysql.Connection, unit: MysqlTableUnit, source: FoundTable, lock: TableLockWait, install: () => Promise<T>): Promise<T> {
   const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
-  await conn.query(`SET SESSION lock_wait_timeout = ${seconds}`);
-  const giveUp = async () => {
-    const open = await select<{ who: string }>(
-      conn,
-      `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
-         FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
-    );
-    return new PreflightError(
+  return withBoundedLocks(
+    conn,
+    lock,
+    (holders) =>
       `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${seconds} s each, ` +
-        `and open transactions held it (the oldest: ${open.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Writers were held for at most one try. ` +
-        'Capture again once they end; the deploy must not start before.',
-    );
-  };
-  return withLockTries(lock, (error) => errno(error) === ER_LOCK_WAIT_TIMEOUT, giveUp, install);
+      `and open transactions held it (the oldest: ${holders}). Writers were held for at most one try. ` +
+      'Capture again once they end; the deploy must not start before.',
+    install,
+  );
 }
 
 /**
@@ -636,7 +630,7 @@ async function diff(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, 
 // ---------------------------------------------------------------------------------------------------------------
 // Restore
 
-async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<Outcome> {
+async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext, lock: TableLockWait = RESTORE_LOCK): Promise<Outcome> {
   const runId = ctx.runId;
   if (!runId) throw new PreflightError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
   return withSession(ctx, point.details.connection, async (conn) => {
@@ -663,7 +657,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
     }
     let outcome: Outcome;
     try {
-      outcome = await inTransaction(conn, 'START TRANSACTION', async () => {
+      outcome = await withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, pre.meta.sourceTable, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
         // Every row and gap locked before anything is read: no writer can change the table until COMMIT.
         if (live) await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} FOR UPDATE`);
         const p = await prepare(conn, unit, point, ctx);
@@ -705,7 +699,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         const changes = changesOf({ rowsDeleted, rowsUpdated, rowsInserted }, rowsQuarantined);
         ctx.log.info('mysql-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes });
         return { changes, writes: rowsDeleted + rowsUpdated + rowsInserted, notes, ...(rowsQuarantined > 0 ? { keptAt: `${ROLLBACK_DATABASE}.${qName}` } : {}) };
-      });
+      }));
     } finally {
       await dropTemporary(conn);
       if (live) {
@@ -760,7 +754,7 @@ async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
  * Undefined when the table's columns changed since the capture (the restore refuses that anyway): the caller copies.
  * Idempotent: the record this run already made is returned as it is; a half-made one is made again.
  */
-async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<RestorePoint<MysqlCowDetails> | undefined> {
+async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCowDetails>, ctx: AdapterContext, lock: TableLockWait = RESTORE_LOCK): Promise<RestorePoint<MysqlCowDetails> | undefined> {
   const runId = ctx.runId;
   if (!runId) return undefined;
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
@@ -799,7 +793,7 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
       const keyColumns = key.map((k) => kept.find((c) => c.name === k)!);
       const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-record', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, runId, table: live.display }));
       await createUndoTable(conn, undo, kept, keyColumns, comment);
-      return inTransaction(conn, 'START TRANSACTION', async () => {
+      return withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, live.display, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
         // Writers held off, as for a capture's baseline, so the rows kept and the count read are one state.
         await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} LOCK IN SHARE MODE`);
         const present = `l.${ident(key[0]!)} IS NOT NULL`;
@@ -826,7 +820,7 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
         if (sealed !== 1) throw new Error(`record of unit "${unit.id}": the pending row of ${ROLLBACK_DATABASE}.${n.undo} vanished; rerun`);
         ctx.log.info('mysql-table copy-on-write: what the rollback replaces recorded at the logged keys', { unit: unit.id, table: live.display, record: `${ROLLBACK_DATABASE}.${n.undo}`, count: meta.count });
         return pointFromMeta(unit, meta, n.undo);
-      });
+      }));
     }),
   );
 }

@@ -1,5 +1,6 @@
 import mysql from 'mysql2/promise';
-import { PreflightError } from '../../errors.ts';
+import { PreflightError, TableBusyError } from '../../errors.ts';
+import { withLockTries, type TableLockWait } from '../capture-modes.ts';
 import { tableNameParts, type MysqlTableUnit } from '../../manifest/schema.ts';
 import type { AdapterContext, Check } from '../types.ts';
 import { nameHash, readablePart } from '../table-names.ts';
@@ -121,6 +122,9 @@ export const inRollbackDb = (name: string): string => `${ident(ROLLBACK_DATABASE
 // ---------------------------------------------------------------------------------------------------------------
 // Sessions
 
+/** The session's wait for a metadata lock, outside the bounded waits of withBoundedLocks. */
+export const SESSION_LOCK_WAIT_SECONDS = 120;
+
 /** Fixed session settings: value text (checksums) and write semantics must not depend on server or user defaults. */
 export const SESSION_SETTINGS = [
   'SET NAMES utf8mb4',
@@ -128,7 +132,7 @@ export const SESSION_SETTINGS = [
   "SET SESSION sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'",
   'SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ',
   // Metadata locks (DDL on the shadow, quarantine, AUTO_INCREMENT): fail after 2 minutes instead of MariaDB's year.
-  'SET SESSION lock_wait_timeout = 120',
+  `SET SESSION lock_wait_timeout = ${SESSION_LOCK_WAIT_SECONDS}`,
 ];
 
 export async function open(ctx: AdapterContext, connection: string): Promise<mysql.Connection> {
@@ -194,6 +198,43 @@ export const ER_BAD_DB_ERROR = 1049;
 export const ER_NO_SUCH_TABLE = 1146;
 /** "Lock wait timeout exceeded": a row lock, or a metadata lock (DDL, LOCK TABLES) past lock_wait_timeout. */
 export const ER_LOCK_WAIT_TIMEOUT = 1205;
+/** This transaction was chosen as a deadlock's victim and rolled back whole. */
+export const ER_LOCK_DEADLOCK = 1213;
+
+/** A restore (or its record) that could not lock the table within `lock`'s tries: what TableBusyError says. */
+export function busyRestore(unitId: string, table: string, lock: TableLockWait, holders: string): string {
+  return (
+    `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${Math.max(1, Math.round(lock.timeoutMs / 1000))} s each, and open transactions held it ` +
+    `(the oldest: ${holders}). Nothing was written. End or wait for them, then rerun; a rollback run tries the unit again by itself for a while.`
+  );
+}
+
+/** The oldest open transactions on the server but this session's, at most three, for a message. */
+export async function openTransactions(conn: mysql.Connection): Promise<string[]> {
+  const [rows] = await conn.query(
+    `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
+       FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
+  );
+  return (rows as { who: string }[]).map((r) => r.who);
+}
+
+/**
+ * Runs `attempt` with this session's lock waits bounded to `lock.timeoutMs` (row locks: innodb_lock_wait_timeout;
+ * metadata locks, as DDL and LOCK TABLES take them: lock_wait_timeout; whole seconds, at least one), tried until it
+ * does not fail on a lock wait (or as a deadlock's victim), at most `lock.tries` times. Then TableBusyError, its
+ * message made by `busy` from the oldest open transactions. Each try must undo itself when it fails (its transaction
+ * rolled back: a lock wait timeout undoes only the statement). The session's own waits are back afterwards.
+ */
+export async function withBoundedLocks<T>(conn: mysql.Connection, lock: TableLockWait, busy: (holders: string) => string, attempt: () => Promise<T>): Promise<T> {
+  const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
+  await conn.query(`SET SESSION innodb_lock_wait_timeout = ${seconds}, lock_wait_timeout = ${seconds}`);
+  try {
+    const giveUp = async () => new TableBusyError(busy((await openTransactions(conn).catch(() => [])).join('; ') || 'they ended meanwhile'));
+    return await withLockTries(lock, (error) => errno(error) === ER_LOCK_WAIT_TIMEOUT || errno(error) === ER_LOCK_DEADLOCK, giveUp, attempt);
+  } finally {
+    await conn.query(`SET SESSION innodb_lock_wait_timeout = DEFAULT, lock_wait_timeout = ${SESSION_LOCK_WAIT_SECONDS}`).catch(() => undefined);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Catalog

@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
+import { PreflightError, RestorePointMissingError, TableBusyError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { gib, INSTALL_LOCK, withLockTries, type InstallLock } from '../capture-modes.ts';
+import { gib, INSTALL_LOCK, RESTORE_LOCK, withLockTries, type TableLockWait } from '../capture-modes.ts';
 import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
@@ -11,7 +11,7 @@ import { planSchemaRestore } from './schema-restore.ts';
 import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, rowText, withClient } from './sql.ts';
+import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isLockTimeout, keyMatch, literal, lockHolders, lockTableWithin, rowText, withClient, withRestoreLock } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
 /**
@@ -293,7 +293,9 @@ export interface CowAdapterParts {
    */
   slicing?: SealSlicing;
   /** How long the install waits for its table lock, and how often it tries. @default INSTALL_LOCK */
-  installLock?: InstallLock;
+  installLock?: TableLockWait;
+  /** The same for a restore's (and an undo record's) table lock. @default RESTORE_LOCK */
+  restoreLock?: TableLockWait;
 }
 
 export interface SealSlicing {
@@ -343,6 +345,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
   }
 
   const lockWait = parts.installLock ?? INSTALL_LOCK;
+  const restoreLock = parts.restoreLock ?? RESTORE_LOCK;
 
   /**
    * Runs the install's transaction until it gets its table lock within `lockWait`, at most `lockWait.tries` times. Then
@@ -351,20 +354,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
    */
   async function withInstallLock<T>(client: pg.Client, unit: PostgresTableUnit, install: () => Promise<T>): Promise<T> {
     const giveUp = async () => {
-      const { rows } = await client.query<{ who: string }>(
-        `SELECT format('pid %s (%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, a.state, to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
-           FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-          WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.relation = to_regclass($1)
-          ORDER BY a.xact_start LIMIT 3`,
-        [unit.table],
-      );
-      return new PreflightError(
+      const holders = await lockHolders(client, unit.table).catch(() => []);
+      return new TableBusyError(
         `unit "${unit.id}": capture: copy-on-write could not lock ${unit.table} to install its triggers: ${lockWait.tries} tries of ${lockWait.timeoutMs} ms each, ` +
-          `and open transactions still held it (${rows.map((r) => r.who).join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
+          `and open transactions still held it (${holders.join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
           'Capture again once they end; the deploy must not start before.',
       );
     };
-    return withLockTries(lockWait, (error) => (error as { code?: string }).code === '55P03', giveUp, install);
+    return withLockTries(lockWait, isLockTimeout, giveUp, install);
   }
 
   /** Installs the point (or finds it installed: a retried capture), then runs `next` under the point's advisory lock. */
@@ -407,9 +404,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           // Read from the catalog before the lock: a role that may not lock the table (it does not own it) is told why.
           const refusal = await copyOnWriteRefusal(client, source, unit);
           if (refusal) throw new PreflightError(`unit "${unit.id}": capture: copy-on-write is not possible for ${source.display}: ${refusal}. Use capture: copy for this unit.`);
-          await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(lockWait.timeoutMs))}`);
-          await client.query(`LOCK TABLE ${source.sql} IN SHARE ROW EXCLUSIVE MODE`);
-          await client.query('SET LOCAL lock_timeout = 0');
+          await lockTableWithin(client, source.sql, 'SHARE ROW EXCLUSIVE', lockWait.timeoutMs);
           const primaryKey = await primaryKeyOf(client, source.oid);
           const columns = await liveColumns(client, source.oid);
           const { scope, recorded } = await resolveScope(client, source, scopeOfUnit(unit), unit.id);
@@ -642,7 +637,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const undoSql = `${ident(ROLLBACK_SCHEMA)}.${ident(undoName)}`;
     return withClient(ctx, restoring.details.connection, async (client) => {
       await ensureRollbackSchema(client);
-      return inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+      return withRestoreLock(client, restoreLock, unit.id, restoring.details.table, () => inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
         await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKey(undoName)]);
         const existing = await findRelation(client, undoSql);
         if (existing) {
@@ -654,7 +649,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         }
         const target = await findRelation(client, restoring.details.table);
         if (!target || !isTable(target)) return undefined;
-        await client.query(`LOCK TABLE ${target.sql} IN SHARE ROW EXCLUSIVE MODE`);
+        await lockTableWithin(client, target.sql, 'SHARE ROW EXCLUSIVE', restoreLock.timeoutMs);
         // The restore itself names what is wrong with the point (prepare's errors); the record just does not apply.
         const p = await prepare(client, unit, restoring, ctx).catch(() => undefined);
         if (!p || p.bypass.length > 0 || !p.untouchedProven || p.schema.changes.length > 0) return undefined;
@@ -714,7 +709,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         if (!undo) throw new Error(`record table ${undoSql} vanished inside its own transaction`);
         ctx.log.info('postgres-table copy-on-write: what the rollback replaces recorded at the logged keys', { unit: unit.id, table: meta.sourceTable, record: undo.display, count: meta.count });
         return pointFromMeta(unit, meta, undo);
-      });
+      }));
     });
   }
 
@@ -1188,12 +1183,12 @@ export function copyOnWrite(parts: CowAdapterParts) {
     if (!runId) throw new PreflightError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
     const d = point.details;
     return withClient(ctx, d.connection, (client) =>
-      inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
+      withRestoreLock(client, restoreLock, unit.id, d.table, () => inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
         const target = await findRelation(client, d.table);
         if (target && isTable(target)) {
           const live = await liveColumns(client, target.oid);
           const drift = live.length !== d.columns.length || d.columns.some((c) => !live.some((l) => l.name === c.name && l.type === c.type));
-          await client.query(`LOCK TABLE ${target.sql} IN ${drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE'} MODE`);
+          await lockTableWithin(client, target.sql, drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE', restoreLock.timeoutMs);
         }
         const p = await prepare(client, unit, point, ctx);
         if (p.bypass.length > 0) {
@@ -1334,7 +1329,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         const changes = changesOf({ rowsInserted, rowsUpdated, rowsDeleted }, { rowsQuarantined, schemaChanges: p.schema.changes.length, sequencesReset: sequences.length });
         ctx.log.info('postgres-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes, keptAt });
         return { changes, writes: total(changes), notes, ...(keptAt ? { keptAt } : {}) };
-      }),
+      })),
     );
   }
 

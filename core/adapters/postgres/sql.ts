@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { TableBusyError } from '../../errors.ts';
+import { withLockTries, type TableLockWait } from '../capture-modes.ts';
 import type { AdapterContext } from '../types.ts';
 import { lockKey, quarantineTableName, ROLLBACK_SCHEMA } from './names.ts';
 
@@ -70,6 +72,50 @@ export async function batch(client: pg.Client, statements: string[]): Promise<pg
   if (statements.length === 0) return [];
   const out = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];
   return Array.isArray(out) ? out : [out];
+}
+
+/** lock_not_available: a lock wait that ran past lock_timeout. */
+export const isLockTimeout = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === '55P03';
+
+/**
+ * LOCK TABLE, waiting `timeoutMs` at most (lock_timeout for this statement only; the rest of the transaction waits as
+ * the session would). One round trip. Past the wait it fails with lock_not_available (isLockTimeout), and the
+ * transaction is aborted: the caller's try is over.
+ */
+export async function lockTableWithin(client: pg.Client, table: string, mode: string, timeoutMs: number): Promise<void> {
+  await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(timeoutMs))}; LOCK TABLE ${table} IN ${mode} MODE; SET LOCAL lock_timeout TO DEFAULT`);
+}
+
+/**
+ * The sessions holding a lock on `table` (a name as to_regclass reads it), oldest transaction first, at most three,
+ * each as `pid N (user, application, state, in a transaction open since …: query)`.
+ */
+export async function lockHolders(client: pg.Client, table: string): Promise<string[]> {
+  const { rows } = await client.query<{ who: string }>(
+    `SELECT format('pid %s (%s%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, coalesce(', ' || nullif(a.application_name, ''), ''), a.state,
+                   to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
+       FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.relation = pg_catalog.to_regclass($1)
+      ORDER BY a.xact_start LIMIT 3`,
+    [table],
+  );
+  return rows.map((r) => r.who);
+}
+
+/**
+ * A restore's transaction (`attempt`), tried until its table lock (lockTableWithin, `lock.timeoutMs`) is granted, at
+ * most `lock.tries` times. Then TableBusyError, naming the sessions that held `table`: nothing was written (each try
+ * rolled back), and the queue behind the restore's lock request never waited longer than one try.
+ */
+export async function withRestoreLock<T>(client: pg.Client, lock: TableLockWait, unitId: string, table: string, attempt: () => Promise<T>): Promise<T> {
+  const giveUp = async () => {
+    const holders = await lockHolders(client, table).catch(() => []);
+    return new TableBusyError(
+      `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${lock.timeoutMs} ms each, and other sessions held it ` +
+        `(${holders.join('; ') || 'they ended meanwhile'}). Nothing was written. End or wait for them, then rerun; a rollback run tries the unit again by itself for a while.`,
+    );
+  };
+  return withLockTries(lock, isLockTimeout, giveUp, attempt);
 }
 
 /** Runs `sql`; if it fails, undoes just it (a savepoint) and runs `fallback` instead. */
