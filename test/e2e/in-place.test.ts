@@ -5,11 +5,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
-import { ensureLedgerTable, Ledger } from '../../core/ledger/ledger.ts';
-import { ensureStateBucket } from '../../core/runtime/state-store.ts';
-import { testDynamo, testS3, uniqueName } from '../support/aws.ts';
-import { badDeploy, createScenario, type Scenario } from '../support/scenario.ts';
+import { stringify } from 'yaml';
+import type { Ledger } from '../../core/ledger/ledger.ts';
+import { uniqueName } from '../support/aws.ts';
+import { addEventsTable, badDeploy, createScenario, localMachines, type Scenario } from '../support/scenario.ts';
 import { gate, type Handler } from '../support/gate.ts';
 
 /**
@@ -27,10 +26,9 @@ process.env.ETL_ROLLBACK_SNAPSHOT_STATE_MACHINE_ARN = SNAPSHOT_ARN;
 
 const CLI = fileURLToPath(new URL('../../bin/etl-rollback.mjs', import.meta.url));
 
-type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
 
 let s: Scenario;
-let runLocal: RunLocal;
+let runLocal: Awaited<ReturnType<typeof localMachines>>['runLocal'];
 let ledger: Ledger;
 let manifest: Record<string, unknown>;
 
@@ -38,14 +36,8 @@ const events = async () => (await s.sql.query<{ id: number; kind: string }>('SEL
 
 beforeAll(async () => {
   s = await createScenario();
-  await s.sql.query("CREATE TABLE staging.events (id int PRIMARY KEY, kind text NOT NULL); INSERT INTO staging.events SELECT g, 'k' || g FROM generate_series(1, 50) g");
-  const base = parse(readFileSync(s.manifestPath, 'utf8')) as { units: unknown[] };
-  manifest = { ...base, units: [...base.units, { id: 'events', type: 'postgres-table', connection: 'warehouse', table: 'staging.events', capture: 'copy-on-write' }] };
-  writeFileSync(s.manifestPath, stringify(manifest));
-  ({ runLocal } = await import('../../cli/local-runner.ts'));
-  ledger = new Ledger(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
-  await ensureLedgerTable(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
-  await ensureStateBucket(testS3(), process.env.ETL_ROLLBACK_STATE_BUCKET!);
+  manifest = await addEventsTable(s, 50);
+  ({ runLocal, ledger } = await localMachines());
 });
 
 afterAll(async () => s?.drop());

@@ -1,11 +1,8 @@
-import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse, stringify } from 'yaml';
-import { ensureLedgerTable, Ledger } from '../../core/ledger/ledger.ts';
-import { ensureStateBucket } from '../../core/runtime/state-store.ts';
+import type { Ledger } from '../../core/ledger/ledger.ts';
 import { retryLine } from '../../cli/progress.ts';
-import { testDynamo, testS3, uniqueName } from '../support/aws.ts';
-import { createScenario, type Scenario } from '../support/scenario.ts';
+import { uniqueName } from '../support/aws.ts';
+import { addEventsTable, createScenario, localMachines, type Scenario } from '../support/scenario.ts';
 
 /**
  * A table held by another session when the rollback reaches it, on the real rollback state machine with its real
@@ -17,10 +14,8 @@ import { createScenario, type Scenario } from '../support/scenario.ts';
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-busy');
 process.env.ETL_ROLLBACK_STATE_BUCKET = uniqueName('state-busy');
 
-type RunLocal = (typeof import('../../cli/local-runner.ts'))['runLocal'];
-
 let s: Scenario;
-let runLocal: RunLocal;
+let runLocal: Awaited<ReturnType<typeof localMachines>>['runLocal'];
 let ledger: Ledger;
 let manifest: Record<string, unknown>;
 
@@ -28,14 +23,8 @@ const events = async () => (await s.sql.query<{ id: number; kind: string }>('SEL
 
 beforeAll(async () => {
   s = await createScenario();
-  await s.sql.query("CREATE TABLE staging.events (id int PRIMARY KEY, kind text NOT NULL); INSERT INTO staging.events SELECT g, 'k' || g FROM generate_series(1, 40) g");
-  const base = parse(readFileSync(s.manifestPath, 'utf8')) as { units: unknown[] };
-  manifest = { ...base, units: [...base.units, { id: 'events', type: 'postgres-table', connection: 'warehouse', table: 'staging.events', capture: 'copy-on-write' }] };
-  writeFileSync(s.manifestPath, stringify(manifest));
-  ({ runLocal } = await import('../../cli/local-runner.ts'));
-  ledger = new Ledger(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
-  await ensureLedgerTable(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
-  await ensureStateBucket(testS3(), process.env.ETL_ROLLBACK_STATE_BUCKET!);
+  manifest = await addEventsTable(s, 40);
+  ({ runLocal, ledger } = await localMachines());
 });
 
 afterAll(async () => s?.drop());

@@ -1,12 +1,14 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GetObjectCommand, ListObjectVersionsCommand, type S3Client } from '@aws-sdk/client-s3';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type pg from 'pg';
 import { main } from '../../cli/main.ts';
 import { breakOrders, NEIGHBOUR_PREFIX, ordersManifest, RAW_PREFIX, seedOrders } from '../../scripts/demo-data.ts';
-import { testS3, uniqueName } from './aws.ts';
+import { ensureLedgerTable, Ledger } from '../../core/ledger/ledger.ts';
+import { ensureStateBucket } from '../../core/runtime/state-store.ts';
+import { testDynamo, testS3, uniqueName } from './aws.ts';
 import { createTestDatabase, type TestDatabase } from './postgres.ts';
 
 /**
@@ -90,4 +92,24 @@ export async function createScenario(): Promise<Scenario> {
 /** The bad deploy: every kind of damage to every unit. */
 export async function badDeploy(s: Scenario): Promise<void> {
   await breakOrders({ s3: s.s3, sql: s.sql, bucket: s.bucket });
+}
+
+/**
+ * A copy-on-write table beside the scenario's units: `staging.events` (id, kind) with `rows` rows, added to the
+ * manifest file as unit `events`. Returns the manifest as the state machines take it.
+ */
+export async function addEventsTable(s: Scenario, rows: number): Promise<Record<string, unknown>> {
+  await s.sql.query(`CREATE TABLE staging.events (id int PRIMARY KEY, kind text NOT NULL); INSERT INTO staging.events SELECT g, 'k' || g FROM generate_series(1, ${rows}) g`);
+  const base = parse(readFileSync(s.manifestPath, 'utf8')) as { units: unknown[] };
+  const manifest = { ...base, units: [...base.units, { id: 'events', type: 'postgres-table', connection: 'warehouse', table: 'staging.events', capture: 'copy-on-write' }] };
+  writeFileSync(s.manifestPath, stringify(manifest));
+  return manifest;
+}
+
+/** The local state machine runner, and the ledger it writes (the table and state bucket the environment names, made). */
+export async function localMachines(): Promise<{ runLocal: (typeof import('../../cli/local-runner.ts'))['runLocal']; ledger: Ledger }> {
+  const { runLocal } = await import('../../cli/local-runner.ts');
+  await ensureLedgerTable(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!);
+  await ensureStateBucket(testS3(), process.env.ETL_ROLLBACK_STATE_BUCKET!);
+  return { runLocal, ledger: new Ledger(testDynamo(), process.env.ETL_ROLLBACK_LEDGER_TABLE!) };
 }
