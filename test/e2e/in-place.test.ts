@@ -10,12 +10,14 @@ import type { Ledger } from '../../core/ledger/ledger.ts';
 import { uniqueName } from '../support/aws.ts';
 import { addEventsTable, badDeploy, createScenario, localMachines, type Scenario } from '../support/scenario.ts';
 import { gate, type Handler } from '../support/gate.ts';
+import { retryLine } from '../../cli/progress.ts';
 
 /**
  * The snapshot's two halves on the real state machines: the deployment is IN_PLACE (the deploy may start) once every
  * unit is captured or recording, before a copy-on-write table's seal is read; a rollback asked for meanwhile waits for
  * the seal, then restores every unit to the state before the snapshot, writes made during the seal included. A snapshot
  * stopped at once (StopExecution, Ctrl-C) is cleaned up: its deployment FAILED, saying how to finish it, its lock freed.
+ * A table another session holds when the rollback reaches it is retried by the machine, then restored.
  */
 
 process.env.ETL_ROLLBACK_LEDGER_TABLE = uniqueName('ledger-in-place');
@@ -245,4 +247,55 @@ export async function handler(req) {
     expect(deployment.error?.message).toContain('was stopped by Ctrl-C before every unit was captured: the deploy must not start; run the same snapshot again under deployment id "d-5" to finish it');
     expect(await ledger.getLock(pipeline)).toBeUndefined();
   });
+});
+
+describe('a table held by another session during a rollback', () => {
+  // The unit's restore gives up after its own bounded lock tries (TableBusyError, nothing written); the machine's Retry
+  // runs it again once the queue has drained (its interval overridden to 0 here: the definition waits 30 s and more).
+  it('the restore fails TableBusyError naming the session, the machine retries the unit, and the run ends restored', async () => {
+    const snap = await runLocal('snapshot', { pipeline: s.pipeline, deploymentId: 'd-busy', manifest, requestedBy: 'test' }, { name: uniqueName('snap-busy') });
+    expect(snap.status, JSON.stringify(snap)).toBe('SUCCEEDED');
+    const before = await events();
+    await s.sql.query("UPDATE staging.events SET kind = 'bad' WHERE id <= 8; DELETE FROM staging.events WHERE id > 36");
+
+    const blocker = await s.db.client();
+    await blocker.query("SET application_name = 'nightly-load'");
+    await blocker.query('BEGIN');
+    await blocker.query("UPDATE staging.events SET kind = 'loading' WHERE id = 20");
+    const failures: { error?: string; cause?: string }[] = [];
+    const retries: { attempt: number; policy: Record<string, unknown> }[] = [];
+    const name = uniqueName('rollback-busy');
+    try {
+      const out = await runLocal('rollback', { pipeline: s.pipeline, deploymentId: 'd-busy', units: ['events'], requestedBy: 'test', reason: 'busy table' }, {
+        name,
+        retryIntervalOverrides: { 'Restore unit': 0 },
+        onEvent: (e) => {
+          if (e.type === 'StateFailed' && e.state.name === 'Restore unit') failures.push({ error: e.Error, cause: String(e.Cause) });
+          if (e.type === 'StateRetried' && e.state.name === 'Restore unit') {
+            retries.push({ attempt: e.retry.attempt, policy: e.retry.retrier as Record<string, unknown> });
+            // The session that held the table ends while the machine waits to retry.
+            void blocker.query('COMMIT');
+          }
+        },
+      });
+      expect(out.status, JSON.stringify(out)).toBe('SUCCEEDED');
+    } finally {
+      await blocker.end();
+    }
+    expect(failures).toHaveLength(1);
+    expect(failures[0]!.error).toBe('TableBusyError');
+    expect(failures[0]!.cause).toMatch(/unit "events": the restore could not lock staging\.events: 5 tries of 2000 ms each, and other sessions held it \(pid \d+ \(postgres, nightly-load, idle in transaction/);
+    expect(retries).toEqual([{ attempt: 1, policy: expect.objectContaining({ ErrorEquals: ['TableBusyError'], IntervalSeconds: 30, MaxAttempts: 6 }) }]);
+    // The write made while it held the table was logged by the triggers, and undone with the deploy's.
+    expect(await events()).toEqual(before);
+    const run = await ledger.requireRun(name);
+    expect(run.status).toBe('SUCCEEDED');
+    const step = (await ledger.listSteps(name)).find((st) => st.unitId === 'events');
+    expect(step?.status).toBe('VERIFIED');
+    expect(step?.notes.some((n) => n.startsWith('restore failed'))).toBe(false);
+    // What the CLI prints for that retry.
+    expect(retryLine('Restore unit', { unitId: 'events' }, { name: 'TableBusyError', cause: failures[0]!.cause! }, 1, retries[0]!.policy)).toMatch(
+      /^› Restore unit \(events\): TableBusyError: unit "events": the restore could not lock staging\.events: .*\n {2}trying again \(1 of 6\) in up to 30 s$/,
+    );
+  }, 120_000);
 });
