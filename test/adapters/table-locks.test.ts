@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type mysql from 'mysql2/promise';
 import { mysqlTable, quarantineTableName as mysqlQuarantineName } from '../../core/adapters/mysql-table.ts';
+import { mysqlCopyOnWrite } from '../../core/adapters/mysql/copy-on-write.ts';
 import { createPostgresTableAdapter } from '../../core/adapters/postgres-table.ts';
 import { quarantineTableName } from '../../core/adapters/postgres/names.ts';
 import { EXIT, exitCodeOf, TableBusyError } from '../../core/errors.ts';
@@ -154,4 +155,30 @@ describe('MySQL/MariaDB: a restore that cannot lock its rows', () => {
       await mysqlTable.release(u, point, c);
     });
   }
+
+  it('copy-on-write captured whole (no install first): a transaction holding a row lock makes the capture fail with TableBusyError; once it ends, the capture goes through', async () => {
+    await mysqlSql.query(`CREATE TABLE lk_whole (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB`);
+    await mysqlSql.query(`INSERT INTO lk_whole SELECT seq, CONCAT('v', seq) FROM seq_1_to_25`);
+    const u = mysqlUnit('mywhole', 'lk_whole', { capture: 'copy-on-write' });
+    const c = ctx('d-mywhole', 'run-mywhole');
+    const blocker = await my.connection();
+    try {
+      await blocker.query('START TRANSACTION');
+      await blocker.query(`UPDATE lk_whole SET v = 'still loading' WHERE id = 3`);
+      const error = await mysqlCopyOnWrite.capture(u, c, quickMysql).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TableBusyError);
+      expect((error as Error).message).toMatch(/could not lock .*lk_whole.* to install its triggers: 2 tries of 1 s each, and open transactions held it \(the oldest: thread \d+/);
+      // The writer that held it goes on (its row was not locked by the capture meanwhile).
+      await blocker.query(`UPDATE lk_whole SET v = 'loaded' WHERE id = 4`);
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    const point = await mysqlCopyOnWrite.capture(u, c, quickMysql);
+    expect(point.count).toBe(25);
+    await mysqlSql.query(`UPDATE lk_whole SET v = 'bad' WHERE id <= 5`);
+    await mysqlTable.restore(u, point, c, quickMysql);
+    expect((await rowsOf('lk_whole')).filter((r) => r.includes("'bad'"))).toEqual([]);
+    await mysqlTable.release(u, point, c);
+  });
 });

@@ -327,7 +327,7 @@ async function recordPoint(conn: mysql.Connection, unit: MysqlTableUnit, n: Name
  * The whole capture: install and baseline in one go, the table share-locked (writers held off) while its count and
  * checksum are read; or, for a point installed first (`install`), its seal (`seal`).
  */
-async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<RestorePoint<MysqlCowDetails>> {
+async function capture(unit: MysqlTableUnit, ctx: AdapterContext, lock: TableLockWait = INSTALL_LOCK): Promise<RestorePoint<MysqlCowDetails>> {
   const n = cowNames(ctx.pipeline, ctx.deploymentId, unit.id);
   const undo = inRollbackDb(n.undo);
   return withSession(ctx, unit.connection, async (conn) => {
@@ -349,23 +349,27 @@ async function capture(unit: MysqlTableUnit, ctx: AdapterContext): Promise<Resto
       if (installed) return seal(conn, unit, n, installed, undoExists);
 
       const t = await protectable(conn, unit);
-      await installObjects(conn, unit, ctx, n, t, existing);
-      // 2. The baseline: writers held off, what slipped in since the triggers forgotten, count and checksum, seal.
-      return await inTransaction(conn, 'START TRANSACTION', async () => {
-        await select(conn, `SELECT COUNT(*) AS n FROM ${t.source.sql} LOCK IN SHARE MODE`);
-        await write(conn, `DELETE FROM ${undo}`);
-        const at = await baselineOf(conn, unit, n, t);
-        let counted: { count: number; checksum: string };
-        try {
-          counted = await countAndChecksum(conn, `${t.source.sql} AS t`, scopePredicate({ where: unit.where }), t.columns);
-        } catch (error) {
-          if (unit.where === undefined) throw error;
-          throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${t.source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
-        }
-        const meta: CowMeta = { ...recordOf(unit, ctx, n, t, at), count: counted.count, checksum: counted.checksum, sealed: true };
-        await recordPoint(conn, unit, n, meta);
-        ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
-        return pointFromMeta(unit, meta, n.undo);
+      // The install's locks, bounded the same way (withInstallLock): its DDL, then the share lock of the baseline.
+      return withInstallLock(conn, unit, t.source, lock, async () => {
+        // A try that timed out left its objects `pending`: installObjects drops them and makes them again.
+        await installObjects(conn, unit, ctx, n, t, (await existingPoint(conn, unit, ctx, n)).existing);
+        // 2. The baseline: writers held off, what slipped in since the triggers forgotten, count and checksum, seal.
+        return await inTransaction(conn, 'START TRANSACTION', async () => {
+          await select(conn, `SELECT COUNT(*) AS n FROM ${t.source.sql} LOCK IN SHARE MODE`);
+          await write(conn, `DELETE FROM ${undo}`);
+          const at = await baselineOf(conn, unit, n, t);
+          let counted: { count: number; checksum: string };
+          try {
+            counted = await countAndChecksum(conn, `${t.source.sql} AS t`, scopePredicate({ where: unit.where }), t.columns);
+          } catch (error) {
+            if (unit.where === undefined) throw error;
+            throw new PreflightError(`unit "${unit.id}": its "where" predicate (${unit.where}) fails on ${t.source.display}: ${(error as Error).message}. Nothing was captured.`, { cause: error });
+          }
+          const meta: CowMeta = { ...recordOf(unit, ctx, n, t, at), count: counted.count, checksum: counted.checksum, sealed: true };
+          await recordPoint(conn, unit, n, meta);
+          ctx.log.info('mysql-table copy-on-write restore point captured', { unit: unit.id, table: t.source.display, undoTable: `${ROLLBACK_DATABASE}.${n.undo}`, count: counted.count });
+          return pointFromMeta(unit, meta, n.undo);
+        });
       });
     });
   });
@@ -415,7 +419,8 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: TableLoc
 
 /**
  * The install's DDL (CREATE TRIGGER, the guard's foreign key, DROP TRIGGER of a half-made try) and its LOCK TABLES …
- * READ each wait for every transaction that has written the table, and writers that come after them queue behind.
+ * READ (the whole capture's share-locking read instead) each wait for every transaction that has written the table,
+ * and writers that come after them queue behind.
  * So each waits `lock.timeoutMs` at most, and the install is tried `lock.tries` times (withBoundedLocks). Then it
  * fails, naming the oldest open transactions; what it made stays `pending`, and the next capture of the point starts
  * again (the deploy has not started: install did not return).
