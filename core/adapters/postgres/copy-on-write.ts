@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { PreflightError, RestorePointMissingError, TableBusyError, VerificationFailedError } from '../../errors.ts';
+import { PreflightError, RestorePointMissingError, VerificationFailedError } from '../../errors.ts';
 import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
-import { gib, INSTALL_LOCK, RESTORE_LOCK, withLockTries, type TableLockWait } from '../capture-modes.ts';
+import { gib, INSTALL_LOCK, RESTORE_LOCK, type TableLockWait } from '../capture-modes.ts';
 import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
 import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
@@ -11,7 +11,7 @@ import { planSchemaRestore } from './schema-restore.ts';
 import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isLockTimeout, keyMatch, literal, lockHolders, lockTableWithin, rowText, withClient, withRestoreLock } from './sql.ts';
+import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, lockTableWithin, rowText, withClient, withRestoreLock, withTableLockTries } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
 /**
@@ -353,15 +353,16 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * start before a capture gets through.
    */
   async function withInstallLock<T>(client: pg.Client, unit: PostgresTableUnit, install: () => Promise<T>): Promise<T> {
-    const giveUp = async () => {
-      const holders = await lockHolders(client, unit.table).catch(() => []);
-      return new TableBusyError(
+    return withTableLockTries(
+      client,
+      lockWait,
+      unit.table,
+      (holders) =>
         `unit "${unit.id}": capture: copy-on-write could not lock ${unit.table} to install its triggers: ${lockWait.tries} tries of ${lockWait.timeoutMs} ms each, ` +
-          `and open transactions still held it (${holders.join('; ') || 'they ended meanwhile'}). Nothing was installed, and writers were held for at most one try. ` +
-          'Capture again once they end; the deploy must not start before.',
-      );
-    };
-    return withLockTries(lockWait, isLockTimeout, giveUp, install);
+        `and open transactions still held it (${holders}). Nothing was installed, and writers were held for at most one try. ` +
+        'Capture again once they end; the deploy must not start before.',
+      install,
+    );
   }
 
   /** Installs the point (or finds it installed: a retried capture), then runs `next` under the point's advisory lock. */

@@ -103,19 +103,26 @@ export async function lockHolders(client: pg.Client, table: string): Promise<str
 }
 
 /**
- * A restore's transaction (`attempt`), tried until its table lock (lockTableWithin, `lock.timeoutMs`) is granted, at
- * most `lock.tries` times. Then TableBusyError, naming the sessions that held `table`: nothing was written (each try
- * rolled back), and the queue behind the restore's lock request never waited longer than one try.
+ * `attempt` (a transaction that takes its table lock with lockTableWithin, `lock.timeoutMs`) tried until the lock is
+ * granted, at most `lock.tries` times. Then TableBusyError, its message made by `busy` from the sessions that held
+ * `table`: each try rolled back, and the queue behind the lock request never waited longer than one try.
  */
-export async function withRestoreLock<T>(client: pg.Client, lock: TableLockWait, unitId: string, table: string, attempt: () => Promise<T>): Promise<T> {
-  const giveUp = async () => {
-    const holders = await lockHolders(client, table).catch(() => []);
-    return new TableBusyError(
-      `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${lock.timeoutMs} ms each, and other sessions held it ` +
-        `(${holders.join('; ') || 'they ended meanwhile'}). Nothing was written. End or wait for them, then rerun; a rollback run tries the unit again by itself for a while.`,
-    );
-  };
+export async function withTableLockTries<T>(client: pg.Client, lock: TableLockWait, table: string, busy: (holders: string) => string, attempt: () => Promise<T>): Promise<T> {
+  const giveUp = async () => new TableBusyError(busy((await lockHolders(client, table).catch(() => [])).join('; ') || 'they ended meanwhile'));
   return withLockTries(lock, isLockTimeout, giveUp, attempt);
+}
+
+/** A restore's transaction under withTableLockTries: TableBusyError says nothing was written, and how to go on. */
+export async function withRestoreLock<T>(client: pg.Client, lock: TableLockWait, unitId: string, table: string, attempt: () => Promise<T>): Promise<T> {
+  return withTableLockTries(
+    client,
+    lock,
+    table,
+    (holders) =>
+      `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${lock.timeoutMs} ms each, and other sessions held it (${holders}). ` +
+      'Nothing was written. End or wait for them, then rerun; a rollback run tries the unit again by itself for a while.',
+    attempt,
+  );
 }
 
 /** Runs `sql`; if it fails, undoes just it (a savepoint) and runs `fallback` instead. */
