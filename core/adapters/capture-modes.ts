@@ -1,3 +1,4 @@
+import { TableBusyError } from '../errors.ts';
 import type { Unit } from '../manifest/schema.ts';
 
 /**
@@ -33,18 +34,25 @@ export const INSTALL_LOCK: TableLockWait = { timeoutMs: 2000, tries: 5, pauseMs:
  */
 export const RESTORE_LOCK: TableLockWait = { timeoutMs: 2000, tries: 5, pauseMs: 1000 };
 
+/** How an engine tells a lock wait that ran out, and who held the table then (each as one line, oldest first). */
+export interface LockWaitReader {
+  isLockTimeout: (error: unknown) => boolean;
+  holders: () => Promise<string[]>;
+}
+
 /**
  * Runs `attempt` (one try, its lock wait bounded by the caller's server setting) until it does not fail with a lock
- * timeout, at most `lock.tries` times, `lock.pauseMs` apart; after the last, throws what `giveUp` makes (naming the
- * sessions that held the table). Each try must leave nothing behind when it fails (its transaction rolled back).
+ * timeout, at most `lock.tries` times, `lock.pauseMs` apart; after the last, throws TableBusyError with the message
+ * `busy` makes from the sessions that held the table. Each try must leave nothing behind when it fails (its
+ * transaction rolled back).
  */
-export async function withLockTries<T>(lock: TableLockWait, isLockTimeout: (error: unknown) => boolean, giveUp: () => Promise<Error>, attempt: () => Promise<T>): Promise<T> {
+export async function withLockTries<T>(lock: TableLockWait, engine: LockWaitReader, busy: (holders: string) => string, attempt: () => Promise<T>): Promise<T> {
   for (let n = 1; ; n += 1) {
     try {
       return await attempt();
     } catch (error) {
-      if (!isLockTimeout(error)) throw error;
-      if (n >= lock.tries) throw await giveUp();
+      if (!engine.isLockTimeout(error)) throw error;
+      if (n >= lock.tries) throw new TableBusyError(busy((await engine.holders().catch(() => [])).join('; ') || 'they ended meanwhile'));
       await new Promise((resolve) => setTimeout(resolve, lock.pauseMs));
     }
   }

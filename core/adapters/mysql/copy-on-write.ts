@@ -10,7 +10,7 @@ import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, busyRestore, withBoundedLocks, withPointLock, withSession, write,
+  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write,
 } from './sql.ts';
 
 /**
@@ -426,12 +426,11 @@ async function install(unit: MysqlTableUnit, ctx: AdapterContext, lock: TableLoc
  * again (the deploy has not started: install did not return).
  */
 async function withInstallLock<T>(conn: mysql.Connection, unit: MysqlTableUnit, source: FoundTable, lock: TableLockWait, install: () => Promise<T>): Promise<T> {
-  const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
   return withBoundedLocks(
     conn,
     lock,
     (holders) =>
-      `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${seconds} s each, ` +
+      `unit "${unit.id}": capture: copy-on-write could not lock ${source.display} to install its triggers: ${lock.tries} tries of ${lockWaitSeconds(lock)} s each, ` +
       `and open transactions held it (the oldest: ${holders}). Writers were held for at most one try. ` +
       'Capture again once they end; the deploy must not start before.',
     install,

@@ -1,5 +1,5 @@
 import mysql from 'mysql2/promise';
-import { PreflightError, TableBusyError } from '../../errors.ts';
+import { PreflightError } from '../../errors.ts';
 import { withLockTries, type TableLockWait } from '../capture-modes.ts';
 import { tableNameParts, type MysqlTableUnit } from '../../manifest/schema.ts';
 import type { AdapterContext, Check } from '../types.ts';
@@ -123,7 +123,7 @@ export const inRollbackDb = (name: string): string => `${ident(ROLLBACK_DATABASE
 // Sessions
 
 /** The session's wait for a metadata lock, outside the bounded waits of withBoundedLocks. */
-export const SESSION_LOCK_WAIT_SECONDS = 120;
+const SESSION_LOCK_WAIT_SECONDS = 120;
 
 /** Fixed session settings: value text (checksums) and write semantics must not depend on server or user defaults. */
 export const SESSION_SETTINGS = [
@@ -197,20 +197,23 @@ export const errno = (error: unknown): number | undefined => (error as { errno?:
 export const ER_BAD_DB_ERROR = 1049;
 export const ER_NO_SUCH_TABLE = 1146;
 /** "Lock wait timeout exceeded": a row lock, or a metadata lock (DDL, LOCK TABLES) past lock_wait_timeout. */
-export const ER_LOCK_WAIT_TIMEOUT = 1205;
+const ER_LOCK_WAIT_TIMEOUT = 1205;
 /** This transaction was chosen as a deadlock's victim and rolled back whole. */
-export const ER_LOCK_DEADLOCK = 1213;
+const ER_LOCK_DEADLOCK = 1213;
+
+/** One try's wait in whole seconds, as MySQL takes it (at least one). */
+export const lockWaitSeconds = (lock: TableLockWait): number => Math.max(1, Math.round(lock.timeoutMs / 1000));
 
 /** A restore (or its record) that could not lock the table within `lock`'s tries: what TableBusyError says. */
 export function busyRestore(unitId: string, table: string, lock: TableLockWait, holders: string): string {
   return (
-    `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${Math.max(1, Math.round(lock.timeoutMs / 1000))} s each, and open transactions held it ` +
+    `unit "${unitId}": the restore could not lock ${table}: ${lock.tries} tries of ${lockWaitSeconds(lock)} s each, and open transactions held it ` +
     `(the oldest: ${holders}). Nothing was written. End or wait for them, then rerun; a rollback run tries the unit again by itself for a while.`
   );
 }
 
 /** The oldest open transactions on the server but this session's, at most three, for a message. */
-export async function openTransactions(conn: mysql.Connection): Promise<string[]> {
+async function openTransactions(conn: mysql.Connection): Promise<string[]> {
   const [rows] = await conn.query(
     `SELECT CONCAT('thread ', trx_mysql_thread_id, ' (a transaction open since ', trx_started, ': ', COALESCE(LEFT(trx_query, 60), 'idle'), ')') AS who
        FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 3`,
@@ -226,11 +229,11 @@ export async function openTransactions(conn: mysql.Connection): Promise<string[]
  * rolled back: a lock wait timeout undoes only the statement). The session's own waits are back afterwards.
  */
 export async function withBoundedLocks<T>(conn: mysql.Connection, lock: TableLockWait, busy: (holders: string) => string, attempt: () => Promise<T>): Promise<T> {
-  const seconds = Math.max(1, Math.round(lock.timeoutMs / 1000));
+  const seconds = lockWaitSeconds(lock);
   await conn.query(`SET SESSION innodb_lock_wait_timeout = ${seconds}, lock_wait_timeout = ${seconds}`);
   try {
-    const giveUp = async () => new TableBusyError(busy((await openTransactions(conn).catch(() => [])).join('; ') || 'they ended meanwhile'));
-    return await withLockTries(lock, (error) => errno(error) === ER_LOCK_WAIT_TIMEOUT || errno(error) === ER_LOCK_DEADLOCK, giveUp, attempt);
+    const isLockTimeout = (error: unknown) => errno(error) === ER_LOCK_WAIT_TIMEOUT || errno(error) === ER_LOCK_DEADLOCK;
+    return await withLockTries(lock, { isLockTimeout, holders: () => openTransactions(conn) }, busy, attempt);
   } finally {
     await conn.query(`SET SESSION innodb_lock_wait_timeout = DEFAULT, lock_wait_timeout = ${SESSION_LOCK_WAIT_SECONDS}`).catch(() => undefined);
   }

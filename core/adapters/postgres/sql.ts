@@ -1,5 +1,4 @@
 import pg from 'pg';
-import { TableBusyError } from '../../errors.ts';
 import { withLockTries, type TableLockWait } from '../capture-modes.ts';
 import type { AdapterContext } from '../types.ts';
 import { lockKey, quarantineTableName, ROLLBACK_SCHEMA } from './names.ts';
@@ -75,7 +74,7 @@ export async function batch(client: pg.Client, statements: string[]): Promise<pg
 }
 
 /** lock_not_available: a lock wait that ran past lock_timeout. */
-export const isLockTimeout = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === '55P03';
+const isLockTimeout = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === '55P03';
 
 /**
  * LOCK TABLE, waiting `timeoutMs` at most (lock_timeout for this statement only; the rest of the transaction waits as
@@ -90,7 +89,7 @@ export async function lockTableWithin(client: pg.Client, table: string, mode: st
  * The sessions holding a lock on `table` (a name as to_regclass reads it), oldest transaction first, at most three,
  * each as `pid N (user, application, state, in a transaction open since …: query)`.
  */
-export async function lockHolders(client: pg.Client, table: string): Promise<string[]> {
+async function lockHolders(client: pg.Client, table: string): Promise<string[]> {
   const { rows } = await client.query<{ who: string }>(
     `SELECT format('pid %s (%s%s, %s, in a transaction open since %s: %s)', a.pid, a.usename, coalesce(', ' || nullif(a.application_name, ''), ''), a.state,
                    to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), left(a.query, 60)) AS who
@@ -108,8 +107,7 @@ export async function lockHolders(client: pg.Client, table: string): Promise<str
  * `table`: each try rolled back, and the queue behind the lock request never waited longer than one try.
  */
 export async function withTableLockTries<T>(client: pg.Client, lock: TableLockWait, table: string, busy: (holders: string) => string, attempt: () => Promise<T>): Promise<T> {
-  const giveUp = async () => new TableBusyError(busy((await lockHolders(client, table).catch(() => [])).join('; ') || 'they ended meanwhile'));
-  return withLockTries(lock, isLockTimeout, giveUp, attempt);
+  return withLockTries(lock, { isLockTimeout, holders: () => lockHolders(client, table) }, busy, attempt);
 }
 
 /** A restore's transaction under withTableLockTries: TableBusyError says nothing was written, and how to go on. */
