@@ -56,31 +56,36 @@ export async function findRelation(client: pg.Client, name: string): Promise<Rel
 
 export const isTable = (rel: Relation): boolean => rel.kind === 'r' || rel.kind === 'p';
 
+/** The table's live columns (relid: an SQL expression of the table's oid), in attnum order. */
+const columnsSql = (relid: string) =>
+  `SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnum::int AS attnum,
+          a.attnotnull AS notnull, a.attgenerated::text AS generated, a.attidentity::text AS identity,
+          pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS def
+     FROM pg_catalog.pg_attribute a
+     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = ${relid} AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum`;
+
+type ColumnRow = { name: string; type: string; attnum: number; notnull: boolean; def: string | null; generated: string; identity: string };
+
+function liveColumnOf(r: ColumnRow): LiveColumn {
+  const isGenerated = r.generated !== '';
+  return {
+    name: r.name,
+    type: r.type,
+    attnum: r.attnum,
+    notNull: r.notnull,
+    default: isGenerated ? null : r.def,
+    generated: isGenerated ? r.def : null,
+    identity: r.identity === 'a' ? 'always' : r.identity === 'd' ? 'by-default' : null,
+    isGenerated,
+    identityAlways: r.identity === 'a',
+  };
+}
+
 export async function liveColumns(client: pg.Client, oid: number): Promise<LiveColumn[]> {
-  const { rows } = await client.query<{ name: string; type: string; attnum: number; notnull: boolean; def: string | null; generated: string; identity: string }>(
-    `SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnum::int AS attnum,
-            a.attnotnull AS notnull, a.attgenerated::text AS generated, a.attidentity::text AS identity,
-            pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS def
-       FROM pg_catalog.pg_attribute a
-       LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-      ORDER BY a.attnum`,
-    [oid],
-  );
-  return rows.map((r) => {
-    const isGenerated = r.generated !== '';
-    return {
-      name: r.name,
-      type: r.type,
-      attnum: r.attnum,
-      notNull: r.notnull,
-      default: isGenerated ? null : r.def,
-      generated: isGenerated ? r.def : null,
-      identity: r.identity === 'a' ? 'always' : r.identity === 'd' ? 'by-default' : null,
-      isGenerated,
-      identityAlways: r.identity === 'a',
-    };
-  });
+  const { rows } = await client.query<ColumnRow>(columnsSql('$1'), [oid]);
+  return rows.map(liveColumnOf);
 }
 
 /** The definition recorded at capture (no live-only flags). */
@@ -94,17 +99,50 @@ export const definitionOf = ({ name, type, attnum, notNull, default: def, genera
   identity,
 });
 
+/** The primary key's columns in key order (relid: an SQL expression of the table's oid). */
+const primaryKeySql = (relid: string) =>
+  `SELECT a.attname AS name, k.ord
+     FROM pg_catalog.pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = ${relid} AND i.indisprimary
+    ORDER BY k.ord`;
+
 export async function primaryKeyOf(client: pg.Client, oid: number): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(
-    `SELECT a.attname AS name
-       FROM pg_catalog.pg_index i
-       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-      WHERE i.indrelid = $1 AND i.indisprimary
-      ORDER BY k.ord`,
-    [oid],
-  );
+  const { rows } = await client.query<{ name: string }>(primaryKeySql('$1'), [oid]);
   return rows.map((r) => r.name);
+}
+
+/** A relation with what a restore reads of it before writing: its live columns, primary key and comment. */
+export interface TableFacts extends Relation {
+  columns: LiveColumn[];
+  primaryKey: string[];
+  /** obj_description of the relation, or null. */
+  comment: string | null;
+}
+
+/**
+ * findRelation, liveColumns, primaryKeyOf and the comment, for several names in one round trip (each a separate
+ * query otherwise, and the catalog a round trip away from a Lambda). `undefined` where a name resolves to nothing.
+ */
+export async function tableFacts(client: pg.Client, names: string[]): Promise<(TableFacts | undefined)[]> {
+  const { rows } = await client.query<{ ord: string; oid: number; schema: string; name: string; kind: string; display: string; comment: string | null; columns: ColumnRow[]; pk: string[] }>(
+    `SELECT x.ord::text AS ord, c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
+            pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS display,
+            pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
+            (SELECT coalesce(json_agg(col ORDER BY col.attnum), '[]') FROM (${columnsSql('c.oid')}) col) AS columns,
+            (SELECT coalesce(json_agg(k.name ORDER BY k.ord), '[]') FROM (${primaryKeySql('c.oid')}) k) AS pk
+       FROM unnest($1::text[]) WITH ORDINALITY AS x(name, ord)
+       JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(x.name)
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace`,
+    [names],
+  );
+  return names.map((_, i) => {
+    const row = rows.find((r) => Number(r.ord) === i + 1);
+    if (!row) return undefined;
+    const { ord: _ord, columns, pk, ...rel } = row;
+    return { ...rel, sql: `${ident(rel.schema)}.${ident(rel.name)}`, columns: columns.map(liveColumnOf), primaryKey: pk };
+  });
 }
 
 /** The table and, for a partitioned table, every partition below it (parents before children). */
@@ -172,19 +210,28 @@ export interface UserTrigger {
   level: number;
 }
 
-/** User (not constraint-internal) triggers on the table and its partitions, parents first. */
-export async function userTriggers(client: pg.Client, oid: number): Promise<{ triggers: UserTrigger[]; owner: boolean }> {
-  // One round trip: the triggers, and whether this session may ALTER them (owns the table, or is a member of its owner).
-  const { rows } = await client.query<{ triggers: UserTrigger[]; owner: boolean }>(
-    `SELECT coalesce((SELECT json_agg(json_build_object('relation', x.relation, 'name', x.name, 'enabled', x.enabled, 'level', x.level) ORDER BY x.level, x.relation, x.name)
-                        FROM (SELECT t.tgrelid::regclass::text AS relation, t.tgname::text AS name, t.tgenabled::text AS enabled, p.level
-                                FROM pg_catalog.pg_trigger t
-                                JOIN (SELECT relid, level FROM pg_catalog.pg_partition_tree($1::oid::regclass) UNION SELECT $1::oid, 0) p ON p.relid = t.tgrelid
-                               WHERE NOT t.tgisinternal) x), '[]') AS triggers,
-            coalesce((SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1), false) AS owner`,
-    [oid],
-  );
-  return { triggers: rows[0]?.triggers ?? [], owner: rows[0]?.owner === true };
+/**
+ * User (not constraint-internal) triggers on the table and its partitions, parents first, and whether this session may
+ * ALTER them (owns the table, or is a member of its owner): one statement, the oid as a literal, so that it can ride
+ * in a batch with others (userTriggersOf reads its row).
+ */
+export const userTriggersSql = (oid: number): string =>
+  `SELECT coalesce((SELECT json_agg(json_build_object('relation', x.relation, 'name', x.name, 'enabled', x.enabled, 'level', x.level) ORDER BY x.level, x.relation, x.name)
+                      FROM (SELECT t.tgrelid::regclass::text AS relation, t.tgname::text AS name, t.tgenabled::text AS enabled, p.level
+                              FROM pg_catalog.pg_trigger t
+                              JOIN (SELECT relid, level FROM pg_catalog.pg_partition_tree(${Number(oid)}::oid::regclass) UNION SELECT ${Number(oid)}::oid, 0) p ON p.relid = t.tgrelid
+                             WHERE NOT t.tgisinternal) x), '[]') AS triggers,
+          coalesce((SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = ${Number(oid)}), false) AS owner`;
+
+export type UserTriggers = { triggers: UserTrigger[]; owner: boolean };
+
+export const userTriggersOf = (row: unknown): UserTriggers => {
+  const r = row as Partial<UserTriggers> | undefined;
+  return { triggers: r?.triggers ?? [], owner: r?.owner === true };
+};
+
+export async function userTriggers(client: pg.Client, oid: number): Promise<UserTriggers> {
+  return userTriggersOf((await client.query(userTriggersSql(oid))).rows[0]);
 }
 
 /**

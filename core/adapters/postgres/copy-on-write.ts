@@ -4,14 +4,14 @@ import type { PostgresTableUnit } from '../../manifest/schema.ts';
 import { BACKSTOP } from '../backstop.ts';
 import { gib, INSTALL_LOCK, RESTORE_LOCK, type TableLockWait } from '../capture-modes.ts';
 import { type AdapterContext, type CaptureResult, type Changes, type Diff, type InPlace, type Outcome, type PendingCapture, type RestorePoint } from '../types.ts';
-import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, type OwnedSequence, type PostgresColumn, type Relation } from './catalog.ts';
+import { definitionOf, findRelation, isTable, liveColumns, ownedSequences, primaryKeyOf, tableFacts, userTriggersOf, userTriggersSql, type OwnedSequence, type PostgresColumn, type Relation, type UserTriggers } from './catalog.ts';
 import { countAndChecksum, rowHash } from './checksum.ts';
 import { cowTriggerNames, lockKey, ROLLBACK_SCHEMA, shadowTableName, undoTableName } from './names.ts';
 import { planSchemaRestore } from './schema-restore.ts';
 import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, lockTableWithin, rowText, withClient, withRestoreLock, withTableLockTries } from './sql.ts';
+import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText, withClient, withRestoreLock, withTableLockTries } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
 /**
@@ -166,10 +166,8 @@ export interface CowDetails {
   sequences?: OwnedSequence[];
 }
 
-/** The undo table's record; sealed only, unless `pending` is asked for too (the capture finishing its own work). */
-async function readMeta(client: pg.Client, undo: Relation, options: { pending?: boolean } = {}): Promise<CowMeta | undefined> {
-  const { rows } = await client.query<{ comment: string | null }>("SELECT pg_catalog.obj_description($1::oid, 'pg_class') AS comment", [undo.oid]);
-  const text = rows[0]?.comment;
+/** The undo table's record (its COMMENT); sealed only, unless `pending` is asked for too (the capture finishing its own work). */
+function metaOf(text: string | null | undefined, options: { pending?: boolean } = {}): CowMeta | undefined {
   if (!text) return undefined;
   try {
     const meta = JSON.parse(text) as Partial<CowMeta>;
@@ -177,6 +175,11 @@ async function readMeta(client: pg.Client, undo: Relation, options: { pending?: 
   } catch {
     return undefined;
   }
+}
+
+async function readMeta(client: pg.Client, undo: Relation, options: { pending?: boolean } = {}): Promise<CowMeta | undefined> {
+  const { rows } = await client.query<{ comment: string | null }>("SELECT pg_catalog.obj_description($1::oid, 'pg_class') AS comment", [undo.oid]);
+  return metaOf(rows[0]?.comment, options);
 }
 
 function pointFromMeta(unit: PostgresTableUnit, meta: CowMeta, undo: Relation): RestorePoint<CowDetails> {
@@ -861,20 +864,24 @@ export function copyOnWrite(parts: CowAdapterParts) {
     /** pg_class.reltuples of the table (the planner's row estimate) and the session's work_mem, in bytes. */
     tableRows: number;
     workMem: number;
+    /** The table's user triggers, read with the rest (prepare's `userTriggers` option). */
+    userTriggers?: UserTriggers;
     notes: string[];
   }
 
   /**
    * `scan: false`: without the catalog proof, do not read the table for writes the triggers missed (checks 2 and 3);
    * `untouchedProven` is then the catalog proof alone. For a caller that has a cheaper way out than that pass.
+   * `userTriggers`: read the table's user triggers too (Prepared.userTriggers), in the same round trip.
    */
-  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext, options: { scan?: boolean } = {}): Promise<Prepared> {
+  async function prepare(client: pg.Client, unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext, options: { scan?: boolean; userTriggers?: boolean } = {}): Promise<Prepared> {
     const d = point.details;
-    const undo = await findRelation(client, d.shadowTable);
+    // One round trip for the catalog: both relations, their comments, the live table's columns and key.
+    const [undo, found] = await tableFacts(client, [d.shadowTable, d.table]);
     if (!undo) {
       throw new RestorePointMissingError(`unit "${unit.id}": the undo table ${d.shadowTable} of the copy-on-write restore point is gone (released or dropped); this point cannot be restored.`);
     }
-    const meta = await readMeta(client, undo);
+    const meta = metaOf(undo.comment);
     if (!meta || meta.unitId !== unit.id || meta.pipeline !== ctx.pipeline || meta.checksum !== point.checksum || meta.count !== point.count) {
       throw new RestorePointMissingError(`unit "${unit.id}": ${undo.display} is not the sealed undo table this restore point describes; refusing to restore from it.`);
     }
@@ -883,12 +890,11 @@ export function copyOnWrite(parts: CowAdapterParts) {
         `unit "${unit.id}": copy-on-write restore point of ${meta.sourceTable} cannot be trusted: ${cause}. Nothing was written. ` +
           `The undo log may miss changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
       );
-    const live = await findRelation(client, d.table);
+    const live = found;
     if (!live || !isTable(live)) throw fail(`table ${d.table} ${live ? 'is no longer a table' : 'no longer exists'}`);
     if (live.oid !== meta.tableOid) throw fail(`table ${live.display} was dropped and made again since the capture (another oid), taking the triggers with it`);
 
-    const columns = await liveColumns(client, live.oid);
-    const primaryKey = await primaryKeyOf(client, live.oid);
+    const { columns, primaryKey } = live;
     if (primaryKey.join('\u0000') !== meta.primaryKey.join('\u0000')) {
       throw new PreflightError(`unit "${unit.id}": cannot restore ${live.display}: primary key changed from (${meta.primaryKey.join(', ')}) to (${primaryKey.join(', ') || 'none'}); put the captured key back by hand, then rerun. Nothing was written.`);
     }
@@ -917,7 +923,23 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const bypass: string[] = [];
     const expected = cowTriggerNames(meta.pipeline, meta.deploymentId, meta.unitId);
     // A record (undoRecord) has no triggers: only the pass over the table below can show it still holds.
-    const state = await triggerState(client, live, Object.values(expected), meta.record ? '' : meta.function.name);
+    // One round trip: the triggers and function (check 1), the table's facts and the undo log's tallies (below), and,
+    // for a restore that disables user triggers, those triggers (triggerSuspension), all under the caller's lock.
+    const key = meta.primaryKey;
+    const facts = await batch(client, [
+      triggerStateSql(live, Object.values(expected), meta.record ? '' : meta.function.name),
+      `SELECT c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
+              pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
+              pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm,
+              (SELECT json_build_object('p', count(*) FILTER (WHERE u.${ident(KIND)} = 'p'), 'i', count(*) FILTER (WHERE u.${ident(KIND)} = 'i'),
+                                        'pin', count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')}))
+                 FROM ${undo.sql} AS u) AS rec
+         FROM pg_catalog.pg_class c WHERE c.oid = ${Number(live.oid)}`,
+      ...(options.userTriggers ? [userTriggersSql(live.oid)] : []),
+    ]);
+    const state = triggerStateOf(facts[0]?.rows[0]);
+    const rel = (facts[1]?.rows ?? []) as { rules: boolean; children: boolean; n: string; wm: string; b: string; rec: { p: number; i: number; pin: number } | null }[];
     for (const want of meta.triggers) {
       const now = state.triggers.find((x) => x.name === want.name);
       if (!now) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
@@ -940,18 +962,6 @@ export function copyOnWrite(parts: CowAdapterParts) {
     // point older than this record) falls back to the pass over the table, which decides row by row. What no check
     // before the writes can see (an extension writing heap pages directly) the stage's gate still catches: it counts
     // and sums the whole scope after every restore, against the capture.
-    const key = meta.primaryKey;
-    const { rows: rel } = await client.query<{ rules: boolean; children: boolean; n: string; wm: string; b: string; rec: { p: number; i: number; pin: number } | null }>(
-      `SELECT c.relhasrules AS rules, greatest(c.reltuples, 0)::bigint::text AS n,
-              pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text AS b,
-              EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid) AS children,
-              pg_catalog.pg_size_bytes(pg_catalog.current_setting('work_mem'))::text AS wm,
-              (SELECT json_build_object('p', count(*) FILTER (WHERE u.${ident(KIND)} = 'p'), 'i', count(*) FILTER (WHERE u.${ident(KIND)} = 'i'),
-                                        'pin', count(*) FILTER (WHERE u.${ident(KIND)} = 'p' AND ${inScope('u')}))
-                 FROM ${undo.sql} AS u) AS rec
-         FROM pg_catalog.pg_class c WHERE c.oid = $1`,
-      [live.oid],
-    );
     const rewritten = state.filenode !== meta.filenode;
     // A write addressed to an inheritance child fires the child's triggers, not the parent's.
     if (rel[0]?.children === true) bypass.push(`${live.display} has inheritance children now: writes addressed to them do not fire its triggers`);
@@ -1040,6 +1050,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
       rules: rel[0]?.rules === true,
       tableRows: Number(rel[0]?.n ?? 0),
       workMem: Number(rel[0]?.wm ?? 0),
+      ...(options.userTriggers ? { userTriggers: userTriggersOf(facts[2]?.rows[0]) } : {}),
       notes,
     };
   }
@@ -1185,13 +1196,13 @@ export function copyOnWrite(parts: CowAdapterParts) {
     const d = point.details;
     return withClient(ctx, d.connection, (client) =>
       withRestoreLock(client, restoreLock, unit.id, d.table, () => inTransaction(client, 'BEGIN ISOLATION LEVEL READ COMMITTED', async () => {
-        const target = await findRelation(client, d.table);
+        const [target] = await tableFacts(client, [d.table]);
         if (target && isTable(target)) {
-          const live = await liveColumns(client, target.oid);
+          const live = target.columns;
           const drift = live.length !== d.columns.length || d.columns.some((c) => !live.some((l) => l.name === c.name && l.type === c.type));
           await lockTableWithin(client, target.sql, drift ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE', restoreLock.timeoutMs);
         }
-        const p = await prepare(client, unit, point, ctx);
+        const p = await prepare(client, unit, point, ctx, { userTriggers: parts.triggerMode === 'disable' });
         if (p.bypass.length > 0) {
           throw new VerificationFailedError(
             `unit "${unit.id}": copy-on-write restore point of ${p.live.display} cannot be trusted: ${p.bypass.join('; ')}. Nothing was written. ` +
@@ -1200,14 +1211,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
         }
         const notes = [...p.notes];
         const sequences = p.scope.kind === 'table' ? await sequencesToReset(client, p.meta.sequences) : [];
-        const quarantine = () =>
-          ensureQuarantine(client, ctx, {
-            runId,
-            unitId: unit.id,
-            live: p.live,
-            scope: p.scope.describe,
-            restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
-          });
+        const quarantineSpec = {
+          runId,
+          unitId: unit.id,
+          live: p.live,
+          scope: p.scope.describe,
+          restorePoint: { deploymentId: p.meta.deploymentId, capturedAt: p.meta.capturedAt, undoTable: p.undo.display, capture: 'copy-on-write' },
+        };
+        const quarantine = () => ensureQuarantine(client, ctx, quarantineSpec);
         const all = p.columns.map((c) => c.name);
         const rowCount = async (sql: string) => (await client.query(sql)).rowCount ?? 0;
         const setFromUndo = p.update.map((c) => `${ident(c)} = u.${ident(c)}`).join(', ');
@@ -1223,15 +1234,16 @@ export function copyOnWrite(parts: CowAdapterParts) {
         if (p.schema.changes.length === 0) {
           // The usual case: one statement (see fusedRestoreSql). The restore's own writes are not business writes: user
           // triggers off (ours included: their undo inserts would all be conflicts anyway), put back before commit.
-          const q = await quarantine();
-          const triggers = parts.triggerMode === 'disable' ? await triggerSuspension(client, p.live, unit.id) : { disable: [], resume: [] };
+          const q = quarantineStatements(ctx, quarantineSpec);
+          const triggers = parts.triggerMode === 'disable' ? await triggerSuspension(client, p.live, unit.id, p.userTriggers) : { disable: [], resume: [] };
           // Each row written is the undo row's values, verbatim, unless something on the table can rewrite it on the
           // way in: a user trigger left firing (triggers: 'fire'), a rule, a generated column. Then each row written is
           // compared, as written, with its pre-image in the text the checksum hashes. See the end-to-end check below.
           const verbatim = parts.triggerMode === 'disable' && !p.rules && !p.meta.columns.some((c) => c.generated);
-          // One round trip: the planner settings, the triggers off, the writes, the triggers back as they were, and
-          // the catalog as that leaves it (recorded below). A failed check below rolls all of it back.
-          const settings = keyLookupSettings(p);
+          // One round trip: the quarantine table, the planner settings, the triggers off, the writes, the triggers
+          // back as they were, and the catalog as that leaves it (recorded below). A failed check below rolls all of
+          // it back.
+          const settings = [...q.statements, ...keyLookupSettings(p)];
           const results = await batch(client, [
             ...settings,
             ...triggers.disable,
@@ -1260,7 +1272,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
           await resetSequences(client, sequences);
           rows = { rowsDeleted, rowsUpdated: updated.n, rowsInserted: inserted.n, rowsQuarantined: rowsDeleted + updated.n };
           // Nothing replaced (a rerun over a restored table): no quarantine table of this run is left behind.
-          if (rowsDeleted + updated.n === 0 && !q.existed) await client.query(`DROP TABLE ${q.sql}`);
+          if (rowsDeleted + updated.n === 0 && !quarantineExisted(results[0])) await client.query(`DROP TABLE ${q.sql}`);
           else keptAt = q.display;
         } else {
           // The schema is put back too: keep what is about to be deleted or overwritten first, under the live columns,

@@ -150,15 +150,14 @@ export async function ensureRollbackSchema(client: pg.Client): Promise<void> {
   }
 }
 
+export type QuarantineSpec = { runId: string; unitId: string; live: { sql: string; display: string }; scope: string; restorePoint: Record<string, unknown> };
+
 /**
- * The quarantine table of one run of one unit (`etl_rollback.q_…`, the live table's columns), made if missing, with a
- * COMMENT that says whose rows it keeps and why. Returns its quoted name and its name for people and reports.
+ * ensureQuarantine as statements, for a caller to send ahead of its own in one round trip: the first answers whether
+ * an earlier attempt of this run made the table (quarantineExisted reads its result); a caller that ends up keeping
+ * nothing drops only a table it made.
  */
-export async function ensureQuarantine(
-  client: pg.Client,
-  ctx: Pick<AdapterContext, 'pipeline' | 'now'>,
-  q: { runId: string; unitId: string; live: { sql: string; display: string }; scope: string; restorePoint: Record<string, unknown> },
-): Promise<{ sql: string; display: string; existed: boolean }> {
+export function quarantineStatements(ctx: Pick<AdapterContext, 'pipeline' | 'now'>, q: QuarantineSpec): { sql: string; display: string; statements: string[] } {
   const name = quarantineTableName(ctx.pipeline, q.runId, q.unitId);
   const sql = `${ident(ROLLBACK_SCHEMA)}.${ident(name)}`;
   const note = {
@@ -173,12 +172,30 @@ export async function ensureQuarantine(
     at: ctx.now().toISOString(),
     reason: 'live rows deleted or overwritten by the rollback restore',
   };
-  // One round trip. Whether an earlier attempt of this run made it: a caller that ends up keeping nothing drops only a
-  // table it made.
-  const [found] = await batch(client, [
-    `SELECT pg_catalog.to_regclass(${literal(`${ROLLBACK_SCHEMA}.${name}`)})::text AS t`,
-    `CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`,
-    `COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`,
-  ]);
-  return { sql, display: `${ROLLBACK_SCHEMA}.${name}`, existed: (found?.rows[0] as { t: string | null } | undefined)?.t != null };
+  return {
+    sql,
+    display: `${ROLLBACK_SCHEMA}.${name}`,
+    statements: [
+      `SELECT pg_catalog.to_regclass(${literal(`${ROLLBACK_SCHEMA}.${name}`)})::text AS t`,
+      `CREATE TABLE IF NOT EXISTS ${sql} (LIKE ${q.live.sql})`,
+      `COMMENT ON TABLE ${sql} IS ${literal(JSON.stringify(note))}`,
+    ],
+  };
+}
+
+/** Whether the quarantine table was there before quarantineStatements ran, from the first statement's result. */
+export const quarantineExisted = (first: pg.QueryResult | undefined): boolean => (first?.rows[0] as { t: string | null } | undefined)?.t != null;
+
+/**
+ * The quarantine table of one run of one unit (`etl_rollback.q_…`, the live table's columns), made if missing, with a
+ * COMMENT that says whose rows it keeps and why. Returns its quoted name and its name for people and reports.
+ */
+export async function ensureQuarantine(
+  client: pg.Client,
+  ctx: Pick<AdapterContext, 'pipeline' | 'now'>,
+  q: QuarantineSpec,
+): Promise<{ sql: string; display: string; existed: boolean }> {
+  const { sql, display, statements } = quarantineStatements(ctx, q);
+  const [found] = await batch(client, statements);
+  return { sql, display, existed: quarantineExisted(found) };
 }

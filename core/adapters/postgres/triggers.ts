@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { PreflightError } from '../../errors.ts';
 import { ident } from './sql.ts';
-import { userTriggers, type Relation, type UserTrigger } from './catalog.ts';
+import { userTriggers, type Relation, type UserTrigger, type UserTriggers } from './catalog.ts';
 
 /**
  * User triggers during a restore.
@@ -31,10 +31,11 @@ export async function suspendUserTriggers(client: pg.Client, table: Relation, un
 
 /**
  * What suspendUserTriggers does, as statements for the caller to send with its own (one round trip for the writes):
- * `disable` before them, `resume` after them, in the same transaction. Reads the triggers (one round trip).
+ * `disable` before them, `resume` after them, in the same transaction. Reads the triggers (one round trip), unless the
+ * caller read them already in the same transaction, under the table lock (`read`: userTriggersSql's row).
  */
-export async function triggerSuspension(client: pg.Client, table: Relation, unitId: string): Promise<{ saved: UserTrigger[]; disable: string[]; resume: string[] }> {
-  const { triggers: all, owner } = await userTriggers(client, table.oid);
+export async function triggerSuspension(client: pg.Client, table: Relation, unitId: string, read?: UserTriggers): Promise<{ saved: UserTrigger[]; disable: string[]; resume: string[] }> {
+  const { triggers: all, owner } = read ?? (await userTriggers(client, table.oid));
   // 'R' triggers fire only in replica sessions and 'D' ones never: only 'O' and 'A' would fire for the restore.
   const firing = all.filter((t) => t.enabled === 'O' || t.enabled === 'A');
   if (firing.length === 0) return { saved: [], disable: [], resume: [] };
