@@ -4,6 +4,7 @@ import { createPostgresTableAdapter, postgresTableAdapter as adapter } from '../
 import { countAndChecksum } from '../../core/adapters/postgres/checksum.ts';
 import { quarantineTableName } from '../../core/adapters/postgres/names.ts';
 import { VerificationFailedError, PreflightError, TableBusyError } from '../../core/errors.ts';
+import type { AdapterContext } from '../../core/adapters/types.ts';
 import { postgresConnector } from '../../core/runtime/connections.ts';
 import { pgHarness, type PgHarness } from './postgres/harness.ts';
 
@@ -141,7 +142,7 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     expect(await ourTriggers('cw_by')).toEqual([]);
   });
 
-  it('triggers untouched in the catalog: the restore reads only the logged rows; a restore keeps that proof for the next; a rewrite of the table falls back to the pass over it', async () => {
+  it('triggers untouched in the catalog: the restore reads only the logged rows, in the same 8 round trips whatever their number; a restore keeps that proof for the next; a rewrite of the table falls back to the pass over it', async () => {
     await h.sql.query(`CREATE TABLE cw_fast (id int PRIMARY KEY, v text)`);
     // Large enough that looking rows up by key beats reading the table (the planner's choice), 1% logged per deploy.
     await h.sql.query(`INSERT INTO cw_fast SELECT g, 'v' || g FROM generate_series(1, 20000) g`);
@@ -150,10 +151,26 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     const c = h.ctx('d-fast');
     const point = await adapter.capture(u, c);
     const captured = await h.rowsOf('cw_fast');
-    const deploy = async () => {
-      await h.sql.query(`UPDATE cw_fast SET v = 'bad' WHERE id % 200 = 0`);
-      await h.sql.query(`DELETE FROM cw_fast WHERE id % 200 = 1`);
+    const deploy = async (every = 200) => {
+      await h.sql.query(`UPDATE cw_fast SET v = 'bad' WHERE id % ${every} = 0`);
+      await h.sql.query(`DELETE FROM cw_fast WHERE id % ${every} = 1`);
       await h.sql.query(`INSERT INTO cw_fast VALUES (100000, 'new')`);
+    };
+    // The statements a restore sends (each one round trip, a network hop from a Lambda to RDS): counted at the client.
+    let trips = 0;
+    const counted: AdapterContext = {
+      ...c,
+      postgres: {
+        async connect(name) {
+          const client = await c.postgres.connect(name);
+          const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+          (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+            trips += 1;
+            return query(...args);
+          };
+          return client;
+        },
+      },
     };
     const untouchedNote = /the table was not read to look for unrecorded writes/;
     const scannedNote = /every row was checked for writes the triggers did not record/;
@@ -166,8 +183,10 @@ describe('postgres-table copy-on-write: capture and restore', () => {
       return Number(await one<string>(`SELECT seq_scan::text FROM pg_stat_user_tables WHERE relid = 'cw_fast'::regclass`));
     };
     const before = await scans();
-    const first = await adapter.restore(u, point, { ...c, runId: 'run-fast-1' });
+    const first = await adapter.restore(u, point, { ...counted, runId: 'run-fast-1' });
     expect(await scans()).toBe(before);
+    const firstTrips = trips;
+    expect(firstTrips).toBeLessThanOrEqual(8);
     expect(first.notes.join('\n')).toMatch(untouchedNote);
     expect(first.notes.join('\n')).toMatch(/verified in the restore transaction: 20000 rows/);
     expect(await h.rowsOf('cw_fast')).toEqual(captured);
@@ -180,10 +199,14 @@ describe('postgres-table copy-on-write: capture and restore', () => {
     expect(await one<string | null>(`SELECT to_regclass('etl_rollback.${quarantineTableName(c.pipeline, 'run-fast-rerun', u.id)}')::text`)).toBeNull();
 
     // The restore disabled and enabled the triggers (user triggers do not fire for a restore): it recorded their new
-    // catalog rows, so the next deploy's rollback from the same point is proven the same way.
-    await deploy();
-    const second = await adapter.restore(u, point, { ...c, runId: 'run-fast-2' });
+    // catalog rows, so the next deploy's rollback from the same point is proven the same way. That deploy changes four
+    // times as many rows: the restore writes them with the same statements.
+    await deploy(50);
+    trips = 0;
+    const second = await adapter.restore(u, point, { ...counted, runId: 'run-fast-2' });
     expect(second.notes.join('\n')).toMatch(untouchedNote);
+    expect(second.writes).toBeGreaterThan(3 * first.writes);
+    expect(trips).toBe(firstTrips);
     expect(await h.rowsOf('cw_fast')).toEqual(captured);
 
     // VACUUM FULL rewrites the table (a new relfilenode) without changing a row: no proof from the catalog, so every
