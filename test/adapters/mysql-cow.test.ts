@@ -104,7 +104,8 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     const out = await adapter.restore(u, point, c);
     expect(out.changes).toMatchObject({ rowsDeleted: 13, rowsUpdated: 12, rowsInserted: 8, rowsQuarantined: 25 });
     expect(await deploy()).toEqual({ delete: 13, update: 12, insert: 8 }); // written: exactly the difference
-    expect(out.notes.at(-1)).toMatch(/verified in the restore transaction: 500 rows/);
+    expect(out.notes.at(-1)).toMatch(/verified in the restore transaction: 500 rows \(the restored rows equal their pre-images; the others are unchanged since the capture\)/);
+    expect(out.notes.join('\n')).toMatch(/same InnoDB table id, no foreign key actions on it\): the table was not read to look for unrecorded writes/);
     expect(await rowsOf('cw_orders')).toEqual(captured);
     expect(await checksOk(u, point, c)).toBe(true);
     expect(await rowsOf('cw_by_customer')).toEqual(view);
@@ -211,6 +212,29 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await expect(adapter.install(u, ctx('d-sealfail-2'))).rejects.toThrow(/was installed, but its undo table/);
   });
 
+  it('rows changed by a foreign key action (no trigger fires) are not taken on trust: the table is read, the restore fails naming the backstop, and writes nothing', async () => {
+    await sql.query(`CREATE TABLE cw_codes (code VARCHAR(8) PRIMARY KEY) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_codes VALUES ('a'), ('b')`);
+    await sql.query(
+      `CREATE TABLE cw_coded (id INT PRIMARY KEY, code VARCHAR(8) NOT NULL, v INT, FOREIGN KEY (code) REFERENCES cw_codes (code) ON UPDATE CASCADE) ENGINE=InnoDB`,
+    );
+    await sql.query(`INSERT INTO cw_coded SELECT seq, IF(seq % 2 = 0, 'a', 'b'), seq FROM seq_1_to_40`);
+    const u = cow('coded', 'cw_coded');
+    const c = ctx('d-coded');
+    const point = await adapter.capture(u, c);
+    // The deploy: one logged update, and a change of the parent's key that InnoDB cascades into 20 rows, unlogged.
+    await sql.query(`UPDATE cw_coded SET v = -1 WHERE id = 1`);
+    await sql.query(`UPDATE cw_codes SET code = 'a2' WHERE code = 'a'`);
+    const deployed = await rowsOf('cw_coded');
+    const plan = await adapter.diff(u, point, c);
+    expect(plan.notes.join('\n')).toMatch(/every row in scope was counted for writes the triggers did not record: its rows can change by foreign key actions, which fire no trigger \(.*ON UPDATE CASCADE\)/);
+    const err = await adapter.restore(u, point, c).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VerificationFailedError);
+    expect((err as Error).message).toMatch(/did not reproduce the restore point.*nothing was written.*point-in-time restore/i);
+    expect(await rowsOf('cw_coded')).toEqual(deployed);
+    await adapter.release(u, point, c);
+  });
+
   it('a deploy that bypasses the triggers makes the restore fail, name the cause and the backstop, and write nothing', async () => {
     await sql.query(`CREATE TABLE cw_by (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB`);
     await sql.query(`INSERT INTO cw_by SELECT seq, CONCAT('v', seq) FROM seq_1_to_100`);
@@ -226,6 +250,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     const bad = await rowsOf('cw_by');
     const plan = await adapter.diff(u, point, c);
     expect(plan.notes.join('\n')).toMatch(/copy-on-write check FAILED.*rows were deleted \(or truncated, with foreign_key_checks off\) without the triggers.*backstop.*snapshot.*point-in-time restore/);
+    expect(plan.notes.join('\n')).toMatch(/every row in scope was counted for writes the triggers did not record: the table was truncated or rebuilt since the capture \(InnoDB table id \d+, now \d+\)/);
     const err = await adapter.restore(u, point, c).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VerificationFailedError);
     expect((err as Error).message).toMatch(/without the triggers recording them.*Nothing was written.*point-in-time restore/);

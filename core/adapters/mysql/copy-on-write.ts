@@ -10,7 +10,7 @@ import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write,
+  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn,
 } from './sql.ts';
 
 /**
@@ -55,7 +55,7 @@ import {
  * (a trigger may not write a table its statement reads, and the restore's own writes fire the triggers, harmlessly:
  * every key they see is already in the log); keeps in a quarantine table every live row it will delete or overwrite;
  * deletes the rows whose key was not in scope at capture, updates the changed ones from their pre-images, re-inserts
- * the missing ones; then recomputes the count and checksum of the scope and commits only if they equal the capture's.
+ * the missing ones; then checks the table equals the capture (3, below) and commits only then.
  * The undo log is kept, so a rerun writes nothing and a later restore still has every pre-image. After the commit,
  * an unscoped unit gets its AUTO_INCREMENT counter back (DDL). Release drops the triggers, the guard and the undo table.
  *
@@ -70,7 +70,19 @@ import {
  *    past 1-2, such as an update made while a trigger was missing and then recreated).
  * MySQL has no per-row transaction id like PostgreSQL's xmin, so an unrecorded update is caught by 3 only, after the
  * writes, which the transaction then rolls back: a bypass can make the restore fail, never make it claim a wrong
- * success. A deploy that changes the table's columns is refused with the backstop (copy mode can put columns back;
+ * success.
+ *
+ * 2 and 3 read the whole scope, unless the log is proven whole without reading it (whyUnproven): 1 passes, and what
+ * else writes rows without firing a trigger did not happen. TRUNCATE (foreign_key_checks off) and every rebuild of
+ * the table (ALTER TABLE … FORCE, ENGINE=InnoDB, a column change) give it a new InnoDB table id, recorded at the
+ * baseline and compared; the table's own foreign keys with a CASCADE, SET NULL or SET DEFAULT action (a parent's
+ * change written into its rows by InnoDB) are looked for. Then 2 is skipped (no row outside the log was written) and
+ * 3 reads only the logged keys: every pre-image in scope is in the table byte for byte (a user trigger rewriting a
+ * row on its way in included) and no other row in scope holds a logged key. The restore then costs the logged rows
+ * plus the FOR UPDATE pass that locks the table's rows (readers go on). The proof needs the PROCESS privilege (the
+ * InnoDB views); without it, or for points captured before the id was recorded, 2 and 3 read the scope as before.
+ * What it cannot see (a foreign key with an action added and dropped again within the window, without a rebuild)
+ * the stage's gate still catches: it counts and sums the whole scope after every restore. A deploy that changes the table's columns is refused with the backstop (copy mode can put columns back;
  * this mode keeps only the rows the deploy changed; after a column is dropped or renamed the triggers' column list no
  * longer fits, so the deploy's next write to the table fails in the trigger: it stops rather than change rows the log
  * cannot undo).
@@ -81,7 +93,7 @@ import {
  * log_bin_trust_function_creators (or SUPER) to create triggers.
  *
  * Not the default at any size (a unit without `capture` gets a copy): its row triggers add to every write of the
- * deploy, its restore reads the whole table for the end-to-end check, and the whole capture (without `install`) reads
+ * deploy, its restore locks every row of the table (a pass over it), and the whole capture (without `install`) reads
  * the table under shared locks, as the copy does. A unit that wants it sets it; the snapshot machine then holds the
  * deploy only for `install`. PostgreSQL's copy-on-write seals without holding writers (and
  * from the earlier point's log, without reading the table), and is the default there above 1 GiB.
@@ -111,6 +123,8 @@ type CowMeta = Omit<ShadowMeta, 'partitions' | 'indexes' | 'sealed'> & {
   record?: { runId: string; from: string };
   /** The point was installed first (install), its seal read afterwards, while the deploy may have been writing. */
   sealedAfterInstall?: true;
+  /** The table's InnoDB id at the baseline (innodbTableId); absent where it could not be read. */
+  tableId?: string;
 };
 
 /** The record of a point installed but not sealed yet (install): the `pending` row's meta; count and checksum to come. */
@@ -285,7 +299,7 @@ async function installObjects(conn: mysql.Connection, unit: MysqlTableUnit, ctx:
 }
 
 /** The record's fields both halves share: what the table was at the baseline, and what protects it. */
-function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaited<ReturnType<typeof protectable>>, at: { autoIncrement: string | null; triggers: TriggerRecord[] }) {
+function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaited<ReturnType<typeof protectable>>, at: { autoIncrement: string | null; triggers: TriggerRecord[]; tableId: string | null }) {
   return {
     tool: 'etl-rollback' as const,
     kind: 'restore-point' as const,
@@ -302,6 +316,7 @@ function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaite
     autoIncrement: unit.where !== undefined ? null : at.autoIncrement,
     guard: { table: n.guard, constraint: n.constraint },
     triggers: at.triggers,
+    ...(at.tableId !== null ? { tableId: at.tableId } : {}),
   };
 }
 
@@ -312,7 +327,11 @@ function recordOf(unit: MysqlTableUnit, ctx: AdapterContext, n: Names, t: Awaite
 async function baselineOf(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, t: Awaited<ReturnType<typeof protectable>>) {
   const now = await columnsOf(conn, t.source);
   if (JSON.stringify(now) !== JSON.stringify(t.columns)) throw new Error(`capture of unit "${unit.id}": the columns of ${t.source.display} changed during the capture; capture again`);
-  const at = { autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source), triggers: await triggersOf(conn, t.source, Object.values(n.triggers)) };
+  const at = {
+    autoIncrement: unit.where !== undefined ? null : await autoIncrementOf(conn, t.source),
+    triggers: await triggersOf(conn, t.source, Object.values(n.triggers)),
+    tableId: await innodbTableId(conn, t.source),
+  };
   if (at.triggers.length !== 3) throw new Error(`capture of unit "${unit.id}": a trigger on ${t.source.display} vanished during the capture; capture again`);
   return at;
 }
@@ -456,6 +475,9 @@ async function seal(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, inst
     const problems = [
       ...(changed.length > 0 ? [`its columns changed after its triggers went in (${changed.join(', ')}), so its rows no longer show the table as it was`] : []),
       ...(JSON.stringify(triggers) !== JSON.stringify(installed.triggers) ? ['its triggers are not the ones installed (dropped or made again since): writes may be missing from the log'] : []),
+      ...(installed.tableId !== undefined && (await innodbTableId(conn, source)) !== installed.tableId
+        ? ['it was truncated or rebuilt after its triggers went in (its InnoDB table id changed): rows may have changed without them']
+        : []),
     ];
     if (problems.length > 0) throw new PreflightError(`unit "${unit.id}": the seal of ${source.display} cannot be read: ${problems.join('; ')}. This restore point cannot be sealed; ${BACKSTOP}.`);
     const kind = ident(KIND);
@@ -484,11 +506,33 @@ interface Prepared {
   bypass: string[];
   recorded: { preImages: number; inserted: number };
   counts: { rowsDeleted: number; rowsUpdated: number; rowsInserted: number };
+  /**
+   * The log holds every write since the capture, proven without reading the table (whyUnproven): the rows it does
+   * not name are as captured, so check 2 and the end-to-end count and checksum need not read the table.
+   */
+  proven: boolean;
   notes: string[];
 }
 
 const THEN = 'etlrb_cow_then';
 const NOW = 'etlrb_cow_now';
+
+/**
+ * Why the log cannot be proven to hold every write since the capture without reading the table (undefined: it can).
+ * Check 1 (the triggers and the guard, as installed) must pass as well. Then what remains that changes rows without
+ * firing a trigger: TRUNCATE with foreign_key_checks off and any rebuild of the table (a new InnoDB table id), and
+ * the actions of the table's own foreign keys (CASCADE, SET NULL, SET DEFAULT from the referenced table).
+ */
+async function whyUnproven(conn: mysql.Connection, live: FoundTable, meta: CowMeta): Promise<string | undefined> {
+  if (meta.record) return 'a record of what a rollback replaced has no triggers';
+  if (meta.tableId === undefined) return 'the restore point holds no InnoDB table id (captured before it was recorded, or without the PROCESS privilege)';
+  const id = await innodbTableId(conn, live);
+  if (id === null) return 'the InnoDB table id cannot be read (it needs the PROCESS privilege)';
+  if (id !== meta.tableId) return `the table was truncated or rebuilt since the capture (InnoDB table id ${meta.tableId}, now ${id})`;
+  const actions = await foreignKeyActionsOn(conn, live);
+  if (actions.length > 0) return `its rows can change by foreign key actions, which fire no trigger (${actions.join('; ')})`;
+  return undefined;
+}
 
 /** Reads the sealed point's record; the point must be this unit's, in this pipeline. */
 async function sealedMeta(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<{ meta: CowMeta; undoName: string }> {
@@ -556,19 +600,28 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
   await conn.query(`CREATE TEMPORARY TABLE ${THEN} (${kept.map((c) => columnDef(c, !key.includes(c.name))).join(', ')}, PRIMARY KEY (${colList(kept.filter((c) => key.includes(c.name)))})) ENGINE=InnoDB`);
   await conn.query(`CREATE TEMPORARY TABLE ${NOW} (${keyDefs.join(', ')}, PRIMARY KEY (${key.map(ident).join(', ')})) ENGINE=InnoDB`);
   await write(conn, `INSERT INTO ${THEN} (${colList(kept)}) SELECT ${colList(kept)} FROM ${undo} WHERE ${ident(KIND)} = 'p' AND ${where}`);
-  const logged = `EXISTS (SELECT 1 FROM ${undo} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
-  await write(conn, `INSERT INTO ${NOW} (${key.map(ident).join(', ')}) SELECT ${key.map((k) => `l.${ident(k)}`).join(', ')} FROM ${live.sql} AS l WHERE ${where} AND ${logged}`);
-
-  // 2. Untouched rows in scope: exactly the captured count less the recorded pre-images in scope.
-  const [c] = await select<{ untouched: string; p: string; i: string; pin: string }>(
+  // Driven by the log: each logged key looked up in the table by primary key (the scope's predicate, written for the
+  // table's columns, evaluated on the rows found). Under LOCK TABLES a statement may name each locked alias once.
+  await write(
     conn,
-    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l WHERE ${where} AND NOT ${logged}) AS untouched,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${undo} WHERE ${ident(KIND)} = 'p') AS p,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${undo} WHERE ${ident(KIND)} = 'i') AS i,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN}) AS pin`,
+    `INSERT INTO ${NOW} (${key.map(ident).join(', ')}) SELECT ${key.map((k) => `x.${ident(k)}`).join(', ')} FROM (SELECT l.* FROM ${undo} AS u JOIN ${live.sql} AS l ON ${keyMatch(key, 'l', 'u')}) AS x WHERE ${where}`,
   );
-  const untouched = Number(c?.untouched ?? 0);
+
+  const checkOneFailed = bypass.length > 0;
+  const unproven = checkOneFailed ? 'check 1 failed' : await whyUnproven(conn, live, meta);
+  const proven = unproven === undefined;
+
+  // 2. Untouched rows in scope: exactly the captured count less the recorded pre-images in scope. Proven, it needs no
+  // count: no row the log does not name was written. Otherwise one pass over the scope.
+  const [c] = await select<{ p: string | null; i: string | null; pin: string }>(
+    conn,
+    `SELECT CAST(SUM(${ident(KIND)} = 'p') AS CHAR) AS p, CAST(SUM(${ident(KIND)} = 'i') AS CHAR) AS i, (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN}) AS pin FROM ${undo}`,
+  );
   const preImagesInScope = Number(c?.pin ?? 0);
+  const logged = `EXISTS (SELECT 1 FROM ${undo} AS u WHERE ${keyMatch(key, 'u', 'l')})`;
+  const untouched = proven
+    ? meta.count - preImagesInScope
+    : Number((await select<{ n: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS n FROM ${live.sql} AS l WHERE ${where} AND NOT ${logged}`))[0]?.n ?? 0);
   if (untouched !== meta.count - preImagesInScope) {
     bypass.push(
       `${untouched} rows in scope are untouched according to the undo log, but the capture's ${meta.count} rows minus the ${preImagesInScope} recorded pre-images leave ${meta.count - preImagesInScope}: ` +
@@ -580,7 +633,7 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     conn,
     `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${NOW} AS n WHERE NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'n')})) AS d,
             (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${update.length > 0 ? differs(update, 'l', 't') : 'FALSE'}) AS u,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})) AS i`,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${live.sql} AS l2 WHERE ${keyMatch(key, 'l2', 't')})) AS i`,
   );
   const notes = [
     meta.record
@@ -588,6 +641,8 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
       : `capture: copy-on-write (the unit sets capture: copy-on-write): undo table ${point.details.shadowTable}`,
   ];
   if (meta.where !== undefined) notes.push(`scope: rows where ${meta.where}`);
+  if (proven) notes.push('the triggers, the guard and the table are as the capture left them (same InnoDB table id, no foreign key actions on it): the table was not read to look for unrecorded writes');
+  else if (!checkOneFailed) notes.push(`every row in scope was counted for writes the triggers did not record: ${unproven}`);
   return {
     live,
     meta,
@@ -598,6 +653,7 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     bypass,
     recorded: { preImages: Number(c?.p ?? 0), inserted: Number(c?.i ?? 0) },
     counts: { rowsDeleted: Number(counts?.d ?? 0), rowsUpdated: Number(counts?.u ?? 0), rowsInserted: Number(counts?.i ?? 0) },
+    proven,
     notes,
   };
 }
@@ -690,8 +746,11 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
           conn,
           `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})`,
         );
-        // 3. The end-to-end check: commit only a table equal to the capture.
-        const now = await countAndChecksum(conn, `${p.live.sql} AS t`, p.where, p.meta.columns);
+        // 3. The end-to-end check: commit only a table equal to the capture. Proven (the rows the log does not name
+        // are as captured), that is each pre-image in scope now in the table byte for byte (what a user trigger could
+        // rewrite on its way in included), and no other row in scope at a logged key: read at the logged keys only.
+        // Otherwise the scope counted and summed whole. Either way the stage's gate then counts and sums the scope.
+        const now = p.proven ? await restoredAtLoggedKeys(conn, p) : await countAndChecksum(conn, `${p.live.sql} AS t`, p.where, p.meta.columns);
         if (now.count !== p.meta.count || now.checksum !== p.meta.checksum) {
           throw new VerificationFailedError(
             `unit "${unit.id}": copy-on-write restore of ${p.live.display} did not reproduce the restore point (count ${now.count}, expected ${p.meta.count}; ` +
@@ -699,7 +758,11 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
               `${BACKSTOP[0]!.toUpperCase()}${BACKSTOP.slice(1)}.`,
           );
         }
-        notes.push(`verified in the restore transaction: ${now.count} rows, checksum equal to the capture's`);
+        notes.push(
+          p.proven
+            ? `verified in the restore transaction: ${now.count} rows (the restored rows equal their pre-images; the others are unchanged since the capture)`
+            : `verified in the restore transaction: ${now.count} rows, checksum equal to the capture's`,
+        );
         const changes = changesOf({ rowsDeleted, rowsUpdated, rowsInserted }, rowsQuarantined);
         ctx.log.info('mysql-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes });
         return { changes, writes: rowsDeleted + rowsUpdated + rowsInserted, notes, ...(rowsQuarantined > 0 ? { keptAt: `${ROLLBACK_DATABASE}.${qName}` } : {}) };
@@ -722,6 +785,26 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
     }
     return outcome;
   });
+}
+
+/**
+ * After the writes, with the log proven whole: the table equals the capture exactly when every pre-image in scope
+ * (THEN) is in it byte for byte and no row at a logged key it held (NOW) is left without a pre-image. The capture's
+ * count and checksum then, else a checksum naming what differs.
+ */
+async function restoredAtLoggedKeys(conn: mysql.Connection, p: Prepared): Promise<{ count: number; checksum: string }> {
+  const key = p.meta.primaryKey;
+  const [r] = await select<{ want: string; same: string; extra: string }>(
+    conn,
+    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN}) AS want,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 't')} WHERE NOT ${differs(p.kept, 'l', 't')}) AS same,
+            (SELECT CAST(COUNT(*) AS CHAR) FROM ${NOW} AS n JOIN ${p.live.sql} AS l2 ON ${keyMatch(key, 'l2', 'n')}
+              WHERE NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'n')})) AS extra`,
+  );
+  const missing = Number(r?.want ?? 0) - Number(r?.same ?? 0);
+  const extra = Number(r?.extra ?? 0);
+  if (missing === 0 && extra === 0) return { count: p.meta.count, checksum: p.meta.checksum };
+  return { count: p.meta.count + extra, checksum: `not the capture's: ${missing} pre-image(s) not in the table as they were, ${extra} row(s) left at logged keys` };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

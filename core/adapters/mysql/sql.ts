@@ -535,6 +535,40 @@ export async function preflightSource(conn: mysql.Connection, unit: MysqlTableUn
   return { source, columns };
 }
 
+/**
+ * The table's InnoDB id (information_schema.INNODB_SYS_TABLES in MariaDB, INNODB_TABLES in MySQL 8). TRUNCATE and
+ * every ALTER TABLE that rebuilds the table give it a new one: both write rows without firing a trigger. Null where
+ * neither view can be read (they need the PROCESS privilege) or the name is not found as written (InnoDB stores some
+ * characters of names encoded): then nothing is proven by it.
+ */
+export async function innodbTableId(conn: mysql.Connection, t: TableRef): Promise<string | null> {
+  for (const view of ['INNODB_SYS_TABLES', 'INNODB_TABLES']) {
+    try {
+      const [row] = await select<{ id: string }>(conn, `SELECT CAST(TABLE_ID AS CHAR) AS id FROM information_schema.${view} WHERE NAME = ?`, [`${t.db}/${t.name}`]);
+      return row?.id ?? null;
+    } catch {
+      // Not this server's view, or not readable by this user: try the other, then give up.
+    }
+  }
+  return null;
+}
+
+/**
+ * Foreign keys of the table, as the referencing side, whose ON DELETE or ON UPDATE action changes its rows (CASCADE,
+ * SET NULL, SET DEFAULT): InnoDB writes those rows without firing the table's triggers.
+ */
+export async function foreignKeyActionsOn(conn: mysql.Connection, t: TableRef): Promise<string[]> {
+  const rows = await select<{ name: string; parent: string; onDelete: string; onUpdate: string }>(
+    conn,
+    `SELECT CONSTRAINT_NAME AS name, REFERENCED_TABLE_NAME AS parent, DELETE_RULE AS onDelete, UPDATE_RULE AS onUpdate
+       FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? ORDER BY CONSTRAINT_NAME`,
+    [t.db, t.name],
+  );
+  return rows
+    .filter((r) => !PASSIVE_RULES.has(r.onDelete) || !PASSIVE_RULES.has(r.onUpdate))
+    .map((r) => `${r.name} referencing ${r.parent}: ON DELETE ${r.onDelete}, ON UPDATE ${r.onUpdate}`);
+}
+
 /** A foreign key into the restored table whose action would change rows of another table. */
 export interface CascadingForeignKey {
   name: string;
