@@ -196,7 +196,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await adapter.release(u, point, c);
   });
 
-  it('a column the deploy changed before the seal fails the seal, naming it and the backstop; an installed point whose undo log was dropped is never installed again', async () => {
+  it('a column the deploy changed, or a TRUNCATE, before the seal fails the seal, naming it and the backstop; an installed point whose undo log was dropped is never installed again', async () => {
     await sql.query(`CREATE TABLE cw_sealfail (id INT PRIMARY KEY, amount DECIMAL(12,2)) ENGINE=InnoDB`);
     await sql.query(`INSERT INTO cw_sealfail SELECT seq, seq / 4 FROM seq_1_to_30`);
     const u = cow('sealfail', 'cw_sealfail');
@@ -210,6 +210,14 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await sql.query(`DROP TABLE ${undo}`);
     await expect(adapter.capture(u, ctx('d-sealfail-2'))).rejects.toThrow(/was installed, but its undo table .* is gone \(dropped\).*installing it again would take the table as it is now/);
     await expect(adapter.install(u, ctx('d-sealfail-2'))).rejects.toThrow(/was installed, but its undo table/);
+    // TRUNCATE between install and seal, the guard outrun with foreign_key_checks off: no trigger saw the rows go,
+    // and the table has a new InnoDB id.
+    const c3 = ctx('d-sealfail-3');
+    await adapter.install(u, c3);
+    await sql.query(`SET foreign_key_checks = 0`);
+    await sql.query(`TRUNCATE cw_sealfail`);
+    await sql.query(`SET foreign_key_checks = 1`);
+    await expect(adapter.capture(u, c3)).rejects.toThrow(/cannot be read: it was truncated or rebuilt after its triggers went in \(its InnoDB table id changed\).*backstop/);
   });
 
   it('rows changed by a foreign key action (no trigger fires) are not taken on trust: the table is read, the restore fails naming the backstop, and writes nothing', async () => {

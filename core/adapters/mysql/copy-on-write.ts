@@ -472,10 +472,12 @@ async function seal(conn: mysql.Connection, unit: MysqlTableUnit, n: Names, inst
     const now = await columnsOf(conn, source);
     const changed = installed.columns.filter((c) => JSON.stringify(now.find((x) => x.name === c.name)) !== JSON.stringify(c)).map((c) => c.name);
     const triggers = await triggersOf(conn, source, Object.values(n.triggers));
+    // Null where it cannot be read now: nothing is concluded from that (a restore then reads the table).
+    const tableId = installed.tableId === undefined ? null : await innodbTableId(conn, source);
     const problems = [
       ...(changed.length > 0 ? [`its columns changed after its triggers went in (${changed.join(', ')}), so its rows no longer show the table as it was`] : []),
       ...(JSON.stringify(triggers) !== JSON.stringify(installed.triggers) ? ['its triggers are not the ones installed (dropped or made again since): writes may be missing from the log'] : []),
-      ...(installed.tableId !== undefined && (await innodbTableId(conn, source)) !== installed.tableId
+      ...(tableId !== null && tableId !== installed.tableId
         ? ['it was truncated or rebuilt after its triggers went in (its InnoDB table id changed): rows may have changed without them']
         : []),
     ];
