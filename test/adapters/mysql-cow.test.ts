@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type mysql from 'mysql2/promise';
 import { mysqlTable as adapter, type MysqlTableDetails } from '../../core/adapters/mysql-table.ts';
-import { mysqlCopyOnWrite } from '../../core/adapters/mysql/copy-on-write.ts';
+import { holdWriters, mysqlCopyOnWrite } from '../../core/adapters/mysql/copy-on-write.ts';
 import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts';
 import { PreflightError, TableBusyError, VerificationFailedError } from '../../core/errors.ts';
 import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
@@ -106,6 +106,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     expect(await deploy()).toEqual({ delete: 13, update: 12, insert: 8 }); // written: exactly the difference
     expect(out.notes.at(-1)).toMatch(/verified in the restore transaction: 500 rows \(the restored rows equal their pre-images; the others are unchanged since the capture\)/);
     expect(out.notes.join('\n')).toMatch(/same InnoDB table id, no foreign key actions on it\): the table was not read to look for unrecorded writes/);
+    expect(out.notes.join('\n')).toMatch(/writers held off by locking the undo log's rows and gaps \(\d+ rows; every write of the table waits in its trigger\), not the table's rows/);
     expect(await rowsOf('cw_orders')).toEqual(captured);
     expect(await checksOk(u, point, c)).toBe(true);
     expect(await rowsOf('cw_by_customer')).toEqual(view);
@@ -126,6 +127,69 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await sql.query(`SET foreign_key_checks = 0`);
     await sql.query(`TRUNCATE cw_lines`);
     await sql.query(`SET foreign_key_checks = 1`);
+  });
+
+  it('a proven restore holds writers off by locking the undo log, not the table: every kind of write waits in its trigger, in either isolation level; reads go on; the rows locked are the log\'s', async () => {
+    await sql.query(`CREATE TABLE cw_hold (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB`);
+    await sql.query(`INSERT INTO cw_hold SELECT seq, CONCAT('v', seq) FROM seq_1_to_300`);
+    const u = cow('hold', 'cw_hold');
+    const c = ctx('d-hold');
+    const point = await adapter.capture(u, c);
+    await sql.query(`UPDATE cw_hold SET v = 'bad' WHERE id <= 5`);
+    await sql.query(`DELETE FROM cw_hold WHERE id = 10`);
+    await sql.query(`INSERT INTO cw_hold VALUES (301, 'new')`);
+    const undo = point.details.shadowTable.split('.').map((n) => `\`${n}\``).join('.');
+    const live = { sql: `\`${db.name}\`.\`cw_hold\`` };
+
+    const locked = async (by: 'log' | 'table'): Promise<{ rowsLocked: number; writes: Record<string, string>; reads: number }> => {
+      const holder = await db.connection();
+      const writer = await db.connection();
+      try {
+        await holder.query('START TRANSACTION');
+        await holdWriters(holder, live, undo, by);
+        // INNODB_TRX is a cache InnoDB refreshes when it is over 0.1 s old.
+        await new Promise((r) => setTimeout(r, 150));
+        const [trx] = await holder.query<mysql.RowDataPacket[]>('SELECT trx_rows_locked AS n FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()');
+        // MariaDB: 0 fails a lock wait at once ("Lock wait timeout exceeded").
+        await writer.query('SET SESSION innodb_lock_wait_timeout = 0');
+        const writes: Record<string, string> = {};
+        for (const isolation of ['REPEATABLE READ', 'READ COMMITTED']) {
+          await writer.query(`SET SESSION TRANSACTION ISOLATION LEVEL ${isolation}`);
+          for (const [what, statement] of [
+            ['update of a logged row', `UPDATE cw_hold SET v = 'w' WHERE id = 1`],
+            ['update of an unlogged row', `UPDATE cw_hold SET v = 'w' WHERE id = 100`],
+            ['insert', `INSERT INTO cw_hold VALUES (500, 'w')`],
+            ['delete', `DELETE FROM cw_hold WHERE id = 200`],
+          ] as const) {
+            const outcome = await writer.query(statement).then(
+              () => 'written',
+              (e: Error) => e.message,
+            );
+            writes[`${isolation}: ${what}`] = outcome;
+          }
+        }
+        const [[read]] = (await writer.query<mysql.RowDataPacket[]>('SELECT COUNT(*) AS n FROM cw_hold')) as unknown as [[{ n: number }]];
+        return { rowsLocked: Number(trx[0]?.n ?? -1), writes, reads: Number(read.n) };
+      } finally {
+        await holder.query('ROLLBACK');
+        await holder.end();
+        await writer.end();
+      }
+    };
+    for (const by of ['log', 'table'] as const) {
+      const r = await locked(by);
+      expect(Object.values(r.writes).every((w) => /Lock wait timeout exceeded/.test(w)), JSON.stringify(r.writes)).toBe(true);
+      expect(r.reads).toBe(300);
+      // The log: its 7 rows (5 pre-images, 1 deleted, 1 inserted key); the table: every row of it.
+      if (by === 'log') expect(r.rowsLocked).toBeLessThanOrEqual(8);
+      else expect(r.rowsLocked).toBeGreaterThanOrEqual(300);
+    }
+    expect(await rowsOf('cw_hold', 'id = 100')).toEqual(["'100','v100'"]);
+
+    const out = await adapter.restore(u, point, c);
+    expect(out.notes.join('\n')).toMatch(/writers held off by locking the undo log's rows and gaps \(7 rows;/);
+    expect(await rowsOf('cw_hold', 'id IN (1, 10, 301)')).toEqual(["'1','v1'", "'10','v10'"]);
+    await adapter.release(u, point, c);
   });
 
   it('install puts the triggers in place without reading the table (the deploy may start); the seal, read while the deploy writes (one of its transactions open), is the table as installed; the restore is exact', async () => {
@@ -366,7 +430,9 @@ describe('mysql-table copy-on-write: what a rollback replaces (undo)', () => {
     const uc = ctx('undo-r1', 'u1');
     const plan = await adapter.diff(u, record, uc);
     expect(plan.notes[0]).toMatch(/^the record of what run r1 replaced/);
-    await adapter.restore(u, record, uc);
+    // A record has no triggers: nothing proves its log whole, so the restore locks every row of the table.
+    const undone = await adapter.restore(u, record, uc);
+    expect(undone.notes.join('\n')).toMatch(/writers held off by locking every row and gap of \S*cw_undo/);
     expect(await rowsOf('cw_undo')).toEqual(found);
 
     // Rolled back again, then a write at a key the record does not hold: undoing again would not give the table the

@@ -50,7 +50,9 @@ import {
  * columns or the triggers changed since the install. A table with a generated column is captured whole (the seal
  * hashes every column; the log keeps the stored ones).
  *
- * Restore, one transaction with every row and gap of the table locked (`FOR UPDATE`): checks the window (below);
+ * Restore, one transaction that holds the table's writers off (holdWriters; readers go on): by locking the undo log's
+ * rows and gaps when the log is proven whole (below: every write of the table then waits in its trigger), else every
+ * row and gap of the table (`FOR UPDATE`, a pass over it); checks the window (below);
  * copies the pre-images in scope and the keys of the live rows in scope that the log touched into temporary tables
  * (a trigger may not write a table its statement reads, and the restore's own writes fire the triggers, harmlessly:
  * every key they see is already in the log); keeps in a quarantine table every live row it will delete or overwrite;
@@ -78,9 +80,10 @@ import {
  * baseline and compared; the table's own foreign keys with a CASCADE, SET NULL or SET DEFAULT action (a parent's
  * change written into its rows by InnoDB) are looked for. Then 2 is skipped (no row outside the log was written) and
  * 3 reads only the logged keys: every pre-image in scope is in the table byte for byte (a user trigger rewriting a
- * row on its way in included) and no other row in scope holds a logged key. The restore then costs the logged rows
- * plus the FOR UPDATE pass that locks the table's rows (readers go on). The proof needs the PROCESS privilege (the
- * InnoDB views); without it, or for points captured before the id was recorded, 2 and 3 read the scope as before.
+ * row on its way in included) and no other row in scope holds a logged key. The restore then costs the logged rows,
+ * its lock included: the undo log's rows, not the table's. The proof needs the PROCESS privilege (the InnoDB views);
+ * without it, or for points captured before the id was recorded, the table's rows are locked and 2 and 3 read the
+ * scope as before.
  * What it cannot see (a foreign key with an action added and dropped again within the window, without a rebuild)
  * the stage's gate still catches: it counts and sums the whole scope after every restore.
  *
@@ -95,10 +98,10 @@ import {
  * log_bin_trust_function_creators (or SUPER) to create triggers.
  *
  * Not the default at any size (a unit without `capture` gets a copy): its row triggers add to every write of the
- * deploy, its restore locks every row of the table (a pass over it), and the whole capture (without `install`) reads
- * the table under shared locks, as the copy does. A unit that wants it sets it; the snapshot machine then holds the
- * deploy only for `install`. PostgreSQL's copy-on-write seals without holding writers (and
- * from the earlier point's log, without reading the table), and is the default there above 1 GiB.
+ * deploy, its restore without the proof locks every row of the table (a pass over it), and the whole capture
+ * (without `install`) reads the table under shared locks, as the copy does. A unit that wants it sets it; the
+ * snapshot machine then holds the deploy only for `install`. PostgreSQL's copy-on-write seals without holding
+ * writers (and from the earlier point's log, without reading the table), and is the default there above 1 GiB.
  */
 
 /** The undo table's column saying what a row is: `p` a pre-image, `i` the key of a row inserted since the capture. */
@@ -538,6 +541,24 @@ async function whyUnproven(conn: mysql.Connection, live: FoundTable, meta: CowMe
   return undefined;
 }
 
+/** Check 1: what is wrong with the triggers and the guard, against what the capture installed (empty: nothing). */
+async function triggersBypassed(conn: mysql.Connection, live: FoundTable, meta: CowMeta): Promise<string[]> {
+  const bypass: string[] = [];
+  const names = cowNames(meta.pipeline, meta.deploymentId, meta.unitId);
+  const nowTriggers = await triggersOf(conn, live, Object.values(names.triggers));
+  for (const want of meta.triggers) {
+    const found = nowTriggers.find((t) => t.name === want.name);
+    if (!found) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
+    else if (found.created !== want.created || found.statementMd5 !== want.statementMd5) {
+      bypass.push(`trigger ${want.name} was dropped and created again (created ${want.created}, now ${found.created}): writes in between were not recorded`);
+    }
+  }
+  if (!meta.record && !(await guardInPlace(conn, live, meta.guard.constraint))) {
+    bypass.push(`the guard foreign key ${ROLLBACK_DATABASE}.${meta.guard.table} (${meta.guard.constraint}) was dropped, so TRUNCATE was no longer stopped`);
+  }
+  return bypass;
+}
+
 /** Reads the sealed point's record; the point must be this unit's, in this pipeline. */
 async function sealedMeta(conn: mysql.Connection, unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails>, ctx: AdapterContext): Promise<{ meta: CowMeta; undoName: string }> {
   const undoName = point.details.shadowTable.slice(point.details.shadowTable.indexOf('.') + 1);
@@ -583,19 +604,7 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
   const where = scopePredicate({ where: meta.where });
 
   // 1. The triggers and the guard, as installed at capture.
-  const bypass: string[] = [];
-  const names = cowNames(meta.pipeline, meta.deploymentId, meta.unitId);
-  const nowTriggers = await triggersOf(conn, live, Object.values(names.triggers));
-  for (const want of meta.triggers) {
-    const found = nowTriggers.find((t) => t.name === want.name);
-    if (!found) bypass.push(`trigger ${want.name} on ${live.display} was dropped`);
-    else if (found.created !== want.created || found.statementMd5 !== want.statementMd5) {
-      bypass.push(`trigger ${want.name} was dropped and created again (created ${want.created}, now ${found.created}): writes in between were not recorded`);
-    }
-  }
-  if (!meta.record && !(await guardInPlace(conn, live, meta.guard.constraint))) {
-    bypass.push(`the guard foreign key ${ROLLBACK_DATABASE}.${meta.guard.table} (${meta.guard.constraint}) was dropped, so TRUNCATE was no longer stopped`);
-  }
+  const bypass = await triggersBypassed(conn, live, meta);
 
   // The pre-images in scope, and the live rows in scope whose key the log holds: copied out, because the restore's
   // writes fire the triggers, which write the undo table, and a statement may not read a table its trigger writes.
@@ -719,19 +728,30 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         `CREATE TABLE IF NOT EXISTS ${q} (\n  ${liveColumns.map((c) => columnDef(c, true)).join(',\n  ')}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=${literal(JSON.stringify(note))}`,
       );
     }
+    // How the restore holds writers off (holdWriters): by the undo log's rows when the log can be proven whole (the
+    // catalog checks, read here first, without locks), else by every row of the table.
+    const hold: HoldBy = live && (await triggersBypassed(conn, live, pre.meta)).length === 0 && (await whyUnproven(conn, live, pre.meta)) === undefined ? 'log' : 'table';
     let outcome: Outcome;
-    try {
-      outcome = await withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, pre.meta.sourceTable, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
-        // Every row and gap locked before anything is read: no writer can change the table until COMMIT.
-        if (live) await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} FOR UPDATE`);
+    const attempt = (by: HoldBy) =>
+      withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, pre.meta.sourceTable, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
+        // Writers held off before anything is read: none can change the table until COMMIT.
+        if (live) await holdWriters(conn, live, inRollbackDb(pre.undoName), by);
         const p = await prepare(conn, unit, point, ctx);
+        // The proof failed under the lock (the catalog changed since it was read above): only every row locked holds
+        // off what writes rows without the triggers. Rolled back, nothing written, and tried so.
+        if (by === 'log' && !p.proven && p.bypass.length === 0) throw new NeedsRowLocks();
         if (p.bypass.length > 0) {
           throw new VerificationFailedError(
             `unit "${unit.id}": copy-on-write restore point of ${p.live.display} cannot be trusted: ${p.bypass.join('; ')}. Nothing was written. ` +
               `The undo log misses changes, so this restore point cannot put the table back; ${BACKSTOP}.`,
           );
         }
-        const notes = [...p.notes];
+        const notes = [
+          ...p.notes,
+          by === 'log'
+            ? `writers held off by locking the undo log's rows and gaps (${p.recorded.preImages + p.recorded.inserted} rows; every write of the table waits in its trigger), not the table's rows`
+            : `writers held off by locking every row and gap of ${p.live.display}`,
+        ];
         if (writesOf(p.counts) === 0) return { changes: changesOf(p.counts, 0), writes: 0, notes };
         const key = p.meta.primaryKey;
         const all = await columnsOf(conn, p.live);
@@ -771,6 +791,12 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         ctx.log.info('mysql-table restored from copy-on-write undo log', { unit: unit.id, table: p.live.display, ...changes });
         return { changes, writes: rowsDeleted + rowsUpdated + rowsInserted, notes, ...(rowsQuarantined > 0 ? { keptAt: `${ROLLBACK_DATABASE}.${qName}` } : {}) };
       }));
+    try {
+      outcome = await attempt(hold).catch((error: unknown) => {
+        if (!(error instanceof NeedsRowLocks)) throw error;
+        ctx.log.warn('mysql-table copy-on-write restore: the undo log could not be proven whole under its lock; locking every row of the table instead', { unit: unit.id });
+        return attempt('table');
+      });
     } finally {
       await dropTemporary(conn);
       if (live) {
@@ -789,6 +815,38 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
     }
     return outcome;
   });
+}
+
+export type HoldBy = 'log' | 'table';
+
+/** The undo log under its lock could not be proven whole (see restore): try again with every row of the table locked. */
+class NeedsRowLocks extends Error {
+  constructor() {
+    super('the copy-on-write undo log could not be proven whole; every row of the table must be locked');
+  }
+}
+
+/**
+ * Holds every writer of the table off for the rest of the caller's transaction (readers go on), in one of two ways:
+ * - `log`: every row and gap of the undo table locked (`FOR UPDATE` along its primary key). Sound only when the log is
+ *   proven whole (the triggers as installed, nothing that writes the table's rows without firing them: whyUnproven),
+ *   the caller's to check under the lock. Then every INSERT, UPDATE and DELETE of the table fires a trigger that writes
+ *   the undo table: a new key needs a gap this holds, a logged key's no-op update needs its row. So the writer waits in
+ *   its trigger until the restore commits, its own row change uncommitted. It costs the log's rows, not the table's. A
+ *   writer waiting there holds its row's lock: if the restore needs that row too, InnoDB ends the deadlock by rolling
+ *   one of them back (the restore is then tried again, see withBoundedLocks).
+ * - `table`: every row and gap of the table locked `FOR UPDATE`, a pass over the table, which also holds off what
+ *   fires no trigger (a foreign key's CASCADE).
+ * Either way the table is then open in the transaction: its metadata lock, held to COMMIT, keeps DDL out (DROP
+ * TRIGGER, a rebuild, TRUNCATE) from here on.
+ */
+export async function holdWriters(conn: mysql.Connection, live: Pick<FoundTable, 'sql'>, undo: string, by: HoldBy): Promise<void> {
+  if (by === 'table') {
+    await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} FOR UPDATE`);
+    return;
+  }
+  await select(conn, `SELECT COUNT(*) AS n FROM ${undo} FORCE INDEX (PRIMARY) FOR UPDATE`);
+  await select(conn, `SELECT 1 AS x FROM ${live.sql} LIMIT 1`);
 }
 
 /**
