@@ -7,7 +7,7 @@ import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts'
 import { PreflightError, TableBusyError, VerificationFailedError } from '../../core/errors.ts';
 import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
 import { mysqlConnector, type MysqlConnector } from '../../core/runtime/connections.ts';
-import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
+import { createTableReader, createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
 import { mysqlAdapterContext, mysqlRows, mysqlUnit } from '../support/mysql-adapter.ts';
 
 let db: TestMysqlDatabase;
@@ -66,6 +66,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     await sql.query(`CREATE TABLE cw_lines (id INT PRIMARY KEY, order_id INT NOT NULL, qty INT, FOREIGN KEY (order_id) REFERENCES cw_orders (id)) ENGINE=InnoDB`);
     await sql.query(`INSERT INTO cw_lines SELECT seq, seq, 1 FROM seq_1_to_20`);
     await sql.query(`CREATE VIEW cw_by_customer AS SELECT customer, SUM(amount) AS total FROM cw_orders GROUP BY customer`);
+    const reader = await createTableReader(db.name, 'cw_orders');
     const u = cow('orders', 'cw_orders');
     const c = ctx('d-cw');
     const captured = await rowsOf('cw_orders');
@@ -111,6 +112,8 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     expect(await checksOk(u, point, c)).toBe(true);
     expect(await rowsOf('cw_by_customer')).toEqual(view);
     await expect(sql.query(`INSERT INTO cw_lines VALUES (99, 99999, 1)`)).rejects.toThrow(/foreign key constraint fails/);
+    expect(await reader.count()).toBe(500); // the grant on the table still holds: the same table, rows written in place
+    await reader.drop();
     expect(Number(await one<string>(`SELECT COUNT(*) FROM ${out.keptAt!}`))).toBe(25);
 
     // A rerun writes nothing.

@@ -5,7 +5,7 @@ import type { AdapterContext, RestorePoint } from '../../core/adapters/types.ts'
 import { PreflightError } from '../../core/errors.ts';
 import type { MysqlTableUnit } from '../../core/manifest/schema.ts';
 import { mysqlConnector, type MysqlConnector } from '../../core/runtime/connections.ts';
-import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
+import { createTableReader, createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
 import { mysqlAdapterContext, mysqlUnit } from '../support/mysql-adapter.ts';
 
 /** Schema restore: the deploy altered the table's columns; restore puts back the captured definition, then the rows. */
@@ -71,7 +71,12 @@ async function tableWithDependents(name: string): Promise<() => Promise<void>> {
   await sql.query(`CREATE VIEW ${name}_v AS SELECT id, UPPER(name) AS name FROM ${name}`);
   await sql.query(`INSERT INTO ${name} (id, name, qty, note) SELECT seq, CONCAT('n', seq), seq, IF(seq % 3 = 0, NULL, CONCAT('note ', seq)) FROM seq_1_to_20`);
   await sql.query(`INSERT INTO ${name}_child SELECT seq, seq FROM seq_1_to_5`);
+  const reader = await createTableReader(db.name, name);
   return async () => {
+    // The grant on the table still holds (the same table, altered back and written in place).
+    const [all] = await q<{ n: string }>(`SELECT COUNT(*) AS n FROM ${name}`);
+    expect(await reader.count()).toBe(Number(all!.n));
+    await reader.drop();
     const viewRows = await q<{ name: string }>(`SELECT name FROM ${name}_v WHERE id IN (1, 20) ORDER BY id`);
     expect(viewRows.map((r) => r.name)).toEqual(['N1', 'N20']);
     const [joined] = await q<{ n: string }>(`SELECT COUNT(*) AS n FROM ${name}_child c JOIN ${name} p ON p.id = c.parent_id`);

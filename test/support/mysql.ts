@@ -79,3 +79,38 @@ export async function createTestMysqlDatabase(prefix = 'etlrb'): Promise<TestMys
     },
   };
 }
+
+/**
+ * A user that may only read one table (SELECT on it, nothing else), to show that a restore keeps the table's grants:
+ * `count()` reads the table as that user. `drop()` removes the user.
+ */
+export async function createTableReader(database: string, table: string): Promise<{ user: string; count(): Promise<number>; drop(): Promise<void> }> {
+  const user = `etlrb_rd_${randomBytes(4).toString('hex')}`;
+  const admin = await mysql.createConnection(adminOptions());
+  try {
+    await admin.query(`CREATE USER '${user}'@'%'`);
+    await admin.query(`GRANT SELECT ON \`${database}\`.\`${table}\` TO '${user}'@'%'`);
+  } finally {
+    await admin.end();
+  }
+  return {
+    user,
+    async count() {
+      const c = await mysql.createConnection({ ...adminOptions(database), user, password: '' });
+      try {
+        const [rows] = await c.query<mysql.RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${table}\``);
+        return Number(rows[0]?.n);
+      } finally {
+        await c.end();
+      }
+    },
+    async drop() {
+      const a = await mysql.createConnection(adminOptions());
+      try {
+        await a.query(`DROP USER IF EXISTS '${user}'@'%'`);
+      } finally {
+        await a.end();
+      }
+    },
+  };
+}
