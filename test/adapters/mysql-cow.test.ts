@@ -95,6 +95,7 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     // TRUNCATE is stopped by the guard: the deploy gets an error instead of an unrecorded loss.
     await expect(sql.query(`TRUNCATE cw_orders`)).rejects.toThrow(/Cannot truncate a table referenced in a foreign key constraint/);
     await deploy();
+    const deployed = await rowsOf('cw_orders');
 
     const plan = await adapter.diff(u, point, c);
     expect(plan.notes[0]).toMatch(/^capture: copy-on-write \(the unit sets capture: copy-on-write\): undo table etl_rollback\.cw_/);
@@ -115,6 +116,9 @@ describe('mysql-table copy-on-write: capture and restore (MariaDB)', () => {
     expect(await reader.count()).toBe(500); // the grant on the table still holds: the same table, rows written in place
     await reader.drop();
     expect(Number(await one<string>(`SELECT COUNT(*) FROM ${out.keptAt!}`))).toBe(25);
+    // The quarantine holds exactly the rows the restore replaced: the deployed rows that are not captured rows.
+    const replaced = deployed.filter((r) => !captured.includes(r));
+    expect(await mysqlRows(sql, 'etl_rollback', out.keptAt!.split('.')[1]!)).toEqual(replaced);
 
     // A rerun writes nothing.
     const again = await adapter.restore(u, point, ctx('d-cw', 'run-2'));

@@ -53,9 +53,10 @@ import {
  * Restore, one transaction that holds the table's writers off (holdWriters; readers go on): by locking the undo log's
  * rows and gaps when the log is proven whole (below: every write of the table then waits in its trigger), else every
  * row and gap of the table (`FOR UPDATE`, a pass over it); checks the window (below);
- * copies the pre-images in scope and the keys of the live rows in scope that the log touched into temporary tables
- * (a trigger may not write a table its statement reads, and the restore's own writes fire the triggers, harmlessly:
- * every key they see is already in the log); keeps in a quarantine table every live row it will delete or overwrite;
+ * copies the pre-images in scope and the live rows at the keys the log holds into temporary tables (a trigger may not
+ * write a table its statement reads, and the restore's own writes fire the triggers, harmlessly: every key they see is
+ * already in the log), the table looked up once per logged key: what to write, and the rows it replaces, are read
+ * from those copies; keeps in a quarantine table every live row it will delete or overwrite;
  * deletes the rows whose key was not in scope at capture, updates the changed ones from their pre-images, re-inserts
  * the missing ones; then checks the table equals the capture (3, below) and commits only then.
  * The undo log is kept, so a rerun writes nothing and a later restore still has every pre-image. After the commit,
@@ -518,11 +519,16 @@ interface Prepared {
    * not name are as captured, so check 2 and the end-to-end count and checksum need not read the table.
    */
   proven: boolean;
+  /** The live table's columns (as captured: a column change is refused). */
+  columns: MysqlColumn[];
   notes: string[];
 }
 
 const THEN = 'etlrb_cow_then';
 const NOW = 'etlrb_cow_now';
+/** NOW's columns beside the table's: the row is in the unit's scope (1, 0); what the restore does to it (`d`, `u`, NULL). */
+const IN_SCOPE = 'etlrb_in_scope';
+const ACT = 'etlrb_act';
 
 /**
  * Why the log cannot be proven to hold every write since the capture without reading the table (undefined: it can).
@@ -606,18 +612,30 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
   // 1. The triggers and the guard, as installed at capture.
   const bypass = await triggersBypassed(conn, live, meta);
 
-  // The pre-images in scope, and the live rows in scope whose key the log holds: copied out, because the restore's
-  // writes fire the triggers, which write the undo table, and a statement may not read a table its trigger writes.
-  const keyDefs = key.map((k) => columnDef(meta.columns.find((c) => c.name === k)!, false));
+  // The pre-images in scope (THEN), and the live rows at the keys the log holds (NOW, whole, with whether each is in
+  // scope and what the restore does to it): copied out, because the restore's writes fire the triggers, which write
+  // the undo table, and a statement may not read a table its trigger writes. NOW is the only read of the table at the
+  // logged keys before the writes: what the writes will do, and the rows they replace (the quarantine), come from it,
+  // so the table is looked up once per logged key, and again only where a row is written and by the end-to-end check.
+  // (Each statement names each temporary table once: MySQL cannot open one twice in a statement.)
   await conn.query(`DROP TEMPORARY TABLE IF EXISTS ${THEN}, ${NOW}`);
   await conn.query(`CREATE TEMPORARY TABLE ${THEN} (${kept.map((c) => columnDef(c, !key.includes(c.name))).join(', ')}, PRIMARY KEY (${colList(kept.filter((c) => key.includes(c.name)))})) ENGINE=InnoDB`);
-  await conn.query(`CREATE TEMPORARY TABLE ${NOW} (${keyDefs.join(', ')}, PRIMARY KEY (${key.map(ident).join(', ')})) ENGINE=InnoDB`);
+  await conn.query(
+    `CREATE TEMPORARY TABLE ${NOW} (${columns.map((c) => columnDef(c, !key.includes(c.name))).join(', ')}, ${ident(IN_SCOPE)} TINYINT NOT NULL, ${ident(ACT)} CHAR(1) NULL, PRIMARY KEY (${key.map(ident).join(', ')})) ENGINE=InnoDB`,
+  );
   await write(conn, `INSERT INTO ${THEN} (${colList(kept)}) SELECT ${colList(kept)} FROM ${undo} WHERE ${ident(KIND)} = 'p' AND ${where}`);
   // Driven by the log: each logged key looked up in the table by primary key (the scope's predicate, written for the
   // table's columns, evaluated on the rows found, in a derived table so that no column name is ambiguous).
   await write(
     conn,
-    `INSERT INTO ${NOW} (${key.map(ident).join(', ')}) SELECT ${key.map((k) => `x.${ident(k)}`).join(', ')} FROM (SELECT l.* FROM ${undo} AS u JOIN ${live.sql} AS l ON ${keyMatch(key, 'l', 'u')}) AS x WHERE ${where}`,
+    `INSERT INTO ${NOW} (${colList(columns)}, ${ident(IN_SCOPE)}) SELECT ${colList(columns, 'x')}, IF(${where}, 1, 0) FROM (SELECT l.* FROM ${undo} AS u JOIN ${live.sql} AS l ON ${keyMatch(key, 'l', 'u')}) AS x`,
+  );
+  // What the restore does to each: `d` delete it (in scope, no pre-image: inserted since, or moved into scope), `u`
+  // overwrite it with its pre-image (its bytes differ), nothing (it is its pre-image, or out of scope).
+  await write(
+    conn,
+    `UPDATE ${NOW} AS n LEFT JOIN ${THEN} AS t ON ${keyMatch(key, 't', 'n')}
+        SET n.${ident(ACT)} = CASE WHEN t.${ident(key[0]!)} IS NULL THEN IF(n.${ident(IN_SCOPE)} = 1, 'd', NULL) WHEN ${update.length > 0 ? differs(update, 'n', 't') : 'FALSE'} THEN 'u' ELSE NULL END`,
   );
 
   // Only asked once check 1 has passed (its failures are in `bypass` already).
@@ -642,12 +660,9 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     );
   }
 
-  const [counts] = await select<{ d: string; u: string; i: string }>(
-    conn,
-    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${NOW} AS n WHERE NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'n')})) AS d,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${update.length > 0 ? differs(update, 'l', 't') : 'FALSE'}) AS u,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${live.sql} AS l2 WHERE ${keyMatch(key, 'l2', 't')})) AS i`,
-  );
+  const [acts] = await select<{ d: string | null; u: string | null }>(conn, `SELECT CAST(SUM(${ident(ACT)} = 'd') AS CHAR) AS d, CAST(SUM(${ident(ACT)} = 'u') AS CHAR) AS u FROM ${NOW}`);
+  // Pre-images with no row at their key: no row in NOW (it holds every live row at a logged key).
+  const [missing] = await select<{ i: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS i FROM ${THEN} AS t LEFT JOIN ${NOW} AS n ON ${keyMatch(key, 'n', 't')} WHERE n.${ident(key[0]!)} IS NULL`);
   const notes = [
     meta.record
       ? `the record of what run ${meta.record.runId} replaced: the rows at the keys its copy-on-write restore point had logged, in ${point.details.shadowTable}`
@@ -665,8 +680,9 @@ async function prepare(conn: mysql.Connection, unit: MysqlTableUnit, point: Rest
     where,
     bypass,
     recorded: { preImages: Number(c?.p ?? 0), inserted: Number(c?.i ?? 0) },
-    counts: { rowsDeleted: Number(counts?.d ?? 0), rowsUpdated: Number(counts?.u ?? 0), rowsInserted: Number(counts?.i ?? 0) },
+    counts: { rowsDeleted: Number(acts?.d ?? 0), rowsUpdated: Number(acts?.u ?? 0), rowsInserted: Number(missing?.i ?? 0) },
     proven,
+    columns,
     notes,
   };
 }
@@ -754,21 +770,22 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         ];
         if (writesOf(p.counts) === 0) return { changes: changesOf(p.counts, 0), writes: 0, notes };
         const key = p.meta.primaryKey;
-        const all = await columnsOf(conn, p.live);
-        const gone = `NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'l')})`;
-        const changed = p.update.length > 0 ? differs(p.update, 'l', 't') : 'FALSE';
-        // Keep what is about to be deleted or overwritten, as it is now.
-        let rowsQuarantined = await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${p.live.sql} AS l JOIN ${NOW} AS n ON ${keyMatch(key, 'l', 'n')} WHERE ${gone}`);
-        rowsQuarantined += await write(conn, `INSERT INTO ${q} (${colList(all)}) SELECT ${colList(all, 'l')} FROM ${p.live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} WHERE ${changed}`);
-        // Delete first: it frees unique values the others may need.
-        const rowsDeleted = await write(conn, `DELETE l FROM ${p.live.sql} AS l JOIN ${NOW} AS n ON ${keyMatch(key, 'l', 'n')} WHERE ${gone}`);
+        // Keep what is about to be deleted or overwritten, as it is now: NOW holds it, read under the lock.
+        const rowsQuarantined = await write(conn, `INSERT INTO ${q} (${colList(p.columns)}) SELECT ${colList(p.columns)} FROM ${NOW} WHERE ${ident(ACT)} IS NOT NULL`);
+        // Each write driven by NOW (STRAIGHT_JOIN: the table looked up only at the keys it writes). Delete first: it
+        // frees unique values the others may need.
+        const rowsDeleted = await write(conn, `DELETE l FROM ${NOW} AS n STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')} WHERE n.${ident(ACT)} = 'd'`);
         const rowsUpdated =
           p.update.length === 0
             ? 0
-            : await write(conn, `UPDATE ${p.live.sql} AS l JOIN ${THEN} AS t ON ${keyMatch(key, 'l', 't')} SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE ${changed}`);
+            : await write(
+              conn,
+              `UPDATE ${NOW} AS n STRAIGHT_JOIN ${THEN} AS t ON ${keyMatch(key, 't', 'n')} STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')}
+                  SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE n.${ident(ACT)} = 'u'`,
+            );
         const rowsInserted = await write(
           conn,
-          `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE NOT EXISTS (SELECT 1 FROM ${p.live.sql} AS l WHERE ${keyMatch(key, 'l', 't')})`,
+          `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t LEFT JOIN ${NOW} AS n ON ${keyMatch(key, 'n', 't')} WHERE n.${ident(key[0]!)} IS NULL`,
         );
         // 3. The end-to-end check: commit only a table equal to the capture. Proven (the rows the log does not name
         // are as captured), that is each pre-image in scope now in the table byte for byte (what a user trigger could
@@ -856,15 +873,15 @@ export async function holdWriters(conn: mysql.Connection, live: Pick<FoundTable,
  */
 async function restoredAtLoggedKeys(conn: mysql.Connection, p: Prepared): Promise<{ count: number; checksum: string }> {
   const key = p.meta.primaryKey;
-  const [r] = await select<{ want: string; same: string; extra: string }>(
+  const [r] = await select<{ want: string; same: string | null }>(
     conn,
-    `SELECT (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN}) AS want,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${THEN} AS t JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 't')} WHERE NOT ${differs(p.kept, 'l', 't')}) AS same,
-            (SELECT CAST(COUNT(*) AS CHAR) FROM ${NOW} AS n JOIN ${p.live.sql} AS l2 ON ${keyMatch(key, 'l2', 'n')}
-              WHERE NOT EXISTS (SELECT 1 FROM ${THEN} AS t WHERE ${keyMatch(key, 't', 'n')})) AS extra`,
+    `SELECT CAST(COUNT(*) AS CHAR) AS want, CAST(SUM(l.${ident(key[0]!)} IS NOT NULL AND NOT ${differs(p.kept, 'l', 't')}) AS CHAR) AS same
+       FROM ${THEN} AS t LEFT JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 't')}`,
   );
+  // The rows in scope at logged keys with no pre-image (NOW's `d`): none may be left.
+  const [e] = await select<{ extra: string }>(conn, `SELECT CAST(COUNT(*) AS CHAR) AS extra FROM ${NOW} AS n STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')} WHERE n.${ident(ACT)} = 'd'`);
   const missing = Number(r?.want ?? 0) - Number(r?.same ?? 0);
-  const extra = Number(r?.extra ?? 0);
+  const extra = Number(e?.extra ?? 0);
   if (missing === 0 && extra === 0) return { count: p.meta.count, checksum: p.meta.checksum };
   return { count: p.meta.count + extra, checksum: `not the capture's: ${missing} pre-image(s) not in the table as they were, ${extra} row(s) left at logged keys` };
 }
