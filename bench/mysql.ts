@@ -119,7 +119,18 @@ export async function mysqlSection(s3: S3Client, suffix: string, opts: Options):
       await conn.end();
     }
   }
-  progress(`MySQL ${opts.changed}%: copy-on-write restore`);
+  // A rollback as the state machine runs it records first what it replaces (for undo): the rows at the logged keys.
+  const recordOf = async (tag: string, connectAs = url) => {
+    const rc = { ...ctx(`undo-run-${suffix}-${tag}`, connectAs), runId: `run-${suffix}-${tag}` };
+    const t = performance.now();
+    const record = await mysqlTable.undoRecord(unit, rc, sealed.point);
+    const seconds = (performance.now() - t) / 1000;
+    const ok = (await mysqlTable.verify(unit, record, rc)).every((x) => x.ok);
+    await mysqlTable.release(unit, record, rc);
+    return { seconds, ok };
+  };
+  progress(`MySQL ${opts.changed}%: the record of what the rollback replaces (for undo), then the copy-on-write restore`);
+  const recorded = await recordOf('cow');
   const r0 = performance.now();
   const out = await mysqlTable.restore(unit, sealed.point, { ...c, runId: `run-${suffix}-cow` });
   const restoreSeconds = (performance.now() - r0) / 1000;
@@ -127,6 +138,7 @@ export async function mysqlSection(s3: S3Client, suffix: string, opts: Options):
   // The same deploy again, restored by the user without PROCESS: the checks read the table.
   progress(`MySQL ${opts.changed}%: the same deploy again, restored by a user without the PROCESS privilege (the checks read the table)`);
   await deploy();
+  const recordedRead = await recordOf('cow-read', plainUrl);
   const r1 = performance.now();
   const read = await mysqlTable.restore(unit, sealed.point, { ...ctx(`d-${suffix}-cow`, plainUrl), runId: `run-${suffix}-cow-read` });
   const readSeconds = (performance.now() - r1) / 1000;
@@ -146,6 +158,10 @@ export async function mysqlSection(s3: S3Client, suffix: string, opts: Options):
   );
   console.log(
     `  the same deploy restored by a user without PROCESS: ${fmtSec(readSeconds)} s, ${fmtInt(read.writes)} rows written (${proof(read.notes)}); ${readChecks.every((x) => x.ok) ? 'verified' : 'NOT VERIFIED'}`,
+  );
+  console.log(
+    `  the record of what the rollback replaces (for undo), made before the restore: ${fmtSec(recorded.seconds)} s with the log proven whole (count and checksum carried from the capture at the logged keys), ` +
+      `${fmtSec(recordedRead.seconds)} s by the user without PROCESS (the table read); ${recorded.ok && recordedRead.ok ? 'both verified against the table' : 'NOT VERIFIED'}`,
   );
   console.log(
     `  holding the deploy's writers off for the restore: every row of the table locked (FOR UPDATE) ${fmtSec(holding.table)} s, the undo log's rows locked ${fmtSec(holding.log)} s ` +

@@ -24,9 +24,9 @@ import { adapterContext, deployedManifest, stateStore, unitOf, type WorkflowDeps
  *                 would install triggers for a point that only an undo reads). A restore from a copy-on-write point
  *                 writes only at the keys its undo log names, so its record (the adapter's `undoRecord`) keeps the
  *                 live rows at those keys and the keys it will insert: an undo log of the restore, made before it,
- *                 which the copy-on-write restore consumes (PostgreSQL carries its count and checksum from the
- *                 capture's without reading the table; MySQL reads them). It writes the rows the deploy changed, not
- *                 the table
+ *                 which the copy-on-write restore consumes (its count and checksum carried from the capture's
+ *                 without reading the table where the log is proven whole, as the restore proves it; MySQL reads
+ *                 them otherwise). It writes the rows the deploy changed, not the table
  *   glue-table    the table and partition document, as its capture writes it
  *   rds-instance / rds-cluster  no capture (a snapshot takes minutes, and is not needed): the restore keeps the
  *                 instance (cluster) it replaces as `<id>-pre-rollback-<run>`, a name known before it writes; the

@@ -10,7 +10,7 @@ import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn,
+  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn, errno,
 } from './sql.ts';
 
 /**
@@ -775,14 +775,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         // Each write driven by NOW (STRAIGHT_JOIN: the table looked up only at the keys it writes). Delete first: it
         // frees unique values the others may need.
         const rowsDeleted = await write(conn, `DELETE l FROM ${NOW} AS n STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')} WHERE n.${ident(ACT)} = 'd'`);
-        const rowsUpdated =
-          p.update.length === 0
-            ? 0
-            : await write(
-              conn,
-              `UPDATE ${NOW} AS n STRAIGHT_JOIN ${THEN} AS t ON ${keyMatch(key, 't', 'n')} STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')}
-                  SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE n.${ident(ACT)} = 'u'`,
-            );
+        const rowsUpdated = p.update.length === 0 ? 0 : await overwrite(conn, p, unit.id);
         const rowsInserted = await write(
           conn,
           `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t LEFT JOIN ${NOW} AS n ON ${keyMatch(key, 'n', 't')} WHERE n.${ident(key[0]!)} IS NULL`,
@@ -832,6 +825,56 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
     }
     return outcome;
   });
+}
+
+/** ER_DUP_ENTRY: a unique key would hold a value twice. */
+const ER_DUP_ENTRY = 1062;
+
+/**
+ * Overwrites the rows NOW marks `u` with their pre-images; returns how many. One statement, in key order. InnoDB checks
+ * a unique key row by row, so that fails when the deploy moved a value of a unique (non-primary) key from one row to
+ * another: the row whose pre-image holds it may come before the row that holds it now. Then (the failed statement
+ * undone, the transaction going on) one row at a time, in passes: a row that would still collide waits for the next
+ * pass, after the rows ahead of it have given their values back. A chain of such moves takes as many passes as it is
+ * long; a cycle (two rows that swapped values, through a third) makes no progress: that fails, naming the rows, and the
+ * caller's transaction is rolled back.
+ */
+async function overwrite(conn: mysql.Connection, p: Prepared, unitId: string): Promise<number> {
+  const key = p.meta.primaryKey;
+  const statement = (one: boolean) =>
+    `UPDATE ${NOW} AS n STRAIGHT_JOIN ${THEN} AS t ON ${keyMatch(key, 't', 'n')} STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')}
+        SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE n.${ident(ACT)} = 'u'${one ? ` AND ${key.map((k) => `n.${ident(k)} = ?`).join(' AND ')}` : ''}`;
+  try {
+    return await write(conn, statement(false));
+  } catch (error) {
+    if (errno(error) !== ER_DUP_ENTRY) throw error;
+  }
+  let pending = (await select<Record<string, unknown>>(conn, `SELECT ${colList(key.map((k) => p.columns.find((c) => c.name === k)!))} FROM ${NOW} WHERE ${ident(ACT)} = 'u' ORDER BY ${key.map(ident).join(', ')}`)).map((r) =>
+    key.map((k) => r[k]),
+  );
+  let written = 0;
+  let collision = '';
+  while (pending.length > 0) {
+    const next: unknown[][] = [];
+    for (const values of pending) {
+      try {
+        written += await write(conn, statement(true), values);
+      } catch (error) {
+        if (errno(error) !== ER_DUP_ENTRY) throw error;
+        collision = (error as Error).message;
+        next.push(values);
+      }
+    }
+    if (next.length === pending.length) {
+      throw new VerificationFailedError(
+        `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${next.length} row(s) (keys ${next.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${next.length > 5 ? ', …' : ''}): ` +
+          `the deploy swapped values of a unique key between them (${collision}), and InnoDB checks a unique key row by row, so no order of updates can put them back. ` +
+          `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+      );
+    }
+    pending = next;
+  }
+  return written;
 }
 
 export type HoldBy = 'log' | 'table';
@@ -914,9 +957,13 @@ async function release(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
  * `undo-<run>`) before its restore from `restoring` writes. That restore writes only at the keys the undo log names, so
  * the record keeps the live row at each of them (kind `p`) or, where there is none, the key (kind `i`): an undo log of
  * the rollback, in an undo table of its own, which the same restore consumes. It has no triggers and no guard behind
- * it; MySQL has no per-row transaction id to prove the other rows unchanged, so its count and checksum are read from
- * the table (under the same shared lock as a capture's baseline), and its restore's end-to-end check catches a write
- * made since at a key it does not hold. The record writes the rows logged, not the table (a shadow copy writes it all).
+ * it; its restore's end-to-end check catches a write made since at a key it does not hold. Its count and checksum are
+ * the scope's now: when the restoring point's log is proven whole (as its restore proves it: whyUnproven) and holds
+ * every column the checksum hashes (no generated column), they are carried from the capture's at the logged keys
+ * (carriedCount), writers held off by the log's lock (holdWriters), and the record costs the rows logged; otherwise
+ * (MySQL has no per-row transaction id to prove the other rows unchanged) they are read from the table, under the
+ * same shared lock as a capture's baseline. Either way it writes the rows logged, not the table (a shadow copy writes
+ * it all).
  * Undefined when the table's columns changed since the capture (the restore refuses that anyway): the caller copies.
  * Idempotent: the record this run already made is returned as it is; a half-made one is made again.
  */
@@ -959,9 +1006,19 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
       const keyColumns = key.map((k) => kept.find((c) => c.name === k)!);
       const comment = literal(JSON.stringify({ tool: 'etl-rollback', kind: 'undo-record', pipeline: ctx.pipeline, deploymentId: ctx.deploymentId, unitId: unit.id, runId, table: live.display }));
       await createUndoTable(conn, undo, kept, keyColumns, comment);
-      return withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, live.display, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
-        // Writers held off, as for a capture's baseline, so the rows kept and the count read are one state.
-        await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} LOCK IN SHARE MODE`);
+      const logged = inRollbackDb(undoName);
+      const where = scopePredicate({ where: from.where });
+      // The log proven whole (as a restore proves it) and holding every column the checksum hashes: the count and
+      // checksum are carried from the capture's, and writers are held off by the log's lock (see holdWriters).
+      const provable = async () => kept.length === from.columns.length && (await triggersBypassed(conn, live, from)).length === 0 && (await whyUnproven(conn, live, from)) === undefined;
+      const attempt = (by: HoldBy) => withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, live.display, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
+        if (by === 'log') {
+          await holdWriters(conn, live, logged, 'log');
+          if (!(await provable())) throw new NeedsRowLocks();
+        } else {
+          // Writers held off, as for a capture's baseline, so the rows kept and the count read are one state.
+          await select(conn, `SELECT COUNT(*) AS n FROM ${live.sql} LOCK IN SHARE MODE`);
+        }
         const present = `l.${ident(key[0]!)} IS NOT NULL`;
         await write(
           conn,
@@ -969,7 +1026,7 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
            SELECT ${kept.map((c) => `${key.includes(c.name) ? 'u' : 'l'}.${ident(c.name)}`).join(', ')}, CASE WHEN ${present} THEN 'p' ELSE 'i' END
              FROM ${inRollbackDb(undoName)} AS u LEFT JOIN ${live.sql} AS l ON ${keyMatch(key, 'l', 'u')}`,
         );
-        const counted = await countAndChecksum(conn, `${live.sql} AS t`, scopePredicate({ where: from.where }), from.columns);
+        const counted = by === 'log' ? await carriedCount(conn, live, logged, from, where) : await countAndChecksum(conn, `${live.sql} AS t`, where, from.columns);
         const meta: CowMeta = {
           ...from,
           deploymentId: ctx.deploymentId,
@@ -984,11 +1041,32 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
         };
         const sealed = await write(conn, `UPDATE ${inRollbackDb(POINTS_TABLE)} SET state = 'sealed', meta = ? WHERE shadow_table = ? AND state = 'pending'`, [JSON.stringify(meta), n.undo]);
         if (sealed !== 1) throw new Error(`record of unit "${unit.id}": the pending row of ${ROLLBACK_DATABASE}.${n.undo} vanished; rerun`);
-        ctx.log.info('mysql-table copy-on-write: what the rollback replaces recorded at the logged keys', { unit: unit.id, table: live.display, record: `${ROLLBACK_DATABASE}.${n.undo}`, count: meta.count });
+        ctx.log.info('mysql-table copy-on-write: what the rollback replaces recorded at the logged keys', {
+          unit: unit.id,
+          table: live.display,
+          record: `${ROLLBACK_DATABASE}.${n.undo}`,
+          count: meta.count,
+          countedBy: by === 'log' ? 'carried from the capture at the logged keys' : 'reading the table',
+        });
         return pointFromMeta(unit, meta, n.undo);
       }));
+      return attempt((await provable()) ? 'log' : 'table').catch((error: unknown) => {
+        if (!(error instanceof NeedsRowLocks)) throw error;
+        return attempt('table');
+      });
     }),
   );
+}
+
+/**
+ * The scope's count and checksum now, without reading the table, for a log proven whole (every row it does not name
+ * is as captured, in scope or not as it was): the capture's, less the pre-images in scope, plus the live rows in
+ * scope at the logged keys. The checksum is a plain sum of one term per row (countAndChecksum), so this is exact.
+ */
+async function carriedCount(conn: mysql.Connection, live: FoundTable, logged: string, from: CowMeta, where: string): Promise<{ count: number; checksum: string }> {
+  const gone = await countAndChecksum(conn, `${logged} AS t`, `t.${ident(KIND)} = 'p' AND ${where}`, from.columns);
+  const now = await countAndChecksum(conn, `(SELECT l.* FROM ${logged} AS u JOIN ${live.sql} AS l ON ${keyMatch(from.primaryKey, 'l', 'u')}) AS t`, where, from.columns);
+  return { count: from.count - gone.count + now.count, checksum: (BigInt(from.checksum) - BigInt(gone.checksum) + BigInt(now.checksum)).toString() };
 }
 
 export const mysqlCopyOnWrite = { capture, install, diff, restore, release, undoRecord };
