@@ -8,7 +8,7 @@ import {
   isScoped, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionClause, partitionNamesOf,
   PASSIVE_RULES, POINTS_TABLE, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE,
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
-  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, busyRestore, withBoundedLocks, withPointLock, withSession, write,
+  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, busyRestore, withBoundedLocks, withPointLock, withSession, write, updateInPasses,
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
 import { RESTORE_LOCK, type TableLockWait } from './capture-modes.ts';
@@ -863,12 +863,25 @@ async function writeDifference(conn: mysql.Connection, p: Prepared, qName: strin
     conn,
     `DELETE FROM ${live}${partition} WHERE ${where} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${key.map((k) => `s.${ident(k)} = ${live}.${ident(k)}`).join(' AND ')})`,
   );
-  // Key columns too: equal under the key's collation is not equal bytes ('abc' vs 'ABC').
-  const rowsUpdated = await write(
+  // Key columns too: equal under the key's collation is not equal bytes ('abc' vs 'ABC'). A value of a unique key the
+  // deploy moved between rows: put back one row at a time where the rows collide (updateInPasses).
+  const rowsUpdated = await updateInPasses(
     conn,
     `UPDATE ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')}
         SET ${writable.map((c) => `l.${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
       WHERE ${differs(writable, 'l', 's')}`,
+    {
+      pending: async () =>
+        (await select<Record<string, unknown>>(conn, `SELECT ${key.map((k) => `s.${ident(k)}`).join(', ')} FROM ${live} AS l JOIN ${shadow} AS s ON ${keyMatch(key, 'l', 's')} WHERE ${differs(writable, 'l', 's')} ORDER BY ${key.map((k) => `s.${ident(k)}`).join(', ')}`)).map(
+          (row) => key.map((k) => row[k]),
+        ),
+      one: key.map((k) => `s.${ident(k)} = ?`).join(' AND '),
+    },
+    (keys, collision) =>
+      new Error(
+        `${p.live.display} cannot get back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): the deploy swapped values of a unique key between them (${collision}), ` +
+          'and InnoDB checks a unique key row by row, so no order of updates can put them back; put those rows back by hand (the restore point holds them)',
+      ),
   );
   const rowsInserted = await write(
     conn,

@@ -10,7 +10,7 @@ import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn, errno,
+  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn, updateInPasses,
 } from './sql.ts';
 
 /**
@@ -827,54 +827,29 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
   });
 }
 
-/** ER_DUP_ENTRY: a unique key would hold a value twice. */
-const ER_DUP_ENTRY = 1062;
-
 /**
- * Overwrites the rows NOW marks `u` with their pre-images; returns how many. One statement, in key order. InnoDB checks
- * a unique key row by row, so that fails when the deploy moved a value of a unique (non-primary) key from one row to
- * another: the row whose pre-image holds it may come before the row that holds it now. Then (the failed statement
- * undone, the transaction going on) one row at a time, in passes: a row that would still collide waits for the next
- * pass, after the rows ahead of it have given their values back. A chain of such moves takes as many passes as it is
- * long; a cycle (two rows that swapped values, through a third) makes no progress: that fails, naming the rows, and the
- * caller's transaction is rolled back.
+ * Overwrites the rows NOW marks `u` with their pre-images, in key order; returns how many. A value of a unique key
+ * the deploy moved between rows is put back one row at a time (updateInPasses); a swap no order can undo fails,
+ * naming the rows.
  */
 async function overwrite(conn: mysql.Connection, p: Prepared, unitId: string): Promise<number> {
   const key = p.meta.primaryKey;
-  const statement = (one: boolean) =>
+  return updateInPasses(
+    conn,
     `UPDATE ${NOW} AS n STRAIGHT_JOIN ${THEN} AS t ON ${keyMatch(key, 't', 'n')} STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')}
-        SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE n.${ident(ACT)} = 'u'${one ? ` AND ${key.map((k) => `n.${ident(k)} = ?`).join(' AND ')}` : ''}`;
-  try {
-    return await write(conn, statement(false));
-  } catch (error) {
-    if (errno(error) !== ER_DUP_ENTRY) throw error;
-  }
-  let pending = (await select<Record<string, unknown>>(conn, `SELECT ${colList(key.map((k) => p.columns.find((c) => c.name === k)!))} FROM ${NOW} WHERE ${ident(ACT)} = 'u' ORDER BY ${key.map(ident).join(', ')}`)).map((r) =>
-    key.map((k) => r[k]),
-  );
-  let written = 0;
-  let collision = '';
-  while (pending.length > 0) {
-    const next: unknown[][] = [];
-    for (const values of pending) {
-      try {
-        written += await write(conn, statement(true), values);
-      } catch (error) {
-        if (errno(error) !== ER_DUP_ENTRY) throw error;
-        collision = (error as Error).message;
-        next.push(values);
-      }
-    }
-    if (next.length === pending.length) {
-      throw new VerificationFailedError(
-        `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${next.length} row(s) (keys ${next.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${next.length > 5 ? ', …' : ''}): ` +
+        SET ${p.update.map((c) => `l.${ident(c.name)} = t.${ident(c.name)}`).join(', ')} WHERE n.${ident(ACT)} = 'u'`,
+    {
+      pending: async () =>
+        (await select<Record<string, unknown>>(conn, `SELECT ${key.map(ident).join(', ')} FROM ${NOW} WHERE ${ident(ACT)} = 'u' ORDER BY ${key.map(ident).join(', ')}`)).map((r) => key.map((k) => r[k])),
+      one: key.map((k) => `n.${ident(k)} = ?`).join(' AND '),
+    },
+    (keys, collision) =>
+      new VerificationFailedError(
+        `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): ` +
           `the deploy swapped values of a unique key between them (${collision}), and InnoDB checks a unique key row by row, so no order of updates can put them back. ` +
           `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
-      );
-    }
-    pending = next;
-  }
-  return written;
+      ),
+  );
 }
 
 export type HoldBy = 'log' | 'table';

@@ -650,3 +650,47 @@ export async function runAssertions(unit: MysqlTableUnit, ctx: AdapterContext, c
   }
 }
 
+
+/** ER_DUP_ENTRY: a unique key would hold a value twice. */
+export const ER_DUP_ENTRY = 1062;
+
+/**
+ * Runs `update`, an UPDATE that puts rows back to their restore point's values; returns the rows it changed. InnoDB
+ * checks a unique key row by row, so one statement fails when the deploy moved a value of a unique (non-primary) key
+ * from one row to another and the row whose restored values hold it comes first. Then (the failed statement undone,
+ * the transaction going on) one row at a time, in passes: a row that would still collide waits for the next pass,
+ * after the rows ahead of it have given their values back. A chain of such moves takes as many passes as it is long.
+ * A cycle (rows that swapped values) makes no progress: `stuck` names the rows left (and the collision), and its error
+ * is thrown (the caller's transaction is then rolled back). `rows.pending` lists the rows `update` would change, each
+ * as its key values; `rows.one` is the predicate (with a `?` per key column) that narrows `update` to one of them.
+ */
+export async function updateInPasses(
+  conn: mysql.Connection,
+  update: string,
+  rows: { pending: () => Promise<unknown[][]>; one: string },
+  stuck: (keys: unknown[][], collision: string) => Error,
+): Promise<number> {
+  try {
+    return await write(conn, update);
+  } catch (error) {
+    if (errno(error) !== ER_DUP_ENTRY) throw error;
+  }
+  let pending = await rows.pending();
+  let written = 0;
+  let collision = '';
+  while (pending.length > 0) {
+    const next: unknown[][] = [];
+    for (const values of pending) {
+      try {
+        written += await write(conn, `${update} AND ${rows.one}`, values);
+      } catch (error) {
+        if (errno(error) !== ER_DUP_ENTRY) throw error;
+        collision = (error as Error).message;
+        next.push(values);
+      }
+    }
+    if (next.length === pending.length) throw stuck(next, collision);
+    pending = next;
+  }
+  return written;
+}

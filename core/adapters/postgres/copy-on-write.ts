@@ -11,7 +11,10 @@ import { planSchemaRestore } from './schema-restore.ts';
 import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
-import { batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText, withClient, withRestoreLock, withTableLockTries } from './sql.ts';
+import {
+  batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isUniqueViolation, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText,
+  updateInPasses, withClient, withRestoreLock, withTableLockTries,
+} from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
 /**
@@ -1190,7 +1193,47 @@ export function copyOnWrite(parts: CowAdapterParts) {
   // -------------------------------------------------------------------------------------------------------------
   // Restore
 
+  /**
+   * Overwrites the rows `update` (an UPDATE over live alias `l` and undo alias `u`) names; returns how many. A value
+   * of a unique key the deploy moved between rows is put back one row at a time (updateInPasses), each row named by
+   * its undo row; a swap no order can undo fails, naming the rows.
+   */
+  async function overwriteInPasses(client: pg.Client, p: Prepared, unitId: string, update: string): Promise<number> {
+    const w = writeSql(p, true);
+    return updateInPasses(
+      client,
+      update,
+      {
+        pending: async () => (await client.query<{ t: string }>(`SELECT u.ctid::text AS t FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS l ON ${w.join} WHERE ${w.overwrite} ORDER BY ${cols(p.meta.primaryKey, 'u')}`)).rows.map((r) => r.t),
+        one: 'u.ctid = $1::tid',
+      },
+      async (tids) => {
+        const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(p.meta.primaryKey, 'u')} AS k FROM ${p.undo.sql} AS u WHERE u.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
+        return new VerificationFailedError(
+          `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${tids.length} row(s) (keys ${rows.map((r) => r.k).join(', ')}${tids.length > 5 ? ', …' : ''}): ` +
+            `the deploy swapped values of a unique key between them, and PostgreSQL checks a unique constraint row by row, so no order of updates can put them back. ` +
+            `The restore was rolled back; nothing was written. Put those rows back by hand (the undo table ${p.undo.display} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+        );
+      },
+    );
+  }
+
+  /**
+   * The restore. Its one statement (fusedRestoreSql) overwrites rows in key order, and PostgreSQL checks a unique
+   * constraint row by row: when the deploy moved a value of a unique (non-primary) key from one row to another, the
+   * row whose pre-image holds it may come before the row that holds it now, and the statement fails. Then (nothing
+   * written: the transaction rolled back) the restore runs again `careful`: its writes one statement each, the
+   * overwrites in passes (overwriteInPasses), and the whole scope counted and summed before the commit.
+   */
   async function restore(unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext): Promise<Outcome> {
+    return restoreOnce(unit, point, ctx, false).catch((error: unknown) => {
+      if (!isUniqueViolation(error)) throw error;
+      ctx.log.warn('postgres-table copy-on-write restore: a unique key collided between rows it overwrites; restoring again, one row at a time where they collide', { unit: unit.id });
+      return restoreOnce(unit, point, ctx, true);
+    });
+  }
+
+  async function restoreOnce(unit: PostgresTableUnit, point: RestorePoint<CowDetails>, ctx: AdapterContext, careful: boolean): Promise<Outcome> {
     const runId = ctx.runId;
     if (!runId) throw new PreflightError(`restore of unit "${unit.id}" needs the rollback run id (it names the quarantine table); none was given`);
     const d = point.details;
@@ -1231,7 +1274,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         let written: { updated: { n: number; same: number }; inserted: { n: number; same: number } } | undefined;
         /** The triggers and function as the fused writes left them (read in the same round trip). */
         let after: TriggerState | undefined;
-        if (p.schema.changes.length === 0) {
+        if (p.schema.changes.length === 0 && !careful) {
           // The usual case: one statement (see fusedRestoreSql). The restore's own writes are not business writes: user
           // triggers off (ours included: their undo inserts would all be conflicts anyway), put back before commit.
           const q = quarantineStatements(ctx, quarantineSpec);
@@ -1295,8 +1338,14 @@ export function copyOnWrite(parts: CowAdapterParts) {
           const saved = parts.triggerMode === 'disable' ? await suspendUserTriggers(client, p.live, unit.id) : [];
           const ws = writeSql(p, true);
           const rowsDeleted = await rowCount(`DELETE FROM ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.remove}`);
-          const rowsUpdated = p.update.length === 0 ? 0 : await rowCount(`UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.overwrite}`);
-          const rowsInserted = await rowCount(insertMissing(ws));
+          const rowsUpdated = p.update.length === 0 ? 0 : await overwriteInPasses(client, p, unit.id, `UPDATE ${p.live.sql} AS l SET ${setFromUndo} FROM ${p.undo.sql} AS u WHERE ${ws.join} AND ${ws.overwrite}`);
+          const rowsInserted = await rowCount(insertMissing(ws)).catch((error: unknown) => {
+            if (!isUniqueViolation(error)) throw error;
+            throw new VerificationFailedError(
+              `unit "${unit.id}": copy-on-write restore of ${p.live.display} cannot re-insert a pre-image: ${(error as Error).message}${(error as { detail?: string }).detail ? ` (${(error as { detail?: string }).detail})` : ''}; ` +
+                `a row the restore does not write holds that value now. The restore was rolled back; nothing was written. Free the value by hand, then rerun; or ${BACKSTOP}.`,
+            );
+          });
           await resumeUserTriggers(client, saved);
           for (const step of p.schema.after) await client.query(step.sql);
           await resetSequences(client, sequences);

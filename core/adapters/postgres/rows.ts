@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Relation } from './catalog.ts';
 import type { Scope } from './scope.ts';
-import { cols, countOf, ident, keyMatch, rowText } from './sql.ts';
+import { cols, countOf, ident, keyMatch, rowText, updateInPasses } from './sql.ts';
 
 /**
  * Which rows a restore writes, and how: the diff by primary key, or a reload of the scope.
@@ -298,14 +298,27 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
   const rowsDeleted = await withNestedLoops(client, nested, () =>
     rowCount(`DELETE FROM ${live} AS l WHERE ${r.scope.predicate}${candidate(r)} AND NOT EXISTS (SELECT 1 FROM ${shadow} AS s WHERE ${keyMatch(key, 's', 'l')})`),
   );
+  // A value of a unique key the deploy moved between rows: put back one row at a time where the rows collide
+  // (updateInPasses), each row named by its shadow row.
+  const changedRows = `${keyMatch(key, 'l', 's')} AND ${differs(r.update, r.sameTypes)}${candidate(r)}`;
   const rowsUpdated =
     r.update.length === 0
       ? 0
       : await withNestedLoops(client, nested, () =>
-          rowCount(
-            `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')}
-               FROM ${shadow} AS s
-              WHERE ${keyMatch(key, 'l', 's')} AND ${differs(r.update, r.sameTypes)}${candidate(r)}`,
+          updateInPasses(
+            client,
+            `UPDATE ${live} AS l SET ${r.update.map((c) => `${ident(c.name)} = s.${ident(c.name)}`).join(', ')} FROM ${shadow} AS s WHERE ${changedRows}`,
+            {
+              pending: async () => (await client.query<{ t: string }>(`SELECT s.ctid::text AS t FROM ${live} AS l JOIN ${shadow} AS s ON ${changedRows} ORDER BY ${cols(key, 's')}`)).rows.map((x) => x.t),
+              one: 's.ctid = $1::tid',
+            },
+            async (tids) => {
+              const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(key, 's')} AS k FROM ${shadow} AS s WHERE s.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
+              return new Error(
+                `${r.live.display} cannot get back ${tids.length} row(s) (keys ${rows.map((x) => x.k).join(', ')}${tids.length > 5 ? ', …' : ''}): the deploy swapped values of a unique key between them, ` +
+                  'and PostgreSQL checks a unique constraint row by row, so no order of updates can put them back; put those rows back by hand (the restore point holds them)',
+              );
+            },
           ),
         );
   // The captured keys missing from the live table: neither DELETE (of keys not captured) nor UPDATE (by key) changes

@@ -199,3 +199,52 @@ export async function ensureQuarantine(
   const [found] = await batch(client, statements);
   return { sql, display, existed: quarantineExisted(found) };
 }
+
+/** unique_violation: a unique index would hold a value twice. */
+export const isUniqueViolation = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === '23505';
+
+/**
+ * Runs `update`, an UPDATE that puts rows back to their restore point's values; returns the rows it changed.
+ * PostgreSQL checks a unique constraint row by row, so one statement fails when the deploy moved a value of a unique
+ * (non-primary) key from one row to another and the row whose restored values hold it comes first. Then (the statement
+ * undone to a savepoint, the transaction going on) one row at a time, in passes, each row under a savepoint: a row that
+ * would still collide waits for the next pass, after the rows ahead of it have given their values back. A chain of
+ * such moves takes as many passes as it is long. A cycle (rows that swapped values) makes no progress: `stuck` names
+ * the rows left, and its error is thrown (the caller's transaction is then rolled back).
+ * `rows.pending` lists the rows `update` would change, each as a tid of the table it reads the restored values from
+ * (which nothing writes meanwhile); `rows.one` is the predicate that narrows `update` to the row at `$1`.
+ */
+export async function updateInPasses(
+  client: pg.Client,
+  update: string,
+  rows: { pending: () => Promise<string[]>; one: string },
+  stuck: (tids: string[]) => Promise<Error>,
+): Promise<number> {
+  const attempt = async (sql: string, values: unknown[] = []): Promise<number | 'collided'> => {
+    await client.query('SAVEPOINT etl_rollback_update');
+    try {
+      const n = (await client.query(sql, values)).rowCount ?? 0;
+      await client.query('RELEASE SAVEPOINT etl_rollback_update');
+      return n;
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      await client.query('ROLLBACK TO SAVEPOINT etl_rollback_update');
+      return 'collided';
+    }
+  };
+  const all = await attempt(update);
+  if (all !== 'collided') return all;
+  let pending = await rows.pending();
+  let written = 0;
+  while (pending.length > 0) {
+    const next: string[] = [];
+    for (const tid of pending) {
+      const n = await attempt(`${update} AND ${rows.one}`, [tid]);
+      if (n === 'collided') next.push(tid);
+      else written += n;
+    }
+    if (next.length === pending.length) throw await stuck(next);
+    pending = next;
+  }
+  return written;
+}
