@@ -459,48 +459,6 @@ describe('mysql-table copy-on-write: what a rollback replaces (undo)', () => {
   });
 });
 
-describe('mysql-table copy-on-write: unique values that move between rows (MariaDB)', () => {
-  it('a value of a unique key the deploy moved to another row is put back, whatever the order of the rows; a swap (no order works) fails naming the rows, writing nothing', async () => {
-    await sql.query(`CREATE TABLE cw_swap (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL, UNIQUE KEY uv (v)) ENGINE=InnoDB`);
-    await sql.query(`INSERT INTO cw_swap SELECT seq, CONCAT('v', seq) FROM seq_1_to_40`);
-    const u = cow('swap', 'cw_swap');
-    const c = ctx('d-swap');
-    const point = await adapter.capture(u, c);
-    const captured = await rowsOf('cw_swap');
-    // Chains: row 24 moves to key 30 (deleted first) and a new row takes key 24, so the lower key's pre-image holds
-    // a value a higher key holds now; row 12's value goes to row 13, whose own goes to row 14.
-    await sql.query(`DELETE FROM cw_swap WHERE id = 30`);
-    await sql.query(`UPDATE cw_swap SET id = 30 WHERE id = 24`);
-    await sql.query(`INSERT INTO cw_swap VALUES (24, 'new')`);
-    await sql.query(`UPDATE cw_swap SET v = 'x12' WHERE id = 12`);
-    await sql.query(`UPDATE cw_swap SET v = 'v12' WHERE id = 13`);
-    await sql.query(`UPDATE cw_swap SET v = 'v13' WHERE id = 14`);
-    const found = await rowsOf('cw_swap');
-    const rc = ctx('undo-r-swap', 'r-swap');
-    const record = await adapter.undoRecord(u, rc, point);
-    const out = await adapter.restore(u, point, c);
-    expect(out.changes).toMatchObject({ rowsUpdated: 5, rowsDeleted: 0, rowsInserted: 0 });
-    expect(await rowsOf('cw_swap')).toEqual(captured);
-    // The undo of it moves them again, the other way.
-    await adapter.restore(u, record, ctx('undo-r-swap', 'u-swap'));
-    expect(await rowsOf('cw_swap')).toEqual(found);
-    await adapter.restore(u, point, ctx('d-swap', 'again'));
-    expect(await rowsOf('cw_swap')).toEqual(captured);
-
-    // A swap: rows 5 and 6 trade values (through a third). Every order of updates collides.
-    await sql.query(`UPDATE cw_swap SET v = 'tmp' WHERE id = 5`);
-    await sql.query(`UPDATE cw_swap SET v = 'v5' WHERE id = 6`);
-    await sql.query(`UPDATE cw_swap SET v = 'v6' WHERE id = 5`);
-    const swapped = await rowsOf('cw_swap');
-    const err = await adapter.restore(u, point, ctx('d-swap', 'swap')).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(VerificationFailedError);
-    expect((err as Error).message).toMatch(/cannot put back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them \(Duplicate entry .* for key 'uv'\).*nothing was written.*the undo log etl_rollback\.cw_.* holds their pre-images.*point-in-time restore/);
-    expect(await rowsOf('cw_swap')).toEqual(swapped);
-    await adapter.release(u, record, rc);
-    await adapter.release(u, point, c);
-  });
-});
-
 describe('mysql-table copy-on-write: property (MariaDB)', () => {
   it('any sequence of inserts, upserts, updates (of the key too) and deletes is undone exactly, the point captured whole or installed first and sealed while they run', async () => {
     await sql.query(`CREATE TABLE cw_prop (id INT PRIMARY KEY, v VARCHAR(200), n INT, UNIQUE KEY uv (v)) ENGINE=InnoDB`);

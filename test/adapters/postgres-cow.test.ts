@@ -650,49 +650,6 @@ describe('postgres-table copy-on-write: capture and restore', () => {
   });
 });
 
-describe('postgres-table copy-on-write: unique values that move between rows', () => {
-  it('a value of a unique key the deploy moved to another row is put back, whatever the order of the rows; a swap (no order works) fails naming the rows, writing nothing', async () => {
-    await h.sql.query(`CREATE TABLE cw_swap (id int PRIMARY KEY, v text NOT NULL UNIQUE)`);
-    await h.sql.query(`INSERT INTO cw_swap SELECT g, 'v' || g FROM generate_series(1, 40) g`);
-    const u = h.unit({ id: 'swap', table: 'cw_swap', capture: 'copy-on-write' });
-    const c = h.ctx('d-swap', 'run-swap');
-    const point = await adapter.capture(u, c);
-    const captured = await h.rowsOf('cw_swap');
-    // Chains: row 24 moves to key 30 (deleted first) and a new row takes key 24, so the lower key's pre-image holds
-    // a value a higher key holds now; row 12's value goes to row 13, whose own goes to row 14.
-    await h.sql.query(`DELETE FROM cw_swap WHERE id = 30`);
-    await h.sql.query(`UPDATE cw_swap SET id = 30 WHERE id = 24`);
-    await h.sql.query(`INSERT INTO cw_swap VALUES (24, 'new')`);
-    await h.sql.query(`UPDATE cw_swap SET v = 'x12' WHERE id = 12`);
-    await h.sql.query(`UPDATE cw_swap SET v = 'v12' WHERE id = 13`);
-    await h.sql.query(`UPDATE cw_swap SET v = 'v13' WHERE id = 14`);
-    const found = await h.rowsOf('cw_swap');
-    const rc = h.ctx('undo-run-swap', 'run-swap');
-    const record = await adapter.undoRecord(u, rc, point);
-    const out = await adapter.restore(u, point, c);
-    expect(out.changes).toMatchObject({ rowsUpdated: 5, rowsDeleted: 0, rowsInserted: 0, rowsQuarantined: 5 });
-    expect(await h.rowsOf('cw_swap')).toEqual(captured);
-    // The undo of it moves them again, the other way; then the point once more.
-    await adapter.restore(u, record, h.ctx('undo-run-swap', 'u-swap'));
-    expect(await h.rowsOf('cw_swap')).toEqual(found);
-    await adapter.restore(u, point, h.ctx('d-swap', 'again'));
-    expect(await h.rowsOf('cw_swap')).toEqual(captured);
-
-    // A swap: rows 5 and 6 trade values (through a third). Every order of updates collides.
-    await h.sql.query(`UPDATE cw_swap SET v = 'tmp' WHERE id = 5`);
-    await h.sql.query(`UPDATE cw_swap SET v = 'v5' WHERE id = 6`);
-    await h.sql.query(`UPDATE cw_swap SET v = 'v6' WHERE id = 5`);
-    const swapped = await h.rowsOf('cw_swap');
-    const err = await adapter.restore(u, point, h.ctx('d-swap', 'swap')).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(VerificationFailedError);
-    expect((err as Error).message).toMatch(/cannot put back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them.*nothing was written.*the undo table etl_rollback\.cw_\S+ holds their pre-images.*point-in-time restore/);
-    expect(await h.rowsOf('cw_swap')).toEqual(swapped);
-    expect(await ourTriggers('cw_swap')).toHaveLength(4);
-    await adapter.release(u, record, rc);
-    await adapter.release(u, point, c);
-  });
-});
-
 describe('postgres-table copy-on-write: what a rollback replaces (undo)', () => {
   it('is recorded at the keys the undo log names, not by copying the table; the record puts it back, refuses writes made since at other keys, and is undoable in turn', async () => {
     await h.sql.query(`CREATE TABLE cw_undo (id int PRIMARY KEY, v text NOT NULL, n int)`);

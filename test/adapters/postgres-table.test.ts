@@ -431,32 +431,6 @@ describe('postgres-table adapter: restore by primary key', () => {
   });
 });
 
-describe('postgres-table adapter: unique values that move between rows', () => {
-  it('a value of a unique key the deploy moved to another row is put back, whatever the order of the rows; a swap (no order works) fails naming the rows, writing nothing', async () => {
-    await sql.query(`CREATE TABLE swap (id int PRIMARY KEY, v text NOT NULL UNIQUE)`);
-    await sql.query(`INSERT INTO swap SELECT g, 'v' || g FROM generate_series(1, 40) g`);
-    const u = unit('swap', 'swap');
-    const c = ctx('d-swap');
-    const point = await adapter.capture(u, c);
-    const captured = await rowsOf('swap');
-    // Chains: row 24 moves to key 30 (deleted first) and a new row takes key 24; row 12's value goes to row 13, whose
-    // own goes to row 14.
-    await sql.query(`DELETE FROM swap WHERE id = 30; UPDATE swap SET id = 30 WHERE id = 24; INSERT INTO swap VALUES (24, 'new')`);
-    await sql.query(`UPDATE swap SET v = 'x12' WHERE id = 12; UPDATE swap SET v = 'v12' WHERE id = 13; UPDATE swap SET v = 'v13' WHERE id = 14`);
-    const out = await adapter.restore(u, point, c);
-    expect(out.changes).toMatchObject({ rowsUpdated: 5, rowsDeleted: 0, rowsInserted: 0 });
-    expect(await rowsOf('swap')).toEqual(captured);
-    // A swap: rows 5 and 6 trade values (through a third). Every order of updates collides.
-    await sql.query(`UPDATE swap SET v = 'tmp' WHERE id = 5; UPDATE swap SET v = 'v5' WHERE id = 6; UPDATE swap SET v = 'v6' WHERE id = 5`);
-    const swapped = await rowsOf('swap');
-    await expect(adapter.restore(u, point, ctx('d-swap', 'run-swap-2'))).rejects.toThrow(
-      /failed and was rolled back, nothing was written: public\.swap cannot get back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them/,
-    );
-    expect(await rowsOf('swap')).toEqual(swapped);
-    await adapter.release(u, point, c);
-  });
-});
-
 describe('postgres-table adapter: restore without a primary key', () => {
   it('reloads the whole table, keeps every live row, and notes it', async () => {
     await sql.query(`CREATE TABLE log_lines (at date, msg text)`);

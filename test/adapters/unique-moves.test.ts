@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type mysql from 'mysql2/promise';
+import { mysqlTable } from '../../core/adapters/mysql-table.ts';
+import { postgresTableAdapter } from '../../core/adapters/postgres-table.ts';
+import type { AdapterContext, Outcome, RestorePoint } from '../../core/adapters/types.ts';
+import { mysqlConnector } from '../../core/runtime/connections.ts';
+import { createTestMysqlDatabase, type TestMysqlDatabase } from '../support/mysql.ts';
+import { mysqlAdapterContext, mysqlRows, mysqlUnit } from '../support/mysql-adapter.ts';
+import { uniqueMoves } from '../support/unique-moves.ts';
+import { pgHarness, type PgHarness } from './postgres/harness.ts';
+
+/**
+ * Values of a unique (non-primary) key that the deploy moved from one row to another. PostgreSQL and InnoDB check a
+ * unique key row by row, so the row whose restored values hold a value may come before the row that holds it now:
+ * the restore puts such chains back one row at a time, in passes (updateInPasses). A swap, which no order of updates
+ * can undo, fails naming the rows, and nothing is written. Each engine, each capture mode, and the undo of each restore
+ * (the record of what it replaced), on the real servers.
+ */
+
+let h: PgHarness;
+let my: TestMysqlDatabase;
+let mysqlSql: mysql.Connection;
+
+beforeAll(async () => {
+  h = await pgHarness('pguniq');
+  my = await createTestMysqlDatabase('myuniq');
+  mysqlSql = await my.connection();
+});
+
+afterAll(async () => {
+  await h?.sql.end();
+  await h?.db.drop();
+  await my?.drop();
+});
+
+interface Engine {
+  name: 'postgres' | 'mysql';
+  exec(sql: string): Promise<unknown>;
+  rows(table: string): Promise<string[]>;
+  ctx(deploymentId: string, runId: string): AdapterContext;
+  adapter: {
+    capture(u: never, c: AdapterContext): Promise<RestorePoint>;
+    undoRecord(u: never, c: AdapterContext, from: RestorePoint): Promise<RestorePoint>;
+    restore(u: never, p: RestorePoint, c: AdapterContext): Promise<Outcome>;
+    release(u: never, p: RestorePoint, c: AdapterContext): Promise<void>;
+  };
+  unit(id: string, table: string, capture: 'copy' | 'copy-on-write'): never;
+}
+
+const engines: Record<Engine['name'], () => Engine> = {
+  postgres: () => ({
+    name: 'postgres',
+    exec: (q) => h.sql.query(q),
+    rows: (t) => h.rowsOf(t),
+    ctx: (d, r) => h.ctx(d, r),
+    adapter: postgresTableAdapter as unknown as Engine['adapter'],
+    unit: (id, table, capture) => h.unit({ id, table, capture }) as never,
+  }),
+  mysql: () => ({
+    name: 'mysql',
+    exec: (q) => mysqlSql.query(q),
+    rows: (t) => mysqlRows(mysqlSql, my.name, t),
+    ctx: (d, r) => mysqlAdapterContext({ pipeline: 'sales', deploymentId: d, runId: r, mysql: mysqlConnector({ warehouse: { engine: 'mysql', url: my.url } }) }),
+    adapter: mysqlTable as unknown as Engine['adapter'],
+    unit: (id, table, capture) => mysqlUnit(id, table, { capture }) as never,
+  }),
+};
+
+describe('unique values that move between rows', () => {
+  for (const engine of ['postgres', 'mysql'] as const) {
+    for (const capture of ['copy', 'copy-on-write'] as const) {
+      it(`${engine}, capture: ${capture}: moved values are put back whatever the order of the rows, and again by the undo; a swap fails naming the rows, writing nothing`, async () => {
+        const e = engines[engine]();
+        const table = `uq_${capture === 'copy' ? 'copy' : 'cow'}`;
+        const u = e.unit(`uq-${capture}`, table, capture);
+        const c = e.ctx(`d-${table}`, `run-${table}`);
+        const rc = e.ctx(`undo-run-${table}`, `run-${table}`);
+        for (const q of uniqueMoves.create(table, engine)) await e.exec(q);
+        const point = await e.adapter.capture(u, c);
+        const captured = await e.rows(table);
+        for (const q of uniqueMoves.chains(table)) await e.exec(q);
+        const found = await e.rows(table);
+        const record = await e.adapter.undoRecord(u, rc, point);
+
+        const out = await e.adapter.restore(u, point, c);
+        expect(out.changes).toMatchObject({ rowsUpdated: 5, rowsDeleted: 0, rowsInserted: 0 });
+        expect(await e.rows(table)).toEqual(captured);
+        // The undo moves the values again, the other way; then the point once more.
+        await e.adapter.restore(u, record, e.ctx(`undo-run-${table}`, `u-${table}`));
+        expect(await e.rows(table)).toEqual(found);
+        await e.adapter.restore(u, point, e.ctx(`d-${table}`, `again-${table}`));
+        expect(await e.rows(table)).toEqual(captured);
+
+        for (const q of uniqueMoves.swap(table)) await e.exec(q);
+        const swapped = await e.rows(table);
+        const error = await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap-${table}`)).catch((x: unknown) => x);
+        expect((error as Error).message).toMatch(/cannot (?:get|put) back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them/);
+        expect((error as Error).message).toMatch(/nothing was written/i);
+        expect(await e.rows(table)).toEqual(swapped);
+        await e.adapter.release(u, record, rc);
+        await e.adapter.release(u, point, c);
+      });
+    }
+  }
+});
