@@ -12,9 +12,11 @@ import { pgHarness, type PgHarness } from './postgres/harness.ts';
 /**
  * Values of a unique (non-primary) key that the deploy moved from one row to another. PostgreSQL and InnoDB check a
  * unique key row by row, so the row whose restored values hold a value may come before the row that holds it now:
- * the restore puts such chains back one row at a time, in passes (updateInPasses). A swap, which no order of updates
- * can undo, fails naming the rows, and nothing is written. Each engine, each capture mode, and the undo of each restore
- * (the record of what it replaced), on the real servers.
+ * the restore puts such chains back one row at a time, in passes (updateInPasses). Rows that swapped values, which no
+ * order of updates can undo, are deleted and inserted again (deleteAndInsert): in PostgreSQL unless a foreign key
+ * would act on the delete (then the restore fails naming the rows and why, and nothing is written); in MySQL with the
+ * foreign key checks off for the delete, so the rows that reference them stay. Each engine, each capture mode, and
+ * the undo of each restore (the record of what it replaced), on the real servers.
  */
 
 let h: PgHarness;
@@ -69,7 +71,7 @@ const engines: Record<Engine['name'], () => Engine> = {
 describe('unique values that move between rows', () => {
   for (const engine of ['postgres', 'mysql'] as const) {
     for (const capture of ['copy', 'copy-on-write'] as const) {
-      it(`${engine}, capture: ${capture}: moved values are put back whatever the order of the rows, and again by the undo; a swap fails naming the rows, writing nothing`, async () => {
+      it(`${engine}, capture: ${capture}: moved values are put back whatever the order of the rows, and again by the undo; a swap too, unless a foreign key would act on its delete`, async () => {
         const e = engines[engine]();
         const table = `uq_${capture === 'copy' ? 'copy' : 'cow'}`;
         const u = e.unit(`uq-${capture}`, table, capture);
@@ -91,12 +93,34 @@ describe('unique values that move between rows', () => {
         await e.adapter.restore(u, point, e.ctx(`d-${table}`, `again-${table}`));
         expect(await e.rows(table)).toEqual(captured);
 
+        // A swap: no order of updates works; the two rows are deleted and inserted again.
         for (const q of uniqueMoves.swap(table)) await e.exec(q);
         const swapped = await e.rows(table);
-        const error = await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap-${table}`)).catch((x: unknown) => x);
-        expect((error as Error).message).toMatch(/cannot (?:get|put) back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them/);
-        expect((error as Error).message).toMatch(/nothing was written/i);
-        expect(await e.rows(table)).toEqual(swapped);
+        expect((await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap-${table}`))).changes).toMatchObject({ rowsUpdated: 2 });
+        expect(await e.rows(table)).toEqual(captured);
+
+        // Again, with rows of another table that reference the two and would go with a delete (ON DELETE CASCADE).
+        const child = `${table}_child`;
+        await e.exec(`CREATE TABLE ${child} (id int PRIMARY KEY, parent int NOT NULL REFERENCES ${table} (id) ON DELETE CASCADE)${engine === 'mysql' ? ' ENGINE=InnoDB' : ''}`);
+        if (engine === 'mysql') await e.exec(`ALTER TABLE ${child} ADD FOREIGN KEY (parent) REFERENCES ${table} (id) ON DELETE CASCADE`);
+        await e.exec(`INSERT INTO ${child} VALUES (1, 5), (2, 6)`);
+        const children = await e.rows(child);
+        for (const q of uniqueMoves.swap(table)) await e.exec(q);
+        const error = await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap2-${table}`)).then(() => undefined, (x: unknown) => x);
+        if (engine === 'postgres') {
+          // The delete would take the child rows with it: refused, naming the rows and the foreign key.
+          expect((error as Error).message).toMatch(/cannot (?:get|put) back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them, so no order of updates can put them back, and deleting and inserting them again would act on \S*_child \(foreign key \S+, ON DELETE CASCADE\)/);
+          expect((error as Error).message).toMatch(/nothing was written/i);
+          expect(await e.rows(table)).toEqual(swapped);
+        } else {
+          // InnoDB deletes with the foreign key checks off: no cascade; the same keys are back before the commit.
+          expect(error).toBeUndefined();
+          expect(await e.rows(table)).toEqual(captured);
+        }
+        expect(await e.rows(child)).toEqual(children);
+        await e.exec(`DROP TABLE ${child}`);
+        if (engine === 'postgres') await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap3-${table}`));
+        expect(await e.rows(table)).toEqual(captured);
         await e.adapter.release(u, record, rc);
         await e.adapter.release(u, point, c);
       });

@@ -660,15 +660,16 @@ export const ER_DUP_ENTRY = 1062;
  * from one row to another and the row whose restored values hold it comes first. Then (the failed statement undone,
  * the transaction going on) one row at a time, in passes: a row that would still collide waits for the next pass,
  * after the rows ahead of it have given their values back. A chain of such moves takes as many passes as it is long.
- * A cycle (rows that swapped values) makes no progress: `stuck` names the rows left (and the collision), and its error
- * is thrown (the caller's transaction is then rolled back). `rows.pending` lists the rows `update` would change, each
- * as its key values; `rows.one` is the predicate (with a `?` per key column) that narrows `update` to one of them.
+ * A cycle (rows that swapped values) makes no progress: the rows left (and the collision) are handed to `cycle`,
+ * which puts them back another way and returns how many (or throws, naming them; the caller's transaction is then
+ * rolled back). `rows.pending` lists the rows `update` would change, each as its key values; `rows.one` is the
+ * predicate (with a `?` per key column) that narrows `update` to one of them.
  */
 export async function updateInPasses(
   conn: mysql.Connection,
   update: string,
   rows: { pending: () => Promise<unknown[][]>; one: string },
-  stuck: (keys: unknown[][], collision: string) => Error,
+  cycle: (keys: unknown[][], collision: string) => Promise<number>,
 ): Promise<number> {
   try {
     return await write(conn, update);
@@ -689,8 +690,36 @@ export async function updateInPasses(
         next.push(values);
       }
     }
-    if (next.length === pending.length) throw stuck(next, collision);
+    if (next.length === pending.length) return written + (await cycle(next, collision));
     pending = next;
   }
   return written;
+}
+
+/** `(k1, k2) IN ((?, ?), …)` over `alias`, and its values, for rows named by their key values. */
+export function keysIn(key: string[], alias: string, keys: unknown[][]): { where: string; values: unknown[] } {
+  const one = `(${key.map(() => '?').join(', ')})`;
+  return { where: `(${key.map((k) => `${alias}.${ident(k)}`).join(', ')}) IN (${keys.map(() => one).join(', ')})`, values: keys.flat() };
+}
+
+/**
+ * Puts back rows whose unique values form a cycle (no order of updates can): deletes them, then inserts their restored
+ * values (`insert`). A unique key is checked row by row, but the deleted rows hold no value any more when the inserts
+ * run. The delete runs with foreign_key_checks off, so that InnoDB neither refuses it nor cascades it into the rows of
+ * other tables that reference these keys: the same keys are back before the caller commits. The insert runs with the
+ * checks on (the rows' own foreign keys are checked). The table's own triggers fire for both, as for any write of the
+ * restore. Returns the rows put back; throws unless every row deleted was inserted again.
+ */
+export async function deleteAndInsert(conn: mysql.Connection, remove: { sql: string; values: unknown[] }, insert: { sql: string; values: unknown[] }, expected: number, table: string): Promise<number> {
+  const [[{ checks }]] = (await conn.query('SELECT @@SESSION.foreign_key_checks AS checks')) as unknown as [[{ checks: number }]];
+  await conn.query('SET SESSION foreign_key_checks = 0');
+  let gone: number;
+  try {
+    gone = await write(conn, remove.sql, remove.values);
+  } finally {
+    await conn.query(`SET SESSION foreign_key_checks = ${Number(checks) ? 1 : 0}`);
+  }
+  const back = await write(conn, insert.sql, insert.values);
+  if (gone !== expected || back !== expected) throw new Error(`${table}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
+  return back;
 }

@@ -12,7 +12,7 @@ import { fewOf } from './rows.ts';
 import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.ts';
 import { resetSequences, sequencesToReset } from './sequences.ts';
 import {
-  batch, cols, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isUniqueViolation, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText,
+  batch, cols, deleteAndInsert, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isUniqueViolation, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText,
   updateInPasses, withClient, withRestoreLock, withTableLockTries,
 } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
@@ -1196,7 +1196,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
   /**
    * Overwrites the rows `update` (an UPDATE over live alias `l` and undo alias `u`) names; returns how many. A value
    * of a unique key the deploy moved between rows is put back one row at a time (updateInPasses), each row named by
-   * its undo row; a swap no order can undo fails, naming the rows.
+   * its undo row; rows that swapped values (no order of updates works) are deleted and inserted again
+   * (deleteAndInsert), unless a foreign key would act on the delete: then the restore fails, naming the rows.
    */
   async function overwriteInPasses(client: pg.Client, p: Prepared, unitId: string, update: string): Promise<number> {
     const w = writeSql(p, true);
@@ -1209,10 +1210,20 @@ export function copyOnWrite(parts: CowAdapterParts) {
       },
       async (tids) => {
         const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(p.meta.primaryKey, 'u')} AS k FROM ${p.undo.sql} AS u WHERE u.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
-        return new VerificationFailedError(
-          `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${tids.length} row(s) (keys ${rows.map((r) => r.k).join(', ')}${tids.length > 5 ? ', …' : ''}): ` +
-            `the deploy swapped values of a unique key between them, and PostgreSQL checks a unique constraint row by row, so no order of updates can put them back. ` +
-            `The restore was rolled back; nothing was written. Put those rows back by hand (the undo table ${p.undo.display} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+        const keys = `${rows.map((r) => r.k).join(', ')}${tids.length > 5 ? ', …' : ''}`;
+        const at = `u.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
+        return deleteAndInsert(
+          client,
+          p.live,
+          `DELETE FROM ONLY ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${at} AND ${w.join} RETURNING 1`,
+          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${at}`,
+          tids.length,
+          (why) =>
+            new VerificationFailedError(
+              `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${tids.length} row(s) (keys ${keys}): the deploy swapped values of a unique key between them, ` +
+                `so no order of updates can put them back, and ${why}. The restore was rolled back; nothing was written. ` +
+                `Put those rows back by hand (the undo table ${p.undo.display} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+            ),
         );
       },
     );

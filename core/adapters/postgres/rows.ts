@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Relation } from './catalog.ts';
 import type { Scope } from './scope.ts';
-import { cols, countOf, ident, keyMatch, rowText, updateInPasses } from './sql.ts';
+import { cols, countOf, deleteAndInsert, ident, keyMatch, literal, rowText, updateInPasses } from './sql.ts';
 
 /**
  * Which rows a restore writes, and how: the diff by primary key, or a reload of the scope.
@@ -314,9 +314,18 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
             },
             async (tids) => {
               const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(key, 's')} AS k FROM ${shadow} AS s WHERE s.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
-              return new Error(
-                `${r.live.display} cannot get back ${tids.length} row(s) (keys ${rows.map((x) => x.k).join(', ')}${tids.length > 5 ? ', …' : ''}): the deploy swapped values of a unique key between them, ` +
-                  'and PostgreSQL checks a unique constraint row by row, so no order of updates can put them back; put those rows back by hand (the restore point holds them)',
+              const at = `s.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
+              return deleteAndInsert(
+                client,
+                r.live,
+                `DELETE FROM ${live} AS l USING ${shadow} AS s WHERE ${at} AND ${keyMatch(key, 'l', 's')} RETURNING 1`,
+                `INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write, 's')} FROM ${shadow} AS s WHERE ${at}`,
+                tids.length,
+                (why) =>
+                  new Error(
+                    `${r.live.display} cannot get back ${tids.length} row(s) (keys ${rows.map((x) => x.k).join(', ')}${tids.length > 5 ? ', …' : ''}): the deploy swapped values of a unique key between them, ` +
+                      `so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
+                  ),
               );
             },
           ),

@@ -209,8 +209,9 @@ export const isUniqueViolation = (error: unknown): boolean => (error as { code?:
  * (non-primary) key from one row to another and the row whose restored values hold it comes first. Then (the statement
  * undone to a savepoint, the transaction going on) one row at a time, in passes, each row under a savepoint: a row that
  * would still collide waits for the next pass, after the rows ahead of it have given their values back. A chain of
- * such moves takes as many passes as it is long. A cycle (rows that swapped values) makes no progress: `stuck` names
- * the rows left, and its error is thrown (the caller's transaction is then rolled back).
+ * such moves takes as many passes as it is long. A cycle (rows that swapped values) makes no progress: the rows left
+ * are handed to `cycle`, which puts them back another way and returns how many (or throws, naming them; the
+ * caller's transaction is then rolled back).
  * `rows.pending` lists the rows `update` would change, each as a tid of the table it reads the restored values from
  * (which nothing writes meanwhile); `rows.one` is the predicate that narrows `update` to the row at `$1`.
  */
@@ -218,7 +219,7 @@ export async function updateInPasses(
   client: pg.Client,
   update: string,
   rows: { pending: () => Promise<string[]>; one: string },
-  stuck: (tids: string[]) => Promise<Error>,
+  cycle: (tids: string[]) => Promise<number>,
 ): Promise<number> {
   const attempt = async (sql: string, values: unknown[] = []): Promise<number | 'collided'> => {
     await client.query('SAVEPOINT etl_rollback_update');
@@ -243,8 +244,36 @@ export async function updateInPasses(
       if (n === 'collided') next.push(tid);
       else written += n;
     }
-    if (next.length === pending.length) throw await stuck(next);
+    if (next.length === pending.length) return written + (await cycle(next));
     pending = next;
   }
   return written;
+}
+
+/**
+ * Puts back rows whose unique values form a cycle (no order of updates can), by deleting them and inserting their
+ * restored values in one statement (`remove`, a DELETE … RETURNING 1 that must run first; `insert`, an INSERT whose
+ * SELECT waits for it through the `(SELECT count(*) FROM gone)` guard): a unique key is checked row by row, but the
+ * deleted rows hold no value any more when the inserts run. The table's foreign keys from other tables are checked at
+ * the end of the statement for NO ACTION, when the same keys are back; a foreign key with an ON DELETE action
+ * (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would act on the delete: then `refuse` says why, and nothing is done.
+ * Returns the rows put back; throws unless every row deleted was inserted again.
+ */
+export async function deleteAndInsert(client: pg.Client, table: { oid: number; display: string }, remove: string, insert: string, expected: number, refuse: (why: string) => Error): Promise<number> {
+  const { rows } = await client.query<{ name: string; child: string; action: string }>(
+    `SELECT c.conname AS name, c.conrelid::regclass::text AS child, c.confdeltype::text AS action FROM pg_catalog.pg_constraint c
+      WHERE c.contype = 'f' AND c.confrelid = $1 AND c.confdeltype <> 'a' ORDER BY 1`,
+    [table.oid],
+  );
+  if (rows.length > 0) {
+    const names: Record<string, string> = { r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
+    throw refuse(`deleting and inserting them again would act on ${rows.map((r) => `${r.child} (foreign key ${r.name}, ON DELETE ${names[r.action] ?? r.action})`).join(', ')}`);
+  }
+  const { rows: done } = await client.query<{ gone: string; back: string }>(
+    `WITH gone AS (${remove}), back AS (${insert} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1) SELECT (SELECT count(*) FROM gone)::text AS gone, (SELECT count(*) FROM back)::text AS back`,
+  );
+  const gone = Number(done[0]?.gone ?? 0);
+  const back = Number(done[0]?.back ?? 0);
+  if (gone !== expected || back !== expected) throw new Error(`${table.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
+  return back;
 }
