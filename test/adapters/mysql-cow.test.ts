@@ -460,7 +460,7 @@ describe('mysql-table copy-on-write: what a rollback replaces (undo)', () => {
 });
 
 describe('mysql-table copy-on-write: property (MariaDB)', () => {
-  it('any sequence of inserts, upserts, updates (of the key too) and deletes is undone exactly, the point captured whole or installed first and sealed while they run', async () => {
+  it('any sequence of inserts, upserts, updates (of the key too), key swaps and deletes is undone exactly, the point captured whole or installed first and sealed while they run', async () => {
     await sql.query(`CREATE TABLE cw_prop (id INT PRIMARY KEY, v VARCHAR(200), n INT, UNIQUE KEY uv (v)) ENGINE=InnoDB`);
     let run = 0;
     const op = fc.oneof(
@@ -468,6 +468,8 @@ describe('mysql-table copy-on-write: property (MariaDB)', () => {
       fc.record({ kind: fc.constant('update' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }), n: fc.integer({ min: -5, max: 5 }) }),
       fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: 1, max: 80 }) }),
       fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
+      // Two rows trade keys (through an unused one), their unique `v` with them: a swap of `v` between the two keys.
+      fc.record({ kind: fc.constant('swap' as const), a: fc.integer({ min: 1, max: 45 }), b: fc.integer({ min: 1, max: 45 }) }),
     );
     await fc.assert(
       // `sealAfter`: undefined, the whole capture before the deploy; a number, the snapshot machine's way: installed
@@ -489,6 +491,11 @@ describe('mysql-table copy-on-write: property (MariaDB)', () => {
             // Row by row, highest key first (InnoDB checks the key per row); skipped where a target key is taken.
             const [taken] = await sql.query<mysql.RowDataPacket[]>(`SELECT COUNT(*) AS n FROM cw_prop WHERE id BETWEEN ? AND ?`, [o.lo + o.by, o.lo + o.span + o.by]);
             if (Number(taken[0]!.n) === 0) await sql.query(`UPDATE cw_prop SET id = id + ? WHERE id BETWEEN ? AND ? ORDER BY id DESC`, [o.by, o.lo, o.lo + o.span]);
+          } else if (o.kind === 'swap') {
+            for (const [from, to] of [[o.a, -1], [o.b, o.a], [-1, o.b]]) {
+              const [taken] = await sql.query<mysql.RowDataPacket[]>(`SELECT COUNT(*) AS n FROM cw_prop WHERE id = ?`, [to]);
+              if (Number(taken[0]!.n) === 0) await sql.query(`UPDATE cw_prop SET id = ? WHERE id = ?`, [to, from]);
+            }
           } else await sql.query(`DELETE FROM cw_prop WHERE id BETWEEN ? AND ?`, [o.lo, o.lo + o.span]);
         }
         point ??= await adapter.capture(u, c);

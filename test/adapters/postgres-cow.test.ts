@@ -738,13 +738,17 @@ describe('postgres-table copy-on-write: property', () => {
     fc.record({ kind: fc.constant('rekey' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 5 }), by: fc.integer({ min: -40, max: 80 }) }),
     fc.record({ kind: fc.constant('delete' as const), lo: fc.integer({ min: 1, max: 60 }), span: fc.integer({ min: 0, max: 10 }) }),
     fc.constant({ kind: 'truncate' as const }),
+    // Two rows trade keys (through an unused one): whatever else a row holds goes with it.
+    fc.record({ kind: fc.constant('swap' as const), a: fc.integer({ min: 1, max: 45 }), b: fc.integer({ min: 1, max: 45 }) }),
   );
   async function applyOp(table: string, o: typeof deployOp extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
     if (o.kind === 'insert') await h.sql.query(`INSERT INTO ${table} VALUES ($1, 'ins', $2) ON CONFLICT (id) DO UPDATE SET v = 'upsert', n = excluded.n`, [o.id, o.n]);
     else if (o.kind === 'update') await h.sql.query(`UPDATE ${table} SET n = n + $3, v = v || '!' WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span, o.n]);
     else if (o.kind === 'rekey') await h.sql.query(`UPDATE ${table} SET id = id + $3 WHERE id BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.id BETWEEN $1 + $3 AND $2 + $3)`, [o.lo, o.lo + o.span, o.by]);
     else if (o.kind === 'delete') await h.sql.query(`DELETE FROM ${table} WHERE id BETWEEN $1 AND $2`, [o.lo, o.lo + o.span]);
-    else await h.sql.query(`TRUNCATE ${table}`);
+    else if (o.kind === 'swap') {
+      for (const [from, to] of [[o.a, -1], [o.b, o.a], [-1, o.b]]) await h.sql.query(`UPDATE ${table} SET id = $2 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM ${table} p WHERE p.id = $2)`, [from, to]);
+    } else await h.sql.query(`TRUNCATE ${table}`);
   }
 
   it('a seal read in key ranges of any size, with any writes between the calls, equals the table as installed; the restore is exact', async () => {
@@ -785,8 +789,9 @@ describe('postgres-table copy-on-write: property', () => {
     );
   }, 120_000);
 
-  it('any sequence of inserts, updates (of the key too), deletes and TRUNCATE is undone exactly', async () => {
-    await h.sql.query(`CREATE TABLE cw_prop (id int PRIMARY KEY, v text, n int)`);
+  it('any sequence of inserts, updates (of the key too), deletes and TRUNCATE is undone exactly, values of a unique key moved or swapped between rows included', async () => {
+    // `w`: unique, moving with its row when the key changes, so keys moved back and forth swap values between rows.
+    await h.sql.query(`CREATE TABLE cw_prop (id int PRIMARY KEY, v text, n int, w text NOT NULL UNIQUE DEFAULT ('w-' || gen_random_uuid()))`);
     let run = 0;
     await fc.assert(
       // `sealAfter`: the point is installed, and sealed only after that many of the deploy's operations (the deploy
@@ -794,7 +799,7 @@ describe('postgres-table copy-on-write: property', () => {
       fc.asyncProperty(fc.array(deployOp, { maxLength: 12 }), fc.nat({ max: 12 }), async (ops, sealAfter) => {
         run += 1;
         await h.sql.query(`TRUNCATE cw_prop`);
-        await h.sql.query(`INSERT INTO cw_prop SELECT g, 'v' || g, g FROM generate_series(1, 40) g`);
+        await h.sql.query(`INSERT INTO cw_prop SELECT g, 'v' || g, g, 'w' || g FROM generate_series(1, 40) g`);
         const u = h.unit({ id: 'prop', table: 'cw_prop', capture: 'copy-on-write' });
         const c = h.ctx(`d-prop-${run}`);
         const captured = await h.rowsOf('cw_prop');
