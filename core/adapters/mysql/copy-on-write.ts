@@ -547,6 +547,11 @@ async function whyUnproven(conn: mysql.Connection, live: FoundTable, meta: CowMe
   return undefined;
 }
 
+/** Whether the log holds every write since the capture, proven from the catalog alone: check 1 passes and whyUnproven has nothing. */
+async function provenWhole(conn: mysql.Connection, live: FoundTable, meta: CowMeta): Promise<boolean> {
+  return (await triggersBypassed(conn, live, meta)).length === 0 && (await whyUnproven(conn, live, meta)) === undefined;
+}
+
 /** Check 1: what is wrong with the triggers and the guard, against what the capture installed (empty: nothing). */
 async function triggersBypassed(conn: mysql.Connection, live: FoundTable, meta: CowMeta): Promise<string[]> {
   const bypass: string[] = [];
@@ -746,7 +751,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
     }
     // How the restore holds writers off (holdWriters): by the undo log's rows when the log can be proven whole (the
     // catalog checks, read here first, without locks), else by every row of the table.
-    const hold: HoldBy = live && (await triggersBypassed(conn, live, pre.meta)).length === 0 && (await whyUnproven(conn, live, pre.meta)) === undefined ? 'log' : 'table';
+    const hold: HoldBy = live && (await provenWhole(conn, live, pre.meta)) ? 'log' : 'table';
     let outcome: Outcome;
     const attempt = (by: HoldBy) =>
       withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, pre.meta.sourceTable, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
@@ -989,7 +994,7 @@ async function undoRecord(unit: MysqlTableUnit, restoring: RestorePoint<MysqlCow
       const where = scopePredicate({ where: from.where });
       // The log proven whole (as a restore proves it) and holding every column the checksum hashes: the count and
       // checksum are carried from the capture's, and writers are held off by the log's lock (see holdWriters).
-      const provable = async () => kept.length === from.columns.length && (await triggersBypassed(conn, live, from)).length === 0 && (await whyUnproven(conn, live, from)) === undefined;
+      const provable = async () => kept.length === from.columns.length && (await provenWhole(conn, live, from));
       const attempt = (by: HoldBy) => withBoundedLocks(conn, lock, (holders) => busyRestore(unit.id, live.display, lock, holders), () => inTransaction(conn, 'START TRANSACTION', async () => {
         if (by === 'log') {
           await holdWriters(conn, live, logged, 'log');
