@@ -13,8 +13,9 @@ import { pgHarness, type PgHarness } from './postgres/harness.ts';
  * Values of a unique (non-primary) key that the deploy moved from one row to another. PostgreSQL and InnoDB check a
  * unique key row by row, so the row whose restored values hold a value may come before the row that holds it now:
  * the restore puts such chains back one row at a time, in passes (updateInPasses). Rows that swapped values, which no
- * order of updates can undo, are deleted and inserted again (deleteAndInsert): in PostgreSQL unless a foreign key
- * would act on the delete (then the restore fails naming the rows and why, and nothing is written); in MySQL with the
+ * order of updates can undo, are deleted and inserted again (deleteAndInsert): in PostgreSQL unless rows of another
+ * table reference them through a foreign key that would act on the delete (then the restore fails naming the rows
+ * and why, and nothing is written); in MySQL with the
  * foreign key checks off for the delete, so the rows that reference them stay. Each engine, each capture mode, and
  * the undo of each restore (the record of what it replaced), on the real servers.
  */
@@ -71,7 +72,7 @@ const engines: Record<Engine['name'], () => Engine> = {
 describe('unique values that move between rows', () => {
   for (const engine of ['postgres', 'mysql'] as const) {
     for (const capture of ['copy', 'copy-on-write'] as const) {
-      it(`${engine}, capture: ${capture}: moved values are put back whatever the order of the rows, and again by the undo; a swap too, unless a foreign key would act on its delete`, async () => {
+      it(`${engine}, capture: ${capture}: moved values are put back whatever the order of the rows, and again by the undo; a swap too, unless rows a foreign key would act on reference the two`, async () => {
         const e = engines[engine]();
         const table = `uq_${capture === 'copy' ? 'copy' : 'cow'}`;
         const u = e.unit(`uq-${capture}`, table, capture);
@@ -99,17 +100,22 @@ describe('unique values that move between rows', () => {
         expect((await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap-${table}`))).changes).toMatchObject({ rowsUpdated: 2 });
         expect(await e.rows(table)).toEqual(captured);
 
-        // Again, with rows of another table that reference the two and would go with a delete (ON DELETE CASCADE).
+        // Again, with a table whose foreign key would act on a delete (ON DELETE CASCADE): first with rows that
+        // reference other rows only (nothing to act on: the swap goes through), then with rows that reference the two.
         const child = `${table}_child`;
         await e.exec(`CREATE TABLE ${child} (id int PRIMARY KEY, parent int NOT NULL REFERENCES ${table} (id) ON DELETE CASCADE)${engine === 'mysql' ? ' ENGINE=InnoDB' : ''}`);
         if (engine === 'mysql') await e.exec(`ALTER TABLE ${child} ADD FOREIGN KEY (parent) REFERENCES ${table} (id) ON DELETE CASCADE`);
+        await e.exec(`INSERT INTO ${child} VALUES (3, 7)`);
+        for (const q of uniqueMoves.swap(table)) await e.exec(q);
+        await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap1-${table}`));
+        expect(await e.rows(table)).toEqual(captured);
         await e.exec(`INSERT INTO ${child} VALUES (1, 5), (2, 6)`);
         const children = await e.rows(child);
         for (const q of uniqueMoves.swap(table)) await e.exec(q);
         const error = await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap2-${table}`)).then(() => undefined, (x: unknown) => x);
         if (engine === 'postgres') {
           // The delete would take the child rows with it: refused, naming the rows and the foreign key.
-          expect((error as Error).message).toMatch(/cannot (?:get|put) back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them, so no order of updates can put them back, and deleting and inserting them again would act on \S*_child \(foreign key \S+, ON DELETE CASCADE\)/);
+          expect((error as Error).message).toMatch(/cannot (?:get|put) back 2 row\(s\) \(keys \(5\), \(6\)\): the deploy swapped values of a unique key between them, so no order of updates can put them back, and deleting and inserting them again would act on 2 row\(s\) of \S*_child \(foreign key \S+, ON DELETE CASCADE\) that reference them/);
           expect((error as Error).message).toMatch(/nothing was written/i);
           expect(await e.rows(table)).toEqual(swapped);
         } else {

@@ -1197,7 +1197,8 @@ export function copyOnWrite(parts: CowAdapterParts) {
    * Overwrites the rows `update` (an UPDATE over live alias `l` and undo alias `u`) names; returns how many. A value
    * of a unique key the deploy moved between rows is put back one row at a time (updateInPasses), each row named by
    * its undo row; rows that swapped values (no order of updates works) are deleted and inserted again
-   * (deleteAndInsert), unless a foreign key would act on the delete: then the restore fails, naming the rows.
+   * (deleteAndInsert), unless rows of another table that reference them would be acted on by the delete: then the
+   * restore fails, naming the rows.
    */
   async function overwriteInPasses(client: pg.Client, p: Prepared, unitId: string, update: string): Promise<number> {
     const w = writeSql(p, true);
@@ -1214,8 +1215,7 @@ export function copyOnWrite(parts: CowAdapterParts) {
         const at = `u.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
         return deleteAndInsert(
           client,
-          p.live,
-          `DELETE FROM ONLY ${p.live.sql} AS l USING ${p.undo.sql} AS u WHERE ${at} AND ${w.join} RETURNING 1`,
+          { live: p.live, using: `${p.undo.sql} AS u`, join: w.join, where: at, only: true },
           `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${at}`,
           tids.length,
           (why) =>

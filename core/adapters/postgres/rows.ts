@@ -317,8 +317,7 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
               const at = `s.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
               return deleteAndInsert(
                 client,
-                r.live,
-                `DELETE FROM ${live} AS l USING ${shadow} AS s WHERE ${at} AND ${keyMatch(key, 'l', 's')} RETURNING 1`,
+                { live: r.live, using: `${shadow} AS s`, join: keyMatch(key, 'l', 's'), where: at },
                 `INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write, 's')} FROM ${shadow} AS s WHERE ${at}`,
                 tids.length,
                 (why) =>

@@ -252,28 +252,45 @@ export async function updateInPasses(
 
 /**
  * Puts back rows whose unique values form a cycle (no order of updates can), by deleting them and inserting their
- * restored values in one statement (`remove`, a DELETE … RETURNING 1 that must run first; `insert`, an INSERT whose
- * SELECT waits for it through the `(SELECT count(*) FROM gone)` guard): a unique key is checked row by row, but the
- * deleted rows hold no value any more when the inserts run. The table's foreign keys from other tables are checked at
- * the end of the statement for NO ACTION, when the same keys are back; a foreign key with an ON DELETE action
- * (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would act on the delete: then `refuse` says why, and nothing is done.
- * Returns the rows put back; throws unless every row deleted was inserted again.
+ * restored values in one statement: the DELETE of the live rows (alias `l`) that `rows` names runs first, and the
+ * INSERT (`insert`, whose SELECT must end in a WHERE clause) waits for it through the `(SELECT count(*) FROM gone)`
+ * guard; a unique key is checked row by row, but the deleted rows hold no value any more when the inserts run.
+ * Foreign keys from other tables are checked at the end of the statement for NO ACTION, when the same keys are back;
+ * one with an ON DELETE action (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would act on the delete of a row it
+ * references: if any row of another table references the rows, `refuse` says which, and nothing is done.
+ * `rows`: the live table, the table it joins for the restored values (`using`, e.g. `undo AS u`), the join, which
+ * rows, and whether to leave inheritance children out (`only`). Returns the rows put back; throws unless every row deleted was inserted again.
  */
-export async function deleteAndInsert(client: pg.Client, table: { oid: number; display: string }, remove: string, insert: string, expected: number, refuse: (why: string) => Error): Promise<number> {
-  const { rows } = await client.query<{ name: string; child: string; action: string }>(
-    `SELECT c.conname AS name, c.conrelid::regclass::text AS child, c.confdeltype::text AS action FROM pg_catalog.pg_constraint c
-      WHERE c.contype = 'f' AND c.confrelid = $1 AND c.confdeltype <> 'a' ORDER BY 1`,
-    [table.oid],
+export async function deleteAndInsert(
+  client: pg.Client,
+  rows: { live: { oid: number; sql: string; display: string }; using: string; join: string; where: string; only?: boolean },
+  insert: string,
+  expected: number,
+  refuse: (why: string) => Error,
+): Promise<number> {
+  const { rows: keys } = await client.query<{ name: string; child: string; action: string; cols: string[]; refs: string[] }>(
+    `SELECT c.conname AS name, c.conrelid::regclass::text AS child, c.confdeltype::text AS action,
+            array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS cols,
+            array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS refs
+       FROM pg_catalog.pg_constraint c
+      WHERE c.contype = 'f' AND c.confrelid = $1 AND c.conparentid = 0 AND c.confdeltype <> 'a' ORDER BY 1`,
+    [rows.live.oid],
   );
-  if (rows.length > 0) {
-    const names: Record<string, string> = { r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
-    throw refuse(`deleting and inserting them again would act on ${rows.map((r) => `${r.child} (foreign key ${r.name}, ON DELETE ${names[r.action] ?? r.action})`).join(', ')}`);
+  const names: Record<string, string> = { r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
+  const acting: string[] = [];
+  for (const fk of keys) {
+    const on = fk.cols.map((col, i) => `c.${ident(col)} = l.${ident(fk.refs[i]!)}`).join(' AND ');
+    const n = await countOf(client, `SELECT 1 FROM ${rows.live.sql} AS l JOIN ${rows.using} ON ${rows.join} JOIN ${fk.child} AS c ON ${on} WHERE ${rows.where}`);
+    if (n > 0) acting.push(`${n} row(s) of ${fk.child} (foreign key ${fk.name}, ON DELETE ${names[fk.action] ?? fk.action})`);
   }
+  if (acting.length > 0) throw refuse(`deleting and inserting them again would act on ${acting.join(', ')} that reference them`);
   const { rows: done } = await client.query<{ gone: string; back: string }>(
-    `WITH gone AS (${remove}), back AS (${insert} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1) SELECT (SELECT count(*) FROM gone)::text AS gone, (SELECT count(*) FROM back)::text AS back`,
+    `WITH gone AS (DELETE FROM ${rows.only ? 'ONLY ' : ''}${rows.live.sql} AS l USING ${rows.using} WHERE ${rows.where} AND ${rows.join} RETURNING 1),
+          back AS (${insert} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1)
+     SELECT (SELECT count(*) FROM gone)::text AS gone, (SELECT count(*) FROM back)::text AS back`,
   );
   const gone = Number(done[0]?.gone ?? 0);
   const back = Number(done[0]?.back ?? 0);
-  if (gone !== expected || back !== expected) throw new Error(`${table.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
+  if (gone !== expected || back !== expected) throw new Error(`${rows.live.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
   return back;
 }
