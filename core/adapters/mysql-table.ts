@@ -877,14 +877,19 @@ async function writeDifference(conn: mysql.Connection, p: Prepared, qName: strin
         ),
       one: key.map((k) => `s.${ident(k)} = ?`).join(' AND '),
     },
-    async (keys) => {
+    async (keys, collision) => {
       const at = (alias: string) => keysIn(key, alias, keys);
       return deleteAndInsert(
         conn,
+        p.live,
         { sql: `DELETE l FROM ${live} AS l WHERE ${at('l').where}`, values: at('l').values },
         { sql: `INSERT INTO ${live} (${colList(writable)}) SELECT ${colList(writable, 's')} FROM ${shadow} AS s WHERE ${at('s').where}`, values: at('s').values },
         keys.length,
-        p.live.display,
+        (why) =>
+          new Error(
+            `${p.live.display} cannot get back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): ` +
+              `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
+          ),
       );
     },
   );

@@ -15,9 +15,10 @@ import { pgHarness, type PgHarness } from './postgres/harness.ts';
  * the restore puts such chains back one row at a time, in passes (updateInPasses). Rows that swapped values, which no
  * order of updates can undo, are deleted and inserted again (deleteAndInsert): in PostgreSQL unless rows of another
  * table reference them through a foreign key that would act on the delete (then the restore fails naming the rows
- * and why, and nothing is written); in MySQL with the
- * foreign key checks off for the delete, so the rows that reference them stay. Each engine, each capture mode, and
- * the undo of each restore (the record of what it replaced), on the real servers.
+ * and why, and nothing is written); in MySQL with the foreign key checks off for the delete, so the rows that
+ * reference them stay, unless the table has DELETE or INSERT triggers of its own (MySQL cannot switch them off:
+ * refused, naming them). Each engine, each capture mode, and the undo of each restore (the record of what it
+ * replaced), on the real servers.
  */
 
 let h: PgHarness;
@@ -127,6 +128,38 @@ describe('unique values that move between rows', () => {
         await e.exec(`DROP TABLE ${child}`);
         if (engine === 'postgres') await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap3-${table}`));
         expect(await e.rows(table)).toEqual(captured);
+
+        // A trigger of the table's own on DELETE: PostgreSQL switches it off for the restore (the swap goes through and
+        // it does not fire); MySQL cannot, so the swap is refused, naming it, until it is gone.
+        const log = `${table}_log`;
+        await e.exec(`CREATE TABLE ${log} (id int)`);
+        await e.exec(
+          engine === 'postgres'
+            ? `CREATE FUNCTION ${log}_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ${log} VALUES (OLD.id); RETURN OLD; END $$`
+            : `SELECT 1`,
+        );
+        await e.exec(
+          engine === 'postgres'
+            ? `CREATE TRIGGER ${log}_del AFTER DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${log}_fn()`
+            : `CREATE TRIGGER ${log}_del AFTER DELETE ON ${table} FOR EACH ROW INSERT INTO ${log} VALUES (OLD.id)`,
+        );
+        for (const q of uniqueMoves.swap(table)) await e.exec(q);
+        const swappedAgain = await e.rows(table);
+        const refused = await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap4-${table}`)).then(() => undefined, (x: unknown) => x);
+        if (engine === 'postgres') {
+          expect(refused).toBeUndefined();
+          expect(await e.rows(table)).toEqual(captured);
+        } else {
+          expect((refused as Error).message).toContain(`deleting and inserting them again would fire the table's own triggers ${log}_del (DELETE), which MySQL cannot switch off`);
+          expect((refused as Error).message).toMatch(/nothing was written/i);
+          expect(await e.rows(table)).toEqual(swappedAgain);
+          await e.exec(`DROP TRIGGER ${log}_del`);
+          await e.adapter.restore(u, point, e.ctx(`d-${table}`, `swap5-${table}`));
+          expect(await e.rows(table)).toEqual(captured);
+        }
+        expect(await e.rows(log)).toEqual([]);
+        if (engine === 'postgres') await e.exec(`DROP TRIGGER ${log}_del ON ${table}`);
+        await e.exec(`DROP TABLE ${log}`);
         await e.adapter.release(u, record, rc);
         await e.adapter.release(u, point, c);
       });

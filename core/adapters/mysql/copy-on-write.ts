@@ -780,7 +780,7 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
         // Each write driven by NOW (STRAIGHT_JOIN: the table looked up only at the keys it writes). Delete first: it
         // frees unique values the others may need.
         const rowsDeleted = await write(conn, `DELETE l FROM ${NOW} AS n STRAIGHT_JOIN ${p.live.sql} AS l ON ${keyMatch(key, 'l', 'n')} WHERE n.${ident(ACT)} = 'd'`);
-        const rowsUpdated = p.update.length === 0 ? 0 : await overwrite(conn, p);
+        const rowsUpdated = p.update.length === 0 ? 0 : await overwrite(conn, p, unit.id);
         const rowsInserted = await write(
           conn,
           `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t LEFT JOIN ${NOW} AS n ON ${keyMatch(key, 'n', 't')} WHERE n.${ident(key[0]!)} IS NULL`,
@@ -835,9 +835,10 @@ async function restore(unit: MysqlTableUnit, point: RestorePoint<MysqlCowDetails
 /**
  * Overwrites the rows NOW marks `u` with their pre-images, in key order; returns how many. A value of a unique key
  * the deploy moved between rows is put back one row at a time (updateInPasses); rows that swapped values (no order of
- * updates works) are deleted and inserted again (deleteAndInsert).
+ * updates works) are deleted and inserted again (deleteAndInsert), unless the table has triggers of its own that
+ * would fire for that: then the restore fails, naming the rows and the triggers.
  */
-async function overwrite(conn: mysql.Connection, p: Prepared): Promise<number> {
+async function overwrite(conn: mysql.Connection, p: Prepared, unitId: string): Promise<number> {
   const key = p.meta.primaryKey;
   return updateInPasses(
     conn,
@@ -848,14 +849,20 @@ async function overwrite(conn: mysql.Connection, p: Prepared): Promise<number> {
         (await select<Record<string, unknown>>(conn, `SELECT ${key.map(ident).join(', ')} FROM ${NOW} WHERE ${ident(ACT)} = 'u' ORDER BY ${key.map(ident).join(', ')}`)).map((r) => key.map((k) => r[k])),
       one: key.map((k) => `n.${ident(k)} = ?`).join(' AND '),
     },
-    async (keys) => {
+    async (keys, collision) => {
       const at = (alias: string) => keysIn(key, alias, keys);
       return deleteAndInsert(
         conn,
+        p.live,
         { sql: `DELETE l FROM ${p.live.sql} AS l WHERE ${at('l').where}`, values: at('l').values },
         { sql: `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE ${at('t').where}`, values: at('t').values },
         keys.length,
-        p.live.display,
+        (why) =>
+          new VerificationFailedError(
+            `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): ` +
+              `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}. ` +
+              `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+          ),
       );
     },
   );

@@ -707,10 +707,27 @@ export function keysIn(key: string[], alias: string, keys: unknown[][]): { where
  * values (`insert`). A unique key is checked row by row, but the deleted rows hold no value any more when the inserts
  * run. The delete runs with foreign_key_checks off, so that InnoDB neither refuses it nor cascades it into the rows of
  * other tables that reference these keys: the same keys are back before the caller commits. The insert runs with the
- * checks on (the rows' own foreign keys are checked). The table's own triggers fire for both, as for any write of the
- * restore. Returns the rows put back; throws unless every row deleted was inserted again.
+ * checks on (the rows' own foreign keys are checked). MySQL cannot switch a table's triggers off, and a DELETE or
+ * INSERT trigger of the table's own (not etl-rollback's) would act on a delete of rows that stay: then `refuse` names
+ * the triggers, and nothing is done. Returns the rows put back; throws unless every row deleted was inserted again.
  */
-export async function deleteAndInsert(conn: mysql.Connection, remove: { sql: string; values: unknown[] }, insert: { sql: string; values: unknown[] }, expected: number, table: string): Promise<number> {
+export async function deleteAndInsert(
+  conn: mysql.Connection,
+  table: TableRef,
+  remove: { sql: string; values: unknown[] },
+  insert: { sql: string; values: unknown[] },
+  expected: number,
+  refuse: (why: string) => Error,
+): Promise<number> {
+  const triggers = await select<{ name: string; event: string }>(
+    conn,
+    `SELECT TRIGGER_NAME AS name, EVENT_MANIPULATION AS event FROM information_schema.TRIGGERS
+      WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? AND EVENT_MANIPULATION IN ('DELETE', 'INSERT') AND TRIGGER_NAME NOT LIKE 'etlrb\\_cw\\_%' ORDER BY 1`,
+    [table.db, table.name],
+  );
+  if (triggers.length > 0) {
+    throw refuse(`deleting and inserting them again would fire the table's own triggers ${triggers.map((t) => `${t.name} (${t.event})`).join(', ')}, which MySQL cannot switch off`);
+  }
   const [[{ checks }]] = (await conn.query('SELECT @@SESSION.foreign_key_checks AS checks')) as unknown as [[{ checks: number }]];
   await conn.query('SET SESSION foreign_key_checks = 0');
   let gone: number;
@@ -720,6 +737,6 @@ export async function deleteAndInsert(conn: mysql.Connection, remove: { sql: str
     await conn.query(`SET SESSION foreign_key_checks = ${Number(checks) ? 1 : 0}`);
   }
   const back = await write(conn, insert.sql, insert.values);
-  if (gone !== expected || back !== expected) throw new Error(`${table}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
+  if (gone !== expected || back !== expected) throw new Error(`${table.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
   return back;
 }
