@@ -882,12 +882,12 @@ async function writeDifference(conn: mysql.Connection, p: Prepared, qName: strin
       return deleteAndInsert(
         conn,
         p.live,
+        keys,
         { sql: `DELETE l FROM ${live} AS l WHERE ${at('l').where}`, values: at('l').values },
         { sql: `INSERT INTO ${live} (${colList(writable)}) SELECT ${colList(writable, 's')} FROM ${shadow} AS s WHERE ${at('s').where}`, values: at('s').values },
-        keys.length,
-        (why) =>
+        (why, named) =>
           new Error(
-            `${p.live.display} cannot get back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): ` +
+            `${p.live.display} cannot get back ${keys.length} row(s) (keys ${named}): ` +
               `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
           ),
       );

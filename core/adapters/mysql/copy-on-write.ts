@@ -854,12 +854,12 @@ async function overwrite(conn: mysql.Connection, p: Prepared, unitId: string): P
       return deleteAndInsert(
         conn,
         p.live,
+        keys,
         { sql: `DELETE l FROM ${p.live.sql} AS l WHERE ${at('l').where}`, values: at('l').values },
         { sql: `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE ${at('t').where}`, values: at('t').values },
-        keys.length,
-        (why) =>
+        (why, named) =>
           new VerificationFailedError(
-            `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}): ` +
+            `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${named}): ` +
               `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}. ` +
               `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
           ),

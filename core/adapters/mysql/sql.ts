@@ -708,16 +708,17 @@ export function keysIn(key: string[], alias: string, keys: unknown[][]): { where
  * run. The delete runs with foreign_key_checks off, so that InnoDB neither refuses it nor cascades it into the rows of
  * other tables that reference these keys: the same keys are back before the caller commits. The insert runs with the
  * checks on (the rows' own foreign keys are checked). MySQL cannot switch a table's triggers off, and a DELETE or
- * INSERT trigger of the table's own (not etl-rollback's) would act on a delete of rows that stay: then `refuse` names
- * the triggers, and nothing is done. Returns the rows put back; throws unless every row deleted was inserted again.
+ * INSERT trigger of the table's own (not etl-rollback's) would act on a delete of rows that stay: then `refuse` gets
+ * the reason and the rows' keys (up to five), and nothing is done. `keys`: each row's key values; `remove` and `insert`
+ * are narrowed to those rows (keysIn). Returns the rows put back; throws unless every row deleted was inserted again.
  */
 export async function deleteAndInsert(
   conn: mysql.Connection,
   table: TableRef,
+  keys: unknown[][],
   remove: { sql: string; values: unknown[] },
   insert: { sql: string; values: unknown[] },
-  expected: number,
-  refuse: (why: string) => Error,
+  refuse: (why: string, keys: string) => Error,
 ): Promise<number> {
   const triggers = await select<{ name: string; event: string }>(
     conn,
@@ -726,8 +727,10 @@ export async function deleteAndInsert(
     [table.db, table.name],
   );
   if (triggers.length > 0) {
-    throw refuse(`deleting and inserting them again would fire the table's own triggers ${triggers.map((t) => `${t.name} (${t.event})`).join(', ')}, which MySQL cannot switch off`);
+    const named = `${keys.slice(0, 5).map((v) => `(${v.join(', ')})`).join(', ')}${keys.length > 5 ? ', …' : ''}`;
+    throw refuse(`deleting and inserting them again would fire the table's own triggers ${triggers.map((t) => `${t.name} (${t.event})`).join(', ')}, which MySQL cannot switch off`, named);
   }
+  const expected = keys.length;
   const [[{ checks }]] = (await conn.query('SELECT @@SESSION.foreign_key_checks AS checks')) as unknown as [[{ checks: number }]];
   await conn.query('SET SESSION foreign_key_checks = 0');
   let gone: number;

@@ -13,7 +13,7 @@ import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.t
 import { resetSequences, sequencesToReset } from './sequences.ts';
 import {
   batch, cols, deleteAndInsert, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isUniqueViolation, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText,
-  updateInPasses, withClient, withRestoreLock, withTableLockTries,
+  tidsIn, updateInPasses, withClient, withRestoreLock, withTableLockTries,
 } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
@@ -1209,23 +1209,19 @@ export function copyOnWrite(parts: CowAdapterParts) {
         pending: async () => (await client.query<{ t: string }>(`SELECT u.ctid::text AS t FROM ${p.undo.sql} AS u JOIN ${p.live.sql} AS l ON ${w.join} WHERE ${w.overwrite} ORDER BY ${cols(p.meta.primaryKey, 'u')}`)).rows.map((r) => r.t),
         one: 'u.ctid = $1::tid',
       },
-      async (tids) => {
-        const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(p.meta.primaryKey, 'u')} AS k FROM ${p.undo.sql} AS u WHERE u.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
-        const keys = `${rows.map((r) => r.k).join(', ')}${tids.length > 5 ? ', …' : ''}`;
-        const at = `u.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
-        return deleteAndInsert(
+      (tids) =>
+        deleteAndInsert(
           client,
-          { live: p.live, using: `${p.undo.sql} AS u`, join: w.join, where: at, only: true },
-          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${at}`,
+          { live: p.live, using: `${p.undo.sql} AS u`, join: w.join, where: tidsIn('u', tids), names: rowText(p.meta.primaryKey, 'u'), only: true },
+          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${tidsIn('u', tids)}`,
           tids.length,
-          (why) =>
+          (why, keys) =>
             new VerificationFailedError(
               `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${tids.length} row(s) (keys ${keys}): the deploy swapped values of a unique key between them, ` +
                 `so no order of updates can put them back, and ${why}. The restore was rolled back; nothing was written. ` +
                 `Put those rows back by hand (the undo table ${p.undo.display} holds their pre-images), then rerun; or ${BACKSTOP}.`,
             ),
-        );
-      },
+        ),
     );
   }
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Relation } from './catalog.ts';
 import type { Scope } from './scope.ts';
-import { cols, countOf, deleteAndInsert, ident, keyMatch, literal, rowText, updateInPasses } from './sql.ts';
+import { cols, countOf, deleteAndInsert, ident, keyMatch, rowText, tidsIn, updateInPasses } from './sql.ts';
 
 /**
  * Which rows a restore writes, and how: the diff by primary key, or a reload of the scope.
@@ -312,21 +312,18 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
               pending: async () => (await client.query<{ t: string }>(`SELECT s.ctid::text AS t FROM ${live} AS l JOIN ${shadow} AS s ON ${changedRows} ORDER BY ${cols(key, 's')}`)).rows.map((x) => x.t),
               one: 's.ctid = $1::tid',
             },
-            async (tids) => {
-              const { rows } = await client.query<{ k: string }>(`SELECT ${rowText(key, 's')} AS k FROM ${shadow} AS s WHERE s.ctid = ANY($1::tid[]) ORDER BY 1 LIMIT 5`, [tids]);
-              const at = `s.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
-              return deleteAndInsert(
+            (tids) =>
+              deleteAndInsert(
                 client,
-                { live: r.live, using: `${shadow} AS s`, join: keyMatch(key, 'l', 's'), where: at },
-                `INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write, 's')} FROM ${shadow} AS s WHERE ${at}`,
+                { live: r.live, using: `${shadow} AS s`, join: keyMatch(key, 'l', 's'), where: tidsIn('s', tids), names: rowText(key, 's') },
+                `INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write, 's')} FROM ${shadow} AS s WHERE ${tidsIn('s', tids)}`,
                 tids.length,
-                (why) =>
+                (why, keys) =>
                   new Error(
-                    `${r.live.display} cannot get back ${tids.length} row(s) (keys ${rows.map((x) => x.k).join(', ')}${tids.length > 5 ? ', …' : ''}): the deploy swapped values of a unique key between them, ` +
+                    `${r.live.display} cannot get back ${tids.length} row(s) (keys ${keys}): the deploy swapped values of a unique key between them, ` +
                       `so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
                   ),
-              );
-            },
+              ),
           ),
         );
   // The captured keys missing from the live table: neither DELETE (of keys not captured) nor UPDATE (by key) changes

@@ -250,6 +250,9 @@ export async function updateInPasses(
   return written;
 }
 
+/** `alias.ctid = ANY(…)` for the rows at `tids`, as literals (the statement may be sent with others, unparameterized). */
+export const tidsIn = (alias: string, tids: string[]): string => `${alias}.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
+
 /**
  * Puts back rows whose unique values form a cycle (no order of updates can), by deleting them and inserting their
  * restored values in one statement: the DELETE of the live rows (alias `l`) that `rows` names runs first, and the
@@ -259,14 +262,16 @@ export async function updateInPasses(
  * one with an ON DELETE action (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would act on the delete of a row it
  * references: if any row of another table references the rows, `refuse` says which, and nothing is done.
  * `rows`: the live table, the table it joins for the restored values (`using`, e.g. `undo AS u`), the join, which
- * rows, and whether to leave inheritance children out (`only`). Returns the rows put back; throws unless every row deleted was inserted again.
+ * rows (over `using` alone: tidsIn), how to name one of them in a message (`names`, over `using`), and whether to
+ * leave inheritance children out (`only`). `refuse` gets the reason and the names of (up to five of) the rows.
+ * Returns the rows put back; throws unless every row deleted was inserted again.
  */
 export async function deleteAndInsert(
   client: pg.Client,
-  rows: { live: { oid: number; sql: string; display: string }; using: string; join: string; where: string; only?: boolean },
+  rows: { live: { oid: number; sql: string; display: string }; using: string; join: string; where: string; names: string; only?: boolean },
   insert: string,
   expected: number,
-  refuse: (why: string) => Error,
+  refuse: (why: string, keys: string) => Error,
 ): Promise<number> {
   const { rows: keys } = await client.query<{ name: string; child: string; action: string; cols: string[]; refs: string[] }>(
     `SELECT c.conname AS name, c.conrelid::regclass::text AS child, c.confdeltype::text AS action,
@@ -283,7 +288,11 @@ export async function deleteAndInsert(
     const n = await countOf(client, `SELECT 1 FROM ${rows.live.sql} AS l JOIN ${rows.using} ON ${rows.join} JOIN ${fk.child} AS c ON ${on} WHERE ${rows.where}`);
     if (n > 0) acting.push(`${n} row(s) of ${fk.child} (foreign key ${fk.name}, ON DELETE ${names[fk.action] ?? fk.action})`);
   }
-  if (acting.length > 0) throw refuse(`deleting and inserting them again would act on ${acting.join(', ')} that reference them`);
+  if (acting.length > 0) {
+    const { rows: named } = await client.query<{ k: string }>(`SELECT ${rows.names} AS k FROM ${rows.using} WHERE ${rows.where} ORDER BY 1 LIMIT 6`);
+    const keys = `${named.slice(0, 5).map((r) => r.k).join(', ')}${named.length > 5 ? ', …' : ''}`;
+    throw refuse(`deleting and inserting them again would act on ${acting.join(', ')} that reference them`, keys);
+  }
   const { rows: done } = await client.query<{ gone: string; back: string }>(
     `WITH gone AS (DELETE FROM ${rows.only ? 'ONLY ' : ''}${rows.live.sql} AS l USING ${rows.using} WHERE ${rows.where} AND ${rows.join} RETURNING 1),
           back AS (${insert} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1)
