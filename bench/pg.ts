@@ -8,7 +8,7 @@
  * Rows written are read from the server (pg_stat_user_tables n_tup_ins/upd/del deltas), not taken from the tools.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -147,13 +147,37 @@ async function cancelSlowRestore(stats: pg.Client, timeout: number): Promise<str
 interface Trips {
   sessions: number;
   queries: number;
+  /**
+   * Minor page faults of the server processes of those sessions, while they served them: the first time a server
+   * process touches a page of the server's shared memory (buffers, WAL buffers) the kernel maps it for that process.
+   * Counted only when the server runs on this machine and its process can be read; else undefined.
+   */
+  faults?: number;
+}
+
+/**
+ * A server process's minor page faults so far, when `pid` is a PostgreSQL backend on this machine serving `database`
+ * (its process title names the database); else undefined (a remote server: the pid is not its process here).
+ */
+function serverFaults(pid: number | null | undefined, database: string): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!title.startsWith('postgres:') || !title.includes(` ${database} `)) return undefined;
+    // Fields after the command name in parentheses: state is the first, minflt the eighth.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ');
+    const minflt = Number(fields?.[7]);
+    return Number.isFinite(minflt) ? minflt : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * The adapter's sessions, with an 'error' listener (a session ended by the cleanup's DROP DATABASE must not crash the
- * bench), counting into `trips` the sessions opened and the round trips made.
+ * bench), counting into `trips` the sessions opened, the round trips made and their server processes' page faults.
  */
-function quietConnector(inner: PostgresConnector, trips: Trips): PostgresConnector {
+function quietConnector(inner: PostgresConnector, trips: Trips, database: string): PostgresConnector {
   return {
     async connect(name) {
       const client = await inner.connect(name);
@@ -163,6 +187,14 @@ function quietConnector(inner: PostgresConnector, trips: Trips): PostgresConnect
       (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
         trips.queries += 1;
         return query(...args);
+      };
+      const pid = (client as unknown as { processID?: number | null }).processID;
+      const before = serverFaults(pid, database);
+      const end = client.end.bind(client) as () => Promise<void>;
+      (client as unknown as { end: () => Promise<void> }).end = () => {
+        const after = serverFaults(pid, database);
+        if (before !== undefined && after !== undefined) trips.faults = (trips.faults ?? 0) + (after - before);
+        return end();
       };
       return client;
     },
@@ -324,7 +356,7 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     runId: `run-${suffix}`,
     s3,
     stateBucket: 'unused-by-postgres-table',
-    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } }), trips),
+    postgres: quietConnector(postgresConnector({ warehouse: { engine: 'postgres', url: dbUrl } }), trips, dbName),
     ...unusedServices(),
     now: () => new Date(),
     log: silentLog,
@@ -589,7 +621,11 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
         const r0 = performance.now();
         const out = await postgresTableAdapter.restore(cowUnit, cowPoint, { ...cowCtx, runId: `run-${suffix}-cow-${r}` });
         const seconds = (performance.now() - r0) / 1000;
-        figures.trips = { sessions: trips.sessions - tripsBefore.sessions, queries: trips.queries - tripsBefore.queries };
+        figures.trips = {
+          sessions: trips.sessions - tripsBefore.sessions,
+          queries: trips.queries - tripsBefore.queries,
+          ...(trips.faults !== undefined ? { faults: trips.faults - (tripsBefore.faults ?? 0) } : {}),
+        };
         const checks = await postgresTableAdapter.verify(cowUnit, cowPoint, cowCtx);
         const equal = (await liveChecksum()) === before;
         const check = `${checksLine(checks)}; live count:checksum ${equal ? 'equal to' : 'DIFFERENT from'} the state before the capture`;
@@ -854,7 +890,16 @@ export async function pgSection(server: PostgresServer, s3: S3Client, suffix: st
     new Set([1, 2, 3]),
   );
   if (cowFigures.restore) console.log(`  copy-on-write: ${cowFigures.restore.check}; undo log held ${fmtInt(cowFigures.undoRows)} rows (pre-images and inserted keys)`);
-  if (cowFigures.trips) console.log(`  copy-on-write restore: ${cowFigures.trips.sessions} session(s), ${cowFigures.trips.queries} round trips to the server (its checks, the writes in one statement, the commit)`);
+  if (cowFigures.trips) {
+    const t = cowFigures.trips;
+    console.log(
+      `  copy-on-write restore: ${t.sessions} session(s), ${t.queries} round trips to the server (its checks, the writes in one statement, the commit)` +
+        (t.faults !== undefined
+          ? `; its server process took ${fmtInt(t.faults)} minor page faults, mapping for the first time the pages of the server's shared memory it touched ` +
+            '(a new session pays them on each page, 4 KiB here; a server whose shared memory is in huge pages, as RDS runs it, maps 2 MiB at a time)'
+          : ''),
+    );
+  }
   console.log(
     `  copy-on-write capture: in place (the triggers, what the deploy waits for) ${fmtRuns(cowFigures.inPlaceSeconds)} s; writers were held off for at most ${fmtSec(cowFigures.writersHeld)} s ` +
       `(the slowest of ${fmtInt(cowFigures.probeWrites)} writes made meanwhile); then the seal (count and checksum), read while the deploy may write, holding nobody off: ` +
