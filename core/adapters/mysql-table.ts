@@ -8,7 +8,7 @@ import {
   isScoped, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionClause, partitionNamesOf,
   PASSIVE_RULES, POINTS_TABLE, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE,
   rollbackTableExists, rowDigest, runAssertions, schemaQuarantineTableName, type Scope, scopeOf, scopePredicate,
-  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, busyRestore, withBoundedLocks, withPointLock, withSession, write, updateInPasses, deleteAndInsert, keysIn,
+  select, SESSION_SETTINGS, type ShadowMeta, shadowTableName, type TableRef, tableRef, unitPartitions, busyRestore, withBoundedLocks, withPointLock, withSession, write, updateInPasses, deleteAndInsert,
 } from './mysql/sql.ts';
 import { mysqlCopyOnWrite, type MysqlCowDetails } from './mysql/copy-on-write.ts';
 import { RESTORE_LOCK, type TableLockWait } from './capture-modes.ts';
@@ -877,21 +877,13 @@ async function writeDifference(conn: mysql.Connection, p: Prepared, qName: strin
         ),
       one: key.map((k) => `s.${ident(k)} = ?`).join(' AND '),
     },
-    async (keys, collision) => {
-      const at = (alias: string) => keysIn(key, alias, keys);
-      return deleteAndInsert(
-        conn,
-        p.live,
-        keys,
-        { sql: `DELETE l FROM ${live} AS l WHERE ${at('l').where}`, values: at('l').values },
-        { sql: `INSERT INTO ${live} (${colList(writable)}) SELECT ${colList(writable, 's')} FROM ${shadow} AS s WHERE ${at('s').where}`, values: at('s').values },
-        (why, named) =>
-          new Error(
-            `${p.live.display} cannot get back ${keys.length} row(s) (keys ${named}): ` +
-              `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
-          ),
-      );
-    },
+    (keys, collision) =>
+      deleteAndInsert(conn, p.live, key, keys, { sql: shadow, alias: 's', columns: writable }, (why, named) =>
+        new Error(
+          `${p.live.display} cannot get back ${keys.length} row(s) (keys ${named}): ` +
+            `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}; put those rows back by hand (the restore point holds them)`,
+        ),
+      ),
   );
   const rowsInserted = await write(
     conn,

@@ -10,7 +10,7 @@ import {
   autoIncrementOf, colList, columnsOf, countAndChecksum, differs, ensureRollbackDatabase, findTable, type FoundTable, ident,
   inRollbackDb, inTransaction, keyMatch, literal, type MysqlColumn, type MysqlTableDetails, partitionNamesOf, POINTS_TABLE,
   type PointRow, preflightSource, primaryKeyOf, quarantineTableName, readPointRow, ROLLBACK_DATABASE, rollbackTableExists, scopePredicate, type ShadowMeta,
-  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn, updateInPasses, deleteAndInsert, keysIn,
+  select, busyRestore, lockWaitSeconds, withBoundedLocks, withPointLock, withSession, write, innodbTableId, foreignKeyActionsOn, updateInPasses, deleteAndInsert,
 } from './sql.ts';
 
 /**
@@ -849,22 +849,14 @@ async function overwrite(conn: mysql.Connection, p: Prepared, unitId: string): P
         (await select<Record<string, unknown>>(conn, `SELECT ${key.map(ident).join(', ')} FROM ${NOW} WHERE ${ident(ACT)} = 'u' ORDER BY ${key.map(ident).join(', ')}`)).map((r) => key.map((k) => r[k])),
       one: key.map((k) => `n.${ident(k)} = ?`).join(' AND '),
     },
-    async (keys, collision) => {
-      const at = (alias: string) => keysIn(key, alias, keys);
-      return deleteAndInsert(
-        conn,
-        p.live,
-        keys,
-        { sql: `DELETE l FROM ${p.live.sql} AS l WHERE ${at('l').where}`, values: at('l').values },
-        { sql: `INSERT INTO ${p.live.sql} (${colList(p.kept)}) SELECT ${colList(p.kept, 't')} FROM ${THEN} AS t WHERE ${at('t').where}`, values: at('t').values },
-        (why, named) =>
-          new VerificationFailedError(
-            `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${named}): ` +
-              `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}. ` +
-              `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
-          ),
-      );
-    },
+    (keys, collision) =>
+      deleteAndInsert(conn, p.live, key, keys, { sql: THEN, alias: 't', columns: p.kept }, (why, named) =>
+        new VerificationFailedError(
+          `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${keys.length} row(s) (keys ${named}): ` +
+            `the deploy swapped values of a unique key between them (${collision}), so no order of updates can put them back, and ${why}. ` +
+            `The restore was rolled back; nothing was written. Put those rows back by hand (the undo log ${ROLLBACK_DATABASE}.${p.undoName} holds their pre-images), then rerun; or ${BACKSTOP}.`,
+        ),
+      ),
   );
 }
 

@@ -709,15 +709,16 @@ export function keysIn(key: string[], alias: string, keys: unknown[][]): { where
  * other tables that reference these keys: the same keys are back before the caller commits. The insert runs with the
  * checks on (the rows' own foreign keys are checked). MySQL cannot switch a table's triggers off, and a DELETE or
  * INSERT trigger of the table's own (not etl-rollback's) would act on a delete of rows that stay: then `refuse` gets
- * the reason and the rows' keys (up to five), and nothing is done. `keys`: each row's key values; `remove` and `insert`
- * are narrowed to those rows (keysIn). Returns the rows put back; throws unless every row deleted was inserted again.
+ * the reason and the rows' keys (up to five), and nothing is done. `keys`: each row's values of the primary key `key`;
+ * `from`: the table (`sql`, quoted, aliased `alias` in the insert) that holds their restored values in `columns`.
+ * Returns the rows put back; throws unless every row deleted was inserted again.
  */
 export async function deleteAndInsert(
   conn: mysql.Connection,
   table: TableRef,
+  key: string[],
   keys: unknown[][],
-  remove: { sql: string; values: unknown[] },
-  insert: { sql: string; values: unknown[] },
+  from: { sql: string; alias: string; columns: MysqlColumn[] },
   refuse: (why: string, keys: string) => Error,
 ): Promise<number> {
   const triggers = await select<{ name: string; event: string }>(
@@ -731,15 +732,20 @@ export async function deleteAndInsert(
     throw refuse(`deleting and inserting them again would fire the table's own triggers ${triggers.map((t) => `${t.name} (${t.event})`).join(', ')}, which MySQL cannot switch off`, named);
   }
   const expected = keys.length;
+  const at = (alias: string) => keysIn(key, alias, keys);
   const [[{ checks }]] = (await conn.query('SELECT @@SESSION.foreign_key_checks AS checks')) as unknown as [[{ checks: number }]];
   await conn.query('SET SESSION foreign_key_checks = 0');
   let gone: number;
   try {
-    gone = await write(conn, remove.sql, remove.values);
+    gone = await write(conn, `DELETE l FROM ${table.sql} AS l WHERE ${at('l').where}`, at('l').values);
   } finally {
     await conn.query(`SET SESSION foreign_key_checks = ${Number(checks) ? 1 : 0}`);
   }
-  const back = await write(conn, insert.sql, insert.values);
+  const back = await write(
+    conn,
+    `INSERT INTO ${table.sql} (${colList(from.columns)}) SELECT ${colList(from.columns, from.alias)} FROM ${from.sql} AS ${from.alias} WHERE ${at(from.alias).where}`,
+    at(from.alias).values,
+  );
   if (gone !== expected || back !== expected) throw new Error(`${table.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
   return back;
 }
