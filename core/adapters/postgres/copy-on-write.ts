@@ -13,7 +13,7 @@ import { resolveScope, scopeOfUnit, type Scope, type ScopeSpec } from './scope.t
 import { resetSequences, sequencesToReset } from './sequences.ts';
 import {
   batch, cols, deleteAndInsert, ensureQuarantine, ensureRollbackSchema, ident, inTransaction, isUniqueViolation, keyMatch, literal, lockTableWithin, quarantineExisted, quarantineStatements, rowText,
-  tidsIn, updateInPasses, withClient, withRestoreLock, withTableLockTries,
+  updateInPasses, withClient, withRestoreLock, withTableLockTries,
 } from './sql.ts';
 import { resumeUserTriggers, suspendUserTriggers, triggerSuspension, type TriggerMode } from './triggers.ts';
 
@@ -1212,9 +1212,10 @@ export function copyOnWrite(parts: CowAdapterParts) {
       (tids) =>
         deleteAndInsert(
           client,
-          { live: p.live, using: `${p.undo.sql} AS u`, join: w.join, where: tidsIn('u', tids), names: rowText(p.meta.primaryKey, 'u'), only: true },
-          `INSERT INTO ${p.live.sql} (${cols(p.write)})${p.overriding ? ' OVERRIDING SYSTEM VALUE' : ''} SELECT ${cols(p.write, 'u')} FROM ${p.undo.sql} AS u WHERE ${tidsIn('u', tids)}`,
-          tids.length,
+          p.live,
+          p.meta.primaryKey,
+          tids,
+          { sql: p.undo.sql, alias: 'u', columns: p.write, overriding: p.overriding, only: true },
           (why, keys) =>
             new VerificationFailedError(
               `unit "${unitId}": copy-on-write restore of ${p.live.display} cannot put back ${tids.length} row(s) (keys ${keys}): the deploy swapped values of a unique key between them, ` +

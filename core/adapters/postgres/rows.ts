@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Relation } from './catalog.ts';
 import type { Scope } from './scope.ts';
-import { cols, countOf, deleteAndInsert, ident, keyMatch, rowText, tidsIn, updateInPasses } from './sql.ts';
+import { cols, countOf, deleteAndInsert, ident, keyMatch, rowText, updateInPasses } from './sql.ts';
 
 /**
  * Which rows a restore writes, and how: the diff by primary key, or a reload of the scope.
@@ -315,9 +315,10 @@ export async function writeRows(client: pg.Client, r: RowSet, plan: RowPlan): Pr
             (tids) =>
               deleteAndInsert(
                 client,
-                { live: r.live, using: `${shadow} AS s`, join: keyMatch(key, 'l', 's'), where: tidsIn('s', tids), names: rowText(key, 's') },
-                `INSERT INTO ${live} (${cols(r.write)})${overriding} SELECT ${cols(r.write, 's')} FROM ${shadow} AS s WHERE ${tidsIn('s', tids)}`,
-                tids.length,
+                r.live,
+                key,
+                tids,
+                { sql: shadow, alias: 's', columns: r.write, overriding: r.overriding },
                 (why, keys) =>
                   new Error(
                     `${r.live.display} cannot get back ${tids.length} row(s) (keys ${keys}): the deploy swapped values of a unique key between them, ` +

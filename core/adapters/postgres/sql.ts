@@ -251,55 +251,59 @@ export async function updateInPasses(
 }
 
 /** `alias.ctid = ANY(…)` for the rows at `tids`, as literals (the statement may be sent with others, unparameterized). */
-export const tidsIn = (alias: string, tids: string[]): string => `${alias}.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
+const tidsIn = (alias: string, tids: string[]): string => `${alias}.ctid = ANY(ARRAY[${tids.map((t) => literal(t)).join(', ')}]::tid[])`;
 
 /**
  * Puts back rows whose unique values form a cycle (no order of updates can), by deleting them and inserting their
- * restored values in one statement: the DELETE of the live rows (alias `l`) that `rows` names runs first, and the
- * INSERT (`insert`, whose SELECT must end in a WHERE clause) waits for it through the `(SELECT count(*) FROM gone)`
- * guard; a unique key is checked row by row, but the deleted rows hold no value any more when the inserts run.
- * Foreign keys from other tables are checked at the end of the statement for NO ACTION, when the same keys are back;
- * one with an ON DELETE action (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would act on the delete of a row it
- * references: if any row of another table references the rows, `refuse` says which, and nothing is done.
- * `rows`: the live table, the table it joins for the restored values (`using`, e.g. `undo AS u`), the join, which
- * rows (over `using` alone: tidsIn), how to name one of them in a message (`names`, over `using`), and whether to
- * leave inheritance children out (`only`). `refuse` gets the reason and the names of (up to five of) the rows.
- * Returns the rows put back; throws unless every row deleted was inserted again.
+ * restored values in one statement: the DELETE of the live rows (alias `l`) runs first, and the INSERT waits for it
+ * through the `(SELECT count(*) FROM gone)` guard; a unique key is checked row by row, but the deleted rows hold no
+ * value any more when the inserts run. Foreign keys from other tables are checked at the end of the statement for NO
+ * ACTION, when the same keys are back; one with an ON DELETE action (CASCADE, SET NULL, SET DEFAULT) or RESTRICT would
+ * act on the delete of a row it references: if any row of another table references the rows, `refuse` says which,
+ * and nothing is done. The rows are named by `tids` in `from` (a table, aliased `alias`, holding their restored
+ * values, matched to the live rows on the primary key `key`); `columns` are the ones written (with `OVERRIDING SYSTEM
+ * VALUE` when `overriding`); `only` leaves inheritance children out. `refuse` gets the reason and the keys of (up to
+ * five of) the rows. Returns the rows put back; throws unless every row deleted was inserted again.
  */
 export async function deleteAndInsert(
   client: pg.Client,
-  rows: { live: { oid: number; sql: string; display: string }; using: string; join: string; where: string; names: string; only?: boolean },
-  insert: string,
-  expected: number,
+  live: { oid: number; sql: string; display: string },
+  key: string[],
+  tids: string[],
+  from: { sql: string; alias: string; columns: string[]; overriding: boolean; only?: boolean },
   refuse: (why: string, keys: string) => Error,
 ): Promise<number> {
+  const a = from.alias;
+  const rows = { using: `${from.sql} AS ${a}`, join: keyMatch(key, 'l', a), where: tidsIn(a, tids) };
   const { rows: keys } = await client.query<{ name: string; child: string; action: string; cols: string[]; refs: string[] }>(
     `SELECT c.conname AS name, c.conrelid::regclass::text AS child, c.confdeltype::text AS action,
             array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i) AS cols,
             array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i) JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) AS refs
        FROM pg_catalog.pg_constraint c
       WHERE c.contype = 'f' AND c.confrelid = $1 AND c.conparentid = 0 AND c.confdeltype <> 'a' ORDER BY 1`,
-    [rows.live.oid],
+    [live.oid],
   );
   const names: Record<string, string> = { r: 'RESTRICT', c: 'CASCADE', n: 'SET NULL', d: 'SET DEFAULT' };
   const acting: string[] = [];
   for (const fk of keys) {
     const on = fk.cols.map((col, i) => `c.${ident(col)} = l.${ident(fk.refs[i]!)}`).join(' AND ');
-    const n = await countOf(client, `SELECT 1 FROM ${rows.live.sql} AS l JOIN ${rows.using} ON ${rows.join} JOIN ${fk.child} AS c ON ${on} WHERE ${rows.where}`);
+    const n = await countOf(client, `SELECT 1 FROM ${live.sql} AS l JOIN ${rows.using} ON ${rows.join} JOIN ${fk.child} AS c ON ${on} WHERE ${rows.where}`);
     if (n > 0) acting.push(`${n} row(s) of ${fk.child} (foreign key ${fk.name}, ON DELETE ${names[fk.action] ?? fk.action})`);
   }
   if (acting.length > 0) {
-    const { rows: named } = await client.query<{ k: string }>(`SELECT ${rows.names} AS k FROM ${rows.using} WHERE ${rows.where} ORDER BY 1 LIMIT 6`);
+    const { rows: named } = await client.query<{ k: string }>(`SELECT ${rowText(key, a)} AS k FROM ${rows.using} WHERE ${rows.where} ORDER BY 1 LIMIT 6`);
     const keys = `${named.slice(0, 5).map((r) => r.k).join(', ')}${named.length > 5 ? ', …' : ''}`;
     throw refuse(`deleting and inserting them again would act on ${acting.join(', ')} that reference them`, keys);
   }
   const { rows: done } = await client.query<{ gone: string; back: string }>(
-    `WITH gone AS (DELETE FROM ${rows.only ? 'ONLY ' : ''}${rows.live.sql} AS l USING ${rows.using} WHERE ${rows.where} AND ${rows.join} RETURNING 1),
-          back AS (${insert} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1)
+    `WITH gone AS (DELETE FROM ${from.only ? 'ONLY ' : ''}${live.sql} AS l USING ${rows.using} WHERE ${rows.where} AND ${rows.join} RETURNING 1),
+          back AS (INSERT INTO ${live.sql} (${cols(from.columns)})${from.overriding ? ' OVERRIDING SYSTEM VALUE' : ''}
+                   SELECT ${cols(from.columns, a)} FROM ${rows.using} WHERE ${rows.where} AND (SELECT count(*) FROM gone) >= 0 RETURNING 1)
      SELECT (SELECT count(*) FROM gone)::text AS gone, (SELECT count(*) FROM back)::text AS back`,
   );
   const gone = Number(done[0]?.gone ?? 0);
   const back = Number(done[0]?.back ?? 0);
-  if (gone !== expected || back !== expected) throw new Error(`${rows.live.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
+  const expected = tids.length;
+  if (gone !== expected || back !== expected) throw new Error(`${live.display}: deleting and inserting ${expected} row(s) again wrote ${gone} and ${back}`);
   return back;
 }
